@@ -1,0 +1,310 @@
+//! The process table: for every profiled process its name, threads and memory map, kept
+//! current from `mmap`/`comm`/`fork`/`exit` records, and its unwinder.
+
+use std::collections::{BTreeMap, HashMap};
+
+use framehop::x86_64::UnwinderX86_64;
+use framehop::{ExplicitModuleSectionInfo, Module, Unwinder};
+
+use crate::modules::{FileBytes, ModuleFile, ModuleId, ModuleTable};
+
+pub type ProcessUnwinder = UnwinderX86_64<FileBytes>;
+
+/// One mapping of a process's address space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub pgoff: u64,
+    pub module: ModuleId,
+}
+
+/// Where an address lies: in a module, at a file offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub module: ModuleId,
+    pub file_offset: u64,
+}
+
+#[derive(Clone)]
+pub struct Process {
+    pub pid: u32,
+    pub name: String,
+    maps: BTreeMap<u64, Mapping>,
+    pub unwinder: ProcessUnwinder,
+    pub alive: bool,
+}
+
+impl Process {
+    fn new(pid: u32, name: String) -> Process {
+        Process {
+            pid,
+            name,
+            maps: BTreeMap::new(),
+            unwinder: ProcessUnwinder::new(),
+            alive: true,
+        }
+    }
+
+    pub fn resolve(&self, addr: u64) -> Option<Resolved> {
+        let (_, m) = self.maps.range(..=addr).next_back()?;
+        (addr < m.end).then(|| Resolved {
+            module: m.module,
+            file_offset: addr - m.start + m.pgoff,
+        })
+    }
+
+    /// Add a mapping, cutting away the parts of older mappings it covers.
+    fn map(&mut self, mapping: Mapping, module: &ModuleFile) {
+        let (start, end) = (mapping.start, mapping.end);
+        let overlapping: Vec<u64> = self
+            .maps
+            .range(..end)
+            .filter(|(_, m)| m.end > start)
+            .map(|(&s, _)| s)
+            .collect();
+        for s in overlapping {
+            let old = self.maps.remove(&s).expect("listed");
+            self.unwinder.remove_module(old.start);
+            if old.start < start {
+                let mut left = old.clone();
+                left.end = start;
+                self.maps.insert(left.start, left);
+            }
+            if old.end > end {
+                let mut right = old.clone();
+                right.pgoff += end - old.start;
+                right.start = end;
+                self.maps.insert(right.start, right);
+            }
+        }
+        if module.data.is_some() {
+            self.unwinder.add_module(unwind_module(&mapping, module));
+        }
+        self.maps.insert(start, mapping);
+    }
+
+    pub fn mappings(&self) -> impl Iterator<Item = &Mapping> {
+        self.maps.values()
+    }
+}
+
+/// Describe a mapped module to framehop: its address range and where its SVMA 0 lies.
+fn unwind_module(mapping: &Mapping, module: &ModuleFile) -> Module<FileBytes> {
+    let svma_at_start = module.offset_to_svma(mapping.pgoff);
+    let base_avma = mapping.start.wrapping_sub(svma_at_start);
+    let u = &module.unwind;
+    let info = ExplicitModuleSectionInfo {
+        base_svma: 0,
+        text_svma: u.text_svma.clone(),
+        text: u.text.clone(),
+        got_svma: u.got_svma.clone(),
+        eh_frame_svma: u.eh_frame_svma.clone(),
+        eh_frame: u.eh_frame.clone(),
+        eh_frame_hdr_svma: u.eh_frame_hdr_svma.clone(),
+        eh_frame_hdr: u.eh_frame_hdr.clone(),
+        debug_frame: u.debug_frame.clone(),
+        stubs_svma: None,
+        stub_helper_svma: None,
+        unwind_info: None,
+        text_segment_svma: None,
+        text_segment: None,
+    };
+    Module::new(
+        module.path.clone(),
+        mapping.start..mapping.end,
+        base_avma,
+        info,
+    )
+}
+
+#[derive(Clone, Debug)]
+pub struct ThreadInfo {
+    pub pid: u32,
+    pub name: String,
+}
+
+#[derive(Default)]
+pub struct ProcessTable {
+    procs: HashMap<u32, Process>,
+    threads: HashMap<u32, ThreadInfo>,
+    pub modules: ModuleTable,
+}
+
+impl ProcessTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Process> {
+        self.procs.get(&pid)
+    }
+
+    pub fn processes(&self) -> impl Iterator<Item = &Process> {
+        self.procs.values()
+    }
+
+    pub fn threads(&self) -> impl Iterator<Item = (&u32, &ThreadInfo)> {
+        self.threads.iter()
+    }
+
+    pub fn thread(&self, tid: u32) -> Option<&ThreadInfo> {
+        self.threads.get(&tid)
+    }
+
+    fn process_mut(&mut self, pid: u32) -> &mut Process {
+        self.procs
+            .entry(pid)
+            .or_insert_with(|| Process::new(pid, format!("pid-{pid}")))
+    }
+
+    /// A thread was seen (in a sample or a record): make sure it is known.
+    pub fn touch_thread(&mut self, pid: u32, tid: u32) {
+        if !self.threads.contains_key(&tid) {
+            let name = self.process_mut(pid).name.clone();
+            self.threads.insert(tid, ThreadInfo { pid, name });
+        }
+    }
+
+    pub fn on_mmap(
+        &mut self,
+        pid: u32,
+        start: u64,
+        len: u64,
+        pgoff: u64,
+        dev_ino: Option<(u32, u32, u64)>,
+        filename: &str,
+    ) {
+        let end = start.saturating_add(len);
+        let module = if filename.starts_with('/') {
+            self.modules.open(filename, dev_ino, pid, start, end)
+        } else {
+            self.modules.pseudo(if filename.is_empty() {
+                "[anon]"
+            } else {
+                filename
+            })
+        };
+        let mapping = Mapping {
+            start,
+            end,
+            pgoff,
+            module,
+        };
+        let file = self.modules.get(module);
+        let proc = self
+            .procs
+            .entry(pid)
+            .or_insert_with(|| Process::new(pid, format!("pid-{pid}")));
+        proc.map(mapping, file);
+    }
+
+    pub fn on_comm(&mut self, pid: u32, tid: u32, name: &str, exec: bool) {
+        let proc = self.process_mut(pid);
+        if exec {
+            // A new program: a new address space.
+            proc.maps.clear();
+            proc.unwinder = ProcessUnwinder::new();
+        }
+        if pid == tid {
+            proc.name = name.to_string();
+        }
+        self.threads.insert(
+            tid,
+            ThreadInfo {
+                pid,
+                name: name.to_string(),
+            },
+        );
+        if exec {
+            // Every thread of the old program is gone; the exec'ing thread now leads.
+            self.threads.retain(|&t, info| info.pid != pid || t == tid);
+        }
+    }
+
+    pub fn on_fork(&mut self, pid: u32, ppid: u32, tid: u32) {
+        let parent_name = self
+            .threads
+            .get(&tid)
+            .or_else(|| self.threads.get(&ppid))
+            .map(|t| t.name.clone());
+        if pid != ppid && !self.procs.contains_key(&pid) {
+            // A new process starts as a copy of its parent's address space.
+            let child = match self.procs.get(&ppid) {
+                Some(parent) => {
+                    let mut c = parent.clone();
+                    c.pid = pid;
+                    c.alive = true;
+                    c
+                }
+                None => Process::new(pid, format!("pid-{pid}")),
+            };
+            self.procs.insert(pid, child);
+        }
+        let name = parent_name.unwrap_or_else(|| self.process_mut(pid).name.clone());
+        self.threads.insert(tid, ThreadInfo { pid, name });
+    }
+
+    pub fn on_exit(&mut self, pid: u32, tid: u32) {
+        if pid == tid {
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.alive = false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_split_and_resolve() {
+        let mut t = ProcessTable::new();
+        t.on_mmap(1, 0x1000, 0x3000, 0, None, "[anon-a]");
+        t.on_mmap(1, 0x2000, 0x1000, 0x10, None, "[anon-b]");
+        let a = t.modules.pseudo("[anon-a]");
+        let b = t.modules.pseudo("[anon-b]");
+        let r = |addr| t.get(1).unwrap().resolve(addr);
+        assert_eq!(
+            r(0x1800),
+            Some(Resolved {
+                module: a,
+                file_offset: 0x800
+            })
+        );
+        assert_eq!(
+            r(0x2004),
+            Some(Resolved {
+                module: b,
+                file_offset: 0x14
+            })
+        );
+        assert_eq!(
+            r(0x3008),
+            Some(Resolved {
+                module: a,
+                file_offset: 0x2008
+            })
+        );
+        assert_eq!(r(0x4000), None);
+        assert_eq!(t.get(1).unwrap().mappings().count(), 3);
+    }
+
+    #[test]
+    fn fork_copies_maps_and_exec_clears_them() {
+        let mut t = ProcessTable::new();
+        t.on_comm(1, 1, "parent", true);
+        t.on_mmap(1, 0x1000, 0x1000, 0, None, "[x]");
+        t.on_fork(2, 1, 2);
+        assert!(t.get(2).unwrap().resolve(0x1000).is_some());
+        assert_eq!(t.thread(2).unwrap().name, "parent");
+        t.on_comm(2, 2, "child", true);
+        assert!(t.get(2).unwrap().resolve(0x1000).is_none());
+        assert!(t.get(1).unwrap().resolve(0x1000).is_some());
+        assert_eq!(t.get(2).unwrap().name, "child");
+        // A new thread in the same process.
+        t.on_fork(1, 1, 3);
+        assert_eq!(t.thread(3).unwrap().pid, 1);
+    }
+}

@@ -1,0 +1,169 @@
+//! The profile: interned stacks with their sample counts per thread, plus what was recorded.
+//!
+//! Frames are interned once, stacks are nodes of a prefix tree (root first), so memory grows
+//! with the number of *unique* stacks, not with the number of samples.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use crate::modules::ModuleId;
+
+/// One frame before symbolization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Frame {
+    /// A code address in a module, as the module's ELF states it (SVMA), ready for lookup.
+    Module { module: ModuleId, svma: u64 },
+    /// A kernel code address.
+    Kernel(u64),
+    /// An address outside every known mapping of its process.
+    Unmapped(u64),
+}
+
+pub type FrameId = u32;
+pub type NodeId = u32;
+
+/// The root of the prefix tree; it stands for the empty stack.
+pub const ROOT: NodeId = 0;
+
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    parent: NodeId,
+    frame: FrameId,
+}
+
+/// What was recorded besides the stacks: shown in titles, summaries and saved files.
+#[derive(Clone, Debug, Default)]
+pub struct Metadata {
+    /// The command that was run, or a description of what was attached to.
+    pub command: Vec<String>,
+    pub frequency: u64,
+    /// The perf event used (`cycles`, `cpu-clock`).
+    pub event: String,
+    pub duration: Duration,
+    /// Samples the kernel dropped (ring buffer full).
+    pub lost: u64,
+    /// Times the kernel throttled sampling because it took too long.
+    pub throttled: u64,
+    /// Every process seen: pid → name.
+    pub processes: BTreeMap<u32, String>,
+    /// Every thread seen: tid → (pid, name).
+    pub threads: BTreeMap<u32, (u32, String)>,
+    /// Problems that did not stop the recording (unreadable binaries, ...).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct Profile {
+    frames: Vec<Frame>,
+    frame_ids: HashMap<Frame, FrameId>,
+    nodes: Vec<Node>,
+    node_ids: HashMap<(NodeId, FrameId), NodeId>,
+    counts: HashMap<(u32, u32, NodeId), u64>,
+    total: u64,
+    pub meta: Metadata,
+}
+
+impl Profile {
+    pub fn new() -> Profile {
+        Profile {
+            nodes: vec![Node {
+                parent: ROOT,
+                frame: FrameId::MAX,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn intern_frame(&mut self, f: Frame) -> FrameId {
+        if let Some(&id) = self.frame_ids.get(&f) {
+            return id;
+        }
+        let id = self.frames.len() as FrameId;
+        self.frames.push(f);
+        self.frame_ids.insert(f, id);
+        id
+    }
+
+    fn child(&mut self, parent: NodeId, frame: FrameId) -> NodeId {
+        if let Some(&n) = self.node_ids.get(&(parent, frame)) {
+            return n;
+        }
+        let n = self.nodes.len() as NodeId;
+        self.nodes.push(Node { parent, frame });
+        self.node_ids.insert((parent, frame), n);
+        n
+    }
+
+    /// Count `count` samples of thread `tid` of process `pid` with this stack (leaf first).
+    pub fn add_sample(&mut self, pid: u32, tid: u32, leaf_first: &[Frame], count: u64) {
+        let mut node = ROOT;
+        for &f in leaf_first.iter().rev() {
+            let id = self.intern_frame(f);
+            node = self.child(node, id);
+        }
+        *self.counts.entry((pid, tid, node)).or_insert(0) += count;
+        self.total += count;
+    }
+
+    pub fn total_samples(&self) -> u64 {
+        self.total
+    }
+
+    pub fn frames(&self) -> &[Frame] {
+        &self.frames
+    }
+
+    pub fn unique_stacks(&self) -> usize {
+        self.nodes.len() - 1
+    }
+
+    /// Every (pid, tid, stack, count), stacks as frame ids root first; sorted so output is
+    /// deterministic.
+    pub fn stacks(&self) -> Vec<(u32, u32, Vec<FrameId>, u64)> {
+        let mut out: Vec<_> = self
+            .counts
+            .iter()
+            .map(|(&(pid, tid, node), &count)| (pid, tid, self.path(node), count))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The frames from the root to `node`.
+    pub fn path(&self, mut node: NodeId) -> Vec<FrameId> {
+        let mut v = Vec::new();
+        while node != ROOT {
+            let n = self.nodes[node as usize];
+            v.push(n.frame);
+            node = n.parent;
+        }
+        v.reverse();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_aggregate_by_unique_stack() {
+        let mut p = Profile::new();
+        let a = Frame::Kernel(1);
+        let b = Frame::Unmapped(2);
+        let c = Frame::Unmapped(3);
+        for _ in 0..1000 {
+            p.add_sample(1, 1, &[c, b, a], 1);
+        }
+        p.add_sample(1, 1, &[b, a], 2);
+        p.add_sample(1, 2, &[c, b, a], 1);
+        assert_eq!(p.total_samples(), 1003);
+        assert_eq!(p.unique_stacks(), 3);
+        let s = p.stacks();
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0], (1, 1, vec![0, 1], 2));
+        assert_eq!(s[1], (1, 1, vec![0, 1, 2], 1000));
+        assert_eq!(s[2], (1, 2, vec![0, 1, 2], 1));
+        assert_eq!(p.frames()[2], c);
+    }
+}

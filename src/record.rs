@@ -1,0 +1,325 @@
+//! `ember record`: the pipeline end to end — launch, sample, unwind, aggregate, symbolize,
+//! write.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+
+use crate::output::{self, Grouping, OutputError, SvgOptions};
+use crate::process::ProcessTable;
+use crate::profile::{Frame, Profile};
+use crate::sampler::perf::{PerfConfig, PerfError, PerfSampler};
+use crate::sampler::{CallGraph, Event, RecordQueue, SampleLayout};
+use crate::symbolize::{self, SymbolizeOptions, Symbols};
+use crate::target::{self, GatedChild, TargetError};
+use crate::unwind::{RawFrame, StackUnwinder, UnwindStats};
+
+/// Default sampling frequency: 999 Hz gives millisecond resolution at low overhead, and
+/// being just off 1 kHz keeps it out of lockstep with timers that tick at round rates.
+pub const DEFAULT_FREQUENCY: u64 = 999;
+/// Default user-stack copy per sample: enough for ~1000 typical frames (samply uses 32000).
+pub const DEFAULT_STACK_SIZE: u32 = 32768;
+
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    pub command: Vec<String>,
+    pub frequency: u64,
+    pub call_graph: CallGraph,
+    pub stack_size: u32,
+    pub outputs: Vec<PathBuf>,
+    pub grouping: Grouping,
+    pub kernel: bool,
+    pub inline: bool,
+    pub title: Option<String>,
+}
+
+impl Default for RecordOptions {
+    fn default() -> Self {
+        RecordOptions {
+            command: Vec::new(),
+            frequency: DEFAULT_FREQUENCY,
+            call_graph: CallGraph::Auto,
+            stack_size: DEFAULT_STACK_SIZE,
+            outputs: vec![PathBuf::from("flamegraph.svg")],
+            grouping: Grouping::ByName,
+            kernel: true,
+            inline: true,
+            title: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Perf(#[from] PerfError),
+    #[error("-F must be at least 1")]
+    ZeroFrequency,
+}
+
+/// What a recording produced.
+pub struct RecordOutcome {
+    /// The command's exit code (128+N when killed by signal N).
+    pub exit_code: i32,
+    pub profile: Profile,
+    pub unwind: UnwindStats,
+    /// One line for the terminal.
+    pub summary: String,
+}
+
+/// Turns records into profile samples, keeping the process table current.
+struct Collector {
+    layout: SampleLayout,
+    procs: ProcessTable,
+    unwinder: StackUnwinder,
+    profile: Profile,
+    raw: Vec<RawFrame>,
+    frames: Vec<Frame>,
+    parse_errors: u64,
+}
+
+impl Collector {
+    fn handle(&mut self, rec: &[u8]) {
+        let ev = match self.layout.parse(rec) {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return,
+            Err(_) => {
+                self.parse_errors += 1;
+                return;
+            }
+        };
+        match ev {
+            Event::Sample(s) => {
+                self.procs.touch_thread(s.pid, s.tid);
+                let proc = self.procs.get(s.pid);
+                self.unwinder.unwind(proc, &s, &mut self.raw);
+                self.frames.clear();
+                for &r in &self.raw {
+                    self.frames.push(match r {
+                        RawFrame::Kernel(a) => Frame::Kernel(a),
+                        RawFrame::User(a) => match proc.and_then(|p| p.resolve(a)) {
+                            Some(res) => Frame::Module {
+                                module: res.module,
+                                svma: self
+                                    .procs
+                                    .modules
+                                    .get(res.module)
+                                    .offset_to_svma(res.file_offset),
+                            },
+                            None => Frame::Unmapped(a),
+                        },
+                    });
+                }
+                self.profile.add_sample(s.pid, s.tid, &self.frames, 1);
+            }
+            Event::Mmap(m) => {
+                if m.executable {
+                    let name = String::from_utf8_lossy(m.filename);
+                    self.procs
+                        .on_mmap(m.pid, m.start, m.len, m.pgoff, m.dev_ino, &name);
+                }
+            }
+            Event::Comm(c) => {
+                let name = String::from_utf8_lossy(c.name);
+                self.procs.on_comm(c.pid, c.tid, &name, c.exec);
+            }
+            Event::Fork(f) => self.procs.on_fork(f.pid, f.ppid, f.tid),
+            Event::Exit(f) => self.procs.on_exit(f.pid, f.tid),
+            Event::Lost(n) => self.profile.meta.lost += n,
+            Event::Throttle => self.profile.meta.throttled += 1,
+            Event::Unthrottle => {}
+        }
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Run `opts.command` under the profiler and write every output.
+pub fn record_command(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
+    if opts.frequency == 0 {
+        return Err(RecordError::ZeroFrequency);
+    }
+    // Everything that can be checked is checked before the command starts.
+    for o in &opts.outputs {
+        output::check_writable(o)?;
+    }
+    let mut child = GatedChild::spawn(&opts.command)?;
+    let perf_config = PerfConfig {
+        frequency: opts.frequency,
+        call_graph: opts.call_graph,
+        stack_size: opts.stack_size,
+        kernel: opts.kernel,
+    };
+    // On error `child` is dropped unreleased: the command never runs.
+    let mut sampler = PerfSampler::for_launch(child.pid(), &perf_config)?;
+    target::install_signal_handlers();
+    let started = Instant::now();
+    child.release()?;
+
+    let mut collector = Collector {
+        layout: sampler.layout(),
+        procs: ProcessTable::new(),
+        unwinder: StackUnwinder::new(opts.call_graph),
+        profile: Profile::new(),
+        raw: Vec::new(),
+        frames: Vec::new(),
+        parse_errors: 0,
+    };
+    let mut queue = RecordQueue::new();
+    let mut watermark = 0u64;
+    let exit_code = loop {
+        if let Some((sig, from_process)) = target::take_signal() {
+            // A Ctrl-C from the terminal already reached the command (same process group);
+            // anything sent to ember alone is passed on. ember keeps recording until the
+            // command ends, then writes everything.
+            if sig != Signal::SIGINT || from_process {
+                child.signal(sig);
+            }
+        }
+        if let Some(code) = child.try_wait() {
+            break code;
+        }
+        let now = monotonic_ns();
+        sampler.drain(&mut queue);
+        queue.drain_until(watermark, |r| collector.handle(r));
+        watermark = now;
+        sampler.wait(100);
+    };
+    let duration = started.elapsed();
+    sampler.disable();
+    sampler.drain(&mut queue);
+    queue.drain_all(|r| collector.handle(r));
+
+    let event = sampler.event().clone();
+    drop(sampler);
+    let Collector {
+        procs,
+        unwinder,
+        mut profile,
+        parse_errors,
+        ..
+    } = collector;
+    let meta = &mut profile.meta;
+    meta.command = opts.command.clone();
+    meta.frequency = opts.frequency;
+    meta.event = event.name.to_string();
+    meta.duration = duration;
+    for p in procs.processes() {
+        meta.processes.insert(p.pid, p.name.clone());
+    }
+    for (&tid, t) in procs.threads() {
+        meta.threads.insert(tid, (t.pid, t.name.clone()));
+    }
+    if parse_errors > 0 {
+        meta.warnings.push(format!(
+            "{parse_errors} malformed perf records were skipped"
+        ));
+    }
+    for (_, m) in procs.modules.iter() {
+        if let Some(e) = &m.error {
+            if m.path.starts_with('/') {
+                meta.warnings.push(format!("{}: {e}", m.path));
+            }
+        }
+    }
+
+    let symbols = symbolize::symbolize(
+        &profile,
+        &procs.modules,
+        &SymbolizeOptions {
+            inline: opts.inline,
+        },
+    );
+    profile
+        .meta
+        .warnings
+        .extend(symbols.warnings.iter().cloned());
+    write_outputs(&profile, &symbols, opts)?;
+    let summary = summarize(&profile, &opts.outputs, event.kernel_included);
+    Ok(RecordOutcome {
+        exit_code,
+        profile,
+        unwind: unwinder.stats,
+        summary,
+    })
+}
+
+fn svg_options(profile: &Profile, title: Option<&str>) -> SvgOptions {
+    let m = &profile.meta;
+    let title = title
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("ember record -- {}", m.command.join(" ")));
+    let mut subtitle = format!(
+        "{} samples at {} Hz ({}) over {:.2} s",
+        profile.total_samples(),
+        m.frequency,
+        m.event,
+        m.duration.as_secs_f64()
+    );
+    if m.lost > 0 {
+        subtitle.push_str(&format!(", {} LOST", m.lost));
+    }
+    if m.throttled > 0 {
+        subtitle.push_str(&format!(", throttled {} times", m.throttled));
+    }
+    SvgOptions {
+        title,
+        subtitle: Some(subtitle),
+    }
+}
+
+fn write_outputs(
+    profile: &Profile,
+    symbols: &Symbols,
+    opts: &RecordOptions,
+) -> Result<(), OutputError> {
+    let folded = output::folded::fold(profile, symbols, opts.grouping);
+    let svg = svg_options(profile, opts.title.as_deref());
+    for path in &opts.outputs {
+        output::write_output(path, &folded, &svg)?;
+    }
+    Ok(())
+}
+
+fn summarize(profile: &Profile, outputs: &[PathBuf], kernel: bool) -> String {
+    let m = &profile.meta;
+    let files: Vec<String> = outputs.iter().map(|p| p.display().to_string()).collect();
+    let mut s = format!(
+        "ember: {} samples ({} lost), {} processes, {} threads, {:.2} s at {} Hz ({}{}); wrote {}",
+        profile.total_samples(),
+        m.lost,
+        m.processes.len(),
+        m.threads.len(),
+        m.duration.as_secs_f64(),
+        m.frequency,
+        m.event,
+        if kernel { "" } else { ", user space only" },
+        files.join(", ")
+    );
+    if m.throttled > 0 {
+        s.push_str(&format!(
+            "\nember: the kernel throttled sampling {} times; lower -F",
+            m.throttled
+        ));
+    }
+    if m.lost > 0 {
+        s.push_str("\nember: samples were lost (ring buffer full); lower -F or --stack-size");
+    }
+    for w in &m.warnings {
+        s.push_str(&format!("\nember: warning: {w}"));
+    }
+    s
+}

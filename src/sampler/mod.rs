@@ -1,0 +1,90 @@
+//! Samplers: where stack samples and process events come from.
+//!
+//! Every backend produces records in the perf ring-buffer format (see [`records`]), so the
+//! rest of the pipeline reads one format whatever the source.
+
+pub mod perf;
+pub mod queue;
+pub mod records;
+
+pub use queue::RecordQueue;
+pub use records::{SampleLayout, UserRegs};
+
+/// How user-space stacks are collected and unwound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CallGraph {
+    /// DWARF unwinding of stack copies, with the kernel's frame-pointer chain spliced in
+    /// where the copy ran out.
+    #[default]
+    Auto,
+    /// DWARF unwinding of stack copies only.
+    Dwarf,
+    /// The kernel's frame-pointer callchain only (cheapest; wrong for code without frame
+    /// pointers).
+    Fp,
+}
+
+/// One sample: where a thread was and the raw material to unwind its stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SampleEvent<'a> {
+    pub pid: u32,
+    pub tid: u32,
+    pub time: u64,
+    pub cpu: u32,
+    pub period: u64,
+    pub ip: u64,
+    /// The sample was taken while the thread ran in the kernel.
+    pub kernel_mode: bool,
+    /// Raw callchain (u64 entries with `PERF_CONTEXT_*` markers), or empty.
+    pub callchain: &'a [u8],
+    pub user_regs: Option<UserRegs>,
+    /// The copy of the user stack starting at `user_regs.sp`.
+    pub user_stack: &'a [u8],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MmapEvent<'a> {
+    pub pid: u32,
+    pub tid: u32,
+    pub start: u64,
+    pub len: u64,
+    pub pgoff: u64,
+    /// (major, minor, inode) of the mapped file, when the kernel sent them.
+    pub dev_ino: Option<(u32, u32, u64)>,
+    pub executable: bool,
+    pub filename: &'a [u8],
+    pub time: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommEvent<'a> {
+    pub pid: u32,
+    pub tid: u32,
+    pub name: &'a [u8],
+    /// The name changed because the process called `exec`.
+    pub exec: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkEvent {
+    pub pid: u32,
+    pub ppid: u32,
+    pub tid: u32,
+    pub ptid: u32,
+    pub time: u64,
+}
+
+/// What the samplers emit, in time order once merged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    Sample(SampleEvent<'a>),
+    Mmap(MmapEvent<'a>),
+    Comm(CommEvent<'a>),
+    Fork(ForkEvent),
+    Exit(ForkEvent),
+    /// Records the kernel dropped because a ring buffer was full.
+    Lost(u64),
+    /// The kernel lowered the sampling rate because sampling took too long.
+    Throttle,
+    Unthrottle,
+}

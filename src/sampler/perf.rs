@@ -1,0 +1,458 @@
+//! The perf-events backend: `perf_event_open` per CPU with `inherit`, ring buffers, reading.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, Ordering};
+
+use perf_event_open_sys as sys;
+
+use super::records::{self, RecordHeader, SampleLayout};
+use super::{CallGraph, RecordQueue};
+
+/// Largest user-stack copy the kernel accepts in one sample (the record size is a u16).
+pub const MAX_STACK_SIZE: u32 = 65528 - 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PerfError {
+    #[error(
+        "perf events are refused (kernel.perf_event_paranoid = {paranoid}): {source}\n\
+         To allow profiling, run one of:\n  \
+         sudo sysctl kernel.perf_event_paranoid=1\n  \
+         (or grant CAP_PERFMON to ember: sudo setcap cap_perfmon+ep $(which ember))\n  \
+         (or run ember as root)"
+    )]
+    Refused { paranoid: String, source: io::Error },
+    #[error(
+        "-F {requested} is above the kernel's limit of {max} samples/s \
+         (kernel.perf_event_max_sample_rate); pass -F {max} or lower, or raise it with: \
+         sudo sysctl kernel.perf_event_max_sample_rate={requested}"
+    )]
+    FrequencyTooHigh { requested: u64, max: u64 },
+    #[error("perf_event_open failed on CPU {cpu}: {source}")]
+    Open { cpu: u32, source: io::Error },
+    #[error(
+        "could not map a perf ring buffer ({source}); the kernel limits locked memory for \
+         unprivileged users: raise it with `sudo sysctl kernel.perf_event_mlock_kb=2048` or \
+         lower --stack-size"
+    )]
+    Mmap { source: io::Error },
+    #[error("could not list the online CPUs: {0}")]
+    Cpus(io::Error),
+    #[error("ioctl {what} failed: {source}")]
+    Ioctl {
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+/// What to sample and how.
+#[derive(Clone, Debug)]
+pub struct PerfConfig {
+    pub frequency: u64,
+    pub call_graph: CallGraph,
+    pub stack_size: u32,
+    /// Ask for kernel samples and callchains (falls back to user-only when refused).
+    pub kernel: bool,
+}
+
+/// Which event ended up being used, for the summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenedEvent {
+    pub name: &'static str,
+    pub kernel_included: bool,
+}
+
+struct RingBuffer {
+    base: NonNull<u8>,
+    map_len: usize,
+    data_len: usize,
+    page_size: usize,
+}
+
+// SAFETY: the mapping is owned by this struct; it is only touched through &mut self.
+unsafe impl Send for RingBuffer {}
+
+impl RingBuffer {
+    fn map(fd: RawFd, data_pages: usize) -> io::Result<RingBuffer> {
+        let page_size = page_size();
+        let map_len = (data_pages + 1) * page_size;
+        // SAFETY: mapping a perf fd as documented in perf_event_open(2).
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(RingBuffer {
+            base: NonNull::new(p as *mut u8).expect("mmap returned null"),
+            map_len,
+            data_len: data_pages * page_size,
+            page_size,
+        })
+    }
+
+    fn header(&self) -> *mut sys::bindings::perf_event_mmap_page {
+        self.base.as_ptr() as *mut sys::bindings::perf_event_mmap_page
+    }
+
+    /// Copy every complete record into `queue`; returns how many were read.
+    fn drain(&mut self, layout: &SampleLayout, queue: &mut RecordQueue) -> usize {
+        let hdr = self.header();
+        // SAFETY: the header page stays mapped for our lifetime; data_head is written by the
+        // kernel, so read it volatile and fence before reading the data it covers.
+        let head = unsafe { std::ptr::addr_of!((*hdr).data_head).read_volatile() };
+        fence(Ordering::Acquire);
+        let mut tail = unsafe { std::ptr::addr_of!((*hdr).data_tail).read_volatile() };
+        // SAFETY: the data area follows the header page and is data_len bytes long.
+        let data = unsafe {
+            std::slice::from_raw_parts(self.base.as_ptr().add(self.page_size), self.data_len)
+        };
+        let mut n = 0;
+        let mut hbuf = [0u8; RecordHeader::SIZE];
+        let mut scratch = Vec::new();
+        while tail < head {
+            let off = (tail % self.data_len as u64) as usize;
+            // The header itself may wrap.
+            for (i, b) in hbuf.iter_mut().enumerate() {
+                *b = data[(off + i) % self.data_len];
+            }
+            let h = RecordHeader::parse(&hbuf).expect("8 bytes");
+            let size = h.size as usize;
+            if size < RecordHeader::SIZE || tail + size as u64 > head {
+                // Corrupt or partial: skip to head rather than loop forever.
+                tail = head;
+                break;
+            }
+            let (first, second) = if off + size <= self.data_len {
+                (&data[off..off + size], &data[0..0])
+            } else {
+                (&data[off..], &data[..size - (self.data_len - off)])
+            };
+            let time = if second.is_empty() {
+                layout.record_time(first)
+            } else {
+                scratch.clear();
+                scratch.extend_from_slice(first);
+                scratch.extend_from_slice(second);
+                layout.record_time(&scratch)
+            };
+            queue.push(time, first, second);
+            tail += size as u64;
+            n += 1;
+        }
+        fence(Ordering::Release);
+        // SAFETY: as above; the kernel reads data_tail to know what space is free.
+        unsafe { std::ptr::addr_of_mut!((*hdr).data_tail).write_volatile(tail) };
+        n
+    }
+}
+
+impl Drop for RingBuffer {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped.
+        unsafe { libc::munmap(self.base.as_ptr() as *mut _, self.map_len) };
+    }
+}
+
+/// Open perf events following one process (and everything it forks), one fd per CPU.
+pub struct PerfSampler {
+    fds: Vec<OwnedFd>,
+    buffers: Vec<RingBuffer>,
+    layout: SampleLayout,
+    event: OpenedEvent,
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// The CPUs the kernel reports online, e.g. "0-3,6".
+pub fn online_cpus() -> io::Result<Vec<u32>> {
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
+    parse_cpu_list(&s).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, s))
+}
+
+pub fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+                if b < a || b - a > 65536 {
+                    return None;
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    Some(cpus)
+}
+
+pub fn read_sysctl(name: &str) -> Option<String> {
+    let path = format!("/proc/sys/{}", name.replace('.', "/"));
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn is_permission_error(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM))
+}
+
+impl PerfSampler {
+    /// Open the events for `pid`, disabled until it calls `exec` (`enable_on_exec`).
+    pub fn for_launch(pid: u32, config: &PerfConfig) -> Result<PerfSampler, PerfError> {
+        if let Some(max) =
+            read_sysctl("kernel.perf_event_max_sample_rate").and_then(|s| s.parse::<u64>().ok())
+        {
+            if config.frequency > max {
+                return Err(PerfError::FrequencyTooHigh {
+                    requested: config.frequency,
+                    max,
+                });
+            }
+        }
+        let cpus = online_cpus().map_err(PerfError::Cpus)?;
+        let stack_size = (config.stack_size.min(MAX_STACK_SIZE)) & !7;
+        let mut sample_type = records::PERF_SAMPLE_IP
+            | records::PERF_SAMPLE_TID
+            | records::PERF_SAMPLE_TIME
+            | records::PERF_SAMPLE_CPU
+            | records::PERF_SAMPLE_PERIOD
+            | records::PERF_SAMPLE_CALLCHAIN;
+        let dwarf = config.call_graph != CallGraph::Fp;
+        if dwarf {
+            sample_type |= records::PERF_SAMPLE_REGS_USER | records::PERF_SAMPLE_STACK_USER;
+        }
+        let layout = SampleLayout {
+            sample_type,
+            regs_user_mask: if dwarf { records::USER_REGS_MASK } else { 0 },
+        };
+
+        // Try hardware cycles first, then the software clock; kernel samples first, then
+        // user-only when the kernel refuses them (perf_event_paranoid 2 without privileges).
+        let events: [(&'static str, u32, u64); 2] = [
+            (
+                "cycles",
+                sys::bindings::PERF_TYPE_HARDWARE,
+                sys::bindings::PERF_COUNT_HW_CPU_CYCLES as u64,
+            ),
+            (
+                "cpu-clock",
+                sys::bindings::PERF_TYPE_SOFTWARE,
+                sys::bindings::PERF_COUNT_SW_CPU_CLOCK as u64,
+            ),
+        ];
+        let kernel_options: &[bool] = if config.kernel {
+            &[true, false]
+        } else {
+            &[false]
+        };
+        let mut last_err = None;
+        for &(name, type_, cfg) in &events {
+            for &kernel in kernel_options {
+                let attr = make_attr(type_, cfg, config, &layout, stack_size, kernel);
+                match open_per_cpu(pid, &cpus, attr) {
+                    Ok(fds) => {
+                        let buffers = map_buffers(&fds, stack_size)?;
+                        return Ok(PerfSampler {
+                            fds,
+                            buffers,
+                            layout,
+                            event: OpenedEvent {
+                                name,
+                                kernel_included: kernel,
+                            },
+                        });
+                    }
+                    Err((cpu, e)) => last_err = Some((cpu, e)),
+                }
+            }
+        }
+        let (cpu, e) = last_err.expect("at least one attempt");
+        if is_permission_error(&e) {
+            return Err(PerfError::Refused {
+                paranoid: read_sysctl("kernel.perf_event_paranoid")
+                    .unwrap_or_else(|| "unknown".into()),
+                source: e,
+            });
+        }
+        Err(PerfError::Open { cpu, source: e })
+    }
+
+    pub fn layout(&self) -> SampleLayout {
+        self.layout
+    }
+
+    pub fn event(&self) -> &OpenedEvent {
+        &self.event
+    }
+
+    /// Copy all records now in the buffers into `queue`.
+    pub fn drain(&mut self, queue: &mut RecordQueue) -> usize {
+        let layout = self.layout;
+        self.buffers
+            .iter_mut()
+            .map(|b| b.drain(&layout, queue))
+            .sum()
+    }
+
+    /// Wait until a buffer passes its wakeup watermark or `timeout_ms` passes. Returns early
+    /// on a signal.
+    pub fn wait(&self, timeout_ms: i32) {
+        let mut pfds: Vec<libc::pollfd> = self
+            .fds
+            .iter()
+            .map(|fd| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: pfds is a valid array of pollfd for the duration of the call.
+        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    }
+
+    /// Stop sampling (the buffers stay readable).
+    pub fn disable(&self) {
+        for fd in &self.fds {
+            // SAFETY: ioctl on an fd we own.
+            unsafe { sys::ioctls::DISABLE(fd.as_raw_fd(), 0) };
+        }
+    }
+}
+
+fn make_attr(
+    type_: u32,
+    config: u64,
+    cfg: &PerfConfig,
+    layout: &SampleLayout,
+    stack_size: u32,
+    kernel: bool,
+) -> sys::bindings::perf_event_attr {
+    let mut a = sys::bindings::perf_event_attr {
+        type_,
+        size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
+        config,
+        sample_type: layout.sample_type,
+        ..Default::default()
+    };
+    a.__bindgen_anon_1.sample_freq = cfg.frequency;
+    a.set_freq(1);
+    a.set_disabled(1);
+    a.set_inherit(1);
+    a.set_enable_on_exec(1);
+    a.set_mmap(1);
+    a.set_mmap2(1);
+    a.set_comm(1);
+    a.set_comm_exec(1);
+    a.set_task(1);
+    a.set_sample_id_all(1);
+    a.set_use_clockid(1);
+    a.clockid = libc::CLOCK_MONOTONIC;
+    a.set_exclude_hv(1);
+    a.set_exclude_guest(1);
+    if !kernel {
+        a.set_exclude_kernel(1);
+    }
+    a.set_exclude_callchain_kernel(u64::from(!kernel));
+    if layout.sample_type & records::PERF_SAMPLE_STACK_USER != 0 {
+        a.sample_regs_user = layout.regs_user_mask;
+        a.sample_stack_user = stack_size;
+    }
+    if cfg.call_graph == CallGraph::Dwarf {
+        // The user part of the callchain is not used; spare the kernel walking it.
+        a.set_exclude_callchain_user(1);
+    }
+    // Wake the reader when a quarter of the buffer is used (set after mapping below).
+    a.set_watermark(1);
+    a.__bindgen_anon_2.wakeup_watermark = 0;
+    a
+}
+
+fn buffer_pages(stack_size: u32) -> usize {
+    // Room for ~128 full samples between reads, at least 64 KiB, a power of two.
+    let want = (stack_size as usize + 1024) * 128;
+    let pages = want.div_ceil(page_size()).max(16);
+    pages.next_power_of_two().min(4096)
+}
+
+fn open_per_cpu(
+    pid: u32,
+    cpus: &[u32],
+    mut attr: sys::bindings::perf_event_attr,
+) -> Result<Vec<OwnedFd>, (u32, io::Error)> {
+    let pages = buffer_pages(attr.sample_stack_user);
+    attr.__bindgen_anon_2.wakeup_watermark = (pages * page_size() / 4) as u32;
+    let mut fds = Vec::with_capacity(cpus.len());
+    for &cpu in cpus {
+        // SAFETY: attr is a fully initialized perf_event_attr.
+        let fd = unsafe {
+            sys::perf_event_open(
+                &mut attr,
+                pid as i32,
+                cpu as i32,
+                -1,
+                sys::bindings::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
+            )
+        };
+        if fd < 0 {
+            return Err((cpu, io::Error::last_os_error()));
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    Ok(fds)
+}
+
+fn map_buffers(fds: &[OwnedFd], stack_size: u32) -> Result<Vec<RingBuffer>, PerfError> {
+    let mut pages = buffer_pages(stack_size);
+    let mut buffers = Vec::with_capacity(fds.len());
+    for fd in fds {
+        loop {
+            match RingBuffer::map(fd.as_raw_fd(), pages) {
+                Ok(b) => {
+                    buffers.push(b);
+                    break;
+                }
+                Err(e) if pages > 16 && is_permission_error(&e) => {
+                    pages /= 2;
+                    continue;
+                }
+                Err(e) => return Err(PerfError::Mmap { source: e }),
+            }
+        }
+    }
+    Ok(buffers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-1\n"), Some(vec![0, 1]));
+        assert_eq!(parse_cpu_list("0,2-4,7"), Some(vec![0, 2, 3, 4, 7]));
+        assert_eq!(parse_cpu_list("x"), None);
+        assert_eq!(parse_cpu_list("3-1"), None);
+    }
+
+    #[test]
+    fn buffers_are_powers_of_two_and_hold_many_samples() {
+        let p = buffer_pages(32768);
+        assert!(p.is_power_of_two());
+        assert!(p * page_size() >= 32768 * 100);
+        assert!(buffer_pages(0) >= 16);
+    }
+}

@@ -1,0 +1,572 @@
+//! Parsing of the records the kernel writes into a perf ring buffer.
+//!
+//! Everything here works on plain byte slices so it can be unit-tested and fuzzed without a
+//! kernel. The layout of a `PERF_RECORD_SAMPLE` depends on the `sample_type` and the register
+//! mask the events were opened with; [`SampleLayout`] carries both.
+
+use super::{CommEvent, Event, ForkEvent, MmapEvent, SampleEvent};
+
+pub const PERF_RECORD_MMAP: u32 = 1;
+pub const PERF_RECORD_LOST: u32 = 2;
+pub const PERF_RECORD_COMM: u32 = 3;
+pub const PERF_RECORD_EXIT: u32 = 4;
+pub const PERF_RECORD_THROTTLE: u32 = 5;
+pub const PERF_RECORD_UNTHROTTLE: u32 = 6;
+pub const PERF_RECORD_FORK: u32 = 7;
+pub const PERF_RECORD_SAMPLE: u32 = 9;
+pub const PERF_RECORD_MMAP2: u32 = 10;
+pub const PERF_RECORD_LOST_SAMPLES: u32 = 13;
+
+pub const PERF_SAMPLE_IP: u64 = 1 << 0;
+pub const PERF_SAMPLE_TID: u64 = 1 << 1;
+pub const PERF_SAMPLE_TIME: u64 = 1 << 2;
+pub const PERF_SAMPLE_ADDR: u64 = 1 << 3;
+pub const PERF_SAMPLE_ID: u64 = 1 << 6;
+pub const PERF_SAMPLE_CPU: u64 = 1 << 7;
+pub const PERF_SAMPLE_PERIOD: u64 = 1 << 8;
+pub const PERF_SAMPLE_STREAM_ID: u64 = 1 << 9;
+pub const PERF_SAMPLE_CALLCHAIN: u64 = 1 << 5;
+pub const PERF_SAMPLE_REGS_USER: u64 = 1 << 12;
+pub const PERF_SAMPLE_STACK_USER: u64 = 1 << 13;
+pub const PERF_SAMPLE_IDENTIFIER: u64 = 1 << 16;
+
+pub const PERF_RECORD_MISC_CPUMODE_MASK: u16 = 7;
+pub const PERF_RECORD_MISC_KERNEL: u16 = 1;
+pub const PERF_RECORD_MISC_COMM_EXEC: u16 = 1 << 13;
+pub const PERF_RECORD_MISC_MMAP_BUILD_ID: u16 = 1 << 14;
+
+/// Markers inside a callchain: values at or above this are context switches, not addresses.
+pub const PERF_CONTEXT_MAX: u64 = (-4095i64) as u64;
+pub const PERF_CONTEXT_KERNEL: u64 = (-128i64) as u64;
+pub const PERF_CONTEXT_USER: u64 = (-512i64) as u64;
+
+/// x86-64 perf register numbers (arch/x86/include/uapi/asm/perf_regs.h).
+pub const PERF_REG_X86_BP: u32 = 6;
+pub const PERF_REG_X86_SP: u32 = 7;
+pub const PERF_REG_X86_IP: u32 = 8;
+
+/// The register mask ember asks for: what a DWARF unwinder needs on x86-64.
+pub const USER_REGS_MASK: u64 =
+    (1 << PERF_REG_X86_BP) | (1 << PERF_REG_X86_SP) | (1 << PERF_REG_X86_IP);
+
+/// How records are laid out, given the attributes the events were opened with.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleLayout {
+    pub sample_type: u64,
+    pub regs_user_mask: u64,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("perf record truncated: needed {needed} bytes at offset {offset}, record has {len}")]
+    Truncated {
+        needed: usize,
+        offset: usize,
+        len: usize,
+    },
+    #[error("perf record header says {size} bytes, which is too small")]
+    BadSize { size: usize },
+}
+
+/// A bounds-checked little-endian reader over one record.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(buf: &'a [u8], pos: usize) -> Self {
+        Cursor { buf, pos }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        match end {
+            Some(end) => {
+                let s = &self.buf[self.pos..end];
+                self.pos = end;
+                Ok(s)
+            }
+            None => Err(RecordError::Truncated {
+                needed: n,
+                offset: self.pos,
+                len: self.buf.len(),
+            }),
+        }
+    }
+
+    fn u64(&mut self) -> Result<u64, RecordError> {
+        let b = self.take(8)?;
+        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    fn u32(&mut self) -> Result<u32, RecordError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    }
+
+    fn u32_pair(&mut self) -> Result<(u32, u32), RecordError> {
+        Ok((self.u32()?, self.u32()?))
+    }
+
+    fn skip(&mut self, n: usize) -> Result<(), RecordError> {
+        self.take(n).map(|_| ())
+    }
+}
+
+/// The fixed 8-byte header at the start of every record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub kind: u32,
+    pub misc: u16,
+    pub size: u16,
+}
+
+impl RecordHeader {
+    pub const SIZE: usize = 8;
+
+    pub fn parse(b: &[u8]) -> Option<RecordHeader> {
+        if b.len() < Self::SIZE {
+            return None;
+        }
+        Some(RecordHeader {
+            kind: u32::from_le_bytes(b[0..4].try_into().ok()?),
+            misc: u16::from_le_bytes(b[4..6].try_into().ok()?),
+            size: u16::from_le_bytes(b[6..8].try_into().ok()?),
+        })
+    }
+}
+
+/// The `sample_id` trailer that `sample_id_all` appends to non-sample records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct SampleId {
+    time: Option<u64>,
+}
+
+impl SampleLayout {
+    fn sample_id_size(&self) -> usize {
+        let t = self.sample_type;
+        [
+            PERF_SAMPLE_TID,
+            PERF_SAMPLE_TIME,
+            PERF_SAMPLE_ID,
+            PERF_SAMPLE_STREAM_ID,
+            PERF_SAMPLE_CPU,
+            PERF_SAMPLE_IDENTIFIER,
+        ]
+        .iter()
+        .filter(|&&bit| t & bit != 0)
+        .count()
+            * 8
+    }
+
+    fn parse_sample_id(&self, rec: &[u8]) -> Result<SampleId, RecordError> {
+        let size = self.sample_id_size();
+        let start = rec.len().checked_sub(size).ok_or(RecordError::Truncated {
+            needed: size,
+            offset: 0,
+            len: rec.len(),
+        })?;
+        if start < RecordHeader::SIZE {
+            return Err(RecordError::BadSize { size: rec.len() });
+        }
+        let mut c = Cursor::new(rec, start);
+        let mut id = SampleId::default();
+        if self.sample_type & PERF_SAMPLE_TID != 0 {
+            c.skip(8)?;
+        }
+        if self.sample_type & PERF_SAMPLE_TIME != 0 {
+            id.time = Some(c.u64()?);
+        }
+        Ok(id)
+    }
+
+    /// The timestamp of a record, used to merge the per-CPU buffers in time order.
+    /// Records without one sort first (they describe state, such as lost counts).
+    pub fn record_time(&self, rec: &[u8]) -> u64 {
+        let Some(h) = RecordHeader::parse(rec) else {
+            return 0;
+        };
+        if h.kind == PERF_RECORD_SAMPLE {
+            let mut c = Cursor::new(rec, RecordHeader::SIZE);
+            let t = self.sample_type;
+            let r: Result<u64, RecordError> = (|| {
+                if t & PERF_SAMPLE_IDENTIFIER != 0 {
+                    c.skip(8)?;
+                }
+                if t & PERF_SAMPLE_IP != 0 {
+                    c.skip(8)?;
+                }
+                if t & PERF_SAMPLE_TID != 0 {
+                    c.skip(8)?;
+                }
+                if t & PERF_SAMPLE_TIME != 0 {
+                    return c.u64();
+                }
+                Ok(0)
+            })();
+            r.unwrap_or(0)
+        } else {
+            self.parse_sample_id(rec)
+                .ok()
+                .and_then(|id| id.time)
+                .unwrap_or(0)
+        }
+    }
+
+    /// Parse one whole record (header included). Unknown record kinds give `Ok(None)`.
+    pub fn parse<'a>(&self, rec: &'a [u8]) -> Result<Option<Event<'a>>, RecordError> {
+        let h = RecordHeader::parse(rec).ok_or(RecordError::BadSize { size: rec.len() })?;
+        if (h.size as usize) < RecordHeader::SIZE || h.size as usize > rec.len() {
+            return Err(RecordError::BadSize {
+                size: h.size as usize,
+            });
+        }
+        let rec = &rec[..h.size as usize];
+        let mut c = Cursor::new(rec, RecordHeader::SIZE);
+        let ev = match h.kind {
+            PERF_RECORD_SAMPLE => Event::Sample(self.parse_sample(h, rec)?),
+            PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => {
+                let (pid, tid) = c.u32_pair()?;
+                let start = c.u64()?;
+                let len = c.u64()?;
+                let pgoff = c.u64()?;
+                let (mut dev_ino, mut prot) = (None, None);
+                if h.kind == PERF_RECORD_MMAP2 {
+                    if h.misc & PERF_RECORD_MISC_MMAP_BUILD_ID == 0 {
+                        let (maj, min) = c.u32_pair()?;
+                        let ino = c.u64()?;
+                        dev_ino = Some((maj, min, ino));
+                        c.skip(8)?; // ino_generation
+                    } else {
+                        c.skip(24)?;
+                    }
+                    prot = Some(c.u32()?);
+                    c.skip(4)?; // flags
+                }
+                let id_size = self.sample_id_size();
+                let end = rec.len().saturating_sub(id_size).max(c.pos);
+                let name = cstr(&rec[c.pos..end]);
+                Event::Mmap(MmapEvent {
+                    pid,
+                    tid,
+                    start,
+                    len,
+                    pgoff,
+                    dev_ino,
+                    // PROT_EXEC = 4; plain MMAP records are only sent for executable maps.
+                    executable: prot.is_none_or(|p| p & 4 != 0),
+                    filename: name,
+                    time: self.parse_sample_id(rec)?.time.unwrap_or(0),
+                })
+            }
+            PERF_RECORD_COMM => {
+                let (pid, tid) = c.u32_pair()?;
+                let id_size = self.sample_id_size();
+                let end = rec.len().saturating_sub(id_size).max(c.pos);
+                Event::Comm(CommEvent {
+                    pid,
+                    tid,
+                    name: cstr(&rec[c.pos..end]),
+                    exec: h.misc & PERF_RECORD_MISC_COMM_EXEC != 0,
+                })
+            }
+            PERF_RECORD_FORK | PERF_RECORD_EXIT => {
+                let (pid, ppid) = c.u32_pair()?;
+                let (tid, ptid) = c.u32_pair()?;
+                let time = c.u64()?;
+                let f = ForkEvent {
+                    pid,
+                    ppid,
+                    tid,
+                    ptid,
+                    time,
+                };
+                if h.kind == PERF_RECORD_FORK {
+                    Event::Fork(f)
+                } else {
+                    Event::Exit(f)
+                }
+            }
+            PERF_RECORD_LOST => {
+                c.skip(8)?; // id
+                Event::Lost(c.u64()?)
+            }
+            PERF_RECORD_LOST_SAMPLES => Event::Lost(c.u64()?),
+            PERF_RECORD_THROTTLE => Event::Throttle,
+            PERF_RECORD_UNTHROTTLE => Event::Unthrottle,
+            _ => return Ok(None),
+        };
+        Ok(Some(ev))
+    }
+
+    fn parse_sample<'a>(
+        &self,
+        h: RecordHeader,
+        rec: &'a [u8],
+    ) -> Result<SampleEvent<'a>, RecordError> {
+        let t = self.sample_type;
+        let mut c = Cursor::new(rec, RecordHeader::SIZE);
+        let mut s = SampleEvent {
+            kernel_mode: h.misc & PERF_RECORD_MISC_CPUMODE_MASK == PERF_RECORD_MISC_KERNEL,
+            ..SampleEvent::default()
+        };
+        if t & PERF_SAMPLE_IDENTIFIER != 0 {
+            c.skip(8)?;
+        }
+        if t & PERF_SAMPLE_IP != 0 {
+            s.ip = c.u64()?;
+        }
+        if t & PERF_SAMPLE_TID != 0 {
+            (s.pid, s.tid) = c.u32_pair()?;
+        }
+        if t & PERF_SAMPLE_TIME != 0 {
+            s.time = c.u64()?;
+        }
+        if t & PERF_SAMPLE_ADDR != 0 {
+            c.skip(8)?;
+        }
+        if t & PERF_SAMPLE_ID != 0 {
+            c.skip(8)?;
+        }
+        if t & PERF_SAMPLE_STREAM_ID != 0 {
+            c.skip(8)?;
+        }
+        if t & PERF_SAMPLE_CPU != 0 {
+            s.cpu = c.u32()?;
+            c.skip(4)?;
+        }
+        if t & PERF_SAMPLE_PERIOD != 0 {
+            s.period = c.u64()?;
+        }
+        if t & PERF_SAMPLE_CALLCHAIN != 0 {
+            let nr = c.u64()? as usize;
+            let bytes = c.take(nr.checked_mul(8).ok_or(RecordError::BadSize { size: nr })?)?;
+            s.callchain = bytes;
+        }
+        if t & PERF_SAMPLE_REGS_USER != 0 {
+            let abi = c.u64()?;
+            if abi != 0 {
+                let n = self.regs_user_mask.count_ones() as usize;
+                let mut regs = [0u64; 3];
+                let mut bit_index = 0;
+                for bit in 0..64u32 {
+                    if self.regs_user_mask & (1u64 << bit) == 0 {
+                        continue;
+                    }
+                    let v = c.u64()?;
+                    match bit {
+                        PERF_REG_X86_BP => regs[0] = v,
+                        PERF_REG_X86_SP => regs[1] = v,
+                        PERF_REG_X86_IP => regs[2] = v,
+                        _ => {}
+                    }
+                    bit_index += 1;
+                }
+                debug_assert_eq!(bit_index, n);
+                s.user_regs = Some(UserRegs {
+                    bp: regs[0],
+                    sp: regs[1],
+                    ip: regs[2],
+                });
+            }
+        }
+        if t & PERF_SAMPLE_STACK_USER != 0 {
+            let size = c.u64()? as usize;
+            if size != 0 {
+                let data = c.take(size)?;
+                let dyn_size = c.u64()? as usize;
+                s.user_stack = &data[..dyn_size.min(size)];
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// User-space registers at the moment of the sample (what the unwinder starts from).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserRegs {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
+
+/// Iterate the addresses of a raw callchain, split by context.
+pub fn callchain_entries(raw: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    raw.chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
+fn cstr(b: &[u8]) -> &[u8] {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    &b[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAYOUT: SampleLayout = SampleLayout {
+        sample_type: PERF_SAMPLE_IP
+            | PERF_SAMPLE_TID
+            | PERF_SAMPLE_TIME
+            | PERF_SAMPLE_CPU
+            | PERF_SAMPLE_PERIOD
+            | PERF_SAMPLE_CALLCHAIN
+            | PERF_SAMPLE_REGS_USER
+            | PERF_SAMPLE_STACK_USER,
+        regs_user_mask: USER_REGS_MASK,
+    };
+
+    fn header(kind: u32, misc: u16, body: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&kind.to_le_bytes());
+        v.extend_from_slice(&misc.to_le_bytes());
+        v.extend_from_slice(&((body.len() + 8) as u16).to_le_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn sample_id(pid: u32, tid: u32, time: u64, cpu: u32) -> Vec<u8> {
+        let mut v = Vec::new();
+        for x in [pid, tid] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.extend_from_slice(&time.to_le_bytes());
+        v.extend_from_slice(&cpu.to_le_bytes());
+        v.extend_from_slice(&0u32.to_le_bytes());
+        v
+    }
+
+    fn sample_bytes() -> Vec<u8> {
+        let mut b = Vec::new();
+        let push = |b: &mut Vec<u8>, x: u64| b.extend_from_slice(&x.to_le_bytes());
+        push(&mut b, 0x401000); // ip
+        b.extend_from_slice(&10u32.to_le_bytes());
+        b.extend_from_slice(&11u32.to_le_bytes());
+        push(&mut b, 12345); // time
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        push(&mut b, 1000); // period
+        push(&mut b, 3); // callchain nr
+        push(&mut b, PERF_CONTEXT_USER);
+        push(&mut b, 0x401000);
+        push(&mut b, 0x402000);
+        push(&mut b, 2); // abi 64
+        push(&mut b, 0x7ff0); // bp
+        push(&mut b, 0x7fe0); // sp
+        push(&mut b, 0x401000); // ip
+        push(&mut b, 16); // stack size
+        b.extend_from_slice(&[0xaa; 16]);
+        push(&mut b, 8); // dyn size
+        header(PERF_RECORD_SAMPLE, 2, &b)
+    }
+
+    #[test]
+    fn parses_a_full_sample() {
+        let rec = sample_bytes();
+        assert_eq!(LAYOUT.record_time(&rec), 12345);
+        let Some(Event::Sample(s)) = LAYOUT.parse(&rec).unwrap() else {
+            panic!("not a sample")
+        };
+        assert_eq!((s.pid, s.tid, s.cpu, s.period), (10, 11, 1, 1000));
+        assert_eq!(s.ip, 0x401000);
+        assert!(!s.kernel_mode);
+        let chain: Vec<u64> = callchain_entries(s.callchain).collect();
+        assert_eq!(chain, vec![PERF_CONTEXT_USER, 0x401000, 0x402000]);
+        assert_eq!(
+            s.user_regs,
+            Some(UserRegs {
+                ip: 0x401000,
+                sp: 0x7fe0,
+                bp: 0x7ff0
+            })
+        );
+        assert_eq!(s.user_stack, &[0xaa; 8]);
+    }
+
+    #[test]
+    fn every_truncation_of_a_sample_is_an_error_not_a_panic() {
+        let rec = sample_bytes();
+        for len in 0..rec.len() {
+            let mut r = rec[..len].to_vec();
+            if len >= 8 {
+                r[6..8].copy_from_slice(&(len as u16).to_le_bytes());
+            }
+            assert!(LAYOUT.parse(&r).is_err(), "len {len}");
+        }
+    }
+
+    #[test]
+    fn parses_mmap2_comm_fork_lost() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&5u32.to_le_bytes());
+        body.extend_from_slice(&6u32.to_le_bytes());
+        for x in [0x5000u64, 0x1000, 0x2000] {
+            body.extend_from_slice(&x.to_le_bytes());
+        }
+        body.extend_from_slice(&8u32.to_le_bytes()); // maj
+        body.extend_from_slice(&1u32.to_le_bytes()); // min
+        body.extend_from_slice(&77u64.to_le_bytes()); // ino
+        body.extend_from_slice(&0u64.to_le_bytes()); // ino gen
+        body.extend_from_slice(&5u32.to_le_bytes()); // prot r-x
+        body.extend_from_slice(&2u32.to_le_bytes()); // flags
+        body.extend_from_slice(b"/usr/bin/x\0\0\0\0\0\0");
+        body.extend_from_slice(&sample_id(5, 6, 99, 0));
+        let rec = header(PERF_RECORD_MMAP2, 2, &body);
+        assert_eq!(LAYOUT.record_time(&rec), 99);
+        let Some(Event::Mmap(m)) = LAYOUT.parse(&rec).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (m.pid, m.start, m.len, m.pgoff),
+            (5, 0x5000, 0x1000, 0x2000)
+        );
+        assert_eq!(m.dev_ino, Some((8, 1, 77)));
+        assert!(m.executable);
+        assert_eq!(m.filename, b"/usr/bin/x");
+
+        let mut body = Vec::new();
+        body.extend_from_slice(&5u32.to_le_bytes());
+        body.extend_from_slice(&5u32.to_le_bytes());
+        body.extend_from_slice(b"worker\0\0");
+        body.extend_from_slice(&sample_id(5, 5, 100, 0));
+        let rec = header(PERF_RECORD_COMM, PERF_RECORD_MISC_COMM_EXEC, &body);
+        let Some(Event::Comm(cm)) = LAYOUT.parse(&rec).unwrap() else {
+            panic!()
+        };
+        assert_eq!(cm.name, b"worker");
+        assert!(cm.exec);
+
+        let mut body = Vec::new();
+        for x in [7u32, 5, 8, 5] {
+            body.extend_from_slice(&x.to_le_bytes());
+        }
+        body.extend_from_slice(&101u64.to_le_bytes());
+        body.extend_from_slice(&sample_id(7, 8, 101, 0));
+        let rec = header(PERF_RECORD_FORK, 0, &body);
+        assert_eq!(
+            LAYOUT.parse(&rec).unwrap(),
+            Some(Event::Fork(ForkEvent {
+                pid: 7,
+                ppid: 5,
+                tid: 8,
+                ptid: 5,
+                time: 101
+            }))
+        );
+
+        let mut body = Vec::new();
+        body.extend_from_slice(&1u64.to_le_bytes());
+        body.extend_from_slice(&42u64.to_le_bytes());
+        body.extend_from_slice(&sample_id(0, 0, 102, 0));
+        let rec = header(PERF_RECORD_LOST, 0, &body);
+        assert_eq!(LAYOUT.parse(&rec).unwrap(), Some(Event::Lost(42)));
+    }
+
+    #[test]
+    fn unknown_kinds_are_skipped() {
+        let rec = header(200, 0, &sample_id(0, 0, 1, 0));
+        assert_eq!(LAYOUT.parse(&rec).unwrap(), None);
+    }
+}

@@ -1,0 +1,229 @@
+//! Symbolization, after recording: every unique frame named once.
+
+pub mod demangle;
+pub mod elf;
+pub mod kernel;
+
+use std::collections::HashMap;
+
+use crate::modules::{ModuleId, ModuleTable};
+use crate::profile::{Frame, Profile};
+
+use elf::ElfSymbolizer;
+use kernel::KernelSymbols;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    User,
+    Inlined,
+    Kernel,
+}
+
+/// A named frame, ready for the writers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SymbolFrame {
+    /// Sanitized: no `;`, line breaks or characters that are invalid in XML.
+    pub name: String,
+    pub kind: FrameKind,
+}
+
+#[derive(Clone, Debug)]
+pub struct SymbolizeOptions {
+    /// Show inlined functions as frames of their own.
+    pub inline: bool,
+}
+
+impl Default for SymbolizeOptions {
+    fn default() -> Self {
+        SymbolizeOptions { inline: true }
+    }
+}
+
+/// Names for every frame of a profile, indexed by frame id; each entry lists the frames an
+/// address stands for, outermost first (more than one where functions were inlined).
+#[derive(Clone, Debug, Default)]
+pub struct Symbols {
+    pub frames: Vec<Vec<SymbolFrame>>,
+    pub warnings: Vec<String>,
+}
+
+/// Make a name safe for every output: folded stacks split on `;` and lines, SVG is XML.
+pub fn sanitize(name: &str) -> String {
+    let mut s = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            ';' => s.push(':'),
+            '\n' | '\r' | '\t' => s.push(' '),
+            c if c.is_control() => s.push('\u{FFFD}'),
+            // Noncharacters and other code points XML 1.0 forbids.
+            '\u{FFFE}' | '\u{FFFF}' => s.push('\u{FFFD}'),
+            c => s.push(c),
+        }
+    }
+    if s.is_empty() {
+        s.push_str("[empty name]");
+    }
+    s
+}
+
+fn unnamed(module: &str, svma: u64) -> String {
+    sanitize(&format!("{module}+0x{svma:x}"))
+}
+
+/// Name every frame of `profile`. Each module's file is parsed once; modules are worked on in
+/// parallel.
+pub fn symbolize(profile: &Profile, modules: &ModuleTable, opts: &SymbolizeOptions) -> Symbols {
+    let frames = profile.frames();
+    let mut out: Vec<Vec<SymbolFrame>> = vec![Vec::new(); frames.len()];
+    let mut by_module: HashMap<ModuleId, Vec<(usize, u64)>> = HashMap::new();
+    let mut kernel: Option<KernelSymbols> = None;
+    let mut warnings = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        match *f {
+            Frame::Module { module, svma } => by_module.entry(module).or_default().push((i, svma)),
+            Frame::Kernel(addr) => {
+                let k = kernel.get_or_insert_with(KernelSymbols::load);
+                let name = match k.lookup(addr) {
+                    Some(n) => sanitize(n),
+                    None => "[kernel]".to_string(),
+                };
+                out[i] = vec![SymbolFrame {
+                    name,
+                    kind: FrameKind::Kernel,
+                }];
+            }
+            Frame::Unmapped(addr) => {
+                out[i] = vec![SymbolFrame {
+                    name: format!("[unmapped]+0x{addr:x}"),
+                    kind: FrameKind::User,
+                }]
+            }
+        }
+    }
+    if kernel.as_ref().is_some_and(|k| k.hidden) {
+        warnings.push(
+            "kernel addresses are hidden (kernel.kptr_restrict); kernel frames show as [kernel]"
+                .to_string(),
+        );
+    }
+
+    let mut work: Vec<(ModuleId, Vec<(usize, u64)>)> = by_module.into_iter().collect();
+    // Biggest jobs first so the threads finish together.
+    work.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(work.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Vec<(usize, Vec<SymbolFrame>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((module, addrs)) = work.get(i) else {
+                            break;
+                        };
+                        done.extend(symbolize_module(modules, *module, addrs, opts));
+                    }
+                    done
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("symbolizer thread panicked"))
+            .collect()
+    });
+    for (i, names) in results.into_iter().flatten() {
+        out[i] = names;
+    }
+    Symbols {
+        frames: out,
+        warnings,
+    }
+}
+
+fn symbolize_module(
+    modules: &ModuleTable,
+    id: ModuleId,
+    addrs: &[(usize, u64)],
+    opts: &SymbolizeOptions,
+) -> Vec<(usize, Vec<SymbolFrame>)> {
+    let module = modules.get(id);
+    let short = module.short_name();
+    let fallback = |svma: u64| {
+        vec![SymbolFrame {
+            name: unnamed(short, svma),
+            kind: FrameKind::User,
+        }]
+    };
+    let parsed = module
+        .data
+        .as_ref()
+        .and_then(|d| object::File::parse(&***d).ok());
+    let Some(file) = parsed else {
+        return addrs.iter().map(|&(i, a)| (i, fallback(a))).collect();
+    };
+    let dwarf = elf::load_dwarf(&file);
+    let sym = ElfSymbolizer::new(&file, &dwarf, opts.inline);
+    addrs
+        .iter()
+        .map(|&(i, svma)| {
+            let found = sym.lookup(svma);
+            if found.is_empty() {
+                return (i, fallback(svma));
+            }
+            let names = found
+                .into_iter()
+                .map(|f| SymbolFrame {
+                    name: sanitize(&f.name),
+                    kind: if f.inlined {
+                        FrameKind::Inlined
+                    } else {
+                        FrameKind::User
+                    },
+                })
+                .collect();
+            (i, names)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_removes_separators_and_control_characters() {
+        assert_eq!(sanitize("a;b\nc\u{7}d"), "a:b c\u{FFFD}d");
+        assert_eq!(sanitize(""), "[empty name]");
+        assert_eq!(sanitize("<script>&"), "<script>&");
+    }
+
+    #[test]
+    fn symbolizes_a_function_of_this_test_binary() {
+        // Find the address of a known function in our own executable and look it up.
+        let exe = std::env::current_exe().unwrap();
+        let data = std::fs::read(&exe).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let dwarf = elf::load_dwarf(&file);
+        let s = ElfSymbolizer::new(&file, &dwarf, true);
+        use object::{Object, ObjectSymbol};
+        let target = file
+            .symbols()
+            .find(|x| {
+                x.size() > 0
+                    && demangle::demangle(x.name().unwrap_or("")).ends_with("symbolize::sanitize")
+            })
+            .expect("sanitize symbol");
+        let names = s.lookup(target.address() + 1);
+        assert!(
+            names
+                .iter()
+                .any(|n| n.name.ends_with("symbolize::sanitize")),
+            "{names:?}"
+        );
+    }
+}

@@ -1,0 +1,50 @@
+/* Three non-inlined hot functions with a fixed work ratio (60/30/10). The program measures
+ * the thread CPU time each one really took and prints its own truth:
+ *   truth <function> <percent>
+ * The end-to-end tests compare ember's self-time shares with these. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static volatile unsigned long sink;
+
+static double thread_cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+#define SPIN(n)                                                          \
+    do {                                                                 \
+        unsigned long x = sink;                                          \
+        for (unsigned long i = 0; i < (n); i++) x = x * 6364136223846793005UL + i; \
+        sink = x;                                                        \
+    } while (0)
+
+__attribute__((noinline)) void hot_sixty(unsigned long n) { SPIN(n * 6); }
+__attribute__((noinline)) void hot_thirty(unsigned long n) { SPIN(n * 3); }
+__attribute__((noinline)) void hot_ten(unsigned long n) { SPIN(n * 1); }
+
+int main(int argc, char **argv) {
+    double seconds = argc > 1 ? atof(argv[1]) : 3.0;
+    const unsigned long chunk = 200000;
+    double t[3] = {0, 0, 0};
+    double start = thread_cpu_seconds();
+    while (thread_cpu_seconds() - start < seconds) {
+        double a = thread_cpu_seconds();
+        hot_sixty(chunk);
+        double b = thread_cpu_seconds();
+        hot_thirty(chunk);
+        double c = thread_cpu_seconds();
+        hot_ten(chunk);
+        double d = thread_cpu_seconds();
+        t[0] += b - a;
+        t[1] += c - b;
+        t[2] += d - c;
+    }
+    double total = thread_cpu_seconds() - start;
+    printf("truth hot_sixty %.2f\n", 100.0 * t[0] / total);
+    printf("truth hot_thirty %.2f\n", 100.0 * t[1] / total);
+    printf("truth hot_ten %.2f\n", 100.0 * t[2] / total);
+    return 0;
+}

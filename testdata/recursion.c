@@ -1,0 +1,33 @@
+/* Recursion DEPTH frames deep (default 200) that burns CPU at the bottom, over and over. */
+#include <stdlib.h>
+#include <time.h>
+
+static volatile unsigned long sink;
+
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+__attribute__((noinline)) unsigned long leaf_burn(void) {
+    unsigned long x = sink;
+    for (int i = 0; i < 2000000; i++) x = x * 6364136223846793005UL + 1;
+    return x;
+}
+
+/* The volatile store after the call keeps gcc from turning this into a loop. */
+__attribute__((noinline)) unsigned long recurse(int depth) {
+    unsigned long r = depth == 0 ? leaf_burn() : recurse(depth - 1);
+    sink += r;
+    return r ^ (unsigned long)depth;
+}
+
+int main(int argc, char **argv) {
+    int depth = argc > 1 ? atoi(argv[1]) : 200;
+    double seconds = argc > 2 ? atof(argv[2]) : 1.5;
+    double start = cpu_now();
+    /* recurse(depth - 1) makes exactly `depth` recurse frames. */
+    while (cpu_now() - start < seconds) recurse(depth - 1);
+    return 0;
+}

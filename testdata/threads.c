@@ -1,0 +1,42 @@
+/* Two threads, each burning CPU in its own function, for a given number of seconds. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+static volatile unsigned long sink;
+static double seconds = 1.5;
+
+static double thread_cpu(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+__attribute__((noinline)) void thread_a_hot(void) {
+    double start = thread_cpu();
+    unsigned long x = 1;
+    while (thread_cpu() - start < seconds)
+        for (int i = 0; i < 100000; i++) x = x * 2862933555777941757UL + 3037000493UL;
+    sink = x;
+}
+
+__attribute__((noinline)) void thread_b_hot(void) {
+    double start = thread_cpu();
+    unsigned long x = 7;
+    while (thread_cpu() - start < seconds)
+        for (int i = 0; i < 100000; i++) x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    sink = x;
+}
+
+static void *run_a(void *arg) { (void)arg; thread_a_hot(); return NULL; }
+static void *run_b(void *arg) { (void)arg; thread_b_hot(); return NULL; }
+
+int main(int argc, char **argv) {
+    if (argc > 1) seconds = atof(argv[1]);
+    pthread_t a, b;
+    pthread_create(&a, NULL, run_a, NULL);
+    pthread_create(&b, NULL, run_b, NULL);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    return 0;
+}

@@ -1,0 +1,139 @@
+//! Helpers for the end-to-end tests: build the C workloads, run the real `ember`, read what
+//! it wrote.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+pub const EMBER: &str = env!("CARGO_BIN_EXE_ember");
+
+/// Frame-pointer variants the workloads are built in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Build {
+    FramePointers,
+    NoFramePointers,
+}
+
+pub const BOTH: [Build; 2] = [Build::FramePointers, Build::NoFramePointers];
+
+static BUILT: Mutex<Option<HashMap<(String, Build), PathBuf>>> = Mutex::new(None);
+
+/// Compile `testdata/NAME.c` with gcc `-O2 -g` and the given frame-pointer flag (once per
+/// test process) and return the executable's path.
+pub fn workload(name: &str, build: Build) -> PathBuf {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let map = built.get_or_insert_with(HashMap::new);
+    if let Some(p) = map.get(&(name.to_string(), build)) {
+        return p.clone();
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(format!("{name}.c"));
+    let (flag, suffix) = match build {
+        Build::FramePointers => ("-fno-omit-frame-pointer", "fp"),
+        Build::NoFramePointers => ("-fomit-frame-pointer", "nofp"),
+    };
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("workloads");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!("{name}_{suffix}_{}", std::process::id()));
+    let status = Command::new("gcc")
+        .args(["-O2", "-g", flag, "-pthread", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("gcc must be installed to build the test workloads (apt-get install gcc)");
+    assert!(status.success(), "gcc failed on {}", src.display());
+    map.insert((name.to_string(), build), out.clone());
+    out
+}
+
+/// A fresh directory for one test's outputs.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("ember-test-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+}
+
+/// Run `ember ARGS` and return its output.
+pub fn ember(args: &[&str]) -> Output {
+    Command::new(EMBER).args(args).output().expect("run ember")
+}
+
+/// Run `ember record ARGS` and fail with ember's own words when it did not succeed. A
+/// machine that refuses perf events fails here with ember's message saying so.
+pub fn record_ok(args: &[&str]) -> Output {
+    let mut full = vec!["record"];
+    full.extend_from_slice(args);
+    let out = ember(&full);
+    assert!(
+        out.status.success(),
+        "ember {:?} failed ({:?}).\nstdout:\n{}\nstderr:\n{}\n(if perf events are refused here, \
+         these tests cannot run: see ember's message above)",
+        full,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// One folded line: frames root first, and the count.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    pub frames: Vec<String>,
+    pub count: u64,
+}
+
+pub fn read_folded(path: &Path) -> Vec<Stack> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            let (stack, count) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad folded line {l:?}"));
+            Stack {
+                frames: stack.split(';').map(str::to_string).collect(),
+                count: count
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad count in {l:?}")),
+            }
+        })
+        .collect()
+}
+
+pub fn total(stacks: &[Stack]) -> u64 {
+    stacks.iter().map(|s| s.count).sum()
+}
+
+/// The innermost user-space frame (kernel frames `_[k]` stripped from the top).
+pub fn user_leaf(s: &Stack) -> &str {
+    s.frames
+        .iter()
+        .rev()
+        .find(|f| !f.ends_with("_[k]"))
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
+/// Percentage of samples whose innermost user frame is `func` (self time).
+pub fn self_share(stacks: &[Stack], func: &str) -> f64 {
+    let hits: u64 = stacks
+        .iter()
+        .filter(|s| user_leaf(s) == func)
+        .map(|s| s.count)
+        .sum();
+    100.0 * hits as f64 / total(stacks) as f64
+}
+
+/// Samples whose stack contains `func` anywhere.
+pub fn samples_with(stacks: &[Stack], func: &str) -> u64 {
+    stacks
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| f == func))
+        .map(|s| s.count)
+        .sum()
+}

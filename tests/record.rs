@@ -1,0 +1,281 @@
+//! End-to-end: `ember record -- CMD` on real workloads, asserting on what it writes.
+
+mod common;
+
+use common::*;
+
+/// The workload prints its own measured CPU shares; ember's self-time shares must agree
+/// within 3 percentage points, with and without frame pointers.
+#[test]
+fn time_shares_match_the_programs_own_measurement() {
+    for build in BOTH {
+        let exe = workload("shares", build);
+        let dir = scratch();
+        let folded = dir.path().join("out.folded");
+        let out = record_ok(&[
+            "-F",
+            "999",
+            "-o",
+            folded.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+            "3.5",
+        ]);
+        let stacks = read_folded(&folded);
+        let n = total(&stacks);
+        assert!(n >= 3000, "{build:?}: only {n} samples");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let mut checked = 0;
+        for line in stdout.lines() {
+            let mut it = line.split_whitespace();
+            if it.next() != Some("truth") {
+                continue;
+            }
+            let func = it.next().unwrap();
+            let truth: f64 = it.next().unwrap().parse().unwrap();
+            let measured = self_share(&stacks, func);
+            eprintln!("{build:?} {func}: ember {measured:.2}% truth {truth:.2}%");
+            assert!(
+                (measured - truth).abs() <= 3.0,
+                "{build:?} {func}: ember says {measured:.2}%, the program measured {truth:.2}%"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 3, "the workload printed no truth: {stdout}");
+    }
+}
+
+#[test]
+fn both_threads_are_sampled() {
+    for build in BOTH {
+        let exe = workload("threads", build);
+        let dir = scratch();
+        let folded = dir.path().join("t.folded");
+        record_ok(&[
+            "-o",
+            folded.to_str().unwrap(),
+            "--per-thread",
+            "--",
+            exe.to_str().unwrap(),
+            "1",
+        ]);
+        let stacks = read_folded(&folded);
+        let n = total(&stacks);
+        for f in ["thread_a_hot", "thread_b_hot"] {
+            let share = 100.0 * samples_with(&stacks, f) as f64 / n as f64;
+            assert!(
+                share > 35.0,
+                "{build:?}: {f} has {share:.1}% of {n} samples"
+            );
+        }
+        // --per-thread roots: comm-PID/TID, and the two hot functions on different threads.
+        let root_of = |f: &str| {
+            stacks
+                .iter()
+                .find(|s| user_leaf(s) == f)
+                .map(|s| s.frames[0].clone())
+                .unwrap()
+        };
+        let (a, b) = (root_of("thread_a_hot"), root_of("thread_b_hot"));
+        assert!(a.contains('/') && b.contains('/'), "{a} {b}");
+        assert_ne!(a, b);
+    }
+}
+
+#[test]
+fn forked_and_execed_children_and_grandchildren_are_followed() {
+    for build in BOTH {
+        let exe = workload("forker", build);
+        let dir = scratch();
+        let folded = dir.path().join("f.folded");
+        let out = record_ok(&[
+            "-o",
+            folded.to_str().unwrap(),
+            "--per-process",
+            "--",
+            exe.to_str().unwrap(),
+        ]);
+        let stacks = read_folded(&folded);
+        let mut roots = std::collections::BTreeSet::new();
+        for f in [
+            "parent_burn",
+            "child_one_burn",
+            "child_two_burn",
+            "grandchild_burn",
+        ] {
+            let with: Vec<&Stack> = stacks
+                .iter()
+                .filter(|s| s.frames.iter().any(|x| x == f))
+                .collect();
+            let n: u64 = with.iter().map(|s| s.count).sum();
+            // Each burns 0.3-0.5 s of CPU: ~300-500 samples at 999 Hz.
+            assert!(n > 150, "{build:?}: {f} has {n} samples");
+            // ... and is unwound all the way to main.
+            assert!(with.iter().all(|s| s.frames.iter().any(|x| x == "main")));
+            roots.insert(with[0].frames[0].clone());
+        }
+        assert_eq!(roots.len(), 4, "four processes, four roots: {roots:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("4 processes"), "{stderr}");
+    }
+}
+
+/// Every one of the 200 recursion frames is between main and the leaf, in both builds.
+#[test]
+fn deep_recursion_is_unwound_completely() {
+    for build in BOTH {
+        let exe = workload("recursion", build);
+        let dir = scratch();
+        let folded = dir.path().join("r.folded");
+        record_ok(&[
+            "-o",
+            folded.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+            "200",
+            "1",
+        ]);
+        let stacks = read_folded(&folded);
+        let leaf_samples: Vec<&Stack> = stacks
+            .iter()
+            .filter(|s| user_leaf(s) == "leaf_burn")
+            .collect();
+        let n: u64 = leaf_samples.iter().map(|s| s.count).sum();
+        assert!(
+            n as f64 > 0.9 * total(&stacks) as f64,
+            "{build:?}: leaf_burn has {n} of {} samples",
+            total(&stacks)
+        );
+        for s in &leaf_samples {
+            let main = s.frames.iter().position(|f| f == "main");
+            let leaf = s.frames.iter().rposition(|f| f == "leaf_burn").unwrap();
+            let main = main.unwrap_or_else(|| panic!("{build:?}: no main in {:?}", s.frames));
+            let between = &s.frames[main + 1..leaf];
+            assert_eq!(between.len(), 200, "{build:?}: {:?}", s.frames);
+            assert!(between.iter().all(|f| f == "recurse"), "{between:?}");
+        }
+    }
+}
+
+#[test]
+fn inlined_function_is_its_own_frame() {
+    for build in BOTH {
+        let exe = workload("inline", build);
+        let dir = scratch();
+        let folded = dir.path().join("i.folded");
+        record_ok(&[
+            "-o",
+            folded.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+            "1",
+        ]);
+        let stacks = read_folded(&folded);
+        let share = self_share(&stacks, "inlined_hot_[i]");
+        assert!(share > 80.0, "{build:?}: inlined_hot has {share:.1}%");
+        let s = stacks
+            .iter()
+            .find(|s| user_leaf(s) == "inlined_hot_[i]")
+            .unwrap();
+        let n = s.frames.len();
+        assert_eq!(s.frames[n - 2], "caller_of_inline", "{:?}", s.frames);
+
+        // --no-inline folds it into its caller.
+        record_ok(&[
+            "--no-inline",
+            "-o",
+            folded.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+            "0.5",
+        ]);
+        let stacks = read_folded(&folded);
+        assert!(self_share(&stacks, "caller_of_inline") > 80.0);
+        assert_eq!(samples_with(&stacks, "inlined_hot_[i]"), 0);
+    }
+}
+
+#[test]
+fn exit_status_is_passed_through() {
+    let dir = scratch();
+    let o = dir.path().join("x.folded");
+    let o = o.to_str().unwrap();
+    let out = ember(&["record", "-o", o, "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let out = ember(&["record", "-o", o, "--", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    let out = ember(&["record", "-o", o, "--", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // The output exists even when the command failed.
+    assert!(std::path::Path::new(o).exists());
+}
+
+#[test]
+fn svg_is_well_formed_xml_with_the_function_names() {
+    let exe = workload("shares", Build::NoFramePointers);
+    let dir = scratch();
+    let svg = dir.path().join("flame.svg");
+    record_ok(&[
+        "-o",
+        svg.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "0.5",
+    ]);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let mut reader = quick_xml::Reader::from_str(&text);
+    let mut elements = 0;
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(quick_xml::events::Event::Start(_)) => elements += 1,
+            Ok(_) => {}
+            Err(e) => panic!(
+                "SVG is not well-formed XML at {}: {e}",
+                reader.buffer_position()
+            ),
+        }
+    }
+    assert!(elements > 10);
+    for f in ["hot_sixty", "hot_thirty", "hot_ten", "main"] {
+        assert!(text.contains(f), "{f} missing from the SVG");
+    }
+    assert!(text.contains("samples at 999 Hz"), "subtitle missing");
+}
+
+#[test]
+fn unwritable_output_fails_before_the_command_runs() {
+    let dir = scratch();
+    let marker = dir.path().join("ran");
+    let cmd = format!("touch {}", marker.display());
+    for bad in [
+        dir.path().join("no/such/dir/x.svg"),
+        dir.path().to_path_buf().join("."),
+        dir.path().join("x.unknownformat"),
+    ] {
+        let out = ember(&[
+            "record",
+            "-o",
+            bad.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &cmd,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("ember: error"), "{stderr}");
+        assert!(
+            !marker.exists(),
+            "the command ran despite the bad -o {bad:?}"
+        );
+    }
+}
+
+#[test]
+fn missing_command_is_a_clear_error() {
+    let out = ember(&["record", "--", "no-such-command-ember-test"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("command not found"), "{stderr}");
+}

@@ -1,7 +1,11 @@
 /* Three non-inlined hot functions with a fixed work ratio (60/30/10). The program measures
  * the thread CPU time each one really took and prints its own truth:
  *   truth <function> <percent>
- * The end-to-end tests compare ember's self-time shares with these. */
+ * The end-to-end tests compare ember's self-time shares with these.
+ *
+ * Usage: shares [SECONDS] [ROUNDS]. With ROUNDS > 0 it does exactly that much work instead
+ * of running for SECONDS of CPU time, and prints the wall time the work took
+ * ("work_seconds X"), which is what scripts/overhead.sh compares across profilers. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -27,10 +31,13 @@ __attribute__((noinline)) void hot_ten(unsigned long n) { SPIN(n * 1); }
 
 int main(int argc, char **argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 3.0;
+    long rounds = argc > 2 ? atol(argv[2]) : 0;
     const unsigned long chunk = 200000;
     double t[3] = {0, 0, 0};
+    struct timespec w0, w1;
+    clock_gettime(CLOCK_MONOTONIC, &w0);
     double start = thread_cpu_seconds();
-    while (thread_cpu_seconds() - start < seconds) {
+    for (long r = 0; rounds > 0 ? r < rounds : thread_cpu_seconds() - start < seconds; r++) {
         double a = thread_cpu_seconds();
         hot_sixty(chunk);
         double b = thread_cpu_seconds();
@@ -43,6 +50,8 @@ int main(int argc, char **argv) {
         t[2] += d - c;
     }
     double total = thread_cpu_seconds() - start;
+    clock_gettime(CLOCK_MONOTONIC, &w1);
+    printf("work_seconds %.4f\n", (w1.tv_sec - w0.tv_sec) + (w1.tv_nsec - w0.tv_nsec) / 1e9);
     printf("truth hot_sixty %.2f\n", 100.0 * t[0] / total);
     printf("truth hot_thirty %.2f\n", 100.0 * t[1] / total);
     printf("truth hot_ten %.2f\n", 100.0 * t[2] / total);

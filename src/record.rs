@@ -261,7 +261,7 @@ fn svg_options(profile: &Profile, title: Option<&str>) -> SvgOptions {
     let m = &profile.meta;
     let title = title
         .map(str::to_string)
-        .unwrap_or_else(|| format!("ember record -- {}", m.command.join(" ")));
+        .unwrap_or_else(|| m.command.join(" "));
     let mut subtitle = format!(
         "{} samples at {} Hz ({}) over {:.2} s",
         profile.total_samples(),

@@ -1,0 +1,75 @@
+//! End-to-end: signals during `ember record -- CMD`. The command gets them, ember waits for it,
+//! writes every output whole, and passes the command's status through.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+fn spawn_recording(outputs: &[&std::path::Path], new_group: bool) -> std::process::Child {
+    let exe = workload("shares", Build::NoFramePointers);
+    let mut cmd = Command::new(EMBER);
+    cmd.arg("record");
+    for o in outputs {
+        cmd.arg("-o").arg(o);
+    }
+    cmd.arg("--").arg(&exe).arg("60");
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    if new_group {
+        // Like a terminal's foreground job: ember and the command share a process group.
+        cmd.process_group(0);
+    }
+    cmd.spawn().expect("spawn ember")
+}
+
+fn check_outputs(svg: &std::path::Path, folded: &std::path::Path) {
+    let stacks = read_folded(folded);
+    assert!(total(&stacks) > 500, "only {} samples", total(&stacks));
+    assert!(samples_with(&stacks, "hot_sixty") > 0);
+    let text = std::fs::read_to_string(svg).unwrap();
+    assert!(text.trim_end().ends_with("</svg>"), "SVG is incomplete");
+    assert!(text.contains("hot_sixty"));
+}
+
+#[test]
+fn ctrl_c_reaches_the_command_and_outputs_are_written() {
+    let dir = scratch();
+    let (svg, folded) = (dir.path().join("a.svg"), dir.path().join("a.folded"));
+    let child = spawn_recording(&[&svg, &folded], true);
+    std::thread::sleep(Duration::from_millis(1500));
+    // What the terminal does on Ctrl-C: SIGINT to the whole foreground process group.
+    kill(Pid::from_raw(-(child.id() as i32)), Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_outputs(&svg, &folded);
+}
+
+#[test]
+fn sigterm_to_ember_is_passed_to_the_command() {
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        let dir = scratch();
+        let (svg, folded) = (dir.path().join("b.svg"), dir.path().join("b.folded"));
+        let child = spawn_recording(&[&svg, &folded], false);
+        std::thread::sleep(Duration::from_millis(1500));
+        // Sent to ember alone (as `kill PID` would): ember passes it on to the command.
+        kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(128 + sig as i32),
+            "{sig:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        check_outputs(&svg, &folded);
+    }
+}

@@ -76,15 +76,41 @@ pub struct RecordArgs {
     #[arg(long)]
     pub title: Option<String>,
 
+    /// Attach to running processes instead of launching one (repeatable, or `-p 12,34`)
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+
+    /// Stop sampling after SECS seconds (a launched command runs on; ember still exits with
+    /// its status)
+    #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<std::time::Duration>,
+
     /// The command to run, after `--`
-    #[arg(last = true, required = true, value_name = "CMD")]
+    #[arg(
+        last = true,
+        required_unless_present = "pids",
+        conflicts_with = "pids",
+        value_name = "CMD"
+    )]
     pub command: Vec<String>,
+}
+
+fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(v > 0.0 && v.is_finite()) {
+        return Err(format!("{s:?}: the duration must be more than 0 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
 }
 
 impl RecordArgs {
     pub fn into_options(self) -> RecordOptions {
         RecordOptions {
             command: self.command,
+            pids: self.pids,
+            duration: self.duration,
             frequency: self.frequency,
             call_graph: match self.call_graph {
                 CallGraphArg::Auto => CallGraph::Auto,
@@ -127,5 +153,13 @@ mod tests {
         assert_eq!(o.outputs.len(), 2);
         assert_eq!(o.command, vec!["ls", "-l"]);
         assert!(Cli::try_parse_from(["ember", "record"]).is_err());
+        let cli = Cli::try_parse_from(["ember", "record", "-p", "12,34", "-p", "5", "-d", "1.5"])
+            .unwrap();
+        let Command::Record(r) = cli.command;
+        let o = r.into_options();
+        assert_eq!(o.pids, vec![12, 34, 5]);
+        assert_eq!(o.duration, Some(std::time::Duration::from_millis(1500)));
+        assert!(Cli::try_parse_from(["ember", "record", "-p", "1", "--", "ls"]).is_err());
+        assert!(Cli::try_parse_from(["ember", "record", "-d", "0", "--", "ls"]).is_err());
     }
 }

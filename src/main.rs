@@ -6,14 +6,15 @@ use ember::cli::{Cli, Command};
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Record(args) => match ember::record::record_command(&args.into_options()) {
+        Command::Record(args) => match ember::record::record(&args.into_options()) {
             Ok(outcome) => {
                 eprintln!("{}", outcome.summary);
                 outcome.exit_code
             }
             Err(e) => {
+                let code = e.exit_code();
                 eprintln!("ember: error: {:#}", anyhow::Error::from(e));
-                1
+                code
             }
         },
     };

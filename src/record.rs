@@ -23,7 +23,12 @@ pub const DEFAULT_STACK_SIZE: u32 = 32768;
 
 #[derive(Clone, Debug)]
 pub struct RecordOptions {
+    /// The command to launch; ignored when `pids` is not empty.
     pub command: Vec<String>,
+    /// Running processes to attach to.
+    pub pids: Vec<u32>,
+    /// Stop sampling after this long (the launched command runs on).
+    pub duration: Option<std::time::Duration>,
     pub frequency: u64,
     pub call_graph: CallGraph,
     pub stack_size: u32,
@@ -38,6 +43,8 @@ impl Default for RecordOptions {
     fn default() -> Self {
         RecordOptions {
             command: Vec::new(),
+            pids: Vec::new(),
+            duration: None,
             frequency: DEFAULT_FREQUENCY,
             call_graph: CallGraph::Auto,
             stack_size: DEFAULT_STACK_SIZE,
@@ -60,6 +67,25 @@ pub enum RecordError {
     Perf(#[from] PerfError),
     #[error("-F must be at least 1")]
     ZeroFrequency,
+}
+
+impl RecordError {
+    /// The exit code ember ends with: 2 for what the user can fix in the command line (a bad
+    /// `-o`, PID or command), 1 for failures while running.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RecordError::Output(_) | RecordError::ZeroFrequency => 2,
+            RecordError::Target(
+                TargetError::NotFound(_)
+                | TargetError::NoCommand
+                | TargetError::NoSuchProcess(_)
+                | TargetError::KernelThread(_)
+                | TargetError::Myself
+                | TargetError::Exited(_),
+            ) => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// What a recording produced.
@@ -147,8 +173,94 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Run `opts.command` under the profiler and write every output.
-pub fn record_command(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
+/// What stopped sampling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// The launched command ended with this exit code.
+    CommandExited(i32),
+    /// Every attached process ended.
+    TargetsExited,
+    /// `-d` elapsed.
+    Deadline,
+    /// SIGINT/SIGTERM/SIGHUP to ember while attached.
+    Signal,
+}
+
+/// What is being profiled, while it runs.
+enum Live {
+    Command(GatedChild),
+    Pids(Vec<u32>),
+}
+
+impl Live {
+    /// Pass a signal ember received on, or decide to stop.
+    fn on_signal(&self, sig: Signal, from_process: bool) -> bool {
+        match self {
+            Live::Command(child) => {
+                // A Ctrl-C from the terminal already reached the command (same process
+                // group); anything sent to ember alone is passed on. ember keeps recording
+                // until the command ends, then writes everything.
+                if sig != Signal::SIGINT || from_process {
+                    child.signal(sig);
+                }
+                false
+            }
+            Live::Pids(_) => true,
+        }
+    }
+
+    fn ended(&mut self) -> Option<Stop> {
+        match self {
+            Live::Command(child) => child.try_wait().map(Stop::CommandExited),
+            Live::Pids(pids) => pids
+                .iter()
+                .all(|&p| !target::is_alive(p))
+                .then_some(Stop::TargetsExited),
+        }
+    }
+}
+
+/// Record until the command ends (launch) or `-d` passes, a signal arrives or every target
+/// ends (attach).
+fn sample_until(
+    sampler: &mut PerfSampler,
+    collector: &mut Collector,
+    live: &mut Live,
+    deadline: Option<Instant>,
+) -> Stop {
+    let mut queue = RecordQueue::new();
+    let mut watermark = 0u64;
+    let stop = loop {
+        if let Some((sig, from_process)) = target::take_signal() {
+            if live.on_signal(sig, from_process) {
+                break Stop::Signal;
+            }
+        }
+        if let Some(stop) = live.ended() {
+            break stop;
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            break Stop::Deadline;
+        }
+        let now_ns = monotonic_ns();
+        sampler.drain(&mut queue);
+        queue.drain_until(watermark, |r| collector.handle(r));
+        watermark = now_ns;
+        let mut wait_ms = 100;
+        if let Some(d) = deadline {
+            wait_ms = wait_ms.min(d.saturating_duration_since(now).as_millis() as i32 + 1);
+        }
+        sampler.wait(wait_ms);
+    };
+    sampler.disable();
+    sampler.drain(&mut queue);
+    queue.drain_all(|r| collector.handle(r));
+    stop
+}
+
+/// Run `opts.command` (or attach to `opts.pids`) under the profiler and write every output.
+pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     if opts.frequency == 0 {
         return Err(RecordError::ZeroFrequency);
     }
@@ -156,21 +268,20 @@ pub fn record_command(opts: &RecordOptions) -> Result<RecordOutcome, RecordError
     for o in &opts.outputs {
         output::check_writable(o)?;
     }
-    let mut child = GatedChild::spawn(&opts.command)?;
+    for &pid in &opts.pids {
+        target::check_attachable(pid)?;
+    }
     let perf_config = PerfConfig {
         frequency: opts.frequency,
         call_graph: opts.call_graph,
         stack_size: opts.stack_size,
         kernel: opts.kernel,
     };
-    // On error `child` is dropped unreleased: the command never runs.
-    let mut sampler = PerfSampler::for_launch(child.pid(), &perf_config)?;
-    target::install_signal_handlers();
-    let started = Instant::now();
-    child.release()?;
-
     let mut collector = Collector {
-        layout: sampler.layout(),
+        layout: crate::sampler::SampleLayout {
+            sample_type: 0,
+            regs_user_mask: 0,
+        },
         procs: ProcessTable::new(),
         unwinder: StackUnwinder::new(opts.call_graph),
         profile: Profile::new(),
@@ -178,31 +289,41 @@ pub fn record_command(opts: &RecordOptions) -> Result<RecordOutcome, RecordError
         frames: Vec::new(),
         parse_errors: 0,
     };
-    let mut queue = RecordQueue::new();
-    let mut watermark = 0u64;
-    let exit_code = loop {
-        if let Some((sig, from_process)) = target::take_signal() {
-            // A Ctrl-C from the terminal already reached the command (same process group);
-            // anything sent to ember alone is passed on. ember keeps recording until the
-            // command ends, then writes everything.
-            if sig != Signal::SIGINT || from_process {
-                child.signal(sig);
+    let (mut sampler, mut live, description) = if opts.pids.is_empty() {
+        let child = GatedChild::spawn(&opts.command)?;
+        // On error `child` is dropped unreleased: the command never runs.
+        let sampler = PerfSampler::for_launch(child.pid(), &perf_config)?;
+        (sampler, Live::Command(child), opts.command.clone())
+    } else {
+        let sampler = PerfSampler::for_attach(&opts.pids, &perf_config)?;
+        let mut description = Vec::new();
+        for &pid in &opts.pids {
+            // Modules already loaded: from /proc, before any record is processed.
+            if let Err(e) = collector.procs.seed_from_proc(pid) {
+                collector
+                    .profile
+                    .meta
+                    .warnings
+                    .push(format!("could not read /proc/{pid}: {e}"));
             }
+            let name = collector
+                .procs
+                .get(pid)
+                .map(|p| p.name.clone())
+                .unwrap_or_default();
+            description.push(format!("{name} (pid {pid})"));
         }
-        if let Some(code) = child.try_wait() {
-            break code;
-        }
-        let now = monotonic_ns();
-        sampler.drain(&mut queue);
-        queue.drain_until(watermark, |r| collector.handle(r));
-        watermark = now;
-        sampler.wait(100);
+        (sampler, Live::Pids(opts.pids.clone()), description)
     };
+    collector.layout = sampler.layout();
+    target::install_signal_handlers();
+    let started = Instant::now();
+    if let Live::Command(child) = &mut live {
+        child.release()?;
+    }
+    let deadline = opts.duration.map(|d| started + d);
+    let stop = sample_until(&mut sampler, &mut collector, &mut live, deadline);
     let duration = started.elapsed();
-    sampler.disable();
-    sampler.drain(&mut queue);
-    queue.drain_all(|r| collector.handle(r));
-
     let event = sampler.event().clone();
     drop(sampler);
     let Collector {
@@ -213,7 +334,7 @@ pub fn record_command(opts: &RecordOptions) -> Result<RecordOutcome, RecordError
         ..
     } = collector;
     let meta = &mut profile.meta;
-    meta.command = opts.command.clone();
+    meta.command = description;
     meta.frequency = opts.frequency;
     meta.event = event.name.to_string();
     meta.duration = duration;
@@ -249,12 +370,37 @@ pub fn record_command(opts: &RecordOptions) -> Result<RecordOutcome, RecordError
         .extend(symbols.warnings.iter().cloned());
     write_outputs(&profile, &symbols, opts)?;
     let summary = summarize(&profile, &opts.outputs, event.kernel_included);
+    let exit_code = match (stop, &mut live) {
+        (Stop::CommandExited(code), _) => code,
+        // `-d` ended sampling; the command runs on and its status is still ours.
+        (_, Live::Command(child)) => {
+            eprintln!("{summary}");
+            eprintln!("ember: sampling stopped after -d; waiting for the command to end");
+            wait_forwarding_signals(child)
+        }
+        (_, Live::Pids(_)) => 0,
+    };
     Ok(RecordOutcome {
         exit_code,
         profile,
         unwind: unwinder.stats,
         summary,
     })
+}
+
+/// Wait for the command after sampling stopped, still passing signals on.
+fn wait_forwarding_signals(child: &mut GatedChild) -> i32 {
+    loop {
+        if let Some((sig, from_process)) = target::take_signal() {
+            if sig != Signal::SIGINT || from_process {
+                child.signal(sig);
+            }
+        }
+        if let Some(code) = child.try_wait() {
+            return code;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 fn svg_options(profile: &Profile, title: Option<&str>) -> SvgOptions {

@@ -25,6 +25,45 @@ pub enum TargetError {
     },
     #[error("could not start the command: {0}")]
     Spawn(std::io::Error),
+    #[error("no such process: {0} (check the PID with `ps -p {0}`)")]
+    NoSuchProcess(u32),
+    #[error("process {0} is a kernel thread: it has no user space to profile")]
+    KernelThread(u32),
+    #[error("process {0} has already exited")]
+    Exited(u32),
+    #[error("ember cannot profile itself; pass the PID of another process")]
+    Myself,
+}
+
+/// Read the state letter and flags of a process from `/proc/PID/stat`.
+fn proc_state(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name is in parentheses and may contain anything: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    // Field 9 of stat (flags) is the 7th after the name.
+    let flags = fields.get(6)?.parse().ok()?;
+    Some((state, flags))
+}
+
+/// Is the process still running (not gone, not a zombie)?
+pub fn is_alive(pid: u32) -> bool {
+    matches!(proc_state(pid), Some((s, _)) if s != 'Z' && s != 'X')
+}
+
+/// Check that `pid` names a process ember can attach to, with a message that says why not.
+pub fn check_attachable(pid: u32) -> Result<(), TargetError> {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    if pid == std::process::id() {
+        return Err(TargetError::Myself);
+    }
+    match proc_state(pid) {
+        None => Err(TargetError::NoSuchProcess(pid)),
+        Some((_, flags)) if flags & PF_KTHREAD != 0 => Err(TargetError::KernelThread(pid)),
+        Some(('Z' | 'X', _)) => Err(TargetError::Exited(pid)),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Find `program` the way `execvp` would, so a typo is reported before anything starts.
@@ -267,6 +306,25 @@ pub fn take_signal() -> Option<(Signal, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attachable_processes() {
+        assert!(matches!(
+            check_attachable(std::process::id()),
+            Err(TargetError::Myself)
+        ));
+        assert!(matches!(
+            check_attachable(u32::MAX - 1),
+            Err(TargetError::NoSuchProcess(_))
+        ));
+        // kthreadd is pid 2 on Linux.
+        assert!(matches!(
+            check_attachable(2),
+            Err(TargetError::KernelThread(2))
+        ));
+        assert!(check_attachable(1).is_ok());
+        assert!(is_alive(std::process::id()));
+    }
 
     #[test]
     fn resolves_through_path() {

@@ -8,6 +8,7 @@ use common::*;
 /// within 3 percentage points, with and without frame pointers.
 #[test]
 fn time_shares_match_the_programs_own_measurement() {
+    let _serial = serial();
     for build in BOTH {
         let exe = workload("shares", build);
         let dir = scratch();
@@ -47,6 +48,7 @@ fn time_shares_match_the_programs_own_measurement() {
 
 #[test]
 fn both_threads_are_sampled() {
+    let _serial = serial();
     for build in BOTH {
         let exe = workload("threads", build);
         let dir = scratch();
@@ -84,6 +86,7 @@ fn both_threads_are_sampled() {
 
 #[test]
 fn forked_and_execed_children_and_grandchildren_are_followed() {
+    let _serial = serial();
     for build in BOTH {
         let exe = workload("forker", build);
         let dir = scratch();
@@ -123,6 +126,7 @@ fn forked_and_execed_children_and_grandchildren_are_followed() {
 /// Every one of the 200 recursion frames is between main and the leaf, in both builds.
 #[test]
 fn deep_recursion_is_unwound_completely() {
+    let _serial = serial();
     for build in BOTH {
         let exe = workload("recursion", build);
         let dir = scratch();
@@ -159,6 +163,7 @@ fn deep_recursion_is_unwound_completely() {
 
 #[test]
 fn inlined_function_is_its_own_frame() {
+    let _serial = serial();
     for build in BOTH {
         let exe = workload("inline", build);
         let dir = scratch();
@@ -197,6 +202,7 @@ fn inlined_function_is_its_own_frame() {
 
 #[test]
 fn exit_status_is_passed_through() {
+    let _serial = serial();
     let dir = scratch();
     let o = dir.path().join("x.folded");
     let o = o.to_str().unwrap();
@@ -212,6 +218,7 @@ fn exit_status_is_passed_through() {
 
 #[test]
 fn svg_is_well_formed_xml_with_the_function_names() {
+    let _serial = serial();
     let exe = workload("shares", Build::NoFramePointers);
     let dir = scratch();
     let svg = dir.path().join("flame.svg");
@@ -245,6 +252,7 @@ fn svg_is_well_formed_xml_with_the_function_names() {
 
 #[test]
 fn unwritable_output_fails_before_the_command_runs() {
+    let _serial = serial();
     let dir = scratch();
     let marker = dir.path().join("ran");
     let cmd = format!("touch {}", marker.display());
@@ -262,7 +270,7 @@ fn unwritable_output_fails_before_the_command_runs() {
             "-c",
             &cmd,
         ]);
-        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("ember: error"), "{stderr}");
         assert!(
@@ -274,8 +282,37 @@ fn unwritable_output_fails_before_the_command_runs() {
 
 #[test]
 fn missing_command_is_a_clear_error() {
+    let _serial = serial();
     let out = ember(&["record", "--", "no-such-command-ember-test"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("command not found"), "{stderr}");
+}
+
+/// `-d` in launch mode stops sampling and writes the outputs, but the command runs on and its
+/// exit status is still ember's.
+#[test]
+fn duration_stops_sampling_but_not_the_command() {
+    let _serial = serial();
+    let exe = workload("shares", Build::NoFramePointers);
+    let dir = scratch();
+    let folded = dir.path().join("d.folded");
+    let script = format!("{} 1.5 >/dev/null; exit 3", exe.display());
+    let started = std::time::Instant::now();
+    let out = ember(&[
+        "record",
+        "-d",
+        "0.5",
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1400));
+    let n = total(&read_folded(&folded));
+    // About half a second of samples, not the whole run.
+    assert!((200..=800).contains(&n), "{n} samples");
 }

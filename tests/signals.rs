@@ -38,6 +38,7 @@ fn check_outputs(svg: &std::path::Path, folded: &std::path::Path) {
 
 #[test]
 fn ctrl_c_reaches_the_command_and_outputs_are_written() {
+    let _serial = serial();
     let dir = scratch();
     let (svg, folded) = (dir.path().join("a.svg"), dir.path().join("a.folded"));
     let child = spawn_recording(&[&svg, &folded], true);
@@ -56,6 +57,7 @@ fn ctrl_c_reaches_the_command_and_outputs_are_written() {
 
 #[test]
 fn sigterm_to_ember_is_passed_to_the_command() {
+    let _serial = serial();
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         let dir = scratch();
         let (svg, folded) = (dir.path().join("b.svg"), dir.path().join("b.folded"));

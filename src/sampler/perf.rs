@@ -209,9 +209,38 @@ fn is_permission_error(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM))
 }
 
+/// Whom to sample.
+#[derive(Clone, Debug)]
+pub enum EventTarget {
+    /// A launched process that has not called `exec` yet: sampling starts at its `exec`
+    /// (`enable_on_exec`).
+    Launch(u32),
+    /// Running processes: every thread of each is sampled from now on.
+    Attach(Vec<u32>),
+}
+
 impl PerfSampler {
     /// Open the events for `pid`, disabled until it calls `exec` (`enable_on_exec`).
     pub fn for_launch(pid: u32, config: &PerfConfig) -> Result<PerfSampler, PerfError> {
+        Self::open(&EventTarget::Launch(pid), config)
+    }
+
+    /// Open events on every thread of the running processes `pids`, and start sampling.
+    pub fn for_attach(pids: &[u32], config: &PerfConfig) -> Result<PerfSampler, PerfError> {
+        let s = Self::open(&EventTarget::Attach(pids.to_vec()), config)?;
+        for fd in &s.fds {
+            // SAFETY: ioctl on an fd we own.
+            if unsafe { sys::ioctls::ENABLE(fd.as_raw_fd(), 0) } != 0 {
+                return Err(PerfError::Ioctl {
+                    what: "ENABLE",
+                    source: io::Error::last_os_error(),
+                });
+            }
+        }
+        Ok(s)
+    }
+
+    fn open(target: &EventTarget, config: &PerfConfig) -> Result<PerfSampler, PerfError> {
         if let Some(max) =
             read_sysctl("kernel.perf_event_max_sample_rate").and_then(|s| s.parse::<u64>().ok())
         {
@@ -261,10 +290,13 @@ impl PerfSampler {
         let mut last_err = None;
         for &(name, type_, cfg) in &events {
             for &kernel in kernel_options {
-                let attr = make_attr(type_, cfg, config, &layout, stack_size, kernel);
-                match open_per_cpu(pid, &cpus, attr) {
-                    Ok(fds) => {
-                        let buffers = map_buffers(&fds, stack_size)?;
+                let mut attr = make_attr(type_, cfg, config, &layout, stack_size, kernel);
+                if let EventTarget::Attach(_) = target {
+                    attr.set_enable_on_exec(0);
+                }
+                match open_all(target, &cpus, attr) {
+                    Ok(per_cpu) => {
+                        let (fds, buffers) = map_buffers(per_cpu, stack_size)?;
                         return Ok(PerfSampler {
                             fds,
                             buffers,
@@ -387,40 +419,91 @@ fn buffer_pages(stack_size: u32) -> usize {
     pages.next_power_of_two().min(4096)
 }
 
-fn open_per_cpu(
-    pid: u32,
-    cpus: &[u32],
-    mut attr: sys::bindings::perf_event_attr,
-) -> Result<Vec<OwnedFd>, (u32, io::Error)> {
-    let pages = buffer_pages(attr.sample_stack_user);
-    attr.__bindgen_anon_2.wakeup_watermark = (pages * page_size() / 4) as u32;
-    let mut fds = Vec::with_capacity(cpus.len());
-    for &cpu in cpus {
-        // SAFETY: attr is a fully initialized perf_event_attr.
-        let fd = unsafe {
-            sys::perf_event_open(
-                &mut attr,
-                pid as i32,
-                cpu as i32,
-                -1,
-                sys::bindings::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
-            )
-        };
-        if fd < 0 {
-            return Err((cpu, io::Error::last_os_error()));
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+fn open_one(attr: &mut sys::bindings::perf_event_attr, tid: u32, cpu: u32) -> io::Result<OwnedFd> {
+    // SAFETY: attr is a fully initialized perf_event_attr.
+    let fd = unsafe {
+        sys::perf_event_open(
+            attr,
+            tid as i32,
+            cpu as i32,
+            -1,
+            sys::bindings::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
     }
-    Ok(fds)
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn map_buffers(fds: &[OwnedFd], stack_size: u32) -> Result<Vec<RingBuffer>, PerfError> {
+/// The thread ids of a process, from `/proc/PID/task`.
+pub fn list_threads(pid: u32) -> io::Result<Vec<u32>> {
+    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    Ok(tids)
+}
+
+/// Open the events: for each CPU, one fd per followed task. Returns them grouped by CPU.
+fn open_all(
+    target: &EventTarget,
+    cpus: &[u32],
+    mut attr: sys::bindings::perf_event_attr,
+) -> Result<Vec<Vec<OwnedFd>>, (u32, io::Error)> {
+    let pages = buffer_pages(attr.sample_stack_user);
+    attr.__bindgen_anon_2.wakeup_watermark = (pages * page_size() / 4) as u32;
+    let mut per_cpu: Vec<Vec<OwnedFd>> = cpus.iter().map(|_| Vec::new()).collect();
+    match target {
+        EventTarget::Launch(pid) => {
+            for (i, &cpu) in cpus.iter().enumerate() {
+                per_cpu[i].push(open_one(&mut attr, *pid, cpu).map_err(|e| (cpu, e))?);
+            }
+        }
+        EventTarget::Attach(pids) => {
+            // Threads started by a followed thread are inherited; threads that appear while
+            // we are opening are caught by listing again until the list stands still.
+            let mut done = std::collections::HashSet::new();
+            for _round in 0..8 {
+                let mut new = Vec::new();
+                for &pid in pids {
+                    let tids = list_threads(pid).map_err(|e| (0, e))?;
+                    new.extend(tids.into_iter().filter(|t| !done.contains(t)));
+                }
+                if new.is_empty() {
+                    break;
+                }
+                for tid in new {
+                    for (i, &cpu) in cpus.iter().enumerate() {
+                        match open_one(&mut attr, tid, cpu) {
+                            Ok(fd) => per_cpu[i].push(fd),
+                            // The thread ended meanwhile.
+                            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => break,
+                            Err(e) => return Err((cpu, e)),
+                        }
+                    }
+                    done.insert(tid);
+                }
+            }
+        }
+    }
+    Ok(per_cpu)
+}
+
+/// Map one ring buffer per CPU and point every other fd of that CPU at it
+/// (`PERF_EVENT_IOC_SET_OUTPUT`), halving the buffer while the kernel refuses the memory.
+fn map_buffers(
+    per_cpu: Vec<Vec<OwnedFd>>,
+    stack_size: u32,
+) -> Result<(Vec<OwnedFd>, Vec<RingBuffer>), PerfError> {
     let mut pages = buffer_pages(stack_size);
-    let mut buffers = Vec::with_capacity(fds.len());
-    for fd in fds {
+    let mut buffers = Vec::with_capacity(per_cpu.len());
+    let mut all = Vec::new();
+    for fds in per_cpu {
+        let Some(first) = fds.first() else { continue };
         loop {
-            match RingBuffer::map(fd.as_raw_fd(), pages) {
+            match RingBuffer::map(first.as_raw_fd(), pages) {
                 Ok(b) => {
                     buffers.push(b);
                     break;
@@ -432,8 +515,18 @@ fn map_buffers(fds: &[OwnedFd], stack_size: u32) -> Result<Vec<RingBuffer>, Perf
                 Err(e) => return Err(PerfError::Mmap { source: e }),
             }
         }
+        for fd in &fds[1..] {
+            // SAFETY: ioctl on fds we own; both are on the same CPU.
+            if unsafe { sys::ioctls::SET_OUTPUT(fd.as_raw_fd(), first.as_raw_fd()) } != 0 {
+                return Err(PerfError::Ioctl {
+                    what: "SET_OUTPUT",
+                    source: io::Error::last_os_error(),
+                });
+            }
+        }
+        all.extend(fds);
     }
-    Ok(buffers)
+    Ok((all, buffers))
 }
 
 #[cfg(test)]

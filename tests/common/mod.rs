@@ -137,3 +137,11 @@ pub fn samples_with(stacks: &[Stack], func: &str) -> u64 {
         .map(|s| s.count)
         .sum()
 }
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Hold this while a test runs CPU-bound workloads whose sample counts it checks: two cores
+/// shared by several spinning tests would starve them.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,256 @@
+//! End-to-end: `ember record -p PID` against running processes.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A running workload, killed and reaped when the test ends however it ends.
+struct Target(Child);
+
+impl Target {
+    fn start(name: &str, args: &[&str]) -> Target {
+        let exe = workload(name, Build::NoFramePointers);
+        let child = Command::new(exe)
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start workload");
+        // Let it reach its hot loop.
+        std::thread::sleep(Duration::from_millis(300));
+        Target(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn pid_str(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// (state letter, utime + stime in clock ticks) of a process, from /proc/PID/stat.
+fn stat(pid: u32) -> (char, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &s[s.rfind(')').unwrap() + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let state = f[0].chars().next().unwrap();
+    (
+        state,
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap(),
+    )
+}
+
+/// The target is running normally: not stopped or traced, and still using CPU.
+fn assert_unharmed(pid: u32) {
+    let (state, cpu0) = stat(pid);
+    assert!(
+        state == 'R' || state == 'S',
+        "target is in state {state} after ember ended"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.contains("TracerPid:\t0"),
+        "target is traced: {status}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, cpu1) = stat(pid);
+    assert!(cpu1 > cpu0, "target's CPU time stopped growing");
+}
+
+#[test]
+fn attach_to_a_two_thread_process() {
+    let _serial = serial();
+    let t = Target::start("threads", &["60"]);
+    let dir = scratch();
+    let folded = dir.path().join("a.folded");
+    let svg = dir.path().join("a.svg");
+    let out = record_ok(&[
+        "-p",
+        &t.pid_str(),
+        "-d",
+        "2",
+        "--per-thread",
+        "-o",
+        folded.to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+    ]);
+    let stacks = read_folded(&folded);
+    let n = total(&stacks);
+    // Two busy threads for 2 s at 999 Hz.
+    assert!(n > 2000, "only {n} samples");
+    for f in ["thread_a_hot", "thread_b_hot"] {
+        let share = 100.0 * samples_with(&stacks, f) as f64 / n as f64;
+        assert!(share > 35.0, "{f}: {share:.1}%");
+    }
+    // Each thread's samples are rooted at its own comm-PID/TID.
+    let roots: std::collections::BTreeSet<&str> =
+        stacks.iter().map(|s| s.frames[0].as_str()).collect();
+    assert!(roots.len() >= 2, "{roots:?}");
+    assert!(roots.iter().all(|r| r.contains(&format!("-{}/", t.pid()))));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("wrote"), "{stderr}");
+    assert_unharmed(t.pid());
+}
+
+#[test]
+fn recording_ends_when_the_target_exits() {
+    let _serial = serial();
+    // Two threads burning 0.7 s of CPU each: the process ends after about a second.
+    let t = Target::start("threads", &["0.7"]);
+    let dir = scratch();
+    let folded = dir.path().join("e.folded");
+    let started = Instant::now();
+    let out = record_ok(&[
+        "-p",
+        &t.pid_str(),
+        "-d",
+        "5",
+        "-o",
+        folded.to_str().unwrap(),
+    ]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        took < Duration::from_millis(3500),
+        "ember ran {took:?} after the target ended"
+    );
+    let stacks = read_folded(&folded);
+    assert!(samples_with(&stacks, "thread_a_hot") > 50);
+}
+
+#[test]
+fn attach_to_two_processes_told_apart_per_process() {
+    let _serial = serial();
+    let a = Target::start("shares", &["60"]);
+    let b = Target::start("threads", &["60"]);
+    let dir = scratch();
+    let folded = dir.path().join("two.folded");
+    record_ok(&[
+        "-p",
+        &format!("{},{}", a.pid(), b.pid()),
+        "-d",
+        "1.5",
+        "--per-process",
+        "-o",
+        folded.to_str().unwrap(),
+    ]);
+    let stacks = read_folded(&folded);
+    // Roots are comm-PID.
+    let root_a = format!("-{}", a.pid());
+    let root_b = format!("-{}", b.pid());
+    let under = |root: &str, f: &str| {
+        stacks
+            .iter()
+            .filter(|s| s.frames[0].ends_with(root) && s.frames.iter().any(|x| x == f))
+            .map(|s| s.count)
+            .sum::<u64>()
+    };
+    assert!(under(&root_a, "hot_sixty") > 100, "{root_a} missing");
+    assert!(under(&root_b, "thread_a_hot") > 100, "{root_b} missing");
+    assert_eq!(under(&root_a, "thread_a_hot"), 0);
+    assert_eq!(under(&root_b, "hot_sixty"), 0);
+}
+
+fn check_complete(folded: &Path, svg: &Path) {
+    let stacks = read_folded(folded);
+    assert!(total(&stacks) > 300, "only {} samples", total(&stacks));
+    let text = std::fs::read_to_string(svg).unwrap();
+    assert!(text.trim_end().ends_with("</svg>"));
+    assert!(text.contains("hot_sixty"));
+}
+
+#[test]
+fn sigint_and_sigterm_stop_an_attached_recording_cleanly() {
+    let _serial = serial();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        let t = Target::start("shares", &["60"]);
+        let dir = scratch();
+        let (folded, svg) = (dir.path().join("s.folded"), dir.path().join("s.svg"));
+        let ember = Command::new(EMBER)
+            .args(["record", "-p", &t.pid_str(), "-o"])
+            .arg(&folded)
+            .arg("-o")
+            .arg(&svg)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1200));
+        let sent = Instant::now();
+        kill(Pid::from_raw(ember.id() as i32), sig).unwrap();
+        let out = ember.wait_with_output().unwrap();
+        eprintln!("{sig:?} -> outputs written in {:?}", sent.elapsed());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{sig:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        check_complete(&folded, &svg);
+        assert_unharmed(t.pid());
+    }
+}
+
+#[test]
+fn sigkill_to_ember_leaves_the_target_and_old_outputs_alone() {
+    let _serial = serial();
+    let t = Target::start("shares", &["60"]);
+    let dir = scratch();
+    let svg = dir.path().join("old.svg");
+    std::fs::write(&svg, "previous file").unwrap();
+    let mut ember = Command::new(EMBER)
+        .args(["record", "-p", &t.pid_str(), "-o"])
+        .arg(&svg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    ember.kill().unwrap();
+    ember.wait().unwrap();
+    assert_eq!(std::fs::read_to_string(&svg).unwrap(), "previous file");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "leftover files: {names:?}");
+    assert_unharmed(t.pid());
+}
+
+#[test]
+fn bad_pid_and_bad_output_are_usage_errors() {
+    let _serial = serial();
+    let dir = scratch();
+    let o = dir.path().join("x.svg");
+    // A PID that cannot exist (above pid_max).
+    let out = ember(&["record", "-p", "99999999", "-o", o.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no such process"), "{stderr}");
+    assert!(!o.exists());
+
+    let t = Target::start("shares", &["60"]);
+    let bad = dir.path().join("missing-dir/x.svg");
+    let out = ember(&["record", "-p", &t.pid_str(), "-o", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!bad.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    // Kernel threads and ember itself are refused with a reason.
+    let out = ember(&["record", "-p", "2", "-o", o.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kernel thread"));
+}

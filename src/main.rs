@@ -13,7 +13,8 @@ fn main() {
             }
             Err(e) => {
                 let code = e.exit_code();
-                eprintln!("ember: error: {:#}", anyhow::Error::from(e));
+                // Every message carries its cause already; print it once.
+                eprintln!("ember: error: {e}");
                 code
             }
         },

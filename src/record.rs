@@ -316,6 +316,11 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         (sampler, Live::Pids(opts.pids.clone()), description)
     };
     collector.layout = sampler.layout();
+    collector
+        .profile
+        .meta
+        .warnings
+        .extend(sampler.notes.iter().cloned());
     target::install_signal_handlers();
     let started = Instant::now();
     if let Live::Command(child) = &mut live {

@@ -16,13 +16,14 @@ pub const MAX_STACK_SIZE: u32 = 65528 - 512;
 #[derive(Debug, thiserror::Error)]
 pub enum PerfError {
     #[error(
-        "perf events are refused (kernel.perf_event_paranoid = {paranoid}): {source}\n\
-         To allow profiling, run one of:\n  \
+        "perf events are refused ({error}; kernel.perf_event_paranoid = {paranoid}).\n\
+         Without privileges ember can profile only processes of your own user, and at \
+         paranoid 3 none at all. To allow it, do one of:\n  \
          sudo sysctl kernel.perf_event_paranoid=1\n  \
-         (or grant CAP_PERFMON to ember: sudo setcap cap_perfmon+ep $(which ember))\n  \
-         (or run ember as root)"
+         sudo setcap cap_perfmon,cap_sys_ptrace+ep \"$(command -v ember)\"   (CAP_PERFMON)\n  \
+         run ember as root (sudo ember record ...)"
     )]
-    Refused { paranoid: String, source: io::Error },
+    Refused { paranoid: String, error: io::Error },
     #[error(
         "-F {requested} is above the kernel's limit of {max} samples/s \
          (kernel.perf_event_max_sample_rate); pass -F {max} or lower, or raise it with: \
@@ -164,6 +165,8 @@ impl Drop for RingBuffer {
 
 /// Open perf events following one process (and everything it forks), one fd per CPU.
 pub struct PerfSampler {
+    /// Things the user should know about how sampling was set up.
+    pub notes: Vec<String>,
     fds: Vec<OwnedFd>,
     buffers: Vec<RingBuffer>,
     layout: SampleLayout,
@@ -252,7 +255,24 @@ impl PerfSampler {
             }
         }
         let cpus = online_cpus().map_err(PerfError::Cpus)?;
-        let stack_size = (config.stack_size.min(MAX_STACK_SIZE)) & !7;
+        let mut stack_size = (config.stack_size.min(MAX_STACK_SIZE)) & !7;
+        let mut notes = Vec::new();
+        let wanted = buffer_pages(stack_size);
+        let pages = usable_buffer_pages(wanted, cpus.len());
+        if pages < wanted && config.call_graph != CallGraph::Fp {
+            // Locked memory is limited (unprivileged users): keep room for 16 samples per
+            // buffer rather than losing samples to full buffers.
+            let fit = ((pages * page_size() / 16).saturating_sub(1024) as u32) & !7;
+            if fit < stack_size {
+                stack_size = fit.max(1024);
+                notes.push(format!(
+                    "locked memory for perf buffers is limited to {} KiB per CPU here, so the \
+                     stack copy was cut to {stack_size} bytes; for deeper stacks run \
+                     `sudo sysctl kernel.perf_event_mlock_kb=8192` or run as root",
+                    pages * page_size() / 1024
+                ));
+            }
+        }
         let mut sample_type = records::PERF_SAMPLE_IP
             | records::PERF_SAMPLE_TID
             | records::PERF_SAMPLE_TIME
@@ -294,13 +314,14 @@ impl PerfSampler {
                 if let EventTarget::Attach(_) = target {
                     attr.set_enable_on_exec(0);
                 }
-                match open_all(target, &cpus, attr) {
+                match open_all(target, &cpus, attr, pages) {
                     Ok(per_cpu) => {
-                        let (fds, buffers) = map_buffers(per_cpu, stack_size)?;
+                        let (fds, buffers) = map_buffers(per_cpu, pages)?;
                         return Ok(PerfSampler {
                             fds,
                             buffers,
                             layout,
+                            notes,
                             event: OpenedEvent {
                                 name,
                                 kernel_included: kernel,
@@ -316,7 +337,7 @@ impl PerfSampler {
             return Err(PerfError::Refused {
                 paranoid: read_sysctl("kernel.perf_event_paranoid")
                     .unwrap_or_else(|| "unknown".into()),
-                source: e,
+                error: e,
             });
         }
         Err(PerfError::Open { cpu, source: e })
@@ -446,13 +467,65 @@ pub fn list_threads(pid: u32) -> io::Result<Vec<u32>> {
     Ok(tids)
 }
 
+/// The largest buffer (in data pages, a power of two, at most `wanted`) that can be mapped
+/// `count` times at once under this user's locked-memory limits, found by mapping buffers of
+/// a dummy event on ember itself. Root is not limited.
+fn usable_buffer_pages(wanted: usize, count: usize) -> usize {
+    if nix::unistd::geteuid().is_root() {
+        return wanted;
+    }
+    let mut attr = sys::bindings::perf_event_attr {
+        type_: sys::bindings::PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
+        config: sys::bindings::PERF_COUNT_SW_DUMMY as u64,
+        ..Default::default()
+    };
+    attr.set_disabled(1);
+    attr.set_exclude_kernel(1);
+    let mut pages = wanted;
+    while pages > 1 {
+        let mut ok = true;
+        let mut held = Vec::new();
+        for _ in 0..count {
+            // SAFETY: a valid attr; pid 0 = ember itself, any CPU.
+            let fd = unsafe {
+                sys::perf_event_open(
+                    &mut attr,
+                    0,
+                    -1,
+                    -1,
+                    sys::bindings::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
+                )
+            };
+            if fd < 0 {
+                // Cannot probe: let the real mapping find out.
+                return wanted;
+            }
+            // SAFETY: fresh fd we own.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            match RingBuffer::map(fd.as_raw_fd(), pages) {
+                Ok(b) => held.push((b, fd)),
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok {
+            return pages;
+        }
+        pages /= 2;
+    }
+    1
+}
+
 /// Open the events: for each CPU, one fd per followed task. Returns them grouped by CPU.
 fn open_all(
     target: &EventTarget,
     cpus: &[u32],
     mut attr: sys::bindings::perf_event_attr,
+    pages: usize,
 ) -> Result<Vec<Vec<OwnedFd>>, (u32, io::Error)> {
-    let pages = buffer_pages(attr.sample_stack_user);
     attr.__bindgen_anon_2.wakeup_watermark = (pages * page_size() / 4) as u32;
     let mut per_cpu: Vec<Vec<OwnedFd>> = cpus.iter().map(|_| Vec::new()).collect();
     match target {
@@ -495,9 +568,8 @@ fn open_all(
 /// (`PERF_EVENT_IOC_SET_OUTPUT`), halving the buffer while the kernel refuses the memory.
 fn map_buffers(
     per_cpu: Vec<Vec<OwnedFd>>,
-    stack_size: u32,
+    mut pages: usize,
 ) -> Result<(Vec<OwnedFd>, Vec<RingBuffer>), PerfError> {
-    let mut pages = buffer_pages(stack_size);
     let mut buffers = Vec::with_capacity(per_cpu.len());
     let mut all = Vec::new();
     for fds in per_cpu {

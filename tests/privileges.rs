@@ -1,0 +1,88 @@
+//! End-to-end: ember without privileges. At `kernel.perf_event_paranoid` 2 an ordinary user
+//! still gets a user-space profile of their own command; someone else's process is refused
+//! with a message that says what to do.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+
+use common::*;
+
+/// Run ember as an unprivileged user: `nobody` via setpriv when the tests run as root,
+/// as ourselves otherwise.
+fn ember_unprivileged(args: &[&str]) -> Output {
+    let mut cmd = if nix::unistd::geteuid().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", EMBER]);
+        c
+    } else {
+        Command::new(EMBER)
+    };
+    cmd.args(args).output().expect("run ember unprivileged")
+}
+
+fn paranoid() -> i32 {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(2)
+}
+
+#[test]
+fn unprivileged_user_profiles_their_own_command() {
+    let _serial = serial();
+    if paranoid() > 2 {
+        panic!(
+            "kernel.perf_event_paranoid is {} here: perf events are refused to unprivileged \
+             users, so this test cannot run (set it to 2 or lower)",
+            paranoid()
+        );
+    }
+    let exe = workload("shares", Build::NoFramePointers);
+    let dir = scratch();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let folded = dir.path().join("u.folded");
+    let out = ember_unprivileged(&[
+        "record",
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stacks = read_folded(&folded);
+    assert!(total(&stacks) > 800, "{stderr}");
+    assert!(self_share(&stacks, "hot_sixty") > 50.0);
+    // No kernel frames without privileges, and nothing was lost to small buffers.
+    assert!(stacks
+        .iter()
+        .all(|s| s.frames.iter().all(|f| !f.ends_with("_[k]"))));
+    assert!(stderr.contains("(0 lost)"), "{stderr}");
+}
+
+#[test]
+fn someone_elses_process_is_refused_with_what_to_do() {
+    if !nix::unistd::geteuid().is_root() && paranoid() < 1 {
+        // At paranoid 0 or below an unprivileged user may profile any process.
+        return;
+    }
+    let dir = scratch();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = dir.path().join("x.svg");
+    // PID 1 belongs to root.
+    let out = ember_unprivileged(&["record", "-p", "1", "-d", "1", "-o", o.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for needed in [
+        "perf_event_paranoid",
+        "sudo sysctl kernel.perf_event_paranoid=1",
+        "CAP_PERFMON",
+        "root",
+    ] {
+        assert!(stderr.contains(needed), "{needed:?} missing from: {stderr}");
+    }
+    assert!(!o.exists());
+}

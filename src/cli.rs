@@ -68,6 +68,14 @@ pub struct RecordArgs {
     #[arg(long)]
     pub no_inline: bool,
 
+    /// Add the source line to each frame: `function (file.c:42)`
+    #[arg(long)]
+    pub lines: bool,
+
+    /// Also look for separate debug files here (build-id and debuglink layouts). Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub debug_dir: Vec<PathBuf>,
+
     /// Leave kernel frames out (they are included when the kernel allows it)
     #[arg(long)]
     pub user_only: bool,
@@ -132,6 +140,8 @@ impl RecordArgs {
             },
             kernel: !self.user_only,
             inline: !self.no_inline,
+            lines: self.lines,
+            debug_dirs: self.debug_dir,
             title: self.title,
         }
     }

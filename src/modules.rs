@@ -13,14 +13,43 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use object::{Object, ObjectSection, ObjectSegment};
 
+/// The pseudo-module of anonymous executable memory.
+pub const ANON: &str = "[anon]";
+
+/// Does this mapping name (from an mmap record or /proc/PID/maps) stand for a file that can be
+/// opened? `//anon`, `/dev/zero`, SysV shared memory and `[...]` names are not files.
+pub fn is_file_name(name: &str) -> bool {
+    name.starts_with('/')
+        && !name.starts_with("//anon")
+        && !name.starts_with("/dev/zero")
+        && !name.starts_with("/SYSV")
+        && !name.starts_with("/anon_hugepage")
+}
+
 /// Index of a module in the [`ModuleTable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ModuleId(pub u32);
 
-/// A byte range of a mapped file, cheap to clone; framehop reads unwind sections through it.
+/// The bytes of a module: a mapped file, or a copy (the vdso, decompressed debug data).
+pub enum ModuleData {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Deref for ModuleData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ModuleData::Mapped(m) => m,
+            ModuleData::Owned(v) => v,
+        }
+    }
+}
+
+/// A byte range of a module, cheap to clone; framehop reads unwind sections through it.
 #[derive(Clone)]
 pub struct FileBytes {
-    map: Arc<Mmap>,
+    map: Arc<ModuleData>,
     range: Range<usize>,
 }
 
@@ -37,6 +66,7 @@ pub struct LoadSegment {
     pub file_offset: u64,
     pub file_size: u64,
     pub svma: u64,
+    pub executable: bool,
 }
 
 /// What framehop needs to unwind through this module.
@@ -56,7 +86,7 @@ pub struct ModuleFile {
     /// The path as the process mapped it (`/usr/lib/.../libc.so.6`, `[vdso]`).
     pub path: String,
     /// The file's contents, when it could be opened.
-    pub data: Option<Arc<Mmap>>,
+    pub data: Option<Arc<ModuleData>>,
     pub build_id: Option<Vec<u8>>,
     pub segments: Vec<LoadSegment>,
     pub unwind: UnwindSections,
@@ -65,18 +95,56 @@ pub struct ModuleFile {
 }
 
 impl ModuleFile {
+    /// Memory that belongs to no file (JIT code, heap, stack): named per process, not per
+    /// module.
+    pub fn is_anonymous(&self) -> bool {
+        self.path == ANON
+    }
+
     /// The short name used for unnamed addresses: `libfoo.so`.
     pub fn short_name(&self) -> &str {
         self.path.rsplit('/').next().unwrap_or(&self.path)
     }
 
-    /// Convert a file offset to the address the ELF states for it.
+    /// Convert a file offset of code to the address the ELF states for it. Where segments
+    /// share a file page, the executable one wins: code addresses are what is looked up.
     pub fn offset_to_svma(&self, offset: u64) -> u64 {
+        let inside = |s: &&LoadSegment| {
+            offset >= s.file_offset && offset < s.file_offset + s.file_size.max(1)
+        };
         self.segments
             .iter()
-            .find(|s| offset >= s.file_offset && offset < s.file_offset + s.file_size.max(1))
+            .filter(inside)
+            .max_by_key(|s| s.executable)
             .map(|s| offset - s.file_offset + s.svma)
             .unwrap_or(offset)
+    }
+
+    /// The load bias of a mapping of this file at `start` with file offset `pgoff` and length
+    /// `len`: what to add to an SVMA to get the address in the process. Taken from the
+    /// executable segment the mapping holds (mappings start at page boundaries, which may lie
+    /// in the segment before it).
+    pub fn load_bias(&self, start: u64, pgoff: u64, len: u64) -> u64 {
+        let end = pgoff.saturating_add(len);
+        let overlap = |s: &LoadSegment| {
+            let (a, b) = (
+                s.file_offset.max(pgoff),
+                (s.file_offset + s.file_size).min(end),
+            );
+            b.saturating_sub(a)
+        };
+        match self
+            .segments
+            .iter()
+            .filter(|s| overlap(s) > 0)
+            .max_by_key(|s| (s.executable, overlap(s)))
+        {
+            Some(s) => start
+                .wrapping_sub(pgoff)
+                .wrapping_add(s.file_offset)
+                .wrapping_sub(s.svma),
+            None => start.wrapping_sub(pgoff),
+        }
     }
 
     fn empty(path: String, error: Option<String>) -> ModuleFile {
@@ -91,7 +159,7 @@ impl ModuleFile {
     }
 
     /// Parse an opened file; anything unparsable leaves a module that still names itself.
-    pub fn from_map(path: String, map: Arc<Mmap>) -> ModuleFile {
+    pub fn from_data(path: String, map: Arc<ModuleData>) -> ModuleFile {
         let file = match object::File::parse(&**map) {
             Ok(f) => f,
             Err(e) => {
@@ -102,10 +170,15 @@ impl ModuleFile {
             .segments()
             .map(|s| {
                 let (off, size) = s.file_range();
+                let executable = match s.flags() {
+                    object::SegmentFlags::Elf { p_flags } => p_flags & object::elf::PF_X != 0,
+                    _ => false,
+                };
                 LoadSegment {
                     file_offset: off,
                     file_size: size,
                     svma: s.address(),
+                    executable,
                 }
             })
             .collect();
@@ -189,7 +262,9 @@ impl ModuleTable {
         self.modules.is_empty()
     }
 
-    /// A pseudo-module for a mapping that has no file (`[vdso]`, `[anon]`, ...).
+    /// A pseudo-module for a mapping that has no file (`[vdso]`, `[anon]`, ...). The vdso is
+    /// the same image in every process of this kernel: ember reads its own copy, so vdso
+    /// frames are named and unwound like any library's.
     pub fn pseudo(&mut self, name: &str) -> ModuleId {
         let key = ModuleKey {
             path: name.to_string(),
@@ -198,7 +273,16 @@ impl ModuleTable {
         if let Some(&id) = self.by_key.get(&key) {
             return id;
         }
-        self.insert(key, ModuleFile::empty(name.to_string(), None))
+        let module = match name {
+            "[vdso]" => match own_vdso() {
+                Some(bytes) => {
+                    ModuleFile::from_data(name.to_string(), Arc::new(ModuleData::Owned(bytes)))
+                }
+                None => ModuleFile::empty(name.to_string(), None),
+            },
+            _ => ModuleFile::empty(name.to_string(), None),
+        };
+        self.insert(key, module)
     }
 
     fn insert(&mut self, key: ModuleKey, m: ModuleFile) -> ModuleId {
@@ -225,11 +309,30 @@ impl ModuleTable {
             return id;
         }
         let module = match open_mapped_file(path, dev_ino, pid, start, end) {
-            Ok(map) => ModuleFile::from_map(path.to_string(), Arc::new(map)),
+            Ok(map) => ModuleFile::from_data(path.to_string(), Arc::new(ModuleData::Mapped(map))),
             Err(e) => ModuleFile::empty(path.to_string(), Some(e.to_string())),
         };
         self.insert(key, module)
     }
+}
+
+/// A copy of ember's own vdso image (found through the auxiliary vector and its mapping).
+fn own_vdso() -> Option<Vec<u8>> {
+    // SAFETY: getauxval has no preconditions.
+    let start = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
+    if start == 0 {
+        return None;
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let line = maps.lines().find(|l| l.ends_with("[vdso]"))?;
+    let m = crate::process::parse_maps_line(line)?;
+    if m.start != start || m.end <= m.start || m.end - m.start > 1 << 20 {
+        return None;
+    }
+    // SAFETY: the vdso mapping is readable and stays mapped for the life of the process.
+    let bytes =
+        unsafe { std::slice::from_raw_parts(start as *const u8, (m.end - m.start) as usize) };
+    Some(bytes.to_vec())
 }
 
 fn same_file(meta: &std::fs::Metadata, dev_ino: Option<(u32, u32, u64)>) -> bool {
@@ -293,6 +396,16 @@ mod tests {
     }
 
     #[test]
+    fn vdso_is_read_from_our_own_image() {
+        let mut t = ModuleTable::new();
+        let id = t.pseudo("[vdso]");
+        let m = t.get(id);
+        assert!(m.data.is_some(), "no vdso image");
+        assert!(m.unwind.eh_frame.is_some() || m.unwind.eh_frame_hdr.is_some());
+        assert!(m.unwind.text.is_some());
+    }
+
+    #[test]
     fn unreadable_files_become_named_modules() {
         let mut t = ModuleTable::new();
         let id = t.open("/nonexistent/libfoo.so", None, u32::MAX, 1, 2);
@@ -311,15 +424,43 @@ mod tests {
                 file_offset: 0,
                 file_size: 0x1000,
                 svma: 0,
+                executable: false,
             },
             LoadSegment {
                 file_offset: 0x1000,
                 file_size: 0x2000,
                 svma: 0x401000,
+                executable: true,
             },
         ];
         assert_eq!(m.offset_to_svma(0x1234), 0x401234);
         assert_eq!(m.offset_to_svma(0x10), 0x10);
         assert_eq!(m.offset_to_svma(0x9000), 0x9000);
+    }
+
+    /// lld lays segments out so that the code segment's first page also holds the end of
+    /// the read-only segment, and its SVMAs are one page above its file offsets.
+    #[test]
+    fn load_bias_comes_from_the_executable_segment() {
+        let mut m = ModuleFile::empty("x".into(), None);
+        m.segments = vec![
+            LoadSegment {
+                file_offset: 0,
+                file_size: 0x16ebc,
+                svma: 0,
+                executable: false,
+            },
+            LoadSegment {
+                file_offset: 0x16ec0,
+                file_size: 0x3fb53,
+                svma: 0x17ec0,
+                executable: true,
+            },
+        ];
+        // Mapped at 0x5000_0000 from file page 0x16000.
+        let bias = m.load_bias(0x5000_0000, 0x16000, 0x41000);
+        // Code at file offset 0x16fc2 has SVMA 0x17fc2 and lives at 0x5000_0fc2.
+        assert_eq!(0x17fc2u64.wrapping_add(bias), 0x5000_0fc2);
+        assert_eq!(m.offset_to_svma(0x16fc2), 0x17fc2);
     }
 }

@@ -91,8 +91,7 @@ impl Process {
 
 /// Describe a mapped module to framehop: its address range and where its SVMA 0 lies.
 fn unwind_module(mapping: &Mapping, module: &ModuleFile) -> Module<FileBytes> {
-    let svma_at_start = module.offset_to_svma(mapping.pgoff);
-    let base_avma = mapping.start.wrapping_sub(svma_at_start);
+    let base_avma = module.load_bias(mapping.start, mapping.pgoff, mapping.end - mapping.start);
     let u = &module.unwind;
     let info = ExplicitModuleSectionInfo {
         base_svma: 0,
@@ -176,14 +175,12 @@ impl ProcessTable {
         filename: &str,
     ) {
         let end = start.saturating_add(len);
-        let module = if filename.starts_with('/') {
+        let module = if crate::modules::is_file_name(filename) {
             self.modules.open(filename, dev_ino, pid, start, end)
+        } else if filename == "[vdso]" {
+            self.modules.pseudo(filename)
         } else {
-            self.modules.pseudo(if filename.is_empty() {
-                "[anon]"
-            } else {
-                filename
-            })
+            self.modules.pseudo(crate::modules::ANON)
         };
         let mapping = Mapping {
             start,
@@ -375,10 +372,10 @@ mod tests {
     #[test]
     fn maps_split_and_resolve() {
         let mut t = ProcessTable::new();
-        t.on_mmap(1, 0x1000, 0x3000, 0, None, "[anon-a]");
-        t.on_mmap(1, 0x2000, 0x1000, 0x10, None, "[anon-b]");
-        let a = t.modules.pseudo("[anon-a]");
-        let b = t.modules.pseudo("[anon-b]");
+        t.on_mmap(1, 0x1000, 0x3000, 0, None, "//anon");
+        t.on_mmap(1, 0x2000, 0x1000, 0x10, None, "[vdso]");
+        let a = t.modules.pseudo(crate::modules::ANON);
+        let b = t.modules.pseudo("[vdso]");
         let r = |addr| t.get(1).unwrap().resolve(addr);
         assert_eq!(
             r(0x1800),

@@ -15,8 +15,9 @@ pub enum Frame {
     Module { module: ModuleId, svma: u64 },
     /// A kernel code address.
     Kernel(u64),
-    /// An address outside every known mapping of its process.
-    Unmapped(u64),
+    /// An address outside every file mapping of process `pid`: JIT code, anonymous memory or
+    /// nothing known at all.
+    Anon { pid: u32, addr: u64 },
 }
 
 pub type FrameId = u32;
@@ -150,8 +151,8 @@ mod tests {
     fn counts_aggregate_by_unique_stack() {
         let mut p = Profile::new();
         let a = Frame::Kernel(1);
-        let b = Frame::Unmapped(2);
-        let c = Frame::Unmapped(3);
+        let b = Frame::Anon { pid: 1, addr: 2 };
+        let c = Frame::Anon { pid: 1, addr: 3 };
         for _ in 0..1000 {
             p.add_sample(1, 1, &[c, b, a], 1);
         }

@@ -11,9 +11,12 @@ use crate::process::ProcessTable;
 use crate::profile::{Frame, Profile};
 use crate::sampler::perf::{PerfConfig, PerfError, PerfSampler};
 use crate::sampler::{CallGraph, Event, RecordQueue, SampleLayout};
+use crate::symbolize::debuginfo::DebugDirs;
+use crate::symbolize::perfmap::PerfMap;
 use crate::symbolize::{self, SymbolizeOptions, Symbols};
 use crate::target::{self, GatedChild, TargetError};
 use crate::unwind::{RawFrame, StackUnwinder, UnwindStats};
+use std::collections::HashMap;
 
 /// Default sampling frequency: 999 Hz gives millisecond resolution at low overhead, and
 /// being just off 1 kHz keeps it out of lockstep with timers that tick at round rates.
@@ -36,6 +39,10 @@ pub struct RecordOptions {
     pub grouping: Grouping,
     pub kernel: bool,
     pub inline: bool,
+    /// Add `(file:line)` to frames.
+    pub lines: bool,
+    /// Extra directories searched for separate debug files.
+    pub debug_dirs: Vec<PathBuf>,
     pub title: Option<String>,
 }
 
@@ -52,6 +59,8 @@ impl Default for RecordOptions {
             grouping: Grouping::ByName,
             kernel: true,
             inline: true,
+            lines: false,
+            debug_dirs: Vec::new(),
             title: None,
         }
     }
@@ -107,6 +116,8 @@ struct Collector {
     raw: Vec<RawFrame>,
     frames: Vec<Frame>,
     parse_errors: u64,
+    /// JIT maps (`/tmp/perf-PID.map`) of processes, read when they exit or at the end.
+    perf_maps: HashMap<u32, PerfMap>,
 }
 
 impl Collector {
@@ -129,15 +140,20 @@ impl Collector {
                     self.frames.push(match r {
                         RawFrame::Kernel(a) => Frame::Kernel(a),
                         RawFrame::User(a) => match proc.and_then(|p| p.resolve(a)) {
-                            Some(res) => Frame::Module {
-                                module: res.module,
-                                svma: self
-                                    .procs
-                                    .modules
-                                    .get(res.module)
-                                    .offset_to_svma(res.file_offset),
+                            Some(res) if !self.procs.modules.get(res.module).is_anonymous() => {
+                                Frame::Module {
+                                    module: res.module,
+                                    svma: self
+                                        .procs
+                                        .modules
+                                        .get(res.module)
+                                        .offset_to_svma(res.file_offset),
+                                }
+                            }
+                            _ => Frame::Anon {
+                                pid: s.pid,
+                                addr: a,
                             },
-                            None => Frame::Unmapped(a),
                         },
                     });
                 }
@@ -155,10 +171,26 @@ impl Collector {
                 self.procs.on_comm(c.pid, c.tid, &name, c.exec);
             }
             Event::Fork(f) => self.procs.on_fork(f.pid, f.ppid, f.tid),
-            Event::Exit(f) => self.procs.on_exit(f.pid, f.tid),
+            Event::Exit(f) => {
+                self.procs.on_exit(f.pid, f.tid);
+                if f.pid == f.tid {
+                    // Read its JIT map while it is still there.
+                    self.load_perf_map(f.pid);
+                }
+            }
             Event::Lost(n) => self.profile.meta.lost += n,
             Event::Throttle => self.profile.meta.throttled += 1,
             Event::Unthrottle => {}
+        }
+    }
+}
+
+impl Collector {
+    fn load_perf_map(&mut self, pid: u32) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.perf_maps.entry(pid) {
+            if let Some(m) = PerfMap::load(pid) {
+                e.insert(m);
+            }
         }
     }
 }
@@ -288,6 +320,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         raw: Vec::new(),
         frames: Vec::new(),
         parse_errors: 0,
+        perf_maps: HashMap::new(),
     };
     let (mut sampler, mut live, description) = if opts.pids.is_empty() {
         let child = GatedChild::spawn(&opts.command)?;
@@ -331,11 +364,16 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     let duration = started.elapsed();
     let event = sampler.event().clone();
     drop(sampler);
+    let pids: Vec<u32> = collector.procs.processes().map(|p| p.pid).collect();
+    for pid in pids {
+        collector.load_perf_map(pid);
+    }
     let Collector {
         procs,
         unwinder,
         mut profile,
         parse_errors,
+        perf_maps,
         ..
     } = collector;
     let meta = &mut profile.meta;
@@ -365,8 +403,11 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     let symbols = symbolize::symbolize(
         &profile,
         &procs.modules,
+        &perf_maps,
         &SymbolizeOptions {
             inline: opts.inline,
+            lines: opts.lines,
+            debug_dirs: DebugDirs::new(&opts.debug_dirs),
         },
     );
     profile

@@ -114,7 +114,17 @@ impl StackUnwinder {
             );
             // Guard against cycles in corrupt stacks.
             let mut depth = 0;
-            while let Ok(Some(frame)) = it.next() {
+            loop {
+                let frame = match it.next() {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        if std::env::var_os("EMBER_DEBUG_UNWIND").is_some() {
+                            eprintln!("unwind error after 0x{last_raw:x}: {e:?}");
+                        }
+                        break;
+                    }
+                };
                 depth += 1;
                 if depth > 16384 {
                     break;

@@ -24,6 +24,7 @@ fn annotated(name: &str, kind: FrameKind, out: &mut String) {
         FrameKind::User => {}
         FrameKind::Inlined => out.push_str("_[i]"),
         FrameKind::Kernel => out.push_str("_[k]"),
+        FrameKind::Jit => out.push_str("_[j]"),
     }
 }
 

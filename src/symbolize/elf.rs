@@ -88,7 +88,8 @@ pub fn load_dwarf<'a>(file: &object::File<'a>) -> gimli::DwarfSections<Cow<'a, [
 /// Looks up addresses of one ELF file.
 pub struct ElfSymbolizer<'a> {
     ctx: Option<addr2line::Context<Slice<'a>>>,
-    symbols: SymbolTable<'a>,
+    /// Symbol tables, best first: the debug file's, the module's own, MiniDebugInfo's.
+    symbols: Vec<SymbolTable<'a>>,
     pub inline: bool,
 }
 
@@ -114,9 +115,14 @@ impl<'a> ElfSymbolizer<'a> {
             .flatten();
         ElfSymbolizer {
             ctx,
-            symbols: SymbolTable::new(file),
+            symbols: vec![SymbolTable::new(file)],
             inline,
         }
+    }
+
+    /// Also consult `table` when DWARF and the tables before it know nothing.
+    pub fn add_symbols(&mut self, table: SymbolTable<'a>) {
+        self.symbols.push(table);
     }
 
     pub fn has_dwarf(&self) -> bool {
@@ -149,7 +155,7 @@ impl<'a> ElfSymbolizer<'a> {
         // addr2line yields innermost first.
         out.reverse();
         if out.is_empty() {
-            if let Some(name) = self.symbols.lookup(svma) {
+            if let Some(name) = self.symbols.iter().find_map(|t| t.lookup(svma)) {
                 out.push(FoundName {
                     name: demangle(name),
                     inlined: false,

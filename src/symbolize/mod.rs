@@ -1,22 +1,27 @@
 //! Symbolization, after recording: every unique frame named once.
 
+pub mod debuginfo;
 pub mod demangle;
 pub mod elf;
 pub mod kernel;
+pub mod perfmap;
 
 use std::collections::HashMap;
 
 use crate::modules::{ModuleId, ModuleTable};
 use crate::profile::{Frame, Profile};
 
-use elf::ElfSymbolizer;
+use debuginfo::DebugDirs;
+use elf::{ElfSymbolizer, SymbolTable};
 use kernel::KernelSymbols;
+use perfmap::PerfMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FrameKind {
     User,
     Inlined,
     Kernel,
+    Jit,
 }
 
 /// A named frame, ready for the writers.
@@ -31,11 +36,19 @@ pub struct SymbolFrame {
 pub struct SymbolizeOptions {
     /// Show inlined functions as frames of their own.
     pub inline: bool,
+    /// Add `(file:line)` to each frame.
+    pub lines: bool,
+    /// Where separate debug files are looked for.
+    pub debug_dirs: DebugDirs,
 }
 
 impl Default for SymbolizeOptions {
     fn default() -> Self {
-        SymbolizeOptions { inline: true }
+        SymbolizeOptions {
+            inline: true,
+            lines: false,
+            debug_dirs: DebugDirs::default(),
+        }
     }
 }
 
@@ -71,8 +84,13 @@ fn unnamed(module: &str, svma: u64) -> String {
 }
 
 /// Name every frame of `profile`. Each module's file is parsed once; modules are worked on in
-/// parallel.
-pub fn symbolize(profile: &Profile, modules: &ModuleTable, opts: &SymbolizeOptions) -> Symbols {
+/// parallel. `perf_maps` holds the JIT maps of the processes that wrote one.
+pub fn symbolize(
+    profile: &Profile,
+    modules: &ModuleTable,
+    perf_maps: &HashMap<u32, PerfMap>,
+    opts: &SymbolizeOptions,
+) -> Symbols {
     let frames = profile.frames();
     let mut out: Vec<Vec<SymbolFrame>> = vec![Vec::new(); frames.len()];
     let mut by_module: HashMap<ModuleId, Vec<(usize, u64)>> = HashMap::new();
@@ -92,10 +110,16 @@ pub fn symbolize(profile: &Profile, modules: &ModuleTable, opts: &SymbolizeOptio
                     kind: FrameKind::Kernel,
                 }];
             }
-            Frame::Unmapped(addr) => {
-                out[i] = vec![SymbolFrame {
-                    name: format!("[unmapped]+0x{addr:x}"),
-                    kind: FrameKind::User,
+            Frame::Anon { pid, addr } => {
+                out[i] = vec![match perf_maps.get(&pid).and_then(|m| m.lookup(addr)) {
+                    Some(name) => SymbolFrame {
+                        name: sanitize(name),
+                        kind: FrameKind::Jit,
+                    },
+                    None => SymbolFrame {
+                        name: format!("[anon]+0x{addr:x}"),
+                        kind: FrameKind::User,
+                    },
                 }]
             }
         }
@@ -166,8 +190,34 @@ fn symbolize_module(
     let Some(file) = parsed else {
         return addrs.iter().map(|&(i, a)| (i, fallback(a))).collect();
     };
-    let dwarf = elf::load_dwarf(&file);
-    let sym = ElfSymbolizer::new(&file, &dwarf, opts.inline);
+    // Separate debug info, when there is some: its DWARF and symbols come first.
+    let debug = if module.path.starts_with('/') {
+        debuginfo::find_debug_file(&module.path, &file, &opts.debug_dirs)
+    } else {
+        None
+    };
+    let debug_file = debug
+        .as_ref()
+        .and_then(|(_, m)| object::File::parse(&**m).ok());
+    let mini = debuginfo::mini_debug_info(&file);
+    let mini_file = mini.as_ref().and_then(|m| object::File::parse(&**m).ok());
+    let has_dwarf = |f: &object::File| {
+        use object::{Object, ObjectSection};
+        f.section_by_name(".debug_info")
+            .is_some_and(|s| s.size() > 0 && s.kind() != object::SectionKind::UninitializedData)
+    };
+    let primary = match &debug_file {
+        Some(d) if has_dwarf(d) || !has_dwarf(&file) => d,
+        _ => &file,
+    };
+    let dwarf = elf::load_dwarf(primary);
+    let mut sym = ElfSymbolizer::new(primary, &dwarf, opts.inline);
+    if !std::ptr::eq(primary, &file) {
+        sym.add_symbols(SymbolTable::new(&file));
+    }
+    if let Some(m) = &mini_file {
+        sym.add_symbols(SymbolTable::new(m));
+    }
     addrs
         .iter()
         .map(|&(i, svma)| {
@@ -177,13 +227,22 @@ fn symbolize_module(
             }
             let names = found
                 .into_iter()
-                .map(|f| SymbolFrame {
-                    name: sanitize(&f.name),
-                    kind: if f.inlined {
-                        FrameKind::Inlined
-                    } else {
-                        FrameKind::User
-                    },
+                .map(|f| {
+                    let mut name = f.name;
+                    if opts.lines {
+                        if let (Some(file), Some(line)) = (&f.file, f.line) {
+                            let base = file.rsplit('/').next().unwrap_or(file);
+                            name = format!("{name} ({base}:{line})");
+                        }
+                    }
+                    SymbolFrame {
+                        name: sanitize(&name),
+                        kind: if f.inlined {
+                            FrameKind::Inlined
+                        } else {
+                            FrameKind::User
+                        },
+                    }
                 })
                 .collect();
             (i, names)

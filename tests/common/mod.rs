@@ -145,3 +145,33 @@ static SERIAL: Mutex<()> = Mutex::new(());
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+pub fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(name)
+}
+
+/// Run a build or file tool and fail the test with its output if it fails.
+pub fn run_tool(program: &str, args: &[&std::ffi::OsStr]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (is it installed?): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `ember record -o DIR/out.folded ARGS -- CMD...` and the stacks it wrote.
+pub fn record_folded(dir: &Path, args: &[&str], cmd: &[&str]) -> Vec<Stack> {
+    let folded = dir.join("out.folded");
+    let mut full = vec!["-o", folded.to_str().unwrap()];
+    full.extend_from_slice(args);
+    full.push("--");
+    full.extend_from_slice(cmd);
+    record_ok(&full);
+    read_folded(&folded)
+}

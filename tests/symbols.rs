@@ -1,0 +1,430 @@
+//! End-to-end symbolization: separate debug info, C++ and Rust names, JIT maps, dlopen'd
+//! libraries, kernel frames, the vdso, deleted binaries.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use object::Object;
+
+fn os<S: AsRef<OsStr> + ?Sized>(s: &S) -> &OsStr {
+    s.as_ref()
+}
+
+/// Build testdata/shares.c with debug info and an explicit build id.
+fn build_shares(dir: &Path) -> PathBuf {
+    let out = dir.join("shares");
+    run_tool(
+        "gcc",
+        &[
+            os("-O2"),
+            os("-g"),
+            os("-Wl,--build-id=sha1"),
+            os("-o"),
+            os(&out),
+            os(&testdata("shares.c")),
+        ],
+    );
+    out
+}
+
+fn split_debug(full: &Path, debug: &Path, stripped: &Path) {
+    run_tool("objcopy", &[os("--only-keep-debug"), os(full), os(debug)]);
+    std::fs::copy(full, stripped).unwrap();
+    run_tool("strip", &[os("--strip-all"), os(stripped)]);
+}
+
+/// Frame labels (with source lines) that carry at least 1 % of the samples, by function.
+fn hot_labels(stacks: &[Stack]) -> BTreeSet<String> {
+    let n = total(stacks);
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for s in stacks {
+        for f in &s.frames[1..] {
+            if f.starts_with("hot_") || f.starts_with("main") {
+                *counts.entry(f.clone()).or_default() += s.count;
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|(_, c)| *c * 100 >= n)
+        .map(|(f, _)| f)
+        .collect()
+}
+
+fn assert_named_with_lines(stacks: &[Stack], what: &str) {
+    for f in ["hot_sixty", "hot_thirty", "hot_ten"] {
+        let line = stacks
+            .iter()
+            .flat_map(|s| s.frames.iter())
+            .find(|x| x.starts_with(&format!("{f} (shares.c:")));
+        assert!(line.is_some(), "{what}: {f} has no name with a source line");
+    }
+}
+
+#[test]
+fn stripped_binary_with_build_id_debug_dir_is_fully_symbolized() {
+    let _serial = serial();
+    let dir = scratch();
+    let full = build_shares(dir.path());
+    let stripped = dir.path().join("stripped");
+    let debug = dir.path().join("shares.debug");
+    split_debug(&full, &debug, &stripped);
+    // Place it as DIR/.build-id/ab/cdef....debug.
+    let data = std::fs::read(&full).unwrap();
+    let id = object::File::parse(&*data)
+        .unwrap()
+        .build_id()
+        .unwrap()
+        .unwrap()
+        .to_vec();
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let debug_dir = dir.path().join("debug");
+    let target = debug_dir.join(".build-id").join(&hex[..2]);
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::rename(&debug, target.join(format!("{}.debug", &hex[2..]))).unwrap();
+
+    let reference = record_folded(dir.path(), &["--lines"], &[full.to_str().unwrap(), "2"]);
+    let plain = record_folded(
+        dir.path(),
+        &["--lines"],
+        &[stripped.to_str().unwrap(), "0.5"],
+    );
+    // Without the debug file the stripped binary has no names for its own functions.
+    assert_eq!(samples_with(&plain, "hot_sixty"), 0);
+    assert!(plain
+        .iter()
+        .any(|s| s.frames.iter().any(|f| f.starts_with("stripped+0x"))));
+
+    let found = record_folded(
+        dir.path(),
+        &["--lines", "--debug-dir", debug_dir.to_str().unwrap()],
+        &[stripped.to_str().unwrap(), "2"],
+    );
+    assert_named_with_lines(&found, "build-id");
+    assert_eq!(hot_labels(&found), hot_labels(&reference));
+}
+
+#[test]
+fn stripped_binary_with_gnu_debuglink_is_fully_symbolized() {
+    let _serial = serial();
+    let dir = scratch();
+    let full = build_shares(dir.path());
+    let stripped = dir.path().join("linked");
+    let debug = dir.path().join("linked.debug");
+    split_debug(&full, &debug, &stripped);
+    run_tool(
+        "objcopy",
+        &[
+            os(&format!("--add-gnu-debuglink={}", debug.display())),
+            os(&stripped),
+        ],
+    );
+    // The debug file goes where GDB looks: next to the binary in .debug/.
+    let dot_debug = dir.path().join(".debug");
+    std::fs::create_dir_all(&dot_debug).unwrap();
+    std::fs::rename(&debug, dot_debug.join("linked.debug")).unwrap();
+
+    let reference = record_folded(dir.path(), &["--lines"], &[full.to_str().unwrap(), "2"]);
+    let found = record_folded(dir.path(), &["--lines"], &[stripped.to_str().unwrap(), "2"]);
+    assert_named_with_lines(&found, "debuglink");
+    assert_eq!(hot_labels(&found), hot_labels(&reference));
+}
+
+#[test]
+fn mini_debug_info_names_a_stripped_binary() {
+    let _serial = serial();
+    let dir = scratch();
+    let full = build_shares(dir.path());
+    // Fedora's recipe: keep the function symbols that are not dynamic, xz them, and add them
+    // as .gnu_debugdata to the stripped binary.
+    let script = r#"
+        set -e
+        nm -D "$1" --format=posix --defined-only | awk '{print $1}' | sort > dynsyms
+        nm "$1" --format=posix --defined-only | awk '{ if ($2 == "T" || $2 == "t" || $2 == "D") print $1 }' | sort > funcsyms
+        comm -13 dynsyms funcsyms > keep_symbols
+        objcopy --only-keep-debug "$1" debug
+        objcopy -S --remove-section .gdb_index --remove-section .comment --keep-symbols=keep_symbols debug mini_debuginfo
+        cp "$1" mini
+        strip --strip-all -R .comment mini
+        xz -f mini_debuginfo
+        objcopy --add-section .gnu_debugdata=mini_debuginfo.xz mini
+    "#;
+    let st = std::process::Command::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(&full)
+        .current_dir(dir.path())
+        .status()
+        .expect("sh");
+    assert!(st.success(), "building the MiniDebugInfo binary failed");
+    let mini = dir.path().join("mini");
+    let stacks = record_folded(dir.path(), &[], &[mini.to_str().unwrap(), "1.5"]);
+    for f in ["hot_sixty", "hot_thirty", "hot_ten"] {
+        assert!(
+            samples_with(&stacks, f) > 0,
+            "{f} not named from .gnu_debugdata"
+        );
+    }
+    assert!(self_share(&stacks, "hot_sixty") > 50.0);
+}
+
+#[test]
+fn cpp_names_are_demangled() {
+    let _serial = serial();
+    let dir = scratch();
+    let exe = dir.path().join("cxx");
+    run_tool(
+        "g++",
+        &[
+            os("-O2"),
+            os("-g"),
+            os("-o"),
+            os(&exe),
+            os(&testdata("cxx.cpp")),
+        ],
+    );
+    let stacks = record_folded(dir.path(), &[], &[exe.to_str().unwrap(), "1"]);
+    for f in [
+        "ember_test::Worker<unsigned long>::burn(unsigned long)",
+        "ember_test::Worker<unsigned int>::burn(unsigned int)",
+    ] {
+        assert!(samples_with(&stacks, f) > 100, "{f} missing");
+    }
+    assert!(!stacks
+        .iter()
+        .any(|s| s.frames.iter().any(|f| f.starts_with("_Z"))));
+}
+
+#[test]
+fn rust_names_are_demangled_without_hashes() {
+    let _serial = serial();
+    let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rustload");
+    let st = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--offline",
+            "--quiet",
+            "--manifest-path",
+        ])
+        .arg(testdata("rustload/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env_remove("RUSTFLAGS")
+        .status()
+        .expect("cargo");
+    assert!(st.success(), "building testdata/rustload failed");
+    let exe = target_dir.join("release/rustload");
+    let dir = scratch();
+    let stacks = record_folded(dir.path(), &[], &[exe.to_str().unwrap(), "1"]);
+    for f in [
+        "rustload::engine::rust_hot_function",
+        "rustload::engine::Mixer<_>::churn",
+    ] {
+        assert!(samples_with(&stacks, f) > 100, "{f} missing");
+    }
+    let hash = |f: &str| {
+        f.rsplit("::").next().is_some_and(|last| {
+            last.len() == 17
+                && last.starts_with('h')
+                && last[1..].chars().all(|c| c.is_ascii_hexdigit())
+        })
+    };
+    assert!(!stacks.iter().any(|s| s
+        .frames
+        .iter()
+        .any(|f| hash(f) || f.starts_with("_ZN") || f.starts_with("_R"))));
+    // Built without frame pointers, yet unwound through std to the C entry point.
+    let hot: Vec<&Stack> = stacks
+        .iter()
+        .filter(|s| {
+            s.frames
+                .iter()
+                .any(|f| f == "rustload::engine::rust_hot_function")
+        })
+        .collect();
+    let complete: u64 = hot
+        .iter()
+        .filter(|s| {
+            s.frames.iter().any(|f| f == "std::rt::lang_start_internal") && s.frames[1] == "_start"
+        })
+        .map(|s| s.count)
+        .sum();
+    let all: u64 = hot.iter().map(|s| s.count).sum();
+    assert!(
+        complete * 10 >= all * 9,
+        "{complete} of {all} stacks reach _start"
+    );
+}
+
+#[test]
+fn jit_frames_are_named_from_the_perf_map() {
+    let _serial = serial();
+    let dir = scratch();
+    let exe = dir.path().join("jit");
+    run_tool(
+        "gcc",
+        &[
+            os("-O2"),
+            os("-g"),
+            os("-o"),
+            os(&exe),
+            os(&testdata("jit.c")),
+        ],
+    );
+    let stacks = record_folded(
+        dir.path(),
+        &["--per-process"],
+        &[exe.to_str().unwrap(), "1"],
+    );
+    let share = self_share(&stacks, "jitted_hot_loop_[j]");
+    assert!(share > 80.0, "jitted_hot_loop has {share:.1}%");
+    // ... called from main.
+    let s = stacks
+        .iter()
+        .find(|s| user_leaf(s) == "jitted_hot_loop_[j]")
+        .unwrap();
+    assert_eq!(s.frames[s.frames.len() - 2], "main", "{:?}", s.frames);
+    let pid = s.frames[0].rsplit('-').next().unwrap();
+    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+}
+
+#[test]
+fn dlopened_library_is_symbolized() {
+    let _serial = serial();
+    let dir = scratch();
+    let lib = dir.path().join("libplugin.so");
+    let exe = dir.path().join("dlopen");
+    run_tool(
+        "gcc",
+        &[
+            os("-O2"),
+            os("-g"),
+            os("-fPIC"),
+            os("-shared"),
+            os("-o"),
+            os(&lib),
+            os(&testdata("plugin.c")),
+        ],
+    );
+    run_tool(
+        "gcc",
+        &[
+            os("-O2"),
+            os("-g"),
+            os("-o"),
+            os(&exe),
+            os(&testdata("dlopen.c")),
+            os("-ldl"),
+        ],
+    );
+    let stacks = record_folded(
+        dir.path(),
+        &[],
+        &[exe.to_str().unwrap(), lib.to_str().unwrap(), "1"],
+    );
+    let share = self_share(&stacks, "plugin_hot");
+    assert!(share > 80.0, "plugin_hot has {share:.1}%");
+}
+
+#[test]
+fn kernel_frames_are_named_when_allowed() {
+    let _serial = serial();
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test needs root: kernel samples are refused to unprivileged users at perf_event_paranoid >= 2");
+    }
+    let dir = scratch();
+    let exe = dir.path().join("syscalls");
+    run_tool(
+        "gcc",
+        &[
+            os("-O2"),
+            os("-g"),
+            os("-o"),
+            os(&exe),
+            os(&testdata("syscalls.c")),
+        ],
+    );
+    let stacks = record_folded(dir.path(), &[], &[exe.to_str().unwrap(), "1"]);
+    let n = total(&stacks);
+    let in_kernel: u64 = stacks
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| f.ends_with("_[k]")))
+        .map(|s| s.count)
+        .sum();
+    assert!(
+        in_kernel * 100 > n * 30,
+        "{in_kernel} of {n} samples in the kernel"
+    );
+    let kptr_hidden = std::fs::read_to_string("/proc/kallsyms")
+        .map(|s| {
+            s.lines()
+                .take(20)
+                .all(|l| l.starts_with("0000000000000000"))
+        })
+        .unwrap_or(true);
+    if !kptr_hidden {
+        assert!(
+            stacks.iter().any(|s| s
+                .frames
+                .iter()
+                .any(|f| f.contains("sys_") && f.ends_with("_[k]"))),
+            "no named syscall entry among the kernel frames"
+        );
+    }
+    // Kernel frames sit above the user frames that made the call.
+    let s = stacks
+        .iter()
+        .find(|s| s.frames.iter().any(|f| f.ends_with("_[k]")))
+        .unwrap();
+    let first_k = s.frames.iter().position(|f| f.ends_with("_[k]")).unwrap();
+    assert!(
+        s.frames[first_k..].iter().all(|f| f.ends_with("_[k]")),
+        "{:?}",
+        s.frames
+    );
+    assert!(s.frames[..first_k].iter().any(|f| f == "main"));
+
+    let user = record_folded(
+        dir.path(),
+        &["--user-only"],
+        &[exe.to_str().unwrap(), "0.5"],
+    );
+    assert!(!user
+        .iter()
+        .any(|s| s.frames.iter().any(|f| f.ends_with("_[k]"))));
+}
+
+#[test]
+fn vdso_frames_are_named() {
+    let _serial = serial();
+    let exe = workload("shares", Build::NoFramePointers);
+    let dir = scratch();
+    let stacks = record_folded(dir.path(), &[], &[exe.to_str().unwrap(), "1"]);
+    assert!(
+        !stacks
+            .iter()
+            .any(|s| s.frames.iter().any(|f| f.starts_with("[vdso]"))),
+        "unnamed vdso frames"
+    );
+}
+
+#[test]
+fn deleted_binary_is_still_symbolized() {
+    let _serial = serial();
+    let dir = scratch();
+    let exe = dir.path().join("doomed");
+    std::fs::copy(workload("shares", Build::NoFramePointers), &exe).unwrap();
+    // The binary is deleted while it runs, before ember gets to open it.
+    let script = r#""$1" 1 > /dev/null & rm -f "$1"; wait"#;
+    let stacks = record_folded(
+        dir.path(),
+        &[],
+        &["sh", "-c", script, "sh", exe.to_str().unwrap()],
+    );
+    assert!(!exe.exists());
+    assert!(self_share(&stacks, "hot_sixty") > 40.0);
+}

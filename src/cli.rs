@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::output::Grouping;
 use crate::record::{RecordOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE};
+use crate::sampler::perf::KernelFrames;
 use crate::sampler::CallGraph;
 
 #[derive(Parser, Debug)]
@@ -77,8 +78,16 @@ pub struct RecordArgs {
     pub debug_dir: Vec<PathBuf>,
 
     /// Leave kernel frames out (they are included when the kernel allows it)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kernel")]
     pub user_only: bool,
+
+    /// Require kernel frames: fail instead of recording user space only when refused
+    #[arg(long)]
+    pub kernel: bool,
+
+    /// Print more at the end: unique stacks and frames, unwinding, time per phase
+    #[arg(short, long)]
+    pub verbose: bool,
 
     /// Title of the flamegraph (default: the command line)
     #[arg(long)]
@@ -138,9 +147,16 @@ impl RecordArgs {
             } else {
                 Grouping::ByName
             },
-            kernel: !self.user_only,
+            kernel: if self.user_only {
+                KernelFrames::Exclude
+            } else if self.kernel {
+                KernelFrames::Require
+            } else {
+                KernelFrames::Auto
+            },
             inline: !self.no_inline,
             lines: self.lines,
+            verbose: self.verbose,
             debug_dirs: self.debug_dir,
             title: self.title,
         }

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use crate::output::{self, Grouping, OutputError, SvgOptions};
 use crate::process::ProcessTable;
 use crate::profile::{Frame, Profile};
-use crate::sampler::perf::{PerfConfig, PerfError, PerfSampler};
+use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
 use crate::sampler::{CallGraph, Event, RecordQueue, SampleLayout};
 use crate::symbolize::debuginfo::DebugDirs;
 use crate::symbolize::perfmap::PerfMap;
@@ -37,10 +37,12 @@ pub struct RecordOptions {
     pub stack_size: u32,
     pub outputs: Vec<PathBuf>,
     pub grouping: Grouping,
-    pub kernel: bool,
+    pub kernel: KernelFrames,
     pub inline: bool,
     /// Add `(file:line)` to frames.
     pub lines: bool,
+    /// Say more in the summary: unique stacks, unwinding, time per phase.
+    pub verbose: bool,
     /// Extra directories searched for separate debug files.
     pub debug_dirs: Vec<PathBuf>,
     pub title: Option<String>,
@@ -57,9 +59,10 @@ impl Default for RecordOptions {
             stack_size: DEFAULT_STACK_SIZE,
             outputs: vec![PathBuf::from("flamegraph.svg")],
             grouping: Grouping::ByName,
-            kernel: true,
+            kernel: KernelFrames::Auto,
             inline: true,
             lines: false,
+            verbose: false,
             debug_dirs: Vec::new(),
             title: None,
         }
@@ -400,6 +403,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         }
     }
 
+    let stopped = Instant::now();
     let symbols = symbolize::symbolize(
         &profile,
         &procs.modules,
@@ -414,8 +418,23 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         .meta
         .warnings
         .extend(symbols.warnings.iter().cloned());
+    let symbolized = Instant::now();
     write_outputs(&profile, &symbols, opts)?;
-    let summary = summarize(&profile, &opts.outputs, event.kernel_included);
+    let mut summary = summarize(&profile, &opts.outputs, event.kernel_included);
+    if opts.verbose {
+        summary.push_str(&format!(
+            "\nember: {} unique stacks, {} unique frames; unwinding: {} samples, {} stack copies \
+             ran out ({} completed from the frame-pointer chain)\n\
+             ember: after sampling: symbolize {:.3} s, write {:.3} s",
+            profile.unique_stacks(),
+            profile.frames().len(),
+            unwinder.stats.samples,
+            unwinder.stats.truncated,
+            unwinder.stats.spliced,
+            (symbolized - stopped).as_secs_f64(),
+            symbolized.elapsed().as_secs_f64(),
+        ));
+    }
     let exit_code = match (stop, &mut live) {
         (Stop::CommandExited(code), _) => code,
         // `-d` ended sampling; the command runs on and its status is still ours.

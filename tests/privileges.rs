@@ -86,3 +86,27 @@ fn someone_elses_process_is_refused_with_what_to_do() {
     }
     assert!(!o.exists());
 }
+
+#[test]
+fn kernel_flag_fails_instead_of_dropping_kernel_frames() {
+    if paranoid() < 2 {
+        // Unprivileged kernel sampling is allowed here: nothing to refuse.
+        return;
+    }
+    let exe = workload("shares", Build::NoFramePointers);
+    let dir = scratch();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = dir.path().join("k.folded");
+    let out = ember_unprivileged(&[
+        "record",
+        "--kernel",
+        "-o",
+        o.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "0.2",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("perf_event_paranoid"));
+    assert!(!o.exists());
+}

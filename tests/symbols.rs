@@ -350,7 +350,7 @@ fn kernel_frames_are_named_when_allowed() {
             os(&testdata("syscalls.c")),
         ],
     );
-    let stacks = record_folded(dir.path(), &[], &[exe.to_str().unwrap(), "1"]);
+    let stacks = record_folded(dir.path(), &["--kernel"], &[exe.to_str().unwrap(), "1"]);
     let n = total(&stacks);
     let in_kernel: u64 = stacks
         .iter()

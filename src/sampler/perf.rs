@@ -53,8 +53,20 @@ pub struct PerfConfig {
     pub frequency: u64,
     pub call_graph: CallGraph,
     pub stack_size: u32,
-    /// Ask for kernel samples and callchains (falls back to user-only when refused).
-    pub kernel: bool,
+    /// Kernel samples and callchains.
+    pub kernel: KernelFrames,
+}
+
+/// Whether to sample the kernel too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelFrames {
+    /// Where the kernel allows it; user space only where it does not.
+    #[default]
+    Auto,
+    /// Always; fail when the kernel refuses (`--kernel`).
+    Require,
+    /// Never (`--user-only`).
+    Exclude,
 }
 
 /// Which event ended up being used, for the summary.
@@ -302,10 +314,10 @@ impl PerfSampler {
                 sys::bindings::PERF_COUNT_SW_CPU_CLOCK as u64,
             ),
         ];
-        let kernel_options: &[bool] = if config.kernel {
-            &[true, false]
-        } else {
-            &[false]
+        let kernel_options: &[bool] = match config.kernel {
+            KernelFrames::Auto => &[true, false],
+            KernelFrames::Require => &[true],
+            KernelFrames::Exclude => &[false],
         };
         let mut last_err = None;
         for &(name, type_, cfg) in &events {

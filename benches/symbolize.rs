@@ -1,0 +1,85 @@
+//! Symbolization speed: 10,000 unique addresses of a large binary with full debug info (ember's
+//! own, built by `cargo bench` with `debug = true`), from nothing (parsing DWARF included), the
+//! way `ember record` does it once per recording.
+//!
+//! `cargo bench --bench symbolize -- --profile-time 5` writes a flamegraph of ember's own hot
+//! paths to target/criterion/.../profile/flamegraph.svg.
+
+use std::collections::HashMap;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ember::modules::ModuleTable;
+use ember::profile::{Frame, Profile};
+use ember::symbolize::{symbolize, SymbolizeOptions};
+use object::{Object, ObjectSymbol, SymbolKind};
+use pprof::criterion::{Output, PProfProfiler};
+
+const ADDRESSES: usize = 10_000;
+
+/// `n` distinct code addresses spread evenly over the functions of `path`.
+fn code_addresses(path: &str, n: usize) -> Vec<u64> {
+    let data = std::fs::read(path).expect("read the binary");
+    let file = object::File::parse(&*data).expect("parse the binary");
+    let mut all: Vec<u64> = file
+        .symbols()
+        .filter(|s| s.kind() == SymbolKind::Text && s.size() > 0)
+        .flat_map(|s| (0..s.size()).step_by(8).map(move |o| s.address() + o))
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    assert!(
+        all.len() >= n,
+        "{path} has only {} candidate addresses",
+        all.len()
+    );
+    let step = all.len() as f64 / n as f64;
+    (0..n).map(|i| all[(i as f64 * step) as usize]).collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let binary = env!("CARGO_BIN_EXE_ember");
+    let size = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "symbolizing {ADDRESSES} addresses of {binary} ({} MB)",
+        size / 1_000_000
+    );
+    let addrs = code_addresses(binary, ADDRESSES);
+    let mut modules = ModuleTable::new();
+    let id = modules.open(binary, None, std::process::id(), 0, 0);
+    let mut profile = Profile::new();
+    for &a in &addrs {
+        profile.add_sample(
+            1,
+            1,
+            &[Frame::Module {
+                module: id,
+                svma: a,
+            }],
+            1,
+        );
+    }
+    let opts = SymbolizeOptions::default();
+    let maps = HashMap::new();
+    // Check once that names are found, so the bench measures real work.
+    let syms = symbolize(&profile, &modules, &maps, &opts);
+    let named = syms
+        .frames
+        .iter()
+        .filter(|f| f.first().is_some_and(|s| !s.name.contains("+0x")))
+        .count();
+    assert!(named * 10 >= ADDRESSES * 9, "only {named} addresses named");
+
+    let mut g = c.benchmark_group("symbolize");
+    g.sample_size(10);
+    g.bench_function("10k unique addresses, large binary, cold", |b| {
+        b.iter(|| symbolize(&profile, &modules, &maps, &opts))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_profiler(PProfProfiler::new(997, Output::Flamegraph(None)));
+    targets = bench
+}
+criterion_main!(benches);

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::output::Grouping;
+use crate::output::report::SortBy;
+use crate::output::{FoldOptions, Grouping, SvgOptions};
 use crate::record::{RecordOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE};
 use crate::sampler::perf::KernelFrames;
 use crate::sampler::CallGraph;
@@ -27,6 +28,151 @@ pub enum Command {
     ///
     /// Exits with the command's own exit status (128+N if a signal N killed it).
     Record(RecordArgs),
+    /// Draw a flamegraph (or any other output) from a saved profile: folded stacks or pprof.
+    Flamegraph(FlamegraphArgs),
+    /// Differential flamegraph of two saved profiles: red where AFTER grew, blue where it shrank.
+    Diff(DiffArgs),
+    /// Print the hottest functions of a saved profile, with self and total shares.
+    Report(ReportArgs),
+}
+
+/// How the flamegraph SVG looks (shared by record, flamegraph and diff).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SvgArgs {
+    /// Title of the flamegraph (default: the command line)
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Callers above, callees below: an icicle graph
+    #[arg(long, conflicts_with = "reverse")]
+    pub icicle: bool,
+    /// Reverse the stacks: the hottest functions at the bottom, their callers above
+    #[arg(long)]
+    pub reverse: bool,
+    /// Keep the stacks in input order instead of sorting them by name (a flame chart)
+    #[arg(long)]
+    pub flamechart: bool,
+    /// Leave out frames narrower than PCT percent of the graph
+    #[arg(long, value_name = "PCT")]
+    pub min_width: Option<f64>,
+    /// Colour palette: hot, mem, io, red, green, blue, aqua, yellow, purple, orange, rust,
+    /// java, js, perl, python
+    #[arg(long, value_name = "PALETTE")]
+    pub colors: Option<String>,
+}
+
+impl SvgArgs {
+    pub fn into_options(self) -> SvgOptions {
+        SvgOptions {
+            title: self.title.unwrap_or_default(),
+            subtitle: None,
+            icicle: self.icicle,
+            reverse: self.reverse,
+            flamechart: self.flamechart,
+            min_width: self.min_width,
+            colors: self.colors,
+        }
+    }
+}
+
+/// How stacks are rooted and labelled (shared by record and flamegraph).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FoldArgs {
+    /// Root each stack at its process: `comm-PID`
+    #[arg(long, conflicts_with = "per_thread")]
+    pub per_process: bool,
+    /// Root each stack at its thread: `comm-PID/TID`
+    #[arg(long)]
+    pub per_thread: bool,
+    /// Add the source line to each frame: `function (file.c:42)`
+    #[arg(long)]
+    pub lines: bool,
+}
+
+impl FoldArgs {
+    pub fn options(&self) -> FoldOptions {
+        FoldOptions {
+            grouping: if self.per_thread {
+                Grouping::PerThread
+            } else if self.per_process {
+                Grouping::PerProcess
+            } else {
+                Grouping::ByName
+            },
+            lines: self.lines,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FlamegraphArgs {
+    /// A saved profile: folded stacks or pprof (`-` reads standard input)
+    pub input: PathBuf,
+    /// Output file(s); the extension picks the format. Default: flamegraph.svg
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub outputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub fold: FoldArgs,
+    #[command(flatten)]
+    pub svg: SvgArgs,
+    /// Open the SVG in a browser when it is written
+    #[arg(long)]
+    pub open: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    /// The profile before the change (folded or pprof)
+    pub before: PathBuf,
+    /// The profile after the change (folded or pprof)
+    pub after: PathBuf,
+    /// Output SVG
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FILE",
+        default_value = "diff.svg"
+    )]
+    pub output: PathBuf,
+    /// Scale BEFORE to AFTER's total first, so a longer run does not paint everything red
+    #[arg(long)]
+    pub normalize: bool,
+    #[command(flatten)]
+    pub fold: FoldArgs,
+    #[command(flatten)]
+    pub svg: SvgArgs,
+    /// Open the SVG in a browser when it is written
+    #[arg(long)]
+    pub open: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SortArg {
+    /// Time in the function itself
+    #[value(name = "self")]
+    SelfTime,
+    /// Time in the function and everything it called
+    Total,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// A saved profile: folded stacks or pprof (`-` reads standard input)
+    pub input: PathBuf,
+    /// How many functions to show
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Order by self or total time
+    #[arg(long, value_enum, default_value_t = SortArg::SelfTime)]
+    pub by: SortArg,
+}
+
+impl SortArg {
+    pub fn into_sort(self) -> SortBy {
+        match self {
+            SortArg::SelfTime => SortBy::SelfTime,
+            SortArg::Total => SortBy::Total,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -57,21 +203,23 @@ pub struct RecordArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_SIZE)]
     pub stack_size: u32,
 
-    /// Root each stack at its process: `comm-PID`
-    #[arg(long, conflicts_with = "per_thread")]
-    pub per_process: bool,
+    #[command(flatten)]
+    pub fold: FoldArgs,
 
-    /// Root each stack at its thread: `comm-PID/TID`
+    #[command(flatten)]
+    pub svg: SvgArgs,
+
+    /// Print the N hottest functions when done
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+
+    /// Open the flamegraph in a browser when it is written
     #[arg(long)]
-    pub per_thread: bool,
+    pub open: bool,
 
     /// Fold inlined functions into their caller instead of showing them as frames
     #[arg(long)]
     pub no_inline: bool,
-
-    /// Add the source line to each frame: `function (file.c:42)`
-    #[arg(long)]
-    pub lines: bool,
 
     /// Also look for separate debug files here (build-id and debuglink layouts). Repeatable.
     #[arg(long, value_name = "DIR")]
@@ -88,10 +236,6 @@ pub struct RecordArgs {
     /// Print more at the end: unique stacks and frames, unwinding, time per phase
     #[arg(short, long)]
     pub verbose: bool,
-
-    /// Title of the flamegraph (default: the command line)
-    #[arg(long)]
-    pub title: Option<String>,
 
     /// Attach to running processes instead of launching one (repeatable, or `-p 12,34`)
     #[arg(short = 'p', long = "pid", value_name = "PID", value_delimiter = ',')]
@@ -140,13 +284,7 @@ impl RecordArgs {
             } else {
                 self.outputs
             },
-            grouping: if self.per_thread {
-                Grouping::PerThread
-            } else if self.per_process {
-                Grouping::PerProcess
-            } else {
-                Grouping::ByName
-            },
+            grouping: self.fold.options().grouping,
             kernel: if self.user_only {
                 KernelFrames::Exclude
             } else if self.kernel {
@@ -155,10 +293,12 @@ impl RecordArgs {
                 KernelFrames::Auto
             },
             inline: !self.no_inline,
-            lines: self.lines,
+            lines: self.fold.lines,
             verbose: self.verbose,
             debug_dirs: self.debug_dir,
-            title: self.title,
+            svg: self.svg.into_options(),
+            top: self.top,
+            open: self.open,
         }
     }
 }
@@ -173,7 +313,9 @@ mod tests {
             "ember", "record", "-F", "99", "-o", "a.svg", "-o", "b.folded", "--", "ls", "-l",
         ])
         .unwrap();
-        let Command::Record(r) = cli.command;
+        let Command::Record(r) = cli.command else {
+            panic!()
+        };
         let o = r.into_options();
         assert_eq!(o.frequency, 99);
         assert_eq!(o.outputs.len(), 2);
@@ -181,7 +323,9 @@ mod tests {
         assert!(Cli::try_parse_from(["ember", "record"]).is_err());
         let cli = Cli::try_parse_from(["ember", "record", "-p", "12,34", "-p", "5", "-d", "1.5"])
             .unwrap();
-        let Command::Record(r) = cli.command;
+        let Command::Record(r) = cli.command else {
+            panic!()
+        };
         let o = r.into_options();
         assert_eq!(o.pids, vec![12, 34, 5]);
         assert_eq!(o.duration, Some(std::time::Duration::from_millis(1500)));

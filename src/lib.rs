@@ -6,12 +6,15 @@
 //! the files. [`record`] ties them together.
 
 pub mod cli;
+pub mod load;
 pub mod modules;
 pub mod output;
 pub mod process;
 pub mod profile;
 pub mod record;
+pub mod render;
 pub mod sampler;
+pub mod stacks;
 pub mod symbolize;
 pub mod target;
 pub mod unwind;

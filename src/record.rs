@@ -6,14 +6,15 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use crate::output::{self, Grouping, OutputError, SvgOptions};
+use crate::output::{self, FoldOptions, Folded, Grouping, OutputError, SvgOptions};
 use crate::process::ProcessTable;
 use crate::profile::{Frame, Profile};
 use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
 use crate::sampler::{CallGraph, Event, RecordQueue, SampleLayout};
+use crate::stacks::StackProfile;
 use crate::symbolize::debuginfo::DebugDirs;
 use crate::symbolize::perfmap::PerfMap;
-use crate::symbolize::{self, SymbolizeOptions, Symbols};
+use crate::symbolize::{self, SymbolizeOptions};
 use crate::target::{self, GatedChild, TargetError};
 use crate::unwind::{RawFrame, StackUnwinder, UnwindStats};
 use std::collections::HashMap;
@@ -45,7 +46,12 @@ pub struct RecordOptions {
     pub verbose: bool,
     /// Extra directories searched for separate debug files.
     pub debug_dirs: Vec<PathBuf>,
-    pub title: Option<String>,
+    /// How the SVG looks; an empty title means "the command".
+    pub svg: SvgOptions,
+    /// Print the N hottest functions at the end.
+    pub top: Option<usize>,
+    /// Open the SVG in a browser when done.
+    pub open: bool,
 }
 
 impl Default for RecordOptions {
@@ -64,7 +70,9 @@ impl Default for RecordOptions {
             lines: false,
             verbose: false,
             debug_dirs: Vec::new(),
-            title: None,
+            svg: SvgOptions::default(),
+            top: None,
+            open: false,
         }
     }
 }
@@ -410,7 +418,6 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         &perf_maps,
         &SymbolizeOptions {
             inline: opts.inline,
-            lines: opts.lines,
             debug_dirs: DebugDirs::new(&opts.debug_dirs),
         },
     );
@@ -419,7 +426,8 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         .warnings
         .extend(symbols.warnings.iter().cloned());
     let symbolized = Instant::now();
-    write_outputs(&profile, &symbols, opts)?;
+    let stacks = StackProfile::from_recording(&profile, &symbols, &procs.modules);
+    let folded = write_outputs(&stacks, opts)?;
     let mut summary = summarize(&profile, &opts.outputs, event.kernel_included);
     if opts.verbose {
         summary.push_str(&format!(
@@ -445,6 +453,11 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         }
         (_, Live::Pids(_)) => 0,
     };
+    if let Some(n) = opts.top {
+        let mut table = Vec::new();
+        let _ = output::report::write(&folded, n, output::report::SortBy::SelfTime, &mut table);
+        summary = format!("{}{summary}", String::from_utf8_lossy(&table));
+    }
     Ok(RecordOutcome {
         exit_code,
         profile,
@@ -468,14 +481,12 @@ fn wait_forwarding_signals(child: &mut GatedChild) -> i32 {
     }
 }
 
-fn svg_options(profile: &Profile, title: Option<&str>) -> SvgOptions {
-    let m = &profile.meta;
-    let title = title
-        .map(str::to_string)
-        .unwrap_or_else(|| m.command.join(" "));
+/// The SVG's title (what was profiled) and subtitle (how).
+pub fn svg_titles(m: &crate::profile::Metadata, samples: u64) -> (String, String) {
+    let title = m.command.join(" ");
     let mut subtitle = format!(
         "{} samples at {} Hz ({}) over {:.2} s",
-        profile.total_samples(),
+        samples,
         m.frequency,
         m.event,
         m.duration.as_secs_f64()
@@ -486,23 +497,32 @@ fn svg_options(profile: &Profile, title: Option<&str>) -> SvgOptions {
     if m.throttled > 0 {
         subtitle.push_str(&format!(", throttled {} times", m.throttled));
     }
-    SvgOptions {
-        title,
-        subtitle: Some(subtitle),
-    }
+    (title, subtitle)
 }
 
-fn write_outputs(
-    profile: &Profile,
-    symbols: &Symbols,
-    opts: &RecordOptions,
-) -> Result<(), OutputError> {
-    let folded = output::folded::fold(profile, symbols, opts.grouping);
-    let svg = svg_options(profile, opts.title.as_deref());
-    for path in &opts.outputs {
-        output::write_output(path, &folded, &svg)?;
+fn write_outputs(stacks: &StackProfile, opts: &RecordOptions) -> Result<Folded, OutputError> {
+    let folded = output::folded::fold(
+        stacks,
+        FoldOptions {
+            grouping: opts.grouping,
+            lines: opts.lines,
+        },
+    );
+    let mut svg = opts.svg.clone();
+    let (title, subtitle) = svg_titles(&stacks.meta, stacks.total_samples());
+    if svg.title.is_empty() {
+        svg.title = title;
     }
-    Ok(())
+    svg.subtitle = Some(subtitle);
+    let r = output::Rendered {
+        profile: Some(stacks),
+        folded: &folded,
+        svg: &svg,
+    };
+    for path in &opts.outputs {
+        output::write_output(path, &r)?;
+    }
+    Ok(folded)
 }
 
 fn summarize(profile: &Profile, outputs: &[PathBuf], kernel: bool) -> String {

@@ -3,7 +3,9 @@
  *   truth <function> <percent>
  * The end-to-end tests compare ember's self-time shares with these.
  *
- * Usage: shares [SECONDS] [ROUNDS]. With ROUNDS > 0 it does exactly that much work instead
+ * Usage: shares [SECONDS] [ROUNDS] [swap]. "swap" gives hot_ten the sixty share and hot_sixty
+ * the ten (a "changed" program for differential flamegraphs).
+ * With ROUNDS > 0 it does exactly that much work instead
  * of running for SECONDS of CPU time, and prints the wall time the work took
  * ("work_seconds X"), which is what scripts/overhead.sh compares across profilers. */
 #include <stdio.h>
@@ -25,13 +27,16 @@ static double thread_cpu_seconds(void) {
         sink = x;                                                        \
     } while (0)
 
-__attribute__((noinline)) void hot_sixty(unsigned long n) { SPIN(n * 6); }
+static unsigned long w_sixty = 6, w_ten = 1;
+
+__attribute__((noinline)) void hot_sixty(unsigned long n) { SPIN(n * w_sixty); }
 __attribute__((noinline)) void hot_thirty(unsigned long n) { SPIN(n * 3); }
-__attribute__((noinline)) void hot_ten(unsigned long n) { SPIN(n * 1); }
+__attribute__((noinline)) void hot_ten(unsigned long n) { SPIN(n * w_ten); }
 
 int main(int argc, char **argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 3.0;
     long rounds = argc > 2 ? atol(argv[2]) : 0;
+    if (argc > 3 && argv[3][0] == 's') w_sixty = 1, w_ten = 6;
     const unsigned long chunk = 200000;
     double t[3] = {0, 0, 0};
     struct timespec w0, w1;

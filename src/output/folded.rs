@@ -1,10 +1,14 @@
-//! Folded (collapsed) stacks: `root;caller;callee COUNT`, one line per unique stack.
+//! Folded (collapsed) stacks: `root;caller;callee COUNT`, one line per unique stack — written
+//! from a profile, and read back (ours, or any tool's: inferno, stackcollapse, py-spy).
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use crate::profile::Profile;
-use crate::symbolize::{FrameKind, Symbols};
+use crate::stacks::StackProfile;
+use crate::symbolize::{sanitize, FrameKind};
+
+/// Folded stacks: stack text → sample count, sorted.
+pub type Folded = BTreeMap<String, u64>;
 
 /// How stacks are rooted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -18,8 +22,30 @@ pub enum Grouping {
     PerThread,
 }
 
-fn annotated(name: &str, kind: FrameKind, out: &mut String) {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FoldOptions {
+    pub grouping: Grouping,
+    /// Add `(file:line)` to each frame.
+    pub lines: bool,
+}
+
+/// The label a frame gets in folded stacks (and so in SVGs): the name, the source line when
+/// asked for, and inferno's annotation for kernel, inlined and JIT frames.
+pub fn frame_label(
+    name: &str,
+    kind: FrameKind,
+    file: Option<&str>,
+    line: Option<u32>,
+    lines: bool,
+    out: &mut String,
+) {
     out.push_str(name);
+    if lines {
+        if let (Some(file), Some(line)) = (file, line) {
+            let base = file.rsplit('/').next().unwrap_or(file);
+            out.push_str(&format!(" ({base}:{line})"));
+        }
+    }
     match kind {
         FrameKind::User => {}
         FrameKind::Inlined => out.push_str("_[i]"),
@@ -28,46 +54,133 @@ fn annotated(name: &str, kind: FrameKind, out: &mut String) {
     }
 }
 
-/// The profile as folded stacks (stack text → count), merged and sorted.
-pub fn fold(profile: &Profile, symbols: &Symbols, grouping: Grouping) -> BTreeMap<String, u64> {
-    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+/// The root label of a sample's stack.
+pub fn root_label(p: &StackProfile, pid: u32, tid: u32, grouping: Grouping) -> String {
+    let pname = p
+        .meta
+        .processes
+        .get(&pid)
+        .cloned()
+        .unwrap_or_else(|| format!("pid-{pid}"));
+    let root = match grouping {
+        Grouping::ByName => pname,
+        Grouping::PerProcess => format!("{pname}-{pid}"),
+        Grouping::PerThread => {
+            let tname = p
+                .meta
+                .threads
+                .get(&tid)
+                .map(|(_, n)| n.clone())
+                .unwrap_or(pname);
+            format!("{tname}-{pid}/{tid}")
+        }
+    };
+    sanitize(&root)
+}
+
+/// The profile as folded stacks, merged and sorted.
+pub fn fold(p: &StackProfile, opts: FoldOptions) -> Folded {
+    let mut out = Folded::new();
     let mut line = String::new();
-    for (pid, tid, frames, count) in profile.stacks() {
+    for s in &p.samples {
         line.clear();
-        let pname = profile
-            .meta
-            .processes
-            .get(&pid)
-            .cloned()
-            .unwrap_or_else(|| format!("pid-{pid}"));
-        let root = match grouping {
-            Grouping::ByName => pname,
-            Grouping::PerProcess => format!("{pname}-{pid}"),
-            Grouping::PerThread => {
-                let tname = profile
-                    .meta
-                    .threads
-                    .get(&tid)
-                    .map(|(_, n)| n.clone())
-                    .unwrap_or(pname);
-                format!("{tname}-{pid}/{tid}")
-            }
-        };
-        line.push_str(&crate::symbolize::sanitize(&root));
-        for f in frames {
-            for sf in &symbols.frames[f as usize] {
+        line.push_str(&root_label(p, s.pid, s.tid, opts.grouping));
+        for &l in &s.locations {
+            let loc = &p.locations[l];
+            for (i, ln) in loc.lines.iter().enumerate() {
+                let f = &p.functions[ln.function];
+                let kind = match (i, loc.kind) {
+                    (0, k) => k,
+                    (_, FrameKind::User) | (_, FrameKind::Inlined) => FrameKind::Inlined,
+                    (_, k) => k,
+                };
                 line.push(';');
-                annotated(&sf.name, sf.kind, &mut line);
+                frame_label(
+                    &f.name,
+                    kind,
+                    f.file.as_deref(),
+                    ln.line,
+                    opts.lines,
+                    &mut line,
+                );
             }
         }
-        *out.entry(line.clone()).or_insert(0) += count;
+        *out.entry(line.clone()).or_insert(0) += s.count;
     }
     out
 }
 
-pub fn write(folded: &BTreeMap<String, u64>, mut w: impl Write) -> io::Result<()> {
+pub fn write(folded: &Folded, mut w: impl Write) -> io::Result<()> {
     for (stack, count) in folded {
         writeln!(w, "{stack} {count}")?;
     }
     Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {reason} (folded lines look like `main;foo;bar 42`)")]
+pub struct ParseError {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Read folded stacks. Lines with the same stack are added up; blank lines are skipped.
+pub fn parse(text: &str) -> Result<Folded, ParseError> {
+    let mut out = Folded::new();
+    for (i, l) in text.lines().enumerate() {
+        let l = l.trim_end_matches('\r');
+        if l.trim().is_empty() {
+            continue;
+        }
+        let err = |reason: &str| ParseError {
+            line: i + 1,
+            reason: reason.to_string(),
+        };
+        let (stack, count) = l.rsplit_once(' ').ok_or_else(|| err("no sample count"))?;
+        let count: u64 = count
+            .trim()
+            .parse()
+            .map_err(|_| err("the sample count is not a whole number"))?;
+        let stack = stack.trim_end();
+        if stack.is_empty() {
+            return Err(err("empty stack"));
+        }
+        *out.entry(stack.to_string()).or_insert(0) += count;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_adds_up_and_rejects_garbage() {
+        let f = parse("a;b 2\n\na;b 3\r\nx y;z 1\n").unwrap();
+        assert_eq!(f.get("a;b"), Some(&5));
+        assert_eq!(f.get("x y;z"), Some(&1));
+        assert_eq!(parse("a;b\n").unwrap_err().line, 1);
+        assert!(parse("a;b x\n").is_err());
+        assert!(parse(" 5\n").is_err());
+        let mut out = Vec::new();
+        write(&f, &mut out).unwrap();
+        assert_eq!(parse(std::str::from_utf8(&out).unwrap()).unwrap(), f);
+    }
+
+    #[test]
+    fn labels() {
+        let mut s = String::new();
+        frame_label("f", FrameKind::Kernel, None, None, true, &mut s);
+        assert_eq!(s, "f_[k]");
+        s.clear();
+        frame_label(
+            "g",
+            FrameKind::Inlined,
+            Some("/src/a.c"),
+            Some(3),
+            true,
+            &mut s,
+        );
+        assert_eq!(s, "g (a.c:3)_[i]");
+    }
 }

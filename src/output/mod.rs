@@ -1,20 +1,25 @@
 //! Writers: every output file chosen by its extension, every file written atomically.
 
 pub mod folded;
+pub mod open;
+pub mod pprof;
+pub mod report;
+pub mod speedscope;
 pub mod svg;
 
-use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-pub use folded::Grouping;
+pub use folded::{FoldOptions, Folded, Grouping};
 pub use svg::SvgOptions;
+
+use crate::stacks::StackProfile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     #[error(
         "don't know how to write {path:?}: use an extension ember knows \
-         (.svg, .folded, .collapsed)"
+         (.svg, .folded, .collapsed, .pb.gz, .pprof, .speedscope.json)"
     )]
     UnknownFormat { path: PathBuf },
     #[error("cannot write {path:?}: it is a directory; pass a file name such as {path:?}/flamegraph.svg")]
@@ -24,12 +29,16 @@ pub enum OutputError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write {path:?} from folded stacks: pprof and speedscope need a recording or a pprof file")]
+    NeedsProfile { path: PathBuf },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Svg,
     Folded,
+    Pprof,
+    Speedscope,
 }
 
 impl Format {
@@ -42,12 +51,24 @@ impl Format {
             Ok(Format::Svg)
         } else if name.ends_with(".folded") || name.ends_with(".collapsed") {
             Ok(Format::Folded)
+        } else if name.ends_with(".pb.gz") || name.ends_with(".pprof") || name.ends_with(".pb") {
+            Ok(Format::Pprof)
+        } else if name.ends_with(".speedscope.json") || name.ends_with(".speedscope") {
+            Ok(Format::Speedscope)
         } else {
             Err(OutputError::UnknownFormat {
                 path: path.to_path_buf(),
             })
         }
     }
+}
+
+/// What the writers render: a whole profile, or only folded stacks (when re-rendering a
+/// folded file).
+pub struct Rendered<'a> {
+    pub profile: Option<&'a StackProfile>,
+    pub folded: &'a Folded,
+    pub svg: &'a SvgOptions,
 }
 
 fn dir_of(path: &Path) -> &Path {
@@ -125,14 +146,21 @@ fn current_umask() -> u32 {
 }
 
 /// Write one output in the format its extension names.
-pub fn write_output(
-    path: &Path,
-    folded: &BTreeMap<String, u64>,
-    svg: &SvgOptions,
-) -> Result<(), OutputError> {
+pub fn write_output(path: &Path, r: &Rendered) -> Result<(), OutputError> {
+    let needs_profile = || OutputError::NeedsProfile {
+        path: path.to_path_buf(),
+    };
     match Format::from_path(path)? {
-        Format::Folded => write_atomic(path, |w| folded::write(folded, w)),
-        Format::Svg => write_atomic(path, |w| svg::write(folded, svg, w)),
+        Format::Folded => write_atomic(path, |w| folded::write(r.folded, w)),
+        Format::Svg => write_atomic(path, |w| svg::write(r.folded, r.svg, w)),
+        Format::Pprof => {
+            let p = r.profile.ok_or_else(needs_profile)?;
+            write_atomic(path, |w| pprof::write(p, w))
+        }
+        Format::Speedscope => {
+            let p = r.profile.ok_or_else(needs_profile)?;
+            write_atomic(path, |w| speedscope::write(p, &r.svg.title, w))
+        }
     }
 }
 
@@ -148,6 +176,14 @@ mod tests {
             Format::Folded
         );
         assert!(Format::from_path(Path::new("a.png")).is_err());
+        assert_eq!(
+            Format::from_path(Path::new("p.pb.gz")).unwrap(),
+            Format::Pprof
+        );
+        assert_eq!(
+            Format::from_path(Path::new("p.speedscope.json")).unwrap(),
+            Format::Speedscope
+        );
     }
 
     #[test]

@@ -30,14 +30,28 @@ pub struct SymbolFrame {
     /// Sanitized: no `;`, line breaks or characters that are invalid in XML.
     pub name: String,
     pub kind: FrameKind,
+    /// Source file and line (the call site for frames that called on, the sampled line for
+    /// the innermost), when DWARF knows them.
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+impl SymbolFrame {
+    /// A frame known only by its name.
+    pub fn named(name: String, kind: FrameKind) -> SymbolFrame {
+        SymbolFrame {
+            name,
+            kind,
+            file: None,
+            line: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct SymbolizeOptions {
     /// Show inlined functions as frames of their own.
     pub inline: bool,
-    /// Add `(file:line)` to each frame.
-    pub lines: bool,
     /// Where separate debug files are looked for.
     pub debug_dirs: DebugDirs,
 }
@@ -46,7 +60,6 @@ impl Default for SymbolizeOptions {
     fn default() -> Self {
         SymbolizeOptions {
             inline: true,
-            lines: false,
             debug_dirs: DebugDirs::default(),
         }
     }
@@ -105,21 +118,12 @@ pub fn symbolize(
                     Some(n) => sanitize(n),
                     None => "[kernel]".to_string(),
                 };
-                out[i] = vec![SymbolFrame {
-                    name,
-                    kind: FrameKind::Kernel,
-                }];
+                out[i] = vec![SymbolFrame::named(name, FrameKind::Kernel)];
             }
             Frame::Anon { pid, addr } => {
                 out[i] = vec![match perf_maps.get(&pid).and_then(|m| m.lookup(addr)) {
-                    Some(name) => SymbolFrame {
-                        name: sanitize(name),
-                        kind: FrameKind::Jit,
-                    },
-                    None => SymbolFrame {
-                        name: format!("[anon]+0x{addr:x}"),
-                        kind: FrameKind::User,
-                    },
+                    Some(name) => SymbolFrame::named(sanitize(name), FrameKind::Jit),
+                    None => SymbolFrame::named(format!("[anon]+0x{addr:x}"), FrameKind::User),
                 }]
             }
         }
@@ -177,12 +181,7 @@ fn symbolize_module(
 ) -> Vec<(usize, Vec<SymbolFrame>)> {
     let module = modules.get(id);
     let short = module.short_name();
-    let fallback = |svma: u64| {
-        vec![SymbolFrame {
-            name: unnamed(short, svma),
-            kind: FrameKind::User,
-        }]
-    };
+    let fallback = |svma: u64| vec![SymbolFrame::named(unnamed(short, svma), FrameKind::User)];
     let parsed = module
         .data
         .as_ref()
@@ -227,22 +226,15 @@ fn symbolize_module(
             }
             let names = found
                 .into_iter()
-                .map(|f| {
-                    let mut name = f.name;
-                    if opts.lines {
-                        if let (Some(file), Some(line)) = (&f.file, f.line) {
-                            let base = file.rsplit('/').next().unwrap_or(file);
-                            name = format!("{name} ({base}:{line})");
-                        }
-                    }
-                    SymbolFrame {
-                        name: sanitize(&name),
-                        kind: if f.inlined {
-                            FrameKind::Inlined
-                        } else {
-                            FrameKind::User
-                        },
-                    }
+                .map(|f| SymbolFrame {
+                    name: sanitize(&f.name),
+                    kind: if f.inlined {
+                        FrameKind::Inlined
+                    } else {
+                        FrameKind::User
+                    },
+                    file: f.file.as_deref().map(sanitize),
+                    line: f.line,
                 })
                 .collect();
             (i, names)

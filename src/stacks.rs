@@ -1,0 +1,155 @@
+//! The symbolized profile: what every writer takes and every saved-profile reader gives back.
+//!
+//! Its shape follows pprof's: functions, locations (an address with one or more lines, more
+//! than one where functions were inlined), mappings, and samples that list locations. A
+//! recording becomes one with [`StackProfile::from_recording`]; a `.pb.gz` file with
+//! [`crate::output::pprof::read`].
+
+use std::collections::HashMap;
+
+use crate::modules::{ModuleId, ModuleTable};
+use crate::profile::{Frame, Metadata, Profile};
+use crate::symbolize::{FrameKind, Symbols};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Function {
+    /// Demangled, sanitized.
+    pub name: String,
+    pub file: Option<String>,
+}
+
+/// One line of a location: a function and the line in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub function: usize,
+    pub line: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub file: String,
+    pub build_id: Option<String>,
+    pub start: u64,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub mapping: Option<usize>,
+    pub address: u64,
+    /// Outermost (the real function) first, inlined callees after it.
+    pub lines: Vec<Line>,
+    /// Kernel, JIT or user code.
+    pub kind: FrameKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub pid: u32,
+    pub tid: u32,
+    /// Root first.
+    pub locations: Vec<usize>,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct StackProfile {
+    pub meta: Metadata,
+    pub functions: Vec<Function>,
+    pub locations: Vec<Location>,
+    pub mappings: Vec<Mapping>,
+    pub samples: Vec<Sample>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl StackProfile {
+    pub fn total_samples(&self) -> u64 {
+        self.samples.iter().map(|s| s.count).sum()
+    }
+
+    /// Build from a recording and its symbols.
+    pub fn from_recording(
+        profile: &Profile,
+        symbols: &Symbols,
+        modules: &ModuleTable,
+    ) -> StackProfile {
+        let mut out = StackProfile {
+            meta: profile.meta.clone(),
+            ..Default::default()
+        };
+        let mut function_ids: HashMap<Function, usize> = HashMap::new();
+        let mut mapping_ids: HashMap<ModuleId, usize> = HashMap::new();
+        let mut kernel_mapping = None;
+        // Locations correspond one to one with the profile's frames.
+        for (i, frame) in profile.frames().iter().enumerate() {
+            let names = &symbols.frames[i];
+            let (mapping, address) = match *frame {
+                Frame::Module { module, svma } => {
+                    let m = *mapping_ids.entry(module).or_insert_with(|| {
+                        let file = modules.get(module);
+                        out.mappings.push(Mapping {
+                            file: file.path.clone(),
+                            build_id: file.build_id.as_deref().map(hex),
+                            start: 0,
+                            limit: u64::MAX,
+                            offset: 0,
+                        });
+                        out.mappings.len() - 1
+                    });
+                    (Some(m), svma)
+                }
+                Frame::Kernel(addr) => {
+                    let m = *kernel_mapping.get_or_insert_with(|| {
+                        out.mappings.push(Mapping {
+                            file: "[kernel.kallsyms]".into(),
+                            build_id: None,
+                            start: 0,
+                            limit: u64::MAX,
+                            offset: 0,
+                        });
+                        out.mappings.len() - 1
+                    });
+                    (Some(m), addr)
+                }
+                Frame::Anon { addr, .. } => (None, addr),
+            };
+            let lines = names
+                .iter()
+                .map(|sf| {
+                    let f = Function {
+                        name: sf.name.clone(),
+                        file: sf.file.clone(),
+                    };
+                    let function = *function_ids.entry(f.clone()).or_insert_with(|| {
+                        out.functions.push(f);
+                        out.functions.len() - 1
+                    });
+                    Line {
+                        function,
+                        line: sf.line,
+                    }
+                })
+                .collect();
+            let kind = names.first().map(|f| f.kind).unwrap_or(FrameKind::User);
+            out.locations.push(Location {
+                mapping,
+                address,
+                lines,
+                kind,
+            });
+        }
+        for (pid, tid, frames, count) in profile.stacks() {
+            out.samples.push(Sample {
+                pid,
+                tid,
+                locations: frames.iter().map(|&f| f as usize).collect(),
+                count,
+            });
+        }
+        out
+    }
+}

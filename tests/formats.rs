@@ -1,0 +1,373 @@
+//! End-to-end: one recording, every view — pprof read by `go tool pprof`, speedscope checked
+//! against its published schema, the SVG driven in a real browser, re-rendering, diff, report.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// Record the shares workload once into every format.
+fn record_all(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let exe = workload("shares", Build::NoFramePointers);
+    let (pb, folded, ss, svg) = (
+        dir.join("p.pb.gz"),
+        dir.join("p.folded"),
+        dir.join("p.speedscope.json"),
+        dir.join("p.svg"),
+    );
+    let mut args = vec![
+        "-o",
+        pb.to_str().unwrap(),
+        "-o",
+        folded.to_str().unwrap(),
+        "-o",
+        ss.to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", exe.to_str().unwrap(), "1.5"]);
+    record_ok(&args);
+    (pb, folded, ss, svg)
+}
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+#[test]
+fn pprof_opens_in_go_tool_pprof_with_the_same_shares() {
+    let _serial = serial();
+    let dir = scratch();
+    let (pb, folded, _, _) = record_all(dir.path(), &[]);
+    let out = Command::new("go")
+        .args([
+            "tool",
+            "pprof",
+            "-top",
+            "-nodecount=10",
+            "-sample_index=samples",
+        ])
+        .arg(&pb)
+        .env("HOME", dir.path())
+        .output()
+        .expect("`go` must be installed for this test (apt-get install golang-go; .ci/run does)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "go tool pprof failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stacks = read_folded(&folded);
+    for f in ["hot_sixty", "hot_thirty", "hot_ten"] {
+        // "      flat  flat%   sum%        cum   cum%  name"
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().last() == Some(f))
+            .unwrap_or_else(|| panic!("{f} not in pprof's top:\n{text}"));
+        let flat: f64 = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .trim_end_matches('%')
+            .parse()
+            .unwrap();
+        // pprof's flat time is the leaf's, kernel frames included.
+        let leaf: u64 = stacks
+            .iter()
+            .filter(|s| s.frames.last().map(String::as_str) == Some(f))
+            .map(|s| s.count)
+            .sum();
+        let ours = 100.0 * leaf as f64 / total(&stacks) as f64;
+        assert!(
+            (flat - ours).abs() < 0.1,
+            "{f}: pprof {flat}% vs folded {ours:.2}%"
+        );
+    }
+    // pprof's first row is the hottest function.
+    let first = text
+        .lines()
+        .skip_while(|l| !l.contains("flat%"))
+        .nth(1)
+        .unwrap();
+    assert!(first.ends_with("hot_sixty"), "{text}");
+}
+
+#[test]
+fn speedscope_file_validates_against_the_published_schema() {
+    let _serial = serial();
+    let schema = browser_dir().join("node_modules/speedscope/dist/release/file-format-schema.json");
+    assert!(
+        schema.exists(),
+        "speedscope's schema is missing: run `npm install --prefix tests/browser` (.ci/run does)"
+    );
+    let dir = scratch();
+    let (_, _, ss, _) = record_all(dir.path(), &["--per-thread"]);
+    let check = r#"
+import json, sys, jsonschema
+schema = json.load(open(sys.argv[1]))
+doc = json.load(open(sys.argv[2]))
+jsonschema.validate(doc, schema)
+names = {f["name"] for f in doc["shared"]["frames"]}
+assert "hot_sixty" in names, names
+total = sum(sum(p["weights"]) for p in doc["profiles"])
+print(total)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", check])
+        .arg(&schema)
+        .arg(&ss)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "speedscope file invalid (needs `pip install jsonschema`, which .ci/run does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let total: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(total > 1000);
+}
+
+#[test]
+fn svg_works_in_a_real_browser() {
+    let _serial = serial();
+    assert!(
+        browser_dir().join("node_modules/playwright-core").exists()
+            && Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs Debian's chromium and playwright-core: \
+         apt-get install chromium && npm install --prefix tests/browser (.ci/run does both)"
+    );
+    let dir = scratch();
+    let (_, _, _, svg) = record_all(dir.path(), &[]);
+    // Kept as a test artifact.
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-flamegraph.png");
+    let out = Command::new("node")
+        .arg(browser_dir().join("flamegraph.mjs"))
+        .arg(&svg)
+        .arg("hot_sixty")
+        .arg(&shot)
+        .output()
+        .expect("node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("\"errors\":[]"),
+        "script errors in the page: {text}"
+    );
+    assert!(text.contains("\"found\":true"), "{text}");
+    assert!(
+        text.contains("\"unzoomVisible\":true"),
+        "clicking a frame did not zoom: {text}"
+    );
+    assert!(
+        text.contains("\"matched\":\"Matched: "),
+        "search reported nothing: {text}"
+    );
+    assert!(
+        !text.contains("\"highlighted\":0"),
+        "search highlighted nothing: {text}"
+    );
+    assert!(shot.exists());
+}
+
+#[test]
+fn pprof_round_trip_gives_the_same_folded_and_svg_stacks() {
+    let _serial = serial();
+    let dir = scratch();
+    for grouping in [None, Some("--per-thread"), Some("--per-process")] {
+        let extra: Vec<&str> = grouping.into_iter().collect();
+        let (pb, folded, _, _) = record_all(dir.path(), &extra);
+        let again = dir.path().join("again.folded");
+        let mut args = vec![
+            "flamegraph",
+            pb.to_str().unwrap(),
+            "-o",
+            again.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&extra);
+        let out = ember(&args);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            std::fs::read_to_string(&again).unwrap(),
+            std::fs::read_to_string(&folded).unwrap(),
+            "{grouping:?}"
+        );
+    }
+    // Folded in, SVG out, from standard input too.
+    let (_, folded, _, _) = record_all(dir.path(), &[]);
+    let svg = dir.path().join("from-stdin.svg");
+    let out = Command::new(EMBER)
+        .args([
+            "flamegraph",
+            "-",
+            "-o",
+            svg.to_str().unwrap(),
+            "--icicle",
+            "--title",
+            "T",
+        ])
+        .stdin(std::fs::File::open(&folded).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("hot_sixty"));
+}
+
+#[test]
+fn diff_shows_the_function_that_grew() {
+    let _serial = serial();
+    let exe = workload("shares", Build::NoFramePointers);
+    let dir = scratch();
+    let (before, after, svg) = (
+        dir.path().join("before.pb.gz"),
+        dir.path().join("after.folded"),
+        dir.path().join("diff.svg"),
+    );
+    record_ok(&[
+        "-o",
+        before.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "1",
+    ]);
+    record_ok(&[
+        "-o",
+        after.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "1",
+        "0",
+        "swap",
+    ]);
+    let out = ember(&[
+        "diff",
+        before.to_str().unwrap(),
+        after.to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+        "--normalize",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    // inferno's differential titles: "name (N samples, P%; +D%)".
+    let delta = |f: &str| -> f64 {
+        let start = text
+            .find(&format!("<title>{f} ("))
+            .unwrap_or_else(|| panic!("{f} missing"));
+        let t = &text[start..start + text[start..].find("</title>").unwrap()];
+        let d = t.rsplit("; ").next().unwrap().trim_end_matches("%)");
+        d.parse().unwrap()
+    };
+    assert!(delta("hot_ten") > 30.0, "hot_ten did not grow");
+    assert!(delta("hot_sixty") < -30.0, "hot_sixty did not shrink");
+}
+
+#[test]
+fn report_lists_the_hottest_functions() {
+    let _serial = serial();
+    let dir = scratch();
+    let (pb, folded, _, _) = record_all(dir.path(), &[]);
+    for input in [&pb, &folded] {
+        let out = ember(&["report", input.to_str().unwrap(), "--top", "3"]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rows: Vec<&str> = text.lines().skip(2).collect();
+        assert_eq!(rows.len(), 3, "{text}");
+        assert!(rows[0].ends_with("hot_sixty"), "{text}");
+        assert!(rows[1].ends_with("hot_thirty"), "{text}");
+        assert!(rows[2].ends_with("hot_ten"), "{text}");
+    }
+    let out = ember(&[
+        "report",
+        folded.to_str().unwrap(),
+        "--by",
+        "total",
+        "--top",
+        "1",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("100.00%"), "{text}");
+    // record --top prints the same table at the end.
+    let exe = workload("shares", Build::NoFramePointers);
+    let o = dir.path().join("t.folded");
+    let out = record_ok(&[
+        "--top",
+        "2",
+        "-o",
+        o.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "0.5",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hot_sixty"));
+    // Garbage in: a clear error.
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "this is not a profile\n").unwrap();
+    let out = ember(&["report", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither a pprof profile"));
+}
+
+#[test]
+fn open_says_where_the_file_is_without_a_display_and_uses_browser() {
+    let _serial = serial();
+    let dir = scratch();
+    let (_, folded, _, _) = record_all(dir.path(), &[]);
+    let svg = dir.path().join("o.svg");
+    let out = Command::new(EMBER)
+        .args([
+            "flamegraph",
+            folded.to_str().unwrap(),
+            "-o",
+            svg.to_str().unwrap(),
+            "--open",
+        ])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("BROWSER")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no display") && stderr.contains("o.svg"),
+        "{stderr}"
+    );
+
+    // With $BROWSER set, that program gets the file.
+    let marker = dir.path().join("opened");
+    let browser = dir.path().join("fake-browser");
+    std::fs::write(
+        &browser,
+        format!("#!/bin/sh\necho \"$1\" > {}\n", marker.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(EMBER)
+        .args([
+            "flamegraph",
+            folded.to_str().unwrap(),
+            "-o",
+            svg.to_str().unwrap(),
+            "--open",
+        ])
+        .env("BROWSER", &browser)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for _ in 0..50 {
+        if marker.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let opened = std::fs::read_to_string(&marker).expect("the browser was not started");
+    assert!(opened.trim().ends_with("o.svg"), "{opened}");
+}

@@ -39,6 +39,18 @@ impl Strings {
     }
 }
 
+/// Add a mapping for code without a file (kernel, JIT) and return its id.
+fn pseudo_mapping(mappings: &mut Vec<protos::Mapping>, st: &mut Strings, name: &str) -> u64 {
+    mappings.push(protos::Mapping {
+        id: mappings.len() as u64 + 1,
+        memory_limit: u64::MAX,
+        filename: st.id(name),
+        has_functions: true,
+        ..Default::default()
+    });
+    mappings.len() as u64
+}
+
 /// Encode `p` as a (not yet gzip'd) pprof Profile.
 pub fn to_proto(p: &StackProfile) -> protos::Profile {
     let mut st = Strings::new();
@@ -93,26 +105,10 @@ pub fn to_proto(p: &StackProfile) -> protos::Profile {
         .map(|(i, l)| {
             let mapping_id = match (l.mapping, l.kind) {
                 (Some(m), _) => m as u64 + 1,
-                (None, FrameKind::Jit) => *jit_mapping.get_or_insert_with(|| {
-                    mappings.push(protos::Mapping {
-                        id: mappings.len() as u64 + 1,
-                        memory_limit: u64::MAX,
-                        filename: st.id(JIT_MAPPING),
-                        has_functions: true,
-                        ..Default::default()
-                    });
-                    mappings.len() as u64
-                }),
-                (None, FrameKind::Kernel) => *kernel_mapping.get_or_insert_with(|| {
-                    mappings.push(protos::Mapping {
-                        id: mappings.len() as u64 + 1,
-                        memory_limit: u64::MAX,
-                        filename: st.id(KERNEL_MAPPING),
-                        has_functions: true,
-                        ..Default::default()
-                    });
-                    mappings.len() as u64
-                }),
+                (None, FrameKind::Jit) => *jit_mapping
+                    .get_or_insert_with(|| pseudo_mapping(&mut mappings, &mut st, JIT_MAPPING)),
+                (None, FrameKind::Kernel) => *kernel_mapping
+                    .get_or_insert_with(|| pseudo_mapping(&mut mappings, &mut st, KERNEL_MAPPING)),
                 (None, _) => 0,
             };
             protos::Location {

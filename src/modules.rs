@@ -92,6 +92,9 @@ pub struct ModuleFile {
     pub unwind: UnwindSections,
     /// Why the file could not be read, for the summary.
     pub error: Option<String>,
+    /// Where the module was first seen mapped (its executable part), for outputs that show
+    /// real process addresses: (start, end, file offset, load bias).
+    pub first_mapping: Option<(u64, u64, u64, u64)>,
 }
 
 impl ModuleFile {
@@ -155,6 +158,7 @@ impl ModuleFile {
             segments: Vec::new(),
             unwind: UnwindSections::default(),
             error,
+            first_mapping: None,
         }
     }
 
@@ -221,6 +225,7 @@ impl ModuleFile {
             segments,
             unwind,
             error: None,
+            first_mapping: None,
         }
     }
 }
@@ -256,6 +261,15 @@ impl ModuleTable {
 
     pub fn len(&self) -> usize {
         self.modules.len()
+    }
+
+    /// Remember the first place `id` was mapped at (see [`ModuleFile::first_mapping`]).
+    pub fn note_mapping(&mut self, id: ModuleId, start: u64, end: u64, pgoff: u64) {
+        let m = &mut self.modules[id.0 as usize];
+        if m.first_mapping.is_none() {
+            let bias = m.load_bias(start, pgoff, end - start);
+            m.first_mapping = Some((start, end, pgoff, bias));
+        }
     }
 
     pub fn is_empty(&self) -> bool {

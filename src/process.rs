@@ -188,6 +188,7 @@ impl ProcessTable {
             pgoff,
             module,
         };
+        self.modules.note_mapping(module, start, end, pgoff);
         let file = self.modules.get(module);
         let proc = self
             .procs

@@ -89,18 +89,21 @@ impl StackProfile {
             let names = &symbols.frames[i];
             let (mapping, address) = match *frame {
                 Frame::Module { module, svma } => {
+                    let file = modules.get(module);
+                    // Real addresses where the module was first mapped; SVMAs otherwise.
+                    let (start, limit, offset, bias) =
+                        file.first_mapping.unwrap_or((0, u64::MAX, 0, 0));
                     let m = *mapping_ids.entry(module).or_insert_with(|| {
-                        let file = modules.get(module);
                         out.mappings.push(Mapping {
                             file: file.path.clone(),
                             build_id: file.build_id.as_deref().map(hex),
-                            start: 0,
-                            limit: u64::MAX,
-                            offset: 0,
+                            start,
+                            limit,
+                            offset,
                         });
                         out.mappings.len() - 1
                     });
-                    (Some(m), svma)
+                    (Some(m), svma.wrapping_add(bias))
                 }
                 Frame::Kernel(addr) => {
                     let m = *kernel_mapping.get_or_insert_with(|| {

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::output::report::SortBy;
 use crate::output::{FoldOptions, Grouping, SvgOptions};
-use crate::record::{RecordOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE};
+use crate::record::{ProcessFilter, RecordOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE};
 use crate::sampler::perf::KernelFrames;
 use crate::sampler::CallGraph;
 
@@ -81,8 +81,12 @@ pub struct FoldArgs {
     #[arg(long, conflicts_with = "per_thread")]
     pub per_process: bool,
     /// Root each stack at its thread: `comm-PID/TID`
-    #[arg(long)]
+    #[arg(long, conflicts_with = "thread_names")]
     pub per_thread: bool,
+    /// Root each stack at its thread's name alone: threads of one name share a tower (one
+    /// tower per test under Rust's test harness)
+    #[arg(long, conflicts_with = "per_process")]
+    pub thread_names: bool,
     /// Add the source line to each frame: `function (file.c:42)`
     #[arg(long)]
     pub lines: bool,
@@ -93,6 +97,8 @@ impl FoldArgs {
         FoldOptions {
             grouping: if self.per_thread {
                 Grouping::PerThread
+            } else if self.thread_names {
+                Grouping::ThreadName
             } else if self.per_process {
                 Grouping::PerProcess
             } else {
@@ -221,6 +227,11 @@ pub struct RecordArgs {
     #[arg(long)]
     pub no_inline: bool,
 
+    /// Keep only processes whose name or executable path matches this regular expression
+    /// (e.g. `--process 'deps/'` keeps test binaries and drops cargo and rustc)
+    #[arg(long, value_name = "REGEX", value_parser = parse_regex)]
+    pub process: Option<regex::Regex>,
+
     /// Also look for separate debug files here (build-id and debuglink layouts). Repeatable.
     #[arg(long, value_name = "DIR")]
     pub debug_dir: Vec<PathBuf>,
@@ -254,6 +265,10 @@ pub struct RecordArgs {
         value_name = "CMD"
     )]
     pub command: Vec<String>,
+}
+
+fn parse_regex(s: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(s).map_err(|e| e.to_string())
 }
 
 fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
@@ -299,6 +314,11 @@ impl RecordArgs {
             svg: self.svg.into_options(),
             top: self.top,
             open: self.open,
+            filter: ProcessFilter {
+                regex: self.process,
+                executables: Vec::new(),
+            },
+            thread_name_fixes: Default::default(),
         }
     }
 }

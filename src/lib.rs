@@ -5,6 +5,7 @@
 //! addresses, [`profile`] aggregates them, [`symbolize`] names them and [`output`] writes
 //! the files. [`record`] ties them together.
 
+pub mod cargo;
 pub mod cli;
 pub mod load;
 pub mod modules;

@@ -33,6 +33,9 @@ pub struct Process {
     maps: BTreeMap<u64, Mapping>,
     pub unwinder: ProcessUnwinder,
     pub alive: bool,
+    /// The executable it runs: the first file mapped after `exec` (the kernel maps the
+    /// program before its interpreter), or `/proc/PID/exe` when attaching.
+    pub exe: Option<String>,
 }
 
 impl Process {
@@ -43,6 +46,7 @@ impl Process {
             maps: BTreeMap::new(),
             unwinder: ProcessUnwinder::new(),
             alive: true,
+            exe: None,
         }
     }
 
@@ -194,6 +198,9 @@ impl ProcessTable {
             .procs
             .entry(pid)
             .or_insert_with(|| Process::new(pid, format!("pid-{pid}")));
+        if proc.exe.is_none() && crate::modules::is_file_name(filename) {
+            proc.exe = Some(filename.trim_end_matches(" (deleted)").to_string());
+        }
         proc.map(mapping, file);
     }
 
@@ -203,6 +210,7 @@ impl ProcessTable {
             // A new program: a new address space.
             proc.maps.clear();
             proc.unwinder = ProcessUnwinder::new();
+            proc.exe = None;
         }
         if pid == tid {
             proc.name = name.to_string();
@@ -248,6 +256,10 @@ impl ProcessTable {
     pub fn seed_from_proc(&mut self, pid: u32) -> std::io::Result<()> {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
         self.on_comm(pid, pid, comm.trim_end_matches('\n'), false);
+        if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+            let exe = exe.to_string_lossy();
+            self.process_mut(pid).exe = Some(exe.trim_end_matches(" (deleted)").to_string());
+        }
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
             for t in tasks.flatten() {
                 let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
@@ -413,6 +425,10 @@ mod tests {
         assert_eq!(t.thread(2).unwrap().name, "parent");
         t.on_comm(2, 2, "child", true);
         assert!(t.get(2).unwrap().resolve(0x1000).is_none());
+        assert_eq!(t.get(2).unwrap().exe, None);
+        t.on_mmap(2, 0x5000, 0x1000, 0, None, "/bin/child-program");
+        t.on_mmap(2, 0x9000, 0x1000, 0, None, "/lib/ld-linux.so");
+        assert_eq!(t.get(2).unwrap().exe.as_deref(), Some("/bin/child-program"));
         assert!(t.get(1).unwrap().resolve(0x1000).is_some());
         assert_eq!(t.get(2).unwrap().name, "child");
         // A new thread in the same process.

@@ -49,6 +49,8 @@ pub struct Metadata {
     pub processes: BTreeMap<u32, String>,
     /// Every thread seen: tid → (pid, name).
     pub threads: BTreeMap<u32, (u32, String)>,
+    /// The executable of each process, where known: pid → path.
+    pub executables: BTreeMap<u32, String>,
     /// Problems that did not stop the recording (unreadable binaries, ...).
     pub warnings: Vec<String>,
 }
@@ -110,6 +112,23 @@ impl Profile {
         self.total
     }
 
+    /// Keep only the samples of processes for which `keep(pid)` holds, and only the frames
+    /// they use (so nothing is symbolized for processes left out).
+    pub fn retain_processes(&mut self, mut keep: impl FnMut(u32) -> bool) {
+        let mut kept = Profile::new();
+        let mut leaf_first = Vec::new();
+        for (pid, tid, path, count) in self.stacks() {
+            if !keep(pid) {
+                continue;
+            }
+            leaf_first.clear();
+            leaf_first.extend(path.iter().rev().map(|&f| self.frames[f as usize]));
+            kept.add_sample(pid, tid, &leaf_first, count);
+        }
+        kept.meta = std::mem::take(&mut self.meta);
+        *self = kept;
+    }
+
     pub fn frames(&self) -> &[Frame] {
         &self.frames
     }
@@ -166,5 +185,8 @@ mod tests {
         assert_eq!(s[1], (1, 1, vec![0, 1, 2], 1000));
         assert_eq!(s[2], (1, 2, vec![0, 1, 2], 1));
         assert_eq!(p.frames()[2], c);
+        p.retain_processes(|pid| pid != 1);
+        assert_eq!(p.total_samples(), 0);
+        assert!(p.frames().is_empty());
     }
 }

@@ -52,6 +52,41 @@ pub struct RecordOptions {
     pub top: Option<usize>,
     /// Open the SVG in a browser when done.
     pub open: bool,
+    /// Which processes to keep.
+    pub filter: ProcessFilter,
+    /// Thread names the kernel cut to 15 bytes → their full names (from `--list` of test
+    /// binaries).
+    pub thread_name_fixes: HashMap<String, String>,
+}
+
+/// Which processes' samples to keep: all, or those whose name or executable matches.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessFilter {
+    pub regex: Option<regex::Regex>,
+    /// Executables to keep (compared after canonicalizing).
+    pub executables: Vec<PathBuf>,
+}
+
+impl ProcessFilter {
+    pub fn is_empty(&self) -> bool {
+        self.regex.is_none() && self.executables.is_empty()
+    }
+
+    pub fn keeps(&self, name: &str, exe: Option<&str>) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        if let Some(r) = &self.regex {
+            if r.is_match(name) || exe.is_some_and(|e| r.is_match(e)) {
+                return true;
+            }
+        }
+        let Some(exe) = exe else { return false };
+        let canon = std::fs::canonicalize(exe).unwrap_or_else(|_| PathBuf::from(exe));
+        self.executables
+            .iter()
+            .any(|e| *e == canon || e.as_path() == std::path::Path::new(exe))
+    }
 }
 
 impl Default for RecordOptions {
@@ -73,6 +108,8 @@ impl Default for RecordOptions {
             svg: SvgOptions::default(),
             top: None,
             open: false,
+            filter: ProcessFilter::default(),
+            thread_name_fixes: HashMap::new(),
         }
     }
 }
@@ -394,9 +431,17 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     meta.duration = duration;
     for p in procs.processes() {
         meta.processes.insert(p.pid, p.name.clone());
+        if let Some(exe) = &p.exe {
+            meta.executables.insert(p.pid, exe.clone());
+        }
     }
     for (&tid, t) in procs.threads() {
-        meta.threads.insert(tid, (t.pid, t.name.clone()));
+        let name = opts
+            .thread_name_fixes
+            .get(&t.name)
+            .cloned()
+            .unwrap_or_else(|| t.name.clone());
+        meta.threads.insert(tid, (t.pid, name));
     }
     if parse_errors > 0 {
         meta.warnings.push(format!(
@@ -411,6 +456,23 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         }
     }
 
+    if !opts.filter.is_empty() {
+        let keep: std::collections::HashSet<u32> = procs
+            .processes()
+            .filter(|p| opts.filter.keeps(&p.name, p.exe.as_deref()))
+            .map(|p| p.pid)
+            .collect();
+        let before = profile.total_samples();
+        profile.retain_processes(|pid| keep.contains(&pid));
+        let meta = &mut profile.meta;
+        meta.processes.retain(|pid, _| keep.contains(pid));
+        meta.threads.retain(|_, (pid, _)| keep.contains(pid));
+        if profile.total_samples() == 0 && before > 0 {
+            profile.meta.warnings.push(format!(
+                "no process matched the filter; {before} samples of other processes were left out"
+            ));
+        }
+    }
     let stopped = Instant::now();
     let symbols = symbolize::symbolize(
         &profile,

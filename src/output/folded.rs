@@ -20,6 +20,9 @@ pub enum Grouping {
     PerProcess,
     /// `comm-PID/TID`, with the thread's own name.
     PerThread,
+    /// The thread's name alone, so threads of the same name share a tower (Rust's test
+    /// harness names each test's thread after the test).
+    ThreadName,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -74,6 +77,12 @@ pub fn root_label(p: &StackProfile, pid: u32, tid: u32, grouping: Grouping) -> S
                 .unwrap_or(pname);
             format!("{tname}-{pid}/{tid}")
         }
+        Grouping::ThreadName => p
+            .meta
+            .threads
+            .get(&tid)
+            .map(|(_, n)| n.clone())
+            .unwrap_or(pname),
     };
     sanitize(&root)
 }

@@ -154,6 +154,16 @@ impl<'a> ElfSymbolizer<'a> {
         }
         // addr2line yields innermost first.
         out.reverse();
+        // The outermost frame is a real function: its symbol carries the full path (DWARF
+        // built with line tables only names `spin` where the symbol says `mycrate::spin`).
+        if let Some(first) = out.first_mut() {
+            if let Some(sym) = self.symbols.iter().find_map(|t| t.lookup(svma)) {
+                let full = demangle(sym);
+                if full.len() > first.name.len() && full.ends_with(first.name.as_str()) {
+                    first.name = full;
+                }
+            }
+        }
         if out.is_empty() {
             if let Some(name) = self.symbols.iter().find_map(|t| t.lookup(svma)) {
                 out.push(FoundName {

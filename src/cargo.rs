@@ -1,0 +1,402 @@
+//! `cargo ember test|bench|run`: build with line tables, then profile only the built test,
+//! bench or program binaries while cargo runs them, and pass their exit status through.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command as EmberCommand};
+use crate::record::{self, RecordError, RecordOutcome};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CargoCommand {
+    Test,
+    Bench,
+    Run,
+}
+
+impl CargoCommand {
+    fn name(self) -> &'static str {
+        match self {
+            CargoCommand::Test => "test",
+            CargoCommand::Bench => "bench",
+            CargoCommand::Run => "run",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CargoError {
+    #[error(
+        "usage: cargo ember test|bench|run [EMBER OPTIONS] [CARGO OPTIONS] [-- ARGS]\n\
+         EMBER OPTIONS are those of `ember record` (-F, -o, --open, --per-thread, --top, ...)"
+    )]
+    Usage,
+    #[error("cannot run cargo: {0}")]
+    Cargo(std::io::Error),
+    #[error("{0}")]
+    Options(String),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
+/// `ember record` options that take a value.
+const VALUE_FLAGS: &[&str] = &[
+    "-F",
+    "--freq",
+    "-o",
+    "--output",
+    "--call-graph",
+    "--stack-size",
+    "--debug-dir",
+    "--title",
+    "--min-width",
+    "--colors",
+    "--top",
+    "--process",
+    "-d",
+    "--duration",
+];
+
+/// `ember record` options without a value.
+const BOOL_FLAGS: &[&str] = &[
+    "--per-process",
+    "--per-thread",
+    "--thread-names",
+    "--lines",
+    "--no-inline",
+    "--user-only",
+    "--kernel",
+    "-v",
+    "--verbose",
+    "--icicle",
+    "--reverse",
+    "--flamechart",
+    "--open",
+];
+
+/// The command line split into what ember takes and what cargo takes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SplitArgs {
+    pub ember: Vec<String>,
+    pub cargo: Vec<String>,
+    /// After `--`: arguments of the test harness or program.
+    pub trailing: Vec<String>,
+}
+
+/// Split `[EMBER OPTIONS] [CARGO OPTIONS] [-- ARGS]`; ember's options are recognized by name
+/// (also as `--opt=value`), everything else before `--` is cargo's.
+pub fn split_args(args: &[String]) -> SplitArgs {
+    let mut out = SplitArgs::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            out.trailing = it.cloned().collect();
+            break;
+        }
+        let flag = a.split('=').next().unwrap_or(a);
+        if BOOL_FLAGS.contains(&a.as_str()) {
+            out.ember.push(a.clone());
+        } else if VALUE_FLAGS.contains(&flag) {
+            out.ember.push(a.clone());
+            if !a.contains('=') {
+                if let Some(v) = it.next() {
+                    out.ember.push(v.clone());
+                }
+            }
+        } else {
+            out.cargo.push(a.clone());
+        }
+    }
+    out
+}
+
+/// An executable cargo built, from its JSON messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifact {
+    pub executable: PathBuf,
+    pub kinds: Vec<String>,
+    /// Built as a test harness (`cargo test` targets, `#[test]`/`#[bench]` harness).
+    pub test: bool,
+}
+
+/// Read `compiler-artifact` messages with an executable from cargo's JSON output.
+pub fn parse_artifacts(json_lines: &str) -> Vec<Artifact> {
+    json_lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact")
+        .filter_map(|v| {
+            let exe = v["executable"].as_str()?;
+            Some(Artifact {
+                executable: PathBuf::from(exe),
+                kinds: v["target"]["kind"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|k| k.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                test: v["profile"]["test"].as_bool().unwrap_or(false),
+            })
+        })
+        .collect()
+}
+
+/// Does the executable carry line tables?
+fn has_debug_lines(exe: &Path) -> bool {
+    use object::{Object, ObjectSection};
+    let Ok(data) = std::fs::read(exe) else {
+        return false;
+    };
+    object::File::parse(&*data)
+        .ok()
+        .and_then(|f| f.section_by_name(".debug_line").map(|s| s.size() > 0))
+        .unwrap_or(false)
+}
+
+/// Rust's test harness names each test's thread after the test, and the kernel keeps 15 bytes
+/// of it. Ask a harness binary for its tests (`--list`) and map each cut name back to the one
+/// full name it can stand for.
+pub fn test_name_fixes(exe: &Path) -> HashMap<String, String> {
+    let Ok(mut child) = Command::new(exe)
+        .args(["--list", "--format", "terse"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return HashMap::new();
+    };
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if started.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return HashMap::new();
+            }
+        }
+    }
+    let mut text = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        use std::io::Read;
+        let _ = out.read_to_string(&mut text);
+    }
+    names_by_prefix(text.lines().filter_map(|l| l.strip_suffix(": test")))
+}
+
+/// Map the first 15 bytes of each name to the name, where that prefix is unique.
+pub fn names_by_prefix<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<String, String> {
+    let mut by: HashMap<String, Option<String>> = HashMap::new();
+    for n in names {
+        if n.len() <= 15 {
+            continue;
+        }
+        let mut cut = 15;
+        while !n.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        by.entry(n[..cut].to_string())
+            .and_modify(|v| *v = None)
+            .or_insert_with(|| Some(n.to_string()));
+    }
+    by.into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+}
+
+fn debug_env(cmd: &mut Command) {
+    // Line tables (with inlining) without editing Cargo.toml; dev/test builds have them
+    // already, and are left alone so the user's build cache stays valid.
+    for profile in ["RELEASE", "BENCH"] {
+        let key = format!("CARGO_PROFILE_{profile}_DEBUG");
+        if std::env::var_os(&key).is_none() {
+            cmd.env(key, "line-tables-only");
+        }
+    }
+}
+
+/// Run `cargo ember ARGS` (ARGS after `ember`) and return the exit code to end with.
+pub fn run(args: &[String]) -> Result<i32, CargoError> {
+    let (cmd, rest) = match args.first().map(String::as_str) {
+        Some("test") => (CargoCommand::Test, &args[1..]),
+        Some("bench") => (CargoCommand::Bench, &args[1..]),
+        Some("run") => (CargoCommand::Run, &args[1..]),
+        _ => return Err(CargoError::Usage),
+    };
+    let split = split_args(rest);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+
+    // 1. Build, and learn which executables were built.
+    let mut build = Command::new(&cargo);
+    match cmd {
+        CargoCommand::Test | CargoCommand::Bench => {
+            build.args([cmd.name(), "--no-run"]);
+        }
+        CargoCommand::Run => {
+            build.arg("build");
+        }
+    }
+    build
+        .arg("--message-format=json-render-diagnostics")
+        .args(&split.cargo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    debug_env(&mut build);
+    let out = build.output().map_err(CargoError::Cargo)?;
+    if !out.status.success() {
+        return Ok(out.status.code().unwrap_or(101));
+    }
+    let artifacts: Vec<Artifact> = parse_artifacts(&String::from_utf8_lossy(&out.stdout))
+        .into_iter()
+        .filter(|a| match cmd {
+            CargoCommand::Run => a.kinds.iter().any(|k| k == "bin"),
+            _ => a.test || a.kinds.iter().any(|k| k == "bench" || k == "test"),
+        })
+        .collect();
+    if artifacts.is_empty() {
+        eprintln!("cargo ember: cargo built nothing to run");
+    }
+    for a in &artifacts {
+        if !has_debug_lines(&a.executable) {
+            eprintln!(
+                "cargo ember: {} has no debug line info, so frames will lack names and lines; \
+                 add `debug = \"line-tables-only\"` to its profile in Cargo.toml \
+                 (e.g. [profile.release]) or set CARGO_PROFILE_RELEASE_DEBUG=line-tables-only",
+                a.executable.display()
+            );
+        }
+    }
+
+    // 2. Full test names for the threads the harness named after them.
+    let mut fixes = HashMap::new();
+    if cmd == CargoCommand::Test {
+        for a in artifacts.iter().filter(|a| a.test) {
+            fixes.extend(test_name_fixes(&a.executable));
+        }
+    }
+
+    // 3. Record cargo running them, keeping only the built executables.
+    let mut ember_args: Vec<String> = vec!["ember".into(), "record".into()];
+    ember_args.extend(split.ember.iter().cloned());
+    let grouped = split.ember.iter().any(|a| {
+        matches!(
+            a.as_str(),
+            "--per-process" | "--per-thread" | "--thread-names"
+        )
+    });
+    if !grouped && cmd == CargoCommand::Test {
+        // One tower per test.
+        ember_args.push("--thread-names".into());
+    }
+    ember_args.extend(["--".into(), cargo.clone(), cmd.name().into()]);
+    ember_args.extend(split.cargo.iter().cloned());
+    if !split.trailing.is_empty() {
+        ember_args.push("--".into());
+        ember_args.extend(split.trailing.iter().cloned());
+    }
+    let cli = Cli::try_parse_from(&ember_args).map_err(|e| CargoError::Options(e.to_string()))?;
+    let EmberCommand::Record(rec) = cli.command else {
+        unreachable!("parsed as record")
+    };
+    let mut opts = rec.into_options();
+    opts.filter.executables = artifacts
+        .iter()
+        .map(|a| std::fs::canonicalize(&a.executable).unwrap_or_else(|_| a.executable.clone()))
+        .collect();
+    opts.thread_name_fixes = fixes;
+    if opts.svg.title.is_empty() {
+        opts.svg.title = format!("cargo ember {}", rest.join(" "));
+    }
+    // The same settings as the build, so cargo runs what was just built.
+    for profile in ["RELEASE", "BENCH"] {
+        let key = format!("CARGO_PROFILE_{profile}_DEBUG");
+        if std::env::var_os(&key).is_none() {
+            // SAFETY (edition 2021: safe): set before any thread is started by ember.
+            std::env::set_var(key, "line-tables-only");
+        }
+    }
+    let outcome: RecordOutcome = record::record(&opts)?;
+    eprintln!("{}", outcome.summary);
+    if opts.open {
+        if let Some(svg) = opts
+            .outputs
+            .iter()
+            .find(|p| p.extension().is_some_and(|e| e == "svg"))
+        {
+            eprintln!("cargo ember: {}", crate::output::open::open_in_browser(svg));
+        }
+    }
+    Ok(outcome.exit_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn splits_ember_and_cargo_options() {
+        let a = split_args(&s(&[
+            "-F",
+            "499",
+            "--release",
+            "-o=x.svg",
+            "--open",
+            "-p",
+            "mycrate",
+            "--per-thread",
+            "--",
+            "--nocapture",
+            "-o",
+        ]));
+        assert_eq!(
+            a.ember,
+            s(&["-F", "499", "-o=x.svg", "--open", "--per-thread"])
+        );
+        assert_eq!(a.cargo, s(&["--release", "-p", "mycrate"]));
+        assert_eq!(a.trailing, s(&["--nocapture", "-o"]));
+    }
+
+    #[test]
+    fn reads_cargo_artifacts() {
+        let json = r#"{"reason":"compiler-artifact","target":{"kind":["lib"]},"profile":{"test":false},"executable":null}
+{"reason":"compiler-artifact","target":{"kind":["test"]},"profile":{"test":true},"executable":"/t/deps/burn-1"}
+{"reason":"build-finished","success":true}
+not json"#;
+        let a = parse_artifacts(json);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].executable, PathBuf::from("/t/deps/burn-1"));
+        assert!(a[0].test);
+    }
+
+    #[test]
+    fn cut_names_map_back_when_unique() {
+        let m = names_by_prefix(
+            [
+                "alpha_test_burns_cpu",
+                "short",
+                "twin_prefix_abcd_1",
+                "twin_prefix_abcd_2",
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            m.get("alpha_test_burn").map(String::as_str),
+            Some("alpha_test_burns_cpu")
+        );
+        assert_eq!(m.len(), 1);
+    }
+}

@@ -315,7 +315,7 @@ pub fn run(args: &[String]) -> Result<i32, CargoError> {
         .collect();
     opts.thread_name_fixes = fixes;
     if opts.svg.title.is_empty() {
-        opts.svg.title = format!("cargo ember {}", rest.join(" "));
+        opts.svg.title = format!("cargo ember {}", args.join(" "));
     }
     // The same settings as the build, so cargo runs what was just built.
     for profile in ["RELEASE", "BENCH"] {

@@ -3,7 +3,9 @@
 //! Frames are interned once, stacks are nodes of a prefix tree (root first), so memory grows
 //! with the number of *unique* stacks, not with the number of samples.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::time::Duration;
 
 use crate::modules::ModuleId;

@@ -155,8 +155,10 @@ pub struct RecordOutcome {
     pub summary: String,
 }
 
-/// Turns records into profile samples, keeping the process table current.
-struct Collector {
+/// Turns records into profile samples, keeping the process table current: the work done
+/// per record while recording (parse, unwind, aggregate). Public so benches can drive it with
+/// captured records.
+pub struct Collector {
     layout: SampleLayout,
     procs: ProcessTable,
     unwinder: StackUnwinder,
@@ -169,7 +171,31 @@ struct Collector {
 }
 
 impl Collector {
-    fn handle(&mut self, rec: &[u8]) {
+    pub fn new(layout: SampleLayout, call_graph: CallGraph) -> Collector {
+        Collector {
+            layout,
+            procs: ProcessTable::new(),
+            unwinder: StackUnwinder::new(call_graph),
+            profile: Profile::new(),
+            raw: Vec::new(),
+            frames: Vec::new(),
+            parse_errors: 0,
+            perf_maps: HashMap::new(),
+        }
+    }
+
+    /// The profile so far.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// How unwinding went so far.
+    pub fn unwind_stats(&self) -> UnwindStats {
+        self.unwinder.stats
+    }
+
+    /// Process one raw perf record.
+    pub fn handle(&mut self, rec: &[u8]) {
         let ev = match self.layout.parse(rec) {
             Ok(Some(ev)) => ev,
             Ok(None) => return,
@@ -357,19 +383,13 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         stack_size: opts.stack_size,
         kernel: opts.kernel,
     };
-    let mut collector = Collector {
-        layout: crate::sampler::SampleLayout {
+    let mut collector = Collector::new(
+        SampleLayout {
             sample_type: 0,
             regs_user_mask: 0,
         },
-        procs: ProcessTable::new(),
-        unwinder: StackUnwinder::new(opts.call_graph),
-        profile: Profile::new(),
-        raw: Vec::new(),
-        frames: Vec::new(),
-        parse_errors: 0,
-        perf_maps: HashMap::new(),
-    };
+        opts.call_graph,
+    );
     let (mut sampler, mut live, description) = if opts.pids.is_empty() {
         let child = GatedChild::spawn(&opts.command)?;
         // On error `child` is dropped unreleased: the command never runs.

@@ -1,10 +1,17 @@
-/* Two threads, each burning CPU in its own function, for a given number of seconds. */
+/* Two threads, each burning CPU in its own function, for a given number of seconds of CPU
+ * time each — or, with ROUNDS > 0, for a fixed amount of work each, printing how long the work
+ * took ("work_seconds"), the process's CPU time and when it ended (scripts/compare.sh).
+ *
+ * Usage: threads [SECONDS] [ROUNDS] */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static volatile unsigned long sink;
 static double seconds = 1.5;
+static long rounds = 0;
 
 static double thread_cpu(void) {
     struct timespec ts;
@@ -15,7 +22,7 @@ static double thread_cpu(void) {
 __attribute__((noinline)) void thread_a_hot(void) {
     double start = thread_cpu();
     unsigned long x = 1;
-    while (thread_cpu() - start < seconds)
+    for (long r = 0; rounds > 0 ? r < rounds : thread_cpu() - start < seconds; r++)
         for (int i = 0; i < 100000; i++) x = x * 2862933555777941757UL + 3037000493UL;
     sink = x;
 }
@@ -23,7 +30,7 @@ __attribute__((noinline)) void thread_a_hot(void) {
 __attribute__((noinline)) void thread_b_hot(void) {
     double start = thread_cpu();
     unsigned long x = 7;
-    while (thread_cpu() - start < seconds)
+    for (long r = 0; rounds > 0 ? r < rounds : thread_cpu() - start < seconds; r++)
         for (int i = 0; i < 100000; i++) x ^= x << 13, x ^= x >> 7, x ^= x << 17;
     sink = x;
 }
@@ -33,10 +40,22 @@ static void *run_b(void *arg) { (void)arg; thread_b_hot(); return NULL; }
 
 int main(int argc, char **argv) {
     if (argc > 1) seconds = atof(argv[1]);
+    if (argc > 2) rounds = atol(argv[2]);
+    struct timespec w0, w1;
+    clock_gettime(CLOCK_MONOTONIC, &w0);
     pthread_t a, b;
     pthread_create(&a, NULL, run_a, NULL);
     pthread_create(&b, NULL, run_b, NULL);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &w1);
+    printf("work_seconds %.4f\n", (w1.tv_sec - w0.tv_sec) + (w1.tv_nsec - w0.tv_nsec) / 1e9);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("cpu_seconds %.4f\n", ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+                                     (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+    struct timespec end;
+    clock_gettime(CLOCK_REALTIME, &end);
+    printf("end_ns %lld\n", (long long)end.tv_sec * 1000000000LL + end.tv_nsec);
     return 0;
 }

@@ -186,10 +186,11 @@ pub fn to_proto(p: &StackProfile) -> protos::Profile {
     }
 }
 
-/// Write `p` as a gzip'd pprof profile.
+/// Write `p` as a gzip'd pprof profile (fast compression: at the default level gzip took
+/// three quarters of the time for a large profile, for files only slightly smaller).
 pub fn write(p: &StackProfile, w: impl Write) -> io::Result<()> {
     let bytes = to_proto(p).encode_to_vec();
-    let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::default());
+    let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
     gz.write_all(&bytes)?;
     gz.finish()?;
     Ok(())

@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# ember against perf (+ perf script + inferno) and, when installed, samply — the same
+# workloads, runs alternating, medians and ratios; writes BENCHMARKS.md.
+#
+#   scripts/compare.sh                 # full: 3 runs, 10 s and 60 s recordings
+#   RUNS=5 LONG=30 scripts/compare.sh  # more runs, shorter "long" recording
+#   QUICK=1 scripts/compare.sh         # a smoke run (1 run, short recordings)
+#
+# Installs inferno (and samply with SAMPLY=1) with `cargo install` if missing: they are tools
+# of this script, never dependencies of ember's build. Needs perf, gcc, python3, GNU time.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${RUNS:-3}
+SHORT=${SHORT:-10}
+LONG=${LONG:-60}
+LONG_RUNS=${LONG_RUNS:-2}
+if [ "${QUICK:-0}" = 1 ]; then RUNS=1; SHORT=3; LONG=6; LONG_RUNS=1; fi
+OUT=${OUT:-$ROOT/BENCHMARKS.md}
+WORK=$(mktemp -d /tmp/ember-compare.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+say() { echo "compare: $*" >&2; }
+
+# --- tools -------------------------------------------------------------------------------
+command -v perf >/dev/null || { say "perf is missing: apt-get install linux-perf"; exit 1; }
+[ -x /usr/bin/time ] || { say "GNU time is missing: apt-get install time"; exit 1; }
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v inferno-flamegraph >/dev/null; then
+  say "installing inferno (cargo install inferno)"
+  cargo install --quiet --locked inferno
+fi
+HAVE_SAMPLY=0
+if [ "${SAMPLY:-0}" = 1 ] && ! command -v samply >/dev/null; then
+  say "installing samply (cargo install samply)"
+  cargo install --quiet --locked samply || true
+fi
+command -v samply >/dev/null && HAVE_SAMPLY=1
+
+say "building ember (release) and the workloads"
+cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
+EMBER="$ROOT/target/release/ember"
+gcc -O2 -g -fomit-frame-pointer -o "$WORK/shares" "$ROOT/testdata/shares.c"
+gcc -O2 -g -fomit-frame-pointer -pthread -o "$WORK/threads" "$ROOT/testdata/threads.c"
+
+R="$WORK/results"   # lines: key value
+: >"$R"
+rec() { echo "$1 $2" >>"$R"; }
+field() { awk -v k="$1" '$1 == k {print $2}' "$2" | tail -1; }
+now_ns() { date +%s%N; }
+
+# A fixed amount of work: ~2 s bare, one and two threads.
+W1=(0 700)          # shares SECONDS ROUNDS
+W2=(0 12000)        # threads SECONDS ROUNDS
+
+# --- A: target slowdown --------------------------------------------------------------------
+for hz in 99 999 4999; do
+  for w in 1 2; do
+    if [ "$w" = 1 ]; then prog=("$WORK/shares" "${W1[@]}"); else prog=("$WORK/threads" "${W2[@]}"); fi
+    for i in $(seq "$RUNS"); do
+      "${prog[@]}" >"$WORK/o" 2>/dev/null
+      rec "slow_${hz}_${w}_bare_wall" "$(field work_seconds "$WORK/o")"
+      rec "slow_${hz}_${w}_bare_cpu" "$(field cpu_seconds "$WORK/o")"
+
+      "$EMBER" record -F "$hz" -o "$WORK/e.svg" -- "${prog[@]}" >"$WORK/o" 2>"$WORK/e.err"
+      rec "slow_${hz}_${w}_ember_wall" "$(field work_seconds "$WORK/o")"
+      rec "slow_${hz}_${w}_ember_cpu" "$(field cpu_seconds "$WORK/o")"
+
+      perf record -q -F "$hz" --call-graph dwarf -o "$WORK/p.data" -- "${prog[@]}" >"$WORK/o" 2>/dev/null
+      rec "slow_${hz}_${w}_perfdwarf_wall" "$(field work_seconds "$WORK/o")"
+      rec "slow_${hz}_${w}_perfdwarf_cpu" "$(field cpu_seconds "$WORK/o")"
+
+      perf record -q -F "$hz" --call-graph fp -o "$WORK/p.data" -- "${prog[@]}" >"$WORK/o" 2>/dev/null
+      rec "slow_${hz}_${w}_perffp_wall" "$(field work_seconds "$WORK/o")"
+      rec "slow_${hz}_${w}_perffp_cpu" "$(field cpu_seconds "$WORK/o")"
+
+      if [ "$HAVE_SAMPLY" = 1 ]; then
+        samply record --save-only -r "$hz" -o "$WORK/s.json.gz" -- "${prog[@]}" >"$WORK/o" 2>/dev/null || true
+        rec "slow_${hz}_${w}_samply_wall" "$(field work_seconds "$WORK/o")"
+        rec "slow_${hz}_${w}_samply_cpu" "$(field cpu_seconds "$WORK/o")"
+      fi
+    done
+    say "slowdown at $hz Hz, $w thread(s): done"
+  done
+done
+
+# --- B: from target exit to SVG, RSS, samples vs expected -----------------------------------
+# The workload prints when it ended (end_ns); "post" is from then to the SVG on disk.
+post_run() { # name secs
+  local name=$1 secs=$2
+  # ember: recording and SVG in one command.
+  /usr/bin/time -f "%M %U %S" -o "$WORK/t" "$EMBER" record -F 999 -o "$WORK/e.svg" -- "$WORK/threads" "$secs" >"$WORK/o" 2>"$WORK/e.err"
+  local done_ns; done_ns=$(now_ns)
+  local end; end=$(field end_ns "$WORK/o")
+  rec "post_${name}_ember" "$(echo "($done_ns - $end) / 1000000000" | bc -l)"
+  rec "rss_${name}_ember" "$(awk '{print $1}' "$WORK/t")"
+  rec "cpu_${name}_ember" "$(awk '{print $2 + $3}' "$WORK/t")"
+  rec "target_cpu_${name}_ember" "$(field cpu_seconds "$WORK/o")"
+  rec "samples_${name}_ember" "$(grep -o '[0-9]* samples (' "$WORK/e.err" | head -1 | awk '{print $1}')"
+  rec "lost_${name}_ember" "$(grep -o '([0-9]* lost)' "$WORK/e.err" | head -1 | tr -dc 0-9)"
+
+  # perf record --call-graph dwarf, then perf script | inferno-collapse-perf | inferno-flamegraph
+  /usr/bin/time -f "%M %U %S" -o "$WORK/t1" perf record -q -F 999 --call-graph dwarf -o "$WORK/p.data" -- "$WORK/threads" "$secs" >"$WORK/o" 2>/dev/null
+  end=$(field end_ns "$WORK/o")
+  /usr/bin/time -f "%M %U %S" -o "$WORK/t2" sh -c "perf script -i '$WORK/p.data' 2>/dev/null > '$WORK/p.txt'"
+  /usr/bin/time -f "%M %U %S" -o "$WORK/t3" sh -c "inferno-collapse-perf < '$WORK/p.txt' > '$WORK/p.folded'"
+  /usr/bin/time -f "%M %U %S" -o "$WORK/t4" sh -c "inferno-flamegraph < '$WORK/p.folded' > '$WORK/p.svg'"
+  done_ns=$(now_ns)
+  rec "post_${name}_perf" "$(echo "($done_ns - $end) / 1000000000" | bc -l)"
+  rec "rss_${name}_perf" "$(cat "$WORK/t1" "$WORK/t2" "$WORK/t3" "$WORK/t4" | awk '{if ($1 > m) m = $1} END {print m}')"
+  rec "cpu_${name}_perf" "$(cat "$WORK/t1" "$WORK/t2" "$WORK/t3" "$WORK/t4" | awk '{s += $2 + $3} END {print s}')"
+  rec "target_cpu_${name}_perf" "$(field cpu_seconds "$WORK/o")"
+  rec "samples_${name}_perf" "$(grep -c ' cpu-clock' "$WORK/p.txt" || true)"
+}
+for i in $(seq "$RUNS"); do post_run short "$SHORT"; done
+say "$SHORT s recordings: done"
+for i in $(seq "$LONG_RUNS"); do post_run long "$LONG"; done
+say "$LONG s recordings: done"
+
+# --- C: loss at 10 kHz on two busy threads ---------------------------------------------------
+"$EMBER" record -F 10000 -o "$WORK/e.svg" -- "$WORK/threads" 3 >"$WORK/o" 2>"$WORK/e.err" || true
+rec "k10_samples" "$(grep -o '[0-9]* samples (' "$WORK/e.err" | head -1 | awk '{print $1}')"
+rec "k10_lost" "$(grep -o '([0-9]* lost)' "$WORK/e.err" | head -1 | tr -dc 0-9)"
+rec "k10_cpu" "$(field cpu_seconds "$WORK/o")"
+grep -q "LOST\|lost" "$WORK/e.svg" && rec k10_svg_says_lost 1 || rec k10_svg_says_lost 0
+
+python3 - "$R" "$OUT" "$RUNS" "$SHORT" "$LONG" "$LONG_RUNS" "$HAVE_SAMPLY" <<'PY'
+import sys, statistics as st, subprocess, platform, datetime, os
+res, out, runs, short, long_, long_runs, samply = sys.argv[1:]
+vals = {}
+for line in open(res):
+    parts = line.split()
+    if len(parts) == 2 and parts[1] not in ("", "nan"):
+        try:
+            vals.setdefault(parts[0], []).append(float(parts[1]))
+        except ValueError:
+            pass
+med = lambda k: st.median(vals[k]) if k in vals else float("nan")
+def cpu_model():
+    try:
+        for l in open("/proc/cpuinfo"):
+            if l.startswith("model name"):
+                return l.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+L = []
+L.append("# Benchmarks: ember against perf" + (" and samply" if samply == "1" else ""))
+L.append("")
+L.append(f"Written by `scripts/compare.sh` on {datetime.date.today()} — {os.cpu_count()} CPUs "
+         f"({cpu_model()}), Linux {platform.release()}, perf_event_paranoid "
+         f"{open('/proc/sys/kernel/perf_event_paranoid').read().strip()}. Medians of {runs} "
+         f"alternating runs ({long_runs} for the {long_} s recordings). Ratios are ember / peer "
+         "from the same run; this machine is noisy, so read the ratios, not the absolute times.")
+L.append("")
+L.append("## Target slowdown (work time under the profiler / bare, fixed work)")
+L.append("")
+tools = ["ember", "perfdwarf", "perffp"] + (["samply"] if samply == "1" else [])
+names = {"ember": "ember (auto: DWARF)", "perfdwarf": "perf --call-graph dwarf", "perffp": "perf --call-graph fp", "samply": "samply"}
+L.append("| Hz | threads | " + " | ".join(f"{names[t]} wall / cpu" for t in tools) + " | ember excess / perf dwarf excess (wall) |")
+L.append("|---|---|" + "---|" * len(tools) + "---|")
+for hz in (99, 999, 4999):
+    for w in (1, 2):
+        b_w, b_c = med(f"slow_{hz}_{w}_bare_wall"), med(f"slow_{hz}_{w}_bare_cpu")
+        cells = []
+        for t in tools:
+            cells.append(f"×{med(f'slow_{hz}_{w}_{t}_wall') / b_w:.4f} / ×{med(f'slow_{hz}_{w}_{t}_cpu') / b_c:.4f}")
+        e = med(f"slow_{hz}_{w}_ember_wall") / b_w - 1
+        p = med(f"slow_{hz}_{w}_perfdwarf_wall") / b_w - 1
+        ratio = f"{e / p:.2f}" if p > 0.001 else "n/a (perf within noise)"
+        L.append(f"| {hz} | {w} | " + " | ".join(cells) + f" | {ratio} |")
+L.append("")
+L.append("## From target exit to SVG written, 2 busy threads at 999 Hz")
+L.append("")
+L.append("| recording | ember | perf record + perf script + inferno | ratio | profiler CPU ember / perf pipeline | peak RSS ember / perf pipeline |")
+L.append("|---|---|---|---|---|---|")
+for name, secs in (("short", short), ("long", long_)):
+    e, p = med(f"post_{name}_ember"), med(f"post_{name}_perf")
+    ec = med(f"cpu_{name}_ember") - med(f"target_cpu_{name}_ember")
+    pc = med(f"cpu_{name}_perf") - med(f"target_cpu_{name}_perf")
+    er, pr = med(f"rss_{name}_ember") / 1024, med(f"rss_{name}_perf") / 1024
+    L.append(f"| {secs} s | {e:.2f} s | {p:.2f} s | {e / p:.3f} | {ec:.2f} s / {pc:.2f} s | {er:.0f} MB / {pr:.0f} MB |")
+L.append("")
+L.append("Profiler CPU is the CPU time of the whole pipeline minus the target's own. ember's RSS is "
+         "measured by GNU time over ember and its child (the target is small).")
+L.append("")
+L.append("## Samples recorded against expected (999 Hz × target CPU time)")
+L.append("")
+L.append("| recording | ember samples / expected | ember lost | perf samples / expected |")
+L.append("|---|---|---|---|")
+for name, secs in (("short", short), ("long", long_)):
+    ee = med(f"samples_{name}_ember") / (999 * med(f"target_cpu_{name}_ember"))
+    pe = med(f"samples_{name}_perf") / (999 * med(f"target_cpu_{name}_perf"))
+    L.append(f"| {secs} s | {ee:.3f} | {med(f'lost_{name}_ember'):.0f} | {pe:.3f} |")
+L.append("")
+k_s, k_l, k_c = med("k10_samples"), med("k10_lost"), med("k10_cpu")
+L.append(f"At 10 kHz on two busy threads (3 s each): ember recorded {k_s:.0f} samples of "
+         f"{10000 * k_c:.0f} expected, {k_l:.0f} lost (reported in the summary"
+         + (" and the SVG subtitle" if med("k10_svg_says_lost") >= 1 or k_l == 0 else "") + ").")
+L.append("")
+open(out, "w").write("\n".join(L) + "\n")
+print("\n".join(L))
+PY
+say "wrote $OUT"

@@ -227,6 +227,11 @@ pub struct RecordArgs {
     #[arg(long)]
     pub no_inline: bool,
 
+    /// Under sudo, run the command as root too (by default it runs as the user who ran sudo,
+    /// and the outputs are theirs)
+    #[arg(long)]
+    pub root: bool,
+
     /// Keep only processes whose name or executable path matches this regular expression
     /// (e.g. `--process 'deps/'` keeps test binaries and drops cargo and rustc)
     #[arg(long, value_name = "REGEX", value_parser = parse_regex)]
@@ -317,6 +322,11 @@ impl RecordArgs {
             filter: ProcessFilter {
                 regex: self.process,
                 executables: Vec::new(),
+            },
+            run_as: if self.root {
+                None
+            } else {
+                crate::target::sudo_invoker()
             },
             thread_name_fixes: Default::default(),
         }

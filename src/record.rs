@@ -54,6 +54,8 @@ pub struct RecordOptions {
     pub open: bool,
     /// Which processes to keep.
     pub filter: ProcessFilter,
+    /// Under `sudo`: run the command as this (uid, gid) and give the outputs to them.
+    pub run_as: Option<(u32, u32)>,
     /// Thread names the kernel cut to 15 bytes → their full names (from `--list` of test
     /// binaries).
     pub thread_name_fixes: HashMap<String, String>,
@@ -109,6 +111,7 @@ impl Default for RecordOptions {
             top: None,
             open: false,
             filter: ProcessFilter::default(),
+            run_as: None,
             thread_name_fixes: HashMap::new(),
         }
     }
@@ -116,6 +119,10 @@ impl Default for RecordOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
+    /// An `-o` found unwritable before anything started.
+    #[error(transparent)]
+    BadOutput(OutputError),
+    /// Writing an output failed at the end (disk full, ...).
     #[error(transparent)]
     Output(#[from] OutputError),
     #[error(transparent)]
@@ -131,7 +138,7 @@ impl RecordError {
     /// `-o`, PID or command), 1 for failures while running.
     pub fn exit_code(&self) -> i32 {
         match self {
-            RecordError::Output(_) | RecordError::ZeroFrequency => 2,
+            RecordError::BadOutput(_) | RecordError::ZeroFrequency => 2,
             RecordError::Target(
                 TargetError::NotFound(_)
                 | TargetError::NoCommand
@@ -372,7 +379,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     }
     // Everything that can be checked is checked before the command starts.
     for o in &opts.outputs {
-        output::check_writable(o)?;
+        output::check_writable(o).map_err(RecordError::BadOutput)?;
     }
     for &pid in &opts.pids {
         target::check_attachable(pid)?;
@@ -391,7 +398,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         opts.call_graph,
     );
     let (mut sampler, mut live, description) = if opts.pids.is_empty() {
-        let child = GatedChild::spawn(&opts.command)?;
+        let child = GatedChild::spawn_as(&opts.command, opts.run_as)?;
         // On error `child` is dropped unreleased: the command never runs.
         let sampler = PerfSampler::for_launch(child.pid(), &perf_config)?;
         (sampler, Live::Command(child), opts.command.clone())
@@ -603,6 +610,10 @@ fn write_outputs(stacks: &StackProfile, opts: &RecordOptions) -> Result<Folded, 
     };
     for path in &opts.outputs {
         output::write_output(path, &r)?;
+        if let Some((uid, gid)) = opts.run_as {
+            // Files in the user's directories belong to the user, not to root.
+            let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
+        }
     }
     Ok(folded)
 }

@@ -35,6 +35,17 @@ pub enum TargetError {
     Myself,
 }
 
+/// The user who ran `sudo ember ...`: (uid, gid) from `SUDO_UID`/`SUDO_GID` when ember runs as
+/// root under sudo.
+pub fn sudo_invoker() -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let uid: u32 = std::env::var("SUDO_UID").ok()?.parse().ok()?;
+    let gid: u32 = std::env::var("SUDO_GID").ok()?.parse().ok()?;
+    (uid != 0).then_some((uid, gid))
+}
+
 /// Read the state letter and flags of a process from `/proc/PID/stat`.
 fn proc_state(pid: u32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -116,6 +127,12 @@ pub struct GatedChild {
 impl GatedChild {
     /// Fork a child that waits on a pipe, then execs `argv` (resolved through `$PATH`).
     pub fn spawn(argv: &[String]) -> Result<GatedChild, TargetError> {
+        Self::spawn_as(argv, None)
+    }
+
+    /// Like [`GatedChild::spawn`], running the command as `user` = (uid, gid) when given (the
+    /// user who ran `sudo ember ...`).
+    pub fn spawn_as(argv: &[String], user: Option<(u32, u32)>) -> Result<GatedChild, TargetError> {
         let program = argv.first().ok_or(TargetError::NoCommand)?;
         let path = resolve_program(program)?;
         let c_path = CString::new(path.as_os_str().as_bytes())
@@ -143,6 +160,21 @@ impl GatedChild {
                 if n != 1 {
                     // ember gave up before releasing us: never run the command unsampled.
                     libc::_exit(127);
+                }
+                if let Some((uid, gid)) = user {
+                    let groups = [gid];
+                    if libc::setgroups(1, groups.as_ptr()) != 0
+                        || libc::setgid(gid) != 0
+                        || libc::setuid(uid) != 0
+                    {
+                        let errno = *libc::__errno_location();
+                        libc::write(
+                            err_w.as_raw_fd(),
+                            errno.to_le_bytes().as_ptr() as *const _,
+                            4,
+                        );
+                        libc::_exit(127);
+                    }
                 }
                 libc::execv(c_path.as_ptr(), c_argv.as_ptr());
                 let errno = *libc::__errno_location();

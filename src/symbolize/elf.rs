@@ -23,7 +23,8 @@ pub struct FoundName {
 struct Sym<'a> {
     address: u64,
     size: u64,
-    name: &'a str,
+    /// Lossy: a name with invalid UTF-8 still names its function.
+    name: Cow<'a, str>,
 }
 
 /// Symbol-table lookup: the closest symbol at or below an address, within its size.
@@ -40,7 +41,7 @@ impl<'a> SymbolTable<'a> {
                     Some(Sym {
                         address: s.address(),
                         size: s.size(),
-                        name: s.name().ok()?,
+                        name: String::from_utf8_lossy(s.name_bytes().ok()?),
                     })
                 })
                 .filter(|s| !s.name.is_empty())
@@ -56,13 +57,13 @@ impl<'a> SymbolTable<'a> {
         SymbolTable { syms }
     }
 
-    pub fn lookup(&self, addr: u64) -> Option<&'a str> {
+    pub fn lookup(&self, addr: u64) -> Option<&str> {
         let i = self.syms.partition_point(|s| s.address <= addr);
         let s = self.syms.get(i.checked_sub(1)?)?;
         if s.size != 0 && addr >= s.address + s.size {
             return None;
         }
-        Some(s.name)
+        Some(&s.name)
     }
 
     pub fn len(&self) -> usize {

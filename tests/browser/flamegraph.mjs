@@ -38,7 +38,8 @@ try {
   const target = page.locator("#frames > g", { has: page.locator(`title:text-matches("^${term}", "")`) }).first();
   result.found = (await target.count()) > 0;
   if (result.found) {
-    await target.locator("rect").click();
+    // The frame's label may cover its rectangle; a click on either reaches the frame.
+    await target.locator("rect").click({ force: true });
     result.unzoomVisible = await page.evaluate(() => !document.getElementById("unzoom").classList.contains("hide"));
   }
   await page.screenshot({ path: shot });

@@ -1,0 +1,378 @@
+//! End-to-end: nothing lost, nothing let in — targets that crash, outputs that cannot be
+//! written, hostile symbol names, sudo, and scale.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn os<S: AsRef<OsStr> + ?Sized>(s: &S) -> &OsStr {
+    s.as_ref()
+}
+
+fn build_c(dir: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let out = dir.join(name);
+    let mut args = vec![os("-O2"), os("-g"), os("-o"), os(&out)];
+    let src = testdata(&format!("{name}.c"));
+    args.push(os(&src));
+    args.extend(extra.iter().map(os));
+    run_tool("gcc", &args);
+    out
+}
+
+#[test]
+fn crashing_and_execing_targets_pass_their_status_and_outputs_are_written() {
+    let _serial = serial();
+    let dir = scratch();
+    let exe = build_c(dir.path(), "crash", &[]);
+    for (mode, code) in [("segv", 139), ("abort", 134), ("kill", 137), ("exec", 5)] {
+        let folded = dir.path().join(format!("{mode}.folded"));
+        let svg = dir.path().join(format!("{mode}.svg"));
+        let out = ember(&[
+            "record",
+            "-o",
+            folded.to_str().unwrap(),
+            "-o",
+            svg.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+            mode,
+        ]);
+        assert_eq!(out.status.code(), Some(code), "{mode}: {out:?}");
+        let stacks = read_folded(&folded);
+        assert!(
+            samples_with(&stacks, "crash_burn") > 200,
+            "{mode}: crash_burn missing"
+        );
+        assert!(std::fs::read_to_string(&svg)
+            .unwrap()
+            .trim_end()
+            .ends_with("</svg>"));
+    }
+}
+
+fn mount_tmpfs(at: &Path, opts: &str) {
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", opts, "ember-test"])
+        .arg(at)
+        .status()
+        .expect("mount");
+    assert!(
+        st.success(),
+        "this test mounts a small tmpfs and needs root (CI runs as root)"
+    );
+}
+
+fn umount(at: &Path) {
+    let _ = Command::new("umount").arg(at).status();
+}
+
+#[test]
+fn full_filesystem_fails_clearly_and_keeps_the_old_file() {
+    let _serial = serial();
+    let dir = scratch();
+    let mnt = dir.path().join("tiny");
+    std::fs::create_dir(&mnt).unwrap();
+    mount_tmpfs(&mnt, "size=16k");
+    let old = mnt.join("flame.svg");
+    std::fs::write(&old, "the previous flamegraph").unwrap();
+    let exe = workload("shares", Build::NoFramePointers);
+    let out = ember(&[
+        "record",
+        "-o",
+        old.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "1",
+    ]);
+    let listing: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let kept = std::fs::read_to_string(&old).unwrap();
+    umount(&mnt);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("No space left"), "{stderr}");
+    assert_eq!(kept, "the previous flamegraph");
+    assert_eq!(listing.len(), 1, "temporary files left behind: {listing:?}");
+}
+
+#[test]
+fn read_only_directory_fails_before_the_command_runs() {
+    let _serial = serial();
+    let dir = scratch();
+    let mnt = dir.path().join("ro");
+    std::fs::create_dir(&mnt).unwrap();
+    mount_tmpfs(&mnt, "size=1m,ro");
+    let marker = dir.path().join("ran");
+    let out = ember(&[
+        "record",
+        "-o",
+        mnt.join("x.svg").to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &format!("touch {}", marker.display()),
+    ]);
+    umount(&mnt);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only"));
+    assert!(!marker.exists(), "the command ran");
+}
+
+/// Functions whose names are hostile: markup, quotes, `;`, control characters, invalid UTF-8,
+/// and 10,000 characters — written in assembly, where any bytes can be a symbol name.
+fn build_hostile(dir: &Path) -> std::path::PathBuf {
+    let names: Vec<Vec<u8>> = vec![
+        b"evil<script>alert(1)</script>".to_vec(),
+        b"amp&\\\"q'semi;colon".to_vec(),
+        b"ctl\x01\x02\x1b[31m".to_vec(),
+        b"bad\xff\xfeutf8".to_vec(),
+        [b"long_".to_vec(), vec![b'x'; 9995]].concat(),
+    ];
+    let mut asm: Vec<u8> = b".text\n".to_vec();
+    for (i, n) in names.iter().enumerate() {
+        let q = [b"\"".to_vec(), n.clone(), b"\"".to_vec()].concat();
+        // A local label to call it by (not in the symbol table).
+        asm.extend(format!(".Lf{i}:\n").as_bytes());
+        for line in [
+            [b".globl ".to_vec(), q.clone()].concat(),
+            [b".type ".to_vec(), q.clone(), b", @function".to_vec()].concat(),
+            [q.clone(), b":".to_vec()].concat(),
+            b"    .cfi_startproc\n    mov $3000000, %rcx\n1:  dec %rcx\n    jnz 1b\n    ret\n    .cfi_endproc".to_vec(),
+            [b".size ".to_vec(), q.clone(), b", .-".to_vec(), q.clone()].concat(),
+        ] {
+            asm.extend(line);
+            asm.push(b'\n');
+        }
+    }
+    asm.extend(b".globl main\n.type main, @function\nmain:\n    .cfi_startproc\n    push %rbx\n    .cfi_adjust_cfa_offset 8\n    .cfi_offset %rbx, -16\n    mov $150, %ebx\n2:\n");
+    for i in 0..names.len() {
+        asm.extend(format!("    call .Lf{i}\n").as_bytes());
+    }
+    asm.extend(b"    dec %ebx\n    jnz 2b\n    pop %rbx\n    .cfi_adjust_cfa_offset -8\n    xor %eax, %eax\n    ret\n    .cfi_endproc\n");
+    asm.extend(b".section .note.GNU-stack,\"\",@progbits\n");
+    let src = dir.join("hostile.s");
+    std::fs::write(&src, asm).unwrap();
+    let exe = dir.join("hostile");
+    run_tool("gcc", &[os("-o"), os(&exe), os(&src)]);
+    exe
+}
+
+#[test]
+fn hostile_symbol_names_cannot_break_the_outputs() {
+    let _serial = serial();
+    let dir = scratch();
+    let exe = build_hostile(dir.path());
+    let (folded, svg) = (dir.path().join("h.folded"), dir.path().join("h.svg"));
+    let out = record_ok(&[
+        "--user-only",
+        "-o",
+        folded.to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Folded: one stack per line, each ending in a count, adding up to the samples taken.
+    let text = std::fs::read(&folded).unwrap();
+    let text = String::from_utf8(text).expect("folded output is UTF-8");
+    let mut sum = 0u64;
+    for line in text.lines() {
+        let (stack, count) = line.rsplit_once(' ').expect("a count");
+        sum += count.parse::<u64>().expect("numeric count");
+        assert!(
+            !stack.chars().any(|c| c.is_control()),
+            "control character in {line:?}"
+        );
+        // root;_start;...;main;leaf: never split by a `;` from a name.
+        assert!(stack.split(';').count() <= 7, "{line:.200}");
+    }
+    let reported: u64 = stderr
+        .split("ember: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("summary");
+    assert_eq!(sum, reported);
+    let stacks = read_folded(&folded);
+    let leaves: Vec<&str> = stacks.iter().map(user_leaf).collect();
+    for want in ["evil<script>alert(1)</script>", "amp&\"q'semi:colon"] {
+        assert!(leaves.contains(&want), "{want} missing: {leaves:?}");
+    }
+    assert!(leaves
+        .iter()
+        .any(|l| l.starts_with("ctl\u{FFFD}\u{FFFD}\u{FFFD}[31m")));
+    assert!(leaves.iter().any(|l| l.starts_with("bad\u{FFFD}")));
+    assert!(leaves
+        .iter()
+        .any(|l| l.len() == 10_000 && l.starts_with("long_")));
+
+    // SVG: well-formed XML...
+    let xml = std::fs::read_to_string(&svg).unwrap();
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!(
+                "SVG is not well-formed at {}: {e}",
+                reader.buffer_position()
+            ),
+        }
+    }
+    // ... and no script of a name runs when a browser opens it.
+    let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        browser.join("node_modules/playwright-core").exists(),
+        "needs playwright-core and chromium (.ci/run installs them)"
+    );
+    let shot = dir.path().join("hostile.png");
+    let out = Command::new("node")
+        .arg(browser.join("flamegraph.mjs"))
+        .arg(&svg)
+        .arg("evil")
+        .arg(&shot)
+        .output()
+        .unwrap();
+    let result = String::from_utf8_lossy(&out.stdout);
+    assert!(result.contains("\"errors\":[]"), "{result}");
+    assert!(
+        !result.contains("alert:"),
+        "a name ran script in the browser: {result}"
+    );
+}
+
+#[test]
+fn under_sudo_the_command_runs_as_the_user_who_owns_the_outputs() {
+    let _serial = serial();
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test plays sudo and needs root (CI runs as root)"
+    );
+    let dir = scratch();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    for (root_flag, want_uid) in [(false, 65534u32), (true, 0)] {
+        let uid_file = dir.path().join(format!("uid-{root_flag}"));
+        let folded = dir.path().join(format!("s-{root_flag}.folded"));
+        let mut args = vec!["record", "-o", folded.to_str().unwrap()];
+        if root_flag {
+            args.push("--root");
+        }
+        let script = format!("id -u > {}", uid_file.display());
+        args.extend(["--", "sh", "-c", &script]);
+        let out = Command::new(EMBER)
+            .args(&args)
+            .env("SUDO_UID", "65534")
+            .env("SUDO_GID", "65534")
+            .env("SUDO_USER", "nobody")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let uid: u32 = std::fs::read_to_string(&uid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(uid, want_uid, "--root {root_flag}");
+        assert_eq!(std::fs::metadata(&folded).unwrap().uid(), want_uid);
+    }
+}
+
+#[test]
+fn sigkill_during_launch_leaves_no_half_written_file() {
+    let _serial = serial();
+    let dir = scratch();
+    let svg = dir.path().join("keep.svg");
+    std::fs::write(&svg, "previous").unwrap();
+    let exe = workload("shares", Build::NoFramePointers);
+    let mut child = Command::new(EMBER)
+        .args([
+            "record",
+            "-o",
+            svg.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+            "30",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The command ember launched runs on, unharmed; end it.
+    let _ = Command::new("pkill")
+        .arg("-f")
+        .arg(exe.to_str().unwrap())
+        .status();
+    assert_eq!(std::fs::read_to_string(&svg).unwrap(), "previous");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn a_thousand_threads_and_a_thousand_processes_are_all_accounted_for() {
+    let _serial = serial();
+    let dir = scratch();
+    let exe = build_c(dir.path(), "manythreads", &["-pthread"]);
+    let folded = dir.path().join("t.folded");
+    let out = record_ok(&[
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "1000",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let threads: u32 = stderr
+        .split(" threads")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(threads >= 1001, "{stderr}");
+
+    let out = record_ok(&[
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 1000 ]; do /bin/true; i=$((i+1)); done",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let procs: u32 = stderr
+        .split(" processes")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(procs >= 1001, "{stderr}");
+    assert!(stderr.contains("(0 lost)"), "{stderr}");
+}
+
+#[test]
+fn recursion_5000_deep_is_recorded_without_trouble() {
+    let _serial = serial();
+    let exe = workload("recursion", Build::FramePointers);
+    let dir = scratch();
+    let folded = dir.path().join("deep.folded");
+    let out = record_ok(&[
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "5000",
+        "1",
+    ]);
+    let stacks = read_folded(&folded);
+    assert!(self_share(&stacks, "leaf_burn") > 80.0);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(0 lost)"));
+}

@@ -292,7 +292,15 @@ fn report_lists_the_hottest_functions() {
         "1",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("100.00%"), "{text}");
+    // By total, the top row is on (almost) every stack: main or one of its callers (a few
+    // samples land in the dynamic loader before main).
+    let row = text.lines().nth(2).unwrap_or_default();
+    let total: f64 = row
+        .split_whitespace()
+        .nth(1)
+        .and_then(|t| t.trim_end_matches('%').parse().ok())
+        .unwrap_or(0.0);
+    assert!(total > 99.0, "{text}");
     // record --top prints the same table at the end.
     let exe = workload("shares", Build::NoFramePointers);
     let o = dir.path().join("t.folded");

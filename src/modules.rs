@@ -113,13 +113,13 @@ impl ModuleFile {
     /// share a file page, the executable one wins: code addresses are what is looked up.
     pub fn offset_to_svma(&self, offset: u64) -> u64 {
         let inside = |s: &&LoadSegment| {
-            offset >= s.file_offset && offset < s.file_offset + s.file_size.max(1)
+            offset >= s.file_offset && offset < s.file_offset.saturating_add(s.file_size.max(1))
         };
         self.segments
             .iter()
             .filter(inside)
             .max_by_key(|s| s.executable)
-            .map(|s| offset - s.file_offset + s.svma)
+            .map(|s| (offset - s.file_offset).wrapping_add(s.svma))
             .unwrap_or(offset)
     }
 
@@ -132,7 +132,7 @@ impl ModuleFile {
         let overlap = |s: &LoadSegment| {
             let (a, b) = (
                 s.file_offset.max(pgoff),
-                (s.file_offset + s.file_size).min(end),
+                s.file_offset.saturating_add(s.file_size).min(end),
             );
             b.saturating_sub(a)
         };
@@ -206,7 +206,7 @@ impl ModuleFile {
         };
         let range_of = |name: &str| {
             file.section_by_name(name)
-                .map(|s| s.address()..s.address() + s.size())
+                .map(|s| s.address()..s.address().saturating_add(s.size()))
         };
         let unwind = UnwindSections {
             text_svma: range_of(".text"),
@@ -304,6 +304,16 @@ impl ModuleTable {
         self.modules.push(m);
         self.by_key.insert(key, id);
         id
+    }
+
+    /// Add a module from bytes already in memory (tests, fuzzing, decompressed images).
+    pub fn insert_bytes(&mut self, name: &str, bytes: Vec<u8>) -> ModuleId {
+        let key = ModuleKey {
+            path: format!("{name}#{}", self.modules.len()),
+            dev_ino: None,
+        };
+        let m = ModuleFile::from_data(name.to_string(), Arc::new(ModuleData::Owned(bytes)));
+        self.insert(key, m)
     }
 
     /// Find or open the file `path` as mapped by `pid` at `start..end`.

@@ -93,7 +93,7 @@ impl StackUnwinder {
         let mut ran_out = false;
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let off = addr.checked_sub(sp).ok_or(())? as usize;
-            match stack.get(off..off + 8) {
+            match off.checked_add(8).and_then(|end| stack.get(off..end)) {
                 Some(b) => Ok(u64::from_le_bytes(b.try_into().expect("8 bytes"))),
                 None => {
                     if off >= stack.len() {

@@ -3,25 +3,14 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
 use common::*;
 
-fn os<S: AsRef<OsStr> + ?Sized>(s: &S) -> &OsStr {
-    s.as_ref()
-}
-
 fn build_c(dir: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
-    let out = dir.join(name);
-    let mut args = vec![os("-O2"), os("-g"), os("-o"), os(&out)];
-    let src = testdata(&format!("{name}.c"));
-    args.push(os(&src));
-    args.extend(extra.iter().map(os));
-    run_tool("gcc", &args);
-    out
+    compile("gcc", &format!("{name}.c"), dir, name, extra)
 }
 
 #[test]
@@ -331,13 +320,7 @@ fn a_thousand_threads_and_a_thousand_processes_are_all_accounted_for() {
         "1000",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let threads: u32 = stderr
-        .split(" threads")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(threads >= 1001, "{stderr}");
+    assert!(summary_count(&stderr, "threads") >= 1001, "{stderr}");
 
     let out = record_ok(&[
         "-o",
@@ -348,13 +331,7 @@ fn a_thousand_threads_and_a_thousand_processes_are_all_accounted_for() {
         "i=0; while [ $i -lt 1000 ]; do /bin/true; i=$((i+1)); done",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let procs: u32 = stderr
-        .split(" processes")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(procs >= 1001, "{stderr}");
+    assert!(summary_count(&stderr, "processes") >= 1001, "{stderr}");
     assert!(stderr.contains("(0 lost)"), "{stderr}");
 }
 

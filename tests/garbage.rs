@@ -143,3 +143,27 @@ fn symbolize_file(path: &std::path::Path) {
     // Every address still gets a name of some kind.
     assert!(s.frames.iter().all(|f| !f.is_empty()));
 }
+
+/// Found by `scripts/fuzz.sh` (elf_symbolize): a symbol whose address + size overflows.
+#[test]
+fn fuzz_regressions() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fuzz/elf_symbolize");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("regression-")
+        {
+            let mut modules = ModuleTable::new();
+            let id = modules.insert_bytes("fuzz.so", std::fs::read(&path).unwrap());
+            let mut p = Profile::new();
+            for svma in [0u64, 0x40, 0x1000, 0x1234, 0x401000, u64::MAX - 1] {
+                p.add_sample(1, 1, &[Frame::Module { module: id, svma }], 1);
+            }
+            let s = symbolize(&p, &modules, &HashMap::new(), &SymbolizeOptions::default());
+            assert!(s.frames.iter().all(|f| !f.is_empty()));
+        }
+    }
+}

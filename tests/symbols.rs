@@ -4,31 +4,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use common::*;
 use object::Object;
 
-fn os<S: AsRef<OsStr> + ?Sized>(s: &S) -> &OsStr {
-    s.as_ref()
-}
-
 /// Build testdata/shares.c with debug info and an explicit build id.
 fn build_shares(dir: &Path) -> PathBuf {
-    let out = dir.join("shares");
-    run_tool(
-        "gcc",
-        &[
-            os("-O2"),
-            os("-g"),
-            os("-Wl,--build-id=sha1"),
-            os("-o"),
-            os(&out),
-            os(&testdata("shares.c")),
-        ],
-    );
-    out
+    compile("gcc", "shares.c", dir, "shares", &["-Wl,--build-id=sha1"])
 }
 
 fn split_debug(full: &Path, debug: &Path, stripped: &Path) {
@@ -175,17 +158,7 @@ fn mini_debug_info_names_a_stripped_binary() {
 fn cpp_names_are_demangled() {
     let _serial = serial();
     let dir = scratch();
-    let exe = dir.path().join("cxx");
-    run_tool(
-        "g++",
-        &[
-            os("-O2"),
-            os("-g"),
-            os("-o"),
-            os(&exe),
-            os(&testdata("cxx.cpp")),
-        ],
-    );
+    let exe = compile("g++", "cxx.cpp", dir.path(), "cxx", &[]);
     let stacks = record_folded(dir.path(), &[], &[exe.to_str().unwrap(), "1"]);
     for f in [
         "ember_test::Worker<unsigned long>::burn(unsigned long)",
@@ -264,17 +237,7 @@ fn rust_names_are_demangled_without_hashes() {
 fn jit_frames_are_named_from_the_perf_map() {
     let _serial = serial();
     let dir = scratch();
-    let exe = dir.path().join("jit");
-    run_tool(
-        "gcc",
-        &[
-            os("-O2"),
-            os("-g"),
-            os("-o"),
-            os(&exe),
-            os(&testdata("jit.c")),
-        ],
-    );
+    let exe = compile("gcc", "jit.c", dir.path(), "jit", &[]);
     let stacks = record_folded(
         dir.path(),
         &["--per-process"],
@@ -298,31 +261,14 @@ fn jit_frames_are_named_from_the_perf_map() {
 fn dlopened_library_is_symbolized() {
     let _serial = serial();
     let dir = scratch();
-    let lib = dir.path().join("libplugin.so");
-    let exe = dir.path().join("dlopen");
-    run_tool(
+    let lib = compile(
         "gcc",
-        &[
-            os("-O2"),
-            os("-g"),
-            os("-fPIC"),
-            os("-shared"),
-            os("-o"),
-            os(&lib),
-            os(&testdata("plugin.c")),
-        ],
+        "plugin.c",
+        dir.path(),
+        "libplugin.so",
+        &["-fPIC", "-shared"],
     );
-    run_tool(
-        "gcc",
-        &[
-            os("-O2"),
-            os("-g"),
-            os("-o"),
-            os(&exe),
-            os(&testdata("dlopen.c")),
-            os("-ldl"),
-        ],
-    );
+    let exe = compile("gcc", "dlopen.c", dir.path(), "dlopen", &["-ldl"]);
     let stacks = record_folded(
         dir.path(),
         &[],
@@ -339,17 +285,7 @@ fn kernel_frames_are_named_when_allowed() {
         panic!("this test needs root: kernel samples are refused to unprivileged users at perf_event_paranoid >= 2");
     }
     let dir = scratch();
-    let exe = dir.path().join("syscalls");
-    run_tool(
-        "gcc",
-        &[
-            os("-O2"),
-            os("-g"),
-            os("-o"),
-            os(&exe),
-            os(&testdata("syscalls.c")),
-        ],
-    );
+    let exe = compile("gcc", "syscalls.c", dir.path(), "syscalls", &[]);
     let stacks = record_folded(dir.path(), &["--kernel"], &[exe.to_str().unwrap(), "1"]);
     let n = total(&stacks);
     let in_kernel: u64 = stacks

@@ -60,7 +60,7 @@ impl<'a> SymbolTable<'a> {
     pub fn lookup(&self, addr: u64) -> Option<&str> {
         let i = self.syms.partition_point(|s| s.address <= addr);
         let s = self.syms.get(i.checked_sub(1)?)?;
-        if s.size != 0 && addr >= s.address + s.size {
+        if s.size != 0 && addr >= s.address.saturating_add(s.size) {
             return None;
         }
         Some(&s.name)

@@ -175,3 +175,27 @@ pub fn record_folded(dir: &Path, args: &[&str], cmd: &[&str]) -> Vec<Stack> {
     record_ok(&full);
     read_folded(&folded)
 }
+
+pub fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+/// Compile testdata/`src` with `compiler -O2 -g` (plus `extra`) into `dir/out`.
+pub fn compile(compiler: &str, src: &str, dir: &Path, out: &str, extra: &[&str]) -> PathBuf {
+    let exe = dir.join(out);
+    let source = testdata(src);
+    let mut args = vec![os("-O2"), os("-g"), os("-o"), os(&exe), os(&source)];
+    args.extend(extra.iter().map(os));
+    run_tool(compiler, &args);
+    exe
+}
+
+/// A count from ember's summary line: `summary_count(stderr, "threads")`.
+pub fn summary_count(stderr: &str, what: &str) -> u64 {
+    stderr
+        .split(&format!(" {what}"))
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,39 @@
+//! Perf ring-buffer records: parsed with the layout ember records with, and pushed through the
+//! whole per-record path (process table, unwinder, profile).
+#![no_main]
+
+use ember::record::Collector;
+use ember::sampler::records::{self, SampleLayout};
+use ember::sampler::CallGraph;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let layout = SampleLayout {
+        sample_type: records::PERF_SAMPLE_IP
+            | records::PERF_SAMPLE_TID
+            | records::PERF_SAMPLE_TIME
+            | records::PERF_SAMPLE_CPU
+            | records::PERF_SAMPLE_PERIOD
+            | records::PERF_SAMPLE_CALLCHAIN
+            | records::PERF_SAMPLE_REGS_USER
+            | records::PERF_SAMPLE_STACK_USER,
+        regs_user_mask: records::USER_REGS_MASK,
+    };
+    let _ = layout.record_time(data);
+    let _ = layout.parse(data);
+    // A stream of records: each prefixed by its header's size.
+    let mut c = Collector::new(layout, CallGraph::Auto);
+    let mut rest = data;
+    while rest.len() >= 8 {
+        let size = u16::from_le_bytes([rest[6], rest[7]]) as usize;
+        let size = size.clamp(8, rest.len());
+        let (rec, tail) = rest.split_at(size);
+        // Files named in mmap records are opened: keep them to pseudo names.
+        if u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]) != records::PERF_RECORD_MMAP2
+            && u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]) != records::PERF_RECORD_MMAP
+        {
+            c.handle(rec);
+        }
+        rest = tail;
+    }
+});

@@ -134,6 +134,12 @@ pub struct ParseError {
 }
 
 /// Read folded stacks. Lines with the same stack are added up; blank lines are skipped.
+///
+/// ```
+/// let f = ember::output::folded::parse("prog;main;hot 3\nprog;main;hot 2\nprog;main 1\n").unwrap();
+/// assert_eq!(f["prog;main;hot"], 5);
+/// assert_eq!(f.len(), 2);
+/// ```
 pub fn parse(text: &str) -> Result<Folded, ParseError> {
     let mut out = Folded::new();
     for (i, l) in text.lines().enumerate() {

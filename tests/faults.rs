@@ -353,3 +353,82 @@ fn recursion_5000_deep_is_recorded_without_trouble() {
     assert!(self_share(&stacks, "leaf_burn") > 80.0);
     assert!(String::from_utf8_lossy(&out.stderr).contains("(0 lost)"));
 }
+
+#[test]
+fn binary_replaced_while_running_is_symbolized_from_what_ran() {
+    let _serial = serial();
+    let dir = scratch();
+    let prog = dir.path().join("prog");
+    std::fs::copy(workload("shares", Build::NoFramePointers), &prog).unwrap();
+    let other = workload("inline", Build::NoFramePointers);
+    // Started, then at once replaced by a different program (a new file at the same path, as
+    // a rebuild or package upgrade does), before ember gets to open it.
+    let script = r#""$1" 1.5 > /dev/null & cp "$2" "$1.new" && mv "$1.new" "$1"; wait"#;
+    let stacks = record_folded(
+        dir.path(),
+        &[],
+        &[
+            "sh",
+            "-c",
+            script,
+            "sh",
+            prog.to_str().unwrap(),
+            other.to_str().unwrap(),
+        ],
+    );
+    assert!(self_share(&stacks, "hot_sixty") > 40.0);
+    assert_eq!(
+        samples_with(&stacks, "caller_of_inline"),
+        0,
+        "names read from the new file"
+    );
+}
+
+/// Memory grows with unique stacks, not with samples: a long recording of a steady workload
+/// levels off.
+#[test]
+fn long_recording_memory_stays_flat() {
+    let _serial = serial();
+    let exe = workload("threads", Build::NoFramePointers);
+    let dir = scratch();
+    let folded = dir.path().join("long.folded");
+    let mut child = Command::new(EMBER)
+        .args([
+            "record",
+            "-o",
+            folded.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+            "20",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    // After a warm-up (buffers and arenas at their working size), 12 more seconds: 24,000
+    // more samples of 32 KiB stacks. Anything kept per sample would show as tens of MB.
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let early = rss(child.id());
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    let late = rss(child.id());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("(0 lost)"), "{stderr}");
+    eprintln!("ember RSS: {early} kB after 8 s, {late} kB after 20 s");
+    assert!(early > 0 && late > 0);
+    assert!(
+        late < early + 6 * 1024,
+        "RSS grew from {early} kB to {late} kB"
+    );
+}

@@ -392,7 +392,7 @@ fn long_recording_memory_stays_flat() {
     let exe = workload("threads", Build::NoFramePointers);
     let dir = scratch();
     let folded = dir.path().join("long.folded");
-    let mut child = Command::new(EMBER)
+    let child = Command::new(EMBER)
         .args([
             "record",
             "-o",

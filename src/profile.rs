@@ -20,6 +20,8 @@ pub enum Frame {
     /// An address outside every file mapping of process `pid`: JIT code, anonymous memory or
     /// nothing known at all.
     Anon { pid: u32, addr: u64 },
+    /// The stack went on beyond what could be unwound.
+    Truncated,
 }
 
 pub type FrameId = u32;

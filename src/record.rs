@@ -220,6 +220,7 @@ impl Collector {
                 for &r in &self.raw {
                     self.frames.push(match r {
                         RawFrame::Kernel(a) => Frame::Kernel(a),
+                        RawFrame::Truncated => Frame::Truncated,
                         RawFrame::User(a) => match proc.and_then(|p| p.resolve(a)) {
                             Some(res) if !self.procs.modules.get(res.module).is_anonymous() => {
                                 Frame::Module {

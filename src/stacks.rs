@@ -119,6 +119,7 @@ impl StackProfile {
                     (Some(m), addr)
                 }
                 Frame::Anon { addr, .. } => (None, addr),
+                Frame::Truncated => (None, 0),
             };
             let lines = names
                 .iter()

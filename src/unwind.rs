@@ -19,6 +19,10 @@ pub enum RawFrame {
     /// A user code address, already adjusted for lookup: return addresses minus one, so
     /// they fall inside the calling instruction.
     User(u64),
+    /// The stack goes on beyond what could be unwound (copy ran out, or the kernel's chain hit
+    /// `kernel.perf_event_max_stack`): said at the root end instead of passing the partial
+    /// stack off as complete.
+    Truncated,
 }
 
 /// Counters of how unwinding went, for the summary and for tests.
@@ -33,6 +37,8 @@ pub struct UnwindStats {
 
 pub struct StackUnwinder {
     mode: CallGraph,
+    /// The kernel's callchain limit (`kernel.perf_event_max_stack`).
+    max_stack: usize,
     cache: CacheX86_64,
     user_chain: Vec<u64>,
     pub stats: UnwindStats,
@@ -42,6 +48,9 @@ impl StackUnwinder {
     pub fn new(mode: CallGraph) -> Self {
         StackUnwinder {
             mode,
+            max_stack: crate::sampler::perf::read_sysctl("kernel.perf_event_max_stack")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(127),
             cache: CacheX86_64::new(),
             user_chain: Vec::new(),
             stats: UnwindStats::default(),
@@ -56,7 +65,11 @@ impl StackUnwinder {
         self.user_chain.clear();
         let mut in_user = false;
         let mut kernel_frames = 0;
+        let mut chain_entries = 0;
         for addr in callchain_entries(s.callchain) {
+            if addr < PERF_CONTEXT_MAX {
+                chain_entries += 1;
+            }
             if addr >= PERF_CONTEXT_MAX {
                 in_user = addr != PERF_CONTEXT_KERNEL;
                 continue;
@@ -84,6 +97,9 @@ impl StackUnwinder {
             }
             if self.user_chain.is_empty() && !s.kernel_mode && s.ip != 0 {
                 out.push(RawFrame::User(s.ip));
+            }
+            if chain_entries >= self.max_stack && !self.user_chain.is_empty() {
+                out.push(RawFrame::Truncated);
             }
             return;
         };
@@ -144,8 +160,13 @@ impl StackUnwinder {
                         self.stats.spliced += 1;
                     }
                     out.extend(rest.iter().map(|&a| RawFrame::User(a.wrapping_sub(1))));
+                    if chain_entries < self.max_stack {
+                        // The frame-pointer chain reached the root.
+                        return;
+                    }
                 }
             }
+            out.push(RawFrame::Truncated);
         }
     }
 }

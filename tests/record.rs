@@ -316,3 +316,31 @@ fn duration_stops_sampling_but_not_the_command() {
     // About half a second of samples, not the whole run.
     assert!((200..=800).contains(&n), "{n} samples");
 }
+
+/// The kernel's frame-pointer chain stops at kernel.perf_event_max_stack (127): such stacks
+/// say `[truncated]` at the root instead of passing for complete ones.
+#[test]
+fn cut_stacks_are_marked_truncated() {
+    let _serial = serial();
+    let exe = workload("recursion", Build::FramePointers);
+    let dir = scratch();
+    let stacks = record_folded(
+        dir.path(),
+        &["--call-graph", "fp"],
+        &[exe.to_str().unwrap(), "200", "0.5"],
+    );
+    let leaf: Vec<&Stack> = stacks
+        .iter()
+        .filter(|s| user_leaf(s) == "leaf_burn")
+        .collect();
+    assert!(!leaf.is_empty());
+    for s in &leaf {
+        assert_eq!(s.frames[1], "[truncated]", "{:?}", &s.frames[..3]);
+        assert!(!s.frames.iter().any(|f| f == "main"));
+    }
+    // Complete stacks carry no marker.
+    let full = record_folded(dir.path(), &[], &[exe.to_str().unwrap(), "200", "0.5"]);
+    assert!(!full
+        .iter()
+        .any(|s| s.frames.iter().any(|f| f == "[truncated]")));
+}

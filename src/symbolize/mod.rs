@@ -120,6 +120,9 @@ pub fn symbolize(
                 };
                 out[i] = vec![SymbolFrame::named(name, FrameKind::Kernel)];
             }
+            Frame::Truncated => {
+                out[i] = vec![SymbolFrame::named("[truncated]".into(), FrameKind::User)];
+            }
             Frame::Anon { pid, addr } => {
                 out[i] = vec![match perf_maps.get(&pid).and_then(|m| m.lookup(addr)) {
                     Some(name) => SymbolFrame::named(sanitize(name), FrameKind::Jit),

@@ -214,13 +214,16 @@ pub fn names_by_prefix<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<Stri
         .collect()
 }
 
-fn debug_env(cmd: &mut Command) {
-    // Line tables (with inlining) without editing Cargo.toml; dev/test builds have them
-    // already, and are left alone so the user's build cache stays valid.
+/// Line tables (with inlining) without editing Cargo.toml; dev/test builds have them already,
+/// and are left alone so the user's build cache stays valid. Set in ember's own environment,
+/// so the build and the `cargo` run that is recorded see the same settings (and cargo runs
+/// what was just built).
+fn set_debug_env() {
     for profile in ["RELEASE", "BENCH"] {
         let key = format!("CARGO_PROFILE_{profile}_DEBUG");
         if std::env::var_os(&key).is_none() {
-            cmd.env(key, "line-tables-only");
+            // Edition 2021: safe; set before ember starts any thread.
+            std::env::set_var(key, "line-tables-only");
         }
     }
 }
@@ -237,6 +240,7 @@ pub fn run(args: &[String]) -> Result<i32, CargoError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
 
     // 1. Build, and learn which executables were built.
+    set_debug_env();
     let mut build = Command::new(&cargo);
     match cmd {
         CargoCommand::Test | CargoCommand::Bench => {
@@ -251,7 +255,6 @@ pub fn run(args: &[String]) -> Result<i32, CargoError> {
         .args(&split.cargo)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    debug_env(&mut build);
     let out = build.output().map_err(CargoError::Cargo)?;
     if !out.status.success() {
         return Ok(out.status.code().unwrap_or(101));
@@ -317,23 +320,11 @@ pub fn run(args: &[String]) -> Result<i32, CargoError> {
     if opts.svg.title.is_empty() {
         opts.svg.title = format!("cargo ember {}", args.join(" "));
     }
-    // The same settings as the build, so cargo runs what was just built.
-    for profile in ["RELEASE", "BENCH"] {
-        let key = format!("CARGO_PROFILE_{profile}_DEBUG");
-        if std::env::var_os(&key).is_none() {
-            // SAFETY (edition 2021: safe): set before any thread is started by ember.
-            std::env::set_var(key, "line-tables-only");
-        }
-    }
     let outcome: RecordOutcome = record::record(&opts)?;
     eprintln!("{}", outcome.summary);
     if opts.open {
-        if let Some(svg) = opts
-            .outputs
-            .iter()
-            .find(|p| p.extension().is_some_and(|e| e == "svg"))
-        {
-            eprintln!("cargo ember: {}", crate::output::open::open_in_browser(svg));
+        if let Some(said) = crate::output::open::open_svg_output(&opts.outputs) {
+            eprintln!("cargo ember: {said}");
         }
     }
     Ok(outcome.exit_code)

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use ember::cli::{Cli, Command};
-use ember::output::open::open_in_browser;
+use ember::output::open::open_svg_output;
 
 /// Print an error once (every message carries its cause already) and give the exit code.
 fn fail(e: impl std::fmt::Display, code: i32) -> i32 {
@@ -16,11 +16,8 @@ fn open_svg(open: bool, outputs: &[PathBuf]) {
     if !open {
         return;
     }
-    match outputs
-        .iter()
-        .find(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")))
-    {
-        Some(svg) => eprintln!("ember: {}", open_in_browser(svg)),
+    match open_svg_output(outputs) {
+        Some(said) => eprintln!("ember: {said}"),
         None => eprintln!("ember: --open: no .svg output to open"),
     }
 }

@@ -311,12 +311,8 @@ impl Live {
     fn on_signal(&self, sig: Signal, from_process: bool) -> bool {
         match self {
             Live::Command(child) => {
-                // A Ctrl-C from the terminal already reached the command (same process
-                // group); anything sent to ember alone is passed on. ember keeps recording
-                // until the command ends, then writes everything.
-                if sig != Signal::SIGINT || from_process {
-                    child.signal(sig);
-                }
+                // ember keeps recording until the command ends, then writes everything.
+                child.pass_on(sig, from_process);
                 false
             }
             Live::Pids(_) => true,
@@ -560,9 +556,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
 fn wait_forwarding_signals(child: &mut GatedChild) -> i32 {
     loop {
         if let Some((sig, from_process)) = target::take_signal() {
-            if sig != Signal::SIGINT || from_process {
-                child.signal(sig);
-            }
+            child.pass_on(sig, from_process);
         }
         if let Some(code) = child.try_wait() {
             return code;

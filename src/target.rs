@@ -268,6 +268,14 @@ impl GatedChild {
         }
     }
 
+    /// Pass on a signal ember received: a Ctrl-C from the terminal already reached the command
+    /// (same process group), anything sent to ember alone is forwarded.
+    pub fn pass_on(&self, sig: Signal, from_process: bool) {
+        if sig != Signal::SIGINT || from_process {
+            self.signal(sig);
+        }
+    }
+
     pub fn signal(&self, sig: Signal) {
         if !self.reaped {
             let _ = signal::kill(self.pid, sig);

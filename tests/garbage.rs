@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use ember::modules::ModuleTable;
 use ember::profile::{Frame, Profile};
-use ember::sampler::records::{self, SampleLayout};
+use ember::sampler::records::SampleLayout;
 use ember::symbolize::{symbolize, SymbolizeOptions};
 
 struct Rng(u64);
@@ -27,17 +27,7 @@ impl Rng {
 
 #[test]
 fn perf_records() {
-    let layout = SampleLayout {
-        sample_type: records::PERF_SAMPLE_IP
-            | records::PERF_SAMPLE_TID
-            | records::PERF_SAMPLE_TIME
-            | records::PERF_SAMPLE_CPU
-            | records::PERF_SAMPLE_PERIOD
-            | records::PERF_SAMPLE_CALLCHAIN
-            | records::PERF_SAMPLE_REGS_USER
-            | records::PERF_SAMPLE_STACK_USER,
-        regs_user_mask: records::USER_REGS_MASK,
-    };
+    let layout = SampleLayout::recorded(true);
     let mut rng = Rng(0x9e3779b97f4a7c15);
     for i in 0..200_000 {
         let len = (rng.next() % 300) as usize;

@@ -8,17 +8,7 @@ use ember::sampler::CallGraph;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let layout = SampleLayout {
-        sample_type: records::PERF_SAMPLE_IP
-            | records::PERF_SAMPLE_TID
-            | records::PERF_SAMPLE_TIME
-            | records::PERF_SAMPLE_CPU
-            | records::PERF_SAMPLE_PERIOD
-            | records::PERF_SAMPLE_CALLCHAIN
-            | records::PERF_SAMPLE_REGS_USER
-            | records::PERF_SAMPLE_STACK_USER,
-        regs_user_mask: records::USER_REGS_MASK,
-    };
+    let layout = SampleLayout::recorded(true);
     let _ = layout.record_time(data);
     let _ = layout.parse(data);
     // A stream of records: each prefixed by its header's size.
@@ -29,9 +19,8 @@ fuzz_target!(|data: &[u8]| {
         let size = size.clamp(8, rest.len());
         let (rec, tail) = rest.split_at(size);
         // Files named in mmap records are opened: keep them to pseudo names.
-        if u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]) != records::PERF_RECORD_MMAP2
-            && u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]) != records::PERF_RECORD_MMAP
-        {
+        let kind = records::RecordHeader::parse(rec).map(|h| h.kind);
+        if kind != Some(records::PERF_RECORD_MMAP2) && kind != Some(records::PERF_RECORD_MMAP) {
             c.handle(rec);
         }
         rest = tail;

@@ -3,6 +3,14 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+/// `--open`: open the first `.svg` among `outputs`; `None` when there is none.
+pub fn open_svg_output(outputs: &[std::path::PathBuf]) -> Option<String> {
+    let svg = outputs
+        .iter()
+        .find(|p| matches!(super::Format::from_path(p), Ok(super::Format::Svg)))?;
+    Some(open_in_browser(svg))
+}
+
 /// Open `path` with `$BROWSER` or `xdg-open`. Returns what to tell the user: where the file is
 /// when there is no display or no opener, never an error.
 pub fn open_in_browser(path: &Path) -> String {

@@ -285,20 +285,7 @@ impl PerfSampler {
                 ));
             }
         }
-        let mut sample_type = records::PERF_SAMPLE_IP
-            | records::PERF_SAMPLE_TID
-            | records::PERF_SAMPLE_TIME
-            | records::PERF_SAMPLE_CPU
-            | records::PERF_SAMPLE_PERIOD
-            | records::PERF_SAMPLE_CALLCHAIN;
-        let dwarf = config.call_graph != CallGraph::Fp;
-        if dwarf {
-            sample_type |= records::PERF_SAMPLE_REGS_USER | records::PERF_SAMPLE_STACK_USER;
-        }
-        let layout = SampleLayout {
-            sample_type,
-            regs_user_mask: if dwarf { records::USER_REGS_MASK } else { 0 },
-        };
+        let layout = SampleLayout::recorded(config.call_graph != CallGraph::Fp);
 
         // Try hardware cycles first, then the software clock; kernel samples first, then
         // user-only when the kernel refuses them (perf_event_paranoid 2 without privileges).

@@ -144,6 +144,28 @@ struct SampleId {
 }
 
 impl SampleLayout {
+    /// The layout ember opens its events with: IP, TID, TIME, CPU, PERIOD and the callchain,
+    /// plus user registers and the user stack copy when `stack_copies` (DWARF unwinding).
+    pub const fn recorded(stack_copies: bool) -> SampleLayout {
+        let base = PERF_SAMPLE_IP
+            | PERF_SAMPLE_TID
+            | PERF_SAMPLE_TIME
+            | PERF_SAMPLE_CPU
+            | PERF_SAMPLE_PERIOD
+            | PERF_SAMPLE_CALLCHAIN;
+        if stack_copies {
+            SampleLayout {
+                sample_type: base | PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER,
+                regs_user_mask: USER_REGS_MASK,
+            }
+        } else {
+            SampleLayout {
+                sample_type: base,
+                regs_user_mask: 0,
+            }
+        }
+    }
+
     fn sample_id_size(&self) -> usize {
         let t = self.sample_type;
         [
@@ -406,17 +428,7 @@ fn cstr(b: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
 
-    const LAYOUT: SampleLayout = SampleLayout {
-        sample_type: PERF_SAMPLE_IP
-            | PERF_SAMPLE_TID
-            | PERF_SAMPLE_TIME
-            | PERF_SAMPLE_CPU
-            | PERF_SAMPLE_PERIOD
-            | PERF_SAMPLE_CALLCHAIN
-            | PERF_SAMPLE_REGS_USER
-            | PERF_SAMPLE_STACK_USER,
-        regs_user_mask: USER_REGS_MASK,
-    };
+    const LAYOUT: SampleLayout = SampleLayout::recorded(true);
 
     fn header(kind: u32, misc: u16, body: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();

@@ -304,7 +304,7 @@ impl RecordArgs {
             } else {
                 self.outputs
             },
-            grouping: self.fold.options().grouping,
+            fold: self.fold.options(),
             kernel: if self.user_only {
                 KernelFrames::Exclude
             } else if self.kernel {
@@ -313,7 +313,6 @@ impl RecordArgs {
                 KernelFrames::Auto
             },
             inline: !self.no_inline,
-            lines: self.fold.lines,
             verbose: self.verbose,
             debug_dirs: self.debug_dir,
             svg: self.svg.into_options(),

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use crate::output::{self, FoldOptions, Folded, Grouping, OutputError, SvgOptions};
+use crate::output::{self, FoldOptions, Folded, OutputError, SvgOptions};
 use crate::process::ProcessTable;
 use crate::profile::{Frame, Profile};
 use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
@@ -37,11 +37,10 @@ pub struct RecordOptions {
     pub call_graph: CallGraph,
     pub stack_size: u32,
     pub outputs: Vec<PathBuf>,
-    pub grouping: Grouping,
+    /// How stacks are rooted, and whether frames carry source lines.
+    pub fold: FoldOptions,
     pub kernel: KernelFrames,
     pub inline: bool,
-    /// Add `(file:line)` to frames.
-    pub lines: bool,
     /// Say more in the summary: unique stacks, unwinding, time per phase.
     pub verbose: bool,
     /// Extra directories searched for separate debug files.
@@ -101,10 +100,9 @@ impl Default for RecordOptions {
             call_graph: CallGraph::Auto,
             stack_size: DEFAULT_STACK_SIZE,
             outputs: vec![PathBuf::from("flamegraph.svg")],
-            grouping: Grouping::ByName,
+            fold: FoldOptions::default(),
             kernel: KernelFrames::Auto,
             inline: true,
-            lines: false,
             verbose: false,
             debug_dirs: Vec::new(),
             svg: SvgOptions::default(),
@@ -585,13 +583,7 @@ pub fn svg_titles(m: &crate::profile::Metadata, samples: u64) -> (String, String
 }
 
 fn write_outputs(stacks: &StackProfile, opts: &RecordOptions) -> Result<Folded, OutputError> {
-    let folded = output::folded::fold(
-        stacks,
-        FoldOptions {
-            grouping: opts.grouping,
-            lines: opts.lines,
-        },
-    );
+    let folded = output::folded::fold(stacks, opts.fold);
     let mut svg = opts.svg.clone();
     let (title, subtitle) = svg_titles(&stacks.meta, stacks.total_samples());
     if svg.title.is_empty() {

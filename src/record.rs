@@ -425,6 +425,8 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         .warnings
         .extend(sampler.notes.iter().cloned());
     target::install_signal_handlers();
+    // After the fork above, so the command runs at the user's priority.
+    let reader_nice = crate::sampler::raise_reader_priority();
     let started = Instant::now();
     if let Live::Command(child) = &mut live {
         child.release()?;
@@ -517,12 +519,16 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         summary.push_str(&format!(
             "\nember: {} unique stacks, {} unique frames; unwinding: {} samples, {} stack copies \
              ran out ({} completed from the frame-pointer chain)\n\
-             ember: after sampling: symbolize {:.3} s, write {:.3} s",
+             ember: reader priority: {}; after sampling: symbolize {:.3} s, write {:.3} s",
             profile.unique_stacks(),
             profile.frames().len(),
             unwinder.stats.samples,
             unwinder.stats.truncated,
             unwinder.stats.spliced,
+            match reader_nice {
+                Some(n) => format!("nice {n}"),
+                None => "not raised (needs root or CAP_SYS_NICE)".to_string(),
+            },
             (symbolized - stopped).as_secs_f64(),
             symbolized.elapsed().as_secs_f64(),
         ));

@@ -217,6 +217,30 @@ fn exit_status_is_passed_through() {
 }
 
 #[test]
+fn the_command_keeps_the_users_priority() {
+    // ember raises its own reader's priority (as root); the command must not inherit that.
+    let _serial = serial();
+    let dir = scratch();
+    let o = dir.path().join("x.folded");
+    let out = ember(&["record", "-v", "-o", o.to_str().unwrap(), "--", "nice"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // SAFETY: getpriority has no preconditions.
+    let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        ours.to_string(),
+        "{stderr}"
+    );
+    if nix::unistd::geteuid().is_root() {
+        assert!(
+            stderr.contains(&format!("reader priority: nice {}", (ours - 10).max(-20))),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn svg_is_well_formed_xml_with_the_function_names() {
     let _serial = serial();
     let exe = workload("shares", Build::NoFramePointers);

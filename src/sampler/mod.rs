@@ -88,3 +88,28 @@ pub enum Event<'a> {
     Throttle,
     Unthrottle,
 }
+
+/// How far the thread that reads the buffers is raised above the target's priority.
+pub const READER_PRIORITY_BOOST: i32 = 10;
+
+/// Raise the calling thread's priority (nice value, a per-thread attribute on Linux) by
+/// [`READER_PRIORITY_BOOST`] where allowed (root or `CAP_SYS_NICE`). A target with a thousand
+/// runnable threads on a few cores otherwise starves the reader of CPU for hundreds of
+/// milliseconds and the ring buffers overflow. Call it after the command was forked, so the
+/// command keeps the user's priority. Returns the new nice value, or `None` when refused.
+pub fn raise_reader_priority() -> Option<i32> {
+    // SAFETY: getpriority/setpriority have no memory-safety preconditions; errno is cleared
+    // first because -1 is a valid nice value.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let current = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if current == -1 && *libc::__errno_location() != 0 {
+            return None;
+        }
+        let wanted = (current - READER_PRIORITY_BOOST).max(-20);
+        if wanted >= current {
+            return Some(current);
+        }
+        (libc::setpriority(libc::PRIO_PROCESS, 0, wanted) == 0).then_some(wanted)
+    }
+}

@@ -8,7 +8,7 @@ use crate::output::report::SortBy;
 use crate::output::{FoldOptions, Grouping, SvgOptions};
 use crate::record::{ProcessFilter, RecordOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE};
 use crate::sampler::perf::KernelFrames;
-use crate::sampler::CallGraph;
+use crate::sampler::{Backend, CallGraph};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -191,6 +191,16 @@ pub enum CallGraphArg {
     Fp,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BackendArg {
+    /// perf events; ptrace where they are refused (containers, perf_event_paranoid 3)
+    Auto,
+    /// perf events only (lowest overhead, kernel frames)
+    Perf,
+    /// ptrace: interrupts each thread to sample it (works without perf events)
+    Ptrace,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct RecordArgs {
     /// Samples per second per thread
@@ -200,6 +210,15 @@ pub struct RecordArgs {
     /// Output file; the extension picks the format (.svg, .folded, .collapsed). Repeatable.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub outputs: Vec<PathBuf>,
+
+    /// Where samples come from
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+
+    /// Wall-clock profile: sample waiting threads too; their stacks end in a frame that says
+    /// what they wait in (`[off-cpu] futex`, `[off-cpu] read`, ...)
+    #[arg(long)]
+    pub off_cpu: bool,
 
     /// How to collect call stacks
     #[arg(long, value_enum, default_value_t = CallGraphArg::Auto)]
@@ -328,6 +347,12 @@ impl RecordArgs {
                 crate::target::sudo_invoker()
             },
             thread_name_fixes: Default::default(),
+            backend: match self.backend {
+                BackendArg::Auto => Backend::Auto,
+                BackendArg::Perf => Backend::Perf,
+                BackendArg::Ptrace => Backend::Ptrace,
+            },
+            off_cpu: self.off_cpu,
         }
     }
 }

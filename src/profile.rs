@@ -22,6 +22,9 @@ pub enum Frame {
     Anon { pid: u32, addr: u64 },
     /// The stack went on beyond what could be unwound.
     Truncated,
+    /// The thread was waiting, not running (wall-clock profiles): the syscall it sat in, or
+    /// [`crate::sampler::records::WAIT_REASON_NONE`]. Always the leaf.
+    OffCpu(u64),
 }
 
 pub type FrameId = u32;

@@ -9,8 +9,9 @@ use nix::sys::signal::Signal;
 use crate::output::{self, FoldOptions, Folded, OutputError, SvgOptions};
 use crate::process::ProcessTable;
 use crate::profile::{Frame, Profile};
-use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
-use crate::sampler::{CallGraph, Event, RecordQueue, SampleLayout};
+use crate::sampler::perf::{KernelFrames, OpenedEvent, PerfConfig, PerfError, PerfSampler};
+use crate::sampler::ptrace::{PtraceConfig, PtraceError, PtraceSampler};
+use crate::sampler::{Backend, CallGraph, Event, RecordQueue, SampleLayout, Sampler};
 use crate::stacks::StackProfile;
 use crate::symbolize::debuginfo::DebugDirs;
 use crate::symbolize::perfmap::PerfMap;
@@ -58,6 +59,11 @@ pub struct RecordOptions {
     /// Thread names the kernel cut to 15 bytes → their full names (from `--list` of test
     /// binaries).
     pub thread_name_fixes: HashMap<String, String>,
+    /// Where samples come from.
+    pub backend: Backend,
+    /// Wall-clock profile: waiting threads are sampled too, their stacks ending in
+    /// `[off-cpu] <syscall>`.
+    pub off_cpu: bool,
 }
 
 /// Which processes' samples to keep: all, or those whose name or executable matches.
@@ -111,6 +117,8 @@ impl Default for RecordOptions {
             filter: ProcessFilter::default(),
             run_as: None,
             thread_name_fixes: HashMap::new(),
+            backend: Backend::Auto,
+            off_cpu: false,
         }
     }
 }
@@ -127,6 +135,13 @@ pub enum RecordError {
     Target(#[from] TargetError),
     #[error(transparent)]
     Perf(#[from] PerfError),
+    #[error(transparent)]
+    Ptrace(#[from] PtraceError),
+    #[error(
+        "--off-cpu is not available with --backend perf yet; use --backend ptrace (or leave \
+         --backend out)"
+    )]
+    OffCpuNeedsPtrace,
     #[error("-F must be at least 1")]
     ZeroFrequency,
 }
@@ -136,7 +151,9 @@ impl RecordError {
     /// `-o`, PID or command), 1 for failures while running.
     pub fn exit_code(&self) -> i32 {
         match self {
-            RecordError::BadOutput(_) | RecordError::ZeroFrequency => 2,
+            RecordError::BadOutput(_)
+            | RecordError::ZeroFrequency
+            | RecordError::OffCpuNeedsPtrace => 2,
             RecordError::Target(
                 TargetError::NotFound(_)
                 | TargetError::NoCommand
@@ -215,6 +232,9 @@ impl Collector {
                 let proc = self.procs.get(s.pid);
                 self.unwinder.unwind(proc, &s, &mut self.raw);
                 self.frames.clear();
+                if let Some(reason) = s.off_cpu {
+                    self.frames.push(Frame::OffCpu(reason));
+                }
                 for &r in &self.raw {
                     self.frames.push(match r {
                         RawFrame::Kernel(a) => Frame::Kernel(a),
@@ -317,9 +337,17 @@ impl Live {
         }
     }
 
-    fn ended(&mut self) -> Option<Stop> {
+    fn ended(&mut self, sampler: &Sampler) -> Option<Stop> {
         match self {
-            Live::Command(child) => child.try_wait().map(Stop::CommandExited),
+            Live::Command(child) => match sampler {
+                // The tracer reaps the command; waiting here would take its ptrace stops.
+                Sampler::Ptrace(s) if s.tracing() || s.root_exit().is_some() => {
+                    let code = s.root_exit()?;
+                    child.reaped(code);
+                    Some(Stop::CommandExited(code))
+                }
+                _ => child.try_wait().map(Stop::CommandExited),
+            },
             Live::Pids(pids) => pids
                 .iter()
                 .all(|&p| !target::is_alive(p))
@@ -331,7 +359,7 @@ impl Live {
 /// Record until the command ends (launch) or `-d` passes, a signal arrives or every target
 /// ends (attach).
 fn sample_until(
-    sampler: &mut PerfSampler,
+    sampler: &mut Sampler,
     collector: &mut Collector,
     live: &mut Live,
     deadline: Option<Instant>,
@@ -344,7 +372,7 @@ fn sample_until(
                 break Stop::Signal;
             }
         }
-        if let Some(stop) = live.ended() {
+        if let Some(stop) = live.ended(sampler) {
             break stop;
         }
         let now = Instant::now();
@@ -365,6 +393,32 @@ fn sample_until(
     sampler.drain(&mut queue);
     queue.drain_all(|r| collector.handle(r));
     stop
+}
+
+/// Open the sampler `opts.backend` asks for; `auto` falls back to ptrace, saying so once,
+/// when perf events are refused.
+fn open_sampler(
+    opts: &RecordOptions,
+    perf: impl FnOnce() -> Result<PerfSampler, PerfError>,
+    ptrace: impl FnOnce() -> Result<PtraceSampler, PtraceError>,
+) -> Result<Sampler, RecordError> {
+    match opts.backend {
+        Backend::Perf => Ok(Sampler::Perf(perf()?)),
+        Backend::Ptrace => Ok(Sampler::Ptrace(Box::new(ptrace()?))),
+        Backend::Auto if opts.off_cpu => Ok(Sampler::Ptrace(Box::new(ptrace()?))),
+        Backend::Auto => match perf() {
+            Ok(s) => Ok(Sampler::Perf(s)),
+            Err(PerfError::Refused { error, paranoid }) => {
+                eprintln!(
+                    "ember: perf events are refused here ({error}; kernel.perf_event_paranoid = \
+                     {paranoid}), so sampling falls back to ptrace (--backend ptrace): each \
+                     sample stops the thread for a moment, so expect more overhead"
+                );
+                Ok(Sampler::Ptrace(Box::new(ptrace()?)))
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
 }
 
 /// Run `opts.command` (or attach to `opts.pids`) under the profiler and write every output.
@@ -392,13 +446,31 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         },
         opts.call_graph,
     );
+    // Before any sampler: the ptrace backend then takes SIGCHLD over for itself.
+    target::install_signal_handlers();
+    if opts.off_cpu && opts.backend == Backend::Perf {
+        return Err(RecordError::OffCpuNeedsPtrace);
+    }
+    let ptrace_config = PtraceConfig {
+        frequency: opts.frequency,
+        stack_size: opts.stack_size,
+        off_cpu: opts.off_cpu,
+    };
     let (mut sampler, mut live, description) = if opts.pids.is_empty() {
         let child = GatedChild::spawn_as(&opts.command, opts.run_as)?;
         // On error `child` is dropped unreleased: the command never runs.
-        let sampler = PerfSampler::for_launch(child.pid(), &perf_config)?;
+        let sampler = open_sampler(
+            opts,
+            || PerfSampler::for_launch(child.pid(), &perf_config),
+            || PtraceSampler::for_launch(child.pid(), &ptrace_config),
+        )?;
         (sampler, Live::Command(child), opts.command.clone())
     } else {
-        let sampler = PerfSampler::for_attach(&opts.pids, &perf_config)?;
+        let sampler = open_sampler(
+            opts,
+            || PerfSampler::for_attach(&opts.pids, &perf_config),
+            || PtraceSampler::for_attach(&opts.pids, &ptrace_config),
+        )?;
         let mut description = Vec::new();
         for &pid in &opts.pids {
             // Modules already loaded: from /proc, before any record is processed.
@@ -423,8 +495,8 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         .profile
         .meta
         .warnings
-        .extend(sampler.notes.iter().cloned());
-    target::install_signal_handlers();
+        .extend(sampler.notes().iter().cloned());
+    let notes_taken = sampler.notes().len();
     // After the fork above, so the command runs at the user's priority.
     let reader_nice = crate::sampler::raise_reader_priority();
     let started = Instant::now();
@@ -434,7 +506,31 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     let deadline = opts.duration.map(|d| started + d);
     let stop = sample_until(&mut sampler, &mut collector, &mut live, deadline);
     let duration = started.elapsed();
-    let event = sampler.event().clone();
+    let event = match &sampler {
+        Sampler::Perf(s) => s.event().clone(),
+        Sampler::Ptrace(_) => OpenedEvent {
+            name: if opts.off_cpu {
+                "ptrace, wall clock"
+            } else {
+                "ptrace"
+            },
+            kernel_included: false,
+        },
+    };
+    sampler.disable();
+    if let Sampler::Ptrace(s) = &sampler {
+        if s.stats.missed > 0 {
+            collector.profile.meta.warnings.push(format!(
+                "{} interrupted threads did not stop in time and were not sampled",
+                s.stats.missed
+            ));
+        }
+        collector
+            .profile
+            .meta
+            .warnings
+            .extend(s.notes.iter().skip(notes_taken).cloned());
+    }
     drop(sampler);
     let pids: Vec<u32> = collector.procs.processes().map(|p| p.pid).collect();
     for pid in pids {

@@ -119,7 +119,7 @@ impl StackProfile {
                     (Some(m), addr)
                 }
                 Frame::Anon { addr, .. } => (None, addr),
-                Frame::Truncated => (None, 0),
+                Frame::Truncated | Frame::OffCpu(_) => (None, 0),
             };
             let lines = names
                 .iter()

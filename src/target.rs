@@ -121,7 +121,8 @@ pub struct GatedChild {
     gate: Option<OwnedFd>,
     exec_error: OwnedFd,
     path: PathBuf,
-    reaped: bool,
+    /// The exit code, once the child was reaped.
+    exit: Option<i32>,
 }
 
 impl GatedChild {
@@ -190,7 +191,7 @@ impl GatedChild {
             gate: Some(gate_w),
             exec_error: err_r,
             path,
-            reaped: false,
+            exit: None,
         })
     }
 
@@ -223,48 +224,35 @@ impl GatedChild {
     /// The exit code if the child has ended (without blocking): its status, or 128+N when
     /// killed by signal N.
     pub fn try_wait(&mut self) -> Option<i32> {
-        if self.reaped {
-            return None;
+        if self.exit.is_some() {
+            return self.exit;
         }
-        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => {
-                self.reaped = true;
-                Some(code)
-            }
-            Ok(WaitStatus::Signaled(_, sig, _)) => {
-                self.reaped = true;
-                Some(128 + sig as i32)
-            }
+        self.exit = match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Some(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
             Ok(_) => None,
-            Err(_) => {
-                self.reaped = true;
-                Some(1)
-            }
-        }
+            Err(_) => Some(1),
+        };
+        self.exit
+    }
+
+    /// The child was reaped elsewhere (by the ptrace backend, its tracer) with this code.
+    pub fn reaped(&mut self, code: i32) {
+        self.exit = Some(code);
     }
 
     /// Block until the child ends.
     pub fn wait(&mut self) -> i32 {
         loop {
-            if self.reaped {
-                return 1;
+            if let Some(code) = self.exit {
+                return code;
             }
-            match waitpid(self.pid, None) {
-                Ok(WaitStatus::Exited(_, code)) => {
-                    self.reaped = true;
-                    return code;
-                }
-                Ok(WaitStatus::Signaled(_, sig, _)) => {
-                    self.reaped = true;
-                    return 128 + sig as i32;
-                }
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => {
-                    self.reaped = true;
-                    return 1;
-                }
-            }
+            self.exit = match waitpid(self.pid, None) {
+                Ok(WaitStatus::Exited(_, code)) => Some(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => None,
+                Err(_) => Some(1),
+            };
         }
     }
 
@@ -277,7 +265,7 @@ impl GatedChild {
     }
 
     pub fn signal(&self, sig: Signal) {
-        if !self.reaped {
+        if self.exit.is_none() {
             let _ = signal::kill(self.pid, sig);
         }
     }
@@ -330,6 +318,11 @@ pub fn install_signal_handlers() {
         }
         let _ = signal::sigaction(Signal::SIGCHLD, &chld);
     }
+}
+
+/// Has ember received a signal that [`take_signal`] has not taken yet?
+pub fn signal_pending() -> bool {
+    PENDING_SIGNAL.load(Ordering::SeqCst) != 0
 }
 
 /// A signal ember received since the last call: (signal, sent by a process rather than the

@@ -5,15 +5,17 @@ mod common;
 use common::*;
 
 /// The workload prints its own measured CPU shares; ember's self-time shares must agree
-/// within 3 percentage points, with and without frame pointers.
+/// within 3 percentage points, with and without frame pointers, on both backends.
 #[test]
 fn time_shares_match_the_programs_own_measurement() {
     let _serial = serial();
-    for build in BOTH {
+    for (backend, build) in BACKENDS_AND_BUILDS {
         let exe = workload("shares", build);
         let dir = scratch();
         let folded = dir.path().join("out.folded");
         let out = record_ok(&[
+            "--backend",
+            backend,
             "-F",
             "999",
             "-o",
@@ -24,7 +26,7 @@ fn time_shares_match_the_programs_own_measurement() {
         ]);
         let stacks = read_folded(&folded);
         let n = total(&stacks);
-        assert!(n >= 3000, "{build:?}: only {n} samples");
+        assert!(n >= 3000, "{backend} {build:?}: only {n} samples");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let mut checked = 0;
         for line in stdout.lines() {
@@ -35,10 +37,11 @@ fn time_shares_match_the_programs_own_measurement() {
             let func = it.next().unwrap();
             let truth: f64 = it.next().unwrap().parse().unwrap();
             let measured = self_share(&stacks, func);
-            eprintln!("{build:?} {func}: ember {measured:.2}% truth {truth:.2}%");
+            eprintln!("{backend} {build:?} {func}: ember {measured:.2}% truth {truth:.2}%");
             assert!(
                 (measured - truth).abs() <= 3.0,
-                "{build:?} {func}: ember says {measured:.2}%, the program measured {truth:.2}%"
+                "{backend} {build:?} {func}: ember says {measured:.2}%, the program measured \
+                 {truth:.2}%"
             );
             checked += 1;
         }
@@ -87,11 +90,13 @@ fn both_threads_are_sampled() {
 #[test]
 fn forked_and_execed_children_and_grandchildren_are_followed() {
     let _serial = serial();
-    for build in BOTH {
+    for (backend, build) in BACKENDS_AND_BUILDS {
         let exe = workload("forker", build);
         let dir = scratch();
         let folded = dir.path().join("f.folded");
         let out = record_ok(&[
+            "--backend",
+            backend,
             "-o",
             folded.to_str().unwrap(),
             "--per-process",
@@ -112,12 +117,16 @@ fn forked_and_execed_children_and_grandchildren_are_followed() {
                 .collect();
             let n: u64 = with.iter().map(|s| s.count).sum();
             // Each burns 0.3-0.5 s of CPU: ~300-500 samples at 999 Hz.
-            assert!(n > 150, "{build:?}: {f} has {n} samples");
+            assert!(n > 150, "{backend} {build:?}: {f} has {n} samples");
             // ... and is unwound all the way to main.
             assert!(with.iter().all(|s| s.frames.iter().any(|x| x == "main")));
             roots.insert(with[0].frames[0].clone());
         }
-        assert_eq!(roots.len(), 4, "four processes, four roots: {roots:?}");
+        assert_eq!(
+            roots.len(),
+            4,
+            "{backend}: four processes, four roots: {roots:?}"
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("4 processes"), "{stderr}");
     }
@@ -127,11 +136,13 @@ fn forked_and_execed_children_and_grandchildren_are_followed() {
 #[test]
 fn deep_recursion_is_unwound_completely() {
     let _serial = serial();
-    for build in BOTH {
+    for (backend, build) in BACKENDS_AND_BUILDS {
         let exe = workload("recursion", build);
         let dir = scratch();
         let folded = dir.path().join("r.folded");
         record_ok(&[
+            "--backend",
+            backend,
             "-o",
             folded.to_str().unwrap(),
             "--",
@@ -147,15 +158,16 @@ fn deep_recursion_is_unwound_completely() {
         let n: u64 = leaf_samples.iter().map(|s| s.count).sum();
         assert!(
             n as f64 > 0.9 * total(&stacks) as f64,
-            "{build:?}: leaf_burn has {n} of {} samples",
+            "{backend} {build:?}: leaf_burn has {n} of {} samples",
             total(&stacks)
         );
         for s in &leaf_samples {
             let main = s.frames.iter().position(|f| f == "main");
             let leaf = s.frames.iter().rposition(|f| f == "leaf_burn").unwrap();
-            let main = main.unwrap_or_else(|| panic!("{build:?}: no main in {:?}", s.frames));
+            let main =
+                main.unwrap_or_else(|| panic!("{backend} {build:?}: no main in {:?}", s.frames));
             let between = &s.frames[main + 1..leaf];
-            assert_eq!(between.len(), 200, "{build:?}: {:?}", s.frames);
+            assert_eq!(between.len(), 200, "{backend} {build:?}: {:?}", s.frames);
             assert!(between.iter().all(|f| f == "recurse"), "{between:?}");
         }
     }

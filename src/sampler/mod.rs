@@ -3,7 +3,9 @@
 //! Every backend produces records in the perf ring-buffer format (see [`records`]), so the
 //! rest of the pipeline reads one format whatever the source.
 
+pub mod encode;
 pub mod perf;
+pub mod ptrace;
 pub mod queue;
 pub mod records;
 
@@ -40,6 +42,9 @@ pub struct SampleEvent<'a> {
     pub user_regs: Option<UserRegs>,
     /// The copy of the user stack starting at `user_regs.sp`.
     pub user_stack: &'a [u8],
+    /// The thread was waiting, not running (wall-clock profiles): the syscall it sat in, or
+    /// [`records::WAIT_REASON_NONE`].
+    pub off_cpu: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,5 +116,63 @@ pub fn raise_reader_priority() -> Option<i32> {
             return Some(current);
         }
         (libc::setpriority(libc::PRIO_PROCESS, 0, wanted) == 0).then_some(wanted)
+    }
+}
+
+/// Where samples come from (`--backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// perf events, and ptrace where perf events are refused.
+    #[default]
+    Auto,
+    Perf,
+    Ptrace,
+}
+
+/// A running sampler of either backend.
+pub enum Sampler {
+    Perf(perf::PerfSampler),
+    Ptrace(Box<ptrace::PtraceSampler>),
+}
+
+impl Sampler {
+    /// How the records it produces are laid out.
+    pub fn layout(&self) -> SampleLayout {
+        match self {
+            Sampler::Perf(s) => s.layout(),
+            Sampler::Ptrace(s) => s.layout(),
+        }
+    }
+
+    /// Move the records produced so far into `queue`.
+    pub fn drain(&mut self, queue: &mut RecordQueue) -> usize {
+        match self {
+            Sampler::Perf(s) => s.drain(queue),
+            Sampler::Ptrace(s) => s.drain(queue),
+        }
+    }
+
+    /// Let time pass (up to `timeout_ms`) while sampling; returns early when there is work.
+    pub fn wait(&mut self, timeout_ms: i32) {
+        match self {
+            Sampler::Perf(s) => s.wait(timeout_ms),
+            Sampler::Ptrace(s) => s.wait(timeout_ms),
+        }
+    }
+
+    /// Stop sampling: disable the events, or detach from every tracee.
+    pub fn disable(&mut self) {
+        match self {
+            Sampler::Perf(s) => s.disable(),
+            Sampler::Ptrace(s) => s.disable(),
+        }
+    }
+
+    /// Things the user should know about how sampling went.
+    pub fn notes(&self) -> &[String] {
+        match self {
+            Sampler::Perf(s) => &s.notes,
+            Sampler::Ptrace(s) => &s.notes,
+        }
     }
 }

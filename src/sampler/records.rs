@@ -16,6 +16,12 @@ pub const PERF_RECORD_FORK: u32 = 7;
 pub const PERF_RECORD_SAMPLE: u32 = 9;
 pub const PERF_RECORD_MMAP2: u32 = 10;
 pub const PERF_RECORD_LOST_SAMPLES: u32 = 13;
+/// ember's own record (outside the kernel's range of kinds): a sample of a thread that was
+/// waiting, not running. Its body is a u64 reason (the syscall number the thread sits in, or
+/// [`WAIT_REASON_NONE`]) followed by the body of a `PERF_RECORD_SAMPLE`.
+pub const EMBER_RECORD_OFF_CPU_SAMPLE: u32 = 0x4000_0001;
+/// The waiting thread was in no syscall.
+pub const WAIT_REASON_NONE: u64 = u64::MAX;
 
 pub const PERF_SAMPLE_IP: u64 = 1 << 0;
 pub const PERF_SAMPLE_TID: u64 = 1 << 1;
@@ -209,8 +215,13 @@ impl SampleLayout {
         let Some(h) = RecordHeader::parse(rec) else {
             return 0;
         };
-        if h.kind == PERF_RECORD_SAMPLE {
-            let mut c = Cursor::new(rec, RecordHeader::SIZE);
+        if h.kind == PERF_RECORD_SAMPLE || h.kind == EMBER_RECORD_OFF_CPU_SAMPLE {
+            let start = if h.kind == PERF_RECORD_SAMPLE {
+                RecordHeader::SIZE
+            } else {
+                RecordHeader::SIZE + 8
+            };
+            let mut c = Cursor::new(rec, start);
             let t = self.sample_type;
             let r: Result<u64, RecordError> = (|| {
                 if t & PERF_SAMPLE_IDENTIFIER != 0 {
@@ -247,7 +258,13 @@ impl SampleLayout {
         let rec = &rec[..h.size as usize];
         let mut c = Cursor::new(rec, RecordHeader::SIZE);
         let ev = match h.kind {
-            PERF_RECORD_SAMPLE => Event::Sample(self.parse_sample(h, rec)?),
+            PERF_RECORD_SAMPLE => Event::Sample(self.parse_sample(h, rec, RecordHeader::SIZE)?),
+            EMBER_RECORD_OFF_CPU_SAMPLE => {
+                let reason = c.u64()?;
+                let mut s = self.parse_sample(h, rec, RecordHeader::SIZE + 8)?;
+                s.off_cpu = Some(reason);
+                Event::Sample(s)
+            }
             PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => {
                 let (pid, tid) = c.u32_pair()?;
                 let start = c.u64()?;
@@ -326,9 +343,10 @@ impl SampleLayout {
         &self,
         h: RecordHeader,
         rec: &'a [u8],
+        start: usize,
     ) -> Result<SampleEvent<'a>, RecordError> {
         let t = self.sample_type;
-        let mut c = Cursor::new(rec, RecordHeader::SIZE);
+        let mut c = Cursor::new(rec, start);
         let mut s = SampleEvent {
             kernel_mode: h.misc & PERF_RECORD_MISC_CPUMODE_MASK == PERF_RECORD_MISC_KERNEL,
             ..SampleEvent::default()

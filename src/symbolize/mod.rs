@@ -5,6 +5,7 @@ pub mod demangle;
 pub mod elf;
 pub mod kernel;
 pub mod perfmap;
+pub mod syscalls;
 
 use std::collections::HashMap;
 
@@ -122,6 +123,12 @@ pub fn symbolize(
             }
             Frame::Truncated => {
                 out[i] = vec![SymbolFrame::named("[truncated]".into(), FrameKind::User)];
+            }
+            Frame::OffCpu(reason) => {
+                out[i] = vec![SymbolFrame::named(
+                    syscalls::wait_label(reason),
+                    FrameKind::User,
+                )];
             }
             Frame::Anon { pid, addr } => {
                 out[i] = vec![match perf_maps.get(&pid).and_then(|m| m.lookup(addr)) {

@@ -18,6 +18,14 @@ pub enum Build {
 
 pub const BOTH: [Build; 2] = [Build::FramePointers, Build::NoFramePointers];
 
+/// Every sampling backend with every build: the same assertions must hold for each.
+pub const BACKENDS_AND_BUILDS: [(&str, Build); 4] = [
+    ("perf", Build::FramePointers),
+    ("perf", Build::NoFramePointers),
+    ("ptrace", Build::FramePointers),
+    ("ptrace", Build::NoFramePointers),
+];
+
 static BUILT: Mutex<Option<HashMap<(String, Build), PathBuf>>> = Mutex::new(None);
 
 /// Compile `testdata/NAME.c` with gcc `-O2 -g` and the given frame-pointer flag (once per
@@ -66,6 +74,11 @@ pub fn ember(args: &[&str]) -> Output {
 /// machine that refuses perf events fails here with ember's message saying so.
 pub fn record_ok(args: &[&str]) -> Output {
     let mut full = vec!["record"];
+    if !args.contains(&"--backend") {
+        // Not `auto`: a machine that refuses perf events must fail these tests, not pass
+        // them on the ptrace fallback.
+        full.extend_from_slice(&["--backend", "perf"]);
+    }
     full.extend_from_slice(args);
     let out = ember(&full);
     assert!(

@@ -1,0 +1,273 @@
+//! Writing records in the perf ring-buffer format, for backends that are not the kernel's
+//! perf events (ptrace): what they observe is written as the records the kernel would have
+//! written, laid out as [`SampleLayout::recorded`]`(true)`, so one parser, one unwinder and
+//! one profile serve every backend.
+
+use super::records::{
+    SampleLayout, EMBER_RECORD_OFF_CPU_SAMPLE, PERF_RECORD_COMM, PERF_RECORD_EXIT,
+    PERF_RECORD_FORK, PERF_RECORD_MISC_COMM_EXEC, PERF_RECORD_MMAP2, PERF_RECORD_SAMPLE,
+};
+use super::UserRegs;
+
+/// The layout of every record written here.
+pub const LAYOUT: SampleLayout = SampleLayout::recorded(true);
+
+/// `PERF_RECORD_MISC_USER`: the sample was taken in user space.
+const MISC_USER: u16 = 2;
+/// The largest record (the header's size field is a u16).
+const MAX_RECORD: usize = 65528;
+
+/// Appends records to a byte buffer; `finish` fixes each record's size in its header.
+struct Rec<'a> {
+    out: &'a mut Vec<u8>,
+    start: usize,
+}
+
+impl<'a> Rec<'a> {
+    fn begin(out: &'a mut Vec<u8>, kind: u32, misc: u16) -> Self {
+        let start = out.len();
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&misc.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        Rec { out, start }
+    }
+
+    fn u64(&mut self, x: u64) -> &mut Self {
+        self.out.extend_from_slice(&x.to_le_bytes());
+        self
+    }
+
+    fn u32s(&mut self, a: u32, b: u32) -> &mut Self {
+        self.out.extend_from_slice(&a.to_le_bytes());
+        self.out.extend_from_slice(&b.to_le_bytes());
+        self
+    }
+
+    /// A NUL-terminated string padded to 8 bytes.
+    fn cstr(&mut self, s: &[u8]) -> &mut Self {
+        let s = &s[..s.iter().position(|&c| c == 0).unwrap_or(s.len())];
+        self.out.extend_from_slice(s);
+        let pad = 8 - s.len() % 8;
+        self.out.extend(std::iter::repeat_n(0u8, pad));
+        self
+    }
+
+    /// The `sample_id` trailer of non-sample records: TID, TIME, CPU.
+    fn sample_id(&mut self, pid: u32, tid: u32, time: u64) -> &mut Self {
+        self.u32s(pid, tid).u64(time).u32s(0, 0)
+    }
+
+    fn finish(&mut self) {
+        let size = self.out.len() - self.start;
+        debug_assert!(
+            size.is_multiple_of(8) && size <= MAX_RECORD,
+            "record of {size} bytes"
+        );
+        self.out[self.start + 6..self.start + 8].copy_from_slice(&(size as u16).to_le_bytes());
+    }
+}
+
+/// What a sampled thread looked like.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample<'a> {
+    pub pid: u32,
+    pub tid: u32,
+    pub time: u64,
+    pub cpu: u32,
+    pub regs: UserRegs,
+    /// The user stack from `regs.sp` up.
+    pub stack: &'a [u8],
+    /// The thread was waiting in this syscall ([`super::records::WAIT_REASON_NONE`]: in none)
+    /// rather than running.
+    pub off_cpu: Option<u64>,
+}
+
+/// The most stack a written sample can carry.
+pub const MAX_STACK: usize = 65528 - 256;
+
+/// Append a sample (or an off-CPU sample) with an empty callchain, the registers a DWARF
+/// unwinder needs and the stack copy (cut to [`MAX_STACK`]).
+pub fn sample(out: &mut Vec<u8>, s: &Sample) {
+    let stack = &s.stack[..s.stack.len().min(MAX_STACK) & !7];
+    let kind = if s.off_cpu.is_some() {
+        EMBER_RECORD_OFF_CPU_SAMPLE
+    } else {
+        PERF_RECORD_SAMPLE
+    };
+    let mut r = Rec::begin(out, kind, MISC_USER);
+    if let Some(reason) = s.off_cpu {
+        r.u64(reason);
+    }
+    r.u64(s.regs.ip)
+        .u32s(s.pid, s.tid)
+        .u64(s.time)
+        .u32s(s.cpu, 0)
+        .u64(1) // period
+        .u64(0) // callchain: none
+        .u64(2) // regs abi: 64-bit
+        // In the order of their perf register numbers: BP, SP, IP.
+        .u64(s.regs.bp)
+        .u64(s.regs.sp)
+        .u64(s.regs.ip)
+        .u64(stack.len() as u64);
+    r.out.extend_from_slice(stack);
+    r.u64(stack.len() as u64); // dyn_size
+    r.finish();
+}
+
+/// One mapping of a file (or pseudo-file) into a process.
+#[derive(Clone, Copy, Debug)]
+pub struct Mmap<'a> {
+    pub pid: u32,
+    pub start: u64,
+    pub len: u64,
+    pub pgoff: u64,
+    pub dev_ino: Option<(u32, u32, u64)>,
+    /// `PROT_*` bits.
+    pub prot: u32,
+    pub filename: &'a [u8],
+    pub time: u64,
+}
+
+pub fn mmap2(out: &mut Vec<u8>, m: &Mmap) {
+    let (maj, min, ino) = m.dev_ino.unwrap_or((0, 0, 0));
+    let mut r = Rec::begin(out, PERF_RECORD_MMAP2, MISC_USER);
+    r.u32s(m.pid, m.pid)
+        .u64(m.start)
+        .u64(m.len)
+        .u64(m.pgoff)
+        .u32s(maj, min)
+        .u64(ino)
+        .u64(0) // ino_generation
+        .u32s(m.prot, 0) // prot, flags
+        .cstr(&m.filename[..m.filename.len().min(4096)])
+        .sample_id(m.pid, m.pid, m.time)
+        .finish();
+}
+
+/// A thread's name: set at `exec` (`exec` true) or by the program.
+pub fn comm(out: &mut Vec<u8>, pid: u32, tid: u32, name: &[u8], exec: bool, time: u64) {
+    let misc = if exec { PERF_RECORD_MISC_COMM_EXEC } else { 0 };
+    Rec::begin(out, PERF_RECORD_COMM, misc)
+        .u32s(pid, tid)
+        .cstr(&name[..name.len().min(256)])
+        .sample_id(pid, tid, time)
+        .finish();
+}
+
+/// A thread or process started (`exit` false) or ended.
+pub fn task(out: &mut Vec<u8>, exit: bool, pid: u32, ppid: u32, tid: u32, ptid: u32, time: u64) {
+    let kind = if exit {
+        PERF_RECORD_EXIT
+    } else {
+        PERF_RECORD_FORK
+    };
+    Rec::begin(out, kind, 0)
+        .u32s(pid, ppid)
+        .u32s(tid, ptid)
+        .u64(time)
+        .sample_id(pid, tid, time)
+        .finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::records::WAIT_REASON_NONE;
+    use crate::sampler::{CommEvent, Event, ForkEvent};
+
+    #[test]
+    fn written_records_parse_back() {
+        let mut out = Vec::new();
+        let stack: Vec<u8> = (0..100u8).collect();
+        let regs = UserRegs {
+            ip: 0x401000,
+            sp: 0x7ff0_0000,
+            bp: 0x7ff0_0100,
+        };
+        let s = Sample {
+            pid: 5,
+            tid: 6,
+            time: 77,
+            cpu: 1,
+            regs,
+            stack: &stack,
+            off_cpu: None,
+        };
+        sample(&mut out, &s);
+        assert_eq!(LAYOUT.record_time(&out), 77);
+        let Some(Event::Sample(p)) = LAYOUT.parse(&out).unwrap() else {
+            panic!("not a sample")
+        };
+        assert_eq!((p.pid, p.tid, p.time, p.cpu, p.ip), (5, 6, 77, 1, 0x401000));
+        assert_eq!(p.user_regs, Some(regs));
+        // Cut to whole words.
+        assert_eq!(p.user_stack, &stack[..96]);
+        assert_eq!(p.off_cpu, None);
+
+        out.clear();
+        sample(
+            &mut out,
+            &Sample {
+                off_cpu: Some(WAIT_REASON_NONE),
+                ..s
+            },
+        );
+        assert_eq!(LAYOUT.record_time(&out), 77);
+        let Some(Event::Sample(p)) = LAYOUT.parse(&out).unwrap() else {
+            panic!("not a sample")
+        };
+        assert_eq!(p.off_cpu, Some(WAIT_REASON_NONE));
+        assert_eq!(p.user_stack, &stack[..96]);
+
+        out.clear();
+        mmap2(
+            &mut out,
+            &Mmap {
+                pid: 9,
+                start: 0x1000,
+                len: 0x2000,
+                pgoff: 0x3000,
+                dev_ino: Some((8, 1, 42)),
+                prot: 5,
+                filename: b"/usr/lib/libx.so",
+                time: 3,
+            },
+        );
+        assert_eq!(LAYOUT.record_time(&out), 3);
+        let Some(Event::Mmap(m)) = LAYOUT.parse(&out).unwrap() else {
+            panic!("not an mmap")
+        };
+        assert_eq!(
+            (m.pid, m.start, m.len, m.pgoff),
+            (9, 0x1000, 0x2000, 0x3000)
+        );
+        assert_eq!(m.dev_ino, Some((8, 1, 42)));
+        assert!(m.executable);
+        assert_eq!(m.filename, b"/usr/lib/libx.so");
+
+        out.clear();
+        comm(&mut out, 9, 10, b"worker", true, 4);
+        assert_eq!(
+            LAYOUT.parse(&out).unwrap(),
+            Some(Event::Comm(CommEvent {
+                pid: 9,
+                tid: 10,
+                name: b"worker",
+                exec: true
+            }))
+        );
+
+        out.clear();
+        task(&mut out, true, 9, 1, 10, 9, 5);
+        let f = ForkEvent {
+            pid: 9,
+            ppid: 1,
+            tid: 10,
+            ptid: 9,
+            time: 5,
+        };
+        assert_eq!(LAYOUT.parse(&out).unwrap(), Some(Event::Exit(f)));
+        assert_eq!(LAYOUT.record_time(&out), 5);
+    }
+}

@@ -1,0 +1,924 @@
+//! The ptrace backend, for where perf events are refused (containers, hardened kernels) and
+//! for wall-clock profiles.
+//!
+//! Every thread is seized once (`PTRACE_SEIZE`, which does not stop it) with options that
+//! make the kernel attach new threads and children and report `exec`. On each tick, jittered
+//! around 1/F so periodic work cannot fall in step with it, the threads to sample are chosen
+//! by their state *before* they are touched (`/proc/PID/task/TID/stat`: `R` = on CPU; with
+//! `--off-cpu` the waiting ones too), interrupted (`PTRACE_INTERRUPT`), their registers read
+//! (`PTRACE_GETREGS`) and their stack copied (`process_vm_readv`), and resumed at once.
+//! What is seen is written as perf records ([`super::encode`]) so the same parser, unwinder
+//! and profile serve both backends.
+//!
+//! Stopping detaches every tracee and leaves it running. If ember is killed with SIGKILL the
+//! kernel detaches them (tracees of a dead tracer are detached and resumed).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use super::encode::{self, Mmap, Sample};
+use super::records::WAIT_REASON_NONE;
+use super::{RecordQueue, SampleLayout, UserRegs};
+use crate::process::parse_maps_line;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PtraceError {
+    #[error(
+        "ptrace refused for process {pid} ({source}). ember needs to be the process's parent, \
+         its owner with kernel.yama.ptrace_scope 0, or root (CAP_SYS_PTRACE); in a container \
+         run it with --cap-add=SYS_PTRACE"
+    )]
+    Refused { pid: u32, source: io::Error },
+    #[error("could not trace process {pid}: {source}")]
+    Seize { pid: u32, source: io::Error },
+}
+
+/// What to sample and how.
+#[derive(Clone, Debug)]
+pub struct PtraceConfig {
+    pub frequency: u64,
+    pub stack_size: u32,
+    /// Sample waiting threads too (wall-clock profile).
+    pub off_cpu: bool,
+}
+
+/// How a thread was found before it was interrupted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    Running,
+    Waiting,
+}
+
+struct Tracee {
+    /// The process (thread group) it belongs to.
+    pid: u32,
+    /// `/proc/PID/task/TID/stat` and `schedstat`, kept open: read on every tick.
+    stat: Option<File>,
+    schedstat: Option<File>,
+    /// `R` means running *or runnable*: threads sharing a core are all `R`. So that samples
+    /// follow CPU time as perf's do, each `R` tick counts `weight` samples on average: the
+    /// CPU time the thread used over the last window divided by its `R` ticks in it times
+    /// the period. (Decided per window, not per tick: the kernel updates CPU time at
+    /// scheduler ticks and syscalls, and per-tick decisions would fall in step with those.)
+    weight: f64,
+    /// The current window: when it began (monotonic ns), CPU time then (ns), `R` ticks since.
+    window_start: u64,
+    window_cpu: u64,
+    r_ticks: u32,
+    /// An interrupt was sent; the stop it causes is to be sampled as this, and counts as
+    /// this many samples.
+    pending: Option<(Seen, u32)>,
+    /// In a group-stop (SIGSTOP, ^Z): held with `PTRACE_LISTEN`, not sampled.
+    group_stopped: bool,
+}
+
+#[derive(Clone, Default)]
+struct TracedProcess {
+    /// Executable mappings already written: (start, end, offset, inode).
+    written: HashSet<(u64, u64, u64, u64)>,
+    /// Their address ranges, to notice code that appeared since (dlopen, JIT).
+    ranges: Vec<(u64, u64)>,
+    /// When `/proc/PID/maps` was last read (monotonic ns).
+    scanned: u64,
+    /// How long until it is read again: short after a change (a program starting loads its
+    /// libraries), doubling up to [`RESCAN_NS`] while nothing changes.
+    gap: u64,
+}
+
+/// Counters for the summary.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PtraceStats {
+    pub ticks: u64,
+    pub samples: u64,
+    /// Interrupts whose stop did not come in time.
+    pub missed: u64,
+}
+
+pub struct PtraceSampler {
+    config: PtraceConfig,
+    tracees: HashMap<u32, Tracee>,
+    procs: HashMap<u32, TracedProcess>,
+    /// The launched command, whose exit ends the recording.
+    root: Option<u32>,
+    root_exit: Option<i32>,
+    /// Records written since the last drain: bytes, and (time, start, len) of each.
+    out: Vec<u8>,
+    entries: Vec<(u64, usize, usize)>,
+    stack: Vec<u8>,
+    interval_ns: u64,
+    next_tick: u64,
+    rng: u64,
+    pending: usize,
+    old_mask: libc::sigset_t,
+    old_chld: libc::sigaction,
+    detached: bool,
+    pub stats: PtraceStats,
+    pub notes: Vec<String>,
+}
+
+const OPTIONS: libc::c_int = libc::PTRACE_O_TRACECLONE
+    | libc::PTRACE_O_TRACEFORK
+    | libc::PTRACE_O_TRACEVFORK
+    | libc::PTRACE_O_TRACEEXEC;
+
+/// How long to wait for the stops that interrupts cause before giving up on them.
+const STOP_TIMEOUT_NS: u64 = 200_000_000;
+/// How often the mappings of a sampled process are read again (a twentieth of it when a
+/// thread runs code outside every known mapping).
+const RESCAN_NS: u64 = 100_000_000;
+const MIN_RESCAN_NS: u64 = 1_000_000;
+/// How often each thread's sample weight is worked out again.
+const WINDOW_NS: u64 = 50_000_000;
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn ptrace(req: libc::c_uint, tid: u32, addr: usize, data: usize) -> io::Result<libc::c_long> {
+    // SAFETY: the requests used here take integer arguments or a pointer to memory we own.
+    let r = unsafe { libc::ptrace(req, tid as libc::pid_t, addr, data) };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn seize(tid: u32) -> io::Result<()> {
+    ptrace(libc::PTRACE_SEIZE, tid, 0, OPTIONS as usize).map(|_| ())
+}
+
+fn event_msg(tid: u32) -> u64 {
+    let mut msg: libc::c_ulong = 0;
+    let _ = ptrace(
+        libc::PTRACE_GETEVENTMSG,
+        tid,
+        0,
+        &mut msg as *mut libc::c_ulong as usize,
+    );
+    msg as u64
+}
+
+/// A field of `/proc/TID/status` (`Tgid`, `PPid`).
+fn status_field(tid: u32, field: &str) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The state letter of a thread from its open `stat` file.
+fn thread_state(stat: &File, buf: &mut [u8; 512]) -> Option<u8> {
+    let n = stat.read_at(buf, 0).ok()?;
+    let s = &buf[..n];
+    // The name is in parentheses and may contain anything: the state follows the last ')'.
+    let close = s.iter().rposition(|&c| c == b')')?;
+    s.get(close + 2).copied()
+}
+
+fn comm_of(pid: u32, tid: u32) -> Vec<u8> {
+    let mut c = std::fs::read(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+    if c.last() == Some(&b'\n') {
+        c.pop();
+    }
+    c
+}
+
+impl PtraceSampler {
+    fn new(config: &PtraceConfig) -> PtraceSampler {
+        let freq = config.frequency.max(1);
+        // SAFETY: zeroed sigset/sigaction are valid "empty" values, filled in by the calls.
+        let (old_mask, old_chld) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        let mut s = PtraceSampler {
+            config: config.clone(),
+            tracees: HashMap::new(),
+            procs: HashMap::new(),
+            root: None,
+            root_exit: None,
+            out: Vec::new(),
+            entries: Vec::new(),
+            stack: vec![0; (config.stack_size as usize).min(encode::MAX_STACK)],
+            interval_ns: 1_000_000_000 / freq,
+            next_tick: 0,
+            rng: now_ns() | 1,
+            pending: 0,
+            old_mask,
+            old_chld,
+            detached: false,
+            stats: PtraceStats::default(),
+            notes: Vec::new(),
+        };
+        s.take_sigchld();
+        s.next_tick = now_ns() + s.jittered_interval();
+        s
+    }
+
+    /// Stops of tracees are announced by SIGCHLD (a handler without `SA_NOCLDSTOP`, which
+    /// would hide ptrace stops); it is blocked here and waited for with `sigtimedwait`.
+    fn take_sigchld(&mut self) {
+        extern "C" fn nothing(_: libc::c_int) {}
+        // SAFETY: plain libc signal calls on valid, owned structures; the handler does nothing.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = nothing as *const () as usize;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(libc::SIGCHLD, &act, &mut self.old_chld);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut self.old_mask);
+        }
+    }
+
+    fn give_back_sigchld(&mut self) {
+        // SAFETY: restoring what take_sigchld saved.
+        unsafe {
+            libc::sigaction(libc::SIGCHLD, &self.old_chld, std::ptr::null_mut());
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut());
+        }
+    }
+
+    /// Trace a launched command that has not called `exec` yet; sampling starts at its exec.
+    pub fn for_launch(pid: u32, config: &PtraceConfig) -> Result<PtraceSampler, PtraceError> {
+        seize(pid).map_err(|e| refusal(pid, e))?;
+        let mut s = PtraceSampler::new(config);
+        s.root = Some(pid);
+        s.tracees.insert(pid, Tracee::new(pid, pid, true));
+        s.procs.insert(pid, TracedProcess::default());
+        Ok(s)
+    }
+
+    /// Trace every thread of the running processes `pids`, and start sampling.
+    pub fn for_attach(pids: &[u32], config: &PtraceConfig) -> Result<PtraceSampler, PtraceError> {
+        let mut s = PtraceSampler::new(config);
+        let time = now_ns();
+        for &pid in pids {
+            // Threads started meanwhile by a seized thread are attached by the kernel; the
+            // others are found by listing again until the list stands still.
+            let mut first = true;
+            loop {
+                let tids = super::perf::list_threads(pid)
+                    .map_err(|e| PtraceError::Seize { pid, source: e })?;
+                let new: Vec<u32> = tids
+                    .into_iter()
+                    .filter(|t| !s.tracees.contains_key(t))
+                    .collect();
+                if new.is_empty() {
+                    break;
+                }
+                for tid in new {
+                    match seize(tid) {
+                        Ok(()) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::ESRCH) && !first => continue,
+                        Err(e) => {
+                            s.detach_all();
+                            return Err(refusal(pid, e));
+                        }
+                    }
+                    first = false;
+                    s.tracees.insert(tid, Tracee::new(pid, tid, false));
+                    let name = comm_of(pid, tid);
+                    s.push_with(time, |o| encode::comm(o, pid, tid, &name, false, time));
+                }
+            }
+            s.procs.insert(pid, TracedProcess::default());
+            s.scan_maps(pid, time);
+        }
+        Ok(s)
+    }
+
+    pub fn layout(&self) -> SampleLayout {
+        encode::LAYOUT
+    }
+
+    /// The launched command's exit code, once it has ended (128+N when killed by signal N).
+    pub fn root_exit(&self) -> Option<i32> {
+        self.root_exit
+    }
+
+    /// Is any thread still traced?
+    pub fn tracing(&self) -> bool {
+        !self.tracees.is_empty()
+    }
+
+    fn jittered_interval(&mut self) -> u64 {
+        // xorshift64: uniform in [interval/2, 3*interval/2), mean 1/F.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.interval_ns / 2 + self.rng % self.interval_ns.max(1)
+    }
+
+    fn push_with(&mut self, time: u64, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.out.len();
+        write(&mut self.out);
+        self.entries.push((time, start, self.out.len() - start));
+    }
+
+    /// Move the records written so far into `queue`.
+    pub fn drain(&mut self, queue: &mut RecordQueue) -> usize {
+        for &(time, start, len) in &self.entries {
+            queue.push(time, &self.out[start..start + len], &[]);
+        }
+        let n = self.entries.len();
+        self.entries.clear();
+        self.out.clear();
+        n
+    }
+
+    /// Sample on every tick and follow the tracees for up to `timeout_ms`; returns early when
+    /// the launched command ends, every tracee is gone, or ember gets a signal.
+    pub fn wait(&mut self, timeout_ms: i32) {
+        if self.detached {
+            std::thread::sleep(std::time::Duration::from_millis(timeout_ms.max(0) as u64));
+            return;
+        }
+        let end = now_ns() + timeout_ms.max(0) as u64 * 1_000_000;
+        loop {
+            self.reap();
+            if self.root_exit.is_some()
+                || self.tracees.is_empty()
+                || crate::target::signal_pending()
+            {
+                return;
+            }
+            let now = now_ns();
+            if now >= self.next_tick {
+                self.tick();
+                let now = now_ns();
+                self.next_tick += self.jittered_interval();
+                if self.next_tick < now {
+                    // Ticks cannot keep up (too many threads for -F): skip, do not burst.
+                    self.next_tick = now + self.jittered_interval();
+                }
+                continue;
+            }
+            if now >= end {
+                return;
+            }
+            if !wait_sigchld(self.next_tick.min(end) - now) {
+                return;
+            }
+        }
+    }
+
+    /// Handle every state change of the tracees that is ready, without blocking.
+    fn reap(&mut self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid with a valid status pointer.
+            let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
+            if tid <= 0 {
+                return;
+            }
+            self.on_status(tid as u32, status);
+        }
+    }
+
+    fn on_status(&mut self, tid: u32, status: i32) {
+        let time = now_ns();
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            };
+            self.on_gone(tid, code, time);
+            return;
+        }
+        if !libc::WIFSTOPPED(status) {
+            return;
+        }
+        if !self.tracees.contains_key(&tid) {
+            self.adopt(tid, None, time);
+        }
+        let sig = libc::WSTOPSIG(status);
+        // The signal to deliver when resuming: only a signal-delivery-stop has one.
+        let mut deliver = 0;
+        match status >> 16 {
+            libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK => {
+                let new = event_msg(tid) as u32;
+                if new != 0 && !self.tracees.contains_key(&new) {
+                    self.adopt(new, Some(tid), time);
+                }
+            }
+            libc::PTRACE_EVENT_EXEC => {
+                let former = event_msg(tid) as u32;
+                self.on_exec(tid, former, time);
+            }
+            libc::PTRACE_EVENT_STOP if sig != libc::SIGTRAP => {
+                // A group-stop (SIGSTOP, ^Z): stay stopped, as without ember, but keep
+                // hearing of the tracee.
+                let t = self.tracees.get_mut(&tid).expect("adopted");
+                t.group_stopped = true;
+                if t.pending.take().is_some() {
+                    self.pending -= 1;
+                }
+                let _ = ptrace(libc::PTRACE_LISTEN, tid, 0, 0);
+                return;
+            }
+            // Our interrupt, a new tracee's first stop, or the end of a group-stop.
+            libc::PTRACE_EVENT_STOP => {}
+            // A signal on its way to the tracee: deliver it.
+            0 => deliver = sig,
+            _ => {}
+        }
+        // Any stop uses up a pending interrupt (the kernel clears it), so a thread waiting to
+        // be sampled is sampled at whichever stop comes first.
+        let t = self.tracees.get_mut(&tid).expect("adopted");
+        t.group_stopped = false;
+        match t.pending.take() {
+            Some((seen, n)) => {
+                self.pending -= 1;
+                // Resume before writing the record: the thread waits only for the copy.
+                let regs = self.capture(tid);
+                self.resume(tid, deliver);
+                if let Some(regs) = regs {
+                    self.emit(tid, seen, n, regs, time);
+                }
+            }
+            None => self.resume(tid, deliver),
+        }
+    }
+
+    fn resume(&mut self, tid: u32, sig: i32) {
+        if ptrace(libc::PTRACE_CONT, tid, 0, sig as usize).is_err() {
+            // Gone meanwhile (killed): its exit status comes through waitpid.
+        }
+    }
+
+    /// A thread or process ember had not heard of: `parent` made it (clone/fork event), or
+    /// its first stop came before its parent's event.
+    fn adopt(&mut self, tid: u32, parent: Option<u32>, time: u64) {
+        let parent_pid = parent.and_then(|p| self.tracees.get(&p)).map(|t| t.pid);
+        let pid = status_field(tid, "Tgid").or(parent_pid).unwrap_or(tid);
+        let (ppid, ptid) = if Some(pid) == parent_pid {
+            (pid, parent.unwrap_or(pid))
+        } else {
+            let ppid = parent_pid
+                .or_else(|| status_field(tid, "PPid"))
+                .unwrap_or(0);
+            (ppid, parent.unwrap_or(ppid))
+        };
+        self.tracees.insert(tid, Tracee::new(pid, tid, true));
+        if !self.procs.contains_key(&pid) {
+            // A new process starts with a copy of its parent's address space.
+            let copy = self.procs.get(&ppid).cloned().unwrap_or_default();
+            self.procs.insert(pid, copy);
+        }
+        self.push_with(time, |o| encode::task(o, false, pid, ppid, tid, ptid, time));
+    }
+
+    fn on_exec(&mut self, tid: u32, former: u32, time: u64) {
+        let pid = self.tracees.get(&tid).map(|t| t.pid).unwrap_or(tid);
+        // Every other thread of the old program is gone; a non-leader that exec'd now has
+        // the leader's id.
+        let others: Vec<u32> = self
+            .tracees
+            .iter()
+            .filter(|(&t, tr)| tr.pid == pid && t != tid)
+            .map(|(&t, _)| t)
+            .collect();
+        for t in others {
+            if t != former {
+                self.push_with(time, |o| encode::task(o, true, pid, pid, t, t, time));
+            }
+            self.forget(t);
+        }
+        if let Some(tr) = self.tracees.get_mut(&tid) {
+            // A non-leader that exec'd took the leader's id: its files are the leader's now.
+            tr.open(tid);
+        }
+        let name = comm_of(pid, tid);
+        self.push_with(time, |o| encode::comm(o, pid, tid, &name, true, time));
+        self.procs.insert(pid, TracedProcess::default());
+        self.scan_maps(pid, time);
+    }
+
+    fn forget(&mut self, tid: u32) {
+        if let Some(t) = self.tracees.remove(&tid) {
+            if t.pending.is_some() {
+                self.pending -= 1;
+            }
+        }
+    }
+
+    fn on_gone(&mut self, tid: u32, code: i32, time: u64) {
+        if Some(tid) == self.root {
+            self.root_exit = Some(code);
+        }
+        let Some(pid) = self.tracees.get(&tid).map(|t| t.pid) else {
+            return;
+        };
+        self.forget(tid);
+        self.push_with(time, |o| encode::task(o, true, pid, pid, tid, tid, time));
+        if tid == pid {
+            self.procs.remove(&pid);
+        }
+    }
+
+    /// Read `/proc/PID/maps` and write the executable mappings not written yet.
+    fn scan_maps(&mut self, pid: u32, time: u64) {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return;
+        };
+        let mut new = Vec::new();
+        let proc = self.procs.entry(pid).or_default();
+        proc.scanned = time;
+        let before = proc.written.len();
+        for line in maps.lines() {
+            let Some(m) = parse_maps_line(line) else {
+                continue;
+            };
+            if !m.executable {
+                continue;
+            }
+            let ino = m.dev_ino.map(|d| d.2).unwrap_or(0);
+            if proc.written.insert((m.start, m.end, m.offset, ino)) {
+                proc.ranges.push((m.start, m.end));
+                new.push(Mmap {
+                    pid,
+                    start: m.start,
+                    len: m.end - m.start,
+                    pgoff: m.offset,
+                    dev_ino: m.dev_ino,
+                    prot: (libc::PROT_READ | libc::PROT_EXEC) as u32,
+                    filename: m.path.as_bytes(),
+                    time,
+                });
+            }
+        }
+        proc.gap = if proc.written.len() > before {
+            MIN_RESCAN_NS
+        } else {
+            (proc.gap * 2).clamp(MIN_RESCAN_NS, RESCAN_NS)
+        };
+        for m in &new {
+            self.push_with(time, |o| encode::mmap2(o, m));
+        }
+    }
+
+    /// One tick: interrupt the threads to sample, sample each as it stops, resume it.
+    fn tick(&mut self) {
+        self.stats.ticks += 1;
+        let mut buf = [0u8; 512];
+        let mut chosen = Vec::new();
+        let period = self.interval_ns;
+        let now = now_ns();
+        for (&tid, t) in self.tracees.iter_mut() {
+            if t.group_stopped || t.pending.is_some() {
+                continue;
+            }
+            let Some(state) = t.stat.as_ref().and_then(|f| thread_state(f, &mut buf)) else {
+                continue;
+            };
+            let running = state == b'R';
+            if self.config.off_cpu {
+                // Wall clock: every thread, every tick, whatever it does.
+                match state {
+                    b'R' => chosen.push((tid, Seen::Running, 1)),
+                    b'S' | b'D' | b'I' => chosen.push((tid, Seen::Waiting, 1)),
+                    _ => {}
+                }
+                continue;
+            }
+            if now >= t.window_start + WINDOW_NS {
+                // Without schedstat (no CONFIG_SCHED_INFO) the weight stays 1: state alone.
+                if let (Some(cpu), true) = (t.cpu_time(), t.r_ticks > 0) {
+                    let used = cpu.saturating_sub(t.window_cpu) as f64;
+                    t.weight = (used / (f64::from(t.r_ticks) * period as f64)).min(4.0);
+                    t.window_cpu = cpu;
+                }
+                t.window_start = now;
+                t.r_ticks = 0;
+            }
+            if running {
+                t.r_ticks += 1;
+                // floor(weight), plus one more with the probability of its fraction.
+                self.rng ^= self.rng << 13;
+                self.rng ^= self.rng >> 7;
+                self.rng ^= self.rng << 17;
+                let r = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+                let n = t.weight.floor() as u32 + u32::from(r < t.weight.fract());
+                if n > 0 {
+                    chosen.push((tid, Seen::Running, n));
+                }
+            }
+        }
+        for (tid, seen, n) in chosen {
+            if ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0).is_ok() {
+                if let Some(t) = self.tracees.get_mut(&tid) {
+                    t.pending = Some((seen, n));
+                    self.pending += 1;
+                }
+            }
+        }
+        self.collect_stops();
+    }
+
+    /// Handle tracee state changes until every interrupted thread has been sampled.
+    fn collect_stops(&mut self) {
+        let give_up = now_ns() + STOP_TIMEOUT_NS;
+        while self.pending > 0 {
+            self.reap();
+            if self.pending == 0 {
+                break;
+            }
+            let now = now_ns();
+            if now >= give_up {
+                for t in self.tracees.values_mut() {
+                    if t.pending.take().is_some() {
+                        self.stats.missed += 1;
+                    }
+                }
+                self.pending = 0;
+                break;
+            }
+            wait_sigchld(give_up - now);
+        }
+    }
+
+    /// Read a stopped thread's registers, and its stack into `self.stack`.
+    fn capture(&mut self, tid: u32) -> Option<(libc::user_regs_struct, usize)> {
+        // SAFETY: user_regs_struct is plain data; GETREGS fills it.
+        let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+        ptrace(
+            libc::PTRACE_GETREGS,
+            tid,
+            0,
+            &mut regs as *mut libc::user_regs_struct as usize,
+        )
+        .ok()?;
+        let n = read_stack(tid, regs.rsp, &mut self.stack);
+        Some((regs, n))
+    }
+
+    /// Write the sample captured from `tid`, after reading the process's mappings again if
+    /// they may have changed.
+    fn emit(
+        &mut self,
+        tid: u32,
+        seen: Seen,
+        count: u32,
+        (regs, n): (libc::user_regs_struct, usize),
+        time: u64,
+    ) {
+        let Some(pid) = self.tracees.get(&tid).map(|t| t.pid) else {
+            return;
+        };
+        // orig_rax holds the syscall number while in one, -1 otherwise.
+        let reason = if (regs.orig_rax as i64) < 0 {
+            WAIT_REASON_NONE
+        } else {
+            regs.orig_rax
+        };
+        let off_cpu = (seen == Seen::Waiting).then_some(reason);
+        // Libraries come and go (the loader, dlopen, JIT): look again now and then, and at
+        // once when the thread runs code outside every mapping seen so far.
+        let due = self.procs.get(&pid).is_none_or(|p| {
+            let known = p.ranges.iter().any(|&(s, e)| regs.rip >= s && regs.rip < e);
+            time >= p.scanned + if known { p.gap } else { MIN_RESCAN_NS }
+        });
+        if due {
+            self.scan_maps(pid, time);
+        }
+        let stack = std::mem::take(&mut self.stack);
+        let s = Sample {
+            pid,
+            tid,
+            time,
+            cpu: 0,
+            regs: UserRegs {
+                ip: regs.rip,
+                sp: regs.rsp,
+                bp: regs.rbp,
+            },
+            stack: &stack[..n],
+            off_cpu,
+        };
+        // A thread due several samples (it was not caught running for a while) gets them
+        // all here: copies of one record.
+        for _ in 0..count {
+            self.push_with(time, |o| encode::sample(o, &s));
+        }
+        self.stack = stack;
+        self.stats.samples += u64::from(count);
+    }
+
+    /// Detach from every tracee, leaving it running (or stopped, if it was in a group-stop).
+    pub fn disable(&mut self) {
+        if !self.detached {
+            self.detach_all();
+        }
+    }
+
+    fn detach_all(&mut self) {
+        self.detached = true;
+        // A tracee must be in a ptrace-stop to be detached: interrupt each, detach it at its
+        // stop (delivering the signal it stopped for, if any). New threads that appear
+        // meanwhile are attached by the kernel and detached the same way.
+        let give_up = now_ns() + 2 * STOP_TIMEOUT_NS;
+        for &tid in self.tracees.keys() {
+            let _ = ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0);
+        }
+        while !self.tracees.is_empty() && now_ns() < give_up {
+            loop {
+                let mut status = 0;
+                // SAFETY: waitpid with a valid status pointer.
+                let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
+                if tid <= 0 {
+                    break;
+                }
+                let tid = tid as u32;
+                if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                    self.on_status(tid, status);
+                    continue;
+                }
+                if !libc::WIFSTOPPED(status) {
+                    continue;
+                }
+                let event = status >> 16;
+                if matches!(
+                    event,
+                    libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK
+                ) {
+                    let new = event_msg(tid) as u32;
+                    if new != 0 && !self.tracees.contains_key(&new) {
+                        self.adopt(new, Some(tid), now_ns());
+                        let _ = ptrace(libc::PTRACE_INTERRUPT, new, 0, 0);
+                    }
+                }
+                let sig = if event == 0 {
+                    libc::WSTOPSIG(status)
+                } else {
+                    0
+                };
+                let _ = ptrace(libc::PTRACE_DETACH, tid, 0, sig as usize);
+                self.tracees.remove(&tid);
+            }
+            if !self.tracees.is_empty() {
+                wait_sigchld(5_000_000);
+            }
+        }
+        if !self.tracees.is_empty() {
+            self.notes.push(format!(
+                "{} threads did not stop to be detached; they are detached when ember exits",
+                self.tracees.len()
+            ));
+        }
+        self.tracees.clear();
+        self.pending = 0;
+        self.give_back_sigchld();
+    }
+}
+
+impl Drop for PtraceSampler {
+    fn drop(&mut self) {
+        // Also on a panic: never leave a thread stopped.
+        self.disable();
+    }
+}
+
+impl Tracee {
+    /// A thread ember starts to follow; `from_start` when it was just created (its CPU time
+    /// so far is to be sampled), not when attaching to it (its past is not).
+    fn new(pid: u32, tid: u32, from_start: bool) -> Tracee {
+        let mut t = Tracee {
+            pid,
+            stat: None,
+            schedstat: None,
+            weight: 1.0,
+            window_start: now_ns(),
+            window_cpu: 0,
+            r_ticks: 0,
+            pending: None,
+            group_stopped: false,
+        };
+        t.open(tid);
+        if !from_start {
+            t.window_cpu = t.cpu_time().unwrap_or(0);
+        }
+        t
+    }
+
+    fn open(&mut self, tid: u32) {
+        let dir = format!("/proc/{}/task/{tid}", self.pid);
+        self.stat = File::open(format!("{dir}/stat")).ok();
+        self.schedstat = File::open(format!("{dir}/schedstat")).ok();
+    }
+
+    /// CPU time used so far (ns), from `schedstat`.
+    fn cpu_time(&self) -> Option<u64> {
+        let mut buf = [0u8; 128];
+        let n = self.schedstat.as_ref()?.read_at(&mut buf, 0).ok()?;
+        let s = std::str::from_utf8(&buf[..n]).ok()?;
+        s.split_whitespace().next()?.parse().ok()
+    }
+}
+
+fn refusal(pid: u32, e: io::Error) -> PtraceError {
+    if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+        PtraceError::Refused { pid, source: e }
+    } else {
+        PtraceError::Seize { pid, source: e }
+    }
+}
+
+/// Wait up to `ns` for SIGCHLD (blocked in this thread). False when another signal came.
+fn wait_sigchld(ns: u64) -> bool {
+    // SAFETY: plain libc calls on valid, owned structures.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        let ts = libc::timespec {
+            tv_sec: (ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+        };
+        let r = libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
+        !(r < 0 && *libc::__errno_location() == libc::EINTR)
+    }
+}
+
+/// Copy up to `buf.len()` bytes of a thread's stack from `sp` up; returns how many could be
+/// read (the copy stops at the first unmapped page).
+fn read_stack(tid: u32, sp: u64, buf: &mut [u8]) -> usize {
+    const PAGE: u64 = 4096;
+    let len = buf.len() as u64;
+    let mut remote = Vec::with_capacity((len / PAGE + 2) as usize);
+    let mut at = sp;
+    let end = sp.saturating_add(len);
+    while at < end {
+        let next = ((at / PAGE) + 1) * PAGE;
+        let stop = next.min(end);
+        remote.push(libc::iovec {
+            iov_base: at as *mut libc::c_void,
+            iov_len: (stop - at) as usize,
+        });
+        at = stop;
+    }
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: local points to `buf`, which is valid for writes of its length; the remote
+    // ranges are only read by the kernel, which checks them.
+    let n = unsafe {
+        libc::process_vm_readv(
+            tid as libc::pid_t,
+            &local,
+            1,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    n.max(0) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_state_follows_the_last_parenthesis() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("stat");
+        std::fs::write(&p, b"123 (a) b) (c) S 1 2 3").unwrap();
+        let f = File::open(&p).unwrap();
+        assert_eq!(thread_state(&f, &mut [0; 512]), Some(b'S'));
+    }
+
+    #[test]
+    fn reads_its_own_stack_up_to_the_end_of_the_mapping() {
+        let x = 0u64;
+        let sp = &x as *const u64 as u64;
+        let mut buf = vec![0u8; 4096];
+        assert_eq!(read_stack(std::process::id(), sp, &mut buf), 4096);
+        // Past the end of the address space: nothing.
+        assert_eq!(read_stack(std::process::id(), u64::MAX - 8192, &mut buf), 0);
+    }
+
+    #[test]
+    fn ticks_are_jittered_around_the_period() {
+        let mut s = PtraceSampler::new(&PtraceConfig {
+            frequency: 1000,
+            stack_size: 1024,
+            off_cpu: false,
+        });
+        let v: Vec<u64> = (0..1000).map(|_| s.jittered_interval()).collect();
+        assert!(v.iter().all(|&i| (500_000..1_500_000).contains(&i)));
+        let mean = v.iter().sum::<u64>() / v.len() as u64;
+        assert!((900_000..1_100_000).contains(&mean), "{mean}");
+        assert!(v.windows(2).any(|w| w[0] != w[1]));
+        s.disable();
+    }
+}

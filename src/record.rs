@@ -518,7 +518,13 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         },
     };
     sampler.disable();
+    let mut backend_detail = String::new();
     if let Sampler::Ptrace(s) = &sampler {
+        backend_detail = format!(
+            "\nember: ptrace: {} ticks, {} threads interrupted, {} waiting threads sampled \
+             without a stop, {} samples",
+            s.stats.ticks, s.stats.interrupts, s.stats.unstopped, s.stats.samples
+        );
         if s.stats.missed > 0 {
             collector.profile.meta.warnings.push(format!(
                 "{} interrupted threads did not stop in time and were not sampled",
@@ -612,6 +618,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     let folded = write_outputs(&stacks, opts)?;
     let mut summary = summarize(&profile, &opts.outputs, event.kernel_included);
     if opts.verbose {
+        summary.push_str(&backend_detail);
         summary.push_str(&format!(
             "\nember: {} unique stacks, {} unique frames; unwinding: {} samples, {} stack copies \
              ran out ({} completed from the frame-pointer chain)\n\

@@ -525,6 +525,16 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
              without a stop, {} samples",
             s.stats.ticks, s.stats.interrupts, s.stats.unstopped, s.stats.samples
         );
+        if s.stats.unsampled > 0 {
+            // Counted as lost, so the summary and the SVG say so.
+            collector.profile.meta.lost += s.stats.unsampled;
+            collector.profile.meta.warnings.push(format!(
+                "{} samples' worth of CPU time was used by threads that ended before ember \
+                 stopped them again (short-lived threads; ptrace samples a thread by stopping \
+                 it); it is counted as lost",
+                s.stats.unsampled
+            ));
+        }
         if s.stats.missed > 0 {
             collector.profile.meta.warnings.push(format!(
                 "{} interrupted threads did not stop in time and were not sampled",
@@ -735,7 +745,7 @@ fn summarize(profile: &Profile, outputs: &[PathBuf], kernel: bool) -> String {
             m.throttled
         ));
     }
-    if m.lost > 0 {
+    if m.lost > 0 && !m.event.starts_with("ptrace") {
         s.push_str("\nember: samples were lost (ring buffer full); lower -F or --stack-size");
     }
     for w in &m.warnings {

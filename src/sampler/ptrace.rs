@@ -61,18 +61,25 @@ struct Tracee {
     /// Where it was last sampled waiting (off-CPU mode).
     wait: Option<WaitSite>,
     /// `R` means running *or runnable*: threads sharing a core are all `R`. So that samples
-    /// follow CPU time as perf's do, each `R` tick counts `weight` samples on average: the
-    /// CPU time the thread used over the last window divided by its `R` ticks in it times
-    /// the period. (Decided per window, not per tick: the kernel updates CPU time at
-    /// scheduler ticks and syscalls, and per-tick decisions would fall in step with those.)
-    weight: f64,
+    /// follow CPU time as perf's do, a stopped thread counts one sample per period of CPU
+    /// time it used since its last stop (`cpu_ns`, `credit`: exact, as a stop updates the
+    /// kernel's count). Whether to stop an `R` thread at a tick is decided at random with
+    /// probability `rate`: the CPU time it used over the last window divided by its `R`
+    /// ticks in it times the period, so that threads sharing a core are not all stopped on
+    /// every tick for nothing. (Random and per window, not by the CPU count per tick: the
+    /// kernel updates that count at scheduler ticks and syscalls, and decisions taken from it
+    /// would fall in step with those.)
+    cpu_ns: u64,
+    credit: u64,
+    rate: Option<f64>,
     /// The current window: when it began (monotonic ns), CPU time then (ns), `R` ticks since.
     window_start: u64,
     window_cpu: u64,
     r_ticks: u32,
-    /// An interrupt was sent; the stop it causes is to be sampled as this, and counts as
-    /// this many samples.
-    pending: Option<(Seen, u32)>,
+    /// An interrupt was sent (at `interrupted_at`); the stop it causes is to be sampled as
+    /// this.
+    pending: Option<Seen>,
+    interrupted_at: u64,
     /// In a group-stop (SIGSTOP, ^Z): held with `PTRACE_LISTEN`, not sampled.
     group_stopped: bool,
 }
@@ -111,6 +118,9 @@ pub struct PtraceStats {
     pub unstopped: u64,
     /// Interrupts whose stop did not come in time.
     pub missed: u64,
+    /// Samples due for CPU time used by threads after their last stop, found when they
+    /// exited: time that could not be placed on a stack.
+    pub unsampled: u64,
 }
 
 pub struct PtraceSampler {
@@ -138,10 +148,11 @@ pub struct PtraceSampler {
 const OPTIONS: libc::c_int = libc::PTRACE_O_TRACECLONE
     | libc::PTRACE_O_TRACEFORK
     | libc::PTRACE_O_TRACEVFORK
-    | libc::PTRACE_O_TRACEEXEC;
+    | libc::PTRACE_O_TRACEEXEC
+    | libc::PTRACE_O_TRACEEXIT;
 
-/// How long to wait for the stops that interrupts cause before giving up on them.
-const STOP_TIMEOUT_NS: u64 = 200_000_000;
+/// How long to wait for the stop an interrupt causes before giving up on it.
+const STOP_TIMEOUT_NS: u64 = 1_000_000_000;
 /// How often the mappings of a sampled process are read again (a twentieth of it when a
 /// thread runs code outside every known mapping).
 const RESCAN_NS: u64 = 100_000_000;
@@ -436,6 +447,21 @@ impl PtraceSampler {
                 let former = event_msg(tid) as u32;
                 self.on_exec(tid, former, time);
             }
+            libc::PTRACE_EVENT_EXIT => {
+                // The thread is on its way out: its stack is the exit path, not where it
+                // worked. CPU time it used since its last sample cannot be placed; say how
+                // much, rather than drop it silently.
+                let period = self.interval_ns;
+                let t = self.tracees.get_mut(&tid).expect("adopted");
+                if t.pending.take().is_some() {
+                    self.pending -= 1;
+                }
+                if !self.config.off_cpu {
+                    self.stats.unsampled += u64::from(t.samples_due(period));
+                }
+                self.resume(tid, 0);
+                return;
+            }
             libc::PTRACE_EVENT_STOP if sig != libc::SIGTRAP => {
                 // A group-stop (SIGSTOP, ^Z): stay stopped, as without ember, but keep
                 // hearing of the tracee.
@@ -458,10 +484,14 @@ impl PtraceSampler {
         let t = self.tracees.get_mut(&tid).expect("adopted");
         t.group_stopped = false;
         match t.pending.take() {
-            Some((seen, n)) => {
+            Some(seen) => {
                 self.pending -= 1;
+                let n = match seen {
+                    Seen::Running if !self.config.off_cpu => t.samples_due(self.interval_ns),
+                    _ => 1,
+                };
                 // Resume before writing the record: the thread waits only for the copy.
-                let regs = self.capture(tid);
+                let regs = if n > 0 { self.capture(tid) } else { None };
                 self.resume(tid, deliver);
                 if let Some(regs) = regs {
                     self.emit(tid, seen, n, regs, time);
@@ -594,9 +624,17 @@ impl PtraceSampler {
         let mut buf = [0u8; 512];
         let mut chosen = Vec::new();
         let mut still_waiting = Vec::new();
+        let mut runnable = Vec::new();
         let period = self.interval_ns;
         let now = now_ns();
         for (&tid, t) in self.tracees.iter_mut() {
+            if t.pending.is_some() && now > t.interrupted_at + STOP_TIMEOUT_NS {
+                // Never stopped (it cannot, e.g. stuck in the kernel): give up on this one;
+                // its stop, if it comes, only resumes it.
+                t.pending = None;
+                self.pending -= 1;
+                self.stats.missed += 1;
+            }
             if t.group_stopped || t.pending.is_some() {
                 continue;
             }
@@ -609,7 +647,7 @@ impl PtraceSampler {
                 match state {
                     b'R' => {
                         t.wait = None;
-                        chosen.push((tid, Seen::Running, 1));
+                        chosen.push((tid, Seen::Running));
                     }
                     b'S' | b'D' | b'I' => match (t.wait, t.syscall_site()) {
                         // Still in the wait it was sampled in (same syscall site, same stack
@@ -620,17 +658,18 @@ impl PtraceSampler {
                         {
                             still_waiting.push((tid, w));
                         }
-                        _ => chosen.push((tid, Seen::Waiting, 1)),
+                        _ => chosen.push((tid, Seen::Waiting)),
                     },
                     _ => {}
                 }
                 continue;
             }
             if now >= t.window_start + WINDOW_NS {
-                // Without schedstat (no CONFIG_SCHED_INFO) the weight stays 1: state alone.
+                // Without schedstat (no CONFIG_SCHED_INFO) the rate stays 1: state alone.
                 if let (Some(cpu), true) = (t.cpu_time(), t.r_ticks > 0) {
                     let used = cpu.saturating_sub(t.window_cpu) as f64;
-                    t.weight = (used / (f64::from(t.r_ticks) * period as f64)).min(4.0);
+                    // At least a little, so a thread that starts to run is noticed.
+                    t.rate = Some((used / (f64::from(t.r_ticks) * period as f64)).clamp(0.05, 1.0));
                     t.window_cpu = cpu;
                 }
                 t.window_start = now;
@@ -638,52 +677,38 @@ impl PtraceSampler {
             }
             if running {
                 t.r_ticks += 1;
-                // floor(weight), plus one more with the probability of its fraction.
-                self.rng ^= self.rng << 13;
-                self.rng ^= self.rng >> 7;
-                self.rng ^= self.rng << 17;
-                let r = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
-                let n = t.weight.floor() as u32 + u32::from(r < t.weight.fract());
-                if n > 0 {
-                    chosen.push((tid, Seen::Running, n));
-                }
+                runnable.push(tid);
+            }
+        }
+        for tid in runnable {
+            let Some(t) = self.tracees.get(&tid) else {
+                continue;
+            };
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let r = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+            // New threads are stopped at every chance until their rate is known: a thread
+            // that lives for a few milliseconds must not end unsampled.
+            if r < t.rate.unwrap_or(1.0) {
+                chosen.push((tid, Seen::Running));
             }
         }
         for (tid, site) in still_waiting {
             self.sample_still_waiting(tid, site, now);
         }
-        for (tid, seen, n) in chosen {
+        for (tid, seen) in chosen {
             if ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0).is_ok() {
                 if let Some(t) = self.tracees.get_mut(&tid) {
-                    t.pending = Some((seen, n));
+                    t.pending = Some(seen);
                     self.pending += 1;
+                    t.interrupted_at = now;
                     self.stats.interrupts += 1;
                 }
             }
         }
-        self.collect_stops();
-    }
-
-    /// Handle tracee state changes until every interrupted thread has been sampled.
-    fn collect_stops(&mut self) {
-        let give_up = now_ns() + STOP_TIMEOUT_NS;
-        while self.pending > 0 {
-            self.reap();
-            if self.pending == 0 {
-                break;
-            }
-            let now = now_ns();
-            if now >= give_up {
-                for t in self.tracees.values_mut() {
-                    if t.pending.take().is_some() {
-                        self.stats.missed += 1;
-                    }
-                }
-                self.pending = 0;
-                break;
-            }
-            wait_sigchld(give_up - now);
-        }
+        // The stops come when they come: a runnable thread that waits for a CPU traps only
+        // once it gets one, and ticks must not wait for that.
     }
 
     /// Read a stopped thread's registers, and its stack into `self.stack`.
@@ -839,7 +864,20 @@ impl PtraceSampler {
                 } else {
                     0
                 };
+                // The CPU time used since the thread's last sample is sampled here, where it
+                // is now (as at any stop), instead of being dropped.
+                let period = self.interval_ns;
+                let due = match self.tracees.get_mut(&tid) {
+                    Some(t) if !self.config.off_cpu && event != libc::PTRACE_EVENT_EXIT => {
+                        t.samples_due(period)
+                    }
+                    _ => 0,
+                };
+                let captured = if due > 0 { self.capture(tid) } else { None };
                 let _ = ptrace(libc::PTRACE_DETACH, tid, 0, sig as usize);
+                if let Some(c) = captured {
+                    self.emit(tid, Seen::Running, due, c, now_ns());
+                }
                 self.tracees.remove(&tid);
             }
             if !self.tracees.is_empty() {
@@ -875,18 +913,35 @@ impl Tracee {
             schedstat: None,
             syscall: None,
             wait: None,
-            weight: 1.0,
+            cpu_ns: 0,
+            credit: 0,
+            rate: None,
             window_start: now_ns(),
             window_cpu: 0,
             r_ticks: 0,
             pending: None,
+            interrupted_at: 0,
             group_stopped: false,
         };
         t.open(tid);
         if !from_start {
-            t.window_cpu = t.cpu_time().unwrap_or(0);
+            t.cpu_ns = t.cpu_time().unwrap_or(0);
+            t.window_cpu = t.cpu_ns;
         }
         t
+    }
+
+    /// How many on-CPU samples a stop of this thread counts for: one per period of CPU time
+    /// used since the last stop. Without schedstat (a kernel without CONFIG_SCHED_INFO), one.
+    fn samples_due(&mut self, period: u64) -> u32 {
+        let Some(cpu) = self.cpu_time() else {
+            return 1;
+        };
+        self.credit = (self.credit + cpu.saturating_sub(self.cpu_ns)).min(64 * period);
+        self.cpu_ns = cpu;
+        let n = self.credit / period;
+        self.credit -= n * period;
+        n as u32
     }
 
     fn open(&mut self, tid: u32) {

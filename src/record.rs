@@ -142,6 +142,13 @@ pub enum RecordError {
          --backend out)"
     )]
     OffCpuNeedsPtrace,
+    #[error("--kernel needs perf events: the ptrace backend sees user space only")]
+    KernelNeedsPerf,
+    #[error("{perf}\nThe fallback to ptrace failed too: {ptrace}")]
+    BothRefused {
+        perf: PerfError,
+        ptrace: PtraceError,
+    },
     #[error("-F must be at least 1")]
     ZeroFrequency,
 }
@@ -153,7 +160,8 @@ impl RecordError {
         match self {
             RecordError::BadOutput(_)
             | RecordError::ZeroFrequency
-            | RecordError::OffCpuNeedsPtrace => 2,
+            | RecordError::OffCpuNeedsPtrace
+            | RecordError::KernelNeedsPerf => 2,
             RecordError::Target(
                 TargetError::NotFound(_)
                 | TargetError::NoCommand
@@ -402,19 +410,39 @@ fn open_sampler(
     perf: impl FnOnce() -> Result<PerfSampler, PerfError>,
     ptrace: impl FnOnce() -> Result<PtraceSampler, PtraceError>,
 ) -> Result<Sampler, RecordError> {
+    let kernel_required = opts.kernel == KernelFrames::Require;
     match opts.backend {
         Backend::Perf => Ok(Sampler::Perf(perf()?)),
+        Backend::Ptrace | Backend::Auto if kernel_required && opts.off_cpu => {
+            Err(RecordError::KernelNeedsPerf)
+        }
+        Backend::Ptrace if kernel_required => Err(RecordError::KernelNeedsPerf),
         Backend::Ptrace => Ok(Sampler::Ptrace(Box::new(ptrace()?))),
         Backend::Auto if opts.off_cpu => Ok(Sampler::Ptrace(Box::new(ptrace()?))),
+        // Kernel frames required: no fallback that cannot give them.
+        Backend::Auto if kernel_required => Ok(Sampler::Perf(perf()?)),
         Backend::Auto => match perf() {
             Ok(s) => Ok(Sampler::Perf(s)),
-            Err(PerfError::Refused { error, paranoid }) => {
+            Err(refused @ PerfError::Refused { .. }) => {
+                let PerfError::Refused {
+                    error, paranoid, ..
+                } = &refused
+                else {
+                    unreachable!()
+                };
                 eprintln!(
                     "ember: perf events are refused here ({error}; kernel.perf_event_paranoid = \
                      {paranoid}), so sampling falls back to ptrace (--backend ptrace): each \
-                     sample stops the thread for a moment, so expect more overhead"
+                     sample stops the thread for a moment, so expect more overhead, and no \
+                     kernel frames"
                 );
-                Ok(Sampler::Ptrace(Box::new(ptrace()?)))
+                match ptrace() {
+                    Ok(s) => Ok(Sampler::Ptrace(Box::new(s))),
+                    Err(e) => Err(RecordError::BothRefused {
+                        perf: refused,
+                        ptrace: e,
+                    }),
+                }
             }
             Err(e) => Err(e.into()),
         },

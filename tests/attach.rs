@@ -177,12 +177,18 @@ fn check_complete(folded: &Path, svg: &Path) {
 #[test]
 fn sigint_and_sigterm_stop_an_attached_recording_cleanly() {
     let _serial = serial();
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for (backend, sig) in [
+        ("perf", Signal::SIGINT),
+        ("perf", Signal::SIGTERM),
+        ("perf", Signal::SIGHUP),
+        ("ptrace", Signal::SIGINT),
+        ("ptrace", Signal::SIGTERM),
+    ] {
         let t = Target::start("shares", &["60"]);
         let dir = scratch();
         let (folded, svg) = (dir.path().join("s.folded"), dir.path().join("s.svg"));
         let ember = Command::new(EMBER)
-            .args(["record", "-p", &t.pid_str(), "-o"])
+            .args(["record", "--backend", backend, "-p", &t.pid_str(), "-o"])
             .arg(&folded)
             .arg("-o")
             .arg(&svg)
@@ -193,11 +199,14 @@ fn sigint_and_sigterm_stop_an_attached_recording_cleanly() {
         let sent = Instant::now();
         kill(Pid::from_raw(ember.id() as i32), sig).unwrap();
         let out = ember.wait_with_output().unwrap();
-        eprintln!("{sig:?} -> outputs written in {:?}", sent.elapsed());
+        eprintln!(
+            "{backend} {sig:?} -> outputs written in {:?}",
+            sent.elapsed()
+        );
         assert_eq!(
             out.status.code(),
             Some(0),
-            "{sig:?}: {}",
+            "{backend} {sig:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         check_complete(&folded, &svg);
@@ -208,26 +217,29 @@ fn sigint_and_sigterm_stop_an_attached_recording_cleanly() {
 #[test]
 fn sigkill_to_ember_leaves_the_target_and_old_outputs_alone() {
     let _serial = serial();
-    let t = Target::start("shares", &["60"]);
-    let dir = scratch();
-    let svg = dir.path().join("old.svg");
-    std::fs::write(&svg, "previous file").unwrap();
-    let mut ember = Command::new(EMBER)
-        .args(["record", "-p", &t.pid_str(), "-o"])
-        .arg(&svg)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
-    ember.kill().unwrap();
-    ember.wait().unwrap();
-    assert_eq!(std::fs::read_to_string(&svg).unwrap(), "previous file");
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(names.len(), 1, "leftover files: {names:?}");
-    assert_unharmed(t.pid());
+    // With ptrace, the kernel detaches the tracees of a tracer that dies (README).
+    for backend in BACKENDS {
+        let t = Target::start("shares", &["60"]);
+        let dir = scratch();
+        let svg = dir.path().join("old.svg");
+        std::fs::write(&svg, "previous file").unwrap();
+        let mut ember = Command::new(EMBER)
+            .args(["record", "--backend", backend, "-p", &t.pid_str(), "-o"])
+            .arg(&svg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        ember.kill().unwrap();
+        ember.wait().unwrap();
+        assert_eq!(std::fs::read_to_string(&svg).unwrap(), "previous file");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{backend}: leftover files: {names:?}");
+        assert_unharmed(t.pid());
+    }
 }
 
 #[test]

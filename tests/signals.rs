@@ -11,10 +11,14 @@ use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-fn spawn_recording(outputs: &[&std::path::Path], new_group: bool) -> std::process::Child {
+fn spawn_recording(
+    backend: &str,
+    outputs: &[&std::path::Path],
+    new_group: bool,
+) -> std::process::Child {
     let exe = workload("shares", Build::NoFramePointers);
     let mut cmd = Command::new(EMBER);
-    cmd.arg("record");
+    cmd.args(["record", "--backend", backend]);
     for o in outputs {
         cmd.arg("-o").arg(o);
     }
@@ -39,29 +43,37 @@ fn check_outputs(svg: &std::path::Path, folded: &std::path::Path) {
 #[test]
 fn ctrl_c_reaches_the_command_and_outputs_are_written() {
     let _serial = serial();
-    let dir = scratch();
-    let (svg, folded) = (dir.path().join("a.svg"), dir.path().join("a.folded"));
-    let child = spawn_recording(&[&svg, &folded], true);
-    std::thread::sleep(Duration::from_millis(1500));
-    // What the terminal does on Ctrl-C: SIGINT to the whole foreground process group.
-    kill(Pid::from_raw(-(child.id() as i32)), Signal::SIGINT).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    check_outputs(&svg, &folded);
+    for backend in BACKENDS {
+        let dir = scratch();
+        let (svg, folded) = (dir.path().join("a.svg"), dir.path().join("a.folded"));
+        let child = spawn_recording(backend, &[&svg, &folded], true);
+        std::thread::sleep(Duration::from_millis(1500));
+        // What the terminal does on Ctrl-C: SIGINT to the whole foreground process group.
+        kill(Pid::from_raw(-(child.id() as i32)), Signal::SIGINT).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "{backend}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        check_outputs(&svg, &folded);
+    }
 }
 
 #[test]
 fn sigterm_to_ember_is_passed_to_the_command() {
     let _serial = serial();
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+    for (backend, sig) in [
+        ("perf", Signal::SIGTERM),
+        ("perf", Signal::SIGINT),
+        ("perf", Signal::SIGHUP),
+        ("ptrace", Signal::SIGTERM),
+        ("ptrace", Signal::SIGHUP),
+    ] {
         let dir = scratch();
         let (svg, folded) = (dir.path().join("b.svg"), dir.path().join("b.folded"));
-        let child = spawn_recording(&[&svg, &folded], false);
+        let child = spawn_recording(backend, &[&svg, &folded], false);
         std::thread::sleep(Duration::from_millis(1500));
         // Sent to ember alone (as `kill PID` would): ember passes it on to the command.
         kill(Pid::from_raw(child.id() as i32), sig).unwrap();
@@ -69,7 +81,7 @@ fn sigterm_to_ember_is_passed_to_the_command() {
         assert_eq!(
             out.status.code(),
             Some(128 + sig as i32),
-            "{sig:?}: {}",
+            "{backend} {sig:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         check_outputs(&svg, &folded);

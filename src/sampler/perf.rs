@@ -16,14 +16,15 @@ pub const MAX_STACK_SIZE: u32 = 65528 - 512;
 #[derive(Debug, thiserror::Error)]
 pub enum PerfError {
     #[error(
-        "perf events are refused ({error}; kernel.perf_event_paranoid = {paranoid}).\n\
-         Without privileges ember can profile only processes of your own user, and at \
-         paranoid 3 none at all. To allow it, do one of:\n  \
-         sudo sysctl kernel.perf_event_paranoid=1\n  \
-         sudo setcap cap_perfmon,cap_sys_ptrace+ep \"$(command -v ember)\"   (CAP_PERFMON)\n  \
-         run ember as root (sudo ember record ...)"
+        "perf events are refused ({error}; kernel.perf_event_paranoid = {paranoid}).\n{why}\n\
+         Or sample with ptrace instead: --backend ptrace (the default, auto, does so by itself)"
     )]
-    Refused { paranoid: String, error: io::Error },
+    Refused {
+        paranoid: String,
+        error: io::Error,
+        /// What refuses them here and what to do about it.
+        why: String,
+    },
     #[error(
         "-F {requested} is above the kernel's limit of {max} samples/s \
          (kernel.perf_event_max_sample_rate); pass -F {max} or lower, or raise it with: \
@@ -220,6 +221,35 @@ pub fn read_sysctl(name: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Why perf events are refused here, as far as ember can tell, and what to do.
+fn refusal_reason() -> String {
+    let seccomp = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim() == "2"))
+        })
+        .unwrap_or(false);
+    if seccomp {
+        "A seccomp filter refuses perf_event_open in this process (Docker's default profile \
+         does). Run the container with `--cap-add PERFMON` (Docker 20.10 and later allow \
+         perf_event_open then) or `--security-opt seccomp=unconfined`."
+            .to_string()
+    } else if nix::unistd::geteuid().is_root() {
+        "ember runs as root, so something else refuses them: a security module (SELinux, \
+         AppArmor) or a kernel that blocks perf events (perf_event_paranoid 3 or higher on some \
+         distributions' kernels)."
+            .to_string()
+    } else {
+        "Without privileges ember can profile only processes of your own user, and at \
+         paranoid 3 none at all. To allow it, do one of:\n  \
+         sudo sysctl kernel.perf_event_paranoid=1\n  \
+         sudo setcap cap_perfmon,cap_sys_ptrace+ep \"$(command -v ember)\"   (CAP_PERFMON)\n  \
+         run ember as root (sudo ember record ...)"
+            .to_string()
+    }
+}
+
 fn is_permission_error(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM))
 }
@@ -337,6 +367,7 @@ impl PerfSampler {
                 paranoid: read_sysctl("kernel.perf_event_paranoid")
                     .unwrap_or_else(|| "unknown".into()),
                 error: e,
+                why: refusal_reason(),
             });
         }
         Err(PerfError::Open { cpu, source: e })

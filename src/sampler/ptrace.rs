@@ -80,6 +80,8 @@ struct Tracee {
     /// this.
     pending: Option<Seen>,
     interrupted_at: u64,
+    /// Wall-clock ticks that passed while an interrupt was pending.
+    ticks_waiting: u32,
     /// In a group-stop (SIGSTOP, ^Z): held with `PTRACE_LISTEN`, not sampled.
     group_stopped: bool,
 }
@@ -488,7 +490,7 @@ impl PtraceSampler {
                 self.pending -= 1;
                 let n = match seen {
                     Seen::Running if !self.config.off_cpu => t.samples_due(self.interval_ns),
-                    _ => 1,
+                    _ => 1 + std::mem::take(&mut t.ticks_waiting),
                 };
                 // Resume before writing the record: the thread waits only for the copy.
                 let regs = if n > 0 { self.capture(tid) } else { None };
@@ -635,6 +637,11 @@ impl PtraceSampler {
                 self.pending -= 1;
                 self.stats.missed += 1;
             }
+            if t.pending.is_some() && self.config.off_cpu {
+                // Its last interrupt has not stopped it yet: this tick counts when it does,
+                // so slow stops do not thin out the samples of running threads.
+                t.ticks_waiting += 1;
+            }
             if t.group_stopped || t.pending.is_some() {
                 continue;
             }
@@ -701,6 +708,7 @@ impl PtraceSampler {
             if ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0).is_ok() {
                 if let Some(t) = self.tracees.get_mut(&tid) {
                     t.pending = Some(seen);
+                    t.ticks_waiting = 0;
                     self.pending += 1;
                     t.interrupted_at = now;
                     self.stats.interrupts += 1;
@@ -921,6 +929,7 @@ impl Tracee {
             r_ticks: 0,
             pending: None,
             interrupted_at: 0,
+            ticks_waiting: 0,
             group_stopped: false,
         };
         t.open(tid);

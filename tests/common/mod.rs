@@ -18,6 +18,9 @@ pub enum Build {
 
 pub const BOTH: [Build; 2] = [Build::FramePointers, Build::NoFramePointers];
 
+/// The sampling backends.
+pub const BACKENDS: [&str; 2] = ["perf", "ptrace"];
+
 /// Every sampling backend with every build: the same assertions must hold for each.
 pub const BACKENDS_AND_BUILDS: [(&str, Build); 4] = [
     ("perf", Build::FramePointers),

@@ -1,0 +1,301 @@
+//! End-to-end: the ptrace backend (where perf events are refused) and wall-clock profiles.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// Self-time share of the stacks that pass through `func` anywhere.
+fn inclusive_share(stacks: &[Stack], func: &str) -> f64 {
+    100.0 * samples_with(stacks, func) as f64 / total(stacks).max(1) as f64
+}
+
+/// The program's own `truth NAME PERCENT` lines.
+fn truths(stdout: &[u8]) -> Vec<(String, f64)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next()? == "truth").then_some(())?;
+            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn cpu_profile_sees_only_the_burner_and_off_cpu_sees_the_sleeper_too() {
+    let _serial = serial();
+    let exe = workload("offcpu", Build::NoFramePointers);
+    let dir = scratch();
+    let folded = dir.path().join("o.folded");
+    let f = folded.to_str().unwrap();
+    for backend in BACKENDS {
+        record_ok(&[
+            "--backend",
+            backend,
+            "-o",
+            f,
+            "--",
+            exe.to_str().unwrap(),
+            "2",
+        ]);
+        let stacks = read_folded(&folded);
+        let burn = inclusive_share(&stacks, "burn");
+        eprintln!("{backend} CPU mode: burn {burn:.1}% of {}", total(&stacks));
+        assert!(
+            burn > 95.0,
+            "{backend}: burn has {burn:.1}% of on-CPU samples"
+        );
+        assert!(!stacks
+            .iter()
+            .any(|s| s.frames.iter().any(|f| f.starts_with("[off-cpu]"))));
+    }
+
+    let out = record_ok(&[
+        "--backend",
+        "ptrace",
+        "--off-cpu",
+        "-o",
+        f,
+        "--",
+        exe.to_str().unwrap(),
+        "3",
+    ]);
+    let stacks = read_folded(&folded);
+    let truth = truths(&out.stdout);
+    assert_eq!(truth.len(), 2, "{}", String::from_utf8_lossy(&out.stdout));
+    for (func, percent) in truth {
+        let measured = inclusive_share(&stacks, &func);
+        eprintln!("off-cpu {func}: ember {measured:.1}% truth {percent:.1}%");
+        assert!(
+            (measured - percent).abs() <= 5.0,
+            "{func}: ember says {measured:.1}% of wall time, the program measured {percent:.1}%"
+        );
+    }
+    // The sleeping stacks end in a frame that says what they wait in.
+    let sleeping: Vec<&Stack> = stacks
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| f == "snooze"))
+        .collect();
+    let marked: u64 = sleeping
+        .iter()
+        .filter(|s| s.frames.last().is_some_and(|f| f.ends_with("nanosleep")))
+        .filter(|s| s.frames.last().unwrap().starts_with("[off-cpu] "))
+        .map(|s| s.count)
+        .sum();
+    let all: u64 = sleeping.iter().map(|s| s.count).sum();
+    assert!(
+        marked as f64 >= 0.95 * all as f64,
+        "{marked} of {all} sleeping samples end in [off-cpu] ...nanosleep: {sleeping:?}"
+    );
+}
+
+#[test]
+fn off_cpu_needs_the_ptrace_backend_for_now() {
+    let out = ember(&["record", "--backend", "perf", "--off-cpu", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--backend ptrace"));
+}
+
+/// A 50-thread process, killed when the test ends however it ends.
+struct Pool(Child);
+
+impl Pool {
+    fn start() -> Pool {
+        let exe = workload("pool", Build::NoFramePointers);
+        let child = Command::new(exe)
+            .arg("50")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start pool");
+        std::thread::sleep(Duration::from_millis(300));
+        Pool(child)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every thread of `pid` is neither stopped nor traced.
+fn assert_all_threads_free(pid: u32) {
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(tasks.len(), 51);
+    for t in tasks {
+        let status = std::fs::read_to_string(t.join("status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        assert_eq!(field("TracerPid:"), "0", "{}: {status}", t.display());
+        let state = field("State:");
+        assert!(
+            state.starts_with('R') || state.starts_with('S'),
+            "{}: state {state}",
+            t.display()
+        );
+    }
+}
+
+#[test]
+fn attach_to_fifty_threads_samples_each_and_detaches_cleanly() {
+    let _serial = serial();
+    let pool = Pool::start();
+    let pid = pool.0.id().to_string();
+    let dir = scratch();
+    let folded = dir.path().join("p.folded");
+    let f = folded.to_str().unwrap();
+    // CPU mode: the 50 workers run (the main thread only waits).
+    let out = record_ok(&[
+        "--backend",
+        "ptrace",
+        "-F",
+        "99",
+        "-d",
+        "3",
+        "--per-thread",
+        "-p",
+        &pid,
+        "-o",
+        f,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stacks = read_folded(&folded);
+    let threads: std::collections::BTreeSet<&str> =
+        stacks.iter().map(|s| s.frames[0].as_str()).collect();
+    assert!(
+        threads.len() >= 50,
+        "{} threads sampled: {stderr}",
+        threads.len()
+    );
+    assert!(samples_with(&stacks, "pool_work") > 0);
+    assert_all_threads_free(pool.0.id());
+
+    // Wall clock: every thread, the waiting main thread too, on every tick.
+    record_ok(&[
+        "--backend",
+        "ptrace",
+        "--off-cpu",
+        "-F",
+        "99",
+        "-d",
+        "3",
+        "--per-thread",
+        "-p",
+        &pid,
+        "-o",
+        f,
+    ]);
+    let stacks = read_folded(&folded);
+    let mut per_thread: std::collections::BTreeMap<&str, u64> = Default::default();
+    for s in &stacks {
+        *per_thread.entry(s.frames[0].as_str()).or_default() += s.count;
+    }
+    assert_eq!(per_thread.len(), 51, "{per_thread:?}");
+    // About 3 s x 99 Hz each (ticks skip when ember cannot keep up; say so if they do).
+    assert!(per_thread.values().all(|&n| n > 150), "{per_thread:?}");
+    assert!(stacks
+        .iter()
+        .any(|s| s.frames.last().is_some_and(|f| f == "[off-cpu] pause")));
+    assert_all_threads_free(pool.0.id());
+}
+
+#[test]
+fn auto_falls_back_to_ptrace_where_seccomp_refuses_perf_events() {
+    let _serial = serial();
+    let dir = scratch();
+    let noperf = compile("gcc", "noperf.c", dir.path(), "noperf", &[]);
+    let exe = workload("shares", Build::NoFramePointers);
+    let folded = dir.path().join("n.folded");
+    let run = |backend: &str| {
+        Command::new(&noperf)
+            .args([EMBER, "record", "--backend", backend, "-o"])
+            .arg(&folded)
+            .args(["--", exe.to_str().unwrap(), "1.5"])
+            .output()
+            .unwrap()
+    };
+    // perf alone: refused, with the reason.
+    let out = run("perf");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("seccomp"), "{stderr}");
+    assert!(stderr.contains("--backend ptrace"), "{stderr}");
+    assert!(!folded.exists());
+    // auto: says so once and profiles anyway.
+    let out = run("auto");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr.matches("falls back to ptrace").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("(ptrace"), "{stderr}");
+    let stacks = read_folded(&folded);
+    assert!(total(&stacks) > 1000, "{stderr}");
+    let sixty = self_share(&stacks, "hot_sixty");
+    assert!((sixty - 60.0).abs() < 5.0, "hot_sixty {sixty:.1}%");
+}
+
+#[test]
+fn statuses_crashes_and_job_control_under_ptrace() {
+    let _serial = serial();
+    let dir = scratch();
+    let o = dir.path().join("x.folded");
+    let o = o.to_str().unwrap();
+    let run = |script: &str| {
+        ember(&[
+            "record",
+            "--backend",
+            "ptrace",
+            "-o",
+            o,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    assert_eq!(run("exit 7").status.code(), Some(7));
+    // The signal reaches the command (ember passes it on at the signal-delivery stop).
+    assert_eq!(run("kill -SEGV $$").status.code(), Some(139));
+    assert_eq!(run("kill -ABRT $$").status.code(), Some(134));
+    // A stop and continue (job control) works as without ember.
+    let child = Command::new(EMBER)
+        .args(["record", "--backend", "ptrace", "-o", o, "--"])
+        .args(["sh", "-c", "kill -STOP $$; exit 3"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let sh = Command::new("pgrep")
+        .args(["-f", "kill -STOP"])
+        .output()
+        .unwrap();
+    let sh: Vec<i32> = String::from_utf8_lossy(&sh.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|&p| p != child.id() as i32)
+        .collect();
+    assert_eq!(sh.len(), 1, "{sh:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sh[0]),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+}

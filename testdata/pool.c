@@ -1,5 +1,7 @@
-/* N threads (default 50) that each burn a little CPU in pool_work() and sleep in between, for
- * SECS seconds (default: until killed). For attaching to a process with many threads. */
+/* N threads (default 50) that each burn a little CPU in pool_work() and sleep 5 ms in between,
+ * for SECS seconds (default: until killed). For attaching to a process with many threads.
+ * With ROUNDS > 0 (pool N 0 ROUNDS) each thread does exactly ROUNDS rounds, and the program
+ * prints how long that took ("work_seconds X"), for scripts/backends.sh. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,10 +16,12 @@ __attribute__((noinline)) void pool_work(void) {
     sink = x;
 }
 
+static long rounds;
+
 static void *worker(void *arg) {
     (void)arg;
     struct timespec ts = {0, 5 * 1000 * 1000};
-    for (;;) {
+    for (long r = 0; rounds == 0 || r < rounds; r++) {
         pool_work();
         nanosleep(&ts, NULL);
     }
@@ -27,9 +31,18 @@ static void *worker(void *arg) {
 int main(int argc, char **argv) {
     int n = argc > 1 ? atoi(argv[1]) : 50;
     double secs = argc > 2 ? atof(argv[2]) : 0;
-    pthread_t t;
+    rounds = argc > 3 ? atol(argv[3]) : 0;
+    pthread_t *t = calloc(n, sizeof *t);
+    struct timespec w0, w1;
+    clock_gettime(CLOCK_MONOTONIC, &w0);
     for (int i = 0; i < n; i++)
-        if (pthread_create(&t, NULL, worker, NULL) != 0) { perror("pthread_create"); return 1; }
+        if (pthread_create(&t[i], NULL, worker, NULL) != 0) { perror("pthread_create"); return 1; }
+    if (rounds > 0) {
+        for (int i = 0; i < n; i++) pthread_join(t[i], NULL);
+        clock_gettime(CLOCK_MONOTONIC, &w1);
+        printf("work_seconds %.4f\n", (w1.tv_sec - w0.tv_sec) + (w1.tv_nsec - w0.tv_nsec) / 1e9);
+        return 0;
+    }
     printf("ready\n");
     fflush(stdout);
     if (secs > 0) {

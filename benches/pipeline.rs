@@ -47,6 +47,7 @@ fn capture(argv: &[String], call_graph: CallGraph) -> (SampleLayout, Vec<Vec<u8>
         call_graph,
         stack_size: 32768,
         kernel: KernelFrames::Exclude,
+        off_cpu: false,
     };
     let mut sampler = PerfSampler::for_launch(child.pid(), &config)
         .expect("perf events are needed for this bench");

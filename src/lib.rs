@@ -19,3 +19,4 @@ pub mod stacks;
 pub mod symbolize;
 pub mod target;
 pub mod unwind;
+pub mod waits;

@@ -18,6 +18,7 @@ use crate::symbolize::perfmap::PerfMap;
 use crate::symbolize::{self, SymbolizeOptions};
 use crate::target::{self, GatedChild, TargetError};
 use crate::unwind::{RawFrame, StackUnwinder, UnwindStats};
+use crate::waits::Waits;
 use std::collections::HashMap;
 
 /// Default sampling frequency: 999 Hz gives millisecond resolution at low overhead, and
@@ -137,11 +138,6 @@ pub enum RecordError {
     Perf(#[from] PerfError),
     #[error(transparent)]
     Ptrace(#[from] PtraceError),
-    #[error(
-        "--off-cpu is not available with --backend perf yet; use --backend ptrace (or leave \
-         --backend out)"
-    )]
-    OffCpuNeedsPtrace,
     #[error("--kernel needs perf events: the ptrace backend sees user space only")]
     KernelNeedsPerf,
     #[error("{perf}\nThe fallback to ptrace failed too: {ptrace}")]
@@ -160,7 +156,6 @@ impl RecordError {
         match self {
             RecordError::BadOutput(_)
             | RecordError::ZeroFrequency
-            | RecordError::OffCpuNeedsPtrace
             | RecordError::KernelNeedsPerf => 2,
             RecordError::Target(
                 TargetError::NotFound(_)
@@ -198,6 +193,8 @@ pub struct Collector {
     parse_errors: u64,
     /// JIT maps (`/tmp/perf-PID.map`) of processes, read when they exit or at the end.
     perf_maps: HashMap<u32, PerfMap>,
+    /// Wall-clock accounting of switched-out threads (perf events with `--off-cpu`).
+    waits: Option<Waits>,
 }
 
 impl Collector {
@@ -211,6 +208,19 @@ impl Collector {
             frames: Vec::new(),
             parse_errors: 0,
             perf_maps: HashMap::new(),
+            waits: None,
+        }
+    }
+
+    /// Count samples taken at switch-out as waits until switch-in, at `frequency` per second.
+    pub fn count_waits(&mut self, frequency: u64) {
+        self.waits = Some(Waits::new(frequency));
+    }
+
+    /// The recording ended at `time`: count the waits still going on.
+    pub fn finish(&mut self, time: u64) {
+        if let Some(w) = &mut self.waits {
+            w.finish(&mut self.profile, time);
         }
     }
 
@@ -243,6 +253,17 @@ impl Collector {
                 if let Some(reason) = s.off_cpu {
                     self.frames.push(Frame::OffCpu(reason));
                 }
+                if s.switched_out {
+                    let Some(waits) = &mut self.waits else {
+                        return;
+                    };
+                    // The kernel part says what it waits for; the marker replaces it.
+                    self.frames.push(Frame::OffCpu(waits.reason(&self.raw)));
+                    self.raw.retain(|r| !matches!(r, RawFrame::Kernel(_)));
+                } else if let Some(waits) = &mut self.waits {
+                    // Sampled running: any wait it was in is over.
+                    waits.end(&mut self.profile, s.tid, s.time);
+                }
                 for &r in &self.raw {
                     self.frames.push(match r {
                         RawFrame::Kernel(a) => Frame::Kernel(a),
@@ -265,7 +286,21 @@ impl Collector {
                         },
                     });
                 }
-                self.profile.add_sample(s.pid, s.tid, &self.frames, 1);
+                match &mut self.waits {
+                    Some(waits) if s.switched_out => {
+                        waits.switched_out(&mut self.profile, s.pid, s.tid, &self.frames, s.time)
+                    }
+                    _ => self.profile.add_sample(s.pid, s.tid, &self.frames, 1),
+                }
+            }
+            Event::Switch(sw) => {
+                if let Some(waits) = &mut self.waits {
+                    match (sw.out, sw.preempted) {
+                        (true, true) => waits.preempted(sw.tid),
+                        (true, false) => {}
+                        (false, _) => waits.end(&mut self.profile, sw.tid, sw.time),
+                    }
+                }
             }
             Event::Mmap(m) => {
                 if m.executable {
@@ -280,6 +315,9 @@ impl Collector {
             }
             Event::Fork(f) => self.procs.on_fork(f.pid, f.ppid, f.tid),
             Event::Exit(f) => {
+                if let Some(waits) = &mut self.waits {
+                    waits.end(&mut self.profile, f.tid, f.time);
+                }
                 self.procs.on_exit(f.pid, f.tid);
                 if f.pid == f.tid {
                     // Read its JIT map while it is still there.
@@ -413,26 +451,24 @@ fn open_sampler(
     let kernel_required = opts.kernel == KernelFrames::Require;
     match opts.backend {
         Backend::Perf => Ok(Sampler::Perf(perf()?)),
-        Backend::Ptrace | Backend::Auto if kernel_required && opts.off_cpu => {
-            Err(RecordError::KernelNeedsPerf)
-        }
         Backend::Ptrace if kernel_required => Err(RecordError::KernelNeedsPerf),
         Backend::Ptrace => Ok(Sampler::Ptrace(Box::new(ptrace()?))),
-        Backend::Auto if opts.off_cpu => Ok(Sampler::Ptrace(Box::new(ptrace()?))),
         // Kernel frames required: no fallback that cannot give them.
         Backend::Auto if kernel_required => Ok(Sampler::Perf(perf()?)),
         Backend::Auto => match perf() {
             Ok(s) => Ok(Sampler::Perf(s)),
-            Err(refused @ PerfError::Refused { .. }) => {
-                let PerfError::Refused {
-                    error, paranoid, ..
-                } = &refused
-                else {
-                    unreachable!()
+            Err(refused @ (PerfError::Refused { .. } | PerfError::OffCpuNeedsKernel)) => {
+                let reason = match &refused {
+                    PerfError::Refused {
+                        error, paranoid, ..
+                    } => format!(
+                        "perf events are refused here ({error}; kernel.perf_event_paranoid = \
+                         {paranoid})"
+                    ),
+                    _ => "--off-cpu on perf events needs kernel sampling, refused here".to_string(),
                 };
                 eprintln!(
-                    "ember: perf events are refused here ({error}; kernel.perf_event_paranoid = \
-                     {paranoid}), so sampling falls back to ptrace (--backend ptrace): each \
+                    "ember: {reason}, so sampling falls back to ptrace (--backend ptrace): each \
                      sample stops the thread for a moment, so expect more overhead, and no \
                      kernel frames"
                 );
@@ -466,6 +502,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         call_graph: opts.call_graph,
         stack_size: opts.stack_size,
         kernel: opts.kernel,
+        off_cpu: opts.off_cpu,
     };
     let mut collector = Collector::new(
         SampleLayout {
@@ -476,9 +513,6 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     );
     // Before any sampler: the ptrace backend then takes SIGCHLD over for itself.
     target::install_signal_handlers();
-    if opts.off_cpu && opts.backend == Backend::Perf {
-        return Err(RecordError::OffCpuNeedsPtrace);
-    }
     let ptrace_config = PtraceConfig {
         frequency: opts.frequency,
         stack_size: opts.stack_size,
@@ -519,6 +553,9 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         (sampler, Live::Pids(opts.pids.clone()), description)
     };
     collector.layout = sampler.layout();
+    if opts.off_cpu && matches!(sampler, Sampler::Perf(_)) {
+        collector.count_waits(opts.frequency);
+    }
     collector
         .profile
         .meta
@@ -533,8 +570,17 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     }
     let deadline = opts.duration.map(|d| started + d);
     let stop = sample_until(&mut sampler, &mut collector, &mut live, deadline);
+    collector.finish(monotonic_ns());
     let duration = started.elapsed();
     let event = match &sampler {
+        Sampler::Perf(s) if opts.off_cpu => OpenedEvent {
+            name: if s.event().name == "cycles" {
+                "cycles + context switches, wall clock"
+            } else {
+                "cpu-clock + context switches, wall clock"
+            },
+            kernel_included: s.event().kernel_included,
+        },
         Sampler::Perf(s) => s.event().clone(),
         Sampler::Ptrace(_) => OpenedEvent {
             name: if opts.off_cpu {

@@ -110,3 +110,49 @@ fn kernel_flag_fails_instead_of_dropping_kernel_frames() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("perf_event_paranoid"));
     assert!(!o.exists());
 }
+
+#[test]
+fn unprivileged_off_cpu_falls_back_to_ptrace() {
+    let _serial = serial();
+    if paranoid() < 2 {
+        // Kernel sampling is allowed here: perf events serve --off-cpu themselves.
+        return;
+    }
+    let exe = workload("offcpu", Build::NoFramePointers);
+    let dir = scratch();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = dir.path().join("w.folded");
+    let run = |backend: &str| {
+        ember_unprivileged(&[
+            "record",
+            "--backend",
+            backend,
+            "--off-cpu",
+            "-o",
+            o.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+            "1",
+        ])
+    };
+    // perf events alone cannot see switches without kernel sampling: refused, saying so.
+    let out = run("perf");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("needs kernel sampling"), "{stderr}");
+    assert!(stderr.contains("--backend ptrace"), "{stderr}");
+    // auto: ptrace, said once, and the waits are there.
+    let out = run("auto");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr.matches("falls back to ptrace").count(),
+        1,
+        "{stderr}"
+    );
+    let stacks = read_folded(&o);
+    assert!(
+        samples_with(&stacks, "[off-cpu] clock_nanosleep") > 200,
+        "{stacks:?}"
+    );
+}

@@ -53,50 +53,50 @@ fn cpu_profile_sees_only_the_burner_and_off_cpu_sees_the_sleeper_too() {
             .any(|s| s.frames.iter().any(|f| f.starts_with("[off-cpu]"))));
     }
 
-    let out = record_ok(&[
-        "--backend",
-        "ptrace",
-        "--off-cpu",
-        "-o",
-        f,
-        "--",
-        exe.to_str().unwrap(),
-        "3",
-    ]);
-    let stacks = read_folded(&folded);
-    let truth = truths(&out.stdout);
-    assert_eq!(truth.len(), 2, "{}", String::from_utf8_lossy(&out.stdout));
-    for (func, percent) in truth {
-        let measured = inclusive_share(&stacks, &func);
-        eprintln!("off-cpu {func}: ember {measured:.1}% truth {percent:.1}%");
+    for backend in BACKENDS {
+        let out = record_ok(&[
+            "--backend",
+            backend,
+            "--off-cpu",
+            "-o",
+            f,
+            "--",
+            exe.to_str().unwrap(),
+            "3",
+        ]);
+        let stacks = read_folded(&folded);
+        let truth = truths(&out.stdout);
+        assert_eq!(truth.len(), 2, "{}", String::from_utf8_lossy(&out.stdout));
+        for (func, percent) in truth {
+            let measured = inclusive_share(&stacks, &func);
+            eprintln!("{backend} off-cpu {func}: ember {measured:.1}% truth {percent:.1}%");
+            assert!(
+                (measured - percent).abs() <= 5.0,
+                "{backend} {func}: ember says {measured:.1}% of wall time, the program \
+                 measured {percent:.1}%"
+            );
+        }
+        // The sleeping stacks end in a frame that says what they wait in.
+        let sleeping: Vec<&Stack> = stacks
+            .iter()
+            .filter(|s| s.frames.iter().any(|f| f == "snooze"))
+            .collect();
+        let marked: u64 = sleeping
+            .iter()
+            .filter(|s| {
+                s.frames
+                    .last()
+                    .is_some_and(|f| f.starts_with("[off-cpu] ") && f.ends_with("nanosleep"))
+            })
+            .map(|s| s.count)
+            .sum();
+        let all: u64 = sleeping.iter().map(|s| s.count).sum();
         assert!(
-            (measured - percent).abs() <= 5.0,
-            "{func}: ember says {measured:.1}% of wall time, the program measured {percent:.1}%"
+            marked as f64 >= 0.95 * all as f64,
+            "{backend}: {marked} of {all} sleeping samples end in [off-cpu] ...nanosleep: \
+             {sleeping:?}"
         );
     }
-    // The sleeping stacks end in a frame that says what they wait in.
-    let sleeping: Vec<&Stack> = stacks
-        .iter()
-        .filter(|s| s.frames.iter().any(|f| f == "snooze"))
-        .collect();
-    let marked: u64 = sleeping
-        .iter()
-        .filter(|s| s.frames.last().is_some_and(|f| f.ends_with("nanosleep")))
-        .filter(|s| s.frames.last().unwrap().starts_with("[off-cpu] "))
-        .map(|s| s.count)
-        .sum();
-    let all: u64 = sleeping.iter().map(|s| s.count).sum();
-    assert!(
-        marked as f64 >= 0.95 * all as f64,
-        "{marked} of {all} sleeping samples end in [off-cpu] ...nanosleep: {sleeping:?}"
-    );
-}
-
-#[test]
-fn off_cpu_needs_the_ptrace_backend_for_now() {
-    let out = ember(&["record", "--backend", "perf", "--off-cpu", "--", "true"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--backend ptrace"));
 }
 
 /// A 50-thread process, killed when the test ends however it ends.

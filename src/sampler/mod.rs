@@ -45,6 +45,20 @@ pub struct SampleEvent<'a> {
     /// The thread was waiting, not running (wall-clock profiles): the syscall it sat in, or
     /// [`records::WAIT_REASON_NONE`].
     pub off_cpu: Option<u64>,
+    /// Taken as the thread was switched out (wall-clock profiles on perf events): it stands
+    /// for the time until the thread is switched in again.
+    pub switched_out: bool,
+}
+
+/// A thread switched in or out (`PERF_RECORD_SWITCH`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwitchEvent {
+    pub pid: u32,
+    pub tid: u32,
+    pub time: u64,
+    pub out: bool,
+    /// Switched out while still runnable.
+    pub preempted: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +103,7 @@ pub enum Event<'a> {
     Exit(ForkEvent),
     /// Records the kernel dropped because a ring buffer was full.
     Lost(u64),
+    Switch(SwitchEvent),
     /// The kernel lowered the sampling rate because sampling took too long.
     Throttle,
     Unthrottle,

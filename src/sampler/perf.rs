@@ -31,6 +31,12 @@ pub enum PerfError {
          sudo sysctl kernel.perf_event_max_sample_rate={requested}"
     )]
     FrequencyTooHigh { requested: u64, max: u64 },
+    #[error(
+        "--off-cpu on perf events needs kernel sampling (context switches happen in the \
+         kernel), which is refused here; run as root, lower kernel.perf_event_paranoid to 1, \
+         or use --backend ptrace"
+    )]
+    OffCpuNeedsKernel,
     #[error("perf_event_open failed on CPU {cpu}: {source}")]
     Open { cpu: u32, source: io::Error },
     #[error(
@@ -56,6 +62,8 @@ pub struct PerfConfig {
     pub stack_size: u32,
     /// Kernel samples and callchains.
     pub kernel: KernelFrames,
+    /// Wall clock: also sample every thread as it is switched out (`--off-cpu`).
+    pub off_cpu: bool,
 }
 
 /// Whether to sample the kernel too.
@@ -117,8 +125,14 @@ impl RingBuffer {
         self.base.as_ptr() as *mut sys::bindings::perf_event_mmap_page
     }
 
-    /// Copy every complete record into `queue`; returns how many were read.
-    fn drain(&mut self, layout: &SampleLayout, queue: &mut RecordQueue) -> usize {
+    /// Copy every complete record into `queue`; returns how many were read. Samples are
+    /// queued as record kind `samples_as` when given (to tell which event took them).
+    fn drain(
+        &mut self,
+        layout: &SampleLayout,
+        queue: &mut RecordQueue,
+        samples_as: Option<u32>,
+    ) -> usize {
         let hdr = self.header();
         // SAFETY: the header page stays mapped for our lifetime; data_head is written by the
         // kernel, so read it volatile and fence before reading the data it covers.
@@ -158,7 +172,12 @@ impl RingBuffer {
                 scratch.extend_from_slice(second);
                 layout.record_time(&scratch)
             };
-            queue.push(time, first, second);
+            match samples_as {
+                Some(kind) if h.kind == records::PERF_RECORD_SAMPLE => {
+                    queue.push_as(kind, time, first, second)
+                }
+                _ => queue.push(time, first, second),
+            }
             tail += size as u64;
             n += 1;
         }
@@ -182,6 +201,9 @@ pub struct PerfSampler {
     pub notes: Vec<String>,
     fds: Vec<OwnedFd>,
     buffers: Vec<RingBuffer>,
+    /// The context-switch events of `--off-cpu` and their buffers (one per CPU).
+    switch_fds: Vec<OwnedFd>,
+    switch_buffers: Vec<RingBuffer>,
     layout: SampleLayout,
     event: OpenedEvent,
 }
@@ -273,7 +295,7 @@ impl PerfSampler {
     /// Open events on every thread of the running processes `pids`, and start sampling.
     pub fn for_attach(pids: &[u32], config: &PerfConfig) -> Result<PerfSampler, PerfError> {
         let s = Self::open(&EventTarget::Attach(pids.to_vec()), config)?;
-        for fd in &s.fds {
+        for fd in s.fds.iter().chain(&s.switch_fds) {
             // SAFETY: ioctl on an fd we own.
             if unsafe { sys::ioctls::ENABLE(fd.as_raw_fd(), 0) } != 0 {
                 return Err(PerfError::Ioctl {
@@ -346,9 +368,41 @@ impl PerfSampler {
                 match open_all(target, &cpus, attr, pages) {
                     Ok(per_cpu) => {
                         let (fds, buffers) = map_buffers(per_cpu, pages)?;
+                        let (mut switch_fds, mut switch_buffers) = (Vec::new(), Vec::new());
+                        if config.off_cpu {
+                            if !kernel {
+                                return Err(PerfError::OffCpuNeedsKernel);
+                            }
+                            let mut sw = make_attr(
+                                sys::bindings::PERF_TYPE_SOFTWARE,
+                                sys::bindings::PERF_COUNT_SW_CONTEXT_SWITCHES as u64,
+                                config,
+                                &layout,
+                                stack_size,
+                                true,
+                            );
+                            // Every switch, not a frequency; only the samples and the
+                            // switch records (the main events report mmaps and tasks).
+                            sw.set_freq(0);
+                            sw.__bindgen_anon_1.sample_period = 1;
+                            sw.set_mmap(0);
+                            sw.set_mmap2(0);
+                            sw.set_comm(0);
+                            sw.set_comm_exec(0);
+                            sw.set_task(0);
+                            sw.set_context_switch(1);
+                            if let EventTarget::Attach(_) = target {
+                                sw.set_enable_on_exec(0);
+                            }
+                            let per_cpu = open_all(target, &cpus, sw, pages)
+                                .map_err(|(cpu, source)| PerfError::Open { cpu, source })?;
+                            (switch_fds, switch_buffers) = map_buffers(per_cpu, pages)?;
+                        }
                         return Ok(PerfSampler {
                             fds,
                             buffers,
+                            switch_fds,
+                            switch_buffers,
                             layout,
                             notes,
                             event: OpenedEvent {
@@ -384,10 +438,23 @@ impl PerfSampler {
     /// Copy all records now in the buffers into `queue`.
     pub fn drain(&mut self, queue: &mut RecordQueue) -> usize {
         let layout = self.layout;
-        self.buffers
+        let main: usize = self
+            .buffers
             .iter_mut()
-            .map(|b| b.drain(&layout, queue))
-            .sum()
+            .map(|b| b.drain(&layout, queue, None))
+            .sum();
+        let switches: usize = self
+            .switch_buffers
+            .iter_mut()
+            .map(|b| {
+                b.drain(
+                    &layout,
+                    queue,
+                    Some(records::EMBER_RECORD_SWITCH_OUT_SAMPLE),
+                )
+            })
+            .sum();
+        main + switches
     }
 
     /// Wait until a buffer passes its wakeup watermark or `timeout_ms` passes. Returns early
@@ -396,6 +463,7 @@ impl PerfSampler {
         let mut pfds: Vec<libc::pollfd> = self
             .fds
             .iter()
+            .chain(&self.switch_fds)
             .map(|fd| libc::pollfd {
                 fd: fd.as_raw_fd(),
                 events: libc::POLLIN,
@@ -408,7 +476,7 @@ impl PerfSampler {
 
     /// Stop sampling (the buffers stay readable).
     pub fn disable(&self) {
-        for fd in &self.fds {
+        for fd in self.fds.iter().chain(&self.switch_fds) {
             // SAFETY: ioctl on an fd we own.
             unsafe { sys::ioctls::DISABLE(fd.as_raw_fd(), 0) };
         }

@@ -71,6 +71,14 @@ impl RecordQueue {
         c.remaining += 1;
     }
 
+    /// Queue a record as [`RecordQueue::push`] does, giving it another record kind.
+    pub fn push_as(&mut self, kind: u32, time: u64, first: &[u8], second: &[u8]) {
+        self.push(time, first, second);
+        let c = self.chunks.back_mut().expect("just pushed");
+        let e = c.entries.last().expect("just pushed");
+        c.bytes[e.start..e.start + 4].copy_from_slice(&kind.to_le_bytes());
+    }
+
     /// Hand every record with `time <= watermark` to `f` in time order (stable for equal
     /// times, so records from one buffer keep their order) and keep the rest for later.
     pub fn drain_until(&mut self, watermark: u64, mut f: impl FnMut(&[u8])) {

@@ -4,7 +4,7 @@
 //! kernel. The layout of a `PERF_RECORD_SAMPLE` depends on the `sample_type` and the register
 //! mask the events were opened with; [`SampleLayout`] carries both.
 
-use super::{CommEvent, Event, ForkEvent, MmapEvent, SampleEvent};
+use super::{CommEvent, Event, ForkEvent, MmapEvent, SampleEvent, SwitchEvent};
 
 pub const PERF_RECORD_MMAP: u32 = 1;
 pub const PERF_RECORD_LOST: u32 = 2;
@@ -16,12 +16,18 @@ pub const PERF_RECORD_FORK: u32 = 7;
 pub const PERF_RECORD_SAMPLE: u32 = 9;
 pub const PERF_RECORD_MMAP2: u32 = 10;
 pub const PERF_RECORD_LOST_SAMPLES: u32 = 13;
+pub const PERF_RECORD_SWITCH: u32 = 14;
 /// ember's own record (outside the kernel's range of kinds): a sample of a thread that was
 /// waiting, not running. Its body is a u64 reason (the syscall number the thread sits in, or
 /// [`WAIT_REASON_NONE`]) followed by the body of a `PERF_RECORD_SAMPLE`.
 pub const EMBER_RECORD_OFF_CPU_SAMPLE: u32 = 0x4000_0001;
+/// ember's own record: a `PERF_RECORD_SAMPLE` taken as its thread was switched out (the
+/// context-switch event of wall-clock profiles); the sample reader relabels them.
+pub const EMBER_RECORD_SWITCH_OUT_SAMPLE: u32 = 0x4000_0002;
 /// The waiting thread was in no syscall.
 pub const WAIT_REASON_NONE: u64 = u64::MAX;
+/// The thread was not waiting but preempted: runnable, waiting for a CPU.
+pub const WAIT_REASON_RUNNABLE: u64 = u64::MAX - 1;
 
 pub const PERF_SAMPLE_IP: u64 = 1 << 0;
 pub const PERF_SAMPLE_TID: u64 = 1 << 1;
@@ -39,6 +45,8 @@ pub const PERF_SAMPLE_IDENTIFIER: u64 = 1 << 16;
 pub const PERF_RECORD_MISC_CPUMODE_MASK: u16 = 7;
 pub const PERF_RECORD_MISC_KERNEL: u16 = 1;
 pub const PERF_RECORD_MISC_COMM_EXEC: u16 = 1 << 13;
+pub const PERF_RECORD_MISC_SWITCH_OUT: u16 = 1 << 13;
+pub const PERF_RECORD_MISC_SWITCH_OUT_PREEMPT: u16 = 1 << 14;
 pub const PERF_RECORD_MISC_MMAP_BUILD_ID: u16 = 1 << 14;
 
 /// Markers inside a callchain: values at or above this are context switches, not addresses.
@@ -146,6 +154,8 @@ impl RecordHeader {
 /// The `sample_id` trailer that `sample_id_all` appends to non-sample records.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct SampleId {
+    pid: u32,
+    tid: u32,
     time: Option<u64>,
 }
 
@@ -201,7 +211,7 @@ impl SampleLayout {
         let mut c = Cursor::new(rec, start);
         let mut id = SampleId::default();
         if self.sample_type & PERF_SAMPLE_TID != 0 {
-            c.skip(8)?;
+            (id.pid, id.tid) = c.u32_pair()?;
         }
         if self.sample_type & PERF_SAMPLE_TIME != 0 {
             id.time = Some(c.u64()?);
@@ -215,8 +225,11 @@ impl SampleLayout {
         let Some(h) = RecordHeader::parse(rec) else {
             return 0;
         };
-        if h.kind == PERF_RECORD_SAMPLE || h.kind == EMBER_RECORD_OFF_CPU_SAMPLE {
-            let start = if h.kind == PERF_RECORD_SAMPLE {
+        if matches!(
+            h.kind,
+            PERF_RECORD_SAMPLE | EMBER_RECORD_OFF_CPU_SAMPLE | EMBER_RECORD_SWITCH_OUT_SAMPLE
+        ) {
+            let start = if h.kind != EMBER_RECORD_OFF_CPU_SAMPLE {
                 RecordHeader::SIZE
             } else {
                 RecordHeader::SIZE + 8
@@ -259,6 +272,21 @@ impl SampleLayout {
         let mut c = Cursor::new(rec, RecordHeader::SIZE);
         let ev = match h.kind {
             PERF_RECORD_SAMPLE => Event::Sample(self.parse_sample(h, rec, RecordHeader::SIZE)?),
+            EMBER_RECORD_SWITCH_OUT_SAMPLE => {
+                let mut s = self.parse_sample(h, rec, RecordHeader::SIZE)?;
+                s.switched_out = true;
+                Event::Sample(s)
+            }
+            PERF_RECORD_SWITCH => {
+                let id = self.parse_sample_id(rec)?;
+                Event::Switch(SwitchEvent {
+                    pid: id.pid,
+                    tid: id.tid,
+                    time: id.time.unwrap_or(0),
+                    out: h.misc & PERF_RECORD_MISC_SWITCH_OUT != 0,
+                    preempted: h.misc & PERF_RECORD_MISC_SWITCH_OUT_PREEMPT != 0,
+                })
+            }
             EMBER_RECORD_OFF_CPU_SAMPLE => {
                 let reason = c.u64()?;
                 let mut s = self.parse_sample(h, rec, RecordHeader::SIZE + 8)?;

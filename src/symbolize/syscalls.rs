@@ -1,7 +1,7 @@
 //! Names for the syscalls a waiting thread sits in, for the `[off-cpu] …` frames of
 //! wall-clock profiles.
 
-use crate::sampler::records::WAIT_REASON_NONE;
+use crate::sampler::records::{WAIT_REASON_NONE, WAIT_REASON_RUNNABLE};
 
 /// x86-64 syscall names by number, from the kernel's `asm/unistd_64.h` (gaps are "").
 const X86_64: [&str; 463] = [
@@ -478,10 +478,21 @@ pub fn name(nr: u64) -> Option<&'static str> {
         .filter(|n| !n.is_empty())
 }
 
+/// The number of the x86-64 syscall named `name`.
+pub fn number(name: &str) -> Option<u64> {
+    X86_64
+        .iter()
+        .position(|&n| !n.is_empty() && n == name)
+        .map(|i| i as u64)
+}
+
 /// The leaf frame of an off-CPU stack: why the thread was not running.
 pub fn wait_label(reason: u64) -> String {
     if reason == WAIT_REASON_NONE {
         return "[off-cpu] waiting".to_string();
+    }
+    if reason == WAIT_REASON_RUNNABLE {
+        return "[off-cpu] runnable".to_string();
     }
     match name(reason) {
         Some(n) => format!("[off-cpu] {n}"),

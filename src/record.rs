@@ -341,16 +341,6 @@ impl Collector {
     }
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// What stopped sampling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stop {
@@ -425,7 +415,7 @@ fn sample_until(
         if deadline.is_some_and(|d| now >= d) {
             break Stop::Deadline;
         }
-        let now_ns = monotonic_ns();
+        let now_ns = crate::sampler::monotonic_ns();
         sampler.drain(&mut queue);
         queue.drain_until(watermark, |r| collector.handle(r));
         watermark = now_ns;
@@ -570,7 +560,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     }
     let deadline = opts.duration.map(|d| started + d);
     let stop = sample_until(&mut sampler, &mut collector, &mut live, deadline);
-    collector.finish(monotonic_ns());
+    collector.finish(crate::sampler::monotonic_ns());
     let duration = started.elapsed();
     let event = match &sampler {
         Sampler::Perf(s) if opts.off_cpu => OpenedEvent {

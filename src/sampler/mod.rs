@@ -109,6 +109,17 @@ pub enum Event<'a> {
     Unthrottle,
 }
 
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock every backend stamps its records with.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// How far the thread that reads the buffers is raised above the target's priority.
 pub const READER_PRIORITY_BOOST: i32 = 10;
 

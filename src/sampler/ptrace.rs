@@ -20,7 +20,7 @@ use std::os::unix::fs::FileExt;
 
 use super::encode::{self, Mmap, Sample};
 use super::records::WAIT_REASON_NONE;
-use super::{RecordQueue, SampleLayout, UserRegs};
+use super::{monotonic_ns as now_ns, RecordQueue, SampleLayout, UserRegs};
 use crate::process::parse_maps_line;
 
 #[derive(Debug, thiserror::Error)]
@@ -161,16 +161,6 @@ const RESCAN_NS: u64 = 100_000_000;
 const MIN_RESCAN_NS: u64 = 1_000_000;
 /// How often each thread's sample weight is worked out again.
 const WINDOW_NS: u64 = 50_000_000;
-
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 fn ptrace(req: libc::c_uint, tid: u32, addr: usize, data: usize) -> io::Result<libc::c_long> {
     // SAFETY: the requests used here take integer arguments or a pointer to memory we own.
@@ -342,12 +332,17 @@ impl PtraceSampler {
         !self.tracees.is_empty()
     }
 
-    fn jittered_interval(&mut self) -> u64 {
-        // xorshift64: uniform in [interval/2, 3*interval/2), mean 1/F.
+    /// xorshift64: fast, and plenty for choosing tick lengths and which threads to stop.
+    fn random(&mut self) -> u64 {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        self.interval_ns / 2 + self.rng % self.interval_ns.max(1)
+        self.rng
+    }
+
+    /// Uniform in [interval/2, 3*interval/2): mean 1/F.
+    fn jittered_interval(&mut self) -> u64 {
+        self.interval_ns / 2 + self.random() % self.interval_ns.max(1)
     }
 
     fn push_with(&mut self, time: u64, write: impl FnOnce(&mut Vec<u8>)) {
@@ -691,16 +686,13 @@ impl PtraceSampler {
             }
         }
         for tid in runnable {
-            let Some(t) = self.tracees.get(&tid) else {
-                continue;
-            };
-            self.rng ^= self.rng << 13;
-            self.rng ^= self.rng >> 7;
-            self.rng ^= self.rng << 17;
-            let r = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
             // New threads are stopped at every chance until their rate is known: a thread
             // that lives for a few milliseconds must not end unsampled.
-            if r < t.rate.unwrap_or(1.0) {
+            let Some(rate) = self.tracees.get(&tid).map(|t| t.rate.unwrap_or(1.0)) else {
+                continue;
+            };
+            let r = (self.random() >> 11) as f64 / (1u64 << 53) as f64;
+            if r < rate {
                 chosen.push((tid, Seen::Running));
             }
         }

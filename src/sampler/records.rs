@@ -623,6 +623,47 @@ mod tests {
     }
 
     #[test]
+    fn switch_records_and_relabeled_samples() {
+        let out = header(
+            PERF_RECORD_SWITCH,
+            PERF_RECORD_MISC_SWITCH_OUT | PERF_RECORD_MISC_SWITCH_OUT_PREEMPT,
+            &sample_id(5, 6, 77, 1),
+        );
+        assert_eq!(LAYOUT.record_time(&out), 77);
+        assert_eq!(
+            LAYOUT.parse(&out).unwrap(),
+            Some(Event::Switch(SwitchEvent {
+                pid: 5,
+                tid: 6,
+                time: 77,
+                out: true,
+                preempted: true
+            }))
+        );
+        let back_in = header(PERF_RECORD_SWITCH, 0, &sample_id(5, 6, 78, 1));
+        let Some(Event::Switch(s)) = LAYOUT.parse(&back_in).unwrap() else {
+            panic!()
+        };
+        assert!(!s.out && !s.preempted);
+
+        // A sample the reader relabeled as taken at a switch-out parses as a sample.
+        let mut rec = sample_bytes();
+        rec[0..4].copy_from_slice(&EMBER_RECORD_SWITCH_OUT_SAMPLE.to_le_bytes());
+        assert_eq!(LAYOUT.record_time(&rec), 12345);
+        let Some(Event::Sample(s)) = LAYOUT.parse(&rec).unwrap() else {
+            panic!()
+        };
+        assert!(s.switched_out);
+        assert_eq!(s.user_stack, &[0xaa; 8]);
+        // Cut anywhere: an error, never a panic.
+        for len in 8..rec.len() {
+            let mut r = rec[..len].to_vec();
+            r[6..8].copy_from_slice(&(len as u16).to_le_bytes());
+            assert!(LAYOUT.parse(&r).is_err(), "len {len}");
+        }
+    }
+
+    #[test]
     fn unknown_kinds_are_skipped() {
         let rec = header(200, 0, &sample_id(0, 0, 1, 0));
         assert_eq!(LAYOUT.parse(&rec).unwrap(), None);

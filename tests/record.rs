@@ -246,7 +246,7 @@ fn the_command_keeps_the_users_priority() {
     );
     if nix::unistd::geteuid().is_root() {
         assert!(
-            stderr.contains(&format!("reader priority: nice {}", (ours - 10).max(-20))),
+            stderr.contains(&format!("reader priority: nice {}", (ours - 20).max(-20))),
             "{stderr}"
         );
     }

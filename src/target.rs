@@ -250,6 +250,16 @@ impl GatedChild {
             self.exit = match waitpid(self.pid, None) {
                 Ok(WaitStatus::Exited(_, code)) => Some(code),
                 Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+                // Traced by ember's ptrace backend and stopped (at its exit, say): let it go
+                // on, with the signal it stopped for, or this wait never ends.
+                Ok(WaitStatus::Stopped(_, sig)) => {
+                    let _ = nix::sys::ptrace::cont(self.pid, sig);
+                    None
+                }
+                Ok(WaitStatus::PtraceEvent(..)) => {
+                    let _ = nix::sys::ptrace::cont(self.pid, None);
+                    None
+                }
                 Ok(_) | Err(nix::errno::Errno::EINTR) => None,
                 Err(_) => Some(1),
             };

@@ -273,6 +273,19 @@ fn statuses_crashes_and_job_control_under_ptrace() {
     // The signal reaches the command (ember passes it on at the signal-delivery stop).
     assert_eq!(run("kill -SEGV $$").status.code(), Some(139));
     assert_eq!(run("kill -ABRT $$").status.code(), Some(134));
+    // A command the kernel cannot exec: a clear error, at once (the traced child that failed
+    // to exec is let go, not waited for forever).
+    let script = dir.path().join("no-shebang");
+    std::fs::write(&script, "echo hi\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new("timeout")
+        .args(["20", EMBER, "record", "--backend", "ptrace", "-o", o, "--"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Exec format error"), "{stderr}");
     // A stop and continue (job control) works as without ember.
     let child = Command::new(EMBER)
         .args(["record", "--backend", "ptrace", "-o", o, "--"])

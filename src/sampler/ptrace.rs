@@ -832,15 +832,20 @@ impl PtraceSampler {
         // stop (delivering the signal it stopped for, if any). New threads that appear
         // meanwhile are attached by the kernel and detached the same way.
         let give_up = now_ns() + 2 * STOP_TIMEOUT_NS;
-        for &tid in self.tracees.keys() {
-            let _ = ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0);
-        }
+        // Threads that are gone (or were reaped elsewhere) cannot be interrupted: forget them.
+        self.tracees
+            .retain(|&tid, _| ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0).is_ok());
         while !self.tracees.is_empty() && now_ns() < give_up {
             loop {
                 let mut status = 0;
                 // SAFETY: waitpid with a valid status pointer.
                 let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
-                if tid <= 0 {
+                if tid < 0 {
+                    // No traced children left at all.
+                    self.tracees.clear();
+                    break;
+                }
+                if tid == 0 {
                     break;
                 }
                 let tid = tid as u32;

@@ -129,7 +129,10 @@ pub const READER_PRIORITY_BOOST: i32 = 20;
 /// milliseconds and the ring buffers overflow: at nice 0 the reader's fair share is 1/500 of
 /// a core, at -10 about 2 %, at -20 about 15 % (weights 1024, 9548, 88761 against 500 threads
 /// of 1024 per core) — and reading, unwinding and aggregating 2,000 samples a second needs a
-/// few percent of a core (more in a debug build). Call it after the command was forked, so the
+/// few percent of a core (more in a debug build). Raising it only once the buffers are found
+/// filling up comes too late (the starved reader does not get to look); raising it from the
+/// start cost nothing measurable (perf backend, one busy thread, 999 Hz: x1.0225 without,
+/// x1.0211 with, 6 alternating runs). Call it after the command was forked, so the
 /// command keeps the user's priority. Returns the new nice value, or `None` when refused.
 pub fn raise_reader_priority() -> Option<i32> {
     // SAFETY: getpriority/setpriority have no memory-safety preconditions; errno is cleared

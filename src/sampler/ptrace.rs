@@ -155,11 +155,11 @@ const OPTIONS: libc::c_int = libc::PTRACE_O_TRACECLONE
 
 /// How long to wait for the stop an interrupt causes before giving up on it.
 const STOP_TIMEOUT_NS: u64 = 1_000_000_000;
-/// How often the mappings of a sampled process are read again (a twentieth of it when a
-/// thread runs code outside every known mapping).
+/// How often the mappings of a sampled process are read again at most (after a change the
+/// gap starts at the minimum and doubles; code outside every known mapping gets the minimum).
 const RESCAN_NS: u64 = 100_000_000;
 const MIN_RESCAN_NS: u64 = 1_000_000;
-/// How often each thread's sample weight is worked out again.
+/// How often each thread's stop rate is worked out again.
 const WINDOW_NS: u64 = 50_000_000;
 
 fn ptrace(req: libc::c_uint, tid: u32, addr: usize, data: usize) -> io::Result<libc::c_long> {

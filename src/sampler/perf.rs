@@ -370,9 +370,9 @@ impl PerfSampler {
                         let (fds, buffers) = map_buffers(per_cpu, pages)?;
                         let (mut switch_fds, mut switch_buffers) = (Vec::new(), Vec::new());
                         if config.off_cpu {
-                            if !kernel {
-                                return Err(PerfError::OffCpuNeedsKernel);
-                            }
+                            // Switches happen in the kernel: this event needs kernel sampling
+                            // even with --user-only (the kernel part of its stacks only names
+                            // the syscall and is dropped).
                             let mut sw = make_attr(
                                 sys::bindings::PERF_TYPE_SOFTWARE,
                                 sys::bindings::PERF_COUNT_SW_CONTEXT_SWITCHES as u64,
@@ -394,8 +394,14 @@ impl PerfSampler {
                             if let EventTarget::Attach(_) = target {
                                 sw.set_enable_on_exec(0);
                             }
-                            let per_cpu = open_all(target, &cpus, sw, pages)
-                                .map_err(|(cpu, source)| PerfError::Open { cpu, source })?;
+                            let per_cpu =
+                                open_all(target, &cpus, sw, pages).map_err(|(cpu, source)| {
+                                    if is_permission_error(&source) {
+                                        PerfError::OffCpuNeedsKernel
+                                    } else {
+                                        PerfError::Open { cpu, source }
+                                    }
+                                })?;
                             (switch_fds, switch_buffers) = map_buffers(per_cpu, pages)?;
                         }
                         return Ok(PerfSampler {

@@ -63,19 +63,21 @@ struct Tracee {
     /// `R` means running *or runnable*: threads sharing a core are all `R`. So that samples
     /// follow CPU time as perf's do, a stopped thread counts one sample per period of CPU
     /// time it used since its last stop (`cpu_ns`, `credit`: exact, as a stop updates the
-    /// kernel's count). Whether to stop an `R` thread at a tick is decided at random with
-    /// probability `rate`: the CPU time it used over the last window divided by its `R`
-    /// ticks in it times the period, so that threads sharing a core are not all stopped on
-    /// every tick for nothing. (Random and per window, not by the CPU count per tick: the
-    /// kernel updates that count at scheduler ticks and syscalls, and decisions taken from it
-    /// would fall in step with those.)
+    /// kernel's count). Whether to look at a thread at a tick (and stop it if `R`) is decided
+    /// at random with probability `rate`: its share of a CPU over the last window, so that
+    /// threads sharing a core are not all stopped (or even looked at) on every tick for
+    /// nothing. (Random and per window, not by the CPU count per tick: the kernel updates that
+    /// count at scheduler ticks and syscalls, and decisions taken from it would fall in step
+    /// with those.)
     cpu_ns: u64,
     credit: u64,
     rate: Option<f64>,
-    /// The current window: when it began (monotonic ns), CPU time then (ns), `R` ticks since.
+    /// The current window: when it began (monotonic ns), the CPU time then (ns), how often
+    /// the thread was looked at since and how often it was found `R`.
     window_start: u64,
     window_cpu: u64,
-    r_ticks: u32,
+    looked: u32,
+    found_running: u32,
     /// An interrupt was sent (at `interrupted_at`); the stop it causes is to be sampled as
     /// this.
     pending: Option<Seen>,
@@ -332,17 +334,9 @@ impl PtraceSampler {
         !self.tracees.is_empty()
     }
 
-    /// xorshift64: fast, and plenty for choosing tick lengths and which threads to stop.
-    fn random(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
     /// Uniform in [interval/2, 3*interval/2): mean 1/F.
     fn jittered_interval(&mut self) -> u64 {
-        self.interval_ns / 2 + self.random() % self.interval_ns.max(1)
+        self.interval_ns / 2 + xorshift(&mut self.rng) % self.interval_ns.max(1)
     }
 
     fn push_with(&mut self, time: u64, write: impl FnOnce(&mut Vec<u8>)) {
@@ -624,8 +618,6 @@ impl PtraceSampler {
         let mut buf = [0u8; 512];
         let mut chosen = Vec::new();
         let mut still_waiting = Vec::new();
-        let mut runnable = Vec::new();
-        let period = self.interval_ns;
         let now = now_ns();
         for (&tid, t) in self.tracees.iter_mut() {
             if t.pending.is_some() && now > t.interrupted_at + STOP_TIMEOUT_NS {
@@ -643,11 +635,10 @@ impl PtraceSampler {
             if t.group_stopped || t.pending.is_some() {
                 continue;
             }
-            let Some(state) = t.stat.as_ref().and_then(|f| thread_state(f, &mut buf)) else {
-                continue;
-            };
-            let running = state == b'R';
             if self.config.off_cpu {
+                let Some(state) = t.stat.as_ref().and_then(|f| thread_state(f, &mut buf)) else {
+                    continue;
+                };
                 // Wall clock: every thread, every tick, whatever it does.
                 match state {
                     b'R' => {
@@ -671,28 +662,32 @@ impl PtraceSampler {
             }
             if now >= t.window_start + WINDOW_NS {
                 // Without schedstat (no CONFIG_SCHED_INFO) the rate stays 1: state alone.
-                if let (Some(cpu), true) = (t.cpu_time(), t.r_ticks > 0) {
-                    let used = cpu.saturating_sub(t.window_cpu) as f64;
-                    // At least a little, so a thread that starts to run is noticed.
-                    t.rate = Some((used / (f64::from(t.r_ticks) * period as f64)).clamp(0.05, 1.0));
+                if let Some(cpu) = t.cpu_time() {
+                    let share =
+                        cpu.saturating_sub(t.window_cpu) as f64 / (now - t.window_start) as f64;
+                    // A thread looked at is stopped only when `R`: divide by how often it
+                    // was found so, to stop it about once per period of CPU it uses.
+                    let found_running = f64::from(t.found_running + 1) / f64::from(t.looked + 1);
+                    // At least a little, so a thread that starts to run is noticed before
+                    // the next window.
+                    t.rate = Some((share / found_running).clamp(0.02, 1.0));
                     t.window_cpu = cpu;
                 }
                 t.window_start = now;
-                t.r_ticks = 0;
+                t.looked = 0;
+                t.found_running = 0;
             }
-            if running {
-                t.r_ticks += 1;
-                runnable.push(tid);
-            }
-        }
-        for tid in runnable {
-            // New threads are stopped at every chance until their rate is known: a thread
-            // that lives for a few milliseconds must not end unsampled.
-            let Some(rate) = self.tracees.get(&tid).map(|t| t.rate.unwrap_or(1.0)) else {
+            // Chosen first, looked at second: only the chosen threads' state is read, so a
+            // tick costs about as many reads as there are cores busy, not one per thread.
+            // New threads are chosen at every tick until their rate is known: a thread that
+            // lives for a few milliseconds must not end unsampled.
+            let r = (xorshift(&mut self.rng) >> 11) as f64 / (1u64 << 53) as f64;
+            if r >= t.rate.unwrap_or(1.0) {
                 continue;
-            };
-            let r = (self.random() >> 11) as f64 / (1u64 << 53) as f64;
-            if r < rate {
+            }
+            t.looked += 1;
+            if t.stat.as_ref().and_then(|f| thread_state(f, &mut buf)) == Some(b'R') {
+                t.found_running += 1;
                 chosen.push((tid, Seen::Running));
             }
         }
@@ -926,7 +921,8 @@ impl Tracee {
             rate: None,
             window_start: now_ns(),
             window_cpu: 0,
-            r_ticks: 0,
+            looked: 0,
+            found_running: 0,
             pending: None,
             interrupted_at: 0,
             ticks_waiting: 0,
@@ -991,6 +987,14 @@ fn refusal(pid: u32, e: io::Error) -> PtraceError {
     } else {
         PtraceError::Seize { pid, source: e }
     }
+}
+
+/// xorshift64: fast, and plenty for choosing tick lengths and which threads to stop.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
 }
 
 /// Wait up to `ns` for SIGCHLD (blocked in this thread). False when another signal came.

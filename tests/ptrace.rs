@@ -213,6 +213,54 @@ fn attach_to_fifty_threads_samples_each_and_detaches_cleanly() {
 }
 
 #[test]
+fn a_process_traced_by_someone_else_is_refused_with_who() {
+    let _serial = serial();
+    let pool = Pool::start();
+    let pid = pool.0.id().to_string();
+    let dir = scratch();
+    let o = dir.path().join("t.folded");
+    // The first ember holds the process; a second one cannot trace it too.
+    let first = Command::new(EMBER)
+        .args([
+            "record",
+            "--backend",
+            "ptrace",
+            "-F",
+            "99",
+            "-d",
+            "3",
+            "-p",
+            &pid,
+            "-o",
+        ])
+        .arg(&o)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = ember(&[
+        "record",
+        "--backend",
+        "ptrace",
+        "-d",
+        "1",
+        "-p",
+        &pid,
+        "-o",
+        o.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("already traced by process {}", first.id())),
+        "{stderr}"
+    );
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_all_threads_free(pool.0.id());
+}
+
+#[test]
 fn auto_falls_back_to_ptrace_where_seccomp_refuses_perf_events() {
     let _serial = serial();
     let dir = scratch();

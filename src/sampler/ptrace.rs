@@ -31,6 +31,11 @@ pub enum PtraceError {
          run it with --cap-add=SYS_PTRACE"
     )]
     Refused { pid: u32, source: io::Error },
+    #[error(
+        "process {pid} is already traced by process {tracer} (a debugger or strace?); a thread \
+         can have one tracer only: detach that one first, or use --backend perf"
+    )]
+    AlreadyTraced { pid: u32, tracer: u32 },
     #[error("could not trace process {pid}: {source}")]
     Seize { pid: u32, source: io::Error },
 }
@@ -982,6 +987,9 @@ impl Tracee {
 }
 
 fn refusal(pid: u32, e: io::Error) -> PtraceError {
+    if let Some(tracer) = status_field(pid, "TracerPid").filter(|&t| t != 0) {
+        return PtraceError::AlreadyTraced { pid, tracer };
+    }
     if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
         PtraceError::Refused { pid, source: e }
     } else {

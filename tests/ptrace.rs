@@ -157,20 +157,15 @@ fn attach_to_fifty_threads_samples_each_and_detaches_cleanly() {
     let dir = scratch();
     let folded = dir.path().join("p.folded");
     let f = folded.to_str().unwrap();
+    // 3 s at 99 Hz, one tower per thread.
+    let record = |mode: &[&str]| {
+        let mut args = vec!["--backend", "ptrace", "-F", "99", "-d", "3", "--per-thread"];
+        args.extend_from_slice(mode);
+        args.extend_from_slice(&["-p", &pid, "-o", f]);
+        record_ok(&args)
+    };
     // CPU mode: the 50 workers run (the main thread only waits).
-    let out = record_ok(&[
-        "--backend",
-        "ptrace",
-        "-F",
-        "99",
-        "-d",
-        "3",
-        "--per-thread",
-        "-p",
-        &pid,
-        "-o",
-        f,
-    ]);
+    let out = record(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stacks = read_folded(&folded);
     let threads: std::collections::BTreeSet<&str> =
@@ -184,20 +179,7 @@ fn attach_to_fifty_threads_samples_each_and_detaches_cleanly() {
     assert_all_threads_free(pool.0.id());
 
     // Wall clock: every thread, the waiting main thread too, on every tick.
-    record_ok(&[
-        "--backend",
-        "ptrace",
-        "--off-cpu",
-        "-F",
-        "99",
-        "-d",
-        "3",
-        "--per-thread",
-        "-p",
-        &pid,
-        "-o",
-        f,
-    ]);
+    record(&["--off-cpu"]);
     let stacks = read_folded(&folded);
     let mut per_thread: std::collections::BTreeMap<&str, u64> = Default::default();
     for s in &stacks {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::profile::{Frame, Profile};
-use crate::sampler::records::{WAIT_REASON_NONE, WAIT_REASON_RUNNABLE};
+use crate::sampler::records::{WAIT_REASON_NONE, WAIT_REASON_PAGE_FAULT, WAIT_REASON_RUNNABLE};
 use crate::symbolize::kernel::KernelSymbols;
 use crate::symbolize::syscalls;
 use crate::unwind::RawFrame;
@@ -39,23 +39,40 @@ impl Waits {
         }
     }
 
-    /// Which syscall the kernel part of a switched-out stack is in: the first kernel frame
-    /// named like a syscall's entry (`__x64_sys_futex`, `__do_sys_...`, `ksys_read`).
+    /// Why a switched-out thread waits, from the kernel part of its stack (leaf first): the
+    /// first frame named like a syscall's entry (`__x64_sys_futex`, `__do_sys_...`,
+    /// `ksys_read`); else the function `do_syscall_64` called, where the entry was a tail call
+    /// (`kernel_wait4`, `do_epoll_wait`); else a page fault, if it is in one.
     pub fn reason(&mut self, raw: &[RawFrame]) -> u64 {
+        let kernel = self.kernel.get_or_insert_with(KernelSymbols::load);
+        let mut below_entry = None;
+        let mut fault = false;
         for r in raw {
             let RawFrame::Kernel(addr) = *r else {
                 continue;
             };
-            let kernel = self.kernel.get_or_insert_with(KernelSymbols::load);
-            let found = *self.reasons.entry(addr).or_insert_with(|| {
-                let name = kernel.lookup(addr)?;
-                syscall_of(name)
-            });
+            let Some(name) = kernel.lookup(addr) else {
+                continue;
+            };
+            let found = *self.reasons.entry(addr).or_insert_with(|| syscall_of(name));
             if let Some(nr) = found {
                 return nr;
             }
+            match name {
+                "do_syscall_64" => {
+                    return below_entry
+                        .and_then(implementation_of)
+                        .unwrap_or(WAIT_REASON_NONE)
+                }
+                "exc_page_fault" => fault = true,
+                _ => below_entry = Some(name),
+            }
         }
-        WAIT_REASON_NONE
+        if fault {
+            WAIT_REASON_PAGE_FAULT
+        } else {
+            WAIT_REASON_NONE
+        }
     }
 
     /// `tid` was switched out at `time` with this stack (leaf first, marker first).
@@ -111,6 +128,16 @@ impl Waits {
     }
 }
 
+/// The syscall a kernel function implements, judged by its name (`kernel_wait4`,
+/// `do_epoll_wait`, `do_sys_poll`).
+fn implementation_of(name: &str) -> Option<u64> {
+    let name = name.split('.').next().unwrap_or(name);
+    ["kernel_", "do_sys_", "do_"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .and_then(syscalls::number)
+}
+
 /// The syscall a kernel function is the entry of, if it is one.
 fn syscall_of(name: &str) -> Option<u64> {
     let name = name.split('.').next().unwrap_or(name);
@@ -141,6 +168,9 @@ mod tests {
         assert_eq!(syscall_of("__x64_sys_epoll_wait.cold"), Some(232));
         assert_eq!(syscall_of("schedule"), None);
         assert_eq!(syscall_of("__x64_sys_no_such_call"), None);
+        assert_eq!(implementation_of("kernel_wait4"), Some(61));
+        assert_eq!(implementation_of("do_epoll_wait"), Some(232));
+        assert_eq!(implementation_of("do_wait"), None);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub const EMBER_RECORD_SWITCH_OUT_SAMPLE: u32 = 0x4000_0002;
 pub const WAIT_REASON_NONE: u64 = u64::MAX;
 /// The thread was not waiting but preempted: runnable, waiting for a CPU.
 pub const WAIT_REASON_RUNNABLE: u64 = u64::MAX - 1;
+/// The thread waits for a page to be read in (a page fault), not in a syscall.
+pub const WAIT_REASON_PAGE_FAULT: u64 = u64::MAX - 2;
 
 pub const PERF_SAMPLE_IP: u64 = 1 << 0;
 pub const PERF_SAMPLE_TID: u64 = 1 << 1;

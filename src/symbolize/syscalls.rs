@@ -1,7 +1,7 @@
 //! Names for the syscalls a waiting thread sits in, for the `[off-cpu] …` frames of
 //! wall-clock profiles.
 
-use crate::sampler::records::{WAIT_REASON_NONE, WAIT_REASON_RUNNABLE};
+use crate::sampler::records::{WAIT_REASON_NONE, WAIT_REASON_PAGE_FAULT, WAIT_REASON_RUNNABLE};
 
 /// x86-64 syscall names by number, from the kernel's `asm/unistd_64.h` (gaps are "").
 const X86_64: [&str; 463] = [
@@ -493,6 +493,9 @@ pub fn wait_label(reason: u64) -> String {
     }
     if reason == WAIT_REASON_RUNNABLE {
         return "[off-cpu] runnable".to_string();
+    }
+    if reason == WAIT_REASON_PAGE_FAULT {
+        return "[off-cpu] page fault".to_string();
     }
     match name(reason) {
         Some(n) => format!("[off-cpu] {n}"),

@@ -408,10 +408,20 @@ impl PtraceSampler {
             let mut status = 0;
             // SAFETY: waitpid with a valid status pointer.
             let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
-            if tid <= 0 {
+            if tid < 0 {
+                // No traced thread is left at all (gone, or reaped elsewhere).
+                self.tracees.clear();
+                self.pending = 0;
+                return;
+            }
+            if tid == 0 {
                 return;
             }
             self.on_status(tid as u32, status);
+            if self.detached && libc::WIFSTOPPED(status) {
+                // Detaching: the thread was let go at this stop.
+                self.forget(tid as u32);
+            }
         }
     }
 
@@ -469,7 +479,11 @@ impl PtraceSampler {
                 if t.pending.take().is_some() {
                     self.pending -= 1;
                 }
-                let _ = ptrace(libc::PTRACE_LISTEN, tid, 0, 0);
+                if self.detached {
+                    self.resume(tid, 0);
+                } else {
+                    let _ = ptrace(libc::PTRACE_LISTEN, tid, 0, 0);
+                }
                 return;
             }
             // Our interrupt, a new tracee's first stop, or the end of a group-stop.
@@ -500,10 +514,15 @@ impl PtraceSampler {
         }
     }
 
+    /// Let a stopped thread go on with `sig` (0: none): resumed, or detached once ember is
+    /// detaching. A thread killed meanwhile reports its exit through waitpid.
     fn resume(&mut self, tid: u32, sig: i32) {
-        if ptrace(libc::PTRACE_CONT, tid, 0, sig as usize).is_err() {
-            // Gone meanwhile (killed): its exit status comes through waitpid.
-        }
+        let request = if self.detached {
+            libc::PTRACE_DETACH
+        } else {
+            libc::PTRACE_CONT
+        };
+        let _ = ptrace(request, tid, 0, sig as usize);
     }
 
     /// A thread or process ember had not heard of: `parent` made it (clone/fork event), or
@@ -828,66 +847,30 @@ impl PtraceSampler {
 
     fn detach_all(&mut self) {
         self.detached = true;
-        // A tracee must be in a ptrace-stop to be detached: interrupt each, detach it at its
-        // stop (delivering the signal it stopped for, if any). New threads that appear
-        // meanwhile are attached by the kernel and detached the same way.
+        // A tracee must be in a ptrace-stop to be detached: interrupt each; every stop is then
+        // handled as while sampling, except that the thread is detached instead of resumed
+        // (with the signal it stopped for, if any). New threads that appear meanwhile stop
+        // on their own when the kernel attaches them, and are detached the same way.
         let give_up = now_ns() + 2 * STOP_TIMEOUT_NS;
-        // Threads that are gone (or were reaped elsewhere) cannot be interrupted: forget them.
-        self.tracees
-            .retain(|&tid, _| ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0).is_ok());
-        while !self.tracees.is_empty() && now_ns() < give_up {
-            loop {
-                let mut status = 0;
-                // SAFETY: waitpid with a valid status pointer.
-                let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
-                if tid < 0 {
-                    // No traced children left at all.
-                    self.tracees.clear();
-                    break;
-                }
-                if tid == 0 {
-                    break;
-                }
-                let tid = tid as u32;
-                if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-                    self.on_status(tid, status);
-                    continue;
-                }
-                if !libc::WIFSTOPPED(status) {
-                    continue;
-                }
-                let event = status >> 16;
-                if matches!(
-                    event,
-                    libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK
-                ) {
-                    let new = event_msg(tid) as u32;
-                    if new != 0 && !self.tracees.contains_key(&new) {
-                        self.adopt(new, Some(tid), now_ns());
-                        let _ = ptrace(libc::PTRACE_INTERRUPT, new, 0, 0);
-                    }
-                }
-                let sig = if event == 0 {
-                    libc::WSTOPSIG(status)
-                } else {
-                    0
-                };
-                // The CPU time used since the thread's last sample is sampled here, where it
-                // is now (as at any stop), instead of being dropped.
-                let period = self.interval_ns;
-                let due = match self.tracees.get_mut(&tid) {
-                    Some(t) if !self.config.off_cpu && event != libc::PTRACE_EVENT_EXIT => {
-                        t.samples_due(period)
-                    }
-                    _ => 0,
-                };
-                let captured = if due > 0 { self.capture(tid) } else { None };
-                let _ = ptrace(libc::PTRACE_DETACH, tid, 0, sig as usize);
-                if let Some(c) = captured {
-                    self.emit(tid, Seen::Running, due, c, now_ns());
-                }
-                self.tracees.remove(&tid);
+        let mut gone = Vec::new();
+        let mut pending = 0;
+        for (&tid, t) in self.tracees.iter_mut() {
+            if ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0).is_err() {
+                gone.push(tid);
+            } else if !self.config.off_cpu && t.pending.is_none() {
+                // The CPU time used since the thread's last sample is sampled at this stop,
+                // where it is now, instead of being dropped.
+                t.pending = Some(Seen::Running);
+                pending += 1;
             }
+        }
+        self.pending += pending;
+        // Threads that are gone (or were reaped elsewhere) cannot be interrupted.
+        for tid in gone {
+            self.forget(tid);
+        }
+        while !self.tracees.is_empty() && now_ns() < give_up {
+            self.reap();
             if !self.tracees.is_empty() {
                 wait_sigchld(5_000_000);
             }

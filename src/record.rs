@@ -714,8 +714,10 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         (Stop::CommandExited(code), _) => code,
         // `-d` ended sampling; the command runs on and its status is still ours.
         (_, Live::Command(child)) => {
-            eprintln!("{summary}");
-            eprintln!("ember: sampling stopped after -d; waiting for the command to end");
+            eprintln!(
+                "ember: sampling stopped after -d and the outputs are written; waiting for the \
+                 command to end"
+            );
             wait_forwarding_signals(child)
         }
         (_, Live::Pids(_)) => 0,

@@ -1,12 +1,14 @@
 /* N threads (default 50) that each burn a little CPU in pool_work() and sleep 5 ms in between,
  * for SECS seconds (default: until killed). For attaching to a process with many threads.
  * With ROUNDS > 0 (pool N 0 ROUNDS) each thread does exactly ROUNDS rounds, and the program
- * prints how long that took ("work_seconds X"), for scripts/backends.sh. */
+ * prints how long that took (report.h: "work_seconds X", ...), for scripts/backends.sh. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "report.h"
 
 static volatile unsigned long sink;
 
@@ -33,14 +35,12 @@ int main(int argc, char **argv) {
     double secs = argc > 2 ? atof(argv[2]) : 0;
     rounds = argc > 3 ? atol(argv[3]) : 0;
     pthread_t *t = calloc(n, sizeof *t);
-    struct timespec w0, w1;
-    clock_gettime(CLOCK_MONOTONIC, &w0);
+    report_begin();
     for (int i = 0; i < n; i++)
         if (pthread_create(&t[i], NULL, worker, NULL) != 0) { perror("pthread_create"); return 1; }
     if (rounds > 0) {
         for (int i = 0; i < n; i++) pthread_join(t[i], NULL);
-        clock_gettime(CLOCK_MONOTONIC, &w1);
-        printf("work_seconds %.4f\n", (w1.tv_sec - w0.tv_sec) + (w1.tv_nsec - w0.tv_nsec) / 1e9);
+        report_end();
         return 0;
     }
     printf("ready\n");

@@ -10,8 +10,9 @@
  * ("work_seconds X"), which is what scripts/overhead.sh compares across profilers. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/resource.h>
 #include <time.h>
+
+#include "report.h"
 
 static volatile unsigned long sink;
 
@@ -40,8 +41,7 @@ int main(int argc, char **argv) {
     if (argc > 3 && argv[3][0] == 's') w_sixty = 1, w_ten = 6;
     const unsigned long chunk = 200000;
     double t[3] = {0, 0, 0};
-    struct timespec w0, w1;
-    clock_gettime(CLOCK_MONOTONIC, &w0);
+    report_begin();
     double start = thread_cpu_seconds();
     for (long r = 0; rounds > 0 ? r < rounds : thread_cpu_seconds() - start < seconds; r++) {
         double a = thread_cpu_seconds();
@@ -56,15 +56,7 @@ int main(int argc, char **argv) {
         t[2] += d - c;
     }
     double total = thread_cpu_seconds() - start;
-    clock_gettime(CLOCK_MONOTONIC, &w1);
-    printf("work_seconds %.4f\n", (w1.tv_sec - w0.tv_sec) + (w1.tv_nsec - w0.tv_nsec) / 1e9);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    printf("cpu_seconds %.4f\n", ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
-                                     (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
-    struct timespec end;
-    clock_gettime(CLOCK_REALTIME, &end);
-    printf("end_ns %lld\n", (long long)end.tv_sec * 1000000000LL + end.tv_nsec);
+    report_end();
     printf("truth hot_sixty %.2f\n", 100.0 * t[0] / total);
     printf("truth hot_thirty %.2f\n", 100.0 * t[1] / total);
     printf("truth hot_ten %.2f\n", 100.0 * t[2] / total);

@@ -4,10 +4,9 @@
  *
  * Usage: threads [SECONDS] [ROUNDS] */
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <sys/resource.h>
-#include <time.h>
+
+#include "report.h"
 
 static volatile unsigned long sink;
 static double seconds = 1.5;
@@ -41,21 +40,12 @@ static void *run_b(void *arg) { (void)arg; thread_b_hot(); return NULL; }
 int main(int argc, char **argv) {
     if (argc > 1) seconds = atof(argv[1]);
     if (argc > 2) rounds = atol(argv[2]);
-    struct timespec w0, w1;
-    clock_gettime(CLOCK_MONOTONIC, &w0);
+    report_begin();
     pthread_t a, b;
     pthread_create(&a, NULL, run_a, NULL);
     pthread_create(&b, NULL, run_b, NULL);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
-    clock_gettime(CLOCK_MONOTONIC, &w1);
-    printf("work_seconds %.4f\n", (w1.tv_sec - w0.tv_sec) + (w1.tv_nsec - w0.tv_nsec) / 1e9);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    printf("cpu_seconds %.4f\n", ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
-                                     (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
-    struct timespec end;
-    clock_gettime(CLOCK_REALTIME, &end);
-    printf("end_ns %lld\n", (long long)end.tv_sec * 1000000000LL + end.tv_nsec);
+    report_end();
     return 0;
 }

@@ -258,21 +258,10 @@ fn auto_falls_back_to_ptrace_where_seccomp_refuses_perf_events() {
             .unwrap()
     };
     // perf alone: refused, with the reason.
-    let out = run("perf");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("seccomp"), "{stderr}");
-    assert!(stderr.contains("--backend ptrace"), "{stderr}");
+    assert_perf_refused(&run("perf"), "seccomp");
     assert!(!folded.exists());
     // auto: says so once and profiles anyway.
-    let out = run("auto");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert_eq!(
-        stderr.matches("falls back to ptrace").count(),
-        1,
-        "{stderr}"
-    );
+    let stderr = assert_fell_back(&run("auto"));
     assert!(stderr.contains("(ptrace"), "{stderr}");
     let stacks = read_folded(&folded);
     assert!(total(&stacks) > 1000, "{stderr}");

@@ -215,3 +215,24 @@ pub fn summary_count(stderr: &str, what: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+/// `--backend perf` was refused: exit 1, with a message saying `why` and pointing to
+/// `--backend ptrace`.
+pub fn assert_perf_refused(out: &Output, why: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(why), "{why:?} missing from: {stderr}");
+    assert!(stderr.contains("--backend ptrace"), "{stderr}");
+}
+
+/// `--backend auto` fell back to ptrace, said so exactly once, and succeeded. Returns stderr.
+pub fn assert_fell_back(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr.matches("falls back to ptrace").count(),
+        1,
+        "{stderr}"
+    );
+    stderr
+}

@@ -488,19 +488,16 @@ pub fn number(name: &str) -> Option<u64> {
 
 /// The leaf frame of an off-CPU stack: why the thread was not running.
 pub fn wait_label(reason: u64) -> String {
-    if reason == WAIT_REASON_NONE {
-        return "[off-cpu] waiting".to_string();
-    }
-    if reason == WAIT_REASON_RUNNABLE {
-        return "[off-cpu] runnable".to_string();
-    }
-    if reason == WAIT_REASON_PAGE_FAULT {
-        return "[off-cpu] page fault".to_string();
-    }
-    match name(reason) {
-        Some(n) => format!("[off-cpu] {n}"),
-        None => format!("[off-cpu] syscall {reason}"),
-    }
+    let what = match reason {
+        WAIT_REASON_NONE => "waiting".to_string(),
+        WAIT_REASON_RUNNABLE => "runnable".to_string(),
+        WAIT_REASON_PAGE_FAULT => "page fault".to_string(),
+        nr => match name(nr) {
+            Some(n) => n.to_string(),
+            None => format!("syscall {nr}"),
+        },
+    };
+    format!("[off-cpu] {what}")
 }
 
 #[cfg(test)]

@@ -368,42 +368,11 @@ impl PerfSampler {
                 match open_all(target, &cpus, attr, pages) {
                     Ok(per_cpu) => {
                         let (fds, buffers) = map_buffers(per_cpu, pages)?;
-                        let (mut switch_fds, mut switch_buffers) = (Vec::new(), Vec::new());
-                        if config.off_cpu {
-                            // Switches happen in the kernel: this event needs kernel sampling
-                            // even with --user-only (the kernel part of its stacks only names
-                            // the syscall and is dropped).
-                            let mut sw = make_attr(
-                                sys::bindings::PERF_TYPE_SOFTWARE,
-                                sys::bindings::PERF_COUNT_SW_CONTEXT_SWITCHES as u64,
-                                config,
-                                &layout,
-                                stack_size,
-                                true,
-                            );
-                            // Every switch, not a frequency; only the samples and the
-                            // switch records (the main events report mmaps and tasks).
-                            sw.set_freq(0);
-                            sw.__bindgen_anon_1.sample_period = 1;
-                            sw.set_mmap(0);
-                            sw.set_mmap2(0);
-                            sw.set_comm(0);
-                            sw.set_comm_exec(0);
-                            sw.set_task(0);
-                            sw.set_context_switch(1);
-                            if let EventTarget::Attach(_) = target {
-                                sw.set_enable_on_exec(0);
-                            }
-                            let per_cpu =
-                                open_all(target, &cpus, sw, pages).map_err(|(cpu, source)| {
-                                    if is_permission_error(&source) {
-                                        PerfError::OffCpuNeedsKernel
-                                    } else {
-                                        PerfError::Open { cpu, source }
-                                    }
-                                })?;
-                            (switch_fds, switch_buffers) = map_buffers(per_cpu, pages)?;
-                        }
+                        let (switch_fds, switch_buffers) = if config.off_cpu {
+                            open_switch_events(target, &cpus, config, &layout, stack_size, pages)?
+                        } else {
+                            (Vec::new(), Vec::new())
+                        };
                         return Ok(PerfSampler {
                             fds,
                             buffers,
@@ -535,6 +504,50 @@ fn make_attr(
     a.set_watermark(1);
     a.__bindgen_anon_2.wakeup_watermark = 0;
     a
+}
+
+/// The context-switch events of `--off-cpu`: every switch-out of a followed thread is sampled
+/// (with its stack), and switch records tell when it runs again. In buffers of their own, so
+/// their samples can be told from the CPU samples.
+fn open_switch_events(
+    target: &EventTarget,
+    cpus: &[u32],
+    config: &PerfConfig,
+    layout: &SampleLayout,
+    stack_size: u32,
+    pages: usize,
+) -> Result<(Vec<OwnedFd>, Vec<RingBuffer>), PerfError> {
+    // Switches happen in the kernel: this event needs kernel sampling even with --user-only
+    // (the kernel part of its stacks only names the syscall and is dropped).
+    let mut sw = make_attr(
+        sys::bindings::PERF_TYPE_SOFTWARE,
+        sys::bindings::PERF_COUNT_SW_CONTEXT_SWITCHES as u64,
+        config,
+        layout,
+        stack_size,
+        true,
+    );
+    // Every switch, not a frequency; only the samples and the switch records (the main events
+    // report mmaps and tasks).
+    sw.set_freq(0);
+    sw.__bindgen_anon_1.sample_period = 1;
+    sw.set_mmap(0);
+    sw.set_mmap2(0);
+    sw.set_comm(0);
+    sw.set_comm_exec(0);
+    sw.set_task(0);
+    sw.set_context_switch(1);
+    if let EventTarget::Attach(_) = target {
+        sw.set_enable_on_exec(0);
+    }
+    let per_cpu = open_all(target, cpus, sw, pages).map_err(|(cpu, source)| {
+        if is_permission_error(&source) {
+            PerfError::OffCpuNeedsKernel
+        } else {
+            PerfError::Open { cpu, source }
+        }
+    })?;
+    map_buffers(per_cpu, pages)
 }
 
 fn buffer_pages(stack_size: u32) -> usize {

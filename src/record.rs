@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use crate::output::{self, FoldOptions, Folded, OutputError, SvgOptions};
 use crate::process::ProcessTable;
 use crate::profile::{Frame, Profile};
-use crate::sampler::perf::{KernelFrames, OpenedEvent, PerfConfig, PerfError, PerfSampler};
+use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
 use crate::sampler::ptrace::{PtraceConfig, PtraceError, PtraceSampler};
 use crate::sampler::{Backend, CallGraph, Event, RecordQueue, SampleLayout, Sampler};
 use crate::stacks::StackProfile;
@@ -562,55 +562,14 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     let stop = sample_until(&mut sampler, &mut collector, &mut live, deadline);
     collector.finish(crate::sampler::monotonic_ns());
     let duration = started.elapsed();
-    let event = match &sampler {
-        Sampler::Perf(s) if opts.off_cpu => OpenedEvent {
-            name: if s.event().name == "cycles" {
-                "cycles + context switches, wall clock"
-            } else {
-                "cpu-clock + context switches, wall clock"
-            },
-            kernel_included: s.event().kernel_included,
-        },
-        Sampler::Perf(s) => s.event().clone(),
-        Sampler::Ptrace(_) => OpenedEvent {
-            name: if opts.off_cpu {
-                "ptrace, wall clock"
-            } else {
-                "ptrace"
-            },
-            kernel_included: false,
-        },
-    };
-    sampler.disable();
-    let mut backend_detail = String::new();
-    if let Sampler::Ptrace(s) = &sampler {
-        backend_detail = format!(
-            "\nember: ptrace: {} ticks, {} threads interrupted, {} waiting threads sampled \
-             without a stop, {} samples",
-            s.stats.ticks, s.stats.interrupts, s.stats.unstopped, s.stats.samples
-        );
-        if s.stats.unsampled > 0 {
-            // Counted as lost, so the summary and the SVG say so.
-            collector.profile.meta.lost += s.stats.unsampled;
-            collector.profile.meta.warnings.push(format!(
-                "{} samples' worth of CPU time was used by threads that ended before ember \
-                 stopped them again (short-lived threads; ptrace samples a thread by stopping \
-                 it); it is counted as lost",
-                s.stats.unsampled
-            ));
-        }
-        if s.stats.missed > 0 {
-            collector.profile.meta.warnings.push(format!(
-                "{} interrupted threads did not stop in time and were not sampled",
-                s.stats.missed
-            ));
-        }
-        collector
-            .profile
-            .meta
-            .warnings
-            .extend(s.notes.iter().skip(notes_taken).cloned());
-    }
+    let event = sampler.event();
+    // What the backend learnt while sampling and detaching (sample_until disabled it).
+    collector
+        .profile
+        .meta
+        .warnings
+        .extend(sampler.notes().iter().skip(notes_taken).cloned());
+    let backend_detail = sampler.detail();
     drop(sampler);
     let pids: Vec<u32> = collector.procs.processes().map(|p| p.pid).collect();
     for pid in pids {
@@ -692,7 +651,9 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     let folded = write_outputs(&stacks, opts)?;
     let mut summary = summarize(&profile, &opts.outputs, event.kernel_included);
     if opts.verbose {
-        summary.push_str(&backend_detail);
+        if let Some(d) = &backend_detail {
+            summary.push_str(&format!("\nember: {d}"));
+        }
         summary.push_str(&format!(
             "\nember: {} unique stacks, {} unique frames; unwinding: {} samples, {} stack copies \
              ran out ({} completed from the frame-pointer chain)\n\

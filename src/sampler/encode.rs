@@ -5,7 +5,8 @@
 
 use super::records::{
     SampleLayout, EMBER_RECORD_OFF_CPU_SAMPLE, PERF_RECORD_COMM, PERF_RECORD_EXIT,
-    PERF_RECORD_FORK, PERF_RECORD_MISC_COMM_EXEC, PERF_RECORD_MMAP2, PERF_RECORD_SAMPLE,
+    PERF_RECORD_FORK, PERF_RECORD_LOST_SAMPLES, PERF_RECORD_MISC_COMM_EXEC, PERF_RECORD_MMAP2,
+    PERF_RECORD_SAMPLE,
 };
 use super::UserRegs;
 
@@ -155,6 +156,15 @@ pub fn comm(out: &mut Vec<u8>, pid: u32, tid: u32, name: &[u8], exec: bool, time
         .finish();
 }
 
+/// Samples that could not be taken (`PERF_RECORD_LOST_SAMPLES`), as the kernel reports its
+/// own losses.
+pub fn lost(out: &mut Vec<u8>, pid: u32, tid: u32, count: u64, time: u64) {
+    Rec::begin(out, PERF_RECORD_LOST_SAMPLES, 0)
+        .u64(count)
+        .sample_id(pid, tid, time)
+        .finish();
+}
+
 /// A thread or process started (`exit` false) or ended.
 pub fn task(out: &mut Vec<u8>, exit: bool, pid: u32, ppid: u32, tid: u32, ptid: u32, time: u64) {
     let kind = if exit {
@@ -269,5 +279,10 @@ mod tests {
         };
         assert_eq!(LAYOUT.parse(&out).unwrap(), Some(Event::Exit(f)));
         assert_eq!(LAYOUT.record_time(&out), 5);
+
+        out.clear();
+        lost(&mut out, 9, 10, 3, 6);
+        assert_eq!(LAYOUT.parse(&out).unwrap(), Some(Event::Lost(3)));
+        assert_eq!(LAYOUT.record_time(&out), 6);
     }
 }

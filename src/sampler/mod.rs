@@ -200,6 +200,22 @@ impl Sampler {
         }
     }
 
+    /// What samples stand for (the event), for the summary and the SVG subtitle.
+    pub fn event(&self) -> perf::OpenedEvent {
+        match self {
+            Sampler::Perf(s) => s.event().clone(),
+            Sampler::Ptrace(s) => s.event(),
+        }
+    }
+
+    /// How sampling went, for `-v` (the ptrace backend's counters).
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Sampler::Perf(_) => None,
+            Sampler::Ptrace(s) => Some(s.detail()),
+        }
+    }
+
     /// Things the user should know about how sampling went.
     pub fn notes(&self) -> &[String] {
         match self {

@@ -381,7 +381,11 @@ impl PerfSampler {
                             layout,
                             notes,
                             event: OpenedEvent {
-                                name,
+                                name: match (config.off_cpu, name) {
+                                    (false, name) => name,
+                                    (true, "cycles") => "cycles + context switches, wall clock",
+                                    (true, _) => "cpu-clock + context switches, wall clock",
+                                },
                                 kernel_included: kernel,
                             },
                         });

@@ -19,6 +19,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use super::encode::{self, Mmap, Sample};
+use super::perf::OpenedEvent;
 use super::records::WAIT_REASON_NONE;
 use super::{monotonic_ns as now_ns, RecordQueue, SampleLayout, UserRegs};
 use crate::process::parse_maps_line;
@@ -329,6 +330,28 @@ impl PtraceSampler {
         encode::LAYOUT
     }
 
+    /// What samples stand for, for the summary and the SVG subtitle.
+    pub fn event(&self) -> OpenedEvent {
+        OpenedEvent {
+            name: if self.config.off_cpu {
+                "ptrace, wall clock"
+            } else {
+                "ptrace"
+            },
+            kernel_included: false,
+        }
+    }
+
+    /// How sampling went, for `-v`.
+    pub fn detail(&self) -> String {
+        let s = &self.stats;
+        format!(
+            "ptrace: {} ticks, {} threads interrupted, {} waiting threads sampled without a \
+             stop, {} samples",
+            s.ticks, s.interrupts, s.unstopped, s.samples
+        )
+    }
+
     /// The launched command's exit code, once it has ended (128+N when killed by signal N).
     pub fn root_exit(&self) -> Option<i32> {
         self.root_exit
@@ -465,8 +488,17 @@ impl PtraceSampler {
                 if t.pending.take().is_some() {
                     self.pending -= 1;
                 }
-                if !self.config.off_cpu {
-                    self.stats.unsampled += u64::from(t.samples_due(period));
+                let pid = t.pid;
+                let lost = if self.config.off_cpu {
+                    0
+                } else {
+                    u64::from(t.samples_due(period))
+                };
+                if lost > 0 {
+                    // Reported as the kernel reports its losses, so the summary and the SVG
+                    // count them.
+                    self.stats.unsampled += lost;
+                    self.push_with(time, |o| encode::lost(o, pid, tid, lost, time));
                 }
                 self.resume(tid, 0);
                 return;
@@ -879,6 +911,20 @@ impl PtraceSampler {
             self.notes.push(format!(
                 "{} threads did not stop to be detached; they are detached when ember exits",
                 self.tracees.len()
+            ));
+        }
+        if self.stats.unsampled > 0 {
+            self.notes.push(format!(
+                "{} samples' worth of CPU time was used by threads that ended before ember \
+                 stopped them again (short-lived threads; ptrace samples a thread by stopping \
+                 it); it is counted as lost",
+                self.stats.unsampled
+            ));
+        }
+        if self.stats.missed > 0 {
+            self.notes.push(format!(
+                "{} interrupted threads did not stop in time and were not sampled",
+                self.stats.missed
             ));
         }
         self.tracees.clear();

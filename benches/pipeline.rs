@@ -20,7 +20,7 @@ use ember::profile::{Frame, Profile};
 use ember::record::Collector;
 use ember::sampler::perf::{KernelFrames, PerfConfig, PerfSampler};
 use ember::sampler::records::{RecordHeader, PERF_RECORD_SAMPLE};
-use ember::sampler::{CallGraph, RecordQueue, SampleLayout};
+use ember::sampler::{CallGraph, RecordBatch, RecordQueue, SampleLayout};
 use ember::stacks::StackProfile;
 use ember::symbolize::{symbolize, SymbolizeOptions};
 use ember::target::GatedChild;
@@ -48,19 +48,24 @@ fn capture(argv: &[String], call_graph: CallGraph) -> (SampleLayout, Vec<Vec<u8>
         stack_size: 32768,
         kernel: KernelFrames::Exclude,
         off_cpu: false,
+        buffer_size: None,
     };
     let mut sampler = PerfSampler::for_launch(child.pid(), &config)
         .expect("perf events are needed for this bench");
     child.release().expect("exec workload");
     let mut queue = RecordQueue::new();
     loop {
-        sampler.drain(&mut queue);
+        let mut batch = RecordBatch::new();
+        sampler.drain(&mut batch);
+        queue.add(batch);
         if child.try_wait().is_some() {
             break;
         }
         sampler.wait(50);
     }
-    sampler.drain(&mut queue);
+    let mut batch = RecordBatch::new();
+    sampler.drain(&mut batch);
+    queue.add(batch);
     let mut records = Vec::new();
     queue.drain_all(|r| records.push(r.to_vec()));
     (sampler.layout(), records)

@@ -228,6 +228,17 @@ pub struct RecordArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_SIZE)]
     pub stack_size: u32,
 
+    /// Size of each CPU's perf ring buffer, e.g. 512K or 16M (rounded down to a power of two
+    /// of pages). Default: about a second of samples as root, what locked memory allows
+    /// otherwise. Smaller buffers lose samples sooner (the loss is reported).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub buffer_size: Option<usize>,
+
+    /// For tests of the loss path: sleep this long after each read of the buffers, so that
+    /// they overflow
+    #[arg(long, value_name = "MS", hide = true)]
+    pub debug_reader_pause_ms: Option<u64>,
+
     #[command(flatten)]
     pub fold: FoldArgs,
 
@@ -305,6 +316,31 @@ fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(v))
 }
 
+/// A size in bytes with an optional K, M or G suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return Err(format!("{s:?}: give bytes, or a number with K, M or G")),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: give bytes, or a number with K, M or G"))?;
+    match n.checked_shl(shift) {
+        Some(v) if v > 0 && v >> shift == n => Ok(v),
+        _ => Err(format!(
+            "{s:?}: the size must be more than 0 and fit in memory"
+        )),
+    }
+}
+
 impl RecordArgs {
     pub fn into_options(self) -> RecordOptions {
         RecordOptions {
@@ -318,6 +354,10 @@ impl RecordArgs {
                 CallGraphArg::Fp => CallGraph::Fp,
             },
             stack_size: self.stack_size,
+            buffer_size: self.buffer_size,
+            reader_pause: self
+                .debug_reader_pause_ms
+                .map(std::time::Duration::from_millis),
             outputs: if self.outputs.is_empty() {
                 vec![PathBuf::from("flamegraph.svg")]
             } else {
@@ -385,5 +425,17 @@ mod tests {
         assert_eq!(o.duration, Some(std::time::Duration::from_millis(1500)));
         assert!(Cli::try_parse_from(["ember", "record", "-p", "1", "--", "ls"]).is_err());
         assert!(Cli::try_parse_from(["ember", "record", "-d", "0", "--", "ls"]).is_err());
+    }
+
+    #[test]
+    fn sizes_take_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("16m"), Ok(16 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("K").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
     }
 }

@@ -11,7 +11,7 @@ use crate::process::ProcessTable;
 use crate::profile::{Frame, Profile};
 use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
 use crate::sampler::ptrace::{PtraceConfig, PtraceError, PtraceSampler};
-use crate::sampler::{Backend, CallGraph, Event, RecordQueue, SampleLayout, Sampler};
+use crate::sampler::{Backend, CallGraph, Event, RecordBatch, RecordQueue, SampleLayout, Sampler};
 use crate::stacks::StackProfile;
 use crate::symbolize::debuginfo::DebugDirs;
 use crate::symbolize::perfmap::PerfMap;
@@ -20,6 +20,8 @@ use crate::target::{self, GatedChild, TargetError};
 use crate::unwind::{RawFrame, StackUnwinder, UnwindStats};
 use crate::waits::Waits;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 
 /// Default sampling frequency: 999 Hz gives millisecond resolution at low overhead, and
 /// being just off 1 kHz keeps it out of lockstep with timers that tick at round rates.
@@ -65,6 +67,10 @@ pub struct RecordOptions {
     /// Wall-clock profile: waiting threads are sampled too, their stacks ending in
     /// `[off-cpu] <syscall>`.
     pub off_cpu: bool,
+    /// Bytes of each CPU's perf ring buffer; `None` picks by privileges.
+    pub buffer_size: Option<usize>,
+    /// Sleep this long after each read of the buffers (tests of the loss path).
+    pub reader_pause: Option<std::time::Duration>,
 }
 
 /// Which processes' samples to keep: all, or those whose name or executable matches.
@@ -120,6 +126,8 @@ impl Default for RecordOptions {
             thread_name_fixes: HashMap::new(),
             backend: Backend::Auto,
             off_cpu: false,
+            buffer_size: None,
+            reader_pause: None,
         }
     }
 }
@@ -393,14 +401,17 @@ impl Live {
 }
 
 /// Record until the command ends (launch) or `-d` passes, a signal arrives or every target
-/// ends (attach).
+/// ends (attach). This thread only reads: it copies what the sampler produced and hands it to
+/// a [`Processing`] thread that unwinds and aggregates, so a slow unwind (or a reader that
+/// gets little CPU, when a target has a thousand runnable threads) never lets a ring buffer
+/// overflow while there is memory to copy it to.
 fn sample_until(
     sampler: &mut Sampler,
-    collector: &mut Collector,
+    processing: &mut Processing,
     live: &mut Live,
     deadline: Option<Instant>,
+    pause: Option<std::time::Duration>,
 ) -> Stop {
-    let mut queue = RecordQueue::new();
     let mut watermark = 0u64;
     let stop = loop {
         if let Some((sig, from_process)) = target::take_signal() {
@@ -416,19 +427,104 @@ fn sample_until(
             break Stop::Deadline;
         }
         let now_ns = crate::sampler::monotonic_ns();
-        sampler.drain(&mut queue);
-        queue.drain_until(watermark, |r| collector.handle(r));
-        watermark = now_ns;
+        if !processing.backlogged() {
+            let mut batch = processing.batch();
+            sampler.drain(&mut batch);
+            // Every record up to the previous read's start is in now.
+            processing.send(batch, watermark);
+            watermark = now_ns;
+        }
         let mut wait_ms = 100;
         if let Some(d) = deadline {
             wait_ms = wait_ms.min(d.saturating_duration_since(now).as_millis() as i32 + 1);
         }
         sampler.wait(wait_ms);
+        if let Some(p) = pause {
+            std::thread::sleep(p);
+        }
     };
     sampler.disable();
-    sampler.drain(&mut queue);
-    queue.drain_all(|r| collector.handle(r));
+    let mut batch = RecordBatch::new();
+    sampler.drain(&mut batch);
+    processing.send(batch, u64::MAX);
     stop
+}
+
+/// Records read but not processed yet, in bytes, above which the reader stops reading (the
+/// kernel then counts what it cannot write as lost) instead of using memory without end.
+const MAX_UNPROCESSED_BYTES: usize = 1 << 30;
+
+/// The thread that turns records into the profile ([`Collector::handle`]), fed batches in
+/// the order they were read, each with the watermark up to which every record is in. Batches
+/// it is done with go back to the reader to be filled again.
+struct Processing {
+    tx: mpsc::Sender<(RecordBatch, u64)>,
+    spent: mpsc::Receiver<RecordBatch>,
+    /// Batches with memory touched before sampling started.
+    ready: Vec<RecordBatch>,
+    /// Bytes sent and not yet taken up.
+    backlog: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<Collector>,
+}
+
+impl Processing {
+    fn start(mut collector: Collector) -> Processing {
+        let (tx, rx) = mpsc::channel::<(RecordBatch, u64)>();
+        let (spent_tx, spent) = mpsc::channel();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let taken = Arc::clone(&backlog);
+        let thread = std::thread::Builder::new()
+            .name("ember-process".into())
+            .spawn(move || {
+                let mut queue = RecordQueue::new();
+                for (batch, watermark) in rx {
+                    taken.fetch_sub(batch.size(), Ordering::Relaxed);
+                    queue.add(batch);
+                    queue.drain_until(watermark, |r| collector.handle(r));
+                    for b in queue.take_spent() {
+                        let _ = spent_tx.send(b);
+                    }
+                }
+                queue.drain_all(|r| collector.handle(r));
+                collector
+            })
+            .expect("spawn the processing thread");
+        Processing {
+            tx,
+            spent,
+            ready: (0..8).map(|_| RecordBatch::with_memory(8 << 20)).collect(),
+            backlog,
+            thread,
+        }
+    }
+
+    /// An empty batch to read into, with memory already used when there is one.
+    fn batch(&mut self) -> RecordBatch {
+        self.spent
+            .try_recv()
+            .ok()
+            .or_else(|| self.ready.pop())
+            .unwrap_or_default()
+    }
+
+    fn backlogged(&self) -> bool {
+        self.backlog.load(Ordering::Relaxed) > MAX_UNPROCESSED_BYTES
+    }
+
+    fn send(&self, batch: RecordBatch, watermark: u64) {
+        self.backlog.fetch_add(batch.size(), Ordering::Relaxed);
+        // The receiver lives until `finish`.
+        let _ = self.tx.send((batch, watermark));
+    }
+
+    /// Wait until everything sent is processed; the collector with the whole profile.
+    fn finish(self) -> Collector {
+        drop(self.tx);
+        match self.thread.join() {
+            Ok(c) => c,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
 }
 
 /// Open the sampler `opts.backend` asks for; `auto` falls back to ptrace, saying so once,
@@ -493,6 +589,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         stack_size: opts.stack_size,
         kernel: opts.kernel,
         off_cpu: opts.off_cpu,
+        buffer_size: opts.buffer_size,
     };
     let mut collector = Collector::new(
         SampleLayout {
@@ -552,15 +649,28 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         .warnings
         .extend(sampler.notes().iter().cloned());
     let notes_taken = sampler.notes().len();
+    // Started before the reader's priority is raised: unwinding runs at the user's priority.
+    let mut processing = Processing::start(collector);
     // After the fork above, so the command runs at the user's priority.
     let reader_nice = crate::sampler::raise_reader_priority();
     let started = Instant::now();
     if let Live::Command(child) = &mut live {
-        child.release()?;
+        if let Err(e) = child.release() {
+            processing.finish();
+            return Err(e.into());
+        }
     }
     let deadline = opts.duration.map(|d| started + d);
-    let stop = sample_until(&mut sampler, &mut collector, &mut live, deadline);
-    collector.finish(crate::sampler::monotonic_ns());
+    let stop = sample_until(
+        &mut sampler,
+        &mut processing,
+        &mut live,
+        deadline,
+        opts.reader_pause,
+    );
+    let ended_ns = crate::sampler::monotonic_ns();
+    let mut collector = processing.finish();
+    collector.finish(ended_ns);
     let duration = started.elapsed();
     let event = sampler.event();
     // What the backend learnt while sampling and detaching (sample_until disabled it).
@@ -773,10 +883,74 @@ fn summarize(profile: &Profile, outputs: &[PathBuf], kernel: bool) -> String {
         ));
     }
     if m.lost > 0 && !m.event.starts_with("ptrace") {
-        s.push_str("\nember: samples were lost (ring buffer full); lower -F or --stack-size");
+        s.push_str(
+            "\nember: samples were lost: the ring buffers filled faster than ember read them; \
+             raise --buffer-size (as root, or with a larger kernel.perf_event_mlock_kb), or \
+             lower -F or --stack-size",
+        );
     }
     for w in &m.warnings {
         s.push_str(&format!("\nember: warning: {w}"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::encode;
+    use crate::sampler::UserRegs;
+
+    fn sample(pid: u32, tid: u32, time: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let stack = [0u8; 64];
+        encode::sample(
+            &mut out,
+            &encode::Sample {
+                pid,
+                tid,
+                time,
+                cpu: 0,
+                regs: UserRegs {
+                    ip: 0x401000,
+                    sp: 0x7ff0_0000,
+                    bp: 0,
+                },
+                stack: &stack,
+                off_cpu: None,
+            },
+        );
+        out
+    }
+
+    /// The records that would have named a process and its threads (FORK, COMM, MMAP) were
+    /// lost: its samples still count, under the process they belong to, named by its PID.
+    #[test]
+    fn samples_of_processes_whose_records_were_lost_land_under_their_pid() {
+        let mut c = Collector::new(encode::LAYOUT, CallGraph::Dwarf);
+        let mut lost = Vec::new();
+        encode::lost(&mut lost, 42, 42, 7, 1);
+        c.handle(&lost);
+        c.handle(&sample(42, 43, 2));
+        c.handle(&sample(42, 44, 3));
+        c.handle(&sample(42, 43, 4));
+        assert_eq!(c.profile.meta.lost, 7);
+        assert_eq!(c.profile.total_samples(), 3);
+        let stacks = c.profile.stacks();
+        assert!(stacks.iter().all(|&(pid, _, _, _)| pid == 42));
+        assert_eq!(c.procs.get(42).map(|p| p.name.as_str()), Some("pid-42"));
+        assert_eq!(c.procs.thread(44).map(|t| t.pid), Some(42));
+    }
+
+    /// Garbage instead of a record is counted and skipped, never a crash.
+    #[test]
+    fn truncated_records_are_counted_not_fatal() {
+        let mut c = Collector::new(encode::LAYOUT, CallGraph::Dwarf);
+        let s = sample(1, 1, 1);
+        for cut in [8, 16, s.len() / 2] {
+            c.handle(&s[..cut]);
+        }
+        assert_eq!(c.profile.total_samples(), 0);
+        assert!(c.parse_errors >= 2, "{}", c.parse_errors);
+    }
 }

@@ -53,7 +53,7 @@ fn pprof_opens_in_go_tool_pprof_with_the_same_shares() {
         .arg(&pb)
         .env("HOME", dir.path())
         .output()
-        .expect("`go` must be installed for this test (apt-get install golang-go; .ci/run does)");
+        .expect("`go` must be installed for this test (scripts/test.sh installs it: apt-get install golang-go)");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -101,7 +101,7 @@ fn speedscope_file_validates_against_the_published_schema() {
     let schema = browser_dir().join("node_modules/speedscope/dist/release/file-format-schema.json");
     assert!(
         schema.exists(),
-        "speedscope's schema is missing: run `npm install --prefix tests/browser` (.ci/run does)"
+        "speedscope's schema is missing: run scripts/test.sh, which installs it (npm install --prefix tests/browser)"
     );
     let dir = scratch();
     let (_, _, ss, _) = record_all(dir.path(), &["--per-thread"]);
@@ -115,7 +115,7 @@ assert "hot_sixty" in names, names
 total = sum(sum(p["weights"]) for p in doc["profiles"])
 print(total)
 "#;
-    let out = Command::new("python3")
+    let out = Command::new(python_with("jsonschema"))
         .args(["-c", check])
         .arg(&schema)
         .arg(&ss)
@@ -123,7 +123,7 @@ print(total)
         .expect("python3");
     assert!(
         out.status.success(),
-        "speedscope file invalid (needs `pip install jsonschema`, which .ci/run does): {}",
+        "speedscope file invalid: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let total: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
@@ -136,8 +136,8 @@ fn svg_works_in_a_real_browser() {
     assert!(
         browser_dir().join("node_modules/playwright-core").exists()
             && Path::new("/usr/bin/chromium").exists(),
-        "the browser test needs Debian's chromium and playwright-core: \
-         apt-get install chromium && npm install --prefix tests/browser (.ci/run does both)"
+        "the browser test needs Debian's chromium and playwright-core: run scripts/test.sh, \
+         which installs both (apt-get install chromium; npm install --prefix tests/browser)"
     );
     let dir = scratch();
     let (_, _, _, svg) = record_all(dir.path(), &[]);

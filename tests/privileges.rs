@@ -65,8 +65,11 @@ fn unprivileged_user_profiles_their_own_command() {
 
 #[test]
 fn someone_elses_process_is_refused_with_what_to_do() {
-    if !nix::unistd::geteuid().is_root() && paranoid() < 1 {
-        // At paranoid 0 or below an unprivileged user may profile any process.
+    if !runs_here(
+        "someone_elses_process_is_refused_with_what_to_do",
+        nix::unistd::geteuid().is_root() || paranoid() >= 1,
+        "at kernel.perf_event_paranoid 0 or below an unprivileged user may profile any process",
+    ) {
         return;
     }
     let dir = scratch();
@@ -89,8 +92,12 @@ fn someone_elses_process_is_refused_with_what_to_do() {
 
 #[test]
 fn kernel_flag_fails_instead_of_dropping_kernel_frames() {
-    if paranoid() < 2 {
-        // Unprivileged kernel sampling is allowed here: nothing to refuse.
+    if !runs_here(
+        "kernel_flag_fails_instead_of_dropping_kernel_frames",
+        paranoid() >= 2,
+        "kernel.perf_event_paranoid is below 2, so unprivileged kernel sampling is allowed: \
+         nothing to refuse",
+    ) {
         return;
     }
     let exe = workload("shares", Build::NoFramePointers);
@@ -114,8 +121,11 @@ fn kernel_flag_fails_instead_of_dropping_kernel_frames() {
 #[test]
 fn unprivileged_off_cpu_falls_back_to_ptrace() {
     let _serial = serial();
-    if paranoid() < 2 {
-        // Kernel sampling is allowed here: perf events serve --off-cpu themselves.
+    if !runs_here(
+        "unprivileged_off_cpu_falls_back_to_ptrace",
+        paranoid() >= 2,
+        "kernel.perf_event_paranoid is below 2, so perf events serve --off-cpu themselves",
+    ) {
         return;
     }
     let exe = workload("offcpu", Build::NoFramePointers);

@@ -10,25 +10,20 @@ use crate::symbolize::FrameKind;
 
 /// A JSON string literal.
 pub fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            '\r' => o.push_str("\\r"),
-            '\t' => o.push_str("\\t"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
+    serde_json::to_string(s).expect("a str always serializes")
 }
 
 /// A stack of frame ids (root first) and its sample count.
 type WeightedStack = (Vec<usize>, u64);
+
+/// The profile's name: what was profiled, and how many samples were lost if any (speedscope's
+/// format has no other place for it).
+fn profile_name(title: &str, lost: u64) -> String {
+    match lost {
+        0 => title.to_string(),
+        n => format!("{title} ({n} samples lost)"),
+    }
+}
 
 pub fn write(p: &StackProfile, title: &str, mut w: impl Write) -> io::Result<()> {
     // Frames: one per distinct (label, file, line).
@@ -67,7 +62,7 @@ pub fn write(p: &StackProfile, title: &str, mut w: impl Write) -> io::Result<()>
         "{{\"$schema\":\"https://www.speedscope.app/file-format-schema.json\",\
          \"exporter\":{},\"name\":{},\"activeProfileIndex\":0,\"shared\":{{\"frames\":[",
         json_str(&format!("ember {}", env!("CARGO_PKG_VERSION"))),
-        json_str(title)
+        json_str(&profile_name(title, p.meta.lost))
     )?;
     for (i, (name, file, line)) in frames.iter().enumerate() {
         if i > 0 {

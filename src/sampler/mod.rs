@@ -9,7 +9,7 @@ pub mod ptrace;
 pub mod queue;
 pub mod records;
 
-pub use queue::RecordQueue;
+pub use queue::{RecordBatch, RecordQueue};
 pub use records::{SampleLayout, UserRegs};
 
 /// How user-space stacks are collected and unwound.
@@ -176,11 +176,11 @@ impl Sampler {
         }
     }
 
-    /// Move the records produced so far into `queue`.
-    pub fn drain(&mut self, queue: &mut RecordQueue) -> usize {
+    /// Copy the records produced so far into `batch`.
+    pub fn drain(&mut self, batch: &mut RecordBatch) -> usize {
         match self {
-            Sampler::Perf(s) => s.drain(queue),
-            Sampler::Ptrace(s) => s.drain(queue),
+            Sampler::Perf(s) => s.drain(batch),
+            Sampler::Ptrace(s) => s.drain(batch),
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{fence, Ordering};
 use perf_event_open_sys as sys;
 
 use super::records::{self, RecordHeader, SampleLayout};
-use super::{CallGraph, RecordQueue};
+use super::{CallGraph, RecordBatch};
 
 /// Largest user-stack copy the kernel accepts in one sample (the record size is a u16).
 pub const MAX_STACK_SIZE: u32 = 65528 - 512;
@@ -64,6 +64,8 @@ pub struct PerfConfig {
     pub kernel: KernelFrames,
     /// Wall clock: also sample every thread as it is switched out (`--off-cpu`).
     pub off_cpu: bool,
+    /// Bytes of each CPU's ring buffer (`--buffer-size`); `None` picks by privileges.
+    pub buffer_size: Option<usize>,
 }
 
 /// Whether to sample the kernel too.
@@ -125,12 +127,12 @@ impl RingBuffer {
         self.base.as_ptr() as *mut sys::bindings::perf_event_mmap_page
     }
 
-    /// Copy every complete record into `queue`; returns how many were read. Samples are
-    /// queued as record kind `samples_as` when given (to tell which event took them).
+    /// Copy every complete record into `batch`; returns how many were read. Samples are
+    /// added as record kind `samples_as` when given (to tell which event took them).
     fn drain(
         &mut self,
         layout: &SampleLayout,
-        queue: &mut RecordQueue,
+        batch: &mut RecordBatch,
         samples_as: Option<u32>,
     ) -> usize {
         let hdr = self.header();
@@ -174,9 +176,9 @@ impl RingBuffer {
             };
             match samples_as {
                 Some(kind) if h.kind == records::PERF_RECORD_SAMPLE => {
-                    queue.push_as(kind, time, first, second)
+                    batch.push_as(kind, time, first, second)
                 }
-                _ => queue.push(time, first, second),
+                _ => batch.push(time, first, second),
             }
             tail += size as u64;
             n += 1;
@@ -321,9 +323,12 @@ impl PerfSampler {
         let cpus = online_cpus().map_err(PerfError::Cpus)?;
         let mut stack_size = (config.stack_size.min(MAX_STACK_SIZE)) & !7;
         let mut notes = Vec::new();
-        let wanted = buffer_pages(stack_size);
+        let wanted = match config.buffer_size {
+            Some(bytes) => requested_buffer_pages(bytes),
+            None => buffer_pages(stack_size, config.frequency, cpus.len(), is_root()),
+        };
         let pages = usable_buffer_pages(wanted, cpus.len());
-        if pages < wanted && config.call_graph != CallGraph::Fp {
+        if pages < wanted && config.call_graph != CallGraph::Fp && config.buffer_size.is_none() {
             // Locked memory is limited (unprivileged users): keep room for 16 samples per
             // buffer rather than losing samples to full buffers.
             let fit = ((pages * page_size() / 16).saturating_sub(1024) as u32) & !7;
@@ -414,13 +419,13 @@ impl PerfSampler {
         &self.event
     }
 
-    /// Copy all records now in the buffers into `queue`.
-    pub fn drain(&mut self, queue: &mut RecordQueue) -> usize {
+    /// Copy all records now in the buffers into `batch`.
+    pub fn drain(&mut self, batch: &mut RecordBatch) -> usize {
         let layout = self.layout;
         let main: usize = self
             .buffers
             .iter_mut()
-            .map(|b| b.drain(&layout, queue, None))
+            .map(|b| b.drain(&layout, batch, None))
             .sum();
         let switches: usize = self
             .switch_buffers
@@ -428,7 +433,7 @@ impl PerfSampler {
             .map(|b| {
                 b.drain(
                     &layout,
-                    queue,
+                    batch,
                     Some(records::EMBER_RECORD_SWITCH_OUT_SAMPLE),
                 )
             })
@@ -554,11 +559,35 @@ fn open_switch_events(
     map_buffers(per_cpu, pages)
 }
 
-fn buffer_pages(stack_size: u32) -> usize {
-    // Room for ~128 full samples between reads, at least 64 KiB, a power of two.
-    let want = (stack_size as usize + 1024) * 128;
-    let pages = want.div_ceil(page_size()).max(16);
-    pages.next_power_of_two().min(4096)
+/// Data pages of each CPU's ring buffer, a power of two. Unprivileged users get room for
+/// ~128 full samples (locked memory is scarce; [`usable_buffer_pages`] shrinks it further
+/// where needed). Root gets about a second of samples at full rate (up to 32 MiB per CPU and
+/// 256 MiB in all): a target with a thousand runnable threads can keep ember's reader off the
+/// CPU for a few hundred milliseconds when it cannot raise its priority, and every sample
+/// taken meanwhile must fit.
+fn buffer_pages(stack_size: u32, frequency: u64, cpus: usize, root: bool) -> usize {
+    let sample = stack_size as usize + 1024;
+    let mut want = sample * 128;
+    if root {
+        let second = sample.saturating_mul(frequency as usize);
+        want = want.max(second.min(32 << 20).min((256 << 20) / cpus.max(1)));
+    }
+    let pages = want.div_ceil(page_size()).max(16).next_power_of_two();
+    pages.min((32 << 20) / page_size())
+}
+
+/// `--buffer-size BYTES` as data pages: a power of two, at least one page.
+fn requested_buffer_pages(bytes: usize) -> usize {
+    let pages = bytes.div_ceil(page_size()).max(1);
+    if pages.is_power_of_two() {
+        pages
+    } else {
+        pages.next_power_of_two() / 2
+    }
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
 fn open_one(attr: &mut sys::bindings::perf_event_attr, tid: u32, cpu: u32) -> io::Result<OwnedFd> {
@@ -592,7 +621,7 @@ pub fn list_threads(pid: u32) -> io::Result<Vec<u32>> {
 /// `count` times at once under this user's locked-memory limits, found by mapping buffers of
 /// a dummy event on ember itself. Root is not limited.
 fn usable_buffer_pages(wanted: usize, count: usize) -> usize {
-    if nix::unistd::geteuid().is_root() {
+    if is_root() {
         return wanted;
     }
     let mut attr = sys::bindings::perf_event_attr {
@@ -736,9 +765,23 @@ mod tests {
 
     #[test]
     fn buffers_are_powers_of_two_and_hold_many_samples() {
-        let p = buffer_pages(32768);
-        assert!(p.is_power_of_two());
-        assert!(p * page_size() >= 32768 * 100);
-        assert!(buffer_pages(0) >= 16);
+        for root in [false, true] {
+            let p = buffer_pages(32768, 999, 2, root);
+            assert!(p.is_power_of_two());
+            assert!(p * page_size() >= 32768 * 100);
+            assert!(buffer_pages(0, 999, 2, root) >= 16);
+        }
+        // Root: most of a second of samples, within 32 MiB per CPU and 256 MiB in all.
+        assert!(buffer_pages(32768, 999, 2, true) * page_size() >= 16 << 20);
+        assert!(buffer_pages(32768, 999, 2, true) * page_size() <= 32 << 20);
+        assert!(buffer_pages(32768, 999, 64, true) * page_size() * 64 <= 256 << 20);
+    }
+
+    #[test]
+    fn requested_buffer_sizes_round_down_to_a_power_of_two() {
+        assert_eq!(requested_buffer_pages(1), 1);
+        assert_eq!(requested_buffer_pages(page_size() * 4), 4);
+        assert_eq!(requested_buffer_pages(page_size() * 5), 4);
+        assert_eq!(requested_buffer_pages(page_size() * 8 - 1), 8);
     }
 }

@@ -21,7 +21,7 @@ use std::os::unix::fs::FileExt;
 use super::encode::{self, Mmap, Sample};
 use super::perf::OpenedEvent;
 use super::records::WAIT_REASON_NONE;
-use super::{monotonic_ns as now_ns, RecordQueue, SampleLayout, UserRegs};
+use super::{monotonic_ns as now_ns, RecordBatch, SampleLayout, UserRegs};
 use crate::process::parse_maps_line;
 
 #[derive(Debug, thiserror::Error)]
@@ -373,10 +373,10 @@ impl PtraceSampler {
         self.entries.push((time, start, self.out.len() - start));
     }
 
-    /// Move the records written so far into `queue`.
-    pub fn drain(&mut self, queue: &mut RecordQueue) -> usize {
+    /// Move the records written so far into `batch`.
+    pub fn drain(&mut self, batch: &mut RecordBatch) -> usize {
         for &(time, start, len) in &self.entries {
-            queue.push(time, &self.out[start..start + len], &[]);
+            batch.push(time, &self.out[start..start + len], &[]);
         }
         let n = self.entries.len();
         self.entries.clear();

@@ -236,3 +236,85 @@ pub fn assert_fell_back(out: &Output) -> String {
     );
     stderr
 }
+
+/// A Python interpreter that can import `module`: `$EMBER_TEST_PYTHON` (scripts/test.sh points
+/// it at Debian's python3, which has Debian's `python3-MODULE`), else `python3` on PATH.
+pub fn python_with(module: &str) -> String {
+    let candidates: Vec<String> = std::env::var("EMBER_TEST_PYTHON")
+        .into_iter()
+        .chain(["/usr/bin/python3".to_string(), "python3".to_string()])
+        .collect();
+    for python in &candidates {
+        let ok = Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return python.clone();
+        }
+    }
+    panic!(
+        "no Python here can import {module} (tried {candidates:?}): run scripts/test.sh, which \
+         installs Debian's python3-{module}"
+    )
+}
+
+/// Whether the test `name` can run here. When `possible` is false the test fails with `why`,
+/// unless `EMBER_TEST_SKIP` (comma-separated test names) names it: then it says it is skipped
+/// and returns false, so the caller returns. A test never passes silently for want of a
+/// machine that allows it.
+pub fn runs_here(name: &str, possible: bool, why: &str) -> bool {
+    if possible {
+        return true;
+    }
+    let skip = std::env::var("EMBER_TEST_SKIP").unwrap_or_default();
+    if skip.split(',').any(|s| s.trim() == name) {
+        eprintln!("SKIPPED {name} (EMBER_TEST_SKIP): {why}");
+        return false;
+    }
+    panic!("{name} cannot run here: {why}. Run it where it can, or name it in EMBER_TEST_SKIP to skip it on purpose");
+}
+
+/// CPU time (user + system, every thread) process `pid` has used so far, in seconds, from
+/// /proc/PID/stat; 0 once it is gone.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(close) = s.rfind(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = s[close + 1..].split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// The first child of process `pid` (the command ember launched), waiting up to 10 s for it.
+pub fn child_of(pid: u32) -> u32 {
+    for _ in 0..1000 {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Some(c) = children.split_whitespace().next() {
+            return c.parse().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("process {pid} started no child");
+}
+
+/// `samples` taken at `hz` stand for at least half of the `cpu` seconds the target used while
+/// it was sampled (it measured them itself, or /proc did): holds however busy the machine is,
+/// since a target that gets less CPU is also sampled less. `cpu` must be large enough to tell.
+pub fn assert_samples_cover_cpu(samples: u64, cpu: f64, hz: u64, what: &str) {
+    assert!(
+        cpu >= 0.1,
+        "{what}: the target got only {cpu:.3} s of CPU, too little to check sampling against"
+    );
+    let expected = cpu * hz as f64;
+    assert!(
+        samples as f64 >= 0.5 * expected,
+        "{what}: {samples} samples for {cpu:.2} s of the target's CPU time at {hz} Hz \
+         (expected about {expected:.0})"
+    );
+}

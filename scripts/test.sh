@@ -93,4 +93,4 @@ $setup_only && exit 0
 # The end-to-end tests sample real processes with perf events; say plainly what the kernel allows.
 echo "scripts/test.sh: kernel.perf_event_paranoid = $(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null || echo unknown), running as uid $(id -u)"
 export EMBER_TEST_PYTHON=/usr/bin/python3
-exec cargo test --locked "${cargo_args[@]}"
+exec cargo test --locked --no-fail-fast "${cargo_args[@]}"

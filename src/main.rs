@@ -26,7 +26,8 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Record(args) => {
-            let opts = args.into_options();
+            let mut opts = args.into_options();
+            opts.on_sampling = Some(|line| eprintln!("ember: {line}"));
             match ember::record::record(&opts) {
                 Ok(outcome) => {
                     eprintln!("{}", outcome.summary);

@@ -71,6 +71,9 @@ pub struct RecordOptions {
     pub buffer_size: Option<usize>,
     /// Sleep this long after each read of the buffers (tests of the loss path).
     pub reader_pause: Option<std::time::Duration>,
+    /// Told, once sampling of attached processes has begun, what is sampled (the library
+    /// prints nothing; the `ember` binary puts it on stderr).
+    pub on_sampling: Option<fn(&str)>,
 }
 
 /// Which processes' samples to keep: all, or those whose name or executable matches.
@@ -128,6 +131,7 @@ impl Default for RecordOptions {
             off_cpu: false,
             buffer_size: None,
             reader_pause: None,
+            on_sampling: None,
         }
     }
 }
@@ -660,6 +664,9 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
             return Err(e.into());
         }
     }
+    if let (Live::Pids(_), Some(tell)) = (&live, opts.on_sampling) {
+        tell(&sampling_line(&description, opts));
+    }
     let deadline = opts.duration.map(|d| started + d);
     let stop = sample_until(
         &mut sampler,
@@ -804,6 +811,19 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         unwind: unwinder.stats,
         summary,
     })
+}
+
+/// What an attached recording samples and how it ends, said as it begins.
+fn sampling_line(targets: &[String], opts: &RecordOptions) -> String {
+    let until = match opts.duration {
+        Some(d) => format!("for {:.1} s (or Ctrl-C)", d.as_secs_f64()),
+        None => "until Ctrl-C or the end of the process".to_string(),
+    };
+    format!(
+        "sampling {} at {} Hz {until}",
+        targets.join(", "),
+        opts.frequency
+    )
 }
 
 /// Wait for the command after sampling stopped, still passing signals on.

@@ -31,9 +31,11 @@ fn spawn_recording(
     cmd.spawn().expect("spawn ember")
 }
 
-fn check_outputs(svg: &std::path::Path, folded: &std::path::Path) {
+/// The outputs are whole, and their samples cover the `cpu` seconds the command had used
+/// when the signal was sent.
+fn check_outputs(svg: &std::path::Path, folded: &std::path::Path, cpu: f64, what: &str) {
     let stacks = read_folded(folded);
-    assert!(total(&stacks) > 500, "only {} samples", total(&stacks));
+    assert_samples_cover_cpu(total(&stacks), cpu, 999, what);
     assert!(samples_with(&stacks, "hot_sixty") > 0);
     let text = std::fs::read_to_string(svg).unwrap();
     assert!(text.trim_end().ends_with("</svg>"), "SVG is incomplete");
@@ -47,7 +49,9 @@ fn ctrl_c_reaches_the_command_and_outputs_are_written() {
         let dir = scratch();
         let (svg, folded) = (dir.path().join("a.svg"), dir.path().join("a.folded"));
         let child = spawn_recording(backend, &[&svg, &folded], true);
+        let command = child_of(child.id());
         std::thread::sleep(Duration::from_millis(1500));
+        let cpu = cpu_seconds(command);
         // What the terminal does on Ctrl-C: SIGINT to the whole foreground process group.
         kill(Pid::from_raw(-(child.id() as i32)), Signal::SIGINT).unwrap();
         let out = child.wait_with_output().unwrap();
@@ -57,7 +61,7 @@ fn ctrl_c_reaches_the_command_and_outputs_are_written() {
             "{backend}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        check_outputs(&svg, &folded);
+        check_outputs(&svg, &folded, cpu, backend);
     }
 }
 
@@ -74,7 +78,9 @@ fn sigterm_to_ember_is_passed_to_the_command() {
         let dir = scratch();
         let (svg, folded) = (dir.path().join("b.svg"), dir.path().join("b.folded"));
         let child = spawn_recording(backend, &[&svg, &folded], false);
+        let command = child_of(child.id());
         std::thread::sleep(Duration::from_millis(1500));
+        let cpu = cpu_seconds(command);
         // Sent to ember alone (as `kill PID` would): ember passes it on to the command.
         kill(Pid::from_raw(child.id() as i32), sig).unwrap();
         let out = child.wait_with_output().unwrap();
@@ -84,6 +90,6 @@ fn sigterm_to_ember_is_passed_to_the_command() {
             "{backend} {sig:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        check_outputs(&svg, &folded);
+        check_outputs(&svg, &folded, cpu, &format!("{backend} {sig:?}"));
     }
 }

@@ -278,7 +278,26 @@ pub fn runs_here(name: &str, possible: bool, why: &str) -> bool {
 /// CPU time (user + system, every thread) process `pid` has used so far, in seconds, from
 /// /proc/PID/stat; 0 once it is gone.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time thread `tid` of process `pid` has used so far, in seconds; 0 once it is gone.
+pub fn thread_cpu_seconds(pid: u32, tid: u32) -> f64 {
+    stat_cpu_seconds(&format!("/proc/{pid}/task/{tid}/stat"))
+}
+
+/// The thread ids of process `pid`.
+pub fn thread_ids(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let Ok(s) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     let Some(close) = s.rfind(')') else {
@@ -317,4 +336,66 @@ pub fn assert_samples_cover_cpu(samples: u64, cpu: f64, hz: u64, what: &str) {
         "{what}: {samples} samples for {cpu:.2} s of the target's CPU time at {hz} Hz \
          (expected about {expected:.0})"
     );
+}
+
+/// `ember record ARGS` attached to running processes, in the background.
+pub struct Attached {
+    pub child: std::process::Child,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+/// Start `ember record ARGS` (which attach with `-p`) and return once ember says it is
+/// sampling, so what the target does from then on is what is sampled.
+pub fn attach(args: &[&str]) -> Attached {
+    use std::io::BufRead;
+    let mut child = Command::new(EMBER)
+        .arg("record")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ember");
+    let stderr = child.stderr.take().expect("piped");
+    let (said, sampling) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("ember: sampling ") {
+                let _ = said.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    if sampling
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .is_err()
+    {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "ember {args:?} never said it was sampling:\n{}",
+            reader.join().unwrap_or_default()
+        );
+    }
+    Attached {
+        child,
+        stderr: reader,
+    }
+}
+
+impl Attached {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait for ember to end: its exit status and everything it said.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().expect("wait for ember");
+        (status, self.stderr.join().unwrap_or_default())
+    }
 }

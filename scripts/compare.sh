@@ -6,8 +6,9 @@
 #   RUNS=5 LONG=30 scripts/compare.sh  # more runs, shorter "long" recording
 #   QUICK=1 scripts/compare.sh         # a smoke run (1 run, short recordings)
 #
-# Installs inferno (and samply with SAMPLY=1) with `cargo install` if missing: they are tools
-# of this script, never dependencies of ember's build. Needs perf, gcc, python3, GNU time.
+# Installs inferno and samply with `cargo install` if missing (SAMPLY=0 leaves samply out): they
+# are tools of this script, never dependencies of ember's build. Needs perf, gcc, python3, GNU
+# time.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,11 +32,11 @@ if ! command -v inferno-flamegraph >/dev/null; then
   cargo install --quiet --locked inferno
 fi
 HAVE_SAMPLY=0
-if [ "${SAMPLY:-0}" = 1 ] && ! command -v samply >/dev/null; then
+if [ "${SAMPLY:-1}" = 1 ] && ! command -v samply >/dev/null; then
   say "installing samply (cargo install samply)"
   cargo install --quiet --locked samply || true
 fi
-command -v samply >/dev/null && HAVE_SAMPLY=1
+[ "${SAMPLY:-1}" = 1 ] && command -v samply >/dev/null && HAVE_SAMPLY=1
 
 say "building ember (release) and the workloads"
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"

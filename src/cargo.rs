@@ -43,40 +43,39 @@ pub enum CargoError {
     Record(#[from] RecordError),
 }
 
-/// `ember record` options that take a value.
-const VALUE_FLAGS: &[&str] = &[
-    "-F",
-    "--freq",
-    "-o",
-    "--output",
-    "--call-graph",
-    "--stack-size",
-    "--debug-dir",
-    "--title",
-    "--min-width",
-    "--colors",
-    "--top",
-    "--process",
-    "-d",
-    "--duration",
-];
-
-/// `ember record` options without a value.
-const BOOL_FLAGS: &[&str] = &[
-    "--per-process",
-    "--per-thread",
-    "--thread-names",
-    "--lines",
-    "--no-inline",
-    "--user-only",
-    "--kernel",
-    "-v",
-    "--verbose",
-    "--icicle",
-    "--reverse",
-    "--flamechart",
-    "--open",
-];
+/// The options of `ember record` as `cargo ember` takes them, read off clap's own definition
+/// so a new record option works here too: (names of options that take a value, names of
+/// flags). `-p/--pid` is left to cargo (`-p` names a package there).
+fn record_options() -> &'static (Vec<String>, Vec<String>) {
+    static OPTIONS: std::sync::OnceLock<(Vec<String>, Vec<String>)> = std::sync::OnceLock::new();
+    OPTIONS.get_or_init(|| {
+        use clap::Args;
+        let record = crate::cli::RecordArgs::augment_args(clap::Command::new("record"));
+        let (mut values, mut flags) = (Vec::new(), Vec::new());
+        for arg in record.get_arguments() {
+            if arg.is_positional() || arg.get_id() == "pids" {
+                continue;
+            }
+            let names = arg
+                .get_short_and_visible_aliases()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| format!("-{c}"))
+                .chain(
+                    arg.get_long_and_visible_aliases()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|l| format!("--{l}")),
+                );
+            if arg.get_action().takes_values() {
+                values.extend(names);
+            } else {
+                flags.extend(names);
+            }
+        }
+        (values, flags)
+    })
+}
 
 /// The command line split into what ember takes and what cargo takes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -98,9 +97,10 @@ pub fn split_args(args: &[String]) -> SplitArgs {
             break;
         }
         let flag = a.split('=').next().unwrap_or(a);
-        if BOOL_FLAGS.contains(&a.as_str()) {
+        let (values, flags) = record_options();
+        if flags.iter().any(|f| f == a) {
             out.ember.push(a.clone());
-        } else if VALUE_FLAGS.contains(&flag) {
+        } else if values.iter().any(|f| f == flag) {
             out.ember.push(a.clone());
             if !a.contains('=') {
                 if let Some(v) = it.next() {
@@ -359,6 +359,30 @@ mod tests {
         );
         assert_eq!(a.cargo, s(&["--release", "-p", "mycrate"]));
         assert_eq!(a.trailing, s(&["--nocapture", "-o"]));
+    }
+
+    #[test]
+    fn every_record_option_goes_to_ember() {
+        let (values, flags) = record_options();
+        for name in ["--off-cpu", "--root", "--kernel", "-v", "--per-thread"] {
+            assert!(flags.iter().any(|f| f == name), "{name}: {flags:?}");
+        }
+        for name in ["--backend", "--buffer-size", "-F", "-o", "-d", "--top"] {
+            assert!(values.iter().any(|f| f == name), "{name}: {values:?}");
+        }
+        assert!(!values
+            .iter()
+            .chain(flags)
+            .any(|f| f == "-p" || f == "--pid"));
+        for v in values {
+            let a = split_args(&s(&[v, "X", "--release"]));
+            assert_eq!(a.ember, s(&[v, "X"]), "{v}");
+            assert_eq!(a.cargo, s(&["--release"]));
+        }
+        for f in flags {
+            let a = split_args(&s(&[f, "--release"]));
+            assert_eq!(a.ember, s(&[f]), "{f}");
+        }
     }
 
     #[test]

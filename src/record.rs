@@ -657,6 +657,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     let mut processing = Processing::start(collector);
     // After the fork above, so the command runs at the user's priority.
     let reader_nice = crate::sampler::raise_reader_priority();
+    let short_slice = crate::sampler::request_short_slice();
     let started = Instant::now();
     if let Live::Command(child) = &mut live {
         if let Err(e) = child.release() {
@@ -768,13 +769,11 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     let folded = write_outputs(&stacks, opts)?;
     let mut summary = summarize(&profile, &opts.outputs, event.kernel_included);
     if opts.verbose {
-        if let Some(d) = &backend_detail {
-            summary.push_str(&format!("\nember: {d}"));
-        }
+        summary.push_str(&format!("\nember: {backend_detail}"));
         summary.push_str(&format!(
             "\nember: {} unique stacks, {} unique frames; unwinding: {} samples, {} stack copies \
              ran out ({} completed from the frame-pointer chain)\n\
-             ember: reader priority: {}; after sampling: symbolize {:.3} s, write {:.3} s",
+             ember: reader priority: {}{}; after sampling: symbolize {:.3} s, write {:.3} s",
             profile.unique_stacks(),
             profile.frames().len(),
             unwinder.stats.samples,
@@ -783,6 +782,11 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
             match reader_nice {
                 Some(n) => format!("nice {n}"),
                 None => "not raised (needs root or CAP_SYS_NICE)".to_string(),
+            },
+            if short_slice {
+                ", 0.1 ms time slice"
+            } else {
+                ""
             },
             (symbolized - stopped).as_secs_f64(),
             symbolized.elapsed().as_secs_f64(),

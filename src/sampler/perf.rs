@@ -208,6 +208,8 @@ pub struct PerfSampler {
     switch_buffers: Vec<RingBuffer>,
     layout: SampleLayout,
     event: OpenedEvent,
+    /// Bytes of user stack copied per sample.
+    stack_size: u32,
 }
 
 fn page_size() -> usize {
@@ -385,6 +387,7 @@ impl PerfSampler {
                             switch_buffers,
                             layout,
                             notes,
+                            stack_size,
                             event: OpenedEvent {
                                 name: match (config.off_cpu, name) {
                                     (false, name) => name,
@@ -417,6 +420,24 @@ impl PerfSampler {
 
     pub fn event(&self) -> &OpenedEvent {
         &self.event
+    }
+
+    /// The buffers and stack copies, for `-v`.
+    pub fn detail(&self) -> String {
+        let mib = |b: &RingBuffer| b.data_len as f64 / (1 << 20) as f64;
+        let mut s = format!(
+            "perf: {} ring buffers of {:.2} MiB",
+            self.buffers.len(),
+            self.buffers.first().map_or(0.0, mib)
+        );
+        if !self.switch_buffers.is_empty() {
+            s.push_str(&format!(
+                " (+ {} for context switches)",
+                self.switch_buffers.len()
+            ));
+        }
+        s.push_str(&format!(", {} bytes of stack per sample", self.stack_size));
+        s
     }
 
     /// Copy all records now in the buffers into `batch`.

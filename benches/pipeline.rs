@@ -20,7 +20,7 @@ use ember::profile::{Frame, Profile};
 use ember::record::Collector;
 use ember::sampler::perf::{KernelFrames, PerfConfig, PerfSampler};
 use ember::sampler::records::{RecordHeader, PERF_RECORD_SAMPLE};
-use ember::sampler::{CallGraph, RecordBatch, RecordQueue, SampleLayout};
+use ember::sampler::{CallGraph, RecordBatch, RecordQueue, SampleLayout, Sampler};
 use ember::stacks::StackProfile;
 use ember::symbolize::{symbolize, SymbolizeOptions};
 use ember::target::GatedChild;

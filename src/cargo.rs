@@ -320,6 +320,7 @@ pub fn run(args: &[String]) -> Result<i32, CargoError> {
     if opts.svg.title.is_empty() {
         opts.svg.title = format!("cargo ember {}", args.join(" "));
     }
+    opts.notify = |line| eprintln!("ember: {line}");
     let outcome: RecordOutcome = record::record(&opts)?;
     eprintln!("{}", outcome.summary);
     if opts.open {

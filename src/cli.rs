@@ -355,7 +355,7 @@ impl RecordArgs {
             },
             stack_size: self.stack_size,
             buffer_size: self.buffer_size,
-            on_sampling: None,
+            notify: |_| {},
             reader_pause: self
                 .debug_reader_pause_ms
                 .map(std::time::Duration::from_millis),

@@ -27,7 +27,7 @@ fn main() {
     let code = match cli.command {
         Command::Record(args) => {
             let mut opts = args.into_options();
-            opts.on_sampling = Some(|line| eprintln!("ember: {line}"));
+            opts.notify = |line| eprintln!("ember: {line}");
             match ember::record::record(&opts) {
                 Ok(outcome) => {
                     eprintln!("{}", outcome.summary);

@@ -9,6 +9,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::time::Duration;
 
 use crate::modules::ModuleId;
+use crate::sampler::WaitReason;
 
 /// One frame before symbolization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -22,9 +23,8 @@ pub enum Frame {
     Anon { pid: u32, addr: u64 },
     /// The stack went on beyond what could be unwound.
     Truncated,
-    /// The thread was waiting, not running (wall-clock profiles): the syscall it sat in, or
-    /// [`crate::sampler::records::WAIT_REASON_NONE`]. Always the leaf.
-    OffCpu(u64),
+    /// The thread was waiting, not running (wall-clock profiles): why. Always the leaf.
+    OffCpu(WaitReason),
 }
 
 pub type FrameId = u32;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::profile::{Frame, Profile};
-use crate::sampler::records::{WAIT_REASON_NONE, WAIT_REASON_PAGE_FAULT, WAIT_REASON_RUNNABLE};
+use crate::sampler::WaitReason;
 use crate::symbolize::kernel::KernelSymbols;
 use crate::symbolize::syscalls;
 use crate::unwind::RawFrame;
@@ -43,7 +43,7 @@ impl Waits {
     /// first frame named like a syscall's entry (`__x64_sys_futex`, `__do_sys_...`,
     /// `ksys_read`); else the function `do_syscall_64` called, where the entry was a tail call
     /// (`kernel_wait4`, `do_epoll_wait`); else a page fault, if it is in one.
-    pub fn reason(&mut self, raw: &[RawFrame]) -> u64 {
+    pub fn reason(&mut self, raw: &[RawFrame]) -> WaitReason {
         let kernel = self.kernel.get_or_insert_with(KernelSymbols::load);
         let mut below_entry = None;
         let mut fault = false;
@@ -56,22 +56,22 @@ impl Waits {
             };
             let found = *self.reasons.entry(addr).or_insert_with(|| syscall_of(name));
             if let Some(nr) = found {
-                return nr;
+                return WaitReason::Syscall(nr);
             }
             match name {
                 "do_syscall_64" => {
                     return below_entry
                         .and_then(implementation_of)
-                        .unwrap_or(WAIT_REASON_NONE)
+                        .map_or(WaitReason::Unknown, WaitReason::Syscall)
                 }
                 "exc_page_fault" => fault = true,
                 _ => below_entry = Some(name),
             }
         }
         if fault {
-            WAIT_REASON_PAGE_FAULT
+            WaitReason::PageFault
         } else {
-            WAIT_REASON_NONE
+            WaitReason::Unknown
         }
     }
 
@@ -99,7 +99,7 @@ impl Waits {
     pub fn preempted(&mut self, tid: u32) {
         if let Some(w) = self.waiting.get_mut(&tid) {
             if let Some(Frame::OffCpu(reason)) = w.frames.first_mut() {
-                *reason = WAIT_REASON_RUNNABLE;
+                *reason = WaitReason::Runnable;
             }
         }
     }
@@ -177,7 +177,7 @@ mod tests {
     fn waits_count_at_the_frequency_with_carry() {
         let mut p = Profile::new();
         let mut w = Waits::new(1000);
-        let frames = [Frame::OffCpu(35), Frame::Truncated];
+        let frames = [Frame::OffCpu(WaitReason::Syscall(35)), Frame::Truncated];
         // 2.5 ms, then 2.5 ms: 2 samples, then 3 (the half carried).
         w.switched_out(&mut p, 1, 2, &frames, 1_000_000);
         w.end(&mut p, 2, 3_500_000);

@@ -8,7 +8,7 @@ use super::records::{
     PERF_RECORD_FORK, PERF_RECORD_LOST_SAMPLES, PERF_RECORD_MISC_COMM_EXEC, PERF_RECORD_MMAP2,
     PERF_RECORD_SAMPLE,
 };
-use super::UserRegs;
+use super::{UserRegs, WaitReason};
 
 /// The layout of every record written here.
 pub const LAYOUT: SampleLayout = SampleLayout::recorded(true);
@@ -78,9 +78,8 @@ pub struct Sample<'a> {
     pub regs: UserRegs,
     /// The user stack from `regs.sp` up.
     pub stack: &'a [u8],
-    /// The thread was waiting in this syscall ([`super::records::WAIT_REASON_NONE`]: in none)
-    /// rather than running.
-    pub off_cpu: Option<u64>,
+    /// The thread was waiting rather than running: why.
+    pub off_cpu: Option<WaitReason>,
 }
 
 /// The most stack a written sample can carry.
@@ -97,7 +96,7 @@ pub fn sample(out: &mut Vec<u8>, s: &Sample) {
     };
     let mut r = Rec::begin(out, kind, MISC_USER);
     if let Some(reason) = s.off_cpu {
-        r.u64(reason);
+        r.u64(reason.to_wire());
     }
     r.u64(s.regs.ip)
         .u32s(s.pid, s.tid)
@@ -183,7 +182,7 @@ pub fn task(out: &mut Vec<u8>, exit: bool, pid: u32, ppid: u32, tid: u32, ptid: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampler::records::WAIT_REASON_NONE;
+    use crate::sampler::WaitReason;
     use crate::sampler::{CommEvent, Event, ForkEvent};
 
     #[test]
@@ -219,7 +218,7 @@ mod tests {
         sample(
             &mut out,
             &Sample {
-                off_cpu: Some(WAIT_REASON_NONE),
+                off_cpu: Some(WaitReason::Unknown),
                 ..s
             },
         );
@@ -227,7 +226,7 @@ mod tests {
         let Some(Event::Sample(p)) = LAYOUT.parse(&out).unwrap() else {
             panic!("not a sample")
         };
-        assert_eq!(p.off_cpu, Some(WAIT_REASON_NONE));
+        assert_eq!(p.off_cpu, Some(WaitReason::Unknown));
         assert_eq!(p.user_stack, &stack[..96]);
 
         out.clear();

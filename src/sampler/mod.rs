@@ -42,12 +42,24 @@ pub struct SampleEvent<'a> {
     pub user_regs: Option<UserRegs>,
     /// The copy of the user stack starting at `user_regs.sp`.
     pub user_stack: &'a [u8],
-    /// The thread was waiting, not running (wall-clock profiles): the syscall it sat in, or
-    /// [`records::WAIT_REASON_NONE`].
-    pub off_cpu: Option<u64>,
+    /// The thread was waiting, not running (wall-clock profiles): why.
+    pub off_cpu: Option<WaitReason>,
     /// Taken as the thread was switched out (wall-clock profiles on perf events): it stands
     /// for the time until the thread is switched in again.
     pub switched_out: bool,
+}
+
+/// Why a sampled thread was not running (wall-clock profiles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WaitReason {
+    /// Waiting in this syscall (its x86-64 number).
+    Syscall(u64),
+    /// Not waiting for anything: preempted, runnable and waiting for a CPU.
+    Runnable,
+    /// Waiting for a page to be read in (a page fault), not in a syscall.
+    PageFault,
+    /// Waiting, in no syscall ember could name.
+    Unknown,
 }
 
 /// A thread switched in or out (`PERF_RECORD_SWITCH`).
@@ -194,66 +206,50 @@ pub enum Backend {
     Ptrace,
 }
 
-/// A running sampler of either backend.
-pub enum Sampler {
-    Perf(perf::PerfSampler),
-    Ptrace(Box<ptrace::PtraceSampler>),
+/// What a sampler knows of the launched command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandState {
+    /// The sampler does not wait for processes: ask the command itself.
+    NotReaped,
+    /// The sampler reaps the command (a tracer must) and it is still running.
+    Running,
+    /// The sampler reaped the command, which ended with this exit code (128+N for signal N).
+    Exited(i32),
 }
 
-impl Sampler {
+/// A source of records in the perf ring-buffer format: perf events or ptrace. `record` drives
+/// either through this and never asks which one it has.
+pub trait Sampler {
     /// How the records it produces are laid out.
-    pub fn layout(&self) -> SampleLayout {
-        match self {
-            Sampler::Perf(s) => s.layout(),
-            Sampler::Ptrace(s) => s.layout(),
-        }
-    }
+    fn layout(&self) -> SampleLayout;
 
-    /// Copy the records produced so far into `batch`.
-    pub fn drain(&mut self, batch: &mut RecordBatch) -> usize {
-        match self {
-            Sampler::Perf(s) => s.drain(batch),
-            Sampler::Ptrace(s) => s.drain(batch),
-        }
-    }
+    /// Copy the records produced so far into `batch`; returns how many.
+    fn drain(&mut self, batch: &mut RecordBatch) -> usize;
 
     /// Let time pass (up to `timeout_ms`) while sampling; returns early when there is work.
-    pub fn wait(&mut self, timeout_ms: i32) {
-        match self {
-            Sampler::Perf(s) => s.wait(timeout_ms),
-            Sampler::Ptrace(s) => s.wait(timeout_ms),
-        }
-    }
+    fn wait(&mut self, timeout_ms: i32);
 
-    /// Stop sampling: disable the events, or detach from every tracee.
-    pub fn disable(&mut self) {
-        match self {
-            Sampler::Perf(s) => s.disable(),
-            Sampler::Ptrace(s) => s.disable(),
-        }
-    }
+    /// Stop sampling: disable the events, or detach from every tracee. What was produced
+    /// stays readable with `drain`.
+    fn disable(&mut self);
 
     /// What samples stand for (the event), for the summary and the SVG subtitle.
-    pub fn event(&self) -> perf::OpenedEvent {
-        match self {
-            Sampler::Perf(s) => s.event().clone(),
-            Sampler::Ptrace(s) => s.event(),
-        }
-    }
+    fn event(&self) -> perf::OpenedEvent;
 
     /// How sampling was set up and went, for `-v`.
-    pub fn detail(&self) -> String {
-        match self {
-            Sampler::Perf(s) => s.detail(),
-            Sampler::Ptrace(s) => s.detail(),
-        }
-    }
+    fn detail(&self) -> String;
 
     /// Things the user should know about how sampling went.
-    pub fn notes(&self) -> &[String] {
-        match self {
-            Sampler::Perf(s) => &s.notes,
-            Sampler::Ptrace(s) => &s.notes,
-        }
+    fn notes(&self) -> &[String];
+
+    /// The launched command as the sampler sees it: a tracer reaps it itself.
+    fn command_state(&self) -> CommandState {
+        CommandState::NotReaped
+    }
+
+    /// Whether some samples are taken as threads switch out and stand for the time until they
+    /// switch in (wall-clock profiles on perf events): the collector must count those as waits.
+    fn samples_switches(&self) -> bool {
+        false
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{fence, Ordering};
 use perf_event_open_sys as sys;
 
 use super::records::{self, RecordHeader, SampleLayout};
-use super::{CallGraph, RecordBatch};
+use super::{CallGraph, RecordBatch, Sampler};
 
 /// Largest user-stack copy the kernel accepts in one sample (the record size is a u16).
 pub const MAX_STACK_SIZE: u32 = 65528 - 512;
@@ -413,17 +413,19 @@ impl PerfSampler {
         }
         Err(PerfError::Open { cpu, source: e })
     }
+}
 
-    pub fn layout(&self) -> SampleLayout {
+impl Sampler for PerfSampler {
+    fn layout(&self) -> SampleLayout {
         self.layout
     }
 
-    pub fn event(&self) -> &OpenedEvent {
-        &self.event
+    fn event(&self) -> OpenedEvent {
+        self.event.clone()
     }
 
-    /// The buffers and stack copies, for `-v`.
-    pub fn detail(&self) -> String {
+    /// The buffers and stack copies.
+    fn detail(&self) -> String {
         let mib = |b: &RingBuffer| b.data_len as f64 / (1 << 20) as f64;
         let mut s = format!(
             "perf: {} ring buffers of {:.2} MiB",
@@ -440,8 +442,7 @@ impl PerfSampler {
         s
     }
 
-    /// Copy all records now in the buffers into `batch`.
-    pub fn drain(&mut self, batch: &mut RecordBatch) -> usize {
+    fn drain(&mut self, batch: &mut RecordBatch) -> usize {
         let layout = self.layout;
         let main: usize = self
             .buffers
@@ -464,7 +465,7 @@ impl PerfSampler {
 
     /// Wait until a buffer passes its wakeup watermark or `timeout_ms` passes. Returns early
     /// on a signal.
-    pub fn wait(&self, timeout_ms: i32) {
+    fn wait(&mut self, timeout_ms: i32) {
         let mut pfds: Vec<libc::pollfd> = self
             .fds
             .iter()
@@ -480,11 +481,19 @@ impl PerfSampler {
     }
 
     /// Stop sampling (the buffers stay readable).
-    pub fn disable(&self) {
+    fn disable(&mut self) {
         for fd in self.fds.iter().chain(&self.switch_fds) {
             // SAFETY: ioctl on an fd we own.
             unsafe { sys::ioctls::DISABLE(fd.as_raw_fd(), 0) };
         }
+    }
+
+    fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    fn samples_switches(&self) -> bool {
+        !self.switch_fds.is_empty()
     }
 }
 

@@ -20,8 +20,9 @@ use std::os::unix::fs::FileExt;
 
 use super::encode::{self, Mmap, Sample};
 use super::perf::OpenedEvent;
-use super::records::WAIT_REASON_NONE;
-use super::{monotonic_ns as now_ns, RecordBatch, SampleLayout, UserRegs};
+use super::{
+    monotonic_ns as now_ns, CommandState, RecordBatch, SampleLayout, Sampler, UserRegs, WaitReason,
+};
 use crate::process::parse_maps_line;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +99,7 @@ struct Tracee {
 #[derive(Clone, Copy, Debug)]
 struct WaitSite {
     regs: UserRegs,
-    reason: u64,
+    reason: WaitReason,
 }
 
 /// x86-64 `restart_syscall`: what an interrupted sleep continues as.
@@ -326,42 +327,6 @@ impl PtraceSampler {
         Ok(s)
     }
 
-    pub fn layout(&self) -> SampleLayout {
-        encode::LAYOUT
-    }
-
-    /// What samples stand for, for the summary and the SVG subtitle.
-    pub fn event(&self) -> OpenedEvent {
-        OpenedEvent {
-            name: if self.config.off_cpu {
-                "ptrace, wall clock"
-            } else {
-                "ptrace"
-            },
-            kernel_included: false,
-        }
-    }
-
-    /// How sampling went, for `-v`.
-    pub fn detail(&self) -> String {
-        let s = &self.stats;
-        format!(
-            "ptrace: {} ticks, {} threads interrupted, {} waiting threads sampled without a \
-             stop, {} samples",
-            s.ticks, s.interrupts, s.unstopped, s.samples
-        )
-    }
-
-    /// The launched command's exit code, once it has ended (128+N when killed by signal N).
-    pub fn root_exit(&self) -> Option<i32> {
-        self.root_exit
-    }
-
-    /// Is any thread still traced?
-    pub fn tracing(&self) -> bool {
-        !self.tracees.is_empty()
-    }
-
     /// Uniform in [interval/2, 3*interval/2): mean 1/F.
     fn jittered_interval(&mut self) -> u64 {
         self.interval_ns / 2 + xorshift(&mut self.rng) % self.interval_ns.max(1)
@@ -373,20 +338,9 @@ impl PtraceSampler {
         self.entries.push((time, start, self.out.len() - start));
     }
 
-    /// Move the records written so far into `batch`.
-    pub fn drain(&mut self, batch: &mut RecordBatch) -> usize {
-        for &(time, start, len) in &self.entries {
-            batch.push(time, &self.out[start..start + len], &[]);
-        }
-        let n = self.entries.len();
-        self.entries.clear();
-        self.out.clear();
-        n
-    }
-
     /// Sample on every tick and follow the tracees for up to `timeout_ms`; returns early when
     /// the launched command ends, every tracee is gone, or ember gets a signal.
-    pub fn wait(&mut self, timeout_ms: i32) {
+    fn follow(&mut self, timeout_ms: i32) {
         if self.detached {
             std::thread::sleep(std::time::Duration::from_millis(timeout_ms.max(0) as u64));
             return;
@@ -800,14 +754,14 @@ impl PtraceSampler {
             Seen::Waiting => {
                 // orig_rax holds the syscall number while in one, -1 otherwise.
                 let mut reason = if (regs.orig_rax as i64) < 0 {
-                    WAIT_REASON_NONE
+                    WaitReason::Unknown
                 } else {
-                    regs.orig_rax
+                    WaitReason::Syscall(regs.orig_rax)
                 };
                 let Some(t) = self.tracees.get_mut(&tid) else {
                     return;
                 };
-                if reason == RESTART_SYSCALL {
+                if reason == WaitReason::Syscall(RESTART_SYSCALL) {
                     // A wait ember interrupted before, resumed by the kernel: still the
                     // syscall it was.
                     if let Some(w) = &t.wait {
@@ -835,7 +789,7 @@ impl PtraceSampler {
         tid: u32,
         regs: UserRegs,
         n: usize,
-        off_cpu: Option<u64>,
+        off_cpu: Option<WaitReason>,
         count: u32,
         time: u64,
     ) {
@@ -868,13 +822,6 @@ impl PtraceSampler {
         }
         self.stack = stack;
         self.stats.samples += u64::from(count);
-    }
-
-    /// Detach from every tracee, leaving it running (or stopped, if it was in a group-stop).
-    pub fn disable(&mut self) {
-        if !self.detached {
-            self.detach_all();
-        }
     }
 
     fn detach_all(&mut self) {
@@ -930,6 +877,68 @@ impl PtraceSampler {
         self.tracees.clear();
         self.pending = 0;
         self.give_back_sigchld();
+    }
+}
+
+impl Sampler for PtraceSampler {
+    fn layout(&self) -> SampleLayout {
+        encode::LAYOUT
+    }
+
+    fn event(&self) -> OpenedEvent {
+        OpenedEvent {
+            name: if self.config.off_cpu {
+                "ptrace, wall clock"
+            } else {
+                "ptrace"
+            },
+            kernel_included: false,
+        }
+    }
+
+    /// The ptrace backend's counters.
+    fn detail(&self) -> String {
+        let s = &self.stats;
+        format!(
+            "ptrace: {} ticks, {} threads interrupted, {} waiting threads sampled without a \
+             stop, {} samples",
+            s.ticks, s.interrupts, s.unstopped, s.samples
+        )
+    }
+
+    /// Move the records written so far into `batch`.
+    fn drain(&mut self, batch: &mut RecordBatch) -> usize {
+        for &(time, start, len) in &self.entries {
+            batch.push(time, &self.out[start..start + len], &[]);
+        }
+        let n = self.entries.len();
+        self.entries.clear();
+        self.out.clear();
+        n
+    }
+
+    fn wait(&mut self, timeout_ms: i32) {
+        self.follow(timeout_ms)
+    }
+
+    /// Detach from every tracee, leaving it running (or stopped, if it was in a group-stop).
+    fn disable(&mut self) {
+        if !self.detached {
+            self.detach_all();
+        }
+    }
+
+    fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// The tracer reaps the command: waiting for it elsewhere would take its ptrace stops.
+    fn command_state(&self) -> CommandState {
+        match self.root_exit {
+            Some(code) => CommandState::Exited(code),
+            None if !self.tracees.is_empty() => CommandState::Running,
+            None => CommandState::NotReaped,
+        }
     }
 }
 

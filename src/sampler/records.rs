@@ -4,62 +4,75 @@
 //! kernel. The layout of a `PERF_RECORD_SAMPLE` depends on the `sample_type` and the register
 //! mask the events were opened with; [`SampleLayout`] carries both.
 
-use super::{CommEvent, Event, ForkEvent, MmapEvent, SampleEvent, SwitchEvent};
+use perf_event_open_sys::bindings as b;
 
-pub const PERF_RECORD_MMAP: u32 = 1;
-pub const PERF_RECORD_LOST: u32 = 2;
-pub const PERF_RECORD_COMM: u32 = 3;
-pub const PERF_RECORD_EXIT: u32 = 4;
-pub const PERF_RECORD_THROTTLE: u32 = 5;
-pub const PERF_RECORD_UNTHROTTLE: u32 = 6;
-pub const PERF_RECORD_FORK: u32 = 7;
-pub const PERF_RECORD_SAMPLE: u32 = 9;
-pub const PERF_RECORD_MMAP2: u32 = 10;
-pub const PERF_RECORD_LOST_SAMPLES: u32 = 13;
-pub const PERF_RECORD_SWITCH: u32 = 14;
+use super::{CommEvent, Event, ForkEvent, MmapEvent, SampleEvent, SwitchEvent, WaitReason};
+
+// The kernel's constants (perf-event-open-sys, generated from its headers): record kinds,
+// callchain context markers (entries at or above PERF_CONTEXT_MAX are markers, not
+// addresses) and x86-64 perf register numbers as they are; sample_type bits as u64 and
+// header.misc bits as u16 below, the types records carry them in.
+pub use b::{
+    PERF_CONTEXT_KERNEL, PERF_CONTEXT_MAX, PERF_CONTEXT_USER, PERF_RECORD_COMM, PERF_RECORD_EXIT,
+    PERF_RECORD_FORK, PERF_RECORD_LOST, PERF_RECORD_LOST_SAMPLES, PERF_RECORD_MMAP,
+    PERF_RECORD_MMAP2, PERF_RECORD_SAMPLE, PERF_RECORD_SWITCH, PERF_RECORD_THROTTLE,
+    PERF_RECORD_UNTHROTTLE, PERF_REG_X86_BP, PERF_REG_X86_IP, PERF_REG_X86_SP,
+};
+
 /// ember's own record (outside the kernel's range of kinds): a sample of a thread that was
-/// waiting, not running. Its body is a u64 reason (the syscall number the thread sits in, or
-/// [`WAIT_REASON_NONE`]) followed by the body of a `PERF_RECORD_SAMPLE`.
+/// waiting, not running. Its body is a u64 reason ([`WaitReason::to_wire`]) followed by the
+/// body of a `PERF_RECORD_SAMPLE`.
 pub const EMBER_RECORD_OFF_CPU_SAMPLE: u32 = 0x4000_0001;
 /// ember's own record: a `PERF_RECORD_SAMPLE` taken as its thread was switched out (the
 /// context-switch event of wall-clock profiles); the sample reader relabels them.
 pub const EMBER_RECORD_SWITCH_OUT_SAMPLE: u32 = 0x4000_0002;
-/// The waiting thread was in no syscall.
-pub const WAIT_REASON_NONE: u64 = u64::MAX;
-/// The thread was not waiting but preempted: runnable, waiting for a CPU.
-pub const WAIT_REASON_RUNNABLE: u64 = u64::MAX - 1;
-/// The thread waits for a page to be read in (a page fault), not in a syscall.
-pub const WAIT_REASON_PAGE_FAULT: u64 = u64::MAX - 2;
 
-pub const PERF_SAMPLE_IP: u64 = 1 << 0;
-pub const PERF_SAMPLE_TID: u64 = 1 << 1;
-pub const PERF_SAMPLE_TIME: u64 = 1 << 2;
-pub const PERF_SAMPLE_ADDR: u64 = 1 << 3;
-pub const PERF_SAMPLE_ID: u64 = 1 << 6;
-pub const PERF_SAMPLE_CPU: u64 = 1 << 7;
-pub const PERF_SAMPLE_PERIOD: u64 = 1 << 8;
-pub const PERF_SAMPLE_STREAM_ID: u64 = 1 << 9;
-pub const PERF_SAMPLE_CALLCHAIN: u64 = 1 << 5;
-pub const PERF_SAMPLE_REGS_USER: u64 = 1 << 12;
-pub const PERF_SAMPLE_STACK_USER: u64 = 1 << 13;
-pub const PERF_SAMPLE_IDENTIFIER: u64 = 1 << 16;
+/// How a [`WaitReason`] is written in an `EMBER_RECORD_OFF_CPU_SAMPLE`: the syscall number,
+/// or one of these (far above any syscall number).
+const WIRE_UNKNOWN: u64 = u64::MAX;
+const WIRE_RUNNABLE: u64 = u64::MAX - 1;
+const WIRE_PAGE_FAULT: u64 = u64::MAX - 2;
 
-pub const PERF_RECORD_MISC_CPUMODE_MASK: u16 = 7;
-pub const PERF_RECORD_MISC_KERNEL: u16 = 1;
-pub const PERF_RECORD_MISC_COMM_EXEC: u16 = 1 << 13;
-pub const PERF_RECORD_MISC_SWITCH_OUT: u16 = 1 << 13;
-pub const PERF_RECORD_MISC_SWITCH_OUT_PREEMPT: u16 = 1 << 14;
-pub const PERF_RECORD_MISC_MMAP_BUILD_ID: u16 = 1 << 14;
+impl WaitReason {
+    /// The reason as ember's off-CPU sample record carries it.
+    pub fn to_wire(self) -> u64 {
+        match self {
+            WaitReason::Syscall(nr) => nr,
+            WaitReason::Runnable => WIRE_RUNNABLE,
+            WaitReason::PageFault => WIRE_PAGE_FAULT,
+            WaitReason::Unknown => WIRE_UNKNOWN,
+        }
+    }
 
-/// Markers inside a callchain: values at or above this are context switches, not addresses.
-pub const PERF_CONTEXT_MAX: u64 = (-4095i64) as u64;
-pub const PERF_CONTEXT_KERNEL: u64 = (-128i64) as u64;
-pub const PERF_CONTEXT_USER: u64 = (-512i64) as u64;
+    pub fn from_wire(v: u64) -> WaitReason {
+        match v {
+            WIRE_UNKNOWN => WaitReason::Unknown,
+            WIRE_RUNNABLE => WaitReason::Runnable,
+            WIRE_PAGE_FAULT => WaitReason::PageFault,
+            nr => WaitReason::Syscall(nr),
+        }
+    }
+}
 
-/// x86-64 perf register numbers (arch/x86/include/uapi/asm/perf_regs.h).
-pub const PERF_REG_X86_BP: u32 = 6;
-pub const PERF_REG_X86_SP: u32 = 7;
-pub const PERF_REG_X86_IP: u32 = 8;
+pub const PERF_SAMPLE_IP: u64 = b::PERF_SAMPLE_IP as u64;
+pub const PERF_SAMPLE_TID: u64 = b::PERF_SAMPLE_TID as u64;
+pub const PERF_SAMPLE_TIME: u64 = b::PERF_SAMPLE_TIME as u64;
+pub const PERF_SAMPLE_ADDR: u64 = b::PERF_SAMPLE_ADDR as u64;
+pub const PERF_SAMPLE_ID: u64 = b::PERF_SAMPLE_ID as u64;
+pub const PERF_SAMPLE_CPU: u64 = b::PERF_SAMPLE_CPU as u64;
+pub const PERF_SAMPLE_PERIOD: u64 = b::PERF_SAMPLE_PERIOD as u64;
+pub const PERF_SAMPLE_STREAM_ID: u64 = b::PERF_SAMPLE_STREAM_ID as u64;
+pub const PERF_SAMPLE_CALLCHAIN: u64 = b::PERF_SAMPLE_CALLCHAIN as u64;
+pub const PERF_SAMPLE_REGS_USER: u64 = b::PERF_SAMPLE_REGS_USER as u64;
+pub const PERF_SAMPLE_STACK_USER: u64 = b::PERF_SAMPLE_STACK_USER as u64;
+pub const PERF_SAMPLE_IDENTIFIER: u64 = b::PERF_SAMPLE_IDENTIFIER as u64;
+
+pub const PERF_RECORD_MISC_CPUMODE_MASK: u16 = b::PERF_RECORD_MISC_CPUMODE_MASK as u16;
+pub const PERF_RECORD_MISC_KERNEL: u16 = b::PERF_RECORD_MISC_KERNEL as u16;
+pub const PERF_RECORD_MISC_COMM_EXEC: u16 = b::PERF_RECORD_MISC_COMM_EXEC as u16;
+pub const PERF_RECORD_MISC_SWITCH_OUT: u16 = b::PERF_RECORD_MISC_SWITCH_OUT as u16;
+pub const PERF_RECORD_MISC_SWITCH_OUT_PREEMPT: u16 = b::PERF_RECORD_MISC_SWITCH_OUT_PREEMPT as u16;
+pub const PERF_RECORD_MISC_MMAP_BUILD_ID: u16 = b::PERF_RECORD_MISC_MMAP_BUILD_ID as u16;
 
 /// The register mask ember asks for: what a DWARF unwinder needs on x86-64.
 pub const USER_REGS_MASK: u64 =
@@ -73,7 +86,7 @@ pub struct SampleLayout {
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RecordError {
+pub enum MalformedRecord {
     #[error("perf record truncated: needed {needed} bytes at offset {offset}, record has {len}")]
     Truncated {
         needed: usize,
@@ -95,7 +108,7 @@ impl<'a> Cursor<'a> {
         Cursor { buf, pos }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], MalformedRecord> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
         match end {
             Some(end) => {
@@ -103,7 +116,7 @@ impl<'a> Cursor<'a> {
                 self.pos = end;
                 Ok(s)
             }
-            None => Err(RecordError::Truncated {
+            None => Err(MalformedRecord::Truncated {
                 needed: n,
                 offset: self.pos,
                 len: self.buf.len(),
@@ -111,21 +124,21 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn u64(&mut self) -> Result<u64, RecordError> {
+    fn u64(&mut self) -> Result<u64, MalformedRecord> {
         let b = self.take(8)?;
         Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
     }
 
-    fn u32(&mut self) -> Result<u32, RecordError> {
+    fn u32(&mut self) -> Result<u32, MalformedRecord> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
     }
 
-    fn u32_pair(&mut self) -> Result<(u32, u32), RecordError> {
+    fn u32_pair(&mut self) -> Result<(u32, u32), MalformedRecord> {
         Ok((self.u32()?, self.u32()?))
     }
 
-    fn skip(&mut self, n: usize) -> Result<(), RecordError> {
+    fn skip(&mut self, n: usize) -> Result<(), MalformedRecord> {
         self.take(n).map(|_| ())
     }
 }
@@ -200,15 +213,18 @@ impl SampleLayout {
             * 8
     }
 
-    fn parse_sample_id(&self, rec: &[u8]) -> Result<SampleId, RecordError> {
+    fn parse_sample_id(&self, rec: &[u8]) -> Result<SampleId, MalformedRecord> {
         let size = self.sample_id_size();
-        let start = rec.len().checked_sub(size).ok_or(RecordError::Truncated {
-            needed: size,
-            offset: 0,
-            len: rec.len(),
-        })?;
+        let start = rec
+            .len()
+            .checked_sub(size)
+            .ok_or(MalformedRecord::Truncated {
+                needed: size,
+                offset: 0,
+                len: rec.len(),
+            })?;
         if start < RecordHeader::SIZE {
-            return Err(RecordError::BadSize { size: rec.len() });
+            return Err(MalformedRecord::BadSize { size: rec.len() });
         }
         let mut c = Cursor::new(rec, start);
         let mut id = SampleId::default();
@@ -238,7 +254,7 @@ impl SampleLayout {
             };
             let mut c = Cursor::new(rec, start);
             let t = self.sample_type;
-            let r: Result<u64, RecordError> = (|| {
+            let r: Result<u64, MalformedRecord> = (|| {
                 if t & PERF_SAMPLE_IDENTIFIER != 0 {
                     c.skip(8)?;
                 }
@@ -263,10 +279,10 @@ impl SampleLayout {
     }
 
     /// Parse one whole record (header included). Unknown record kinds give `Ok(None)`.
-    pub fn parse<'a>(&self, rec: &'a [u8]) -> Result<Option<Event<'a>>, RecordError> {
-        let h = RecordHeader::parse(rec).ok_or(RecordError::BadSize { size: rec.len() })?;
+    pub fn parse<'a>(&self, rec: &'a [u8]) -> Result<Option<Event<'a>>, MalformedRecord> {
+        let h = RecordHeader::parse(rec).ok_or(MalformedRecord::BadSize { size: rec.len() })?;
         if (h.size as usize) < RecordHeader::SIZE || h.size as usize > rec.len() {
-            return Err(RecordError::BadSize {
+            return Err(MalformedRecord::BadSize {
                 size: h.size as usize,
             });
         }
@@ -292,7 +308,7 @@ impl SampleLayout {
             EMBER_RECORD_OFF_CPU_SAMPLE => {
                 let reason = c.u64()?;
                 let mut s = self.parse_sample(h, rec, RecordHeader::SIZE + 8)?;
-                s.off_cpu = Some(reason);
+                s.off_cpu = Some(WaitReason::from_wire(reason));
                 Event::Sample(s)
             }
             PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => {
@@ -374,7 +390,7 @@ impl SampleLayout {
         h: RecordHeader,
         rec: &'a [u8],
         start: usize,
-    ) -> Result<SampleEvent<'a>, RecordError> {
+    ) -> Result<SampleEvent<'a>, MalformedRecord> {
         let t = self.sample_type;
         let mut c = Cursor::new(rec, start);
         let mut s = SampleEvent {
@@ -411,7 +427,10 @@ impl SampleLayout {
         }
         if t & PERF_SAMPLE_CALLCHAIN != 0 {
             let nr = c.u64()? as usize;
-            let bytes = c.take(nr.checked_mul(8).ok_or(RecordError::BadSize { size: nr })?)?;
+            let bytes = c.take(
+                nr.checked_mul(8)
+                    .ok_or(MalformedRecord::BadSize { size: nr })?,
+            )?;
             s.callchain = bytes;
         }
         if t & PERF_SAMPLE_REGS_USER != 0 {

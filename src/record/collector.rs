@@ -1,0 +1,247 @@
+//! Records to profile samples: the work done per record while recording (parse, unwind,
+//! aggregate), keeping the process table current.
+
+use std::collections::HashMap;
+
+use crate::process::ProcessTable;
+use crate::profile::{Frame, Profile};
+use crate::sampler::{CallGraph, Event, ForkEvent, SampleEvent, SampleLayout, SwitchEvent};
+use crate::symbolize::perfmap::PerfMap;
+use crate::unwind::{RawFrame, StackUnwinder, UnwindStats};
+use crate::waits::Waits;
+
+/// Turns records into profile samples, keeping the process table current: the work done
+/// per record while recording (parse, unwind, aggregate). Public so benches can drive it with
+/// captured records.
+pub struct Collector {
+    pub(super) layout: SampleLayout,
+    pub(super) procs: ProcessTable,
+    pub(super) unwinder: StackUnwinder,
+    pub(super) profile: Profile,
+    raw: Vec<RawFrame>,
+    frames: Vec<Frame>,
+    pub(super) parse_errors: u64,
+    /// JIT maps (`/tmp/perf-PID.map`) of processes, read when they exit or at the end.
+    pub(super) perf_maps: HashMap<u32, PerfMap>,
+    /// Wall-clock accounting of switched-out threads (perf events with `--off-cpu`).
+    waits: Option<Waits>,
+}
+
+impl Collector {
+    pub fn new(layout: SampleLayout, call_graph: CallGraph) -> Collector {
+        Collector {
+            layout,
+            procs: ProcessTable::new(),
+            unwinder: StackUnwinder::new(call_graph),
+            profile: Profile::new(),
+            raw: Vec::new(),
+            frames: Vec::new(),
+            parse_errors: 0,
+            perf_maps: HashMap::new(),
+            waits: None,
+        }
+    }
+
+    /// Count samples taken at switch-out as waits until switch-in, at `frequency` per second.
+    pub fn count_waits(&mut self, frequency: u64) {
+        self.waits = Some(Waits::new(frequency));
+    }
+
+    /// The recording ended at `time`: count the waits still going on.
+    pub fn finish(&mut self, time: u64) {
+        if let Some(w) = &mut self.waits {
+            w.finish(&mut self.profile, time);
+        }
+    }
+
+    /// Things the user should know, for the summary and the outputs.
+    pub(super) fn warn(&mut self, warnings: impl IntoIterator<Item = String>) {
+        self.profile.meta.warnings.extend(warnings);
+    }
+
+    /// The profile so far.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// How unwinding went so far.
+    pub fn unwind_stats(&self) -> UnwindStats {
+        self.unwinder.stats
+    }
+
+    /// Process one raw perf record.
+    pub fn handle(&mut self, rec: &[u8]) {
+        let ev = match self.layout.parse(rec) {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return,
+            Err(_) => {
+                self.parse_errors += 1;
+                return;
+            }
+        };
+        match ev {
+            Event::Sample(s) => self.on_sample(&s),
+            Event::Switch(sw) => self.on_switch(sw),
+            Event::Mmap(m) => {
+                if m.executable {
+                    let name = String::from_utf8_lossy(m.filename);
+                    self.procs
+                        .on_mmap(m.pid, m.start, m.len, m.pgoff, m.dev_ino, &name);
+                }
+            }
+            Event::Comm(c) => {
+                let name = String::from_utf8_lossy(c.name);
+                self.procs.on_comm(c.pid, c.tid, &name, c.exec);
+            }
+            Event::Fork(f) => self.procs.on_fork(f.pid, f.ppid, f.tid),
+            Event::Exit(f) => self.on_exit(f),
+            Event::Lost(n) => self.profile.meta.lost += n,
+            Event::Throttle => self.profile.meta.throttled += 1,
+            Event::Unthrottle => {}
+        }
+    }
+
+    /// Unwind a sample, resolve its frames and count it (or, taken at a switch-out, start
+    /// counting the wait it stands for).
+    fn on_sample(&mut self, s: &SampleEvent) {
+        self.procs.touch_thread(s.pid, s.tid);
+        self.unwinder
+            .unwind(self.procs.get(s.pid), s, &mut self.raw);
+        self.frames.clear();
+        if let Some(reason) = s.off_cpu {
+            self.frames.push(Frame::OffCpu(reason));
+        }
+        if s.switched_out {
+            let Some(waits) = &mut self.waits else {
+                return;
+            };
+            // The kernel part says what it waits for; the marker replaces it.
+            self.frames.push(Frame::OffCpu(waits.reason(&self.raw)));
+            self.raw.retain(|r| !matches!(r, RawFrame::Kernel(_)));
+        } else if let Some(waits) = &mut self.waits {
+            // Sampled running: any wait it was in is over.
+            waits.end(&mut self.profile, s.tid, s.time);
+        }
+        push_frames(&mut self.frames, &self.raw, &self.procs, s.pid);
+        match &mut self.waits {
+            Some(waits) if s.switched_out => {
+                waits.switched_out(&mut self.profile, s.pid, s.tid, &self.frames, s.time)
+            }
+            _ => self.profile.add_sample(s.pid, s.tid, &self.frames, 1),
+        }
+    }
+
+    fn on_switch(&mut self, sw: SwitchEvent) {
+        if let Some(waits) = &mut self.waits {
+            match (sw.out, sw.preempted) {
+                (true, true) => waits.preempted(sw.tid),
+                (true, false) => {}
+                (false, _) => waits.end(&mut self.profile, sw.tid, sw.time),
+            }
+        }
+    }
+
+    fn on_exit(&mut self, f: ForkEvent) {
+        if let Some(waits) = &mut self.waits {
+            waits.end(&mut self.profile, f.tid, f.time);
+        }
+        self.procs.on_exit(f.pid, f.tid);
+        if f.pid == f.tid {
+            // Read its JIT map while it is still there.
+            self.load_perf_map(f.pid);
+        }
+    }
+}
+
+/// The profile's frames for unwound addresses of process `pid`: a module and its address
+/// (SVMA) where the address is in a mapped file, the bare address otherwise.
+fn push_frames(frames: &mut Vec<Frame>, raw: &[RawFrame], procs: &ProcessTable, pid: u32) {
+    let proc = procs.get(pid);
+    for &r in raw {
+        frames.push(match r {
+            RawFrame::Kernel(a) => Frame::Kernel(a),
+            RawFrame::Truncated => Frame::Truncated,
+            RawFrame::User(a) => match proc.and_then(|p| p.resolve(a)) {
+                Some(res) if !procs.modules.get(res.module).is_anonymous() => Frame::Module {
+                    module: res.module,
+                    svma: procs
+                        .modules
+                        .get(res.module)
+                        .offset_to_svma(res.file_offset),
+                },
+                _ => Frame::Anon { pid, addr: a },
+            },
+        });
+    }
+}
+
+impl Collector {
+    /// Read the JIT map of `pid` (`/tmp/perf-PID.map`) once, while the process is there.
+    pub(super) fn load_perf_map(&mut self, pid: u32) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.perf_maps.entry(pid) {
+            if let Some(m) = PerfMap::load(pid) {
+                e.insert(m);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::encode;
+    use crate::sampler::UserRegs;
+
+    fn sample(pid: u32, tid: u32, time: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let stack = [0u8; 64];
+        encode::sample(
+            &mut out,
+            &encode::Sample {
+                pid,
+                tid,
+                time,
+                cpu: 0,
+                regs: UserRegs {
+                    ip: 0x401000,
+                    sp: 0x7ff0_0000,
+                    bp: 0,
+                },
+                stack: &stack,
+                off_cpu: None,
+            },
+        );
+        out
+    }
+
+    /// The records that would have named a process and its threads (FORK, COMM, MMAP) were
+    /// lost: its samples still count, under the process they belong to, named by its PID.
+    #[test]
+    fn samples_of_processes_whose_records_were_lost_land_under_their_pid() {
+        let mut c = Collector::new(encode::LAYOUT, CallGraph::Dwarf);
+        let mut lost = Vec::new();
+        encode::lost(&mut lost, 42, 42, 7, 1);
+        c.handle(&lost);
+        c.handle(&sample(42, 43, 2));
+        c.handle(&sample(42, 44, 3));
+        c.handle(&sample(42, 43, 4));
+        assert_eq!(c.profile.meta.lost, 7);
+        assert_eq!(c.profile.total_samples(), 3);
+        let stacks = c.profile.stacks();
+        assert!(stacks.iter().all(|&(pid, _, _, _)| pid == 42));
+        assert_eq!(c.procs.get(42).map(|p| p.name.as_str()), Some("pid-42"));
+        assert_eq!(c.procs.thread(44).map(|t| t.pid), Some(42));
+    }
+
+    /// Garbage instead of a record is counted and skipped, never a crash.
+    #[test]
+    fn truncated_records_are_counted_not_fatal() {
+        let mut c = Collector::new(encode::LAYOUT, CallGraph::Dwarf);
+        let s = sample(1, 1, 1);
+        for cut in [8, 16, s.len() / 2] {
+            c.handle(&s[..cut]);
+        }
+        assert_eq!(c.profile.total_samples(), 0);
+        assert!(c.parse_errors >= 2, "{}", c.parse_errors);
+    }
+}

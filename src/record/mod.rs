@@ -1,0 +1,260 @@
+//! `ember record`: the pipeline end to end, in steps that follow each other —
+//! [`start::start`] checks what can be checked and opens the sampler on the target,
+//! [`start::Started::sample`] releases the command and reads until a stop reason (a reader
+//! thread copies, a processing thread unwinds and aggregates), [`Recording::from`] gives the
+//! profile its metadata and keeps the processes asked for, then the profile is symbolized and
+//! written, and a [`Summary`] says what happened. Nothing here prints: what the user should
+//! hear while recording goes through [`RecordOptions::notify`], the summary is a value.
+
+mod collector;
+mod options;
+mod reader;
+mod start;
+mod summary;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+pub use collector::Collector;
+pub use options::{
+    ProcessFilter, RecordError, RecordOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE,
+};
+pub use summary::{svg_titles, Summary, Verbose};
+
+use crate::output::{self, Folded, OutputError};
+use crate::process::ProcessTable;
+use crate::profile::Profile;
+use crate::stacks::StackProfile;
+use crate::symbolize::debuginfo::DebugDirs;
+use crate::symbolize::perfmap::PerfMap;
+use crate::symbolize::{self, SymbolizeOptions};
+use crate::unwind::UnwindStats;
+use start::Sampled;
+
+/// What a recording produced.
+pub struct RecordOutcome {
+    /// The command's exit code (128+N when killed by signal N); 0 after attaching.
+    pub exit_code: i32,
+    pub profile: Profile,
+    pub unwind: UnwindStats,
+    /// What to tell the user at the end.
+    pub summary: Summary,
+}
+
+/// Run `opts.command` (or attach to `opts.pids`) under the profiler and write every output.
+pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
+    let sampled = start::start(opts)?.sample(opts)?;
+    let mut recording = Recording::from(sampled, opts);
+    let stopped = Instant::now();
+    let symbols = symbolize::symbolize(
+        &recording.profile,
+        &recording.procs.modules,
+        &recording.perf_maps,
+        &SymbolizeOptions {
+            inline: opts.inline,
+            debug_dirs: DebugDirs::new(&opts.debug_dirs),
+        },
+    );
+    recording
+        .profile
+        .meta
+        .warnings
+        .extend(symbols.warnings.iter().cloned());
+    let symbolized = Instant::now();
+    let stacks =
+        StackProfile::from_recording(&recording.profile, &symbols, &recording.procs.modules);
+    let folded = write_outputs(&stacks, opts)?;
+    let mut summary = recording.summary(opts, &folded);
+    if let Some(v) = &mut summary.verbose {
+        v.symbolize = symbolized - stopped;
+        v.write = symbolized.elapsed();
+    }
+    let exit_code = recording
+        .sampled
+        .live
+        .exit_code(recording.sampled.stop, opts.notify);
+    Ok(RecordOutcome {
+        exit_code,
+        profile: recording.profile,
+        unwind: recording.sampled.unwind,
+        summary,
+    })
+}
+
+/// A finished recording: the profile with its metadata, what it needs to be symbolized, and
+/// how sampling went.
+struct Recording {
+    profile: Profile,
+    procs: ProcessTable,
+    perf_maps: HashMap<u32, PerfMap>,
+    sampled: SamplingEnd,
+}
+
+/// What is left of sampling once the profile is taken out.
+struct SamplingEnd {
+    live: reader::Live,
+    stop: reader::Stop,
+    unwind: UnwindStats,
+    event: crate::sampler::perf::OpenedEvent,
+    detail: String,
+    reader: start::ReaderSetup,
+}
+
+impl Recording {
+    /// The profile of `sampled` with its metadata (what was profiled, processes, threads,
+    /// warnings), keeping only the processes `opts.filter` keeps.
+    fn from(sampled: Sampled, opts: &RecordOptions) -> Recording {
+        let Sampled {
+            mut collector,
+            live,
+            stop,
+            duration,
+            event,
+            detail,
+            description,
+            reader,
+        } = sampled;
+        let pids: Vec<u32> = collector.procs.processes().map(|p| p.pid).collect();
+        for pid in pids {
+            collector.load_perf_map(pid);
+        }
+        let Collector {
+            procs,
+            unwinder,
+            mut profile,
+            parse_errors,
+            perf_maps,
+            ..
+        } = collector;
+        let meta = &mut profile.meta;
+        meta.command = description;
+        meta.frequency = opts.frequency;
+        meta.event = event.name.to_string();
+        meta.duration = duration;
+        describe_processes(&mut profile, &procs, opts);
+        warn_about_inputs(&mut profile, &procs, parse_errors);
+        if !opts.filter.is_empty() {
+            keep_filtered(&mut profile, &procs, opts);
+        }
+        Recording {
+            profile,
+            procs,
+            perf_maps,
+            sampled: SamplingEnd {
+                live,
+                stop,
+                unwind: unwinder.stats,
+                event,
+                detail,
+                reader,
+            },
+        }
+    }
+
+    fn summary(&self, opts: &RecordOptions, folded: &Folded) -> Summary {
+        let p = &self.profile;
+        let s = &self.sampled;
+        let mut summary = Summary::of(
+            &p.meta,
+            p.total_samples(),
+            &opts.outputs,
+            s.event.kernel_included,
+        );
+        if opts.verbose {
+            summary.verbose = Some(Verbose {
+                backend: s.detail.clone(),
+                unique_stacks: p.unique_stacks(),
+                unique_frames: p.frames().len(),
+                unwind: s.unwind,
+                reader_nice: s.reader.nice,
+                short_slice: s.reader.short_slice,
+                symbolize: Default::default(),
+                write: Default::default(),
+            });
+        }
+        if let Some(n) = opts.top {
+            let mut table = Vec::new();
+            let _ = output::report::write(folded, n, output::report::SortBy::SelfTime, &mut table);
+            summary.top = Some(String::from_utf8_lossy(&table).into_owned());
+        }
+        summary
+    }
+}
+
+/// Names of processes, executables and threads (with names the kernel cut mapped back).
+fn describe_processes(profile: &mut Profile, procs: &ProcessTable, opts: &RecordOptions) {
+    let meta = &mut profile.meta;
+    for p in procs.processes() {
+        meta.processes.insert(p.pid, p.name.clone());
+        if let Some(exe) = &p.exe {
+            meta.executables.insert(p.pid, exe.clone());
+        }
+    }
+    for (&tid, t) in procs.threads() {
+        let name = opts
+            .thread_name_fixes
+            .get(&t.name)
+            .cloned()
+            .unwrap_or_else(|| t.name.clone());
+        meta.threads.insert(tid, (t.pid, name));
+    }
+}
+
+/// Records that could not be read and files that could not be opened.
+fn warn_about_inputs(profile: &mut Profile, procs: &ProcessTable, parse_errors: u64) {
+    let warnings = &mut profile.meta.warnings;
+    if parse_errors > 0 {
+        warnings.push(format!(
+            "{parse_errors} malformed perf records were skipped"
+        ));
+    }
+    for (_, m) in procs.modules.iter() {
+        if let Some(e) = &m.error {
+            if m.path.starts_with('/') {
+                warnings.push(format!("{}: {e}", m.path));
+            }
+        }
+    }
+}
+
+/// Keep only the processes `opts.filter` keeps.
+fn keep_filtered(profile: &mut Profile, procs: &ProcessTable, opts: &RecordOptions) {
+    let keep: HashSet<u32> = procs
+        .processes()
+        .filter(|p| opts.filter.keeps(&p.name, p.exe.as_deref()))
+        .map(|p| p.pid)
+        .collect();
+    let before = profile.total_samples();
+    profile.retain_processes(|pid| keep.contains(&pid));
+    let meta = &mut profile.meta;
+    meta.processes.retain(|pid, _| keep.contains(pid));
+    meta.threads.retain(|_, (pid, _)| keep.contains(pid));
+    if profile.total_samples() == 0 && before > 0 {
+        profile.meta.warnings.push(format!(
+            "no process matched the filter; {before} samples of other processes were left out"
+        ));
+    }
+}
+
+fn write_outputs(stacks: &StackProfile, opts: &RecordOptions) -> Result<Folded, OutputError> {
+    let folded = output::folded::fold(stacks, opts.fold);
+    let mut svg = opts.svg.clone();
+    let (title, subtitle) = svg_titles(&stacks.meta, stacks.total_samples());
+    if svg.title.is_empty() {
+        svg.title = title;
+    }
+    svg.subtitle = Some(subtitle);
+    let r = output::Rendered {
+        profile: Some(stacks),
+        folded: &folded,
+        svg: &svg,
+    };
+    for path in &opts.outputs {
+        output::write_output(path, &r)?;
+        if let Some((uid, gid)) = opts.run_as {
+            // Files in the user's directories belong to the user, not to root.
+            let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
+        }
+    }
+    Ok(folded)
+}

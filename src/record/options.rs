@@ -1,0 +1,170 @@
+//! What `ember record` is asked to do, and how it can fail.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use crate::output::{FoldOptions, OutputError, SvgOptions};
+use crate::sampler::perf::{KernelFrames, PerfError};
+use crate::sampler::ptrace::PtraceError;
+use crate::sampler::{Backend, CallGraph};
+use crate::target::TargetError;
+
+/// Default sampling frequency: 999 Hz gives millisecond resolution at low overhead, and
+/// being just off 1 kHz keeps it out of lockstep with timers that tick at round rates.
+pub const DEFAULT_FREQUENCY: u64 = 999;
+/// Default user-stack copy per sample: enough for ~1000 typical frames (samply uses 32000).
+pub const DEFAULT_STACK_SIZE: u32 = 32768;
+
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    /// The command to launch; ignored when `pids` is not empty.
+    pub command: Vec<String>,
+    /// Running processes to attach to.
+    pub pids: Vec<u32>,
+    /// Stop sampling after this long (the launched command runs on).
+    pub duration: Option<std::time::Duration>,
+    pub frequency: u64,
+    pub call_graph: CallGraph,
+    pub stack_size: u32,
+    pub outputs: Vec<PathBuf>,
+    /// How stacks are rooted, and whether frames carry source lines.
+    pub fold: FoldOptions,
+    pub kernel: KernelFrames,
+    pub inline: bool,
+    /// Say more in the summary: unique stacks, unwinding, time per phase.
+    pub verbose: bool,
+    /// Extra directories searched for separate debug files.
+    pub debug_dirs: Vec<PathBuf>,
+    /// How the SVG looks; an empty title means "the command".
+    pub svg: SvgOptions,
+    /// Print the N hottest functions at the end.
+    pub top: Option<usize>,
+    /// Open the SVG in a browser when done.
+    pub open: bool,
+    /// Which processes to keep.
+    pub filter: ProcessFilter,
+    /// Under `sudo`: run the command as this (uid, gid) and give the outputs to them.
+    pub run_as: Option<(u32, u32)>,
+    /// Thread names the kernel cut to 15 bytes → their full names (from `--list` of test
+    /// binaries).
+    pub thread_name_fixes: HashMap<String, String>,
+    /// Where samples come from.
+    pub backend: Backend,
+    /// Wall-clock profile: waiting threads are sampled too, their stacks ending in
+    /// `[off-cpu] <syscall>`.
+    pub off_cpu: bool,
+    /// Bytes of each CPU's perf ring buffer; `None` picks by privileges.
+    pub buffer_size: Option<usize>,
+    /// Sleep this long after each read of the buffers (tests of the loss path).
+    pub reader_pause: Option<std::time::Duration>,
+    /// Told what the user should know while recording (the library prints nothing; the
+    /// `ember` binary puts it on stderr): a fallback to ptrace, that sampling of attached
+    /// processes has begun, that ember waits for a command after `-d`.
+    pub notify: fn(&str),
+}
+
+/// Which processes' samples to keep: all, or those whose name or executable matches.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessFilter {
+    pub regex: Option<regex::Regex>,
+    /// Executables to keep (compared after canonicalizing).
+    pub executables: Vec<PathBuf>,
+}
+
+impl ProcessFilter {
+    pub fn is_empty(&self) -> bool {
+        self.regex.is_none() && self.executables.is_empty()
+    }
+
+    pub fn keeps(&self, name: &str, exe: Option<&str>) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        if let Some(r) = &self.regex {
+            if r.is_match(name) || exe.is_some_and(|e| r.is_match(e)) {
+                return true;
+            }
+        }
+        let Some(exe) = exe else { return false };
+        let canon = std::fs::canonicalize(exe).unwrap_or_else(|_| PathBuf::from(exe));
+        self.executables
+            .iter()
+            .any(|e| *e == canon || e.as_path() == std::path::Path::new(exe))
+    }
+}
+
+impl Default for RecordOptions {
+    fn default() -> Self {
+        RecordOptions {
+            command: Vec::new(),
+            pids: Vec::new(),
+            duration: None,
+            frequency: DEFAULT_FREQUENCY,
+            call_graph: CallGraph::Auto,
+            stack_size: DEFAULT_STACK_SIZE,
+            outputs: vec![PathBuf::from("flamegraph.svg")],
+            fold: FoldOptions::default(),
+            kernel: KernelFrames::Auto,
+            inline: true,
+            verbose: false,
+            debug_dirs: Vec::new(),
+            svg: SvgOptions::default(),
+            top: None,
+            open: false,
+            filter: ProcessFilter::default(),
+            run_as: None,
+            thread_name_fixes: HashMap::new(),
+            backend: Backend::Auto,
+            off_cpu: false,
+            buffer_size: None,
+            reader_pause: None,
+            notify: |_| {},
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// An `-o` found unwritable before anything started.
+    #[error(transparent)]
+    BadOutput(OutputError),
+    /// Writing an output failed at the end (disk full, ...).
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Perf(#[from] PerfError),
+    #[error(transparent)]
+    Ptrace(#[from] PtraceError),
+    #[error("--kernel needs perf events: the ptrace backend sees user space only")]
+    KernelNeedsPerf,
+    #[error("{perf}\nThe fallback to ptrace failed too: {ptrace}")]
+    BothRefused {
+        perf: PerfError,
+        ptrace: PtraceError,
+    },
+    #[error("-F must be at least 1")]
+    ZeroFrequency,
+}
+
+impl RecordError {
+    /// The exit code ember ends with: 2 for what the user can fix in the command line (a bad
+    /// `-o`, PID or command), 1 for failures while running.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RecordError::BadOutput(_)
+            | RecordError::ZeroFrequency
+            | RecordError::KernelNeedsPerf => 2,
+            RecordError::Target(
+                TargetError::NotFound(_)
+                | TargetError::NoCommand
+                | TargetError::NoSuchProcess(_)
+                | TargetError::KernelThread(_)
+                | TargetError::Myself
+                | TargetError::Exited(_),
+            ) => 2,
+            _ => 1,
+        }
+    }
+}

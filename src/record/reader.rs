@@ -1,0 +1,240 @@
+//! Sampling until a stop reason: the reader thread copies what the sampler produced and hands
+//! it to a processing thread that unwinds and aggregates, so a slow unwind (or a reader that
+//! gets little CPU, when a target has a thousand runnable threads) never lets a ring buffer
+//! overflow while there is memory to copy it to.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::collector::Collector;
+use crate::sampler::{CommandState, RecordBatch, RecordQueue, Sampler};
+use crate::target::{self, GatedChild};
+
+/// What stopped sampling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// The launched command ended with this exit code.
+    CommandExited(i32),
+    /// Every attached process ended.
+    TargetsExited,
+    /// `-d` elapsed.
+    Deadline,
+    /// SIGINT/SIGTERM/SIGHUP to ember while attached.
+    Signal,
+}
+
+/// What is being profiled, while it runs.
+pub(super) enum Live {
+    Command(GatedChild),
+    Pids(Vec<u32>),
+}
+
+impl Live {
+    /// Pass a signal ember received on, or decide to stop.
+    fn on_signal(&self, sig: Signal, from_process: bool) -> bool {
+        match self {
+            Live::Command(child) => {
+                // ember keeps recording until the command ends, then writes everything.
+                child.pass_on(sig, from_process);
+                false
+            }
+            Live::Pids(_) => true,
+        }
+    }
+
+    fn ended(&mut self, sampler: &dyn Sampler) -> Option<Stop> {
+        match self {
+            Live::Command(child) => match sampler.command_state() {
+                CommandState::Running => None,
+                CommandState::Exited(code) => {
+                    child.reaped(code);
+                    Some(Stop::CommandExited(code))
+                }
+                CommandState::NotReaped => child.try_wait().map(Stop::CommandExited),
+            },
+            Live::Pids(pids) => pids
+                .iter()
+                .all(|&p| !target::is_alive(p))
+                .then_some(Stop::TargetsExited),
+        }
+    }
+
+    /// The exit code ember ends with once sampling stopped for `stop`: the command's (waiting
+    /// for it after `-d`, still passing signals on), or 0 after attaching.
+    pub(super) fn exit_code(&mut self, stop: Stop, notify: fn(&str)) -> i32 {
+        match (stop, self) {
+            (Stop::CommandExited(code), _) => code,
+            // `-d` ended sampling; the command runs on and its status is still ours.
+            (_, Live::Command(child)) => {
+                notify(
+                    "sampling stopped after -d and the outputs are written; waiting for the \
+                     command to end",
+                );
+                wait_forwarding_signals(child)
+            }
+            (_, Live::Pids(_)) => 0,
+        }
+    }
+}
+
+/// When to stop reading, besides the target ending or a signal.
+pub(super) struct ReadPlan {
+    pub deadline: Option<Instant>,
+    /// Sleep this long after each read (tests of the loss path).
+    pub pause: Option<Duration>,
+}
+
+/// Record until the command ends (launch) or `-d` passes, a signal arrives or every target
+/// ends (attach). This thread only reads; `processing` does the rest.
+pub(super) fn sample_until(
+    sampler: &mut dyn Sampler,
+    processing: &mut Processing,
+    live: &mut Live,
+    plan: &ReadPlan,
+) -> Stop {
+    let mut watermark = 0u64;
+    let stop = loop {
+        if let Some(stop) = stop_reason(sampler, live, plan.deadline) {
+            break stop;
+        }
+        let now_ns = crate::sampler::monotonic_ns();
+        if !processing.backlogged() {
+            let mut batch = processing.batch();
+            sampler.drain(&mut batch);
+            // Every record up to the previous read's start is in now.
+            processing.send(batch, watermark);
+            watermark = now_ns;
+        }
+        let mut wait_ms = 100;
+        if let Some(d) = plan.deadline {
+            let left = d.saturating_duration_since(Instant::now()).as_millis();
+            wait_ms = wait_ms.min(left as i32 + 1);
+        }
+        sampler.wait(wait_ms);
+        if let Some(p) = plan.pause {
+            std::thread::sleep(p);
+        }
+    };
+    sampler.disable();
+    let mut batch = RecordBatch::new();
+    sampler.drain(&mut batch);
+    processing.send(batch, u64::MAX);
+    stop
+}
+
+/// Why to stop now, if there is a reason.
+fn stop_reason(sampler: &dyn Sampler, live: &mut Live, deadline: Option<Instant>) -> Option<Stop> {
+    if let Some((sig, from_process)) = target::take_signal() {
+        if live.on_signal(sig, from_process) {
+            return Some(Stop::Signal);
+        }
+    }
+    if let Some(stop) = live.ended(sampler) {
+        return Some(stop);
+    }
+    deadline
+        .is_some_and(|d| Instant::now() >= d)
+        .then_some(Stop::Deadline)
+}
+
+/// Wait for the command after sampling stopped, still passing signals on.
+fn wait_forwarding_signals(child: &mut GatedChild) -> i32 {
+    loop {
+        if let Some((sig, from_process)) = target::take_signal() {
+            child.pass_on(sig, from_process);
+        }
+        if let Some(code) = child.try_wait() {
+            return code;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Records read but not processed yet, in bytes, above which the reader stops reading (the
+/// kernel then counts what it cannot write as lost) instead of using memory without end.
+const MAX_UNPROCESSED_BYTES: usize = 1 << 30;
+
+/// Batches the reader starts with, and the memory of each, touched before sampling starts:
+/// reading into fresh pages costs page faults in the very thread that must not fall behind
+/// (measured: a 15 MB read took 156 ms into fresh memory while a thousand threads ran).
+const READY_BATCHES: usize = 8;
+const READY_BATCH_BYTES: usize = 8 << 20;
+
+/// The thread that turns records into the profile ([`Collector::handle`]), fed batches in
+/// the order they were read, each with the watermark up to which every record is in. Batches
+/// it is done with go back to the reader to be filled again.
+pub(super) struct Processing {
+    tx: mpsc::Sender<(RecordBatch, u64)>,
+    spent: mpsc::Receiver<RecordBatch>,
+    /// Batches with memory touched before sampling started.
+    ready: Vec<RecordBatch>,
+    /// Bytes sent and not yet taken up.
+    backlog: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<Collector>,
+}
+
+impl Processing {
+    /// Start the processing thread (at the calling thread's priority).
+    pub(super) fn start(mut collector: Collector) -> Processing {
+        let (tx, rx) = mpsc::channel::<(RecordBatch, u64)>();
+        let (spent_tx, spent) = mpsc::channel();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let taken = Arc::clone(&backlog);
+        let thread = std::thread::Builder::new()
+            .name("ember-process".into())
+            .spawn(move || {
+                let mut queue = RecordQueue::new();
+                for (batch, watermark) in rx {
+                    taken.fetch_sub(batch.size(), Ordering::Relaxed);
+                    queue.add(batch);
+                    queue.drain_until(watermark, |r| collector.handle(r));
+                    for b in queue.take_spent() {
+                        let _ = spent_tx.send(b);
+                    }
+                }
+                queue.drain_all(|r| collector.handle(r));
+                collector
+            })
+            .expect("spawn the processing thread");
+        Processing {
+            tx,
+            spent,
+            ready: (0..READY_BATCHES)
+                .map(|_| RecordBatch::with_memory(READY_BATCH_BYTES))
+                .collect(),
+            backlog,
+            thread,
+        }
+    }
+
+    /// An empty batch to read into, with memory already used when there is one.
+    fn batch(&mut self) -> RecordBatch {
+        self.spent
+            .try_recv()
+            .ok()
+            .or_else(|| self.ready.pop())
+            .unwrap_or_default()
+    }
+
+    fn backlogged(&self) -> bool {
+        self.backlog.load(Ordering::Relaxed) > MAX_UNPROCESSED_BYTES
+    }
+
+    fn send(&self, batch: RecordBatch, watermark: u64) {
+        self.backlog.fetch_add(batch.size(), Ordering::Relaxed);
+        // The receiver lives until `finish`.
+        let _ = self.tx.send((batch, watermark));
+    }
+
+    /// Wait until everything sent is processed; the collector with the whole profile.
+    pub(super) fn finish(self) -> Collector {
+        drop(self.tx);
+        match self.thread.join() {
+            Ok(c) => c,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}

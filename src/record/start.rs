@@ -1,0 +1,250 @@
+//! Starting a recording: everything that can be checked is checked before the command starts,
+//! then the sampler is opened (launching the command, or attaching), and sampling runs until a
+//! stop reason.
+
+use std::time::{Duration, Instant};
+
+use super::collector::Collector;
+use super::reader::{sample_until, Live, Processing, ReadPlan, Stop};
+use super::{RecordError, RecordOptions};
+use crate::output;
+use crate::sampler::perf::{KernelFrames, OpenedEvent, PerfConfig, PerfError, PerfSampler};
+use crate::sampler::ptrace::{PtraceConfig, PtraceError, PtraceSampler};
+use crate::sampler::{self, Backend, SampleLayout, Sampler};
+use crate::target::{self, GatedChild};
+
+/// A sampler running on its target, the command not released yet.
+pub(super) struct Started {
+    sampler: Box<dyn Sampler>,
+    live: Live,
+    collector: Collector,
+    /// What is profiled: the command line, or `name (pid N)` of each attached process.
+    description: Vec<String>,
+}
+
+/// How the reader thread was set up, for `-v`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ReaderSetup {
+    /// The nice value it was raised to, where allowed.
+    pub nice: Option<i32>,
+    /// The scheduler took its request for a short time slice.
+    pub short_slice: bool,
+}
+
+/// Sampling over: the collector holds every record's contribution.
+pub(super) struct Sampled {
+    pub collector: Collector,
+    pub live: Live,
+    pub stop: Stop,
+    pub duration: Duration,
+    pub event: OpenedEvent,
+    pub detail: String,
+    pub description: Vec<String>,
+    pub reader: ReaderSetup,
+}
+
+/// Check what can be checked, open the sampler and get the target ready.
+pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
+    check(opts)?;
+    let mut collector = Collector::new(
+        SampleLayout {
+            sample_type: 0,
+            regs_user_mask: 0,
+        },
+        opts.call_graph,
+    );
+    // Before any sampler: the ptrace backend then takes SIGCHLD over for itself.
+    target::install_signal_handlers();
+    let (perf_config, ptrace_config) = configs(opts);
+    let (sampler, live, description) = if opts.pids.is_empty() {
+        let child = GatedChild::spawn_as(&opts.command, opts.run_as)?;
+        // On error `child` is dropped unreleased: the command never runs.
+        let sampler = open_sampler(
+            opts,
+            || PerfSampler::for_launch(child.pid(), &perf_config),
+            || PtraceSampler::for_launch(child.pid(), &ptrace_config),
+        )?;
+        (sampler, Live::Command(child), opts.command.clone())
+    } else {
+        let sampler = open_sampler(
+            opts,
+            || PerfSampler::for_attach(&opts.pids, &perf_config),
+            || PtraceSampler::for_attach(&opts.pids, &ptrace_config),
+        )?;
+        let description = seed_attached(&mut collector, &opts.pids);
+        (sampler, Live::Pids(opts.pids.clone()), description)
+    };
+    collector.layout = sampler.layout();
+    if sampler.samples_switches() {
+        collector.count_waits(opts.frequency);
+    }
+    Ok(Started {
+        sampler,
+        live,
+        collector,
+        description,
+    })
+}
+
+/// Everything that can be checked before the command starts.
+fn check(opts: &RecordOptions) -> Result<(), RecordError> {
+    if opts.frequency == 0 {
+        return Err(RecordError::ZeroFrequency);
+    }
+    for o in &opts.outputs {
+        output::check_writable(o).map_err(RecordError::BadOutput)?;
+    }
+    for &pid in &opts.pids {
+        target::check_attachable(pid)?;
+    }
+    Ok(())
+}
+
+fn configs(opts: &RecordOptions) -> (PerfConfig, PtraceConfig) {
+    let perf = PerfConfig {
+        frequency: opts.frequency,
+        call_graph: opts.call_graph,
+        stack_size: opts.stack_size,
+        kernel: opts.kernel,
+        off_cpu: opts.off_cpu,
+        buffer_size: opts.buffer_size,
+    };
+    let ptrace = PtraceConfig {
+        frequency: opts.frequency,
+        stack_size: opts.stack_size,
+        off_cpu: opts.off_cpu,
+    };
+    (perf, ptrace)
+}
+
+/// Modules the attached processes loaded already, from /proc, before any record is processed;
+/// returns `name (pid N)` for each.
+fn seed_attached(collector: &mut Collector, pids: &[u32]) -> Vec<String> {
+    let mut description = Vec::new();
+    for &pid in pids {
+        if let Err(e) = collector.procs.seed_from_proc(pid) {
+            collector
+                .profile
+                .meta
+                .warnings
+                .push(format!("could not read /proc/{pid}: {e}"));
+        }
+        let name = collector
+            .procs
+            .get(pid)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        description.push(format!("{name} (pid {pid})"));
+    }
+    description
+}
+
+/// Open the sampler `opts.backend` asks for; `auto` falls back to ptrace, saying so once,
+/// when perf events are refused.
+fn open_sampler(
+    opts: &RecordOptions,
+    perf: impl FnOnce() -> Result<PerfSampler, PerfError>,
+    ptrace: impl FnOnce() -> Result<PtraceSampler, PtraceError>,
+) -> Result<Box<dyn Sampler>, RecordError> {
+    let kernel_required = opts.kernel == KernelFrames::Require;
+    match opts.backend {
+        Backend::Perf => Ok(Box::new(perf()?)),
+        Backend::Ptrace if kernel_required => Err(RecordError::KernelNeedsPerf),
+        Backend::Ptrace => Ok(Box::new(ptrace()?)),
+        // Kernel frames required: no fallback that cannot give them.
+        Backend::Auto if kernel_required => Ok(Box::new(perf()?)),
+        Backend::Auto => match perf() {
+            Ok(s) => Ok(Box::new(s)),
+            Err(refused @ (PerfError::Refused { .. } | PerfError::OffCpuNeedsKernel)) => {
+                (opts.notify)(&format!(
+                    "{}, so sampling falls back to ptrace (--backend ptrace): each sample stops \
+                     the thread for a moment, so expect more overhead, and no kernel frames",
+                    refusal(&refused)
+                ));
+                match ptrace() {
+                    Ok(s) => Ok(Box::new(s)),
+                    Err(e) => Err(RecordError::BothRefused {
+                        perf: refused,
+                        ptrace: e,
+                    }),
+                }
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+/// Why perf events cannot be used, in a few words.
+fn refusal(refused: &PerfError) -> String {
+    match refused {
+        PerfError::Refused {
+            error, paranoid, ..
+        } => format!(
+            "perf events are refused here ({error}; kernel.perf_event_paranoid = {paranoid})"
+        ),
+        _ => "--off-cpu on perf events needs kernel sampling, refused here".to_string(),
+    }
+}
+
+impl Started {
+    /// Release the command (when launching) and sample until a stop reason.
+    pub(super) fn sample(self, opts: &RecordOptions) -> Result<Sampled, RecordError> {
+        let Started {
+            mut sampler,
+            mut live,
+            mut collector,
+            description,
+        } = self;
+        let notes_taken = sampler.notes().len();
+        collector.warn(sampler.notes().iter().cloned());
+        // Started before the reader's priority is raised: unwinding runs at the user's priority.
+        let mut processing = Processing::start(collector);
+        // After the fork, so the command runs at the user's priority.
+        let reader = ReaderSetup {
+            nice: sampler::raise_reader_priority(),
+            short_slice: sampler::request_short_slice(),
+        };
+        let started = Instant::now();
+        if let Live::Command(child) = &mut live {
+            if let Err(e) = child.release() {
+                processing.finish();
+                return Err(e.into());
+            }
+        } else {
+            (opts.notify)(&sampling_line(&description, opts));
+        }
+        let plan = ReadPlan {
+            deadline: opts.duration.map(|d| started + d),
+            pause: opts.reader_pause,
+        };
+        let stop = sample_until(sampler.as_mut(), &mut processing, &mut live, &plan);
+        let ended_ns = sampler::monotonic_ns();
+        let mut collector = processing.finish();
+        collector.finish(ended_ns);
+        // What the backend learnt while sampling and detaching (sample_until disabled it).
+        collector.warn(sampler.notes().iter().skip(notes_taken).cloned());
+        Ok(Sampled {
+            collector,
+            live,
+            stop,
+            duration: started.elapsed(),
+            event: sampler.event(),
+            detail: sampler.detail(),
+            description,
+            reader,
+        })
+    }
+}
+
+/// What an attached recording samples and how it ends, said as it begins.
+fn sampling_line(targets: &[String], opts: &RecordOptions) -> String {
+    let until = match opts.duration {
+        Some(d) => format!("for {:.1} s (or Ctrl-C)", d.as_secs_f64()),
+        None => "until Ctrl-C or the end of the process".to_string(),
+    };
+    format!(
+        "sampling {} at {} Hz {until}",
+        targets.join(", "),
+        opts.frequency
+    )
+}

@@ -37,6 +37,18 @@ if [ "${SAMPLY:-1}" = 1 ] && ! command -v samply >/dev/null; then
   cargo install --quiet --locked samply || true
 fi
 [ "${SAMPLY:-1}" = 1 ] && command -v samply >/dev/null && HAVE_SAMPLY=1
+# samply refuses to run above kernel.perf_event_paranoid 1, even as root: lower it for this
+# script (root only) and put it back when it ends.
+PARANOID=$(cat /proc/sys/kernel/perf_event_paranoid)
+if [ "$HAVE_SAMPLY" = 1 ] && [ "$PARANOID" -gt 1 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo 1 >/proc/sys/kernel/perf_event_paranoid
+    trap 'echo "$PARANOID" >/proc/sys/kernel/perf_event_paranoid; rm -rf "$WORK"' EXIT
+  else
+    say "samply needs kernel.perf_event_paranoid <= 1 (it is $PARANOID): leaving samply out"
+    HAVE_SAMPLY=0
+  fi
+fi
 
 say "building ember (release) and the workloads"
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"

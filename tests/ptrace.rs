@@ -342,3 +342,63 @@ fn statuses_crashes_and_job_control_under_ptrace() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(3));
 }
+
+/// Busy loops on every core, killed when dropped: a machine where the target must share.
+struct CpuHogs(Vec<Child>);
+
+impl CpuHogs {
+    fn start() -> CpuHogs {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        CpuHogs(
+            (0..n)
+                .map(|_| {
+                    Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("sh")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuHogs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// With a busy loop on every core the target is preempted for its time slice where the
+/// kernel next reads its run time — often inside `clock_gettime` — and a ptrace stop there
+/// would put that CPU time in the syscall: the shares must still match the program's own.
+#[test]
+fn cpu_shares_hold_with_every_core_busy() {
+    let _serial = serial();
+    let exe = workload("shares", Build::NoFramePointers);
+    let _hogs = CpuHogs::start();
+    for backend in BACKENDS {
+        let dir = scratch();
+        let folded = dir.path().join("busy.folded");
+        let out = record_ok(&[
+            "--backend",
+            backend,
+            "-o",
+            folded.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+            "1.5",
+        ]);
+        let stacks = read_folded(&folded);
+        assert_samples_cover_cpu(total(&stacks), 1.5, 999, backend);
+        for (func, truth) in truths(&out.stdout) {
+            let share = self_share(&stacks, &func);
+            assert!(
+                (share - truth).abs() < 5.0,
+                "{backend} {func}: {share:.1}% of samples, the program measured {truth:.1}%"
+            );
+        }
+    }
+}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Is the suite green every time? Runs the README's test command (scripts/test.sh) RUNS times,
-# each in a fresh clone of this repository's HEAD (sharing one cargo target directory, so only
-# the first run builds), the last HOG_RUNS of them with a CPU hog busy on every core. Prints one
-# line per run and a tally; the logs stay in WORK (default /tmp/ember-repeat).
+# Is the suite green every time? Runs the README's test command (scripts/test.sh) RUNS times
+# in a fresh clone of this repository's HEAD, cleaned of everything untracked (installed node
+# modules, outputs) before each run; the cargo target directory is kept outside the clone, so
+# only the first run builds. The last HOG_RUNS runs have a CPU hog busy on every core. Prints
+# one line per run and a tally; the logs stay in WORK (default /tmp/ember-repeat).
 #
 #   scripts/repeat-tests.sh [RUNS] [HOG_RUNS]      # default 20 runs, 5 with hogs
 set -euo pipefail
@@ -17,10 +18,11 @@ pass=0
 hogs=()
 stop_hogs() { [ ${#hogs[@]} -eq 0 ] || kill "${hogs[@]}" 2>/dev/null || true; hogs=(); }
 trap stop_hogs EXIT
+clone="$WORK/clone"
+rm -rf "$clone"
+git clone -q "$ROOT" "$clone"
 for i in $(seq "$RUNS"); do
-  clone="$WORK/clone"
-  rm -rf "$clone"
-  git clone -q "$ROOT" "$clone"
+  git -C "$clone" clean -xdfq
   with=""
   if [ "$i" -gt $((RUNS - HOG_RUNS)) ]; then
     for _ in $(seq "$(nproc)"); do
@@ -38,6 +40,5 @@ for i in $(seq "$RUNS"); do
   fi
   stop_hogs
   echo "run $i of $RUNS ($commit$with): $result in $(($(date +%s) - start)) s"
-  rm -rf "$clone"
 done
 echo "$pass of $RUNS runs green"

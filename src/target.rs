@@ -125,6 +125,16 @@ pub struct GatedChild {
     exit: Option<i32>,
 }
 
+/// The exit code a process that ended with `status` stands for, as a shell gives it: its exit
+/// status, or 128+N when signal N killed it. `None` while it has not ended.
+pub fn exit_code(status: &WaitStatus) -> Option<i32> {
+    match *status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
 impl GatedChild {
     /// Fork a child that waits on a pipe, then execs `argv` (resolved through `$PATH`).
     pub fn spawn(argv: &[String]) -> Result<GatedChild, TargetError> {
@@ -228,9 +238,7 @@ impl GatedChild {
             return self.exit;
         }
         self.exit = match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => Some(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
-            Ok(_) => None,
+            Ok(status) => exit_code(&status),
             Err(_) => Some(1),
         };
         self.exit
@@ -248,8 +256,9 @@ impl GatedChild {
                 return code;
             }
             self.exit = match waitpid(self.pid, None) {
-                Ok(WaitStatus::Exited(_, code)) => Some(code),
-                Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    exit_code(&status)
+                }
                 // Traced by ember's ptrace backend and stopped (at its exit, say): let it go
                 // on, with the signal it stopped for, or this wait never ends.
                 Ok(WaitStatus::Stopped(_, sig)) => {

@@ -426,12 +426,11 @@ impl PtraceSampler {
 
     fn on_status(&mut self, tid: u32, status: i32) {
         let time = now_ns();
-        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            let code = if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                128 + libc::WTERMSIG(status)
-            };
+        let ended =
+            nix::sys::wait::WaitStatus::from_raw(nix::unistd::Pid::from_raw(tid as i32), status)
+                .ok()
+                .and_then(|s| crate::target::exit_code(&s));
+        if let Some(code) = ended {
             self.on_gone(tid, code, time);
             return;
         }

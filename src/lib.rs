@@ -18,6 +18,7 @@ compile_error!(
 
 pub mod cargo;
 pub mod cli;
+pub mod linux;
 pub mod load;
 pub mod modules;
 pub mod output;

@@ -349,7 +349,7 @@ fn own_vdso() -> Option<Vec<u8>> {
     }
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     let line = maps.lines().find(|l| l.ends_with("[vdso]"))?;
-    let m = crate::process::parse_maps_line(line)?;
+    let m = crate::linux::parse_maps_line(line)?;
     if m.start != start || m.end <= m.start || m.end - m.start > 1 << 20 {
         return None;
     }

@@ -272,7 +272,7 @@ impl ProcessTable {
         }
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
         for line in maps.lines() {
-            if let Some(m) = parse_maps_line(line) {
+            if let Some(m) = crate::linux::parse_maps_line(line) {
                 if m.executable {
                     self.on_mmap(pid, m.start, m.end - m.start, m.offset, m.dev_ino, m.path);
                 }
@@ -290,84 +290,9 @@ impl ProcessTable {
     }
 }
 
-/// One line of `/proc/PID/maps`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapsLine<'a> {
-    pub start: u64,
-    pub end: u64,
-    pub executable: bool,
-    pub offset: u64,
-    /// (major, minor, inode); `None` for anonymous memory.
-    pub dev_ino: Option<(u32, u32, u64)>,
-    /// The path or pseudo-name (`[vdso]`); empty for anonymous memory.
-    pub path: &'a str,
-}
-
-/// Parse `start-end perms offset maj:min inode   path`.
-pub fn parse_maps_line(line: &str) -> Option<MapsLine<'_>> {
-    let mut rest = line;
-    let mut field = || {
-        let r = rest.trim_start();
-        let end = r.find(' ').unwrap_or(r.len());
-        let (f, tail) = r.split_at(end);
-        rest = tail;
-        f
-    };
-    let (range, perms, offset, dev, inode) = (field(), field(), field(), field(), field());
-    let path = rest.trim_start();
-    let (start, end) = range.split_once('-')?;
-    let start = u64::from_str_radix(start, 16).ok()?;
-    let end = u64::from_str_radix(end, 16).ok()?;
-    if end < start || perms.len() < 3 {
-        return None;
-    }
-    let offset = u64::from_str_radix(offset, 16).ok()?;
-    let (maj, min) = dev.split_once(':')?;
-    let maj = u32::from_str_radix(maj, 16).ok()?;
-    let min = u32::from_str_radix(min, 16).ok()?;
-    let inode: u64 = inode.parse().ok()?;
-    Some(MapsLine {
-        start,
-        end,
-        executable: perms.as_bytes()[2] == b'x',
-        offset,
-        dev_ino: (inode != 0).then_some((maj, min, inode)),
-        path,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_proc_maps_lines() {
-        let l = parse_maps_line(
-            "7f1c2a028000-7f1c2a1bd000 r-xp 00028000 fe:01 1835056                    /usr/lib/x86_64-linux-gnu/libc.so.6",
-        )
-        .unwrap();
-        assert_eq!(l.start, 0x7f1c2a028000);
-        assert_eq!(l.end, 0x7f1c2a1bd000);
-        assert!(l.executable);
-        assert_eq!(l.offset, 0x28000);
-        assert_eq!(l.dev_ino, Some((0xfe, 1, 1835056)));
-        assert_eq!(l.path, "/usr/lib/x86_64-linux-gnu/libc.so.6");
-        let v = parse_maps_line(
-            "7ffd5b7f0000-7ffd5b7f2000 r-xp 00000000 00:00 0                          [vdso]",
-        )
-        .unwrap();
-        assert_eq!(v.path, "[vdso]");
-        assert_eq!(v.dev_ino, None);
-        let anon = parse_maps_line("7f00-8f00 rw-p 00000000 00:00 0 ").unwrap();
-        assert_eq!(anon.path, "");
-        assert!(!anon.executable);
-        let spaces =
-            parse_maps_line("1000-2000 r-xp 00000000 08:01 12 /tmp/a b (deleted)").unwrap();
-        assert_eq!(spaces.path, "/tmp/a b (deleted)");
-        assert!(parse_maps_line("garbage").is_none());
-        assert!(parse_maps_line("2000-1000 r-xp 0 0:0 0 x").is_none());
-        assert!(parse_maps_line("").is_none());
-    }
 
     #[test]
     fn seeds_from_our_own_process() {

@@ -46,21 +46,9 @@ pub fn sudo_invoker() -> Option<(u32, u32)> {
     (uid != 0).then_some((uid, gid))
 }
 
-/// Read the state letter and flags of a process from `/proc/PID/stat`.
-fn proc_state(pid: u32) -> Option<(char, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The name is in parentheses and may contain anything: parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    // Field 9 of stat (flags) is the 7th after the name.
-    let flags = fields.get(6)?.parse().ok()?;
-    Some((state, flags))
-}
-
 /// Is the process still running (not gone, not a zombie)?
 pub fn is_alive(pid: u32) -> bool {
-    matches!(proc_state(pid), Some((s, _)) if s != 'Z' && s != 'X')
+    matches!(crate::linux::proc_state(pid), Some((s, _)) if s != 'Z' && s != 'X')
 }
 
 /// Check that `pid` names a process ember can attach to, with a message that says why not.
@@ -69,7 +57,7 @@ pub fn check_attachable(pid: u32) -> Result<(), TargetError> {
     if pid == std::process::id() {
         return Err(TargetError::Myself);
     }
-    match proc_state(pid) {
+    match crate::linux::proc_state(pid) {
         None => Err(TargetError::NoSuchProcess(pid)),
         Some((_, flags)) if flags & PF_KTHREAD != 0 => Err(TargetError::KernelThread(pid)),
         Some(('Z' | 'X', _)) => Err(TargetError::Exited(pid)),

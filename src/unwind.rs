@@ -48,7 +48,7 @@ impl StackUnwinder {
     pub fn new(mode: CallGraph) -> Self {
         StackUnwinder {
             mode,
-            max_stack: crate::sampler::perf::read_sysctl("kernel.perf_event_max_stack")
+            max_stack: crate::linux::read_sysctl("kernel.perf_event_max_stack")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(127),
             cache: CacheX86_64::new(),

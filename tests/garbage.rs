@@ -57,7 +57,7 @@ fn folded_pprof_maps_and_perf_maps() {
         let _ = ember::load::parse(std::path::Path::new("x"), &b);
         let _ = ember::symbolize::perfmap::PerfMap::parse(&text);
         for line in text.lines() {
-            let _ = ember::process::parse_maps_line(line);
+            let _ = ember::linux::parse_maps_line(line);
         }
         let _ = ember::symbolize::kernel::KernelSymbols::parse(&text);
     }

@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     for line in text.lines() {
-        let _ = ember::process::parse_maps_line(line);
+        let _ = ember::linux::parse_maps_line(line);
     }
     let m = ember::symbolize::perfmap::PerfMap::parse(&text);
     let _ = m.lookup(0x1000);

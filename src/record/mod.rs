@@ -95,7 +95,7 @@ struct SamplingEnd {
     live: reader::Live,
     stop: reader::Stop,
     unwind: UnwindStats,
-    event: crate::sampler::perf::OpenedEvent,
+    event: crate::sampler::OpenedEvent,
     detail: String,
     reader: start::ReaderSetup,
 }

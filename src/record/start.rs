@@ -8,9 +8,9 @@ use super::collector::Collector;
 use super::reader::{sample_until, Live, Processing, ReadPlan, Stop};
 use super::{RecordError, RecordOptions};
 use crate::output;
-use crate::sampler::perf::{KernelFrames, OpenedEvent, PerfConfig, PerfError, PerfSampler};
+use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
 use crate::sampler::ptrace::{PtraceConfig, PtraceError, PtraceSampler};
-use crate::sampler::{self, Backend, SampleLayout, Sampler};
+use crate::sampler::{self, Backend, OpenedEvent, SampleLayout, Sampler};
 use crate::target::{self, GatedChild};
 
 /// A sampler running on its target, the command not released yet.

@@ -206,6 +206,13 @@ pub enum Backend {
     Ptrace,
 }
 
+/// Which event ended up being used, for the summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenedEvent {
+    pub name: &'static str,
+    pub kernel_included: bool,
+}
+
 /// What a sampler knows of the launched command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommandState {
@@ -234,7 +241,7 @@ pub trait Sampler {
     fn disable(&mut self);
 
     /// What samples stand for (the event), for the summary and the SVG subtitle.
-    fn event(&self) -> perf::OpenedEvent;
+    fn event(&self) -> OpenedEvent;
 
     /// How sampling was set up and went, for `-v`.
     fn detail(&self) -> String;

@@ -8,7 +8,8 @@ use std::sync::atomic::{fence, Ordering};
 use perf_event_open_sys as sys;
 
 use super::records::{self, RecordHeader, SampleLayout};
-use super::{CallGraph, RecordBatch, Sampler};
+use super::{CallGraph, OpenedEvent, RecordBatch, Sampler};
+use crate::linux;
 
 /// Largest user-stack copy the kernel accepts in one sample (the record size is a u16).
 pub const MAX_STACK_SIZE: u32 = 65528 - 512;
@@ -78,13 +79,6 @@ pub enum KernelFrames {
     Require,
     /// Never (`--user-only`).
     Exclude,
-}
-
-/// Which event ended up being used, for the summary.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OpenedEvent {
-    pub name: &'static str,
-    pub kernel_included: bool,
 }
 
 struct RingBuffer {
@@ -217,45 +211,9 @@ fn page_size() -> usize {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
-/// The CPUs the kernel reports online, e.g. "0-3,6".
-pub fn online_cpus() -> io::Result<Vec<u32>> {
-    let s = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
-    parse_cpu_list(&s).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, s))
-}
-
-pub fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
-    let mut cpus = Vec::new();
-    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
-                if b < a || b - a > 65536 {
-                    return None;
-                }
-                cpus.extend(a..=b);
-            }
-            None => cpus.push(part.parse().ok()?),
-        }
-    }
-    Some(cpus)
-}
-
-pub fn read_sysctl(name: &str) -> Option<String> {
-    let path = format!("/proc/sys/{}", name.replace('.', "/"));
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
 /// Why perf events are refused here, as far as ember can tell, and what to do.
 fn refusal_reason() -> String {
-    let seccomp = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim() == "2"))
-        })
-        .unwrap_or(false);
+    let seccomp = linux::status_field("self", "Seccomp").is_some_and(|v| v == "2");
     if seccomp {
         "A seccomp filter refuses perf_event_open in this process (Docker's default profile \
          does). Run the container with `--cap-add PERFMON` (Docker 20.10 and later allow \
@@ -312,8 +270,8 @@ impl PerfSampler {
     }
 
     fn open(target: &EventTarget, config: &PerfConfig) -> Result<PerfSampler, PerfError> {
-        if let Some(max) =
-            read_sysctl("kernel.perf_event_max_sample_rate").and_then(|s| s.parse::<u64>().ok())
+        if let Some(max) = linux::read_sysctl("kernel.perf_event_max_sample_rate")
+            .and_then(|s| s.parse::<u64>().ok())
         {
             if config.frequency > max {
                 return Err(PerfError::FrequencyTooHigh {
@@ -322,7 +280,7 @@ impl PerfSampler {
                 });
             }
         }
-        let cpus = online_cpus().map_err(PerfError::Cpus)?;
+        let cpus = linux::online_cpus().map_err(PerfError::Cpus)?;
         let mut stack_size = (config.stack_size.min(MAX_STACK_SIZE)) & !7;
         let mut notes = Vec::new();
         let wanted = match config.buffer_size {
@@ -405,7 +363,7 @@ impl PerfSampler {
         let (cpu, e) = last_err.expect("at least one attempt");
         if is_permission_error(&e) {
             return Err(PerfError::Refused {
-                paranoid: read_sysctl("kernel.perf_event_paranoid")
+                paranoid: linux::read_sysctl("kernel.perf_event_paranoid")
                     .unwrap_or_else(|| "unknown".into()),
                 error: e,
                 why: refusal_reason(),
@@ -638,15 +596,6 @@ fn open_one(attr: &mut sys::bindings::perf_event_attr, tid: u32, cpu: u32) -> io
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The thread ids of a process, from `/proc/PID/task`.
-pub fn list_threads(pid: u32) -> io::Result<Vec<u32>> {
-    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    tids.sort_unstable();
-    Ok(tids)
-}
-
 /// The largest buffer (in data pages, a power of two, at most `wanted`) that can be mapped
 /// `count` times at once under this user's locked-memory limits, found by mapping buffers of
 /// a dummy event on ember itself. Root is not limited.
@@ -721,7 +670,7 @@ fn open_all(
             for _round in 0..8 {
                 let mut new = Vec::new();
                 for &pid in pids {
-                    let tids = list_threads(pid).map_err(|e| (0, e))?;
+                    let tids = linux::list_threads(pid).map_err(|e| (0, e))?;
                     new.extend(tids.into_iter().filter(|t| !done.contains(t)));
                 }
                 if new.is_empty() {
@@ -784,14 +733,6 @@ fn map_buffers(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0-1\n"), Some(vec![0, 1]));
-        assert_eq!(parse_cpu_list("0,2-4,7"), Some(vec![0, 2, 3, 4, 7]));
-        assert_eq!(parse_cpu_list("x"), None);
-        assert_eq!(parse_cpu_list("3-1"), None);
-    }
 
     #[test]
     fn buffers_are_powers_of_two_and_hold_many_samples() {

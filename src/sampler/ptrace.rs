@@ -19,11 +19,11 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use super::encode::{self, Mmap, Sample};
-use super::perf::OpenedEvent;
 use super::{
-    monotonic_ns as now_ns, CommandState, RecordBatch, SampleLayout, Sampler, UserRegs, WaitReason,
+    monotonic_ns as now_ns, CommandState, OpenedEvent, RecordBatch, SampleLayout, Sampler,
+    UserRegs, WaitReason,
 };
-use crate::process::parse_maps_line;
+use crate::linux::{self, parse_maps_line};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PtraceError {
@@ -218,14 +218,6 @@ fn event_msg(tid: u32) -> u64 {
     msg as u64
 }
 
-/// A field of `/proc/TID/status` (`Tgid`, `PPid`).
-fn status_field(tid: u32, field: &str) -> Option<u32> {
-    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// The state letter of a thread from its open `stat` file.
 fn thread_state(stat: &File, buf: &mut [u8; 512]) -> Option<u8> {
     let n = stat.read_at(buf, 0).ok()?;
@@ -235,12 +227,9 @@ fn thread_state(stat: &File, buf: &mut [u8; 512]) -> Option<u8> {
     s.get(close + 2).copied()
 }
 
-fn comm_of(pid: u32, tid: u32) -> Vec<u8> {
-    let mut c = std::fs::read(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
-    if c.last() == Some(&b'\n') {
-        c.pop();
-    }
-    c
+/// A numeric field of `/proc/TID/status` (`Tgid`, `PPid`, `TracerPid`).
+fn status_number(tid: u32, field: &str) -> Option<u32> {
+    linux::status_field(&tid.to_string(), field)?.parse().ok()
 }
 
 impl PtraceSampler {
@@ -319,8 +308,8 @@ impl PtraceSampler {
             // others are found by listing again until the list stands still.
             let mut first = true;
             loop {
-                let tids = super::perf::list_threads(pid)
-                    .map_err(|e| PtraceError::Seize { pid, source: e })?;
+                let tids =
+                    linux::list_threads(pid).map_err(|e| PtraceError::Seize { pid, source: e })?;
                 let new: Vec<u32> = tids
                     .into_iter()
                     .filter(|t| !s.tracees.contains_key(t))
@@ -339,7 +328,7 @@ impl PtraceSampler {
                     }
                     first = false;
                     s.tracees.insert(tid, Tracee::new(pid, tid, false));
-                    let name = comm_of(pid, tid);
+                    let name = linux::comm(pid, tid);
                     s.push_with(time, |o| encode::comm(o, pid, tid, &name, false, time));
                 }
             }
@@ -543,12 +532,12 @@ impl PtraceSampler {
     /// its first stop came before its parent's event.
     fn adopt(&mut self, tid: u32, parent: Option<u32>, time: u64) {
         let parent_pid = parent.and_then(|p| self.tracees.get(&p)).map(|t| t.pid);
-        let pid = status_field(tid, "Tgid").or(parent_pid).unwrap_or(tid);
+        let pid = status_number(tid, "Tgid").or(parent_pid).unwrap_or(tid);
         let (ppid, ptid) = if Some(pid) == parent_pid {
             (pid, parent.unwrap_or(pid))
         } else {
             let ppid = parent_pid
-                .or_else(|| status_field(tid, "PPid"))
+                .or_else(|| status_number(tid, "PPid"))
                 .unwrap_or(0);
             (ppid, parent.unwrap_or(ppid))
         };
@@ -581,7 +570,7 @@ impl PtraceSampler {
             // A non-leader that exec'd took the leader's id: its files are the leader's now.
             tr.open(tid);
         }
-        let name = comm_of(pid, tid);
+        let name = linux::comm(pid, tid);
         self.push_with(time, |o| encode::comm(o, pid, tid, &name, true, time));
         self.procs.insert(pid, TracedProcess::default());
         self.scan_maps(pid, time);
@@ -1075,7 +1064,7 @@ impl Tracee {
 }
 
 fn refusal(pid: u32, e: io::Error) -> PtraceError {
-    if let Some(tracer) = status_field(pid, "TracerPid").filter(|&t| t != 0) {
+    if let Some(tracer) = status_number(pid, "TracerPid").filter(|&t| t != 0) {
         return PtraceError::AlreadyTraced { pid, tracer };
     }
     if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {

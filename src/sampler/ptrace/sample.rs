@@ -1,0 +1,165 @@
+//! Reading a stopped tracee: its registers and a copy of its stack, written as a perf sample
+//! record.
+
+use super::*;
+
+impl PtraceSampler {
+    /// Read a stopped thread's registers, and its stack into `self.stack`.
+    pub(super) fn capture(&mut self, tid: u32) -> Option<(libc::user_regs_struct, usize)> {
+        // SAFETY: user_regs_struct is plain data; GETREGS fills it.
+        let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+        ptrace(
+            libc::PTRACE_GETREGS,
+            tid,
+            0,
+            &mut regs as *mut libc::user_regs_struct as usize,
+        )
+        .ok()?;
+        let n = read_stack(tid, regs.rsp, &mut self.stack);
+        Some((regs, n))
+    }
+
+    /// Write the sample captured from `tid`, after reading the process's mappings again if
+    /// they may have changed.
+    pub(super) fn emit(
+        &mut self,
+        tid: u32,
+        seen: Seen,
+        count: u32,
+        (regs, n): (libc::user_regs_struct, usize),
+        time: u64,
+    ) {
+        let user = UserRegs {
+            ip: regs.rip,
+            sp: regs.rsp,
+            bp: regs.rbp,
+        };
+        let off_cpu = match seen {
+            Seen::Running => None,
+            Seen::Waiting => {
+                // orig_rax holds the syscall number while in one, -1 otherwise.
+                let mut reason = if (regs.orig_rax as i64) < 0 {
+                    WaitReason::Unknown
+                } else {
+                    WaitReason::Syscall(regs.orig_rax)
+                };
+                let Some(t) = self.tracees.get_mut(&tid) else {
+                    return;
+                };
+                if reason == WaitReason::Syscall(RESTART_SYSCALL) {
+                    // A wait ember interrupted before, resumed by the kernel: still the
+                    // syscall it was.
+                    if let Some(w) = &t.wait {
+                        reason = w.reason;
+                    }
+                }
+                t.wait = Some(WaitSite { regs: user, reason });
+                Some(reason)
+            }
+        };
+        self.write_sample(tid, user, n, off_cpu, count, time);
+    }
+
+    /// Write a sample whose stack is the first `n` bytes of `self.stack`.
+    pub(super) fn write_sample(
+        &mut self,
+        tid: u32,
+        regs: UserRegs,
+        n: usize,
+        off_cpu: Option<WaitReason>,
+        count: u32,
+        time: u64,
+    ) {
+        let Some(pid) = self.tracees.get(&tid).map(|t| t.pid) else {
+            return;
+        };
+        // Libraries come and go (the loader, dlopen, JIT): look again now and then, and at
+        // once when the thread runs code outside every mapping seen so far.
+        let due = self.procs.get(&pid).is_none_or(|p| {
+            let known = p.ranges.iter().any(|&(s, e)| regs.ip >= s && regs.ip < e);
+            time >= p.scanned + if known { p.gap } else { MIN_RESCAN_NS }
+        });
+        if due {
+            self.scan_maps(pid, time);
+        }
+        let stack = std::mem::take(&mut self.stack);
+        let s = Sample {
+            pid,
+            tid,
+            time,
+            cpu: 0,
+            regs,
+            stack: &stack[..n],
+            off_cpu,
+        };
+        // A thread due several samples (it was not caught running for a while) gets them
+        // all here: copies of one record.
+        for _ in 0..count {
+            self.push_with(time, |o| encode::sample(o, &s));
+        }
+        self.stack = stack;
+        self.stats.samples += u64::from(count);
+    }
+}
+
+/// Copy up to `buf.len()` bytes of a thread's stack from `sp` up; returns how many could be
+/// read (the copy stops at the first unmapped page).
+pub(super) fn read_stack(tid: u32, sp: u64, buf: &mut [u8]) -> usize {
+    const PAGE: u64 = 4096;
+    let len = buf.len() as u64;
+    let mut remote = Vec::with_capacity((len / PAGE + 2) as usize);
+    let mut at = sp;
+    let end = sp.saturating_add(len);
+    while at < end {
+        let next = ((at / PAGE) + 1) * PAGE;
+        let stop = next.min(end);
+        remote.push(libc::iovec {
+            iov_base: at as *mut libc::c_void,
+            iov_len: (stop - at) as usize,
+        });
+        at = stop;
+    }
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: local points to `buf`, which is valid for writes of its length; the remote
+    // ranges are only read by the kernel, which checks them.
+    let n = unsafe {
+        libc::process_vm_readv(
+            tid as libc::pid_t,
+            &local,
+            1,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    n.max(0) as usize
+}
+
+pub(super) fn event_msg(tid: u32) -> u64 {
+    let mut msg: libc::c_ulong = 0;
+    let _ = ptrace(
+        libc::PTRACE_GETEVENTMSG,
+        tid,
+        0,
+        &mut msg as *mut libc::c_ulong as usize,
+    );
+    msg as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_stack_up_to_the_end_of_the_mapping() {
+        let x = 0u64;
+        let sp = &x as *const u64 as u64;
+        let mut buf = vec![0u8; 4096];
+        assert_eq!(read_stack(std::process::id(), sp, &mut buf), 4096);
+        // Past the end of the address space: nothing.
+        assert_eq!(read_stack(std::process::id(), u64::MAX - 8192, &mut buf), 0);
+    }
+}

@@ -1,0 +1,232 @@
+//! Following the tracees: what each ptrace stop means (an interrupt of ours, a new thread or
+//! process, an exec, a signal, an exit) and resuming them.
+
+use super::*;
+
+impl PtraceSampler {
+    pub(super) fn on_status(&mut self, tid: u32, status: i32) {
+        let time = now_ns();
+        let ended =
+            nix::sys::wait::WaitStatus::from_raw(nix::unistd::Pid::from_raw(tid as i32), status)
+                .ok()
+                .and_then(|s| crate::target::exit_code(&s));
+        if let Some(code) = ended {
+            self.on_gone(tid, code, time);
+            return;
+        }
+        if !libc::WIFSTOPPED(status) {
+            return;
+        }
+        if !self.tracees.contains_key(&tid) {
+            self.adopt(tid, None, time);
+        }
+        let sig = libc::WSTOPSIG(status);
+        // The signal to deliver when resuming: only a signal-delivery-stop has one.
+        let mut deliver = 0;
+        match status >> 16 {
+            libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK => {
+                let new = event_msg(tid) as u32;
+                if new != 0 && !self.tracees.contains_key(&new) {
+                    self.adopt(new, Some(tid), time);
+                }
+            }
+            libc::PTRACE_EVENT_EXEC => {
+                let former = event_msg(tid) as u32;
+                self.on_exec(tid, former, time);
+            }
+            libc::PTRACE_EVENT_EXIT => {
+                // The thread is on its way out: its stack is the exit path, not where it
+                // worked. CPU time it used since its last sample cannot be placed; say how
+                // much, rather than drop it silently.
+                let period = self.interval_ns;
+                let t = self.tracees.get_mut(&tid).expect("adopted");
+                if t.pending.take().is_some() {
+                    self.pending -= 1;
+                }
+                let pid = t.pid;
+                let lost = if self.config.off_cpu {
+                    0
+                } else {
+                    u64::from(t.samples_due(period))
+                };
+                if lost > 0 {
+                    // Reported as the kernel reports its losses, so the summary and the SVG
+                    // count them.
+                    self.stats.unsampled += lost;
+                    self.push_with(time, |o| encode::lost(o, pid, tid, lost, time));
+                }
+                self.resume(tid, 0);
+                return;
+            }
+            libc::PTRACE_EVENT_STOP if sig != libc::SIGTRAP => {
+                // A group-stop (SIGSTOP, ^Z): stay stopped, as without ember, but keep
+                // hearing of the tracee.
+                let t = self.tracees.get_mut(&tid).expect("adopted");
+                t.group_stopped = true;
+                if t.pending.take().is_some() {
+                    self.pending -= 1;
+                }
+                if self.detached {
+                    self.resume(tid, 0);
+                } else {
+                    let _ = ptrace(libc::PTRACE_LISTEN, tid, 0, 0);
+                }
+                return;
+            }
+            // Our interrupt, a new tracee's first stop, or the end of a group-stop.
+            libc::PTRACE_EVENT_STOP => {}
+            // A signal on its way to the tracee: deliver it.
+            0 => deliver = sig,
+            _ => {}
+        }
+        // Any stop uses up a pending interrupt (the kernel clears it), so a thread waiting to
+        // be sampled is sampled at whichever stop comes first.
+        let t = self.tracees.get_mut(&tid).expect("adopted");
+        t.group_stopped = false;
+        match t.pending.take() {
+            Some(seen) => {
+                self.pending -= 1;
+                let n = match seen {
+                    Seen::Running if !self.config.off_cpu => {
+                        if !self.detached && t.waited_since_interrupt() {
+                            self.stats.deferred += 1;
+                            0
+                        } else {
+                            t.samples_due(self.interval_ns)
+                        }
+                    }
+                    _ => 1 + std::mem::take(&mut t.ticks_waiting),
+                };
+                // Resume before writing the record: the thread waits only for the copy.
+                let regs = if n > 0 { self.capture(tid) } else { None };
+                self.resume(tid, deliver);
+                if let Some(regs) = regs {
+                    self.emit(tid, seen, n, regs, time);
+                }
+            }
+            None => self.resume(tid, deliver),
+        }
+    }
+
+    /// Let a stopped thread go on with `sig` (0: none): resumed, or detached once ember is
+    /// detaching. A thread killed meanwhile reports its exit through waitpid.
+    pub(super) fn resume(&mut self, tid: u32, sig: i32) {
+        let request = if self.detached {
+            libc::PTRACE_DETACH
+        } else {
+            libc::PTRACE_CONT
+        };
+        let _ = ptrace(request, tid, 0, sig as usize);
+    }
+
+    /// A thread or process ember had not heard of: `parent` made it (clone/fork event), or
+    /// its first stop came before its parent's event.
+    pub(super) fn adopt(&mut self, tid: u32, parent: Option<u32>, time: u64) {
+        let parent_pid = parent.and_then(|p| self.tracees.get(&p)).map(|t| t.pid);
+        let pid = status_number(tid, "Tgid").or(parent_pid).unwrap_or(tid);
+        let (ppid, ptid) = if Some(pid) == parent_pid {
+            (pid, parent.unwrap_or(pid))
+        } else {
+            let ppid = parent_pid
+                .or_else(|| status_number(tid, "PPid"))
+                .unwrap_or(0);
+            (ppid, parent.unwrap_or(ppid))
+        };
+        self.tracees.insert(tid, Tracee::new(pid, tid, true));
+        if !self.procs.contains_key(&pid) {
+            // A new process starts with a copy of its parent's address space.
+            let copy = self.procs.get(&ppid).cloned().unwrap_or_default();
+            self.procs.insert(pid, copy);
+        }
+        self.push_with(time, |o| encode::task(o, false, pid, ppid, tid, ptid, time));
+    }
+
+    pub(super) fn on_exec(&mut self, tid: u32, former: u32, time: u64) {
+        let pid = self.tracees.get(&tid).map(|t| t.pid).unwrap_or(tid);
+        // Every other thread of the old program is gone; a non-leader that exec'd now has
+        // the leader's id.
+        let others: Vec<u32> = self
+            .tracees
+            .iter()
+            .filter(|(&t, tr)| tr.pid == pid && t != tid)
+            .map(|(&t, _)| t)
+            .collect();
+        for t in others {
+            if t != former {
+                self.push_with(time, |o| encode::task(o, true, pid, pid, t, t, time));
+            }
+            self.forget(t);
+        }
+        if let Some(tr) = self.tracees.get_mut(&tid) {
+            // A non-leader that exec'd took the leader's id: its files are the leader's now.
+            tr.open(tid);
+        }
+        let name = linux::comm(pid, tid);
+        self.push_with(time, |o| encode::comm(o, pid, tid, &name, true, time));
+        self.procs.insert(pid, TracedProcess::default());
+        self.scan_maps(pid, time);
+    }
+
+    pub(super) fn forget(&mut self, tid: u32) {
+        if let Some(t) = self.tracees.remove(&tid) {
+            if t.pending.is_some() {
+                self.pending -= 1;
+            }
+        }
+    }
+
+    pub(super) fn on_gone(&mut self, tid: u32, code: i32, time: u64) {
+        if Some(tid) == self.root {
+            self.root_exit = Some(code);
+        }
+        let Some(pid) = self.tracees.get(&tid).map(|t| t.pid) else {
+            return;
+        };
+        self.forget(tid);
+        self.push_with(time, |o| encode::task(o, true, pid, pid, tid, tid, time));
+        if tid == pid {
+            self.procs.remove(&pid);
+        }
+    }
+
+    /// Read `/proc/PID/maps` and write the executable mappings not written yet.
+    pub(super) fn scan_maps(&mut self, pid: u32, time: u64) {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return;
+        };
+        let mut new = Vec::new();
+        let proc = self.procs.entry(pid).or_default();
+        proc.scanned = time;
+        let before = proc.written.len();
+        for line in maps.lines() {
+            let Some(m) = parse_maps_line(line) else {
+                continue;
+            };
+            if !m.executable {
+                continue;
+            }
+            let ino = m.dev_ino.map(|d| d.2).unwrap_or(0);
+            if proc.written.insert((m.start, m.end, m.offset, ino)) {
+                proc.ranges.push((m.start, m.end));
+                new.push(Mmap {
+                    pid,
+                    start: m.start,
+                    len: m.end - m.start,
+                    pgoff: m.offset,
+                    dev_ino: m.dev_ino,
+                    prot: (libc::PROT_READ | libc::PROT_EXEC) as u32,
+                    filename: m.path.as_bytes(),
+                    time,
+                });
+            }
+        }
+        proc.gap = if proc.written.len() > before {
+            MIN_RESCAN_NS
+        } else {
+            (proc.gap * 2).clamp(MIN_RESCAN_NS, RESCAN_NS)
+        };
+        for m in &new {
+            self.push_with(time, |o| encode::mmap2(o, m));
+        }
+    }
+}

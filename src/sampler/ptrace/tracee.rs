@@ -1,0 +1,198 @@
+//! One traced thread: its open /proc files, its CPU-time accounting (how many samples a
+//! stop counts for), and what it was last sampled waiting in.
+
+use super::*;
+
+/// How a thread was found before it was interrupted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Seen {
+    Running,
+    Waiting,
+}
+
+pub(super) struct Tracee {
+    /// The process (thread group) it belongs to.
+    pub(super) pid: u32,
+    /// `/proc/PID/task/TID/stat`, `schedstat` and `syscall`, kept open: read on ticks.
+    pub(super) stat: Option<File>,
+    pub(super) schedstat: Option<File>,
+    pub(super) syscall: Option<File>,
+    /// Where it was last sampled waiting (off-CPU mode).
+    pub(super) wait: Option<WaitSite>,
+    /// `R` means running *or runnable*: threads sharing a core are all `R`. So that samples
+    /// follow CPU time as perf's do, a stopped thread counts one sample per period of CPU
+    /// time it used since its last stop (`cpu_ns`, `credit`: exact, as a stop updates the
+    /// kernel's count). Whether to look at a thread at a tick (and stop it if `R`) is decided
+    /// at random with probability `rate`: its share of a CPU over the last window, so that
+    /// threads sharing a core are not all stopped (or even looked at) on every tick for
+    /// nothing. (Random and per window, not by the CPU count per tick: the kernel updates that
+    /// count at scheduler ticks and syscalls, and decisions taken from it would fall in step
+    /// with those.)
+    pub(super) cpu_ns: u64,
+    pub(super) credit: u64,
+    pub(super) rate: Option<f64>,
+    /// The current window: when it began (monotonic ns), the CPU time then (ns), how often
+    /// the thread was looked at since and how often it was found `R`.
+    pub(super) window_start: u64,
+    pub(super) window_cpu: u64,
+    pub(super) looked: u32,
+    pub(super) found_running: u32,
+    /// An interrupt was sent (at `interrupted_at`); the stop it causes is to be sampled as
+    /// this.
+    pub(super) pending: Option<Seen>,
+    pub(super) interrupted_at: u64,
+    /// Wall-clock ticks that passed while an interrupt was pending.
+    pub(super) ticks_waiting: u32,
+    /// Its time spent waiting for a CPU (`schedstat`'s run_delay) when it was interrupted.
+    /// `R` is running or runnable; a runnable thread stops only once it gets a CPU again,
+    /// where it was preempted. A thread whose time slice ran out is preempted where the
+    /// kernel next looks at its run time, which is more often in a syscall that reads it
+    /// (`clock_gettime` of a CPU clock) than anywhere else: sampling there put 9-28 % of a
+    /// CPU-bound program in `clock_gettime` with two CPU hogs running (hot_sixty 45 % instead
+    /// of 60 %). A stop after such a wait (longer than [`PREEMPTED_WAIT_NS`]) is not sampled;
+    /// its CPU time goes to the thread's next stop. (A short wait is ember's own tick on the
+    /// thread's CPU, which preempts it from a timer interrupt: anywhere, so that stop counts.)
+    pub(super) delay_at_interrupt: Option<u64>,
+    /// In a group-stop (SIGSTOP, ^Z): held with `PTRACE_LISTEN`, not sampled.
+    pub(super) group_stopped: bool,
+}
+
+/// A thread as it was sampled waiting: registers at the syscall, and which syscall.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WaitSite {
+    pub(super) regs: UserRegs,
+    pub(super) reason: WaitReason,
+}
+
+/// x86-64 `restart_syscall`: what an interrupted sleep continues as.
+pub(super) const RESTART_SYSCALL: u64 = 219;
+
+/// A wait for a CPU longer than this between an interrupt and the stop means the thread was
+/// preempted for its time slice, not by ember's tick (which takes tens of microseconds).
+pub(super) const PREEMPTED_WAIT_NS: u64 = 1_000_000;
+
+/// The most CPU time one stop of a thread is counted for (stops after a wait for a CPU are
+/// not sampled, so a busy thread on a crowded machine can go a while between sampled stops).
+pub(super) const MAX_CREDIT_NS: u64 = 1_000_000_000;
+
+impl Tracee {
+    /// A thread ember starts to follow; `from_start` when it was just created (its CPU time
+    /// so far is to be sampled), not when attaching to it (its past is not).
+    pub(super) fn new(pid: u32, tid: u32, from_start: bool) -> Tracee {
+        let mut t = Tracee {
+            pid,
+            stat: None,
+            schedstat: None,
+            syscall: None,
+            wait: None,
+            cpu_ns: 0,
+            credit: 0,
+            rate: None,
+            window_start: now_ns(),
+            window_cpu: 0,
+            looked: 0,
+            found_running: 0,
+            pending: None,
+            interrupted_at: 0,
+            ticks_waiting: 0,
+            delay_at_interrupt: None,
+            group_stopped: false,
+        };
+        t.open(tid);
+        if !from_start {
+            t.cpu_ns = t.cpu_time().unwrap_or(0);
+            t.window_cpu = t.cpu_ns;
+        }
+        t
+    }
+
+    /// How many on-CPU samples a stop of this thread counts for: one per period of CPU time
+    /// used since the last stop. Without schedstat (a kernel without CONFIG_SCHED_INFO), one.
+    pub(super) fn samples_due(&mut self, period: u64) -> u32 {
+        let Some(cpu) = self.cpu_time() else {
+            return 1;
+        };
+        // Capped at a second's worth, so one stack never takes more than that at once.
+        self.credit =
+            (self.credit + cpu.saturating_sub(self.cpu_ns)).min(MAX_CREDIT_NS.max(period));
+        self.cpu_ns = cpu;
+        let n = self.credit / period;
+        self.credit -= n * period;
+        n as u32
+    }
+
+    pub(super) fn open(&mut self, tid: u32) {
+        let dir = format!("/proc/{}/task/{tid}", self.pid);
+        self.stat = File::open(format!("{dir}/stat")).ok();
+        self.schedstat = File::open(format!("{dir}/schedstat")).ok();
+        self.syscall = File::open(format!("{dir}/syscall")).ok();
+        self.wait = None;
+    }
+
+    /// The user stack pointer and program counter of the syscall the thread is blocked in,
+    /// from `/proc/PID/task/TID/syscall` (readable without stopping the thread).
+    pub(super) fn syscall_site(&self) -> Option<(u64, u64)> {
+        let mut buf = [0u8; 256];
+        let n = self.syscall.as_ref()?.read_at(&mut buf, 0).ok()?;
+        let s = std::str::from_utf8(&buf[..n]).ok()?;
+        // "NR ARG1 .. ARG6 SP PC" while blocked in a syscall; "running" or "-1 SP PC" else.
+        let f: Vec<&str> = s.split_whitespace().collect();
+        if f.len() != 9 {
+            return None;
+        }
+        let hex = |x: &str| u64::from_str_radix(x.trim_start_matches("0x"), 16).ok();
+        Some((hex(f[7])?, hex(f[8])?))
+    }
+
+    /// CPU time used so far (ns), from `schedstat`.
+    pub(super) fn cpu_time(&self) -> Option<u64> {
+        self.schedstat().map(|(cpu, _)| cpu)
+    }
+
+    /// (CPU time, time spent runnable waiting for a CPU) so far (ns), from `schedstat`.
+    pub(super) fn schedstat(&self) -> Option<(u64, u64)> {
+        let mut buf = [0u8; 128];
+        let n = self.schedstat.as_ref()?.read_at(&mut buf, 0).ok()?;
+        let s = std::str::from_utf8(&buf[..n]).ok()?;
+        let mut f = s.split_whitespace().map(|v| v.parse().ok());
+        Some((f.next()??, f.next()??))
+    }
+
+    /// The thread waited for a CPU between its interrupt and this stop: it was runnable, not
+    /// running, when interrupted (see `delay_at_interrupt`).
+    pub(super) fn waited_since_interrupt(&mut self) -> bool {
+        let Some(before) = self.delay_at_interrupt.take() else {
+            return false;
+        };
+        self.schedstat()
+            .is_some_and(|(_, delay)| delay.saturating_sub(before) > PREEMPTED_WAIT_NS)
+    }
+}
+
+/// The state letter of a thread from its open `stat` file.
+pub(super) fn thread_state(stat: &File, buf: &mut [u8; 512]) -> Option<u8> {
+    let n = stat.read_at(buf, 0).ok()?;
+    let s = &buf[..n];
+    // The name is in parentheses and may contain anything: the state follows the last ')'.
+    let close = s.iter().rposition(|&c| c == b')')?;
+    s.get(close + 2).copied()
+}
+
+/// A numeric field of `/proc/TID/status` (`Tgid`, `PPid`, `TracerPid`).
+pub(super) fn status_number(tid: u32, field: &str) -> Option<u32> {
+    linux::status_field(&tid.to_string(), field)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_state_follows_the_last_parenthesis() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("stat");
+        std::fs::write(&p, b"123 (a) b) (c) S 1 2 3").unwrap();
+        let f = File::open(&p).unwrap();
+        assert_eq!(thread_state(&f, &mut [0; 512]), Some(b'S'));
+    }
+}

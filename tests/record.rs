@@ -38,8 +38,13 @@ fn time_shares_match_the_programs_own_measurement() {
             let truth: f64 = it.next().unwrap().parse().unwrap();
             let measured = self_share(&stacks, func);
             eprintln!("{backend} {build:?} {func}: ember {measured:.2}% truth {truth:.2}%");
+            // perf events take ~3,500 independent samples here (1 SD of a 60 % share: 0.8
+            // points). ptrace takes fewer, weighted ones: on a busy machine a thread found
+            // waiting for a CPU is sampled at a later stop with that CPU time too, so fewer
+            // stops carry the same samples (1 SD up to ~1.5 points).
+            let tolerance = if backend == "ptrace" { 5.0 } else { 3.0 };
             assert!(
-                (measured - truth).abs() <= 3.0,
+                (measured - truth).abs() <= tolerance,
                 "{backend} {build:?} {func}: ember says {measured:.2}%, the program measured \
                  {truth:.2}%"
             );
@@ -349,8 +354,9 @@ fn duration_stops_sampling_but_not_the_command() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(started.elapsed() >= std::time::Duration::from_millis(1400));
     let n = total(&read_folded(&folded));
-    // About half a second of samples, not the whole run.
-    assert!((200..=800).contains(&n), "{n} samples");
+    // Half a second of samples at most (one thread cannot use more CPU than that in 0.5 s;
+    // a little over for the start), not the whole run's 1,500; on a busy machine fewer.
+    assert!((1..=650).contains(&n), "{n} samples");
 }
 
 /// The kernel's frame-pointer chain stops at kernel.perf_event_max_stack (127): such stacks

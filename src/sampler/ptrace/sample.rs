@@ -34,29 +34,34 @@ impl PtraceSampler {
             sp: regs.rsp,
             bp: regs.rbp,
         };
+        let Some(t) = self.tracees.get_mut(&tid) else {
+            return;
+        };
+        // orig_rax holds the syscall number while in one, -1 otherwise.
+        let syscall = (regs.orig_rax as i64 >= 0).then_some(regs.orig_rax);
         let off_cpu = match seen {
             Seen::Running => None,
             Seen::Waiting => {
-                // orig_rax holds the syscall number while in one, -1 otherwise.
-                let mut reason = if (regs.orig_rax as i64) < 0 {
-                    WaitReason::Unknown
-                } else {
-                    WaitReason::Syscall(regs.orig_rax)
-                };
-                let Some(t) = self.tracees.get_mut(&tid) else {
-                    return;
-                };
-                if reason == WaitReason::Syscall(RESTART_SYSCALL) {
+                let reason = match syscall {
                     // A wait ember interrupted before, resumed by the kernel: still the
                     // syscall it was.
-                    if let Some(w) = &t.wait {
-                        reason = w.reason;
-                    }
-                }
+                    Some(RESTART_SYSCALL) => t
+                        .wait
+                        .map(|w| w.reason)
+                        .or(t.interrupted_syscall.map(WaitReason::Syscall))
+                        .unwrap_or(WaitReason::Syscall(RESTART_SYSCALL)),
+                    Some(nr) => WaitReason::Syscall(nr),
+                    None => WaitReason::Unknown,
+                };
                 t.wait = Some(WaitSite { regs: user, reason });
                 Some(reason)
             }
         };
+        // Stopped inside a syscall: the kernel restarts it as restart_syscall, which is to
+        // be named as this one.
+        if syscall != Some(RESTART_SYSCALL) {
+            t.interrupted_syscall = syscall;
+        }
         self.write_sample(tid, user, n, off_cpu, count, time);
     }
 

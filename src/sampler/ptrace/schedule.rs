@@ -5,7 +5,9 @@
 use super::*;
 
 impl PtraceSampler {
-    /// One tick: interrupt the threads to sample, sample each as it stops, resume it.
+    /// One tick: choose the threads to sample and interrupt them; each is sampled as it
+    /// stops (the stops come when they come: a runnable thread that waits for a CPU traps
+    /// only once it gets one, and ticks must not wait for that).
     pub(super) fn tick(&mut self) {
         self.stats.ticks += 1;
         let mut buf = [0u8; 512];
@@ -28,81 +30,39 @@ impl PtraceSampler {
             if t.group_stopped || t.pending.is_some() {
                 continue;
             }
-            if self.config.off_cpu {
-                let Some(state) = t.stat.as_ref().and_then(|f| thread_state(f, &mut buf)) else {
-                    continue;
-                };
-                // Wall clock: every thread, every tick, whatever it does.
-                match state {
-                    b'R' => {
-                        t.wait = None;
-                        chosen.push((tid, Seen::Running));
-                    }
-                    b'S' | b'D' | b'I' => match (t.wait, t.syscall_site()) {
-                        // Still in the wait it was sampled in (same syscall site, same stack
-                        // pointer): sample it again without interrupting it. A waiting thread
-                        // is then stopped once per wait, not once per tick.
-                        (Some(w), Some((sp, pc)))
-                            if sp == w.regs.sp && pc.abs_diff(w.regs.ip) <= 2 =>
-                        {
-                            still_waiting.push((tid, w));
-                        }
-                        _ => chosen.push((tid, Seen::Waiting)),
-                    },
-                    _ => {}
-                }
-                continue;
-            }
-            if now >= t.window_start + WINDOW_NS {
-                // Without schedstat (no CONFIG_SCHED_INFO) the rate stays 1: state alone.
-                if let Some(cpu) = t.cpu_time() {
-                    let share =
-                        cpu.saturating_sub(t.window_cpu) as f64 / (now - t.window_start) as f64;
-                    // A thread looked at is stopped only when `R`: divide by how often it
-                    // was found so, to stop it about once per period of CPU it uses.
-                    let found_running = f64::from(t.found_running + 1) / f64::from(t.looked + 1);
-                    // At least a little, so a thread that starts to run is noticed before
-                    // the next window.
-                    t.rate = Some((share / found_running).clamp(0.02, 1.0));
-                    t.window_cpu = cpu;
-                }
-                t.window_start = now;
-                t.looked = 0;
-                t.found_running = 0;
-            }
-            // Chosen first, looked at second: only the chosen threads' state is read, so a
-            // tick costs about as many reads as there are cores busy, not one per thread.
-            // New threads are chosen at every tick until their rate is known: a thread that
-            // lives for a few milliseconds must not end unsampled.
-            let r = (xorshift(&mut self.rng) >> 11) as f64 / (1u64 << 53) as f64;
-            if r >= t.rate.unwrap_or(1.0) {
-                continue;
-            }
-            t.looked += 1;
-            if t.stat.as_ref().and_then(|f| thread_state(f, &mut buf)) == Some(b'R') {
-                t.found_running += 1;
-                chosen.push((tid, Seen::Running));
+            let choice = if self.config.off_cpu {
+                t.wall_clock_choice(&mut buf)
+            } else {
+                t.cpu_choice(now, &mut self.rng, &mut buf)
+            };
+            match choice {
+                Choice::Stop(seen) => chosen.push((tid, seen)),
+                Choice::SampleWithoutStop(site) => still_waiting.push((tid, site)),
+                Choice::Skip => {}
             }
         }
         for (tid, site) in still_waiting {
             self.sample_still_waiting(tid, site, now);
         }
         for (tid, seen) in chosen {
+            self.interrupt(tid, seen, now);
+        }
+    }
+
+    /// Interrupt `tid` to sample it, as `seen`, at its next stop.
+    fn interrupt(&mut self, tid: u32, seen: Seen, now: u64) {
+        if let Some(t) = self.tracees.get_mut(&tid) {
+            t.delay_at_interrupt = t.schedstat().map(|(_, delay)| delay);
+        }
+        if ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0).is_ok() {
             if let Some(t) = self.tracees.get_mut(&tid) {
-                t.delay_at_interrupt = t.schedstat().map(|(_, delay)| delay);
-            }
-            if ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0).is_ok() {
-                if let Some(t) = self.tracees.get_mut(&tid) {
-                    t.pending = Some(seen);
-                    t.ticks_waiting = 0;
-                    self.pending += 1;
-                    t.interrupted_at = now;
-                    self.stats.interrupts += 1;
-                }
+                t.pending = Some(seen);
+                t.ticks_waiting = 0;
+                self.pending += 1;
+                t.interrupted_at = now;
+                self.stats.interrupts += 1;
             }
         }
-        // The stops come when they come: a runnable thread that waits for a CPU traps only
-        // once it gets one, and ticks must not wait for that.
     }
 
     /// Sample a thread that still waits where it was last sampled waiting, without stopping
@@ -111,5 +71,78 @@ impl PtraceSampler {
         let n = read_stack(tid, site.regs.sp, &mut self.stack);
         self.stats.unstopped += 1;
         self.write_sample(tid, site.regs, n, Some(site.reason), 1, time);
+    }
+}
+
+/// What a tick does with one thread.
+enum Choice {
+    Stop(Seen),
+    /// Still in the wait it was last sampled in: sample it again as it was.
+    SampleWithoutStop(WaitSite),
+    Skip,
+}
+
+impl Tracee {
+    /// Wall clock: every thread, every tick, whatever it does.
+    fn wall_clock_choice(&mut self, buf: &mut [u8; 512]) -> Choice {
+        let Some(state) = self.stat.as_ref().and_then(|f| thread_state(f, buf)) else {
+            return Choice::Skip;
+        };
+        match state {
+            b'R' => {
+                self.wait = None;
+                Choice::Stop(Seen::Running)
+            }
+            b'S' | b'D' | b'I' => match (self.wait, self.syscall_site()) {
+                // Still in the wait it was sampled in (same syscall site, same stack pointer):
+                // sample it again without interrupting it. A waiting thread is then stopped
+                // once per wait, not once per tick.
+                (Some(w), Some((sp, pc))) if sp == w.regs.sp && pc.abs_diff(w.regs.ip) <= 2 => {
+                    Choice::SampleWithoutStop(w)
+                }
+                _ => Choice::Stop(Seen::Waiting),
+            },
+            _ => Choice::Skip,
+        }
+    }
+
+    /// CPU time: chosen first, looked at second. Whether to look is drawn at random with the
+    /// thread's rate, so a tick costs about as many reads as there are cores busy, not one
+    /// per thread; a thread looked at is stopped if it is `R`.
+    fn cpu_choice(&mut self, now: u64, rng: &mut u64, buf: &mut [u8; 512]) -> Choice {
+        if now >= self.window_start + WINDOW_NS {
+            self.new_window(now);
+        }
+        // New threads are chosen at every tick until their rate is known: a thread that lives
+        // for a few milliseconds must not end unsampled.
+        let r = (xorshift(rng) >> 11) as f64 / (1u64 << 53) as f64;
+        if r >= self.rate.unwrap_or(1.0) {
+            return Choice::Skip;
+        }
+        self.looked += 1;
+        if self.stat.as_ref().and_then(|f| thread_state(f, buf)) != Some(b'R') {
+            return Choice::Skip;
+        }
+        self.found_running += 1;
+        Choice::Stop(Seen::Running)
+    }
+
+    /// A new window: the rate at which to look at the thread, from the last one.
+    fn new_window(&mut self, now: u64) {
+        // Without schedstat (no CONFIG_SCHED_INFO) the rate stays 1: state alone.
+        if let Some(cpu) = self.cpu_time() {
+            let share =
+                cpu.saturating_sub(self.window_cpu) as f64 / (now - self.window_start) as f64;
+            // A thread looked at is stopped only when `R`: divide by how often it was found
+            // so, to stop it about once per period of CPU it uses.
+            let found_running = f64::from(self.found_running + 1) / f64::from(self.looked + 1);
+            // At least a little, so a thread that starts to run is noticed before the next
+            // window.
+            self.rate = Some((share / found_running).clamp(0.02, 1.0));
+            self.window_cpu = cpu;
+        }
+        self.window_start = now;
+        self.looked = 0;
+        self.found_running = 0;
     }
 }

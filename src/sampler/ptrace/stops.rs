@@ -4,6 +4,7 @@
 use super::*;
 
 impl PtraceSampler {
+    /// A tracee changed state (`status` from waitpid): it ended, or stopped for a reason.
     pub(super) fn on_status(&mut self, tid: u32, status: i32) {
         let time = now_ns();
         let ended =
@@ -35,42 +36,11 @@ impl PtraceSampler {
                 self.on_exec(tid, former, time);
             }
             libc::PTRACE_EVENT_EXIT => {
-                // The thread is on its way out: its stack is the exit path, not where it
-                // worked. CPU time it used since its last sample cannot be placed; say how
-                // much, rather than drop it silently.
-                let period = self.interval_ns;
-                let t = self.tracees.get_mut(&tid).expect("adopted");
-                if t.pending.take().is_some() {
-                    self.pending -= 1;
-                }
-                let pid = t.pid;
-                let lost = if self.config.off_cpu {
-                    0
-                } else {
-                    u64::from(t.samples_due(period))
-                };
-                if lost > 0 {
-                    // Reported as the kernel reports its losses, so the summary and the SVG
-                    // count them.
-                    self.stats.unsampled += lost;
-                    self.push_with(time, |o| encode::lost(o, pid, tid, lost, time));
-                }
-                self.resume(tid, 0);
+                self.on_exit_event(tid, time);
                 return;
             }
             libc::PTRACE_EVENT_STOP if sig != libc::SIGTRAP => {
-                // A group-stop (SIGSTOP, ^Z): stay stopped, as without ember, but keep
-                // hearing of the tracee.
-                let t = self.tracees.get_mut(&tid).expect("adopted");
-                t.group_stopped = true;
-                if t.pending.take().is_some() {
-                    self.pending -= 1;
-                }
-                if self.detached {
-                    self.resume(tid, 0);
-                } else {
-                    let _ = ptrace(libc::PTRACE_LISTEN, tid, 0, 0);
-                }
+                self.on_group_stop(tid);
                 return;
             }
             // Our interrupt, a new tracee's first stop, or the end of a group-stop.
@@ -79,32 +49,73 @@ impl PtraceSampler {
             0 => deliver = sig,
             _ => {}
         }
-        // Any stop uses up a pending interrupt (the kernel clears it), so a thread waiting to
-        // be sampled is sampled at whichever stop comes first.
+        self.sample_at_stop(tid, deliver, time);
+    }
+
+    /// The thread is on its way out: its stack is the exit path, not where it worked. CPU
+    /// time it used since its last sample cannot be placed; say how much, rather than drop it
+    /// silently.
+    fn on_exit_event(&mut self, tid: u32, time: u64) {
+        let period = self.interval_ns;
+        let t = self.tracees.get_mut(&tid).expect("adopted");
+        if t.pending.take().is_some() {
+            self.pending -= 1;
+        }
+        let pid = t.pid;
+        let lost = if self.config.off_cpu {
+            0
+        } else {
+            u64::from(t.samples_due(period))
+        };
+        if lost > 0 {
+            // Reported as the kernel reports its losses, so the summary and the SVG count them.
+            self.stats.unsampled += lost;
+            self.push_with(time, |o| encode::lost(o, pid, tid, lost, time));
+        }
+        self.resume(tid, 0);
+    }
+
+    /// A group-stop (SIGSTOP, ^Z): stay stopped, as without ember, but keep hearing of the
+    /// tracee.
+    fn on_group_stop(&mut self, tid: u32) {
+        let t = self.tracees.get_mut(&tid).expect("adopted");
+        t.group_stopped = true;
+        if t.pending.take().is_some() {
+            self.pending -= 1;
+        }
+        if self.detached {
+            self.resume(tid, 0);
+        } else {
+            let _ = ptrace(libc::PTRACE_LISTEN, tid, 0, 0);
+        }
+    }
+
+    /// Any stop uses up a pending interrupt (the kernel clears it), so a thread waiting to be
+    /// sampled is sampled at whichever stop comes first; then it is resumed, with `deliver`.
+    fn sample_at_stop(&mut self, tid: u32, deliver: i32, time: u64) {
         let t = self.tracees.get_mut(&tid).expect("adopted");
         t.group_stopped = false;
-        match t.pending.take() {
-            Some(seen) => {
-                self.pending -= 1;
-                let n = match seen {
-                    Seen::Running if !self.config.off_cpu => {
-                        if !self.detached && t.waited_since_interrupt() {
-                            self.stats.deferred += 1;
-                            0
-                        } else {
-                            t.samples_due(self.interval_ns)
-                        }
-                    }
-                    _ => 1 + std::mem::take(&mut t.ticks_waiting),
-                };
-                // Resume before writing the record: the thread waits only for the copy.
-                let regs = if n > 0 { self.capture(tid) } else { None };
-                self.resume(tid, deliver);
-                if let Some(regs) = regs {
-                    self.emit(tid, seen, n, regs, time);
+        let Some(seen) = t.pending.take() else {
+            self.resume(tid, deliver);
+            return;
+        };
+        self.pending -= 1;
+        let n = match seen {
+            Seen::Running if !self.config.off_cpu => {
+                if !self.detached && t.waited_since_interrupt() {
+                    self.stats.deferred += 1;
+                    0
+                } else {
+                    t.samples_due(self.interval_ns)
                 }
             }
-            None => self.resume(tid, deliver),
+            _ => 1 + std::mem::take(&mut t.ticks_waiting),
+        };
+        // Resume before writing the record: the thread waits only for the copy.
+        let regs = if n > 0 { self.capture(tid) } else { None };
+        self.resume(tid, deliver);
+        if let Some(regs) = regs {
+            self.emit(tid, seen, n, regs, time);
         }
     }
 

@@ -53,6 +53,9 @@ pub(super) struct Tracee {
     /// its CPU time goes to the thread's next stop. (A short wait is ember's own tick on the
     /// thread's CPU, which preempts it from a timer interrupt: anywhere, so that stop counts.)
     pub(super) delay_at_interrupt: Option<u64>,
+    /// The syscall it was in at its last sampled stop (which interrupted it): if it waits
+    /// next in `restart_syscall`, that is the one.
+    pub(super) interrupted_syscall: Option<u64>,
     /// In a group-stop (SIGSTOP, ^Z): held with `PTRACE_LISTEN`, not sampled.
     pub(super) group_stopped: bool,
 }
@@ -96,6 +99,7 @@ impl Tracee {
             interrupted_at: 0,
             ticks_waiting: 0,
             delay_at_interrupt: None,
+            interrupted_syscall: None,
             group_stopped: false,
         };
         t.open(tid);

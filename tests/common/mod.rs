@@ -399,3 +399,21 @@ impl Attached {
         (status, self.stderr.join().unwrap_or_default())
     }
 }
+
+/// How far a share of samples may stray from the truth by chance: 3.5 standard deviations of a
+/// share `percent` estimated from `n` independent samples, and at least `floor` points.
+pub fn share_tolerance(percent: f64, n: u64, floor: f64) -> f64 {
+    let p = percent / 100.0;
+    let sd = 100.0 * (p * (1.0 - p) / n.max(1) as f64).sqrt();
+    (3.5 * sd).max(floor)
+}
+
+/// The ptrace backend's independent samples, from its `-v` line: stops that were sampled
+/// (interrupts less those deferred because the thread was waiting for a CPU). Each carries
+/// the CPU time since the thread's previous one, so these, not the samples, set the error.
+pub fn ptrace_sampled_stops(stderr: &str) -> Option<u64> {
+    let (before, after) = stderr.split_once(" threads interrupted (")?;
+    let interrupts: u64 = before.rsplit(' ').next()?.parse().ok()?;
+    let deferred: u64 = after.split(' ').next()?.parse().ok()?;
+    Some(interrupts.saturating_sub(deferred))
+}

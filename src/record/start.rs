@@ -197,11 +197,15 @@ impl Started {
         } = self;
         let notes_taken = sampler.notes().len();
         collector.warn(sampler.notes().iter().cloned());
-        // Started before the reader's priority is raised: unwinding runs at the user's priority.
-        let mut processing = Processing::start(collector);
         // After the fork, so the command runs at the user's priority.
+        let nice = sampler::raise_reader_priority();
+        // Started after that, so it shares the raised priority (a new thread inherits it): it
+        // opens each mapped file while its process lives, and a process that exits before
+        // its mmap is processed leaves a deleted binary that can no longer be opened (seen on
+        // a busy machine with processing at the user's priority).
+        let mut processing = Processing::start(collector);
         let reader = ReaderSetup {
-            nice: sampler::raise_reader_priority(),
+            nice,
             short_slice: sampler::request_short_slice(),
         };
         let started = Instant::now();

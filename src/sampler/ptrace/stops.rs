@@ -102,11 +102,13 @@ impl PtraceSampler {
         self.pending -= 1;
         let n = match seen {
             Seen::Running if !self.config.off_cpu => {
-                if !self.detached && t.waited_since_interrupt() {
+                // One read of schedstat serves both questions.
+                let stat = t.schedstat();
+                if !self.detached && t.waited_since_interrupt(stat) {
                     self.stats.deferred += 1;
                     0
                 } else {
-                    t.samples_due(self.interval_ns)
+                    t.samples_due_at(stat.map(|(cpu, _)| cpu), self.interval_ns)
                 }
             }
             _ => 1 + std::mem::take(&mut t.ticks_waiting),

@@ -113,7 +113,13 @@ impl Tracee {
     /// How many on-CPU samples a stop of this thread counts for: one per period of CPU time
     /// used since the last stop. Without schedstat (a kernel without CONFIG_SCHED_INFO), one.
     pub(super) fn samples_due(&mut self, period: u64) -> u32 {
-        let Some(cpu) = self.cpu_time() else {
+        let cpu = self.cpu_time();
+        self.samples_due_at(cpu, period)
+    }
+
+    /// [`Tracee::samples_due`] with the CPU time already read (`None`: no schedstat).
+    pub(super) fn samples_due_at(&mut self, cpu: Option<u64>, period: u64) -> u32 {
+        let Some(cpu) = cpu else {
             return 1;
         };
         // Capped at a second's worth, so one stack never takes more than that at once.
@@ -162,14 +168,14 @@ impl Tracee {
         Some((f.next()??, f.next()??))
     }
 
-    /// The thread waited for a CPU between its interrupt and this stop: it was runnable, not
-    /// running, when interrupted (see `delay_at_interrupt`).
-    pub(super) fn waited_since_interrupt(&mut self) -> bool {
+    /// The thread waited for a CPU between its interrupt and this stop (`now`: its
+    /// schedstat at the stop): it was runnable, not running, when interrupted (see
+    /// `delay_at_interrupt`).
+    pub(super) fn waited_since_interrupt(&mut self, now: Option<(u64, u64)>) -> bool {
         let Some(before) = self.delay_at_interrupt.take() else {
             return false;
         };
-        self.schedstat()
-            .is_some_and(|(_, delay)| delay.saturating_sub(before) > PREEMPTED_WAIT_NS)
+        now.is_some_and(|(_, delay)| delay.saturating_sub(before) > PREEMPTED_WAIT_NS)
     }
 }
 

@@ -177,8 +177,10 @@ pub(super) struct Processing {
 }
 
 impl Processing {
-    /// Start the processing thread (at the calling thread's priority).
-    pub(super) fn start(mut collector: Collector) -> Processing {
+    /// Start the processing thread (at the calling thread's priority). With `ring_buffers`
+    /// (the sampler's records sit in kernel buffers that overflow if not read in time) the
+    /// reader gets batches with memory touched now; otherwise it allocates as it goes.
+    pub(super) fn start(mut collector: Collector, ring_buffers: bool) -> Processing {
         let (tx, rx) = mpsc::channel::<(RecordBatch, u64)>();
         let (spent_tx, spent) = mpsc::channel();
         let backlog = Arc::new(AtomicUsize::new(0));
@@ -202,7 +204,7 @@ impl Processing {
         Processing {
             tx,
             spent,
-            ready: (0..READY_BATCHES)
+            ready: (0..if ring_buffers { READY_BATCHES } else { 0 })
                 .map(|_| RecordBatch::with_memory(READY_BATCH_BYTES))
                 .collect(),
             backlog,

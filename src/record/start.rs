@@ -203,7 +203,7 @@ impl Started {
         // opens each mapped file while its process lives, and a process that exits before
         // its mmap is processed leaves a deleted binary that can no longer be opened (seen on
         // a busy machine with processing at the user's priority).
-        let mut processing = Processing::start(collector);
+        let mut processing = Processing::start(collector, sampler.has_ring_buffers());
         let reader = ReaderSetup {
             nice,
             short_slice: sampler::request_short_slice(),

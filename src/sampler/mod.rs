@@ -254,6 +254,12 @@ pub trait Sampler {
         CommandState::NotReaped
     }
 
+    /// Whether records wait in kernel ring buffers that overflow when not read in time (the
+    /// reader then prepares memory to copy them to before sampling starts).
+    fn has_ring_buffers(&self) -> bool {
+        false
+    }
+
     /// Whether some samples are taken as threads switch out and stand for the time until they
     /// switch in (wall-clock profiles on perf events): the collector must count those as waits.
     fn samples_switches(&self) -> bool {

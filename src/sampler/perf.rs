@@ -450,6 +450,10 @@ impl Sampler for PerfSampler {
         &self.notes
     }
 
+    fn has_ring_buffers(&self) -> bool {
+        true
+    }
+
     fn samples_switches(&self) -> bool {
         !self.switch_fds.is_empty()
     }

@@ -160,20 +160,15 @@ impl RingBuffer {
             } else {
                 (&data[off..], &data[..size - (self.data_len - off)])
             };
-            let time = if second.is_empty() {
-                layout.record_time(first)
+            let rec = if second.is_empty() {
+                first
             } else {
                 scratch.clear();
                 scratch.extend_from_slice(first);
                 scratch.extend_from_slice(second);
-                layout.record_time(&scratch)
+                &scratch[..]
             };
-            match samples_as {
-                Some(kind) if h.kind == records::PERF_RECORD_SAMPLE => {
-                    batch.push_as(kind, time, first, second)
-                }
-                _ => batch.push(time, first, second),
-            }
+            push_record(layout, batch, rec, samples_as);
             tail += size as u64;
             n += 1;
         }
@@ -182,6 +177,30 @@ impl RingBuffer {
         unsafe { std::ptr::addr_of_mut!((*hdr).data_tail).write_volatile(tail) };
         n
     }
+}
+
+/// Copy one record into `batch`, without the unused part of a sample's stack copy (most
+/// samples use a few KiB of the tens reserved), relabelled `samples_as` if it is a sample.
+fn push_record(
+    layout: &SampleLayout,
+    batch: &mut RecordBatch,
+    rec: &[u8],
+    samples_as: Option<u32>,
+) {
+    let time = layout.record_time(rec);
+    let stack = layout.stack_copy(rec);
+    batch.push_with(time, |bytes| {
+        let start = bytes.len();
+        match stack {
+            Some(copy) if copy.unused() > 0 => copy.write_compacted(rec, bytes),
+            _ => bytes.extend_from_slice(rec),
+        }
+        let is_sample = u32::from_le_bytes(rec[..4].try_into().expect("a header"))
+            == records::PERF_RECORD_SAMPLE;
+        if let (Some(kind), true) = (samples_as, is_sample) {
+            bytes[start..start + 4].copy_from_slice(&kind.to_le_bytes());
+        }
+    });
 }
 
 impl Drop for RingBuffer {

@@ -69,23 +69,23 @@ impl RecordBatch {
 
     /// Add a record given as one or two pieces (two when it wrapped around the ring).
     pub fn push(&mut self, time: u64, first: &[u8], second: &[u8]) {
+        self.push_with(time, |bytes| {
+            bytes.extend_from_slice(first);
+            bytes.extend_from_slice(second);
+        });
+    }
+
+    /// Add a record that `write` appends to the batch's bytes.
+    pub fn push_with(&mut self, time: u64, write: impl FnOnce(&mut Vec<u8>)) {
         let start = self.bytes.len();
-        self.bytes.extend_from_slice(first);
-        self.bytes.extend_from_slice(second);
+        write(&mut self.bytes);
         self.entries.push(Entry {
             time,
             start,
-            len: first.len() + second.len(),
+            len: self.bytes.len() - start,
             done: false,
         });
         self.remaining += 1;
-    }
-
-    /// Add a record as [`RecordBatch::push`] does, giving it another record kind.
-    pub fn push_as(&mut self, kind: u32, time: u64, first: &[u8], second: &[u8]) {
-        self.push(time, first, second);
-        let e = self.entries.last().expect("just pushed");
-        self.bytes[e.start..e.start + 4].copy_from_slice(&kind.to_le_bytes());
     }
 }
 
@@ -208,17 +208,5 @@ mod tests {
         assert!(spent
             .iter()
             .all(|b| b.is_empty() && b.bytes.capacity() >= 640));
-    }
-
-    #[test]
-    fn push_as_relabels_the_record_kind() {
-        let mut b = RecordBatch::new();
-        b.push_as(77, 5, &[9u8; 8], b"");
-        let mut q = RecordQueue::new();
-        q.add(b);
-        let mut seen = Vec::new();
-        q.drain_all(|r| seen.push(r.to_vec()));
-        assert_eq!(&seen[0][..4], &77u32.to_le_bytes());
-        assert_eq!(&seen[0][4..], &[9u8; 4]);
     }
 }

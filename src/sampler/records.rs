@@ -278,6 +278,26 @@ impl SampleLayout {
         }
     }
 
+    /// Where the copy of the user stack lies in a sample record (`None` for other records
+    /// and samples without a copy).
+    pub fn stack_copy(&self, rec: &[u8]) -> Option<StackCopy> {
+        let h = RecordHeader::parse(rec)?;
+        if !matches!(h.kind, PERF_RECORD_SAMPLE | EMBER_RECORD_SWITCH_OUT_SAMPLE)
+            || self.sample_type & PERF_SAMPLE_STACK_USER == 0
+            || h.size as usize != rec.len()
+        {
+            return None;
+        }
+        let s = self.parse_sample(h, rec, RecordHeader::SIZE).ok()?;
+        let data = s.user_stack.as_ptr() as usize - rec.as_ptr() as usize;
+        let size = u64::from_le_bytes(rec.get(data.checked_sub(8)?..data)?.try_into().ok()?);
+        (size != 0).then_some(StackCopy {
+            data,
+            size: size as usize,
+            used: s.user_stack.len(),
+        })
+    }
+
     /// Parse one whole record (header included). Unknown record kinds give `Ok(None)`.
     pub fn parse<'a>(&self, rec: &'a [u8]) -> Result<Option<Event<'a>>, MalformedRecord> {
         let h = RecordHeader::parse(rec).ok_or(MalformedRecord::BadSize { size: rec.len() })?;
@@ -472,6 +492,36 @@ impl SampleLayout {
     }
 }
 
+/// Where a sample's copy of the user stack lies in its record: the kernel reserves the whole
+/// requested size in every record, but only the first `used` bytes (its `dyn_size`) hold the
+/// stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackCopy {
+    /// Offset of the copy's first byte (its size field is the 8 bytes before).
+    data: usize,
+    size: usize,
+    used: usize,
+}
+
+impl StackCopy {
+    /// Bytes the record loses when the unused part of the copy is left out.
+    pub fn unused(&self) -> usize {
+        self.size - self.used
+    }
+
+    /// Append `rec` to `out` without the unused part of its stack copy: the header's size and
+    /// the copy's size field say the new lengths, so the record parses to the same sample.
+    pub fn write_compacted(&self, rec: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        let new_len = rec.len() - self.unused();
+        out.extend_from_slice(&rec[..self.data - 8]);
+        out.extend_from_slice(&(self.used as u64).to_le_bytes());
+        out.extend_from_slice(&rec[self.data..self.data + self.used]);
+        out.extend_from_slice(&rec[self.data + self.size..]);
+        out[start + 6..start + 8].copy_from_slice(&(new_len as u16).to_le_bytes());
+    }
+}
+
 /// User-space registers at the moment of the sample (what the unwinder starts from).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UserRegs {
@@ -562,6 +612,21 @@ mod tests {
             })
         );
         assert_eq!(s.user_stack, &[0xaa; 8]);
+    }
+
+    #[test]
+    fn a_compacted_sample_keeps_only_the_used_stack_and_parses_the_same() {
+        let rec = sample_bytes();
+        let copy = LAYOUT.stack_copy(&rec).expect("a stack copy");
+        assert_eq!(copy.unused(), 8);
+        let mut out = vec![0xee; 3];
+        copy.write_compacted(&rec, &mut out);
+        let compact = &out[3..];
+        assert_eq!(compact.len(), rec.len() - 8);
+        assert_eq!(LAYOUT.parse(compact).unwrap(), LAYOUT.parse(&rec).unwrap());
+        assert_eq!(LAYOUT.stack_copy(compact).map(|c| c.unused()), Some(0));
+        let lost = header(PERF_RECORD_LOST, 0, &[0; 16]);
+        assert_eq!(LAYOUT.stack_copy(&lost), None);
     }
 
     #[test]

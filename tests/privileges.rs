@@ -45,6 +45,7 @@ fn unprivileged_user_profiles_their_own_command() {
     let folded = dir.path().join("u.folded");
     let out = ember_unprivileged(&[
         "record",
+        "-v",
         "-o",
         folded.to_str().unwrap(),
         "--",
@@ -53,6 +54,13 @@ fn unprivileged_user_profiles_their_own_command() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
+    if nix::unistd::geteuid().is_root() {
+        // `nobody` cannot raise the reader's priority: a process of its own session reads.
+        assert!(
+            stderr.contains("read by a process of its own session"),
+            "{stderr}"
+        );
+    }
     let stacks = read_folded(&folded);
     assert!(total(&stacks) > 800, "{stderr}");
     assert!(self_share(&stacks, "hot_sixty") > 50.0);
@@ -61,6 +69,65 @@ fn unprivileged_user_profiles_their_own_command() {
         .iter()
         .all(|s| s.frames.iter().all(|f| !f.ends_with("_[k]"))));
     assert!(stderr.contains("(0 lost)"), "{stderr}");
+}
+
+/// The process that reads the ring buffers for an unprivileged ember, found among ember's
+/// children: the one that leads a session of its own.
+fn reader_process_of(ember: u32) -> u32 {
+    for _ in 0..1000 {
+        let children = std::fs::read_to_string(format!("/proc/{ember}/task/{ember}/children"))
+            .unwrap_or_default();
+        let leader = children.split_whitespace().find(|c| {
+            let stat = std::fs::read_to_string(format!("/proc/{c}/stat")).unwrap_or_default();
+            let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
+            after.split_whitespace().nth(3) == Some(c)
+        });
+        if let Some(pid) = leader {
+            return pid.parse().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("ember (pid {ember}) started no reader process in a session of its own");
+}
+
+#[test]
+fn a_killed_reader_process_leaves_ember_reading_on_its_own() {
+    let _serial = serial();
+    if !runs_here(
+        "a_killed_reader_process_leaves_ember_reading_on_its_own",
+        nix::unistd::geteuid().is_root(),
+        "this test runs ember as `nobody` through setpriv, which needs root",
+    ) {
+        return;
+    }
+    let exe = workload("shares", Build::NoFramePointers);
+    let dir = scratch();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let folded = dir.path().join("k.folded");
+    let ember = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", EMBER])
+        .args(["record", "-v", "-o", folded.to_str().unwrap(), "--"])
+        .args([exe.to_str().unwrap(), "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let reader = reader_process_of(ember.id());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(reader as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = ember.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("reader process"), "{stderr}");
+    assert!(stderr.contains("ended early"), "{stderr}");
+    // The workload ran 2 s of CPU time; ember kept sampling it after the reader died.
+    let stacks = read_folded(&folded);
+    assert_samples_cover_cpu(total(&stacks), 2.0, 999, "after the reader died");
+    assert!(self_share(&stacks, "hot_sixty") > 50.0, "{stacks:?}");
 }
 
 #[test]

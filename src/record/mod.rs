@@ -168,6 +168,7 @@ impl Recording {
                 unwind: s.unwind,
                 reader_nice: s.reader.nice,
                 short_slice: s.reader.short_slice,
+                relayed: s.reader.relayed,
                 symbolize: Default::default(),
                 write: Default::default(),
             });

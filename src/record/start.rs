@@ -10,12 +10,14 @@ use super::{RecordError, RecordOptions};
 use crate::output;
 use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
 use crate::sampler::ptrace::{PtraceConfig, PtraceError, PtraceSampler};
-use crate::sampler::{self, Backend, OpenedEvent, SampleLayout, Sampler};
+use crate::sampler::{self, relay, Backend, OpenedEvent, SampleLayout, Sampler};
 use crate::target::{self, GatedChild};
 
 /// A sampler running on its target, the command not released yet.
 pub(super) struct Started {
     sampler: Box<dyn Sampler>,
+    /// The reader's nice value, where it could be raised.
+    nice: Option<i32>,
     live: Live,
     collector: Collector,
     /// What is profiled: the command line, or `name (pid N)` of each attached process.
@@ -29,6 +31,8 @@ pub(super) struct ReaderSetup {
     pub nice: Option<i32>,
     /// The scheduler took its request for a short time slice.
     pub short_slice: bool,
+    /// The ring buffers are read by a process of its own (the priority could not be raised).
+    pub relayed: bool,
 }
 
 /// Sampling over: the collector holds every record's contribution.
@@ -56,23 +60,28 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
     // Before any sampler: the ptrace backend then takes SIGCHLD over for itself.
     target::install_signal_handlers();
     let (perf_config, ptrace_config) = configs(opts);
-    let (sampler, live, description) = if opts.pids.is_empty() {
+    let (sampler, nice, live, description) = if opts.pids.is_empty() {
         let child = GatedChild::spawn_as(&opts.command, opts.run_as)?;
+        // After the fork, so the command runs at the user's priority.
+        let nice = sampler::raise_reader_priority();
         // On error `child` is dropped unreleased: the command never runs.
         let sampler = open_sampler(
             opts,
+            nice.is_none(),
             || PerfSampler::for_launch(child.pid(), &perf_config),
             || PtraceSampler::for_launch(child.pid(), &ptrace_config),
         )?;
-        (sampler, Live::Command(child), opts.command.clone())
+        (sampler, nice, Live::Command(child), opts.command.clone())
     } else {
+        let nice = sampler::raise_reader_priority();
         let sampler = open_sampler(
             opts,
+            nice.is_none(),
             || PerfSampler::for_attach(&opts.pids, &perf_config),
             || PtraceSampler::for_attach(&opts.pids, &ptrace_config),
         )?;
         let description = seed_attached(&mut collector, &opts.pids);
-        (sampler, Live::Pids(opts.pids.clone()), description)
+        (sampler, nice, Live::Pids(opts.pids.clone()), description)
     };
     collector.layout = sampler.layout();
     if sampler.samples_switches() {
@@ -80,6 +89,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
     }
     Ok(Started {
         sampler,
+        nice,
         live,
         collector,
         description,
@@ -140,21 +150,24 @@ fn seed_attached(collector: &mut Collector, pids: &[u32]) -> Vec<String> {
 }
 
 /// Open the sampler `opts.backend` asks for; `auto` falls back to ptrace, saying so once,
-/// when perf events are refused.
+/// when perf events are refused. With `relay`, perf events are read by a process of their
+/// own ([`relay`]).
 fn open_sampler(
     opts: &RecordOptions,
+    relay: bool,
     perf: impl FnOnce() -> Result<PerfSampler, PerfError>,
     ptrace: impl FnOnce() -> Result<PtraceSampler, PtraceError>,
 ) -> Result<Box<dyn Sampler>, RecordError> {
     let kernel_required = opts.kernel == KernelFrames::Require;
+    let perf = || perf().map(|s| read_perf(s, relay));
     match opts.backend {
-        Backend::Perf => Ok(Box::new(perf()?)),
+        Backend::Perf => Ok(perf()?),
         Backend::Ptrace if kernel_required => Err(RecordError::KernelNeedsPerf),
         Backend::Ptrace => Ok(Box::new(ptrace()?)),
         // Kernel frames required: no fallback that cannot give them.
-        Backend::Auto if kernel_required => Ok(Box::new(perf()?)),
+        Backend::Auto if kernel_required => Ok(perf()?),
         Backend::Auto => match perf() {
-            Ok(s) => Ok(Box::new(s)),
+            Ok(s) => Ok(s),
             Err(refused @ (PerfError::Refused { .. } | PerfError::OffCpuNeedsKernel)) => {
                 (opts.notify)(&format!(
                     "{}, so sampling falls back to ptrace (--backend ptrace): each sample stops \
@@ -171,6 +184,25 @@ fn open_sampler(
             }
             Err(e) => Err(e.into()),
         },
+    }
+}
+
+/// Perf events read here, or by a process of their own session with `relay` (where that
+/// cannot be set up, here after all, with a note saying why).
+fn read_perf(perf: PerfSampler, relay: bool) -> Box<dyn Sampler> {
+    if !relay {
+        return Box::new(perf);
+    }
+    match relay::start(perf) {
+        Ok(relayed) => Box::new(relayed),
+        Err(refused) => {
+            let (mut perf, e) = *refused;
+            perf.notes.push(format!(
+                "the ring buffers are read by ember's own process ({e}): a target with many \
+                 busy threads may make it lose samples"
+            ));
+            Box::new(perf)
+        }
     }
 }
 
@@ -191,22 +223,22 @@ impl Started {
     pub(super) fn sample(self, opts: &RecordOptions) -> Result<Sampled, RecordError> {
         let Started {
             mut sampler,
+            nice,
             mut live,
             mut collector,
             description,
         } = self;
         let notes_taken = sampler.notes().len();
         collector.warn(sampler.notes().iter().cloned());
-        // After the fork, so the command runs at the user's priority.
-        let nice = sampler::raise_reader_priority();
-        // Started after that, so it shares the raised priority (a new thread inherits it): it
-        // opens each mapped file while its process lives, and a process that exits before
+        // Started after the priority was raised, so it shares it (a new thread inherits it):
+        // it opens each mapped file while its process lives, and a process that exits before
         // its mmap is processed leaves a deleted binary that can no longer be opened (seen on
         // a busy machine with processing at the user's priority).
         let mut processing = Processing::start(collector, sampler.has_ring_buffers());
         let reader = ReaderSetup {
             nice,
             short_slice: sampler::request_short_slice(),
+            relayed: sampler.relayed(),
         };
         let started = Instant::now();
         if let Live::Command(child) = &mut live {

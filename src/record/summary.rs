@@ -40,6 +40,8 @@ pub struct Verbose {
     /// The reader's nice value, where it could be raised.
     pub reader_nice: Option<i32>,
     pub short_slice: bool,
+    /// A process of its own session read the ring buffers.
+    pub relayed: bool,
     pub symbolize: Duration,
     pub write: Duration,
 }
@@ -137,10 +139,11 @@ impl fmt::Display for Verbose {
                 Some(n) => format!("nice {n}"),
                 None => "not raised (needs root or CAP_SYS_NICE)".to_string(),
             },
-            if self.short_slice {
-                ", 0.1 ms time slice"
-            } else {
-                ""
+            match (self.short_slice, self.relayed) {
+                (true, true) => ", 0.1 ms time slice, in a process of its own session",
+                (true, false) => ", 0.1 ms time slice",
+                (false, true) => ", in a process of its own session",
+                (false, false) => "",
             },
             self.symbolize.as_secs_f64(),
             self.write.as_secs_f64(),

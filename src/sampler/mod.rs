@@ -8,6 +8,7 @@ pub mod perf;
 pub mod ptrace;
 pub mod queue;
 pub mod records;
+pub mod relay;
 
 pub use queue::{RecordBatch, RecordQueue};
 pub use records::{SampleLayout, UserRegs};
@@ -257,6 +258,11 @@ pub trait Sampler {
     /// Whether records wait in kernel ring buffers that overflow when not read in time (the
     /// reader then prepares memory to copy them to before sampling starts).
     fn has_ring_buffers(&self) -> bool {
+        false
+    }
+
+    /// Whether a process of its own reads the kernel's buffers ([`relay`]).
+    fn relayed(&self) -> bool {
         false
     }
 

@@ -82,6 +82,8 @@ pub enum KernelFrames {
 }
 
 struct RingBuffer {
+    /// The event whose buffer this is (owned by the [`PerfSampler`]).
+    fd: RawFd,
     base: NonNull<u8>,
     map_len: usize,
     data_len: usize,
@@ -110,11 +112,33 @@ impl RingBuffer {
             return Err(io::Error::last_os_error());
         }
         Ok(RingBuffer {
+            fd,
             base: NonNull::new(p as *mut u8).expect("mmap returned null"),
             map_len,
             data_len: data_pages * page_size,
             page_size,
         })
+    }
+
+    /// Map the buffer again at the same address in a forked child: the kernel does not copy
+    /// perf mappings into a child (`VM_DONTCOPY`), so the address range is free there.
+    fn remap_after_fork(&self) -> io::Result<()> {
+        // SAFETY: the range is this buffer's own, unmapped in the child; MAP_FIXED puts the
+        // same kernel buffer back where every pointer into it expects it.
+        let p = unsafe {
+            libc::mmap(
+                self.base.as_ptr() as *mut _,
+                self.map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                self.fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     fn header(&self) -> *mut sys::bindings::perf_event_mmap_page {
@@ -389,6 +413,35 @@ impl PerfSampler {
             });
         }
         Err(PerfError::Open { cpu, source: e })
+    }
+}
+
+impl PerfSampler {
+    /// Bytes of all the ring buffers' data areas together.
+    pub fn buffer_bytes(&self) -> usize {
+        self.buffers
+            .iter()
+            .chain(&self.switch_buffers)
+            .map(|b| b.data_len)
+            .sum()
+    }
+
+    /// In a child forked from the process that opened the events: map every ring buffer again
+    /// where it was, so this sampler reads them there.
+    pub fn remap_after_fork(&self) -> io::Result<()> {
+        self.buffers
+            .iter()
+            .chain(&self.switch_buffers)
+            .try_for_each(RingBuffer::remap_after_fork)
+    }
+
+    /// The descriptors the sampler reads (events and their buffers).
+    pub fn raw_fds(&self) -> Vec<RawFd> {
+        self.fds
+            .iter()
+            .chain(&self.switch_fds)
+            .map(|fd| fd.as_raw_fd())
+            .collect()
     }
 }
 

@@ -62,6 +62,13 @@ impl RecordBatch {
         self.entries.is_empty()
     }
 
+    /// Each record with its timestamp, in the order they were added.
+    pub fn records(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        self.entries
+            .iter()
+            .map(|e| (e.time, &self.bytes[e.start..e.start + e.len]))
+    }
+
     /// Bytes the records take.
     pub fn size(&self) -> usize {
         self.bytes.len()

@@ -16,6 +16,7 @@ compile_error!(
      build it for x86_64-unknown-linux-gnu"
 );
 
+pub mod arch;
 pub mod cargo;
 pub mod cli;
 pub mod linux;

@@ -3,12 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use framehop::x86_64::UnwinderX86_64;
 use framehop::{ExplicitModuleSectionInfo, Module, Unwinder};
 
 use crate::modules::{FileBytes, ModuleFile, ModuleId, ModuleTable};
 
-pub type ProcessUnwinder = UnwinderX86_64<FileBytes>;
+pub type ProcessUnwinder = crate::arch::Unwinder<FileBytes>;
 
 /// One mapping of a process's address space.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -39,79 +39,133 @@ impl Strings {
     }
 }
 
-/// Add a mapping for code without a file (kernel, JIT) and return its id.
-fn pseudo_mapping(mappings: &mut Vec<protos::Mapping>, st: &mut Strings, name: &str) -> u64 {
-    mappings.push(protos::Mapping {
-        id: mappings.len() as u64 + 1,
-        memory_limit: u64::MAX,
-        filename: st.id(name),
-        has_functions: true,
-        ..Default::default()
-    });
-    mappings.len() as u64
-}
-
 /// Encode `p` as a (not yet gzip'd) pprof Profile.
 pub fn to_proto(p: &StackProfile) -> protos::Profile {
-    let mut st = Strings::new();
+    let mut e = Encoder {
+        st: Strings::new(),
+        mappings: Vec::new(),
+        jit_mapping: None,
+        kernel_mapping: None,
+    };
     let period = 1_000_000_000 / p.meta.frequency.max(1) as i64;
     let sample_type = vec![
-        protos::ValueType {
-            ty: st.id("samples"),
-            unit: st.id("count"),
-        },
-        protos::ValueType {
-            ty: st.id("cpu"),
-            unit: st.id("nanoseconds"),
-        },
+        e.value_type("samples", "count"),
+        e.value_type("cpu", "nanoseconds"),
     ];
-    let mut mappings: Vec<protos::Mapping> = p
-        .mappings
+    e.add_mappings(&p.mappings);
+    let function = e.functions(&p.functions);
+    let location = e.locations(&p.locations);
+    let sample = p
+        .samples
         .iter()
-        .enumerate()
-        .map(|(i, m)| protos::Mapping {
-            id: i as u64 + 1,
-            memory_start: m.start,
-            memory_limit: m.limit,
-            file_offset: m.offset,
-            filename: st.id(&m.file),
-            build_id: st.id(m.build_id.as_deref().unwrap_or("")),
+        .map(|s| e.sample(s, &p.meta, period))
+        .collect();
+    let comment = e.comments(&p.meta);
+    protos::Profile {
+        sample_type,
+        sample,
+        mapping: std::mem::take(&mut e.mappings),
+        location,
+        function,
+        period_type: Some(e.value_type("cpu", "nanoseconds")),
+        period,
+        duration_nanos: p.meta.duration.as_nanos() as i64,
+        comment,
+        string_table: std::mem::take(&mut e.st.table),
+        ..Default::default()
+    }
+}
+
+/// The tables of a pprof Profile as they are built: strings and mappings grow as locations
+/// and samples refer to them.
+struct Encoder {
+    st: Strings,
+    mappings: Vec<protos::Mapping>,
+    /// JIT code has no file, kernel frames may come without one: each gets a mapping of its
+    /// own (made when first needed) so readers can tell them apart.
+    jit_mapping: Option<u64>,
+    kernel_mapping: Option<u64>,
+}
+
+impl Encoder {
+    fn value_type(&mut self, ty: &str, unit: &str) -> protos::ValueType {
+        protos::ValueType {
+            ty: self.st.id(ty),
+            unit: self.st.id(unit),
+        }
+    }
+
+    fn add_mappings(&mut self, mappings: &[Mapping]) {
+        for (i, m) in mappings.iter().enumerate() {
+            let mapping = protos::Mapping {
+                id: i as u64 + 1,
+                memory_start: m.start,
+                memory_limit: m.limit,
+                file_offset: m.offset,
+                filename: self.st.id(&m.file),
+                build_id: self.st.id(m.build_id.as_deref().unwrap_or("")),
+                has_functions: true,
+                has_filenames: true,
+                has_line_numbers: true,
+                has_inline_frames: true,
+            };
+            self.mappings.push(mapping);
+        }
+    }
+
+    /// Add a mapping for code without a file (kernel, JIT) and return its id.
+    fn pseudo_mapping(&mut self, name: &str) -> u64 {
+        let mapping = protos::Mapping {
+            id: self.mappings.len() as u64 + 1,
+            memory_limit: u64::MAX,
+            filename: self.st.id(name),
             has_functions: true,
-            has_filenames: true,
-            has_line_numbers: true,
-            has_inline_frames: true,
-        })
-        .collect();
-    // JIT code has no file, kernel frames may come without one: give each a mapping of its
-    // own so readers can tell them apart.
-    let mut jit_mapping = None;
-    let mut kernel_mapping = None;
-    let functions: Vec<protos::Function> = p
-        .functions
-        .iter()
-        .enumerate()
-        .map(|(i, f)| protos::Function {
-            id: i as u64 + 1,
-            name: st.id(&f.name),
-            system_name: st.id(&f.name),
-            filename: st.id(f.file.as_deref().unwrap_or("")),
-            start_line: 0,
-        })
-        .collect();
-    let locations: Vec<protos::Location> = p
-        .locations
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
+            ..Default::default()
+        };
+        self.mappings.push(mapping);
+        self.mappings.len() as u64
+    }
+
+    fn jit_mapping(&mut self) -> u64 {
+        if let Some(id) = self.jit_mapping {
+            return id;
+        }
+        let id = self.pseudo_mapping(JIT_MAPPING);
+        *self.jit_mapping.insert(id)
+    }
+
+    fn kernel_mapping(&mut self) -> u64 {
+        if let Some(id) = self.kernel_mapping {
+            return id;
+        }
+        let id = self.pseudo_mapping(KERNEL_MAPPING);
+        *self.kernel_mapping.insert(id)
+    }
+
+    fn functions(&mut self, functions: &[Function]) -> Vec<protos::Function> {
+        functions
+            .iter()
+            .enumerate()
+            .map(|(i, f)| protos::Function {
+                id: i as u64 + 1,
+                name: self.st.id(&f.name),
+                system_name: self.st.id(&f.name),
+                filename: self.st.id(f.file.as_deref().unwrap_or("")),
+                start_line: 0,
+            })
+            .collect()
+    }
+
+    fn locations(&mut self, locations: &[Location]) -> Vec<protos::Location> {
+        let mut out = Vec::with_capacity(locations.len());
+        for (i, l) in locations.iter().enumerate() {
             let mapping_id = match (l.mapping, l.kind) {
                 (Some(m), _) => m as u64 + 1,
-                (None, FrameKind::Jit) => *jit_mapping
-                    .get_or_insert_with(|| pseudo_mapping(&mut mappings, &mut st, JIT_MAPPING)),
-                (None, FrameKind::Kernel) => *kernel_mapping
-                    .get_or_insert_with(|| pseudo_mapping(&mut mappings, &mut st, KERNEL_MAPPING)),
+                (None, FrameKind::Jit) => self.jit_mapping(),
+                (None, FrameKind::Kernel) => self.kernel_mapping(),
                 (None, _) => 0,
             };
-            protos::Location {
+            out.push(protos::Location {
                 id: i as u64 + 1,
                 mapping_id,
                 address: l.address,
@@ -126,63 +180,58 @@ pub fn to_proto(p: &StackProfile) -> protos::Profile {
                     })
                     .collect(),
                 is_folded: false,
-            }
-        })
-        .collect();
-    let samples: Vec<protos::Sample> = p
-        .samples
-        .iter()
-        .map(|s| {
-            let process = p.meta.processes.get(&s.pid).cloned().unwrap_or_default();
-            let thread = p
-                .meta
-                .threads
-                .get(&s.tid)
-                .map(|(_, n)| n.clone())
-                .unwrap_or_else(|| process.clone());
-            let num = |st: &mut Strings, k: &str, v: u32| protos::Label {
-                key: st.id(k),
-                num: i64::from(v),
-                ..Default::default()
-            };
-            let text = |st: &mut Strings, k: &str, v: &str| protos::Label {
-                key: st.id(k),
-                str: st.id(v),
-                ..Default::default()
-            };
-            protos::Sample {
-                // pprof lists the leaf first.
-                location_id: s.locations.iter().rev().map(|&l| l as u64 + 1).collect(),
-                value: vec![s.count as i64, s.count as i64 * period],
-                label: vec![
-                    num(&mut st, "pid", s.pid),
-                    num(&mut st, "tid", s.tid),
-                    text(&mut st, "process", &process),
-                    text(&mut st, "thread", &thread),
-                ],
-            }
-        })
-        .collect();
-    let mut comment = vec![st.id(&format!("ember record: {}", p.meta.command.join(" ")))];
-    comment.push(st.id(&format!("event: {}", p.meta.event)));
-    if p.meta.lost > 0 {
-        comment.push(st.id(&format!("lost samples: {}", p.meta.lost)));
+            });
+        }
+        out
     }
-    protos::Profile {
-        sample_type,
-        sample: samples,
-        mapping: mappings,
-        location: locations,
-        function: functions,
-        period_type: Some(protos::ValueType {
-            ty: st.id("cpu"),
-            unit: st.id("nanoseconds"),
-        }),
-        period,
-        duration_nanos: p.meta.duration.as_nanos() as i64,
-        comment,
-        string_table: std::mem::take(&mut st.table),
-        ..Default::default()
+
+    fn sample(&mut self, s: &Sample, meta: &Metadata, period: i64) -> protos::Sample {
+        let process = meta.processes.get(&s.pid).cloned().unwrap_or_default();
+        let thread = meta
+            .threads
+            .get(&s.tid)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_else(|| process.clone());
+        let label = vec![
+            self.number("pid", s.pid),
+            self.number("tid", s.tid),
+            self.text("process", &process),
+            self.text("thread", &thread),
+        ];
+        protos::Sample {
+            // pprof lists the leaf first.
+            location_id: s.locations.iter().rev().map(|&l| l as u64 + 1).collect(),
+            value: vec![s.count as i64, s.count as i64 * period],
+            label,
+        }
+    }
+
+    fn number(&mut self, key: &str, v: u32) -> protos::Label {
+        protos::Label {
+            key: self.st.id(key),
+            num: i64::from(v),
+            ..Default::default()
+        }
+    }
+
+    fn text(&mut self, key: &str, v: &str) -> protos::Label {
+        protos::Label {
+            key: self.st.id(key),
+            str: self.st.id(v),
+            ..Default::default()
+        }
+    }
+
+    /// What was recorded, as comments ([`from_proto`] reads them back).
+    fn comments(&mut self, meta: &Metadata) -> Vec<i64> {
+        let mut comment = vec![self
+            .st
+            .id(&format!("ember record: {}", meta.command.join(" ")))];
+        comment.push(self.st.id(&format!("event: {}", meta.event)));
+        if meta.lost > 0 {
+            comment.push(self.st.id(&format!("lost samples: {}", meta.lost)));
+        }
+        comment
     }
 }
 
@@ -225,151 +274,215 @@ pub fn read(bytes: &[u8]) -> Result<StackProfile, PprofError> {
 }
 
 fn from_proto(prof: &protos::Profile) -> Result<StackProfile, PprofError> {
-    let s = |i: i64| -> Result<&str, PprofError> {
-        usize::try_from(i)
-            .ok()
-            .and_then(|i| prof.string_table.get(i))
-            .map(String::as_str)
-            .ok_or_else(|| PprofError::Invalid(format!("string index {i} out of range")))
+    let mut d = Decoder {
+        prof,
+        out: StackProfile::default(),
+        mapping_index: HashMap::new(),
+        mapping_kind: HashMap::new(),
+        function_index: HashMap::new(),
+        location_index: HashMap::new(),
     };
-    let mut out = StackProfile::default();
-    let mut mapping_index = HashMap::new();
-    let mut mapping_kind = HashMap::new();
-    for m in &prof.mapping {
-        let file = s(m.filename)?.to_string();
-        let kind = match file.as_str() {
-            KERNEL_MAPPING => FrameKind::Kernel,
-            JIT_MAPPING => FrameKind::Jit,
-            _ => FrameKind::User,
-        };
-        mapping_kind.insert(m.id, kind);
-        if kind == FrameKind::Jit {
-            continue;
+    d.mappings()?;
+    d.functions()?;
+    d.locations()?;
+    let (processes, threads) = d.samples()?;
+    let mut out = d.out;
+    out.meta = Metadata {
+        processes,
+        threads,
+        ..metadata(prof)
+    };
+    Ok(out)
+}
+
+/// A pprof Profile read into a [`StackProfile`], table by table; the ids of each table mapped
+/// to indexes in ours.
+struct Decoder<'a> {
+    prof: &'a protos::Profile,
+    out: StackProfile,
+    mapping_index: HashMap<u64, usize>,
+    mapping_kind: HashMap<u64, FrameKind>,
+    function_index: HashMap<u64, usize>,
+    location_index: HashMap<u64, usize>,
+}
+
+/// Threads by tid with their process, as the samples' labels name them.
+type Threads = BTreeMap<u32, (u32, String)>;
+
+impl Decoder<'_> {
+    fn string(&self, i: i64) -> Result<&str, PprofError> {
+        string(self.prof, i)
+    }
+
+    fn mappings(&mut self) -> Result<(), PprofError> {
+        for m in &self.prof.mapping {
+            let file = self.string(m.filename)?.to_string();
+            let kind = match file.as_str() {
+                KERNEL_MAPPING => FrameKind::Kernel,
+                JIT_MAPPING => FrameKind::Jit,
+                _ => FrameKind::User,
+            };
+            self.mapping_kind.insert(m.id, kind);
+            if kind == FrameKind::Jit {
+                continue;
+            }
+            let build_id = self.string(m.build_id)?;
+            let mapping = Mapping {
+                file,
+                build_id: (!build_id.is_empty()).then(|| build_id.to_string()),
+                start: m.memory_start,
+                limit: m.memory_limit,
+                offset: m.file_offset,
+            };
+            self.mapping_index.insert(m.id, self.out.mappings.len());
+            self.out.mappings.push(mapping);
         }
-        let build_id = s(m.build_id)?;
-        mapping_index.insert(m.id, out.mappings.len());
-        out.mappings.push(Mapping {
-            file,
-            build_id: (!build_id.is_empty()).then(|| build_id.to_string()),
-            start: m.memory_start,
-            limit: m.memory_limit,
-            offset: m.file_offset,
-        });
+        Ok(())
     }
-    let mut function_index = HashMap::new();
-    for f in &prof.function {
-        let file = s(f.filename)?;
-        function_index.insert(f.id, out.functions.len());
-        out.functions.push(Function {
-            name: crate::symbolize::sanitize(s(f.name)?),
-            file: (!file.is_empty()).then(|| file.to_string()),
-        });
+
+    fn functions(&mut self) -> Result<(), PprofError> {
+        for f in &self.prof.function {
+            let file = self.string(f.filename)?;
+            let function = Function {
+                name: crate::symbolize::sanitize(self.string(f.name)?),
+                file: (!file.is_empty()).then(|| file.to_string()),
+            };
+            self.function_index.insert(f.id, self.out.functions.len());
+            self.out.functions.push(function);
+        }
+        Ok(())
     }
-    let mut location_index = HashMap::new();
-    for l in &prof.location {
-        let mut lines = Vec::with_capacity(l.line.len());
-        for ln in l.line.iter().rev() {
-            let function = *function_index.get(&ln.function_id).ok_or_else(|| {
-                PprofError::Invalid(format!("location {} names no function", l.id))
-            })?;
-            lines.push(Line {
-                function,
-                line: u32::try_from(ln.line).ok().filter(|&x| x > 0),
+
+    fn locations(&mut self) -> Result<(), PprofError> {
+        for l in &self.prof.location {
+            let mut lines = Vec::with_capacity(l.line.len());
+            for ln in l.line.iter().rev() {
+                let function = *self.function_index.get(&ln.function_id).ok_or_else(|| {
+                    PprofError::Invalid(format!("location {} names no function", l.id))
+                })?;
+                lines.push(Line {
+                    function,
+                    line: u32::try_from(ln.line).ok().filter(|&x| x > 0),
+                });
+            }
+            if lines.is_empty() {
+                // An address without symbols: name it by its address.
+                self.out.functions.push(Function {
+                    name: format!("0x{:x}", l.address),
+                    file: None,
+                });
+                lines.push(Line {
+                    function: self.out.functions.len() - 1,
+                    line: None,
+                });
+            }
+            self.location_index.insert(l.id, self.out.locations.len());
+            self.out.locations.push(Location {
+                mapping: self.mapping_index.get(&l.mapping_id).copied(),
+                address: l.address,
+                lines,
+                kind: self
+                    .mapping_kind
+                    .get(&l.mapping_id)
+                    .copied()
+                    .unwrap_or(FrameKind::User),
             });
         }
-        if lines.is_empty() {
-            // An address without symbols: name it by its address.
-            out.functions.push(Function {
-                name: format!("0x{:x}", l.address),
-                file: None,
-            });
-            lines.push(Line {
-                function: out.functions.len() - 1,
-                line: None,
+        Ok(())
+    }
+
+    /// The samples, and the processes and threads their labels name.
+    fn samples(&mut self) -> Result<(BTreeMap<u32, String>, Threads), PprofError> {
+        // Which value is the sample count: "samples" if present, else the first.
+        let count_index = self
+            .prof
+            .sample_type
+            .iter()
+            .position(|t| self.string(t.ty).is_ok_and(|n| n == "samples"))
+            .unwrap_or(0);
+        let mut processes = BTreeMap::new();
+        let mut threads = BTreeMap::new();
+        for smp in &self.prof.sample {
+            let labels = self.labels(smp)?;
+            if let Some(p) = labels.process.filter(|p| !p.is_empty()) {
+                processes.insert(labels.pid, p);
+            }
+            if let Some(t) = labels.thread.filter(|t| !t.is_empty()) {
+                threads.insert(labels.tid, (labels.pid, t));
+            }
+            let mut locations = Vec::with_capacity(smp.location_id.len());
+            for id in smp.location_id.iter().rev() {
+                locations.push(*self.location_index.get(id).ok_or_else(|| {
+                    PprofError::Invalid(format!("sample refers to unknown location {id}"))
+                })?);
+            }
+            let count = smp.value.get(count_index).copied().unwrap_or(0).max(0) as u64;
+            self.out.samples.push(Sample {
+                pid: labels.pid,
+                tid: labels.tid,
+                locations,
+                count,
             });
         }
-        location_index.insert(l.id, out.locations.len());
-        out.locations.push(Location {
-            mapping: mapping_index.get(&l.mapping_id).copied(),
-            address: l.address,
-            lines,
-            kind: mapping_kind
-                .get(&l.mapping_id)
-                .copied()
-                .unwrap_or(FrameKind::User),
-        });
+        Ok((processes, threads))
     }
-    // Which value is the sample count: "samples" if present, else the first.
-    let count_index = prof
-        .sample_type
-        .iter()
-        .position(|t| s(t.ty).is_ok_and(|n| n == "samples"))
-        .unwrap_or(0);
-    let mut processes = BTreeMap::new();
-    let mut threads = BTreeMap::new();
-    for smp in &prof.sample {
-        let (mut pid, mut tid) = (0u32, 0u32);
-        let (mut process, mut thread) = (None, None);
+
+    fn labels(&self, smp: &protos::Sample) -> Result<Labels, PprofError> {
+        let mut l = Labels::default();
         for lab in &smp.label {
-            match s(lab.key)? {
-                "pid" => pid = u32::try_from(lab.num).unwrap_or(0),
-                "tid" => tid = u32::try_from(lab.num).unwrap_or(0),
-                "process" => process = Some(s(lab.str)?.to_string()),
-                "thread" => thread = Some(s(lab.str)?.to_string()),
+            match self.string(lab.key)? {
+                "pid" => l.pid = u32::try_from(lab.num).unwrap_or(0),
+                "tid" => l.tid = u32::try_from(lab.num).unwrap_or(0),
+                "process" => l.process = Some(self.string(lab.str)?.to_string()),
+                "thread" => l.thread = Some(self.string(lab.str)?.to_string()),
                 _ => {}
             }
         }
-        if let Some(p) = process.filter(|p| !p.is_empty()) {
-            processes.insert(pid, p);
-        }
-        if let Some(t) = thread.filter(|t| !t.is_empty()) {
-            threads.insert(tid, (pid, t));
-        }
-        let mut locations = Vec::with_capacity(smp.location_id.len());
-        for id in smp.location_id.iter().rev() {
-            locations.push(*location_index.get(id).ok_or_else(|| {
-                PprofError::Invalid(format!("sample refers to unknown location {id}"))
-            })?);
-        }
-        let count = smp.value.get(count_index).copied().unwrap_or(0).max(0) as u64;
-        out.samples.push(Sample {
-            pid,
-            tid,
-            locations,
-            count,
-        });
+        Ok(l)
     }
-    let comments: Vec<&str> = prof.comment.iter().filter_map(|&c| s(c).ok()).collect();
-    let command = comments
+}
+
+/// What a sample's labels say about where it was taken.
+#[derive(Default)]
+struct Labels {
+    pid: u32,
+    tid: u32,
+    process: Option<String>,
+    thread: Option<String>,
+}
+
+fn string(prof: &protos::Profile, i: i64) -> Result<&str, PprofError> {
+    usize::try_from(i)
+        .ok()
+        .and_then(|i| prof.string_table.get(i))
+        .map(String::as_str)
+        .ok_or_else(|| PprofError::Invalid(format!("string index {i} out of range")))
+}
+
+/// The recording's metadata from the profile's comments and header.
+fn metadata(prof: &protos::Profile) -> Metadata {
+    let comments: Vec<&str> = prof
+        .comment
         .iter()
-        .find_map(|c| c.strip_prefix("ember record: "))
-        .map(|c| vec![c.to_string()])
-        .unwrap_or_default();
-    let event = comments
-        .iter()
-        .find_map(|c| c.strip_prefix("event: "))
-        .unwrap_or("")
-        .to_string();
-    let lost = comments
-        .iter()
-        .find_map(|c| c.strip_prefix("lost samples: "))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    out.meta = Metadata {
-        command,
+        .filter_map(|&c| string(prof, c).ok())
+        .collect();
+    let comment = |prefix: &str| comments.iter().find_map(|c| c.strip_prefix(prefix));
+    Metadata {
+        command: comment("ember record: ")
+            .map(|c| vec![c.to_string()])
+            .unwrap_or_default(),
         frequency: if prof.period > 0 {
             (1_000_000_000 / prof.period) as u64
         } else {
             0
         },
-        event,
+        event: comment("event: ").unwrap_or("").to_string(),
         duration: Duration::from_nanos(prof.duration_nanos.max(0) as u64),
-        lost,
-        processes,
-        threads,
+        lost: comment("lost samples: ")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
         ..Default::default()
-    };
-    Ok(out)
+    }
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ pub struct SampleEvent<'a> {
 /// Why a sampled thread was not running (wall-clock profiles).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WaitReason {
-    /// Waiting in this syscall (its x86-64 number).
+    /// Waiting in this syscall (its number, [`crate::arch::Sysno`]).
     Syscall(u64),
     /// Not waiting for anything: preempted, runnable and waiting for a CPU.
     Runnable,

@@ -10,14 +10,16 @@ use super::{CommEvent, Event, ForkEvent, MmapEvent, SampleEvent, SwitchEvent, Wa
 
 // The kernel's constants (perf-event-open-sys, generated from its headers): record kinds,
 // callchain context markers (entries at or above PERF_CONTEXT_MAX are markers, not
-// addresses) and x86-64 perf register numbers as they are; sample_type bits as u64 and
+// addresses) as they are; sample_type bits as u64 and
 // header.misc bits as u16 below, the types records carry them in.
 pub use b::{
     PERF_CONTEXT_KERNEL, PERF_CONTEXT_MAX, PERF_CONTEXT_USER, PERF_RECORD_COMM, PERF_RECORD_EXIT,
     PERF_RECORD_FORK, PERF_RECORD_LOST, PERF_RECORD_LOST_SAMPLES, PERF_RECORD_MMAP,
     PERF_RECORD_MMAP2, PERF_RECORD_SAMPLE, PERF_RECORD_SWITCH, PERF_RECORD_THROTTLE,
-    PERF_RECORD_UNTHROTTLE, PERF_REG_X86_BP, PERF_REG_X86_IP, PERF_REG_X86_SP,
+    PERF_RECORD_UNTHROTTLE,
 };
+
+pub use crate::arch::{UserRegs, USER_REGS_MASK};
 
 /// ember's own record (outside the kernel's range of kinds): a sample of a thread that was
 /// waiting, not running. Its body is a u64 reason ([`WaitReason::to_wire`]) followed by the
@@ -73,10 +75,6 @@ pub const PERF_RECORD_MISC_COMM_EXEC: u16 = b::PERF_RECORD_MISC_COMM_EXEC as u16
 pub const PERF_RECORD_MISC_SWITCH_OUT: u16 = b::PERF_RECORD_MISC_SWITCH_OUT as u16;
 pub const PERF_RECORD_MISC_SWITCH_OUT_PREEMPT: u16 = b::PERF_RECORD_MISC_SWITCH_OUT_PREEMPT as u16;
 pub const PERF_RECORD_MISC_MMAP_BUILD_ID: u16 = b::PERF_RECORD_MISC_MMAP_BUILD_ID as u16;
-
-/// The register mask ember asks for: what a DWARF unwinder needs on x86-64.
-pub const USER_REGS_MASK: u64 =
-    (1 << PERF_REG_X86_BP) | (1 << PERF_REG_X86_SP) | (1 << PERF_REG_X86_IP);
 
 /// How records are laid out, given the attributes the events were opened with.
 #[derive(Clone, Copy, Debug)]
@@ -289,7 +287,10 @@ impl SampleLayout {
             return None;
         }
         let s = self.parse_sample(h, rec, RecordHeader::SIZE).ok()?;
-        let data = s.user_stack.as_ptr() as usize - rec.as_ptr() as usize;
+        // Without a copy the stack is an empty slice from elsewhere.
+        let data = (s.user_stack.as_ptr() as usize)
+            .checked_sub(rec.as_ptr() as usize)
+            .filter(|&d| d >= 8 && d <= rec.len())?;
         let size = u64::from_le_bytes(rec.get(data.checked_sub(8)?..data)?.try_into().ok()?);
         (size != 0).then_some(StackCopy {
             data,
@@ -315,84 +316,25 @@ impl SampleLayout {
                 s.switched_out = true;
                 Event::Sample(s)
             }
-            PERF_RECORD_SWITCH => {
-                let id = self.parse_sample_id(rec)?;
-                Event::Switch(SwitchEvent {
-                    pid: id.pid,
-                    tid: id.tid,
-                    time: id.time.unwrap_or(0),
-                    out: h.misc & PERF_RECORD_MISC_SWITCH_OUT != 0,
-                    preempted: h.misc & PERF_RECORD_MISC_SWITCH_OUT_PREEMPT != 0,
-                })
-            }
             EMBER_RECORD_OFF_CPU_SAMPLE => {
                 let reason = c.u64()?;
                 let mut s = self.parse_sample(h, rec, RecordHeader::SIZE + 8)?;
                 s.off_cpu = Some(WaitReason::from_wire(reason));
                 Event::Sample(s)
             }
-            PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => {
-                let (pid, tid) = c.u32_pair()?;
-                let start = c.u64()?;
-                let len = c.u64()?;
-                let pgoff = c.u64()?;
-                let (mut dev_ino, mut prot) = (None, None);
-                if h.kind == PERF_RECORD_MMAP2 {
-                    if h.misc & PERF_RECORD_MISC_MMAP_BUILD_ID == 0 {
-                        let (maj, min) = c.u32_pair()?;
-                        let ino = c.u64()?;
-                        dev_ino = Some((maj, min, ino));
-                        c.skip(8)?; // ino_generation
-                    } else {
-                        c.skip(24)?;
-                    }
-                    prot = Some(c.u32()?);
-                    c.skip(4)?; // flags
-                }
-                let id_size = self.sample_id_size();
-                let end = rec.len().saturating_sub(id_size).max(c.pos);
-                let name = cstr(&rec[c.pos..end]);
-                Event::Mmap(MmapEvent {
-                    pid,
-                    tid,
-                    start,
-                    len,
-                    pgoff,
-                    dev_ino,
-                    // PROT_EXEC = 4; plain MMAP records are only sent for executable maps.
-                    executable: prot.is_none_or(|p| p & 4 != 0),
-                    filename: name,
-                    time: self.parse_sample_id(rec)?.time.unwrap_or(0),
-                })
-            }
+            PERF_RECORD_SWITCH => Event::Switch(self.parse_switch(h, rec)?),
+            PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => Event::Mmap(self.parse_mmap(h, rec)?),
             PERF_RECORD_COMM => {
                 let (pid, tid) = c.u32_pair()?;
-                let id_size = self.sample_id_size();
-                let end = rec.len().saturating_sub(id_size).max(c.pos);
                 Event::Comm(CommEvent {
                     pid,
                     tid,
-                    name: cstr(&rec[c.pos..end]),
+                    name: self.name_before_sample_id(rec, c.pos),
                     exec: h.misc & PERF_RECORD_MISC_COMM_EXEC != 0,
                 })
             }
-            PERF_RECORD_FORK | PERF_RECORD_EXIT => {
-                let (pid, ppid) = c.u32_pair()?;
-                let (tid, ptid) = c.u32_pair()?;
-                let time = c.u64()?;
-                let f = ForkEvent {
-                    pid,
-                    ppid,
-                    tid,
-                    ptid,
-                    time,
-                };
-                if h.kind == PERF_RECORD_FORK {
-                    Event::Fork(f)
-                } else {
-                    Event::Exit(f)
-                }
-            }
+            PERF_RECORD_FORK => Event::Fork(parse_fork(&mut c)?),
+            PERF_RECORD_EXIT => Event::Exit(parse_fork(&mut c)?),
             PERF_RECORD_LOST => {
                 c.skip(8)?; // id
                 Event::Lost(c.u64()?)
@@ -403,6 +345,60 @@ impl SampleLayout {
             _ => return Ok(None),
         };
         Ok(Some(ev))
+    }
+
+    fn parse_switch(&self, h: RecordHeader, rec: &[u8]) -> Result<SwitchEvent, MalformedRecord> {
+        let id = self.parse_sample_id(rec)?;
+        Ok(SwitchEvent {
+            pid: id.pid,
+            tid: id.tid,
+            time: id.time.unwrap_or(0),
+            out: h.misc & PERF_RECORD_MISC_SWITCH_OUT != 0,
+            preempted: h.misc & PERF_RECORD_MISC_SWITCH_OUT_PREEMPT != 0,
+        })
+    }
+
+    fn parse_mmap<'a>(
+        &self,
+        h: RecordHeader,
+        rec: &'a [u8],
+    ) -> Result<MmapEvent<'a>, MalformedRecord> {
+        let mut c = Cursor::new(rec, RecordHeader::SIZE);
+        let (pid, tid) = c.u32_pair()?;
+        let start = c.u64()?;
+        let len = c.u64()?;
+        let pgoff = c.u64()?;
+        let (mut dev_ino, mut prot) = (None, None);
+        if h.kind == PERF_RECORD_MMAP2 {
+            if h.misc & PERF_RECORD_MISC_MMAP_BUILD_ID == 0 {
+                let (maj, min) = c.u32_pair()?;
+                let ino = c.u64()?;
+                dev_ino = Some((maj, min, ino));
+                c.skip(8)?; // ino_generation
+            } else {
+                c.skip(24)?;
+            }
+            prot = Some(c.u32()?);
+            c.skip(4)?; // flags
+        }
+        Ok(MmapEvent {
+            pid,
+            tid,
+            start,
+            len,
+            pgoff,
+            dev_ino,
+            // PROT_EXEC = 4; plain MMAP records are only sent for executable maps.
+            executable: prot.is_none_or(|p| p & 4 != 0),
+            filename: self.name_before_sample_id(rec, c.pos),
+            time: self.parse_sample_id(rec)?.time.unwrap_or(0),
+        })
+    }
+
+    /// The NUL-terminated name from `pos` to the `sample_id` trailer.
+    fn name_before_sample_id<'a>(&self, rec: &'a [u8], pos: usize) -> &'a [u8] {
+        let end = rec.len().saturating_sub(self.sample_id_size()).max(pos);
+        cstr(&rec[pos..end])
     }
 
     fn parse_sample<'a>(
@@ -445,6 +441,17 @@ impl SampleLayout {
         if t & PERF_SAMPLE_PERIOD != 0 {
             s.period = c.u64()?;
         }
+        self.parse_sample_stack(&mut c, &mut s)?;
+        Ok(s)
+    }
+
+    /// The stack part of a sample: callchain, user registers and the copy of the user stack.
+    fn parse_sample_stack<'a>(
+        &self,
+        c: &mut Cursor<'a>,
+        s: &mut SampleEvent<'a>,
+    ) -> Result<(), MalformedRecord> {
+        let t = self.sample_type;
         if t & PERF_SAMPLE_CALLCHAIN != 0 {
             let nr = c.u64()? as usize;
             let bytes = c.take(
@@ -456,28 +463,13 @@ impl SampleLayout {
         if t & PERF_SAMPLE_REGS_USER != 0 {
             let abi = c.u64()?;
             if abi != 0 {
-                let n = self.regs_user_mask.count_ones() as usize;
-                let mut regs = [0u64; 3];
-                let mut bit_index = 0;
+                let mut regs = UserRegs::default();
                 for bit in 0..64u32 {
-                    if self.regs_user_mask & (1u64 << bit) == 0 {
-                        continue;
+                    if self.regs_user_mask & (1u64 << bit) != 0 {
+                        regs.set_perf_reg(bit, c.u64()?);
                     }
-                    let v = c.u64()?;
-                    match bit {
-                        PERF_REG_X86_BP => regs[0] = v,
-                        PERF_REG_X86_SP => regs[1] = v,
-                        PERF_REG_X86_IP => regs[2] = v,
-                        _ => {}
-                    }
-                    bit_index += 1;
                 }
-                debug_assert_eq!(bit_index, n);
-                s.user_regs = Some(UserRegs {
-                    bp: regs[0],
-                    sp: regs[1],
-                    ip: regs[2],
-                });
+                s.user_regs = Some(regs);
             }
         }
         if t & PERF_SAMPLE_STACK_USER != 0 {
@@ -488,7 +480,7 @@ impl SampleLayout {
                 s.user_stack = &data[..dyn_size.min(size)];
             }
         }
-        Ok(s)
+        Ok(())
     }
 }
 
@@ -522,12 +514,17 @@ impl StackCopy {
     }
 }
 
-/// User-space registers at the moment of the sample (what the unwinder starts from).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UserRegs {
-    pub ip: u64,
-    pub sp: u64,
-    pub bp: u64,
+/// The body of a FORK or EXIT record.
+fn parse_fork(c: &mut Cursor) -> Result<ForkEvent, MalformedRecord> {
+    let (pid, ppid) = c.u32_pair()?;
+    let (tid, ptid) = c.u32_pair()?;
+    Ok(ForkEvent {
+        pid,
+        ppid,
+        tid,
+        ptid,
+        time: c.u64()?,
+    })
 }
 
 /// Iterate the addresses of a raw callchain, split by context.
@@ -627,6 +624,15 @@ mod tests {
         assert_eq!(LAYOUT.stack_copy(compact).map(|c| c.unused()), Some(0));
         let lost = header(PERF_RECORD_LOST, 0, &[0; 16]);
         assert_eq!(LAYOUT.stack_copy(&lost), None);
+        // A sample without a stack copy (size 0, no dyn_size).
+        let mut no_copy = sample_bytes();
+        let at = no_copy.len() - 8 - 16 - 8;
+        no_copy.truncate(at);
+        no_copy.extend_from_slice(&0u64.to_le_bytes());
+        let len = no_copy.len() as u16;
+        no_copy[6..8].copy_from_slice(&len.to_le_bytes());
+        assert!(LAYOUT.parse(&no_copy).unwrap().is_some());
+        assert_eq!(LAYOUT.stack_copy(&no_copy), None);
     }
 
     #[test]

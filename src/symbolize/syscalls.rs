@@ -1,17 +1,17 @@
 //! Names for the syscalls a waiting thread sits in, for the `[off-cpu] …` frames of
 //! wall-clock profiles.
 
-use syscalls::x86_64::Sysno;
+use crate::arch::Sysno;
 
 use crate::sampler::WaitReason;
 
-/// The name of x86-64 syscall `nr`, if it has one (the `syscalls` crate's table, generated
+/// The name of syscall `nr`, if it has one (the `syscalls` crate's table, generated
 /// from the kernel's).
 pub fn name(nr: u64) -> Option<&'static str> {
     Sysno::new(usize::try_from(nr).ok()?).map(|s| s.name())
 }
 
-/// The number of the x86-64 syscall named `name`.
+/// The number of the syscall named `name`.
 pub fn number(name: &str) -> Option<u64> {
     name.parse::<Sysno>().ok().map(|s| s.id() as u64)
 }

@@ -30,8 +30,9 @@ mod schedule;
 mod stops;
 mod tracee;
 
+use crate::arch::RESTART_SYSCALL;
 use sample::{event_msg, read_stack};
-use tracee::{status_number, thread_state, Seen, Tracee, WaitSite, RESTART_SYSCALL};
+use tracee::{status_number, thread_state, Seen, Tracee, WaitSite};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PtraceError {

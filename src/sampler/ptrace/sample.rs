@@ -2,20 +2,22 @@
 //! record.
 
 use super::*;
+use crate::arch;
 
 impl PtraceSampler {
     /// Read a stopped thread's registers, and its stack into `self.stack`.
-    pub(super) fn capture(&mut self, tid: u32) -> Option<(libc::user_regs_struct, usize)> {
-        // SAFETY: user_regs_struct is plain data; GETREGS fills it.
-        let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    pub(super) fn capture(&mut self, tid: u32) -> Option<((UserRegs, Option<u64>), usize)> {
+        // SAFETY: the registers are plain data; GETREGS fills them.
+        let mut regs: arch::PtraceRegs = unsafe { std::mem::zeroed() };
         ptrace(
             libc::PTRACE_GETREGS,
             tid,
             0,
-            &mut regs as *mut libc::user_regs_struct as usize,
+            &mut regs as *mut arch::PtraceRegs as usize,
         )
         .ok()?;
-        let n = read_stack(tid, regs.rsp, &mut self.stack);
+        let regs = arch::from_ptrace(&regs);
+        let n = read_stack(tid, regs.0.sp, &mut self.stack);
         Some((regs, n))
     }
 
@@ -26,19 +28,12 @@ impl PtraceSampler {
         tid: u32,
         seen: Seen,
         count: u32,
-        (regs, n): (libc::user_regs_struct, usize),
+        ((user, syscall), n): ((UserRegs, Option<u64>), usize),
         time: u64,
     ) {
-        let user = UserRegs {
-            ip: regs.rip,
-            sp: regs.rsp,
-            bp: regs.rbp,
-        };
         let Some(t) = self.tracees.get_mut(&tid) else {
             return;
         };
-        // orig_rax holds the syscall number while in one, -1 otherwise.
-        let syscall = (regs.orig_rax as i64 >= 0).then_some(regs.orig_rax);
         let off_cpu = match seen {
             Seen::Running => None,
             Seen::Waiting => {

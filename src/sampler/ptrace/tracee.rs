@@ -67,9 +67,6 @@ pub(super) struct WaitSite {
     pub(super) reason: WaitReason,
 }
 
-/// x86-64 `restart_syscall`: what an interrupted sleep continues as.
-pub(super) const RESTART_SYSCALL: u64 = 219;
-
 /// A wait for a CPU longer than this between an interrupt and the stop means the thread was
 /// preempted for its time slice, not by ember's tick (which takes tens of microseconds).
 pub(super) const PREEMPTED_WAIT_NS: u64 = 1_000_000;

@@ -394,9 +394,13 @@ fn cpu_shares_hold_with_every_core_busy() {
         ]);
         let stacks = read_folded(&folded);
         assert_samples_cover_cpu(total(&stacks), 1.5, 999, backend);
-        // perf: every sample independent; ptrace: its sampled stops are (see the helper).
+        // perf: every sample independent; ptrace: says how many of its samples are.
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let n = ptrace_sampled_stops(&stderr).unwrap_or(total(&stacks));
+        let n = match ptrace_independent_samples(&stderr) {
+            Some(n) => n,
+            None if backend == "perf" => total(&stacks),
+            None => panic!("ptrace -v did not say how many samples are independent: {stderr}"),
+        };
         for (func, truth) in truths(&out.stdout) {
             let share = self_share(&stacks, &func);
             let tolerance = share_tolerance(truth, n, 3.0);

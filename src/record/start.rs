@@ -18,6 +18,8 @@ pub(super) struct Started {
     sampler: Box<dyn Sampler>,
     /// The reader's nice value, where it could be raised.
     nice: Option<i32>,
+    /// Its nice value before, given back once sampling is over.
+    user_nice: Option<i32>,
     live: Live,
     collector: Collector,
     /// What is profiled: the command line, or `name (pid N)` of each attached process.
@@ -60,6 +62,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
     // Before any sampler: the ptrace backend then takes SIGCHLD over for itself.
     target::install_signal_handlers();
     let (perf_config, ptrace_config) = configs(opts);
+    let user_nice = sampler::thread_nice();
     let (sampler, nice, live, description) = if opts.pids.is_empty() {
         let child = GatedChild::spawn_as(&opts.command, opts.run_as)?;
         // After the fork, so the command runs at the user's priority.
@@ -90,6 +93,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
     Ok(Started {
         sampler,
         nice,
+        user_nice,
         live,
         collector,
         description,
@@ -224,6 +228,7 @@ impl Started {
         let Started {
             mut sampler,
             nice,
+            user_nice,
             mut live,
             mut collector,
             description,
@@ -254,6 +259,9 @@ impl Started {
             pause: opts.reader_pause,
         };
         let stop = sample_until(sampler.as_mut(), &mut processing, &mut live, &plan);
+        if let Some(n) = user_nice {
+            sampler::reset_thread_priority(n);
+        }
         let ended_ns = sampler::monotonic_ns();
         let mut collector = processing.finish();
         collector.finish(ended_ns);

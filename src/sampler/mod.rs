@@ -146,7 +146,8 @@ pub const READER_PRIORITY_BOOST: i32 = 20;
 /// filling up comes too late (the starved reader does not get to look); raising it from the
 /// start cost nothing measurable (perf backend, one busy thread, 999 Hz: x1.0225 without,
 /// x1.0211 with, 6 alternating runs). Call it after the command was forked, so the
-/// command keeps the user's priority. Returns the new nice value, or `None` when refused.
+/// command keeps the user's priority, and [`reset_thread_priority`] once sampling is over.
+/// Returns the new nice value, or `None` when refused.
 pub fn raise_reader_priority() -> Option<i32> {
     // SAFETY: getpriority/setpriority have no memory-safety preconditions; errno is cleared
     // first because -1 is a valid nice value.
@@ -194,6 +195,41 @@ pub fn request_short_slice() -> bool {
             &attr as *const libc::sched_attr,
             0,
         ) == 0
+    }
+}
+
+/// The calling thread's nice value (`None` where the kernel does not say).
+pub fn thread_nice() -> Option<i32> {
+    // SAFETY: getpriority has no preconditions; errno is cleared first because -1 is valid.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let nice = libc::getpriority(libc::PRIO_PROCESS, 0);
+        (nice != -1 || *libc::__errno_location() == 0).then_some(nice)
+    }
+}
+
+/// Give the calling thread back nice value `nice` and the default time slice, once sampling
+/// is over: symbolizing and writing need no priority, and at nice -20 they would crowd out
+/// everything else on the machine (the profiled command, if it runs on, among them).
+pub fn reset_thread_priority(nice: i32) {
+    // SAFETY: sched_attr is plain data; zero is a valid value for every field.
+    let mut attr: libc::sched_attr = unsafe { std::mem::zeroed() };
+    attr.size = std::mem::size_of::<libc::sched_attr>() as u32;
+    attr.sched_policy = libc::SCHED_OTHER as u32;
+    attr.sched_nice = nice;
+    // SAFETY: attr is a valid sched_attr of the size given; pid 0 is the calling thread.
+    let ok = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setattr,
+            0,
+            &attr as *const libc::sched_attr,
+            0,
+        ) == 0
+    };
+    if !ok {
+        // Kernels without sched_setattr's slice: the nice value alone.
+        // SAFETY: as in raise_reader_priority.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
     }
 }
 

@@ -408,12 +408,11 @@ pub fn share_tolerance(percent: f64, n: u64, floor: f64) -> f64 {
     (3.5 * sd).max(floor)
 }
 
-/// The ptrace backend's independent samples, from its `-v` line: stops that were sampled
-/// (interrupts less those deferred because the thread was waiting for a CPU). Each carries
-/// the CPU time since the thread's previous one, so these, not the samples, set the error.
-pub fn ptrace_sampled_stops(stderr: &str) -> Option<u64> {
-    let (before, after) = stderr.split_once(" threads interrupted (")?;
-    let interrupts: u64 = before.rsplit(' ').next()?.parse().ok()?;
-    let deferred: u64 = after.split(' ').next()?.parse().ok()?;
-    Some(interrupts.saturating_sub(deferred))
+/// The ptrace backend's independent samples, from its `-v` line: a stack it wrote several
+/// times at once (CPU time since the thread's previous stop) is one observation that weighs
+/// more, so these, not the samples, set the error.
+pub fn ptrace_independent_samples(stderr: &str) -> Option<u64> {
+    let line = stderr.lines().find(|l| l.starts_with("ember: ptrace: "))?;
+    let (before, _) = line.split_once(" independent)")?;
+    before.rsplit_once(" (")?.1.parse().ok()
 }

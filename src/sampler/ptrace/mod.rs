@@ -86,8 +86,12 @@ pub struct PtraceStats {
     pub missed: u64,
     /// Stops not sampled because the thread was waiting for a CPU when interrupted: it
     /// stopped where it had been preempted, a biased place (see `Tracee::delay_at_interrupt`);
-    /// its CPU time counts at its next stop.
+    /// its CPU time counts where it was last sampled.
     pub deferred: u64,
+    /// The sum of the squares of the samples each stack was written with: a stack written
+    /// `n` times at once is one observation, not `n`, and
+    /// samples² / this is how many independent ones the profile holds.
+    pub samples_squared: u64,
     /// Samples due for CPU time used by threads after their last stop, found when they
     /// exited: time that could not be placed on a stack.
     pub unsampled: u64,
@@ -400,10 +404,12 @@ impl Sampler for PtraceSampler {
     /// The ptrace backend's counters.
     fn detail(&self) -> String {
         let s = &self.stats;
+        let independent = (s.samples as f64).powi(2) / s.samples_squared.max(1) as f64;
         format!(
-            "ptrace: {} ticks, {} threads interrupted ({} found waiting for a CPU, sampled \
-             at a later stop), {} waiting threads sampled without a stop, {} samples",
-            s.ticks, s.interrupts, s.deferred, s.unstopped, s.samples
+            "ptrace: {} ticks, {} threads interrupted ({} found waiting for a CPU, counted \
+             where last sampled), {} waiting threads sampled without a stop, {} samples ({:.0} \
+             independent)",
+            s.ticks, s.interrupts, s.deferred, s.unstopped, s.samples, independent
         )
     }
 

@@ -57,7 +57,46 @@ impl PtraceSampler {
         if syscall != Some(RESTART_SYSCALL) {
             t.interrupted_syscall = syscall;
         }
+        if off_cpu.is_none() {
+            let last = t.last_on_cpu.get_or_insert_with(|| (user, Vec::new()));
+            t.last_weight = u64::from(count);
+            last.0 = user;
+            last.1.clear();
+            last.1.extend_from_slice(&self.stack[..n]);
+        }
         self.write_sample(tid, user, n, off_cpu, count, time);
+    }
+
+    /// `count` more samples of `tid` where it was last sampled on CPU (see
+    /// `Tracee::last_on_cpu`), taken at `time`.
+    pub(super) fn count_at_last_sample(&mut self, tid: u32, count: u32, time: u64) {
+        let Some(t) = self.tracees.get_mut(&tid) else {
+            return;
+        };
+        let Some((regs, stack)) = t.last_on_cpu.take() else {
+            return;
+        };
+        let s = Sample {
+            pid: t.pid,
+            tid,
+            time,
+            cpu: 0,
+            regs,
+            stack: &stack,
+            off_cpu: None,
+        };
+        for _ in 0..count {
+            self.push_with(time, |o| encode::sample(o, &s));
+        }
+        self.stats.samples += u64::from(count);
+        let Some(t) = self.tracees.get_mut(&tid) else {
+            return;
+        };
+        // More samples at the same place: one observation that weighs more.
+        let before = t.last_weight;
+        t.last_weight += u64::from(count);
+        self.stats.samples_squared += t.last_weight.pow(2) - before.pow(2);
+        t.last_on_cpu = Some((regs, stack));
     }
 
     /// Write a sample whose stack is the first `n` bytes of `self.stack`.
@@ -99,6 +138,7 @@ impl PtraceSampler {
         }
         self.stack = stack;
         self.stats.samples += u64::from(count);
+        self.stats.samples_squared += u64::from(count).pow(2);
     }
 }
 

@@ -106,6 +106,10 @@ impl PtraceSampler {
                 let stat = t.schedstat();
                 if !self.detached && t.waited_since_interrupt(stat) {
                     self.stats.deferred += 1;
+                    if t.last_on_cpu.is_some() {
+                        let due = t.samples_due_at(stat.map(|(cpu, _)| cpu), self.interval_ns);
+                        self.count_at_last_sample(tid, due, time);
+                    }
                     0
                 } else {
                     t.samples_due_at(stat.map(|(cpu, _)| cpu), self.interval_ns)

@@ -42,6 +42,7 @@ missing_packages() {
   [ -x /usr/bin/chromium ] || need+=(chromium)                      # the SVG in a browser
   command -v node >/dev/null || need+=(nodejs)
   command -v npm >/dev/null || need+=(npm)
+  command -v debuginfod >/dev/null || need+=(debuginfod)            # a debuginfod server
   # Debian's jsonschema, for Debian's python3 (pip refuses system-wide installs, PEP 668).
   /usr/bin/python3 -c 'import jsonschema' 2>/dev/null || need+=(python3-jsonschema)
   echo "${need[@]}"

@@ -228,8 +228,10 @@ fn set_debug_env() {
     }
 }
 
-/// Run `cargo ember ARGS` (ARGS after `ember`) and return the exit code to end with.
-pub fn run(args: &[String]) -> Result<i32, CargoError> {
+/// Run `cargo ember ARGS` (ARGS after `ember`) and return the exit code to end with. What
+/// the user should hear goes through `say` (whole lines) and, while recording, `notify` (what
+/// `ember record` says, as [`record::RecordOptions::notify`]): the library prints nothing.
+pub fn run(args: &[String], say: fn(&str), notify: fn(&str)) -> Result<i32, CargoError> {
     let (cmd, rest) = match args.first().map(String::as_str) {
         Some("test") => (CargoCommand::Test, &args[1..]),
         Some("bench") => (CargoCommand::Bench, &args[1..]),
@@ -238,48 +240,12 @@ pub fn run(args: &[String]) -> Result<i32, CargoError> {
     };
     let split = split_args(rest);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-
     // 1. Build, and learn which executables were built.
-    set_debug_env();
-    let mut build = Command::new(&cargo);
-    match cmd {
-        CargoCommand::Test | CargoCommand::Bench => {
-            build.args([cmd.name(), "--no-run"]);
-        }
-        CargoCommand::Run => {
-            build.arg("build");
-        }
-    }
-    build
-        .arg("--message-format=json-render-diagnostics")
-        .args(&split.cargo)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let out = build.output().map_err(CargoError::Cargo)?;
-    if !out.status.success() {
-        return Ok(out.status.code().unwrap_or(101));
-    }
-    let artifacts: Vec<Artifact> = parse_artifacts(&String::from_utf8_lossy(&out.stdout))
-        .into_iter()
-        .filter(|a| match cmd {
-            CargoCommand::Run => a.kinds.iter().any(|k| k == "bin"),
-            _ => a.test || a.kinds.iter().any(|k| k == "bench" || k == "test"),
-        })
-        .collect();
-    if artifacts.is_empty() {
-        eprintln!("cargo ember: cargo built nothing to run");
-    }
-    for a in &artifacts {
-        if !has_debug_lines(&a.executable) {
-            eprintln!(
-                "cargo ember: {} has no debug line info, so frames will lack names and lines; \
-                 add `debug = \"line-tables-only\"` to its profile in Cargo.toml \
-                 (e.g. [profile.release]) or set CARGO_PROFILE_RELEASE_DEBUG=line-tables-only",
-                a.executable.display()
-            );
-        }
-    }
-
+    let artifacts = match build(cmd, &split, &cargo)? {
+        Ok(artifacts) => artifacts,
+        Err(code) => return Ok(code),
+    };
+    check_artifacts(&artifacts, say);
     // 2. Full test names for the threads the harness named after them.
     let mut fixes = HashMap::new();
     if cmd == CargoCommand::Test {
@@ -287,8 +253,82 @@ pub fn run(args: &[String]) -> Result<i32, CargoError> {
             fixes.extend(test_name_fixes(&a.executable));
         }
     }
-
     // 3. Record cargo running them, keeping only the built executables.
+    let mut opts = options_for(cmd, &split, &cargo)?;
+    opts.filter.executables = artifacts
+        .iter()
+        .map(|a| std::fs::canonicalize(&a.executable).unwrap_or_else(|_| a.executable.clone()))
+        .collect();
+    opts.thread_name_fixes = fixes;
+    if opts.svg.title.is_empty() {
+        opts.svg.title = format!("cargo ember {}", args.join(" "));
+    }
+    opts.notify = notify;
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        opts.progress = Some(notify);
+    }
+    let outcome: RecordOutcome = record::record(&opts)?;
+    say(&outcome.summary.to_string());
+    if opts.open {
+        if let Some(said) = crate::output::open::open_svg_output(&opts.outputs) {
+            say(&format!("cargo ember: {said}"));
+        }
+    }
+    Ok(outcome.exit_code)
+}
+
+/// Build what `cmd` runs; the executables built, or cargo's exit code when the build failed.
+fn build(
+    cmd: CargoCommand,
+    split: &SplitArgs,
+    cargo: &str,
+) -> Result<Result<Vec<Artifact>, i32>, CargoError> {
+    set_debug_env();
+    let mut build = Command::new(cargo);
+    match cmd {
+        CargoCommand::Test | CargoCommand::Bench => build.args([cmd.name(), "--no-run"]),
+        CargoCommand::Run => build.arg("build"),
+    };
+    build
+        .arg("--message-format=json-render-diagnostics")
+        .args(&split.cargo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let out = build.output().map_err(CargoError::Cargo)?;
+    if !out.status.success() {
+        return Ok(Err(out.status.code().unwrap_or(101)));
+    }
+    Ok(Ok(parse_artifacts(&String::from_utf8_lossy(&out.stdout))
+        .into_iter()
+        .filter(|a| match cmd {
+            CargoCommand::Run => a.kinds.iter().any(|k| k == "bin"),
+            _ => a.test || a.kinds.iter().any(|k| k == "bench" || k == "test"),
+        })
+        .collect()))
+}
+
+/// Say when nothing was built, and which executables will lack names and lines.
+fn check_artifacts(artifacts: &[Artifact], say: fn(&str)) {
+    if artifacts.is_empty() {
+        say("cargo ember: cargo built nothing to run");
+    }
+    for a in artifacts.iter().filter(|a| !has_debug_lines(&a.executable)) {
+        say(&format!(
+            "cargo ember: {} has no debug line info, so frames will lack names and lines; \
+             add `debug = \"line-tables-only\"` to its profile in Cargo.toml \
+             (e.g. [profile.release]) or set CARGO_PROFILE_RELEASE_DEBUG=line-tables-only",
+            a.executable.display()
+        ));
+    }
+}
+
+/// `ember record` options for recording `cargo CMD` with the user's ember flags, parsed by
+/// the same definition as `ember record`'s own.
+fn options_for(
+    cmd: CargoCommand,
+    split: &SplitArgs,
+    cargo: &str,
+) -> Result<record::RecordOptions, CargoError> {
     let mut ember_args: Vec<String> = vec!["ember".into(), "record".into()];
     ember_args.extend(split.ember.iter().cloned());
     let grouped = split.ember.iter().any(|a| {
@@ -301,7 +341,7 @@ pub fn run(args: &[String]) -> Result<i32, CargoError> {
         // One tower per test.
         ember_args.push("--thread-names".into());
     }
-    ember_args.extend(["--".into(), cargo.clone(), cmd.name().into()]);
+    ember_args.extend(["--".into(), cargo.to_string(), cmd.name().into()]);
     ember_args.extend(split.cargo.iter().cloned());
     if !split.trailing.is_empty() {
         ember_args.push("--".into());
@@ -311,24 +351,7 @@ pub fn run(args: &[String]) -> Result<i32, CargoError> {
     let EmberCommand::Record(rec) = cli.command else {
         unreachable!("parsed as record")
     };
-    let mut opts = rec.into_options();
-    opts.filter.executables = artifacts
-        .iter()
-        .map(|a| std::fs::canonicalize(&a.executable).unwrap_or_else(|_| a.executable.clone()))
-        .collect();
-    opts.thread_name_fixes = fixes;
-    if opts.svg.title.is_empty() {
-        opts.svg.title = format!("cargo ember {}", args.join(" "));
-    }
-    opts.notify = |line| eprintln!("ember: {line}");
-    let outcome: RecordOutcome = record::record(&opts)?;
-    eprintln!("{}", outcome.summary);
-    if opts.open {
-        if let Some(said) = crate::output::open::open_svg_output(&opts.outputs) {
-            eprintln!("cargo ember: {said}");
-        }
-    }
-    Ok(outcome.exit_code)
+    Ok(rec.into_options())
 }
 
 #[cfg(test)]

@@ -271,6 +271,10 @@ pub struct RecordArgs {
     #[arg(long, value_name = "DIR")]
     pub debug_dir: Vec<PathBuf>,
 
+    /// Do not fetch missing debug info from the servers in DEBUGINFOD_URLS
+    #[arg(long)]
+    pub no_debuginfod: bool,
+
     /// Leave kernel frames out (they are included when the kernel allows it)
     #[arg(long, conflicts_with = "kernel")]
     pub user_only: bool,
@@ -375,6 +379,8 @@ impl RecordArgs {
             inline: !self.no_inline,
             verbose: self.verbose,
             debug_dirs: self.debug_dir,
+            debuginfod: !self.no_debuginfod,
+            progress: None,
             svg: self.svg.into_options(),
             top: self.top,
             open: self.open,

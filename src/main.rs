@@ -1,5 +1,6 @@
 //! The `ember` binary: parse arguments, run, map the result to an exit code.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -28,6 +29,9 @@ fn main() {
         Command::Record(args) => {
             let mut opts = args.into_options();
             opts.notify = |line| eprintln!("ember: {line}");
+            if std::io::stderr().is_terminal() {
+                opts.progress = Some(|line| eprintln!("ember: {line}"));
+            }
             match ember::record::record(&opts) {
                 Ok(outcome) => {
                     eprintln!("{}", outcome.summary);

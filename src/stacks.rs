@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::modules::{ModuleId, ModuleTable};
 use crate::profile::{Frame, Metadata, Profile};
-use crate::symbolize::{FrameKind, Symbols};
+use crate::symbolize::{FrameKind, SymbolFrame, Symbols};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Function {
@@ -77,69 +77,22 @@ impl StackProfile {
         symbols: &Symbols,
         modules: &ModuleTable,
     ) -> StackProfile {
-        let mut out = StackProfile {
-            meta: profile.meta.clone(),
-            ..Default::default()
+        let mut b = Builder {
+            out: StackProfile {
+                meta: profile.meta.clone(),
+                ..Default::default()
+            },
+            function_ids: HashMap::new(),
+            mapping_ids: HashMap::new(),
+            kernel_mapping: None,
         };
-        let mut function_ids: HashMap<Function, usize> = HashMap::new();
-        let mut mapping_ids: HashMap<ModuleId, usize> = HashMap::new();
-        let mut kernel_mapping = None;
         // Locations correspond one to one with the profile's frames.
         for (i, frame) in profile.frames().iter().enumerate() {
+            let (mapping, address) = b.place(frame, modules);
             let names = &symbols.frames[i];
-            let (mapping, address) = match *frame {
-                Frame::Module { module, svma } => {
-                    let file = modules.get(module);
-                    // Real addresses where the module was first mapped; SVMAs otherwise.
-                    let (start, limit, offset, bias) =
-                        file.first_mapping.unwrap_or((0, u64::MAX, 0, 0));
-                    let m = *mapping_ids.entry(module).or_insert_with(|| {
-                        out.mappings.push(Mapping {
-                            file: file.path.clone(),
-                            build_id: file.build_id.as_deref().map(hex),
-                            start,
-                            limit,
-                            offset,
-                        });
-                        out.mappings.len() - 1
-                    });
-                    (Some(m), svma.wrapping_add(bias))
-                }
-                Frame::Kernel(addr) => {
-                    let m = *kernel_mapping.get_or_insert_with(|| {
-                        out.mappings.push(Mapping {
-                            file: "[kernel.kallsyms]".into(),
-                            build_id: None,
-                            start: 0,
-                            limit: u64::MAX,
-                            offset: 0,
-                        });
-                        out.mappings.len() - 1
-                    });
-                    (Some(m), addr)
-                }
-                Frame::Anon { addr, .. } => (None, addr),
-                Frame::Truncated | Frame::OffCpu(_) => (None, 0),
-            };
-            let lines = names
-                .iter()
-                .map(|sf| {
-                    let f = Function {
-                        name: sf.name.clone(),
-                        file: sf.file.clone(),
-                    };
-                    let function = *function_ids.entry(f.clone()).or_insert_with(|| {
-                        out.functions.push(f);
-                        out.functions.len() - 1
-                    });
-                    Line {
-                        function,
-                        line: sf.line,
-                    }
-                })
-                .collect();
+            let lines = names.iter().map(|sf| b.line(sf)).collect();
             let kind = names.first().map(|f| f.kind).unwrap_or(FrameKind::User);
-            out.locations.push(Location {
+            b.out.locations.push(Location {
                 mapping,
                 address,
                 lines,
@@ -147,13 +100,81 @@ impl StackProfile {
             });
         }
         for (pid, tid, frames, count) in profile.stacks() {
-            out.samples.push(Sample {
+            b.out.samples.push(Sample {
                 pid,
                 tid,
                 locations: frames.iter().map(|&f| f as usize).collect(),
                 count,
             });
         }
-        out
+        b.out
+    }
+}
+
+/// A [`StackProfile`] as it is built: functions and mappings interned as frames name them.
+struct Builder {
+    out: StackProfile,
+    function_ids: HashMap<Function, usize>,
+    mapping_ids: HashMap<ModuleId, usize>,
+    kernel_mapping: Option<usize>,
+}
+
+impl Builder {
+    /// A frame's mapping (if any) and its address: real addresses where the module was first
+    /// mapped, SVMAs otherwise.
+    fn place(&mut self, frame: &Frame, modules: &ModuleTable) -> (Option<usize>, u64) {
+        match *frame {
+            Frame::Module { module, svma } => {
+                let file = modules.get(module);
+                let (start, limit, offset, bias) =
+                    file.first_mapping.unwrap_or((0, u64::MAX, 0, 0));
+                let mappings = &mut self.out.mappings;
+                let m = *self.mapping_ids.entry(module).or_insert_with(|| {
+                    mappings.push(Mapping {
+                        file: file.path.clone(),
+                        build_id: file.build_id.as_deref().map(hex),
+                        start,
+                        limit,
+                        offset,
+                    });
+                    mappings.len() - 1
+                });
+                (Some(m), svma.wrapping_add(bias))
+            }
+            Frame::Kernel(addr) => (Some(self.kernel_mapping()), addr),
+            Frame::Anon { addr, .. } => (None, addr),
+            Frame::Truncated | Frame::OffCpu(_) => (None, 0),
+        }
+    }
+
+    fn kernel_mapping(&mut self) -> usize {
+        if let Some(m) = self.kernel_mapping {
+            return m;
+        }
+        self.out.mappings.push(Mapping {
+            file: "[kernel.kallsyms]".into(),
+            build_id: None,
+            start: 0,
+            limit: u64::MAX,
+            offset: 0,
+        });
+        *self.kernel_mapping.insert(self.out.mappings.len() - 1)
+    }
+
+    /// One name of a frame as a line of its location, its function interned.
+    fn line(&mut self, sf: &SymbolFrame) -> Line {
+        let f = Function {
+            name: sf.name.clone(),
+            file: sf.file.clone(),
+        };
+        let functions = &mut self.out.functions;
+        let function = *self.function_ids.entry(f.clone()).or_insert_with(|| {
+            functions.push(f);
+            functions.len() - 1
+        });
+        Line {
+            function,
+            line: sf.line,
+        }
     }
 }

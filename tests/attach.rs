@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,21 +41,9 @@ impl Drop for Target {
     }
 }
 
-/// (state letter, utime + stime in clock ticks) of a process, from /proc/PID/stat.
-fn stat(pid: u32) -> (char, u64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &s[s.rfind(')').unwrap() + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let state = f[0].chars().next().unwrap();
-    (
-        state,
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap(),
-    )
-}
-
 /// The target is running normally: not stopped or traced, and still using CPU.
 fn assert_unharmed(pid: u32) {
-    let (state, cpu0) = stat(pid);
+    let (state, cpu0) = (process_state(pid), cpu_seconds(pid));
     assert!(
         state == 'R' || state == 'S',
         "target is in state {state} after ember ended"
@@ -67,7 +54,7 @@ fn assert_unharmed(pid: u32) {
         "target is traced: {status}"
     );
     std::thread::sleep(Duration::from_millis(500));
-    let (_, cpu1) = stat(pid);
+    let cpu1 = cpu_seconds(pid);
     assert!(cpu1 > cpu0, "target's CPU time stopped growing");
 }
 
@@ -202,14 +189,6 @@ fn attach_to_two_processes_told_apart_per_process() {
     assert_eq!(under(&root_b, "hot_sixty"), 0);
 }
 
-fn check_complete(folded: &Path, svg: &Path, cpu: f64, what: &str) {
-    let stacks = read_folded(folded);
-    assert_samples_cover_cpu(total(&stacks), cpu, 999, what);
-    let text = std::fs::read_to_string(svg).unwrap();
-    assert!(text.trim_end().ends_with("</svg>"));
-    assert!(text.contains("hot_sixty"));
-}
-
 #[test]
 fn sigint_and_sigterm_stop_an_attached_recording_cleanly() {
     let _serial = serial();
@@ -245,7 +224,7 @@ fn sigint_and_sigterm_stop_an_attached_recording_cleanly() {
             sent.elapsed()
         );
         assert_eq!(status.code(), Some(0), "{backend} {sig:?}: {stderr}");
-        check_complete(&folded, &svg, cpu, &format!("{backend} {sig:?}"));
+        assert_outputs_whole(&svg, &folded, cpu, &format!("{backend} {sig:?}"));
         assert_unharmed(t.pid());
     }
 }

@@ -12,18 +12,6 @@ fn inclusive_share(stacks: &[Stack], func: &str) -> f64 {
     100.0 * samples_with(stacks, func) as f64 / total(stacks).max(1) as f64
 }
 
-/// The program's own `truth NAME PERCENT` lines.
-fn truths(stdout: &[u8]) -> Vec<(String, f64)> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            (it.next()? == "truth").then_some(())?;
-            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
-        })
-        .collect()
-}
-
 #[test]
 fn cpu_profile_sees_only_the_burner_and_off_cpu_sees_the_sleeper_too() {
     let _serial = serial();
@@ -341,34 +329,6 @@ fn statuses_crashes_and_job_control_under_ptrace() {
     .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(3));
-}
-
-/// Busy loops on every core, killed when dropped: a machine where the target must share.
-struct CpuHogs(Vec<Child>);
-
-impl CpuHogs {
-    fn start() -> CpuHogs {
-        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
-        CpuHogs(
-            (0..n)
-                .map(|_| {
-                    Command::new("sh")
-                        .args(["-c", "while :; do :; done"])
-                        .spawn()
-                        .expect("sh")
-                })
-                .collect(),
-        )
-    }
-}
-
-impl Drop for CpuHogs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// With a busy loop on every core the target is preempted for its time slice where the

@@ -33,15 +33,9 @@ fn time_shares_match_the_programs_own_measurement() {
             "ptrace" => ptrace_independent_samples(&stderr).expect("ptrace -v line"),
             _ => n,
         };
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let mut checked = 0;
-        for line in stdout.lines() {
-            let mut it = line.split_whitespace();
-            if it.next() != Some("truth") {
-                continue;
-            }
-            let func = it.next().unwrap();
-            let truth: f64 = it.next().unwrap().parse().unwrap();
+        let truths = truths(&out.stdout);
+        for (func, truth) in &truths {
+            let (func, truth) = (func.as_str(), *truth);
             let measured = self_share(&stacks, func);
             eprintln!("{backend} {build:?} {func}: ember {measured:.2}% truth {truth:.2}%");
             // perf events take ~3,500 independent samples here (1 SD of a 60 % share: 0.8
@@ -56,9 +50,8 @@ fn time_shares_match_the_programs_own_measurement() {
                  {truth:.2}% (allowed {tolerance:.1} points for {independent} independent \
                  samples)"
             );
-            checked += 1;
         }
-        assert_eq!(checked, 3, "the workload printed no truth: {stdout}");
+        assert_eq!(truths.len(), 3, "the workload printed no truth: {out:?}");
     }
 }
 

@@ -31,17 +31,6 @@ fn spawn_recording(
     cmd.spawn().expect("spawn ember")
 }
 
-/// The outputs are whole, and their samples cover the `cpu` seconds the command had used
-/// when the signal was sent.
-fn check_outputs(svg: &std::path::Path, folded: &std::path::Path, cpu: f64, what: &str) {
-    let stacks = read_folded(folded);
-    assert_samples_cover_cpu(total(&stacks), cpu, 999, what);
-    assert!(samples_with(&stacks, "hot_sixty") > 0);
-    let text = std::fs::read_to_string(svg).unwrap();
-    assert!(text.trim_end().ends_with("</svg>"), "SVG is incomplete");
-    assert!(text.contains("hot_sixty"));
-}
-
 #[test]
 fn ctrl_c_reaches_the_command_and_outputs_are_written() {
     let _serial = serial();
@@ -61,7 +50,7 @@ fn ctrl_c_reaches_the_command_and_outputs_are_written() {
             "{backend}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        check_outputs(&svg, &folded, cpu, backend);
+        assert_outputs_whole(&svg, &folded, cpu, backend);
     }
 }
 
@@ -90,6 +79,6 @@ fn sigterm_to_ember_is_passed_to_the_command() {
             "{backend} {sig:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        check_outputs(&svg, &folded, cpu, &format!("{backend} {sig:?}"));
+        assert_outputs_whole(&svg, &folded, cpu, &format!("{backend} {sig:?}"));
     }
 }

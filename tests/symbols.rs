@@ -3,50 +3,10 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
 use object::Object;
-
-/// Build testdata/shares.c with debug info and an explicit build id.
-fn build_shares(dir: &Path) -> PathBuf {
-    compile("gcc", "shares.c", dir, "shares", &["-Wl,--build-id=sha1"])
-}
-
-fn split_debug(full: &Path, debug: &Path, stripped: &Path) {
-    run_tool("objcopy", &[os("--only-keep-debug"), os(full), os(debug)]);
-    std::fs::copy(full, stripped).unwrap();
-    run_tool("strip", &[os("--strip-all"), os(stripped)]);
-}
-
-/// Frame labels (with source lines) that carry at least 1 % of the samples, by function.
-fn hot_labels(stacks: &[Stack]) -> BTreeSet<String> {
-    let n = total(stacks);
-    let mut counts = std::collections::BTreeMap::<String, u64>::new();
-    for s in stacks {
-        for f in &s.frames[1..] {
-            if f.starts_with("hot_") || f.starts_with("main") {
-                *counts.entry(f.clone()).or_default() += s.count;
-            }
-        }
-    }
-    counts
-        .into_iter()
-        .filter(|(_, c)| *c * 100 >= n)
-        .map(|(f, _)| f)
-        .collect()
-}
-
-fn assert_named_with_lines(stacks: &[Stack], what: &str) {
-    for f in ["hot_sixty", "hot_thirty", "hot_ten"] {
-        let line = stacks
-            .iter()
-            .flat_map(|s| s.frames.iter())
-            .find(|x| x.starts_with(&format!("{f} (shares.c:")));
-        assert!(line.is_some(), "{what}: {f} has no name with a source line");
-    }
-}
 
 #[test]
 fn stripped_binary_with_build_id_debug_dir_is_fully_symbolized() {

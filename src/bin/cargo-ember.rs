@@ -6,7 +6,9 @@ fn main() {
     if args.first().map(String::as_str) == Some("ember") {
         args.remove(0);
     }
-    let code = match ember::cargo::run(&args) {
+    let say = |line: &str| eprintln!("{line}");
+    let notify = |line: &str| eprintln!("ember: {line}");
+    let code = match ember::cargo::run(&args, say, notify) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("cargo ember: error: {e}");

@@ -25,12 +25,47 @@ fn profile_name(title: &str, lost: u64) -> String {
     }
 }
 
+/// Each thread's stacks, by (pid, tid).
+type ThreadStacks = BTreeMap<(u32, u32), Vec<WeightedStack>>;
+
+/// A frame of speedscope's shared table: label, file, line.
+type FrameKey = (String, Option<String>, Option<u32>);
+
+/// Write `p` as a speedscope file named `title`: the frames first, then one sampled profile
+/// per thread. Written as it goes (a large profile has hundreds of thousands of stacks).
 pub fn write(p: &StackProfile, title: &str, mut w: impl Write) -> io::Result<()> {
-    // Frames: one per distinct (label, file, line).
-    let mut frames: Vec<(String, Option<String>, Option<u32>)> = Vec::new();
-    let mut frame_ids: HashMap<(String, Option<String>, Option<u32>), usize> = HashMap::new();
-    // Per thread: (stack of frame ids, count).
-    let mut threads: BTreeMap<(u32, u32), Vec<WeightedStack>> = BTreeMap::new();
+    let (frames, threads) = frames_and_threads(p);
+    write!(
+        w,
+        "{{\"$schema\":\"https://www.speedscope.app/file-format-schema.json\",\
+         \"exporter\":{},\"name\":{},\"activeProfileIndex\":0,\"shared\":{{\"frames\":[",
+        json_str(&format!("ember {}", env!("CARGO_PKG_VERSION"))),
+        json_str(&profile_name(title, p.meta.lost))
+    )?;
+    for (i, frame) in frames.iter().enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        write_frame(&mut w, frame)?;
+    }
+    w.write_all(b"]},\"profiles\":[")?;
+    for (i, ((pid, tid), stacks)) in threads.iter().enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        let name = root_label(p, *pid, *tid, Grouping::PerThread);
+        write_thread(&mut w, &name, stacks)?;
+    }
+    w.write_all(b"]}\n")?;
+    Ok(())
+}
+
+/// The shared frame table (one entry per distinct label, file and line) and each thread's
+/// stacks as frame ids, root first.
+fn frames_and_threads(p: &StackProfile) -> (Vec<FrameKey>, ThreadStacks) {
+    let mut frames: Vec<FrameKey> = Vec::new();
+    let mut frame_ids: HashMap<FrameKey, usize> = HashMap::new();
+    let mut threads = ThreadStacks::new();
     for s in &p.samples {
         let mut stack = Vec::new();
         for &l in &s.locations {
@@ -57,63 +92,53 @@ pub fn write(p: &StackProfile, title: &str, mut w: impl Write) -> io::Result<()>
             .or_default()
             .push((stack, s.count));
     }
+    (frames, threads)
+}
+
+fn write_frame(w: &mut impl Write, (name, file, line): &FrameKey) -> io::Result<()> {
+    write!(w, "{{\"name\":{}", json_str(name))?;
+    if let Some(f) = file {
+        write!(w, ",\"file\":{}", json_str(f))?;
+    }
+    if let Some(l) = line {
+        write!(w, ",\"line\":{l}")?;
+    }
+    w.write_all(b"}")
+}
+
+/// One thread's "sampled" profile: its stacks and their weights.
+fn write_thread(w: &mut impl Write, name: &str, stacks: &[WeightedStack]) -> io::Result<()> {
+    let total: u64 = stacks.iter().map(|(_, c)| c).sum();
     write!(
         w,
-        "{{\"$schema\":\"https://www.speedscope.app/file-format-schema.json\",\
-         \"exporter\":{},\"name\":{},\"activeProfileIndex\":0,\"shared\":{{\"frames\":[",
-        json_str(&format!("ember {}", env!("CARGO_PKG_VERSION"))),
-        json_str(&profile_name(title, p.meta.lost))
+        "{{\"type\":\"sampled\",\"name\":{},\"unit\":\"none\",\"startValue\":0,\
+         \"endValue\":{total},\"samples\":[",
+        json_str(name)
     )?;
-    for (i, (name, file, line)) in frames.iter().enumerate() {
-        if i > 0 {
+    for (j, (stack, _)) in stacks.iter().enumerate() {
+        if j > 0 {
             w.write_all(b",")?;
         }
-        write!(w, "{{\"name\":{}", json_str(name))?;
-        if let Some(f) = file {
-            write!(w, ",\"file\":{}", json_str(f))?;
-        }
-        if let Some(l) = line {
-            write!(w, ",\"line\":{l}")?;
-        }
-        w.write_all(b"}")?;
+        write_list(w, stack.iter())?;
     }
-    w.write_all(b"]},\"profiles\":[")?;
-    for (i, ((pid, tid), stacks)) in threads.iter().enumerate() {
-        if i > 0 {
+    w.write_all(b"],\"weights\":")?;
+    write_list(w, stacks.iter().map(|(_, c)| c))?;
+    w.write_all(b"}")
+}
+
+/// `[a,b,c]`.
+fn write_list<T: std::fmt::Display>(
+    w: &mut impl Write,
+    items: impl Iterator<Item = T>,
+) -> io::Result<()> {
+    w.write_all(b"[")?;
+    for (k, item) in items.enumerate() {
+        if k > 0 {
             w.write_all(b",")?;
         }
-        let total: u64 = stacks.iter().map(|(_, c)| c).sum();
-        let name = root_label(p, *pid, *tid, Grouping::PerThread);
-        write!(
-            w,
-            "{{\"type\":\"sampled\",\"name\":{},\"unit\":\"none\",\"startValue\":0,\
-             \"endValue\":{total},\"samples\":[",
-            json_str(&name)
-        )?;
-        for (j, (stack, _)) in stacks.iter().enumerate() {
-            if j > 0 {
-                w.write_all(b",")?;
-            }
-            w.write_all(b"[")?;
-            for (k, id) in stack.iter().enumerate() {
-                if k > 0 {
-                    w.write_all(b",")?;
-                }
-                write!(w, "{id}")?;
-            }
-            w.write_all(b"]")?;
-        }
-        w.write_all(b"],\"weights\":[")?;
-        for (j, (_, c)) in stacks.iter().enumerate() {
-            if j > 0 {
-                w.write_all(b",")?;
-            }
-            write!(w, "{c}")?;
-        }
-        w.write_all(b"]}")?;
+        write!(w, "{item}")?;
     }
-    w.write_all(b"]}\n")?;
-    Ok(())
+    w.write_all(b"]")
 }
 
 #[cfg(test)]

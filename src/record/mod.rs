@@ -13,6 +13,7 @@ mod start;
 mod summary;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub use collector::Collector;
@@ -26,6 +27,7 @@ use crate::process::ProcessTable;
 use crate::profile::Profile;
 use crate::stacks::StackProfile;
 use crate::symbolize::debuginfo::DebugDirs;
+use crate::symbolize::debuginfod::Debuginfod;
 use crate::symbolize::perfmap::PerfMap;
 use crate::symbolize::{self, SymbolizeOptions};
 use crate::unwind::UnwindStats;
@@ -53,6 +55,11 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         &SymbolizeOptions {
             inline: opts.inline,
             debug_dirs: DebugDirs::new(&opts.debug_dirs),
+            debuginfod: opts
+                .debuginfod
+                .then(|| Debuginfod::from_env(opts.progress))
+                .flatten()
+                .map(Arc::new),
         },
     );
     recording
@@ -66,6 +73,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     let folded = write_outputs(&stacks, opts)?;
     let mut summary = recording.summary(opts, &folded);
     if let Some(v) = &mut summary.verbose {
+        v.debuginfod = symbols.debuginfod.iter().map(|q| q.to_string()).collect();
         v.symbolize = symbolized - stopped;
         v.write = symbolized.elapsed();
     }
@@ -169,6 +177,7 @@ impl Recording {
                 reader_nice: s.reader.nice,
                 short_slice: s.reader.short_slice,
                 relayed: s.reader.relayed,
+                debuginfod: Vec::new(),
                 symbolize: Default::default(),
                 write: Default::default(),
             });

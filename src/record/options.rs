@@ -35,6 +35,10 @@ pub struct RecordOptions {
     pub verbose: bool,
     /// Extra directories searched for separate debug files.
     pub debug_dirs: Vec<PathBuf>,
+    /// Fetch missing debug info from the servers in `DEBUGINFOD_URLS`.
+    pub debuginfod: bool,
+    /// Told as a download of debug info starts (set where stderr is a terminal).
+    pub progress: Option<fn(&str)>,
     /// How the SVG looks; an empty title means "the command".
     pub svg: SvgOptions,
     /// Print the N hottest functions at the end.
@@ -108,6 +112,8 @@ impl Default for RecordOptions {
             inline: true,
             verbose: false,
             debug_dirs: Vec::new(),
+            debuginfod: true,
+            progress: None,
             svg: SvgOptions::default(),
             top: None,
             open: false,

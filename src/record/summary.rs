@@ -42,6 +42,8 @@ pub struct Verbose {
     pub short_slice: bool,
     /// A process of its own session read the ring buffers.
     pub relayed: bool,
+    /// What was asked of debuginfod servers, one line each.
+    pub debuginfod: Vec<String>,
     pub symbolize: Duration,
     pub write: Duration,
 }
@@ -132,6 +134,9 @@ impl fmt::Display for Verbose {
             self.unwind.truncated,
             self.unwind.spliced,
         )?;
+        for line in &self.debuginfod {
+            writeln!(f, "ember: debuginfod: {line}")?;
+        }
         write!(
             f,
             "ember: reader priority: {}{}; after sampling: symbolize {:.3} s, write {:.3} s",

@@ -313,106 +313,58 @@ impl PerfSampler {
     }
 
     fn open(target: &EventTarget, config: &PerfConfig) -> Result<PerfSampler, PerfError> {
-        if let Some(max) = linux::read_sysctl("kernel.perf_event_max_sample_rate")
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            if config.frequency > max {
-                return Err(PerfError::FrequencyTooHigh {
-                    requested: config.frequency,
-                    max,
-                });
-            }
-        }
+        check_frequency(config.frequency)?;
         let cpus = linux::online_cpus().map_err(PerfError::Cpus)?;
-        let mut stack_size = (config.stack_size.min(MAX_STACK_SIZE)) & !7;
-        let mut notes = Vec::new();
-        let wanted = match config.buffer_size {
-            Some(bytes) => requested_buffer_pages(bytes),
-            None => buffer_pages(stack_size, config.frequency, cpus.len(), is_root()),
-        };
-        let pages = usable_buffer_pages(wanted, cpus.len());
-        if pages < wanted && config.call_graph != CallGraph::Fp && config.buffer_size.is_none() {
-            // Locked memory is limited (unprivileged users): keep room for 16 samples per
-            // buffer rather than losing samples to full buffers.
-            let fit = ((pages * page_size() / 16).saturating_sub(1024) as u32) & !7;
-            if fit < stack_size {
-                stack_size = fit.max(1024);
-                notes.push(format!(
-                    "locked memory for perf buffers is limited to {} KiB per CPU here, so the \
-                     stack copy was cut to {stack_size} bytes; for deeper stacks run \
-                     `sudo sysctl kernel.perf_event_mlock_kb=8192` or run as root",
-                    pages * page_size() / 1024
-                ));
-            }
-        }
+        let Sizing {
+            stack_size,
+            pages,
+            notes,
+        } = Sizing::for_config(config, cpus.len());
         let layout = SampleLayout::recorded(config.call_graph != CallGraph::Fp);
-
         // Try hardware cycles first, then the software clock; kernel samples first, then
         // user-only when the kernel refuses them (perf_event_paranoid 2 without privileges).
-        let events: [(&'static str, u32, u64); 2] = [
-            (
-                "cycles",
-                sys::bindings::PERF_TYPE_HARDWARE,
-                sys::bindings::PERF_COUNT_HW_CPU_CYCLES as u64,
-            ),
-            (
-                "cpu-clock",
-                sys::bindings::PERF_TYPE_SOFTWARE,
-                sys::bindings::PERF_COUNT_SW_CPU_CLOCK as u64,
-            ),
-        ];
         let kernel_options: &[bool] = match config.kernel {
             KernelFrames::Auto => &[true, false],
             KernelFrames::Require => &[true],
             KernelFrames::Exclude => &[false],
         };
         let mut last_err = None;
-        for &(name, type_, cfg) in &events {
+        for &(name, type_, cfg) in &EVENTS {
             for &kernel in kernel_options {
                 let mut attr = make_attr(type_, cfg, config, &layout, stack_size, kernel);
                 if let EventTarget::Attach(_) = target {
                     attr.set_enable_on_exec(0);
                 }
-                match open_all(target, &cpus, attr, pages) {
-                    Ok(per_cpu) => {
-                        let (fds, buffers) = map_buffers(per_cpu, pages)?;
-                        let (switch_fds, switch_buffers) = if config.off_cpu {
-                            open_switch_events(target, &cpus, config, &layout, stack_size, pages)?
-                        } else {
-                            (Vec::new(), Vec::new())
-                        };
-                        return Ok(PerfSampler {
-                            fds,
-                            buffers,
-                            switch_fds,
-                            switch_buffers,
-                            layout,
-                            notes,
-                            stack_size,
-                            event: OpenedEvent {
-                                name: match (config.off_cpu, name) {
-                                    (false, name) => name,
-                                    (true, "cycles") => "cycles + context switches, wall clock",
-                                    (true, _) => "cpu-clock + context switches, wall clock",
-                                },
-                                kernel_included: kernel,
-                            },
-                        });
+                let per_cpu = match open_all(target, &cpus, attr, pages) {
+                    Ok(per_cpu) => per_cpu,
+                    Err(failed) => {
+                        last_err = Some(failed);
+                        continue;
                     }
-                    Err((cpu, e)) => last_err = Some((cpu, e)),
-                }
+                };
+                let (fds, buffers) = map_buffers(per_cpu, pages)?;
+                let (switch_fds, switch_buffers) = if config.off_cpu {
+                    open_switch_events(target, &cpus, config, &layout, stack_size, pages)?
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                return Ok(PerfSampler {
+                    fds,
+                    buffers,
+                    switch_fds,
+                    switch_buffers,
+                    layout,
+                    notes,
+                    stack_size,
+                    event: OpenedEvent {
+                        name: event_name(name, config.off_cpu),
+                        kernel_included: kernel,
+                    },
+                });
             }
         }
         let (cpu, e) = last_err.expect("at least one attempt");
-        if is_permission_error(&e) {
-            return Err(PerfError::Refused {
-                paranoid: linux::read_sysctl("kernel.perf_event_paranoid")
-                    .unwrap_or_else(|| "unknown".into()),
-                error: e,
-                why: refusal_reason(),
-            });
-        }
-        Err(PerfError::Open { cpu, source: e })
+        Err(open_error(cpu, e))
     }
 }
 
@@ -621,6 +573,93 @@ fn open_switch_events(
         }
     })?;
     map_buffers(per_cpu, pages)
+}
+
+/// The sampling events to try, best first: (name, type, config).
+const EVENTS: [(&str, u32, u64); 2] = [
+    (
+        "cycles",
+        sys::bindings::PERF_TYPE_HARDWARE,
+        sys::bindings::PERF_COUNT_HW_CPU_CYCLES as u64,
+    ),
+    (
+        "cpu-clock",
+        sys::bindings::PERF_TYPE_SOFTWARE,
+        sys::bindings::PERF_COUNT_SW_CPU_CLOCK as u64,
+    ),
+];
+
+/// What samples stand for, as the summary says it.
+fn event_name(name: &'static str, off_cpu: bool) -> &'static str {
+    match (off_cpu, name) {
+        (false, name) => name,
+        (true, "cycles") => "cycles + context switches, wall clock",
+        (true, _) => "cpu-clock + context switches, wall clock",
+    }
+}
+
+/// A frequency above `kernel.perf_event_max_sample_rate` is refused before anything opens.
+fn check_frequency(frequency: u64) -> Result<(), PerfError> {
+    let max = linux::read_sysctl("kernel.perf_event_max_sample_rate").and_then(|s| s.parse().ok());
+    match max {
+        Some(max) if frequency > max => Err(PerfError::FrequencyTooHigh {
+            requested: frequency,
+            max,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Why no event could be opened: refused (with what to do), or another error.
+fn open_error(cpu: u32, e: io::Error) -> PerfError {
+    if is_permission_error(&e) {
+        return PerfError::Refused {
+            paranoid: linux::read_sysctl("kernel.perf_event_paranoid")
+                .unwrap_or_else(|| "unknown".into()),
+            error: e,
+            why: refusal_reason(),
+        };
+    }
+    PerfError::Open { cpu, source: e }
+}
+
+/// How much each sample copies and each ring buffer holds.
+struct Sizing {
+    stack_size: u32,
+    /// Data pages per ring buffer.
+    pages: usize,
+    notes: Vec<String>,
+}
+
+impl Sizing {
+    fn for_config(config: &PerfConfig, cpus: usize) -> Sizing {
+        let mut stack_size = (config.stack_size.min(MAX_STACK_SIZE)) & !7;
+        let mut notes = Vec::new();
+        let wanted = match config.buffer_size {
+            Some(bytes) => requested_buffer_pages(bytes),
+            None => buffer_pages(stack_size, config.frequency, cpus, is_root()),
+        };
+        let pages = usable_buffer_pages(wanted, cpus);
+        if pages < wanted && config.call_graph != CallGraph::Fp && config.buffer_size.is_none() {
+            // Locked memory is limited (unprivileged users): keep room for 16 samples per
+            // buffer rather than losing samples to full buffers.
+            let fit = ((pages * page_size() / 16).saturating_sub(1024) as u32) & !7;
+            if fit < stack_size {
+                stack_size = fit.max(1024);
+                notes.push(format!(
+                    "locked memory for perf buffers is limited to {} KiB per CPU here, so the \
+                     stack copy was cut to {stack_size} bytes; for deeper stacks run \
+                     `sudo sysctl kernel.perf_event_mlock_kb=8192` or run as root",
+                    pages * page_size() / 1024
+                ));
+            }
+        }
+        Sizing {
+            stack_size,
+            pages,
+            notes,
+        }
+    }
 }
 
 /// Data pages of each CPU's ring buffer, a power of two. Unprivileged users get room for

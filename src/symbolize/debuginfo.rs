@@ -27,7 +27,8 @@ impl Default for DebugDirs {
     }
 }
 
-fn map(path: &Path) -> Option<Mmap> {
+/// `path` mapped read-only.
+pub fn map(path: &Path) -> Option<Mmap> {
     let f = std::fs::File::open(path).ok()?;
     // SAFETY: read-only mapping of a debug file; see modules.rs on the shared risk.
     unsafe { Mmap::map(&f) }.ok()

@@ -1,6 +1,7 @@
 //! Symbolization, after recording: every unique frame named once.
 
 pub mod debuginfo;
+pub mod debuginfod;
 pub mod demangle;
 pub mod elf;
 pub mod kernel;
@@ -8,11 +9,15 @@ pub mod perfmap;
 pub mod syscalls;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
-use crate::modules::{ModuleId, ModuleTable};
+use memmap2::Mmap;
+
+use crate::modules::{ModuleFile, ModuleId, ModuleTable};
 use crate::profile::{Frame, Profile};
 
 use debuginfo::DebugDirs;
+use debuginfod::Artifact;
 use elf::{ElfSymbolizer, SymbolTable};
 use kernel::KernelSymbols;
 use perfmap::PerfMap;
@@ -55,6 +60,8 @@ pub struct SymbolizeOptions {
     pub inline: bool,
     /// Where separate debug files are looked for.
     pub debug_dirs: DebugDirs,
+    /// Servers that have what is not on disk (`DEBUGINFOD_URLS`), if any.
+    pub debuginfod: Option<std::sync::Arc<debuginfod::Debuginfod>>,
 }
 
 impl Default for SymbolizeOptions {
@@ -62,6 +69,7 @@ impl Default for SymbolizeOptions {
         SymbolizeOptions {
             inline: true,
             debug_dirs: DebugDirs::default(),
+            debuginfod: None,
         }
     }
 }
@@ -72,6 +80,8 @@ impl Default for SymbolizeOptions {
 pub struct Symbols {
     pub frames: Vec<Vec<SymbolFrame>>,
     pub warnings: Vec<String>,
+    /// What was asked of debuginfod servers, for `-v`.
+    pub debuginfod: Vec<debuginfod::Query>,
 }
 
 /// Make a name safe for every output: folded stacks split on `;` and lines, SVG is XML.
@@ -111,32 +121,31 @@ pub fn symbolize(
     let mut kernel: Option<KernelSymbols> = None;
     let mut warnings = Vec::new();
     for (i, f) in frames.iter().enumerate() {
-        match *f {
-            Frame::Module { module, svma } => by_module.entry(module).or_default().push((i, svma)),
+        out[i] = match *f {
+            Frame::Module { module, svma } => {
+                by_module.entry(module).or_default().push((i, svma));
+                continue;
+            }
             Frame::Kernel(addr) => {
                 let k = kernel.get_or_insert_with(KernelSymbols::load);
                 let name = match k.lookup(addr) {
                     Some(n) => sanitize(n),
                     None => "[kernel]".to_string(),
                 };
-                out[i] = vec![SymbolFrame::named(name, FrameKind::Kernel)];
+                vec![SymbolFrame::named(name, FrameKind::Kernel)]
             }
-            Frame::Truncated => {
-                out[i] = vec![SymbolFrame::named("[truncated]".into(), FrameKind::User)];
-            }
-            Frame::OffCpu(reason) => {
-                out[i] = vec![SymbolFrame::named(
-                    syscalls::wait_label(reason),
-                    FrameKind::User,
-                )];
-            }
+            Frame::Truncated => vec![SymbolFrame::named("[truncated]".into(), FrameKind::User)],
+            Frame::OffCpu(reason) => vec![SymbolFrame::named(
+                syscalls::wait_label(reason),
+                FrameKind::User,
+            )],
             Frame::Anon { pid, addr } => {
-                out[i] = vec![match perf_maps.get(&pid).and_then(|m| m.lookup(addr)) {
+                vec![match perf_maps.get(&pid).and_then(|m| m.lookup(addr)) {
                     Some(name) => SymbolFrame::named(sanitize(name), FrameKind::Jit),
                     None => SymbolFrame::named(format!("[anon]+0x{addr:x}"), FrameKind::User),
                 }]
             }
-        }
+        };
     }
     if kernel.as_ref().is_some_and(|k| k.hidden) {
         warnings.push(
@@ -144,7 +153,29 @@ pub fn symbolize(
                 .to_string(),
         );
     }
+    for (i, names) in symbolize_modules(modules, by_module, opts) {
+        out[i] = names;
+    }
+    let queries = opts
+        .debuginfod
+        .as_ref()
+        .map(|d| d.queries())
+        .unwrap_or_default();
+    warnings.extend(debuginfod::failure_warnings(&queries));
+    Symbols {
+        frames: out,
+        warnings,
+        debuginfod: queries,
+    }
+}
 
+/// Name the addresses of every module, each module's file parsed once, on as many threads as
+/// there are cores: (frame index, names) for each address.
+fn symbolize_modules(
+    modules: &ModuleTable,
+    by_module: HashMap<ModuleId, Vec<(usize, u64)>>,
+    opts: &SymbolizeOptions,
+) -> Vec<(usize, Vec<SymbolFrame>)> {
     let mut work: Vec<(ModuleId, Vec<(usize, u64)>)> = by_module.into_iter().collect();
     // Biggest jobs first so the threads finish together.
     work.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
@@ -153,7 +184,7 @@ pub fn symbolize(
         .unwrap_or(1)
         .min(work.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Vec<(usize, Vec<SymbolFrame>)>> = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
@@ -171,16 +202,9 @@ pub fn symbolize(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("symbolizer thread panicked"))
+            .flat_map(|h| h.join().expect("symbolizer thread panicked"))
             .collect()
-    });
-    for (i, names) in results.into_iter().flatten() {
-        out[i] = names;
-    }
-    Symbols {
-        frames: out,
-        warnings,
-    }
+    })
 }
 
 fn symbolize_module(
@@ -192,29 +216,18 @@ fn symbolize_module(
     let module = modules.get(id);
     let short = module.short_name();
     let fallback = |svma: u64| vec![SymbolFrame::named(unnamed(short, svma), FrameKind::User)];
-    let parsed = module
-        .data
-        .as_ref()
-        .and_then(|d| object::File::parse(&***d).ok());
-    let Some(file) = parsed else {
+    let fetched = fetch_executable(module, opts);
+    let bytes = module.data.as_ref().map(|d| &***d).or(fetched.as_deref());
+    let Some(file) = bytes.and_then(|b| object::File::parse(b).ok()) else {
         return addrs.iter().map(|&(i, a)| (i, fallback(a))).collect();
     };
     // Separate debug info, when there is some: its DWARF and symbols come first.
-    let debug = if module.path.starts_with('/') {
-        debuginfo::find_debug_file(&module.path, &file, &opts.debug_dirs)
-    } else {
-        None
-    };
+    let debug = find_debug(module, &file, opts);
     let debug_file = debug
         .as_ref()
         .and_then(|(_, m)| object::File::parse(&**m).ok());
     let mini = debuginfo::mini_debug_info(&file);
     let mini_file = mini.as_ref().and_then(|m| object::File::parse(&**m).ok());
-    let has_dwarf = |f: &object::File| {
-        use object::{Object, ObjectSection};
-        f.section_by_name(".debug_info")
-            .is_some_and(|s| s.size() > 0 && s.kind() != object::SectionKind::UninitializedData)
-    };
     let primary = match &debug_file {
         Some(d) if has_dwarf(d) || !has_dwarf(&file) => d,
         _ => &file,
@@ -250,6 +263,54 @@ fn symbolize_module(
             (i, names)
         })
         .collect()
+}
+
+fn has_dwarf(f: &object::File) -> bool {
+    use object::{Object, ObjectSection};
+    f.section_by_name(".debug_info")
+        .is_some_and(|s| s.size() > 0 && s.kind() != object::SectionKind::UninitializedData)
+}
+
+/// The separate debug file of `module` (parsed as `file`): on disk, or — when neither the
+/// module nor what is on disk has DWARF — from a debuginfod server.
+fn find_debug(
+    module: &ModuleFile,
+    file: &object::File,
+    opts: &SymbolizeOptions,
+) -> Option<(PathBuf, Mmap)> {
+    if !module.path.starts_with('/') {
+        return None;
+    }
+    let local = debuginfo::find_debug_file(&module.path, file, &opts.debug_dirs);
+    let local_dwarf = local
+        .as_ref()
+        .and_then(|(_, m)| object::File::parse(&**m).ok())
+        .is_some_and(|f| has_dwarf(&f));
+    if local_dwarf || has_dwarf(file) {
+        return local;
+    }
+    let fetched = opts.debuginfod.as_ref().and_then(|d| {
+        use object::Object;
+        let id = file.build_id().ok().flatten()?;
+        let path = d.find(id, Artifact::Debuginfo, &module.path)?;
+        let map = debuginfo::map(&path)?;
+        Some((path, map))
+    });
+    fetched.or(local)
+}
+
+/// The executable of a module ember could not open (deleted, replaced), from a debuginfod
+/// server, when its build id is known.
+fn fetch_executable(module: &ModuleFile, opts: &SymbolizeOptions) -> Option<Mmap> {
+    if module.data.is_some() || !module.path.starts_with('/') {
+        return None;
+    }
+    let id = module.build_id.as_deref()?;
+    let path = opts
+        .debuginfod
+        .as_ref()?
+        .find(id, Artifact::Executable, &module.path)?;
+    debuginfo::map(&path)
 }
 
 #[cfg(test)]

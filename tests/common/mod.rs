@@ -68,9 +68,14 @@ pub fn scratch() -> tempfile::TempDir {
         .unwrap()
 }
 
-/// Run `ember ARGS` and return its output.
+/// Run `ember ARGS` and return its output. Servers named in the environment are not asked
+/// for debug info (a test that wants one names it).
 pub fn ember(args: &[&str]) -> Output {
-    Command::new(EMBER).args(args).output().expect("run ember")
+    Command::new(EMBER)
+        .args(args)
+        .env_remove("DEBUGINFOD_URLS")
+        .output()
+        .expect("run ember")
 }
 
 /// Run `ember record ARGS` and fail with ember's own words when it did not succeed. A
@@ -415,4 +420,107 @@ pub fn ptrace_independent_samples(stderr: &str) -> Option<u64> {
     let line = stderr.lines().find(|l| l.starts_with("ember: ptrace: "))?;
     let (before, _) = line.split_once(" independent)")?;
     before.rsplit_once(" (")?.1.parse().ok()
+}
+
+/// The program's own `truth NAME PERCENT` lines (the workloads measure their shares).
+pub fn truths(stdout: &[u8]) -> Vec<(String, f64)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next()? == "truth").then_some(())?;
+            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The state letter of process `pid` (`R`, `S`, `T`, ...), from /proc/PID/stat.
+pub fn process_state(pid: u32) -> char {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &s[s.rfind(')').unwrap() + 1..];
+    rest.trim_start().chars().next().unwrap()
+}
+
+/// The outputs of a recording of `shares` are whole, and their samples cover the `cpu`
+/// seconds the workload used while it was sampled.
+pub fn assert_outputs_whole(svg: &Path, folded: &Path, cpu: f64, what: &str) {
+    let stacks = read_folded(folded);
+    assert_samples_cover_cpu(total(&stacks), cpu, 999, what);
+    assert!(
+        samples_with(&stacks, "hot_sixty") > 0,
+        "{what}: no hot_sixty"
+    );
+    let text = std::fs::read_to_string(svg).unwrap();
+    assert!(
+        text.trim_end().ends_with("</svg>"),
+        "{what}: the SVG is incomplete"
+    );
+    assert!(text.contains("hot_sixty"));
+}
+
+/// Busy loops on every core, killed when dropped: a machine where the target must share.
+pub struct CpuHogs(Vec<std::process::Child>);
+
+impl CpuHogs {
+    pub fn start() -> CpuHogs {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        CpuHogs(
+            (0..n)
+                .map(|_| {
+                    Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("sh")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuHogs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Build testdata/shares.c with debug info and an explicit build id.
+pub fn build_shares(dir: &Path) -> PathBuf {
+    compile("gcc", "shares.c", dir, "shares", &["-Wl,--build-id=sha1"])
+}
+
+pub fn split_debug(full: &Path, debug: &Path, stripped: &Path) {
+    run_tool("objcopy", &[os("--only-keep-debug"), os(full), os(debug)]);
+    std::fs::copy(full, stripped).unwrap();
+    run_tool("strip", &[os("--strip-all"), os(stripped)]);
+}
+
+/// Frame labels (with source lines) that carry at least 1 % of the samples, by function.
+pub fn hot_labels(stacks: &[Stack]) -> std::collections::BTreeSet<String> {
+    let n = total(stacks);
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for s in stacks {
+        for f in &s.frames[1..] {
+            if f.starts_with("hot_") || f.starts_with("main") {
+                *counts.entry(f.clone()).or_default() += s.count;
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|(_, c)| *c * 100 >= n)
+        .map(|(f, _)| f)
+        .collect()
+}
+
+pub fn assert_named_with_lines(stacks: &[Stack], what: &str) {
+    for f in ["hot_sixty", "hot_thirty", "hot_ten"] {
+        let line = stacks
+            .iter()
+            .flat_map(|s| s.frames.iter())
+            .find(|x| x.starts_with(&format!("{f} (shares.c:")));
+        assert!(line.is_some(), "{what}: {f} has no name with a source line");
+    }
 }

@@ -25,13 +25,14 @@ use super::{
 };
 use crate::linux::{self, parse_maps_line};
 
+mod calls;
 mod sample;
 mod schedule;
 mod stops;
 mod tracee;
 
 use crate::arch::RESTART_SYSCALL;
-use sample::{event_msg, read_stack};
+use calls::{event_msg, read_stack, seize, SavedSigchld};
 use tracee::{status_number, thread_state, Seen, Tracee, WaitSite};
 
 #[derive(Debug, thiserror::Error)]
@@ -112,18 +113,12 @@ pub struct PtraceSampler {
     next_tick: u64,
     rng: u64,
     pending: usize,
-    old_mask: libc::sigset_t,
-    old_chld: libc::sigaction,
+    /// SIGCHLD as it was before sampling, while ember waits for it itself.
+    sigchld: Option<SavedSigchld>,
     detached: bool,
     pub stats: PtraceStats,
     pub notes: Vec<String>,
 }
-
-const OPTIONS: libc::c_int = libc::PTRACE_O_TRACECLONE
-    | libc::PTRACE_O_TRACEFORK
-    | libc::PTRACE_O_TRACEVFORK
-    | libc::PTRACE_O_TRACEEXEC
-    | libc::PTRACE_O_TRACEEXIT;
 
 /// How long to wait for the stop an interrupt causes before giving up on it.
 const STOP_TIMEOUT_NS: u64 = 1_000_000_000;
@@ -134,25 +129,9 @@ const MIN_RESCAN_NS: u64 = 1_000_000;
 /// How often each thread's stop rate is worked out again.
 const WINDOW_NS: u64 = 50_000_000;
 
-fn ptrace(req: libc::c_uint, tid: u32, addr: usize, data: usize) -> io::Result<libc::c_long> {
-    // SAFETY: the requests used here take integer arguments or a pointer to memory we own.
-    let r = unsafe { libc::ptrace(req, tid as libc::pid_t, addr, data) };
-    if r == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-fn seize(tid: u32) -> io::Result<()> {
-    ptrace(libc::PTRACE_SEIZE, tid, 0, OPTIONS as usize).map(|_| ())
-}
-
 impl PtraceSampler {
     fn new(config: &PtraceConfig) -> PtraceSampler {
         let freq = config.frequency.max(1);
-        // SAFETY: zeroed sigset/sigaction are valid "empty" values, filled in by the calls.
-        let (old_mask, old_chld) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
         let mut s = PtraceSampler {
             config: config.clone(),
             tracees: HashMap::new(),
@@ -166,8 +145,7 @@ impl PtraceSampler {
             next_tick: 0,
             rng: now_ns() | 1,
             pending: 0,
-            old_mask,
-            old_chld,
+            sigchld: None,
             detached: false,
             stats: PtraceStats::default(),
             notes: Vec::new(),
@@ -180,28 +158,13 @@ impl PtraceSampler {
         s
     }
 
-    /// Stops of tracees are announced by SIGCHLD (a handler without `SA_NOCLDSTOP`, which
-    /// would hide ptrace stops); it is blocked here and waited for with `sigtimedwait`.
     fn take_sigchld(&mut self) {
-        extern "C" fn nothing(_: libc::c_int) {}
-        // SAFETY: plain libc signal calls on valid, owned structures; the handler does nothing.
-        unsafe {
-            let mut act: libc::sigaction = std::mem::zeroed();
-            act.sa_sigaction = nothing as *const () as usize;
-            libc::sigemptyset(&mut act.sa_mask);
-            libc::sigaction(libc::SIGCHLD, &act, &mut self.old_chld);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGCHLD);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut self.old_mask);
-        }
+        self.sigchld = Some(calls::take_sigchld());
     }
 
     fn give_back_sigchld(&mut self) {
-        // SAFETY: restoring what take_sigchld saved.
-        unsafe {
-            libc::sigaction(libc::SIGCHLD, &self.old_chld, std::ptr::null_mut());
-            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut());
+        if let Some(saved) = self.sigchld.take() {
+            calls::give_back_sigchld(&saved);
         }
     }
 
@@ -300,7 +263,7 @@ impl PtraceSampler {
             if now >= end {
                 return;
             }
-            if !wait_sigchld(self.next_tick.min(end) - now) {
+            if !calls::wait_sigchld(self.next_tick.min(end) - now) {
                 return;
             }
         }
@@ -309,22 +272,20 @@ impl PtraceSampler {
     /// Handle every state change of the tracees that is ready, without blocking.
     fn reap(&mut self) {
         loop {
-            let mut status = 0;
-            // SAFETY: waitpid with a valid status pointer.
-            let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
-            if tid < 0 {
-                // No traced thread is left at all (gone, or reaped elsewhere).
-                self.tracees.clear();
-                self.pending = 0;
-                return;
-            }
-            if tid == 0 {
-                return;
-            }
-            self.on_status(tid as u32, status);
+            let (tid, status) = match calls::next_status() {
+                Ok(Some(changed)) => changed,
+                Ok(None) => return,
+                Err(_) => {
+                    // No traced thread is left at all (gone, or reaped elsewhere).
+                    self.tracees.clear();
+                    self.pending = 0;
+                    return;
+                }
+            };
+            self.on_status(tid, status);
             if self.detached && libc::WIFSTOPPED(status) {
                 // Detaching: the thread was let go at this stop.
-                self.forget(tid as u32);
+                self.forget(tid);
             }
         }
     }
@@ -339,7 +300,7 @@ impl PtraceSampler {
         let mut gone = Vec::new();
         let mut pending = 0;
         for (&tid, t) in self.tracees.iter_mut() {
-            if ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0).is_err() {
+            if !calls::interrupt(tid) {
                 gone.push(tid);
             } else if !self.config.off_cpu && t.pending.is_none() {
                 // The CPU time used since the thread's last sample is sampled at this stop,
@@ -356,7 +317,7 @@ impl PtraceSampler {
         while !self.tracees.is_empty() && now_ns() < give_up {
             self.reap();
             if !self.tracees.is_empty() {
-                wait_sigchld(5_000_000);
+                calls::wait_sigchld(5_000_000);
             }
         }
         if !self.tracees.is_empty() {
@@ -473,22 +434,6 @@ fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state >> 7;
     *state ^= *state << 17;
     *state
-}
-
-/// Wait up to `ns` for SIGCHLD (blocked in this thread). False when another signal came.
-fn wait_sigchld(ns: u64) -> bool {
-    // SAFETY: plain libc calls on valid, owned structures.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        let ts = libc::timespec {
-            tv_sec: (ns / 1_000_000_000) as libc::time_t,
-            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-        };
-        let r = libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
-        !(r < 0 && *libc::__errno_location() == libc::EINTR)
-    }
 }
 
 #[cfg(test)]

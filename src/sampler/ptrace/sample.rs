@@ -7,16 +7,7 @@ use crate::arch;
 impl PtraceSampler {
     /// Read a stopped thread's registers, and its stack into `self.stack`.
     pub(super) fn capture(&mut self, tid: u32) -> Option<((UserRegs, Option<u64>), usize)> {
-        // SAFETY: the registers are plain data; GETREGS fills them.
-        let mut regs: arch::PtraceRegs = unsafe { std::mem::zeroed() };
-        ptrace(
-            libc::PTRACE_GETREGS,
-            tid,
-            0,
-            &mut regs as *mut arch::PtraceRegs as usize,
-        )
-        .ok()?;
-        let regs = arch::from_ptrace(&regs);
+        let regs = arch::from_ptrace(&calls::registers(tid)?);
         let n = read_stack(tid, regs.0.sp, &mut self.stack);
         Some((regs, n))
     }
@@ -140,53 +131,6 @@ impl PtraceSampler {
         self.stats.samples += u64::from(count);
         self.stats.samples_squared += u64::from(count).pow(2);
     }
-}
-
-/// Copy up to `buf.len()` bytes of a thread's stack from `sp` up; returns how many could be
-/// read (the copy stops at the first unmapped page).
-pub(super) fn read_stack(tid: u32, sp: u64, buf: &mut [u8]) -> usize {
-    const PAGE: u64 = 4096;
-    let len = buf.len() as u64;
-    let mut remote = Vec::with_capacity((len / PAGE + 2) as usize);
-    let mut at = sp;
-    let end = sp.saturating_add(len);
-    while at < end {
-        let next = ((at / PAGE) + 1) * PAGE;
-        let stop = next.min(end);
-        remote.push(libc::iovec {
-            iov_base: at as *mut libc::c_void,
-            iov_len: (stop - at) as usize,
-        });
-        at = stop;
-    }
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // SAFETY: local points to `buf`, which is valid for writes of its length; the remote
-    // ranges are only read by the kernel, which checks them.
-    let n = unsafe {
-        libc::process_vm_readv(
-            tid as libc::pid_t,
-            &local,
-            1,
-            remote.as_ptr(),
-            remote.len() as libc::c_ulong,
-            0,
-        )
-    };
-    n.max(0) as usize
-}
-
-pub(super) fn event_msg(tid: u32) -> u64 {
-    let mut msg: libc::c_ulong = 0;
-    let _ = ptrace(
-        libc::PTRACE_GETEVENTMSG,
-        tid,
-        0,
-        &mut msg as *mut libc::c_ulong as usize,
-    );
-    msg as u64
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ impl PtraceSampler {
         if let Some(t) = self.tracees.get_mut(&tid) {
             t.delay_at_interrupt = t.schedstat().map(|(_, delay)| delay);
         }
-        if ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0).is_ok() {
+        if calls::interrupt(tid) {
             if let Some(t) = self.tracees.get_mut(&tid) {
                 t.pending = Some(seen);
                 t.ticks_waiting = 0;

@@ -86,7 +86,7 @@ impl PtraceSampler {
         if self.detached {
             self.resume(tid, 0);
         } else {
-            let _ = ptrace(libc::PTRACE_LISTEN, tid, 0, 0);
+            calls::listen(tid);
         }
     }
 
@@ -128,12 +128,7 @@ impl PtraceSampler {
     /// Let a stopped thread go on with `sig` (0: none): resumed, or detached once ember is
     /// detaching. A thread killed meanwhile reports its exit through waitpid.
     pub(super) fn resume(&mut self, tid: u32, sig: i32) {
-        let request = if self.detached {
-            libc::PTRACE_DETACH
-        } else {
-            libc::PTRACE_CONT
-        };
-        let _ = ptrace(request, tid, 0, sig as usize);
+        calls::resume(tid, sig, self.detached);
     }
 
     /// A thread or process ember had not heard of: `parent` made it (clone/fork event), or

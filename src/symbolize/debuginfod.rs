@@ -119,6 +119,14 @@ pub fn failure_warnings(queries: &[Query]) -> Vec<String> {
         .collect()
 }
 
+/// How long a request may take: to connect, for the server to answer, for the whole file.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub answer: Duration,
+    pub whole: Duration,
+}
+
 /// Servers, the cache, and what was asked of them in this run.
 #[derive(Debug)]
 pub struct Debuginfod {
@@ -174,16 +182,35 @@ impl Debuginfod {
         Some(Debuginfod::new(urls, cache_dir_from_env()?, progress))
     }
 
+    /// A client with the timeouts the environment asks for (`DEBUGINFOD_TIMEOUT` can shorten
+    /// the waits for a connection and an answer, `DEBUGINFOD_MAXTIME` sets the whole-file
+    /// deadline).
     pub fn new(urls: Vec<String>, cache: PathBuf, progress: Option<fn(&str)>) -> Debuginfod {
-        let connect = secs_from_env("DEBUGINFOD_TIMEOUT")
-            .unwrap_or(CONNECT_TIMEOUT)
-            .min(CONNECT_TIMEOUT);
-        let max_time = secs_from_env("DEBUGINFOD_MAXTIME").unwrap_or(MAX_TIME);
+        let wait = secs_from_env("DEBUGINFOD_TIMEOUT");
+        let timeouts = Timeouts {
+            connect: wait.unwrap_or(CONNECT_TIMEOUT).min(CONNECT_TIMEOUT),
+            answer: wait.unwrap_or(STALL_TIMEOUT).min(STALL_TIMEOUT),
+            whole: secs_from_env("DEBUGINFOD_MAXTIME").unwrap_or(MAX_TIME),
+        };
+        Debuginfod::with_timeouts(urls, cache, progress, timeouts)
+    }
+
+    pub fn with_timeouts(
+        urls: Vec<String>,
+        cache: PathBuf,
+        progress: Option<fn(&str)>,
+        timeouts: Timeouts,
+    ) -> Debuginfod {
+        let Timeouts {
+            connect,
+            answer,
+            whole: max_time,
+        } = timeouts;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_connect(Some(connect))
-            .timeout_recv_response(Some(STALL_TIMEOUT))
+            .timeout_recv_response(Some(answer))
             .timeout_recv_body(Some(max_time))
-            .timeout_global(Some(max_time + STALL_TIMEOUT))
+            .timeout_global(Some(max_time + answer))
             .http_status_as_error(false)
             .user_agent(format!("ember/{}", env!("CARGO_PKG_VERSION")))
             .build()
@@ -470,5 +497,44 @@ mod tests {
         // A failure to connect is not a miss: the next run asks again.
         let target = cache.path().join("ab".repeat(20)).join("debuginfo");
         assert!(!target.exists());
+    }
+
+    #[test]
+    fn a_server_that_never_answers_is_given_up_on() {
+        let cache = tempfile::tempdir().unwrap();
+        // Accepts connections and says nothing.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+            drop(conn);
+        });
+        let second = Duration::from_secs(1);
+        let client = Debuginfod::with_timeouts(
+            vec![format!("http://127.0.0.1:{port}")],
+            cache.path().to_path_buf(),
+            None,
+            Timeouts {
+                connect: second,
+                answer: second,
+                whole: second,
+            },
+        );
+        let started = Instant::now();
+        assert_eq!(
+            client.find(&[0xcd; 20], Artifact::Debuginfo, "libx.so"),
+            None
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(
+            &client.queries()[0].outcome,
+            Outcome::Failed { .. }
+        ));
+        silent.join().unwrap();
     }
 }

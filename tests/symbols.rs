@@ -334,13 +334,17 @@ fn deleted_binary_is_still_symbolized() {
     let dir = scratch();
     let exe = dir.path().join("doomed");
     std::fs::copy(workload("shares", Build::NoFramePointers), &exe).unwrap();
-    // The binary is deleted while it runs, before ember gets to open it.
-    let script = r#""$1" 1 > /dev/null & rm -f "$1"; wait"#;
+    // The binary is deleted while it runs (once it has been executed: deleting it between
+    // sh's fork and the child's exec would leave nothing to run), before ember gets to open
+    // it.
+    let script = r#""$1" 1 > /dev/null & pid=$!
+until [ "$(readlink /proc/$pid/exe)" = "$1" ]; do sleep 0.01; done
+rm -f "$1"; wait"#;
     let stacks = record_folded(
         dir.path(),
         &[],
         &["sh", "-c", script, "sh", exe.to_str().unwrap()],
     );
     assert!(!exe.exists());
-    assert!(self_share(&stacks, "hot_sixty") > 40.0);
+    assert!(self_share(&stacks, "hot_sixty") > 40.0, "{stacks:?}");
 }

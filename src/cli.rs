@@ -131,14 +131,20 @@ pub struct DiffArgs {
     pub before: PathBuf,
     /// The profile after the change (folded or pprof)
     pub after: PathBuf,
-    /// Output SVG
-    #[arg(
-        short = 'o',
-        long = "output",
-        value_name = "FILE",
-        default_value = "diff.svg"
-    )]
-    pub output: PathBuf,
+    /// Output: the differential flamegraph (.svg) and/or the comparison as JSON (.json).
+    /// Repeatable; default diff.svg
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub outputs: Vec<PathBuf>,
+    /// Fail (exit code 3) when a function's total share grew by more than PCT percentage
+    /// points of all samples, and by more than sampling noise (3.5 standard errors)
+    #[arg(long, value_name = "PCT")]
+    pub fail_over: Option<f64>,
+    /// With --fail-over: leave alone functions with fewer samples than N in both profiles
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub min_samples: u64,
+    /// Rows of the table: the N largest regressions and the N largest improvements
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
     /// Scale BEFORE to AFTER's total first, so a longer run does not paint everything red
     #[arg(long)]
     pub normalize: bool,

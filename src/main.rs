@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use ember::cli::{Cli, Command};
+use ember::output::compare::Gate;
 use ember::output::open::open_svg_output;
+use ember::render::DiffOptions;
 
 /// Print an error once (every message carries its cause already) and give the exit code.
 fn fail(e: impl std::fmt::Display, code: i32) -> i32 {
@@ -21,6 +23,51 @@ fn open_svg(open: bool, outputs: &[PathBuf]) {
         Some(said) => eprintln!("ember: {said}"),
         None => eprintln!("ember: --open: no .svg output to open"),
     }
+}
+
+/// `ember diff`: the outputs, the table on stdout, and the gate's verdict as the exit code.
+fn diff(a: ember::cli::DiffArgs) -> i32 {
+    let outputs = if a.outputs.is_empty() {
+        vec![PathBuf::from("diff.svg")]
+    } else {
+        a.outputs
+    };
+    let gate = a.fail_over.map(|pct| Gate {
+        over_points: pct,
+        min_samples: a.min_samples,
+        ..Gate::default()
+    });
+    let opts = DiffOptions {
+        outputs,
+        normalize: a.normalize,
+        fold: a.fold.options(),
+        svg: a.svg.into_options(),
+        gate,
+    };
+    let comparison = match ember::render::diff(&a.before, &a.after, &opts) {
+        Ok(c) => c,
+        Err(e) => return fail(&e, e.exit_code()),
+    };
+    let _ = comparison.write_table(a.top, gate.as_ref(), std::io::stdout().lock());
+    open_svg(a.open, &opts.outputs);
+    let Some(gate) = gate else {
+        return 0;
+    };
+    let failed: Vec<String> = comparison
+        .regressions(&gate)
+        .map(|c| format!("{} (+{:.2} points)", c.name, comparison.total_change(c)))
+        .collect();
+    if failed.is_empty() {
+        return 0;
+    }
+    eprintln!(
+        "ember: diff: {} function(s) grew by more than {} points of all samples, beyond \
+         sampling noise: {}",
+        failed.len(),
+        gate.over_points,
+        failed.join(", ")
+    );
+    3
 }
 
 fn main() {
@@ -60,22 +107,7 @@ fn main() {
                 Err(e) => fail(&e, e.exit_code()),
             }
         }
-        Command::Diff(a) => {
-            match ember::render::diff(
-                &a.before,
-                &a.after,
-                &a.output,
-                a.normalize,
-                a.fold.options(),
-                &a.svg.into_options(),
-            ) {
-                Ok(()) => {
-                    open_svg(a.open, std::slice::from_ref(&a.output));
-                    0
-                }
-                Err(e) => fail(&e, e.exit_code()),
-            }
-        }
+        Command::Diff(a) => diff(a),
         Command::Report(a) => {
             match ember::render::report(&a.input, a.top, a.by.into_sort(), std::io::stdout().lock())
             {

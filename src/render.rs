@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::load::{self, LoadError};
+use crate::output::compare::{Comparison, Gate};
 use crate::output::report::{self, SortBy};
 use crate::output::{self, FoldOptions, OutputError, SvgOptions};
 
@@ -69,30 +70,52 @@ pub fn flamegraph(
     Ok(())
 }
 
-/// `ember diff BEFORE AFTER -o diff.svg`.
-pub fn diff(
-    before: &Path,
-    after: &Path,
-    out: &Path,
-    normalize: bool,
-    fold: FoldOptions,
-    svg: &SvgOptions,
-) -> Result<(), RenderError> {
-    output::check_writable(out)?;
+/// What `ember diff` was asked for besides the inputs.
+pub struct DiffOptions {
+    /// `.svg` (differential flamegraph) and `.json` (the comparison) files to write.
+    pub outputs: Vec<PathBuf>,
+    /// Scale BEFORE to AFTER's total in the SVG.
+    pub normalize: bool,
+    pub fold: FoldOptions,
+    pub svg: SvgOptions,
+    /// The gate, with `--fail-over`.
+    pub gate: Option<Gate>,
+}
+
+/// `ember diff BEFORE AFTER -o diff.svg -o diff.json`: writes the outputs and returns the
+/// comparison (the caller prints its table and applies the gate).
+pub fn diff(before: &Path, after: &Path, opts: &DiffOptions) -> Result<Comparison, RenderError> {
+    for o in &opts.outputs {
+        if !is_json(o) {
+            output::check_writable(o)?;
+        }
+    }
     let b = load::load(before)?;
     let a = load::load(after)?;
-    let mut svg = svg.clone();
+    let (bf, af) = (b.folded(opts.fold), a.folded(opts.fold));
+    let comparison = Comparison::new(&bf, &af);
+    let mut svg = opts.svg.clone();
     if svg.title.is_empty() {
         svg.title = format!("{} → {}", before.display(), after.display());
     }
     if svg.subtitle.is_none() {
         svg.subtitle = Some("red: grew, blue: shrank (width: after)".to_string());
     }
-    let (bf, af) = (b.folded(fold), a.folded(fold));
-    output::write_atomic(out, |w| {
-        output::svg::write_diff(&bf, &af, normalize, &svg, w)
-    })?;
-    Ok(())
+    let gate = opts.gate.unwrap_or_default();
+    for o in &opts.outputs {
+        if is_json(o) {
+            output::write_atomic(o, |w| comparison.write_json(&gate, w))?;
+        } else {
+            output::write_atomic(o, |w| {
+                output::svg::write_diff(&bf, &af, opts.normalize, &svg, w)
+            })?;
+        }
+    }
+    Ok(comparison)
+}
+
+fn is_json(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "json")
 }
 
 /// `ember report IN --top N --by self|total`, to `w`.

@@ -379,3 +379,96 @@ fn open_says_where_the_file_is_without_a_display_and_uses_browser() {
     let opened = std::fs::read_to_string(&marker).expect("the browser was not started");
     assert!(opened.trim().ends_with("o.svg"), "{opened}");
 }
+
+/// The highest rate up to 4,999 Hz the kernel allows here (it lowers its maximum when sample
+/// interrupts take too long).
+fn high_frequency() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .map_or(4999, |max: u64| max.min(4999))
+}
+
+#[test]
+fn diff_gate_passes_unchanged_runs_and_fails_a_regression_naming_it_first() {
+    let _serial = serial();
+    let exe = workload("regress", Build::NoFramePointers);
+    let dir = scratch();
+    // About 10,000 samples a recording: a 40 % share then has a standard error of 0.5
+    // points, and the difference of two such shares 0.7.
+    let hz = high_frequency();
+    let seconds = format!("{:.2}", 10_000.0 / hz as f64);
+    let hz = hz.to_string();
+    let record = |name: &str, slow: bool| -> PathBuf {
+        let path = dir.path().join(name);
+        let mut args = vec!["-F", &hz, "-o", path.to_str().unwrap(), "--"];
+        args.extend([exe.to_str().unwrap(), &seconds]);
+        if slow {
+            args.push("slow");
+        }
+        record_ok(&args);
+        path
+    };
+    let json = dir.path().join("diff.json");
+    let gate = |base: &Path, head: &Path| {
+        ember(&[
+            "diff",
+            base.to_str().unwrap(),
+            head.to_str().unwrap(),
+            "-o",
+            json.to_str().unwrap(),
+            "--fail-over",
+            "3",
+        ])
+    };
+    // The same program recorded 11 times: 10 comparisons, none fails.
+    let runs: Vec<PathBuf> = (0..11)
+        .map(|i| record(&format!("base{i}.folded"), false))
+        .collect();
+    for pair in runs.windows(2) {
+        let out = gate(&pair[0], &pair[1]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "an unchanged program failed the gate:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // tokenize 25 % slower (+5.2 points): fails, named first; parse, its caller, grew in total
+    // but not in itself.
+    let slow = record("slow.folded", true);
+    let out = gate(&runs[0], &slow);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .nth(2)
+            .unwrap()
+            .ends_with("tokenize  REGRESSED"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokenize"));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["regressed"], true);
+    let functions = v["functions"].as_array().unwrap();
+    assert_eq!(functions[0]["name"], "tokenize");
+    let parse = functions.iter().find(|f| f["name"] == "parse").unwrap();
+    let pts = |f: &serde_json::Value, k: &str| f[k].as_f64().unwrap();
+    assert!(pts(parse, "change_total_pts") > 3.0, "{parse}");
+    assert!(pts(parse, "change_self_pts").abs() < 2.0, "{parse}");
+    for field in [
+        "base_self",
+        "head_self",
+        "base_total",
+        "head_total",
+        "base_total_pct",
+        "head_total_pct",
+        "base_self_pct",
+        "head_self_pct",
+        "standard_error_pts",
+        "regressed",
+    ] {
+        assert!(parse.get(field).is_some(), "{field} missing from {parse}");
+    }
+}

@@ -1,5 +1,6 @@
 //! Writers: every output file chosen by its extension, every file written atomically.
 
+pub mod compare;
 pub mod folded;
 pub mod open;
 pub mod pprof;

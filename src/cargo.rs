@@ -264,6 +264,10 @@ pub fn run(args: &[String], say: fn(&str), notify: fn(&str)) -> Result<i32, Carg
         opts.svg.title = format!("cargo ember {}", args.join(" "));
     }
     opts.notify = notify;
+    if cmd != CargoCommand::Run {
+        // Which test (or bench) took the time.
+        opts.rank = Some(opts.top.unwrap_or(10));
+    }
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         opts.progress = Some(notify);
     }

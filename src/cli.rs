@@ -389,6 +389,7 @@ impl RecordArgs {
             progress: None,
             svg: self.svg.into_options(),
             top: self.top,
+            rank: None,
             open: self.open,
             filter: ProcessFilter {
                 regex: self.process,

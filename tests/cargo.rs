@@ -37,14 +37,59 @@ fn cargo_ember(args: &[&str], fail: bool) -> Output {
     cmd.output().expect("run cargo-ember")
 }
 
+/// The three tests burn 1.2, 0.8 and 0.4 s of CPU: the ranking at the end and the JSON list
+/// them in that order, with CPU seconds near those.
+fn assert_tests_ranked(stderr: &str, json: &std::path::Path) {
+    let tests = [
+        "alpha_test_burns_cpu_for_a_while",
+        "beta_test_burns_cpu_for_a_while",
+        "gamma_test_burns_cpu_for_a_while",
+    ];
+    let position = |t: &str| {
+        stderr
+            .lines()
+            .position(|l| l.contains(t) && l.contains('%'))
+            .unwrap_or_else(|| panic!("{t} is not in the ranking:\n{stderr}"))
+    };
+    assert!(position(tests[0]) < position(tests[1]), "{stderr}");
+    assert!(position(tests[1]) < position(tests[2]), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    let row = |t: &str| rows.iter().position(|r| r["name"] == t).unwrap();
+    assert!(row(tests[0]) < row(tests[1]) && row(tests[1]) < row(tests[2]));
+    for (t, cpu) in tests.iter().zip([1.2, 0.8, 0.4]) {
+        let r = &rows[row(t)];
+        let measured = r["cpu_seconds"].as_f64().unwrap();
+        assert!(
+            (measured - cpu).abs() < 0.25 * cpu,
+            "{t}: {measured} s of CPU, burnt {cpu} s"
+        );
+        for field in ["share_pct", "samples", "hottest", "hottest_self_samples"] {
+            assert!(r.get(field).is_some(), "{field} missing: {r}");
+        }
+        assert!(!r["hottest"].as_str().unwrap().is_empty(), "{r}");
+    }
+}
+
 #[test]
 fn cargo_ember_test_gives_each_test_its_own_tower() {
     let _serial = serial();
     let dir = scratch();
     let folded = dir.path().join("tests.folded");
-    let out = cargo_ember(&["test", "-o", folded.to_str().unwrap()], false);
+    let json = dir.path().join("tests.json");
+    let out = cargo_ember(
+        &[
+            "test",
+            "-o",
+            folded.to_str().unwrap(),
+            "-o",
+            json.to_str().unwrap(),
+        ],
+        false,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_tests_ranked(&stderr, &json);
     let stacks = read_folded(&folded);
     for (test, func) in [
         ("alpha_test_burns_cpu_for_a_while", "rusttests::alpha_hot"),

@@ -4,6 +4,7 @@ pub mod compare;
 pub mod folded;
 pub mod open;
 pub mod pprof;
+pub mod ranking;
 pub mod report;
 pub mod speedscope;
 pub mod svg;
@@ -20,7 +21,7 @@ use crate::stacks::StackProfile;
 pub enum OutputError {
     #[error(
         "don't know how to write {path:?}: use an extension ember knows \
-         (.svg, .folded, .collapsed, .pb.gz, .pprof, .speedscope.json)"
+         (.svg, .folded, .collapsed, .pb.gz, .pprof, .speedscope.json, .json)"
     )]
     UnknownFormat { path: PathBuf },
     #[error("cannot write {path:?}: it is a directory; pass a file name such as {path:?}/flamegraph.svg")]
@@ -30,7 +31,7 @@ pub enum OutputError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write {path:?} from folded stacks: pprof and speedscope need a recording or a pprof file")]
+    #[error("cannot write {path:?} from folded stacks: pprof, speedscope and the .json ranking need a recording or a pprof file")]
     NeedsProfile { path: PathBuf },
 }
 
@@ -40,6 +41,8 @@ pub enum Format {
     Folded,
     Pprof,
     Speedscope,
+    /// The roots (tests, processes, threads) ranked by CPU time, as JSON.
+    Ranking,
 }
 
 impl Format {
@@ -56,6 +59,8 @@ impl Format {
             Ok(Format::Pprof)
         } else if name.ends_with(".speedscope.json") || name.ends_with(".speedscope") {
             Ok(Format::Speedscope)
+        } else if name.ends_with(".json") {
+            Ok(Format::Ranking)
         } else {
             Err(OutputError::UnknownFormat {
                 path: path.to_path_buf(),
@@ -161,6 +166,10 @@ pub fn write_output(path: &Path, r: &Rendered) -> Result<(), OutputError> {
         Format::Speedscope => {
             let p = r.profile.ok_or_else(needs_profile)?;
             write_atomic(path, |w| speedscope::write(p, &r.svg.title, w))
+        }
+        Format::Ranking => {
+            let frequency = r.profile.ok_or_else(needs_profile)?.meta.frequency;
+            write_atomic(path, |w| ranking::write_json(r.folded, frequency, w))
         }
     }
 }

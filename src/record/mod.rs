@@ -182,6 +182,12 @@ impl Recording {
                 write: Default::default(),
             });
         }
+        if let Some(n) = opts.rank {
+            let mut table = Vec::new();
+            let freq = p.meta.frequency;
+            let _ = output::ranking::write_table(folded, freq, n, &mut table);
+            summary.ranking = Some(String::from_utf8_lossy(&table).into_owned());
+        }
         if let Some(n) = opts.top {
             let mut table = Vec::new();
             let _ = output::report::write(folded, n, output::report::SortBy::SelfTime, &mut table);

@@ -43,6 +43,9 @@ pub struct RecordOptions {
     pub svg: SvgOptions,
     /// Print the N hottest functions at the end.
     pub top: Option<usize>,
+    /// Print the N roots (tests, processes, threads) with the most CPU time at the end
+    /// (`cargo ember test`/`bench`).
+    pub rank: Option<usize>,
     /// Open the SVG in a browser when done.
     pub open: bool,
     /// Which processes to keep.
@@ -116,6 +119,7 @@ impl Default for RecordOptions {
             progress: None,
             svg: SvgOptions::default(),
             top: None,
+            rank: None,
             open: false,
             filter: ProcessFilter::default(),
             run_as: None,

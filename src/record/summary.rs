@@ -27,6 +27,8 @@ pub struct Summary {
     pub verbose: Option<Verbose>,
     /// `--top N`: the table of the hottest functions.
     pub top: Option<String>,
+    /// The roots with the most CPU time (`cargo ember test`: the tests).
+    pub ranking: Option<String>,
 }
 
 /// What `-v` adds to the summary.
@@ -65,12 +67,16 @@ impl Summary {
             warnings: meta.warnings.clone(),
             verbose: None,
             top: None,
+            ranking: None,
         }
     }
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(ranking) = &self.ranking {
+            f.write_str(ranking)?;
+        }
         if let Some(top) = &self.top {
             f.write_str(top)?;
         }

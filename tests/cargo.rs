@@ -90,6 +90,9 @@ fn cargo_ember_test_gives_each_test_its_own_tower() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_tests_ranked(&stderr, &json);
+    // The doctest's binary was run and deleted; it is left out, and nothing is said about it.
+    assert!(!stderr.contains("rust_out"), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
     let stacks = read_folded(&folded);
     for (test, func) in [
         ("alpha_test_burns_cpu_for_a_while", "rusttests::alpha_hot"),

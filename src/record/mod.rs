@@ -22,9 +22,10 @@ pub use options::{
 };
 pub use summary::{svg_titles, Summary, Verbose};
 
+use crate::modules::ModuleId;
 use crate::output::{self, Folded, OutputError};
 use crate::process::ProcessTable;
-use crate::profile::Profile;
+use crate::profile::{Frame, Profile};
 use crate::stacks::StackProfile;
 use crate::symbolize::debuginfo::DebugDirs;
 use crate::symbolize::debuginfod::Debuginfod;
@@ -140,10 +141,11 @@ impl Recording {
         meta.event = event.name.to_string();
         meta.duration = duration;
         describe_processes(&mut profile, &procs, opts);
-        warn_about_inputs(&mut profile, &procs, parse_errors);
         if !opts.filter.is_empty() {
             keep_filtered(&mut profile, &procs, opts);
         }
+        // After filtering: a file that could not be read matters only where it was sampled.
+        warn_about_inputs(&mut profile, &procs, parse_errors);
         Recording {
             profile,
             procs,
@@ -216,19 +218,36 @@ fn describe_processes(profile: &mut Profile, procs: &ProcessTable, opts: &Record
     }
 }
 
-/// Records that could not be read and files that could not be opened.
+/// Records that could not be read, and files that could not be opened that the profile has
+/// samples in (once each, saying what it means for the profile). A process that was left out
+/// (`--process`, `cargo ember`'s filter) or a file never sampled needs no names.
 fn warn_about_inputs(profile: &mut Profile, procs: &ProcessTable, parse_errors: u64) {
-    let warnings = &mut profile.meta.warnings;
     if parse_errors > 0 {
-        warnings.push(format!(
+        profile.meta.warnings.push(format!(
             "{parse_errors} malformed perf records were skipped"
         ));
     }
-    for (_, m) in procs.modules.iter() {
-        if let Some(e) = &m.error {
-            if m.path.starts_with('/') {
-                warnings.push(format!("{}: {e}", m.path));
+    let mut samples_in: HashMap<ModuleId, u64> = HashMap::new();
+    for (_, _, frames, count) in profile.stacks() {
+        let mut seen = HashSet::new();
+        for f in frames {
+            if let Frame::Module { module, .. } = profile.frames()[f as usize] {
+                if seen.insert(module) {
+                    *samples_in.entry(module).or_default() += count;
+                }
             }
+        }
+    }
+    for (id, m) in procs.modules.iter() {
+        let (Some(e), Some(n)) = (&m.error, samples_in.get(&id)) else {
+            continue;
+        };
+        if m.path.starts_with('/') {
+            profile.meta.warnings.push(format!(
+                "{}: {e}; the {n} samples in it show its frames as {}+0xADDR",
+                m.path,
+                m.short_name()
+            ));
         }
     }
 }

@@ -37,6 +37,13 @@ fn spin(seed: u64, secs: f64) -> u64 {
     std::hint::black_box(x)
 }
 
+/// Burns `secs` of this thread's CPU time.
+///
+/// ```
+/// // A doctest: rustdoc builds it in a temporary directory, runs it and deletes it, so
+/// // `cargo ember test` sees a process whose binary is gone (and leaves it out).
+/// assert_ne!(rusttests::alpha_hot(0.05), 0);
+/// ```
 #[inline(never)]
 pub fn alpha_hot(secs: f64) -> u64 {
     spin(1, secs)

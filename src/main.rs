@@ -25,8 +25,34 @@ fn open_svg(open: bool, outputs: &[PathBuf]) {
     }
 }
 
+/// `ember diff base-tests.json head-tests.json`: test by test; with `--fail-over PCT`, exit 3
+/// when a test's CPU time grew by more than PCT percent beyond sampling noise.
+fn diff_tests(a: &ember::cli::DiffArgs) -> i32 {
+    let comparison = match ember::render::diff_tests(&a.before, &a.after) {
+        Ok(c) => c,
+        Err(e) => return fail(&e, e.exit_code()),
+    };
+    let _ = comparison.write_table(a.top, std::io::stdout().lock());
+    let Some(pct) = a.fail_over else {
+        return 0;
+    };
+    let slower = comparison.regressions(pct, a.min_samples, Gate::default().z);
+    if slower.is_empty() {
+        return 0;
+    }
+    eprintln!(
+        "ember: diff: {} test(s) took more than {pct} % more CPU time, beyond sampling noise: {}",
+        slower.len(),
+        slower.join(", ")
+    );
+    3
+}
+
 /// `ember diff`: the outputs, the table on stdout, and the gate's verdict as the exit code.
 fn diff(a: ember::cli::DiffArgs) -> i32 {
+    if ember::render::is_json(&a.before) && ember::render::is_json(&a.after) {
+        return diff_tests(&a);
+    }
     let outputs = if a.outputs.is_empty() {
         vec![PathBuf::from("diff.svg")]
     } else {

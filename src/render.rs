@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::load::{self, LoadError};
 use crate::output::compare::{Comparison, Gate};
+use crate::output::ranking::{self, TestComparison};
 use crate::output::report::{self, SortBy};
 use crate::output::{self, FoldOptions, OutputError, SvgOptions};
 
@@ -16,13 +17,15 @@ pub enum RenderError {
     Output(#[from] OutputError),
     #[error("cannot write the report: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot read {path:?} as a ranking of tests: {reason}")]
+    Ranking { path: PathBuf, reason: String },
 }
 
 impl RenderError {
     /// 2 for what the user can fix in the command line (bad input or output path), else 1.
     pub fn exit_code(&self) -> i32 {
         match self {
-            RenderError::Load(_) => 2,
+            RenderError::Load(_) | RenderError::Ranking { .. } => 2,
             RenderError::Output(
                 OutputError::UnknownFormat { .. } | OutputError::IsDirectory { .. },
             ) => 2,
@@ -114,7 +117,24 @@ pub fn diff(before: &Path, after: &Path, opts: &DiffOptions) -> Result<Compariso
     Ok(comparison)
 }
 
-fn is_json(path: &Path) -> bool {
+/// `ember diff base-tests.json head-tests.json`: two rankings (`-o tests.json`) compared test
+/// by test.
+pub fn diff_tests(before: &Path, after: &Path) -> Result<TestComparison, RenderError> {
+    let read = |path: &Path| {
+        let bytes = std::fs::read(path).map_err(|e| RenderError::Ranking {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        ranking::read_json(&bytes).map_err(|reason| RenderError::Ranking {
+            path: path.to_path_buf(),
+            reason,
+        })
+    };
+    Ok(TestComparison::new(read(before)?, read(after)?))
+}
+
+/// Whether `path` names a `.json` file (a ranking, or the comparison to write).
+pub fn is_json(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "json")
 }
 

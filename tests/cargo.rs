@@ -20,6 +20,11 @@ fn target_dir() -> PathBuf {
 
 /// `cargo ember ARGS` in testdata/rusttests, the way cargo runs the subcommand.
 fn cargo_ember(args: &[&str], fail: bool) -> Output {
+    cargo_ember_with(args, fail, None)
+}
+
+/// The same, with the test `slower` made half as slow again.
+fn cargo_ember_with(args: &[&str], fail: bool, slower: Option<&str>) -> Output {
     let mut cmd = Command::new(CARGO_EMBER);
     cmd.arg("ember")
         .args(args)
@@ -34,6 +39,10 @@ fn cargo_ember(args: &[&str], fail: bool) -> Output {
     } else {
         cmd.env_remove("RUSTTESTS_FAIL");
     }
+    match slower {
+        Some(t) => cmd.env("RUSTTESTS_SLOWER", t),
+        None => cmd.env_remove("RUSTTESTS_SLOWER"),
+    };
     cmd.output().expect("run cargo-ember")
 }
 
@@ -194,4 +203,52 @@ fn cargo_ember_bench_profiles_a_harness_false_bench() {
     let stacks = read_folded(&folded);
     let n = samples_with(&stacks, "rusttests::bench_hot_loop");
     assert!(n > 500, "bench_hot_loop: {n} samples");
+}
+
+#[test]
+fn two_test_rankings_compared_test_by_test_name_the_slower_test() {
+    let _serial = serial();
+    let dir = scratch();
+    let run = |name: &str, slower: Option<&str>| {
+        let json = dir.path().join(name);
+        let out = cargo_ember_with(&["test", "-o", json.to_str().unwrap()], false, slower);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json
+    };
+    let (base, again, slow) = (
+        run("base.json", None),
+        run("again.json", None),
+        run("slow.json", Some("beta")),
+    );
+    let diff = |head: &std::path::Path| {
+        ember(&[
+            "diff",
+            base.to_str().unwrap(),
+            head.to_str().unwrap(),
+            "--fail-over",
+            "20",
+        ])
+    };
+    // The same tests again: no test is slower beyond noise.
+    let out = diff(&again);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // beta burns 1.2 s instead of 0.8 (+50 %): it fails the gate, first in the table.
+    let out = diff(&slow);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    let first = stdout.lines().nth(1).unwrap();
+    assert!(
+        first.ends_with("beta_test_burns_cpu_for_a_while"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("beta_test_burns_cpu_for_a_while"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("alpha_test"), "{stderr}");
 }

@@ -153,3 +153,144 @@ mod tests {
         assert!(table.ends_with("(1 more)\n"), "{table}");
     }
 }
+
+/// One root (test) of a ranking file as read back: its name and samples.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SavedRow {
+    pub name: String,
+    pub samples: u64,
+    pub cpu_seconds: f64,
+}
+
+/// Read a ranking written by [`write_json`] (`tests.json`).
+pub fn read_json(bytes: &[u8]) -> Result<Vec<SavedRow>, String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let rows = v["rows"]
+        .as_array()
+        .ok_or("no \"rows\": not a ranking written by ember (-o tests.json)")?;
+    rows.iter()
+        .map(|r| {
+            Some(SavedRow {
+                name: r["name"].as_str()?.to_string(),
+                samples: r["samples"].as_u64()?,
+                cpu_seconds: r["cpu_seconds"].as_f64()?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| "a row without name, samples or cpu_seconds".to_string())
+}
+
+/// Two rankings compared test by test.
+#[derive(Clone, Debug)]
+pub struct TestComparison {
+    /// (name, base row, head row), most CPU time gained first; a test in one only has `None`
+    /// on the other side.
+    pub rows: Vec<(String, Option<SavedRow>, Option<SavedRow>)>,
+}
+
+impl TestComparison {
+    pub fn new(base: Vec<SavedRow>, head: Vec<SavedRow>) -> TestComparison {
+        let mut by_name: BTreeMap<String, (Option<SavedRow>, Option<SavedRow>)> = BTreeMap::new();
+        for r in base {
+            let name = r.name.clone();
+            by_name.entry(name).or_default().0 = Some(r);
+        }
+        for r in head {
+            let name = r.name.clone();
+            by_name.entry(name).or_default().1 = Some(r);
+        }
+        let mut rows: Vec<_> = by_name.into_iter().map(|(n, (b, h))| (n, b, h)).collect();
+        // Most CPU time gained first: a test that went from 1 to 2 samples doubled, but it
+        // is not where the time went.
+        let gained = |b: &Option<SavedRow>, h: &Option<SavedRow>| {
+            let n = |r: &Option<SavedRow>| r.as_ref().map_or(0, |r| r.samples) as i64;
+            n(h) - n(b)
+        };
+        rows.sort_by(|a, b| {
+            gained(&b.1, &b.2)
+                .cmp(&gained(&a.1, &a.2))
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        TestComparison { rows }
+    }
+
+    /// The tests whose CPU time grew by more than `over_pct` percent and by more than `z`
+    /// standard errors of the sample counts (each count is about Poisson: variance = count),
+    /// among those with at least `min_samples` in either run.
+    pub fn regressions(&self, over_pct: f64, min_samples: u64, z: f64) -> Vec<&str> {
+        self.rows
+            .iter()
+            .filter(|(_, b, h)| {
+                let (Some(b), Some(h)) = (b, h) else {
+                    return false;
+                };
+                let more = h.samples as f64 - b.samples as f64;
+                let grew = 100.0 * more / b.samples.max(1) as f64;
+                b.samples.max(h.samples) >= min_samples
+                    && grew > over_pct
+                    && more > z * ((b.samples + h.samples) as f64).sqrt()
+            })
+            .map(|(n, _, _)| n.as_str())
+            .collect()
+    }
+
+    pub fn write_table(&self, top: usize, mut w: impl Write) -> io::Result<()> {
+        writeln!(w, "{:>9} {:>9} {:>8}  test", "base s", "head s", "change")?;
+        for (name, b, h) in self.rows.iter().take(top) {
+            let secs = |r: &Option<SavedRow>| r.as_ref().map_or(0.0, |r| r.cpu_seconds);
+            let change = match (b, h) {
+                (Some(_), Some(_)) => format!("{:+.1}%", growth(b, h)),
+                (None, _) => "new".to_string(),
+                (_, None) => "gone".to_string(),
+            };
+            writeln!(w, "{:>9.3} {:>9.3} {change:>8}  {name}", secs(b), secs(h))?;
+        }
+        Ok(())
+    }
+}
+
+/// How much a test's samples grew, in percent of the base (0 when it is in one run only).
+fn growth(b: &Option<SavedRow>, h: &Option<SavedRow>) -> f64 {
+    match (b, h) {
+        (Some(b), Some(h)) if b.samples > 0 => {
+            100.0 * (h.samples as f64 - b.samples as f64) / b.samples as f64
+        }
+        _ => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod compare_tests {
+    use super::*;
+
+    fn row(name: &str, samples: u64) -> SavedRow {
+        SavedRow {
+            name: name.to_string(),
+            samples,
+            cpu_seconds: samples as f64 / 1000.0,
+        }
+    }
+
+    #[test]
+    fn tests_are_compared_by_name_and_noise_is_not_a_regression() {
+        let base = vec![row("a", 1000), row("b", 1000), row("c", 1000)];
+        let head = vec![row("a", 1300), row("b", 1030), row("d", 50)];
+        let cmp = TestComparison::new(base, head);
+        assert_eq!(cmp.rows[0].0, "a");
+        // a: +30 % and 6.4 standard errors; b: +3 %, under 1.
+        assert_eq!(cmp.regressions(10.0, 20, 3.5), vec!["a"]);
+        assert_eq!(cmp.regressions(40.0, 20, 3.5), Vec::<&str>::new());
+        let mut table = Vec::new();
+        cmp.write_table(10, &mut table).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        assert!(table.contains("+30.0%  a"), "{table}");
+        assert!(
+            table.contains("gone  c") && table.contains("new  d"),
+            "{table}"
+        );
+        let mut json = Vec::new();
+        let folded: Folded = [("x;main;f".to_string(), 10)].into_iter().collect();
+        write_json(&folded, 100, &mut json).unwrap();
+        assert_eq!(read_json(&json).unwrap()[0].samples, 10);
+    }
+}

@@ -222,3 +222,53 @@ fn unprivileged_off_cpu_falls_back_to_ptrace() {
         "{stacks:?}"
     );
 }
+
+#[test]
+fn unprivileged_runs_one_after_another_get_the_same_buffers() {
+    let _serial = serial();
+    if !runs_here(
+        "unprivileged_runs_one_after_another_get_the_same_buffers",
+        nix::unistd::geteuid().is_root(),
+        "this test runs ember as `nobody` through setpriv, which needs root",
+    ) {
+        return;
+    }
+    // The kernel counts perf buffers against the user's locked memory for as long as the
+    // user has a process: keep one, as a logged-in user has a shell.
+    let mut user_alive = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sleep",
+            "120",
+        ])
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let exe = workload("shares", Build::NoFramePointers);
+    let dir = scratch();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let folded = dir.path().join("b.folded");
+    let sizes: Vec<String> = (0..3)
+        .map(|_| {
+            let out = ember_unprivileged(&[
+                "record",
+                "-v",
+                "-o",
+                folded.to_str().unwrap(),
+                "--",
+                exe.to_str().unwrap(),
+                "0.2",
+            ]);
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(out.status.success(), "{stderr}");
+            let (_, rest) = stderr.split_once("ring buffers of ").expect(&stderr);
+            rest.split(',').next().unwrap().to_string()
+        })
+        .collect();
+    let _ = user_alive.kill();
+    let _ = user_alive.wait();
+    // Each run gives back all the locked memory it used (a relay process that mapped the
+    // buffers a second time left half of it counted, so the next run got half the buffers).
+    assert!(sizes.windows(2).all(|w| w[0] == w[1]), "{sizes:?}");
+}

@@ -84,7 +84,8 @@ pub enum KernelFrames {
 struct RingBuffer {
     /// The event whose buffer this is (owned by the [`PerfSampler`]).
     fd: RawFd,
-    base: NonNull<u8>,
+    /// Where it is mapped; `None` while another process (the relay) maps it instead.
+    base: Option<NonNull<u8>>,
     map_len: usize,
     data_len: usize,
     page_size: usize,
@@ -93,56 +94,58 @@ struct RingBuffer {
 // SAFETY: the mapping is owned by this struct; it is only touched through &mut self.
 unsafe impl Send for RingBuffer {}
 
+/// Map `map_len` bytes of perf event `fd`'s buffer, anywhere.
+fn map_perf(fd: RawFd, map_len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: mapping a perf fd as documented in perf_event_open(2).
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            map_len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(NonNull::new(p as *mut u8).expect("mmap returned null"))
+}
+
 impl RingBuffer {
     fn map(fd: RawFd, data_pages: usize) -> io::Result<RingBuffer> {
         let page_size = page_size();
         let map_len = (data_pages + 1) * page_size;
-        // SAFETY: mapping a perf fd as documented in perf_event_open(2).
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
         Ok(RingBuffer {
             fd,
-            base: NonNull::new(p as *mut u8).expect("mmap returned null"),
+            base: Some(map_perf(fd, map_len)?),
             map_len,
             data_len: data_pages * page_size,
             page_size,
         })
     }
 
-    /// Map the buffer again at the same address in a forked child: the kernel does not copy
-    /// perf mappings into a child (`VM_DONTCOPY`), so the address range is free there.
-    fn remap_after_fork(&self) -> io::Result<()> {
-        // SAFETY: the range is this buffer's own, unmapped in the child; MAP_FIXED puts the
-        // same kernel buffer back where every pointer into it expects it.
-        let p = unsafe {
-            libc::mmap(
-                self.base.as_ptr() as *mut _,
-                self.map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_FIXED,
-                self.fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+    /// Stop mapping the buffer here (another process is to map it: two mappings of one
+    /// buffer would each count against the user's locked memory, and the kernel gives back
+    /// only one when the last goes).
+    fn unmap(&mut self) {
+        if let Some(base) = self.base.take() {
+            // SAFETY: unmapping exactly what `map` mapped.
+            unsafe { libc::munmap(base.as_ptr() as *mut _, self.map_len) };
+        }
+    }
+
+    /// Map the buffer here (again).
+    fn map_again(&mut self) -> io::Result<()> {
+        if self.base.is_none() {
+            self.base = Some(map_perf(self.fd, self.map_len)?);
         }
         Ok(())
     }
 
-    fn header(&self) -> *mut sys::bindings::perf_event_mmap_page {
-        self.base.as_ptr() as *mut sys::bindings::perf_event_mmap_page
+    fn header(&self, base: NonNull<u8>) -> *mut sys::bindings::perf_event_mmap_page {
+        base.as_ptr() as *mut sys::bindings::perf_event_mmap_page
     }
 
     /// Copy every complete record into `batch`; returns how many were read. Samples are
@@ -153,16 +156,19 @@ impl RingBuffer {
         batch: &mut RecordBatch,
         samples_as: Option<u32>,
     ) -> usize {
-        let hdr = self.header();
+        // Not mapped here (the relay maps it): nothing to read.
+        let Some(base) = self.base else {
+            return 0;
+        };
+        let hdr = self.header(base);
         // SAFETY: the header page stays mapped for our lifetime; data_head is written by the
         // kernel, so read it volatile and fence before reading the data it covers.
         let head = unsafe { std::ptr::addr_of!((*hdr).data_head).read_volatile() };
         fence(Ordering::Acquire);
         let mut tail = unsafe { std::ptr::addr_of!((*hdr).data_tail).read_volatile() };
         // SAFETY: the data area follows the header page and is data_len bytes long.
-        let data = unsafe {
-            std::slice::from_raw_parts(self.base.as_ptr().add(self.page_size), self.data_len)
-        };
+        let data =
+            unsafe { std::slice::from_raw_parts(base.as_ptr().add(self.page_size), self.data_len) };
         let mut n = 0;
         let mut hbuf = [0u8; RecordHeader::SIZE];
         let mut scratch = Vec::new();
@@ -229,13 +235,14 @@ fn push_record(
 
 impl Drop for RingBuffer {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `map` mapped.
-        unsafe { libc::munmap(self.base.as_ptr() as *mut _, self.map_len) };
+        self.unmap();
     }
 }
 
 /// Open perf events following one process (and everything it forks), one fd per CPU.
 pub struct PerfSampler {
+    /// The events count from the start (attached), not from the command's `exec`.
+    running: bool,
     /// Things the user should know about how sampling was set up.
     pub notes: Vec<String>,
     fds: Vec<OwnedFd>,
@@ -349,6 +356,7 @@ impl PerfSampler {
                     (Vec::new(), Vec::new())
                 };
                 return Ok(PerfSampler {
+                    running: matches!(target, EventTarget::Attach(_)),
                     fds,
                     buffers,
                     switch_fds,
@@ -378,13 +386,35 @@ impl PerfSampler {
             .sum()
     }
 
-    /// In a child forked from the process that opened the events: map every ring buffer again
-    /// where it was, so this sampler reads them there.
-    pub fn remap_after_fork(&self) -> io::Result<()> {
+    /// Stop mapping the ring buffers in this process, so that one other process (the relay)
+    /// maps them; `drain` then reads nothing here until [`PerfSampler::map_buffers`].
+    pub fn unmap_buffers(&mut self) {
         self.buffers
-            .iter()
-            .chain(&self.switch_buffers)
-            .try_for_each(RingBuffer::remap_after_fork)
+            .iter_mut()
+            .chain(&mut self.switch_buffers)
+            .for_each(RingBuffer::unmap);
+    }
+
+    /// Map the ring buffers in this process (again).
+    pub fn map_buffers(&mut self) -> io::Result<()> {
+        self.buffers
+            .iter_mut()
+            .chain(&mut self.switch_buffers)
+            .try_for_each(RingBuffer::map_again)
+    }
+
+    /// Whether the events are counting already (attached to running processes), rather than
+    /// waiting for the command's `exec`.
+    pub fn running(&self) -> bool {
+        self.running
+    }
+
+    /// Start (again) the events `disable` stopped.
+    pub fn enable(&self) {
+        for fd in self.fds.iter().chain(&self.switch_fds) {
+            // SAFETY: ioctl on an fd we own.
+            unsafe { sys::ioctls::ENABLE(fd.as_raw_fd(), 0) };
+        }
     }
 
     /// The descriptors the sampler reads (events and their buffers).

@@ -6,8 +6,8 @@
 //! scarce), overflow. Where autogroups apply (`kernel.sched_autogroup_enabled`, processes in
 //! the root cgroup) the scheduler shares the CPU between sessions first, so a reader in a
 //! session of its own runs as soon as it wakes however many threads the target has. ember
-//! forks such a reader before it starts any thread of its own: the child maps the same ring
-//! buffers, moves their records into a large buffer shared with ember (ordinary memory, not
+//! forks such a reader before it starts any thread of its own: the child inherits the mappings
+//! of the same ring buffers, moves their records into a large buffer shared with ember (ordinary memory, not
 //! locked) and signals each delivery on a pipe; ember reads them from there at its own pace.
 //! Where the shared buffer is too full to take everything the ring buffers may hold, the
 //! child leaves them alone and the kernel counts what it drops, as it does without a relay.
@@ -198,7 +198,13 @@ pub struct RelayedSampler {
 
 /// Fork the reader process for `perf`. Call it before ember starts any thread. On error the
 /// sampler comes back untouched, to be read in this process.
-pub fn start(perf: PerfSampler) -> Result<RelayedSampler, Box<(PerfSampler, RelayError)>> {
+///
+/// One process maps the ring buffers at a time: two mappings of a perf buffer each count
+/// against the user's locked memory and the kernel gives back only one when the last goes,
+/// and perf mappings are not inherited across `fork`. So this process reads what is there,
+/// unmaps them, and the child maps them; events that count already (attached) are paused
+/// meanwhile, so nothing is taken while no one maps them.
+pub fn start(mut perf: PerfSampler) -> Result<RelayedSampler, Box<(PerfSampler, RelayError)>> {
     if crate::linux::status_field("self", "Threads").as_deref() != Some("1") {
         return Err(Box::new((perf, RelayError::Threads)));
     }
@@ -211,9 +217,16 @@ pub fn start(perf: PerfSampler) -> Result<RelayedSampler, Box<(PerfSampler, Rela
         Ok(p) => p,
         Err(e) => return Err(Box::new((perf, RelayError::Fork(e)))),
     };
+    let running = perf.running();
+    if running {
+        perf.disable();
+    }
+    let mut early = RecordBatch::new();
+    perf.drain(&mut early);
+    perf.unmap_buffers();
     let parent = nix::unistd::getpid();
     // SAFETY: this process has one thread (checked above), so the child may run any code.
-    match unsafe { nix::unistd::fork() } {
+    let helper = match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Child) => {
             let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
                 helper_main(perf, ring, wake_w, parent).is_ok()
@@ -221,21 +234,50 @@ pub fn start(perf: PerfSampler) -> Result<RelayedSampler, Box<(PerfSampler, Rela
             // SAFETY: leave without running the parent's destructors (they own the command).
             unsafe { libc::_exit(if matches!(ok, Ok(true)) { 0 } else { 1 }) }
         }
-        Ok(ForkResult::Parent { child }) => {
-            drop(wake_w);
-            let notes = perf.notes.clone();
-            Ok(RelayedSampler {
-                perf,
-                ring,
-                helper: Some(child),
-                helper_pid: child,
-                wake,
-                stopping: RecordBatch::new(),
-                notes,
-            })
-        }
-        Err(e) => Err(Box::new((perf, RelayError::Fork(e)))),
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return Err(Box::new((take_back(perf, running), RelayError::Fork(e)))),
+    };
+    drop(wake_w);
+    if !helper_ready(&wake) {
+        let _ = signal::kill(helper, Signal::SIGKILL);
+        let status = waitpid(helper, None).ok();
+        let why = io::Error::other(format!("it ended at once ({})", describe(status)));
+        return Err(Box::new((take_back(perf, running), why.into())));
     }
+    if running {
+        perf.enable();
+    }
+    let notes = perf.notes.clone();
+    Ok(RelayedSampler {
+        perf,
+        ring,
+        helper: Some(helper),
+        helper_pid: helper,
+        wake,
+        stopping: early,
+        notes,
+    })
+}
+
+/// The sampler read in this process again after the relay could not start.
+fn take_back(mut perf: PerfSampler, running: bool) -> PerfSampler {
+    if let Err(e) = perf.map_buffers() {
+        perf.notes.push(format!(
+            "the perf ring buffers could not be mapped again ({e}): samples are lost"
+        ));
+    }
+    if running {
+        perf.enable();
+    }
+    perf
+}
+
+/// Wait for the helper's first byte: it mapped the buffers and reads them.
+fn helper_ready(wake: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
+    let ready = poll(&mut fds, PollTimeout::from(5000u16)).is_ok_and(|n| n > 0);
+    let mut byte = [0u8; 1];
+    ready && nix::unistd::read(wake, &mut byte) == Ok(1)
 }
 
 extern "C" fn on_wake(_: libc::c_int) {}
@@ -257,7 +299,7 @@ fn helper_main(
     let mut keep = perf.raw_fds();
     keep.extend([0, 1, 2, wake.as_raw_fd()]);
     close_all_but(&keep);
-    perf.remap_after_fork()?;
+    perf.map_buffers()?;
     // SIGUSR1 interrupts the wait for records when ember asks the helper to stop.
     let act = SigAction::new(
         SigHandler::Handler(on_wake),
@@ -267,6 +309,8 @@ fn helper_main(
     // SAFETY: the handler does nothing.
     unsafe { signal::sigaction(Signal::SIGUSR1, &act) }?;
     super::request_short_slice();
+    // Tell ember the buffers are mapped here.
+    nix::unistd::write(&wake, &[1u8]).map_err(io::Error::from)?;
     move_records(&mut perf, &ring, wake.as_raw_fd());
     Ok(())
 }
@@ -324,10 +368,11 @@ impl RelayedSampler {
         };
         let status = status.or_else(|| waitpid(pid, None).ok());
         if !matches!(status, Some(WaitStatus::Exited(_, 0))) {
+            let _ = self.perf.map_buffers();
             self.notes.push(format!(
-                "ember's reader process (pid {pid}) ended early ({}): records it had taken \
-                 but not handed over are missing, and ember read the ring buffers itself from \
-                 then on",
+                "ember's reader process (pid {pid}) ended early ({}): the records it had taken \
+                 and those in the ring buffers then are missing, and ember read the ring \
+                 buffers itself from then on",
                 describe(status)
             ));
         }

@@ -331,6 +331,12 @@ fn sigkill_during_launch_leaves_no_half_written_file() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
 
+/// The `(N lost)` of ember's summary line.
+fn lost_count(stderr: &str) -> Option<u64> {
+    let (_, after) = stderr.split_once(" samples (")?;
+    after.split_once(" lost)")?.0.parse().ok()
+}
+
 #[test]
 fn a_thousand_threads_and_a_thousand_processes_are_all_accounted_for() {
     let _serial = serial();
@@ -382,7 +388,19 @@ fn a_thousand_threads_and_a_thousand_processes_are_all_accounted_for() {
             "{stderr}"
         );
         assert_eq!(summary_count(&stderr, "threads"), 1001, "{who:?}: {stderr}");
-        assert!(stderr.contains("(0 lost)"), "{who:?}: {stderr}");
+        let (samples, lost) = (
+            summary_count(&stderr, "samples"),
+            lost_count(&stderr).expect("a summary line"),
+        );
+        if who[0].starts_with("--reuid") {
+            // An ordinary user's buffers hold an eighth of root's (4 MiB per CPU here): on
+            // an idle machine nothing is lost (scripts/manythreads.sh: 20 of 20 runs), but a
+            // test machine may run other storms meanwhile. Before the relay, up to 1,500 of
+            // ~1,800 samples were lost here.
+            assert!(lost * 20 <= samples, "{who:?}: {stderr}");
+        } else {
+            assert_eq!(lost, 0, "{who:?}: {stderr}");
+        }
     }
 
     let out = record_ok(&[

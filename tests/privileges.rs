@@ -272,3 +272,77 @@ fn unprivileged_runs_one_after_another_get_the_same_buffers() {
     // buffers a second time left half of it counted, so the next run got half the buffers).
     assert!(sizes.windows(2).all(|w| w[0] == w[1]), "{sizes:?}");
 }
+
+#[test]
+fn unprivileged_attach_to_two_processes_samples_both() {
+    let _serial = serial();
+    if !runs_here(
+        "unprivileged_attach_to_two_processes_samples_both",
+        nix::unistd::geteuid().is_root(),
+        "this test runs ember and its targets as `nobody` through setpriv, which needs root",
+    ) {
+        return;
+    }
+    const NOBODY: [&str; 4] = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    let exe = workload("shares", Build::NoFramePointers);
+    let dir = scratch();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let spawn = || {
+        Command::new(NOBODY[0])
+            .args(&NOBODY[1..])
+            .args([exe.to_str().unwrap(), "30"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("setpriv (util-linux)")
+    };
+    let mut targets = [spawn(), spawn()];
+    let pids: Vec<u32> = targets.iter().map(|t| t.id()).collect();
+    // Attach once setpriv has become the workload (before, the process is root's).
+    for &pid in &pids {
+        while std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .as_deref()
+            != Some(&*exe)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    let folded = dir.path().join("two.folded");
+    let list = format!("{},{}", pids[0], pids[1]);
+    let args = [
+        "-d",
+        "1.5",
+        "--per-process",
+        "-p",
+        &list,
+        "-o",
+        folded.to_str().unwrap(),
+    ];
+    // Two processes on each CPU's buffer: the second writes into the first's
+    // (PERF_EVENT_IOC_SET_OUTPUT), which must survive the buffers' handover to the relay.
+    let ember = attach_as(&NOBODY, &args);
+    let cpu_before: Vec<f64> = pids.iter().map(|&p| cpu_seconds(p)).collect();
+    let (status, stderr) = ember.finish();
+    let cpu_after: Vec<f64> = pids.iter().map(|&p| cpu_seconds(p)).collect();
+    for t in &mut targets {
+        let _ = t.kill();
+        let _ = t.wait();
+    }
+    assert!(status.success(), "{stderr}");
+    let stacks = read_folded(&folded);
+    for (i, pid) in pids.iter().enumerate() {
+        let suffix = format!("-{pid}");
+        let n: u64 = stacks
+            .iter()
+            .filter(|s| s.frames[0].ends_with(&suffix))
+            .map(|s| s.count)
+            .sum();
+        let what = format!("process {pid}: {stderr}");
+        assert_samples_cover_cpu(n, cpu_after[i] - cpu_before[i], 999, &what);
+    }
+}

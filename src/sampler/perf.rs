@@ -84,6 +84,8 @@ pub enum KernelFrames {
 struct RingBuffer {
     /// The event whose buffer this is (owned by the [`PerfSampler`]).
     fd: RawFd,
+    /// The other events of the same CPU that write into it (`PERF_EVENT_IOC_SET_OUTPUT`).
+    redirected: Vec<RawFd>,
     /// Where it is mapped; `None` while another process (the relay) maps it instead.
     base: Option<NonNull<u8>>,
     map_len: usize,
@@ -119,6 +121,7 @@ impl RingBuffer {
         let map_len = (data_pages + 1) * page_size;
         Ok(RingBuffer {
             fd,
+            redirected: Vec::new(),
             base: Some(map_perf(fd, map_len)?),
             map_len,
             data_len: data_pages * page_size,
@@ -136,10 +139,25 @@ impl RingBuffer {
         }
     }
 
-    /// Map the buffer here (again).
+    /// Send the other events of its CPU into this buffer.
+    fn redirect(&mut self, fds: &[RawFd]) -> io::Result<()> {
+        for &fd in fds {
+            // SAFETY: ioctl on fds the sampler owns; both are on the same CPU.
+            if unsafe { sys::ioctls::SET_OUTPUT(fd, self.fd) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        self.redirected = fds.to_vec();
+        Ok(())
+    }
+
+    /// Map the buffer here (again). When the last mapping of a buffer goes, the kernel frees
+    /// it and detaches every event from it: the redirected ones are sent here again.
     fn map_again(&mut self) -> io::Result<()> {
         if self.base.is_none() {
             self.base = Some(map_perf(self.fd, self.map_len)?);
+            let redirected = std::mem::take(&mut self.redirected);
+            self.redirect(&redirected)?;
         }
         Ok(())
     }
@@ -848,28 +866,24 @@ fn map_buffers(
     let mut all = Vec::new();
     for fds in per_cpu {
         let Some(first) = fds.first() else { continue };
-        loop {
+        let mut buffer = loop {
             match RingBuffer::map(first.as_raw_fd(), pages) {
-                Ok(b) => {
-                    buffers.push(b);
-                    break;
-                }
+                Ok(b) => break b,
                 Err(e) if pages > 16 && is_permission_error(&e) => {
                     pages /= 2;
                     continue;
                 }
                 Err(e) => return Err(PerfError::Mmap { source: e }),
             }
-        }
-        for fd in &fds[1..] {
-            // SAFETY: ioctl on fds we own; both are on the same CPU.
-            if unsafe { sys::ioctls::SET_OUTPUT(fd.as_raw_fd(), first.as_raw_fd()) } != 0 {
-                return Err(PerfError::Ioctl {
-                    what: "SET_OUTPUT",
-                    source: io::Error::last_os_error(),
-                });
-            }
-        }
+        };
+        let others: Vec<RawFd> = fds[1..].iter().map(|fd| fd.as_raw_fd()).collect();
+        buffer
+            .redirect(&others)
+            .map_err(|source| PerfError::Ioctl {
+                what: "SET_OUTPUT",
+                source,
+            })?;
+        buffers.push(buffer);
         all.extend(fds);
     }
     Ok((all, buffers))

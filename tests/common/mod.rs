@@ -352,8 +352,21 @@ pub struct Attached {
 /// Start `ember record ARGS` (which attach with `-p`) and return once ember says it is
 /// sampling, so what the target does from then on is what is sampled.
 pub fn attach(args: &[&str]) -> Attached {
+    attach_as(&[], args)
+}
+
+/// [`attach`], with ember run through `prefix` (e.g. setpriv and its options).
+pub fn attach_as(prefix: &[&str], args: &[&str]) -> Attached {
     use std::io::BufRead;
-    let mut child = Command::new(EMBER)
+    let mut cmd = match prefix.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(EMBER);
+            c
+        }
+        None => Command::new(EMBER),
+    };
+    let mut child = cmd
         .arg("record")
         .args(args)
         .stdout(std::process::Stdio::null())

@@ -7,23 +7,9 @@
  * Usage: regress [SECONDS] [slow] */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include "spin.h"
 
-static volatile unsigned long sink;
 static unsigned long tokenize_units = 4;
-
-static double thread_cpu_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-#define SPIN(n)                                                                    \
-    do {                                                                           \
-        unsigned long x = sink;                                                    \
-        for (unsigned long i = 0; i < (n); i++) x = x * 6364136223846793005UL + i; \
-        sink = x;                                                                  \
-    } while (0)
 
 __attribute__((noinline)) void tokenize(unsigned long n) { SPIN(n * tokenize_units); }
 

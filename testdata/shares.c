@@ -10,24 +10,8 @@
  * ("work_seconds X"), which is what scripts/overhead.sh compares across profilers. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
-
 #include "report.h"
-
-static volatile unsigned long sink;
-
-static double thread_cpu_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-#define SPIN(n)                                                          \
-    do {                                                                 \
-        unsigned long x = sink;                                          \
-        for (unsigned long i = 0; i < (n); i++) x = x * 6364136223846793005UL + i; \
-        sink = x;                                                        \
-    } while (0)
+#include "spin.h"
 
 static unsigned long w_sixty = 6, w_ten = 1;
 

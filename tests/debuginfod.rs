@@ -10,7 +10,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use object::Object;
 
 /// `debuginfod -F DIR` on a free port of 127.0.0.1, stopped when dropped.
 struct Server {
@@ -94,17 +93,6 @@ fn record_with(dir: &Path, urls: &str, cache: &Path, cmd: &[&str]) -> (Vec<Stack
         .expect("run ember");
     assert!(out.status.success(), "{out:?}");
     (read_folded(&folded), out)
-}
-
-fn build_id_of(path: &Path) -> String {
-    let data = std::fs::read(path).unwrap();
-    let id = object::File::parse(&*data)
-        .unwrap()
-        .build_id()
-        .unwrap()
-        .unwrap()
-        .to_vec();
-    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The stripped binary and what its full build names, with the server's directory holding

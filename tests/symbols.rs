@@ -6,7 +6,6 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use object::Object;
 
 #[test]
 fn stripped_binary_with_build_id_debug_dir_is_fully_symbolized() {
@@ -17,14 +16,7 @@ fn stripped_binary_with_build_id_debug_dir_is_fully_symbolized() {
     let debug = dir.path().join("shares.debug");
     split_debug(&full, &debug, &stripped);
     // Place it as DIR/.build-id/ab/cdef....debug.
-    let data = std::fs::read(&full).unwrap();
-    let id = object::File::parse(&*data)
-        .unwrap()
-        .build_id()
-        .unwrap()
-        .unwrap()
-        .to_vec();
-    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = build_id_of(&full);
     let debug_dir = dir.path().join("debug");
     let target = debug_dir.join(".build-id").join(&hex[..2]);
     std::fs::create_dir_all(&target).unwrap();

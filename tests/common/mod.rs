@@ -537,3 +537,16 @@ pub fn assert_named_with_lines(stacks: &[Stack], what: &str) {
         assert!(line.is_some(), "{what}: {f} has no name with a source line");
     }
 }
+
+/// The build id of the ELF file at `path`, in hex.
+pub fn build_id_of(path: &Path) -> String {
+    use object::Object;
+    let data = std::fs::read(path).unwrap();
+    let id = object::File::parse(&*data)
+        .unwrap()
+        .build_id()
+        .unwrap()
+        .unwrap()
+        .to_vec();
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}

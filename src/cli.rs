@@ -30,7 +30,9 @@ pub enum Command {
     Record(RecordArgs),
     /// Draw a flamegraph (or any other output) from a saved profile: folded stacks or pprof.
     Flamegraph(FlamegraphArgs),
-    /// Differential flamegraph of two saved profiles: red where AFTER grew, blue where it shrank.
+    /// Compare two saved profiles: the functions whose share changed most (a table), a
+    /// differential flamegraph (red where AFTER grew, blue where it shrank), and with
+    /// --fail-over a gate for CI. Two tests.json rankings are compared test by test.
     Diff(DiffArgs),
     /// Print the hottest functions of a saved profile, with self and total shares.
     Report(ReportArgs),
@@ -127,9 +129,9 @@ pub struct FlamegraphArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct DiffArgs {
-    /// The profile before the change (folded or pprof)
+    /// The profile before the change (folded or pprof; or a tests.json ranking)
     pub before: PathBuf,
-    /// The profile after the change (folded or pprof)
+    /// The profile after the change (folded or pprof; or a tests.json ranking)
     pub after: PathBuf,
     /// Output: the differential flamegraph (.svg) and/or the comparison as JSON (.json).
     /// Repeatable; default diff.svg

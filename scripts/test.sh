@@ -43,6 +43,7 @@ missing_packages() {
   command -v node >/dev/null || need+=(nodejs)
   command -v npm >/dev/null || need+=(npm)
   command -v debuginfod >/dev/null || need+=(debuginfod)            # a debuginfod server
+  command -v tmux >/dev/null || need+=(tmux)                        # a terminal for the status line
   # Debian's jsonschema, for Debian's python3 (pip refuses system-wide installs, PEP 668).
   /usr/bin/python3 -c 'import jsonschema' 2>/dev/null || need+=(python3-jsonschema)
   echo "${need[@]}"

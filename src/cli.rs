@@ -371,6 +371,7 @@ impl RecordArgs {
             reader_pause: self
                 .debug_reader_pause_ms
                 .map(std::time::Duration::from_millis),
+            status: None,
             outputs: if self.outputs.is_empty() {
                 vec![PathBuf::from("flamegraph.svg")]
             } else {

@@ -96,6 +96,18 @@ fn diff(a: ember::cli::DiffArgs) -> i32 {
     3
 }
 
+/// The live status line: one line on the terminal, drawn over; "" clears it.
+fn status_line(line: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    if line.is_empty() {
+        let _ = write!(err, "\r\x1b[K");
+    } else {
+        let _ = write!(err, "\r\x1b[Kember: {line}");
+    }
+    let _ = err.flush();
+}
+
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
@@ -104,6 +116,7 @@ fn main() {
             opts.notify = |line| eprintln!("ember: {line}");
             if std::io::stderr().is_terminal() {
                 opts.progress = Some(|line| eprintln!("ember: {line}"));
+                opts.status = Some(status_line);
             }
             match ember::record::record(&opts) {
                 Ok(outcome) => {

@@ -27,7 +27,26 @@ pub struct Collector {
     waits: Option<Waits>,
 }
 
+/// How a recording stands, for the live status line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveCounts {
+    pub samples: u64,
+    pub lost: u64,
+    pub threads: usize,
+    pub processes: usize,
+}
+
 impl Collector {
+    /// What has been taken so far.
+    pub(super) fn counts(&self) -> LiveCounts {
+        LiveCounts {
+            samples: self.profile.total_samples(),
+            lost: self.profile.meta.lost,
+            threads: self.procs.threads().count(),
+            processes: self.procs.processes().count(),
+        }
+    }
+
     pub fn new(layout: SampleLayout, call_graph: CallGraph) -> Collector {
         Collector {
             layout,

@@ -64,6 +64,9 @@ pub struct RecordOptions {
     pub buffer_size: Option<usize>,
     /// Sleep this long after each read of the buffers (tests of the loss path).
     pub reader_pause: Option<std::time::Duration>,
+    /// Told a status line about once a second while recording, and "" at the end (set where
+    /// stderr is a terminal: the caller redraws one line).
+    pub status: Option<fn(&str)>,
     /// Told what the user should know while recording (the library prints nothing; the
     /// `ember` binary puts it on stderr): a fallback to ptrace, that sampling of attached
     /// processes has begun, that ember waits for a command after `-d`.
@@ -128,6 +131,7 @@ impl Default for RecordOptions {
             off_cpu: false,
             buffer_size: None,
             reader_pause: None,
+            status: None,
             notify: |_| {},
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::collector::Collector;
+use super::collector::{Collector, LiveCounts};
 use crate::sampler::{CommandState, RecordBatch, RecordQueue, Sampler};
 use crate::target::{self, GatedChild};
 
@@ -85,7 +85,19 @@ pub(super) struct ReadPlan {
     pub deadline: Option<Instant>,
     /// Sleep this long after each read (tests of the loss path).
     pub pause: Option<Duration>,
+    /// The live status line, where stderr is a terminal.
+    pub status: Option<Status>,
 }
+
+/// Told a status line about once a second, and "" when sampling is over.
+pub(super) struct Status {
+    pub say: fn(&str),
+    /// What Ctrl-C writes (the outputs), as the line names it.
+    pub writes: String,
+}
+
+/// How often the status line is told again.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// Record until the command ends (launch) or `-d` passes, a signal arrives or every target
 /// ends (attach). This thread only reads; `processing` does the rest.
@@ -96,9 +108,18 @@ pub(super) fn sample_until(
     plan: &ReadPlan,
 ) -> Stop {
     let mut watermark = 0u64;
+    let started = Instant::now();
+    let mut status_at = started + STATUS_EVERY;
     let stop = loop {
         if let Some(stop) = stop_reason(sampler, live, plan.deadline) {
             break stop;
+        }
+        if let Some(status) = &plan.status {
+            if Instant::now() >= status_at {
+                let counts = processing.counts();
+                (status.say)(&status_line(started.elapsed(), counts, &status.writes));
+                status_at += STATUS_EVERY;
+            }
         }
         let now_ns = crate::sampler::monotonic_ns();
         if !processing.backlogged() {
@@ -109,6 +130,14 @@ pub(super) fn sample_until(
             watermark = now_ns;
         }
         let mut wait_ms = 100;
+        if plan.status.is_some() {
+            wait_ms = wait_ms.min(
+                status_at
+                    .saturating_duration_since(Instant::now())
+                    .as_millis() as i32
+                    + 1,
+            );
+        }
         if let Some(d) = plan.deadline {
             let left = d.saturating_duration_since(Instant::now()).as_millis();
             wait_ms = wait_ms.min(left as i32 + 1);
@@ -118,11 +147,28 @@ pub(super) fn sample_until(
             std::thread::sleep(p);
         }
     };
+    if let Some(status) = &plan.status {
+        (status.say)("");
+    }
     sampler.disable();
     let mut batch = RecordBatch::new();
     sampler.drain(&mut batch);
     processing.send(batch, u64::MAX);
     stop
+}
+
+/// `12.0 s: 11,988 samples (0 lost), 2 threads, 1 process; Ctrl-C to stop and write x.svg`
+fn status_line(elapsed: Duration, c: LiveCounts, writes: &str) -> String {
+    format!(
+        "{:.0} s: {} samples ({} lost), {} threads, {} process{}; Ctrl-C to stop and write {}",
+        elapsed.as_secs_f64(),
+        c.samples,
+        c.lost,
+        c.threads,
+        c.processes,
+        if c.processes == 1 { "" } else { "es" },
+        writes
+    )
 }
 
 /// Why to stop now, if there is a reason.
@@ -173,6 +219,8 @@ pub(super) struct Processing {
     ready: Vec<RecordBatch>,
     /// Bytes sent and not yet taken up.
     backlog: Arc<AtomicUsize>,
+    /// The counts as of the last batch processed.
+    counts: Arc<std::sync::Mutex<LiveCounts>>,
     thread: std::thread::JoinHandle<Collector>,
 }
 
@@ -185,6 +233,8 @@ impl Processing {
         let (spent_tx, spent) = mpsc::channel();
         let backlog = Arc::new(AtomicUsize::new(0));
         let taken = Arc::clone(&backlog);
+        let counts = Arc::new(std::sync::Mutex::new(LiveCounts::default()));
+        let counted = Arc::clone(&counts);
         let thread = std::thread::Builder::new()
             .name("ember-process".into())
             .spawn(move || {
@@ -193,6 +243,9 @@ impl Processing {
                     taken.fetch_sub(batch.size(), Ordering::Relaxed);
                     queue.add(batch);
                     queue.drain_until(watermark, |r| collector.handle(r));
+                    if let Ok(mut c) = counted.lock() {
+                        *c = collector.counts();
+                    }
                     for b in queue.take_spent() {
                         let _ = spent_tx.send(b);
                     }
@@ -208,6 +261,7 @@ impl Processing {
                 .map(|_| RecordBatch::with_memory(READY_BATCH_BYTES))
                 .collect(),
             backlog,
+            counts,
             thread,
         }
     }
@@ -219,6 +273,10 @@ impl Processing {
             .ok()
             .or_else(|| self.ready.pop())
             .unwrap_or_default()
+    }
+
+    fn counts(&self) -> LiveCounts {
+        self.counts.lock().map(|c| *c).unwrap_or_default()
     }
 
     fn backlogged(&self) -> bool {

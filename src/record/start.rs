@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::collector::Collector;
-use super::reader::{sample_until, Live, Processing, ReadPlan, Stop};
+use super::reader::{sample_until, Live, Processing, ReadPlan, Status, Stop};
 use super::{RecordError, RecordOptions};
 use crate::output;
 use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
@@ -257,6 +257,10 @@ impl Started {
         let plan = ReadPlan {
             deadline: opts.duration.map(|d| started + d),
             pause: opts.reader_pause,
+            status: opts.status.map(|say| Status {
+                say,
+                writes: outputs_named(&opts.outputs),
+            }),
         };
         let stop = sample_until(sampler.as_mut(), &mut processing, &mut live, &plan);
         if let Some(n) = user_nice {
@@ -278,6 +282,12 @@ impl Started {
             reader,
         })
     }
+}
+
+/// The outputs, as the status line names them.
+fn outputs_named(outputs: &[std::path::PathBuf]) -> String {
+    let names: Vec<String> = outputs.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
 }
 
 /// What an attached recording samples and how it ends, said as it begins.

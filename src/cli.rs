@@ -304,6 +304,12 @@ pub struct RecordArgs {
     #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<std::time::Duration>,
 
+    /// Write every output each SECS seconds as a window of its own, numbered: `{n}` in an -o
+    /// name, else `-N` before its extension (web.svg → web-1.svg, web-2.svg, ...); each
+    /// window starts empty, so memory stays flat over long recordings
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub every: Option<std::time::Duration>,
+
     /// The command to run, after `--`
     #[arg(
         last = true,
@@ -320,6 +326,8 @@ fn parse_regex(s: &str) -> Result<regex::Regex, String> {
 
 fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
     let v: f64 = s
+        .strip_suffix('s')
+        .unwrap_or(s)
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !(v > 0.0 && v.is_finite()) {
@@ -371,6 +379,7 @@ impl RecordArgs {
             reader_pause: self
                 .debug_reader_pause_ms
                 .map(std::time::Duration::from_millis),
+            every: self.every,
             status: None,
             outputs: if self.outputs.is_empty() {
                 vec![PathBuf::from("flamegraph.svg")]

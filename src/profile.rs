@@ -62,7 +62,7 @@ pub struct Metadata {
     pub warnings: Vec<String>,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Profile {
     frames: Vec<Frame>,
     frame_ids: HashMap<Frame, FrameId>,

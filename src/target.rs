@@ -304,6 +304,18 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut li
 
 extern "C" fn on_sigchld(_: libc::c_int) {}
 
+/// `kill -USR1 <ember>` asks for the outputs now; the recording goes on.
+static SNAPSHOT_REQUESTED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_sigusr1(_: libc::c_int) {
+    SNAPSHOT_REQUESTED.store(1, Ordering::SeqCst);
+}
+
+/// Whether SIGUSR1 came since the last call.
+pub fn take_snapshot_request() -> bool {
+    SNAPSHOT_REQUESTED.swap(0, Ordering::SeqCst) != 0
+}
+
 /// Catch SIGINT, SIGTERM and SIGHUP (so ember can still write its outputs) and SIGCHLD (so
 /// waiting wakes up when the command ends). Handlers, not SIG_IGN, so the command starts with
 /// default dispositions after `exec`.
@@ -324,6 +336,12 @@ pub fn install_signal_handlers() {
             let _ = signal::sigaction(s, &act);
         }
         let _ = signal::sigaction(Signal::SIGCHLD, &chld);
+        let usr1 = SigAction::new(
+            SigHandler::Handler(on_sigusr1),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        let _ = signal::sigaction(Signal::SIGUSR1, &usr1);
     }
 }
 

@@ -387,3 +387,81 @@ fn cut_stacks_are_marked_truncated() {
         .iter()
         .any(|s| s.frames.iter().any(|f| f == "[truncated]")));
 }
+
+#[test]
+fn every_window_is_written_and_the_windows_add_up_to_the_whole() {
+    let _serial = serial();
+    let exe = workload("shares", Build::NoFramePointers);
+    let dir = scratch();
+    let template = dir.path().join("w-{n}.folded");
+    let out = record_ok(&[
+        "--every",
+        "1",
+        "-o",
+        template.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "3.5",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // 3.5 s of CPU take at least 3.5 s: at least four windows, numbered from 1 without a gap.
+    let windows: Vec<u64> = (1..)
+        .map(|n| dir.path().join(format!("w-{n}.folded")))
+        .take_while(|p| p.exists())
+        .map(|p| total(&read_folded(&p)))
+        .collect();
+    assert!(windows.len() >= 4, "{windows:?}\n{stderr}");
+    let last = format!("w-{}.folded", windows.len());
+    assert!(stderr.contains(&last), "{stderr}");
+    let whole = summary_count(&stderr, "samples");
+    assert_eq!(windows.iter().sum::<u64>(), whole, "{windows:?}\n{stderr}");
+    assert_samples_cover_cpu(whole, 3.5, 999, "all windows");
+}
+
+#[test]
+fn sigusr1_writes_the_outputs_now_and_recording_goes_on() {
+    let _serial = serial();
+    let exe = workload("shares", Build::NoFramePointers);
+    let dir = scratch();
+    let (folded, svg) = (dir.path().join("snap.folded"), dir.path().join("snap.svg"));
+    let mut ember = std::process::Command::new(EMBER)
+        .args(["record", "--backend", "perf", "-o"])
+        .arg(&folded)
+        .arg("-o")
+        .arg(&svg)
+        .arg("--")
+        .arg(&exe)
+        .arg("4")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let target = child_of(ember.id());
+    while cpu_seconds(target) < 0.5 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = nix::unistd::Pid::from_raw(ember.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(folded.exists() && svg.exists()) {
+        assert!(std::time::Instant::now() < until, "no snapshot was written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Whole files (written atomically), while the recording goes on.
+    let snapshot = total(&read_folded(&folded));
+    assert!(snapshot > 0);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.trim_end().ends_with("</svg>") && text.contains("hot_sixty"));
+    assert!(
+        ember.try_wait().unwrap().is_none(),
+        "ember ended before the snapshot"
+    );
+    let out = ember.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let whole = total(&read_folded(&folded));
+    assert!(
+        whole > snapshot,
+        "the final outputs ({whole}) hold no more than the snapshot"
+    );
+    assert_samples_cover_cpu(whole, 4.0, 999, "after the snapshot");
+}

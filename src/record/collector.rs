@@ -21,6 +21,8 @@ pub struct Collector {
     raw: Vec<RawFrame>,
     frames: Vec<Frame>,
     pub(super) parse_errors: u64,
+    /// Samples of the `--every` windows already written (the profile holds the current one).
+    pub(super) earlier_windows: u64,
     /// JIT maps (`/tmp/perf-PID.map`) of processes, read when they exit or at the end.
     pub(super) perf_maps: HashMap<u32, PerfMap>,
     /// Wall-clock accounting of switched-out threads (perf events with `--off-cpu`).
@@ -56,6 +58,7 @@ impl Collector {
             raw: Vec::new(),
             frames: Vec::new(),
             parse_errors: 0,
+            earlier_windows: 0,
             perf_maps: HashMap::new(),
             waits: None,
         }

@@ -9,6 +9,7 @@
 mod collector;
 mod options;
 mod reader;
+mod snapshot;
 mod start;
 mod summary;
 
@@ -53,15 +54,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         &recording.profile,
         &recording.procs.modules,
         &recording.perf_maps,
-        &SymbolizeOptions {
-            inline: opts.inline,
-            debug_dirs: DebugDirs::new(&opts.debug_dirs),
-            debuginfod: opts
-                .debuginfod
-                .then(|| Debuginfod::from_env(opts.progress))
-                .flatten()
-                .map(Arc::new),
-        },
+        &symbolize_options(opts),
     );
     recording
         .profile
@@ -71,7 +64,8 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     let symbolized = Instant::now();
     let stacks =
         StackProfile::from_recording(&recording.profile, &symbols, &recording.procs.modules);
-    let folded = write_outputs(&stacks, opts)?;
+    let outputs = snapshot::window_outputs(&opts.outputs, recording.sampled.window);
+    let folded = write_outputs(&stacks, opts, &outputs)?;
     let mut summary = recording.summary(opts, &folded);
     if let Some(v) = &mut summary.verbose {
         v.debuginfod = symbols.debuginfod.iter().map(|q| q.to_string()).collect();
@@ -88,6 +82,19 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         unwind: recording.sampled.unwind,
         summary,
     })
+}
+
+/// How `opts` asks for names.
+fn symbolize_options(opts: &RecordOptions) -> SymbolizeOptions {
+    SymbolizeOptions {
+        inline: opts.inline,
+        debug_dirs: DebugDirs::new(&opts.debug_dirs),
+        debuginfod: opts
+            .debuginfod
+            .then(|| Debuginfod::from_env(opts.progress))
+            .flatten()
+            .map(Arc::new),
+    }
 }
 
 /// A finished recording: the profile with its metadata, what it needs to be symbolized, and
@@ -107,6 +114,10 @@ struct SamplingEnd {
     event: crate::sampler::OpenedEvent,
     detail: String,
     reader: start::ReaderSetup,
+    /// `--every`: the number of the last window.
+    window: Option<u32>,
+    /// Samples of the windows written before it.
+    earlier_windows: u64,
 }
 
 impl Recording {
@@ -122,6 +133,7 @@ impl Recording {
             detail,
             description,
             reader,
+            window,
         } = sampled;
         let pids: Vec<u32> = collector.procs.processes().map(|p| p.pid).collect();
         for pid in pids {
@@ -133,19 +145,16 @@ impl Recording {
             mut profile,
             parse_errors,
             perf_maps,
+            earlier_windows: collector_earlier,
             ..
         } = collector;
-        let meta = &mut profile.meta;
-        meta.command = description;
-        meta.frequency = opts.frequency;
-        meta.event = event.name.to_string();
-        meta.duration = duration;
-        describe_processes(&mut profile, &procs, opts);
-        if !opts.filter.is_empty() {
-            keep_filtered(&mut profile, &procs, opts);
-        }
-        // After filtering: a file that could not be read matters only where it was sampled.
-        warn_about_inputs(&mut profile, &procs, parse_errors);
+        let about = About {
+            description,
+            event: event.name,
+            duration,
+            parse_errors,
+        };
+        fill_metadata(&mut profile, &procs, opts, about);
         Recording {
             profile,
             procs,
@@ -157,6 +166,8 @@ impl Recording {
                 event,
                 detail,
                 reader,
+                window,
+                earlier_windows: collector_earlier,
             },
         }
     }
@@ -164,10 +175,11 @@ impl Recording {
     fn summary(&self, opts: &RecordOptions, folded: &Folded) -> Summary {
         let p = &self.profile;
         let s = &self.sampled;
+        let outputs = snapshot::window_outputs(&opts.outputs, s.window);
         let mut summary = Summary::of(
             &p.meta,
-            p.total_samples(),
-            &opts.outputs,
+            p.total_samples() + s.earlier_windows,
+            &outputs,
             s.event.kernel_included,
         );
         if opts.verbose {
@@ -197,6 +209,30 @@ impl Recording {
         }
         summary
     }
+}
+
+/// What a profile's metadata says about the recording it comes from.
+struct About {
+    description: Vec<String>,
+    event: &'static str,
+    duration: std::time::Duration,
+    parse_errors: u64,
+}
+
+/// Give `profile` its metadata (what was profiled, processes, threads, warnings), keeping only
+/// the processes `opts.filter` keeps.
+fn fill_metadata(profile: &mut Profile, procs: &ProcessTable, opts: &RecordOptions, about: About) {
+    let meta = &mut profile.meta;
+    meta.command = about.description;
+    meta.frequency = opts.frequency;
+    meta.event = about.event.to_string();
+    meta.duration = about.duration;
+    describe_processes(profile, procs, opts);
+    if !opts.filter.is_empty() {
+        keep_filtered(profile, procs, opts);
+    }
+    // After filtering: a file that could not be read matters only where it was sampled.
+    warn_about_inputs(profile, procs, about.parse_errors);
 }
 
 /// Names of processes, executables and threads (with names the kernel cut mapped back).
@@ -271,7 +307,11 @@ fn keep_filtered(profile: &mut Profile, procs: &ProcessTable, opts: &RecordOptio
     }
 }
 
-fn write_outputs(stacks: &StackProfile, opts: &RecordOptions) -> Result<Folded, OutputError> {
+fn write_outputs(
+    stacks: &StackProfile,
+    opts: &RecordOptions,
+    outputs: &[std::path::PathBuf],
+) -> Result<Folded, OutputError> {
     let folded = output::folded::fold(stacks, opts.fold);
     let mut svg = opts.svg.clone();
     let (title, subtitle) = svg_titles(&stacks.meta, stacks.total_samples());
@@ -284,7 +324,7 @@ fn write_outputs(stacks: &StackProfile, opts: &RecordOptions) -> Result<Folded, 
         folded: &folded,
         svg: &svg,
     };
-    for path in &opts.outputs {
+    for path in outputs {
         output::write_output(path, &r)?;
         if let Some((uid, gid)) = opts.run_as {
             // Files in the user's directories belong to the user, not to root.

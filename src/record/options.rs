@@ -64,6 +64,8 @@ pub struct RecordOptions {
     pub buffer_size: Option<usize>,
     /// Sleep this long after each read of the buffers (tests of the loss path).
     pub reader_pause: Option<std::time::Duration>,
+    /// Write every output each this long, as a window of its own (`--every`).
+    pub every: Option<std::time::Duration>,
     /// Told a status line about once a second while recording, and "" at the end (set where
     /// stderr is a terminal: the caller redraws one line).
     pub status: Option<fn(&str)>,
@@ -131,6 +133,7 @@ impl Default for RecordOptions {
             off_cpu: false,
             buffer_size: None,
             reader_pause: None,
+            every: None,
             status: None,
             notify: |_| {},
         }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::collector::{Collector, LiveCounts};
+use super::snapshot::{self, SnapshotPlan, Window};
 use crate::sampler::{CommandState, RecordBatch, RecordQueue, Sampler};
 use crate::target::{self, GatedChild};
 
@@ -87,6 +88,8 @@ pub(super) struct ReadPlan {
     pub pause: Option<Duration>,
     /// The live status line, where stderr is a terminal.
     pub status: Option<Status>,
+    /// `--every`: write the outputs of each window this long and start the next.
+    pub every: Option<Duration>,
 }
 
 /// Told a status line about once a second, and "" when sampling is over.
@@ -106,13 +109,33 @@ pub(super) fn sample_until(
     processing: &mut Processing,
     live: &mut Live,
     plan: &ReadPlan,
-) -> Stop {
+) -> (Stop, Option<u32>) {
     let mut watermark = 0u64;
     let started = Instant::now();
     let mut status_at = started + STATUS_EVERY;
+    let mut windows = plan.every.map(|every| (1u32, started + every));
     let stop = loop {
         if let Some(stop) = stop_reason(sampler, live, plan.deadline) {
             break stop;
+        }
+        if let Some((n, ends)) = &mut windows {
+            if Instant::now() >= *ends {
+                processing.snapshot(Window {
+                    n: Some(*n),
+                    reset: true,
+                });
+                *n += 1;
+                // A reader kept from the CPU past several ends writes one window for them.
+                while *ends <= Instant::now() {
+                    *ends += plan.every.unwrap_or_default();
+                }
+            }
+        }
+        if target::take_snapshot_request() {
+            processing.snapshot(Window {
+                n: windows.map(|(n, _)| n),
+                reset: false,
+            });
         }
         if let Some(status) = &plan.status {
             if Instant::now() >= status_at {
@@ -138,7 +161,7 @@ pub(super) fn sample_until(
                     + 1,
             );
         }
-        if let Some(d) = plan.deadline {
+        for d in plan.deadline.iter().chain(windows.as_ref().map(|(_, e)| e)) {
             let left = d.saturating_duration_since(Instant::now()).as_millis();
             wait_ms = wait_ms.min(left as i32 + 1);
         }
@@ -154,7 +177,7 @@ pub(super) fn sample_until(
     let mut batch = RecordBatch::new();
     sampler.drain(&mut batch);
     processing.send(batch, u64::MAX);
-    stop
+    (stop, windows.map(|(n, _)| n))
 }
 
 /// `12.0 s: 11,988 samples (0 lost), 2 threads, 1 process; Ctrl-C to stop and write x.svg`
@@ -203,6 +226,68 @@ fn wait_forwarding_signals(child: &mut GatedChild) -> i32 {
 /// kernel then counts what it cannot write as lost) instead of using memory without end.
 const MAX_UNPROCESSED_BYTES: usize = 1 << 30;
 
+/// What the processing thread is handed, in order.
+enum Work {
+    /// Records read, and the watermark up to which every record is in.
+    Batch(RecordBatch, u64),
+    /// Write the outputs now.
+    Snapshot(Window),
+}
+
+/// The processing thread's state.
+struct Worker {
+    collector: Collector,
+    queue: RecordQueue,
+    spent: mpsc::Sender<RecordBatch>,
+    backlog: Arc<AtomicUsize>,
+    counts: Arc<std::sync::Mutex<LiveCounts>>,
+    snapshots: Option<SnapshotPlan>,
+    watermark: u64,
+}
+
+impl Worker {
+    fn run(mut self, rx: mpsc::Receiver<Work>) -> Collector {
+        for work in rx {
+            match work {
+                Work::Batch(batch, watermark) => self.take(batch, watermark),
+                Work::Snapshot(window) => self.snapshot(window),
+            }
+        }
+        let collector = &mut self.collector;
+        self.queue.drain_all(|r| collector.handle(r));
+        self.collector
+    }
+
+    fn take(&mut self, batch: RecordBatch, watermark: u64) {
+        self.backlog.fetch_sub(batch.size(), Ordering::Relaxed);
+        self.queue.add(batch);
+        let collector = &mut self.collector;
+        self.queue.drain_until(watermark, |r| collector.handle(r));
+        self.watermark = watermark;
+        if let Ok(mut c) = self.counts.lock() {
+            *c = self.collector.counts();
+        }
+        for b in self.queue.take_spent() {
+            let _ = self.spent.send(b);
+        }
+    }
+
+    /// Write what is in up to the last watermark (records held back for time order go to
+    /// the next one).
+    fn snapshot(&mut self, window: Window) {
+        let Some(plan) = &mut self.snapshots else {
+            return;
+        };
+        match snapshot::write(&mut self.collector, plan, window) {
+            Ok(n) if window.reset => self.collector.earlier_windows += n,
+            Ok(_) => {}
+            Err(e) => self
+                .collector
+                .warn([format!("a snapshot could not be written: {e}")]),
+        }
+    }
+}
+
 /// Batches the reader starts with, and the memory of each, touched before sampling starts:
 /// reading into fresh pages costs page faults in the very thread that must not fall behind
 /// (measured: a 15 MB read took 156 ms into fresh memory while a thousand threads ran).
@@ -213,7 +298,7 @@ const READY_BATCH_BYTES: usize = 8 << 20;
 /// the order they were read, each with the watermark up to which every record is in. Batches
 /// it is done with go back to the reader to be filled again.
 pub(super) struct Processing {
-    tx: mpsc::Sender<(RecordBatch, u64)>,
+    tx: mpsc::Sender<Work>,
     spent: mpsc::Receiver<RecordBatch>,
     /// Batches with memory touched before sampling started.
     ready: Vec<RecordBatch>,
@@ -228,31 +313,27 @@ impl Processing {
     /// Start the processing thread (at the calling thread's priority). With `ring_buffers`
     /// (the sampler's records sit in kernel buffers that overflow if not read in time) the
     /// reader gets batches with memory touched now; otherwise it allocates as it goes.
-    pub(super) fn start(mut collector: Collector, ring_buffers: bool) -> Processing {
-        let (tx, rx) = mpsc::channel::<(RecordBatch, u64)>();
+    pub(super) fn start(
+        collector: Collector,
+        ring_buffers: bool,
+        snapshots: Option<SnapshotPlan>,
+    ) -> Processing {
+        let (tx, rx) = mpsc::channel::<Work>();
         let (spent_tx, spent) = mpsc::channel();
         let backlog = Arc::new(AtomicUsize::new(0));
-        let taken = Arc::clone(&backlog);
         let counts = Arc::new(std::sync::Mutex::new(LiveCounts::default()));
-        let counted = Arc::clone(&counts);
+        let worker = Worker {
+            collector,
+            queue: RecordQueue::new(),
+            spent: spent_tx,
+            backlog: Arc::clone(&backlog),
+            counts: Arc::clone(&counts),
+            snapshots,
+            watermark: 0,
+        };
         let thread = std::thread::Builder::new()
             .name("ember-process".into())
-            .spawn(move || {
-                let mut queue = RecordQueue::new();
-                for (batch, watermark) in rx {
-                    taken.fetch_sub(batch.size(), Ordering::Relaxed);
-                    queue.add(batch);
-                    queue.drain_until(watermark, |r| collector.handle(r));
-                    if let Ok(mut c) = counted.lock() {
-                        *c = collector.counts();
-                    }
-                    for b in queue.take_spent() {
-                        let _ = spent_tx.send(b);
-                    }
-                }
-                queue.drain_all(|r| collector.handle(r));
-                collector
-            })
+            .spawn(move || worker.run(rx))
             .expect("spawn the processing thread");
         Processing {
             tx,
@@ -264,6 +345,11 @@ impl Processing {
             counts,
             thread,
         }
+    }
+
+    /// Write every output from what is recorded so far (after everything sent before).
+    fn snapshot(&self, window: Window) {
+        let _ = self.tx.send(Work::Snapshot(window));
     }
 
     /// An empty batch to read into, with memory already used when there is one.
@@ -286,7 +372,7 @@ impl Processing {
     fn send(&self, batch: RecordBatch, watermark: u64) {
         self.backlog.fetch_add(batch.size(), Ordering::Relaxed);
         // The receiver lives until `finish`.
-        let _ = self.tx.send((batch, watermark));
+        let _ = self.tx.send(Work::Batch(batch, watermark));
     }
 
     /// Wait until everything sent is processed; the collector with the whole profile.

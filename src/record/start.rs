@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::collector::Collector;
 use super::reader::{sample_until, Live, Processing, ReadPlan, Status, Stop};
+use super::snapshot::SnapshotPlan;
 use super::{RecordError, RecordOptions};
 use crate::output;
 use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
@@ -47,6 +48,8 @@ pub(super) struct Sampled {
     pub detail: String,
     pub description: Vec<String>,
     pub reader: ReaderSetup,
+    /// `--every`: the number of the last window (the earlier ones are written).
+    pub window: Option<u32>,
 }
 
 /// Check what can be checked, open the sampler and get the target ready.
@@ -239,7 +242,14 @@ impl Started {
         // it opens each mapped file while its process lives, and a process that exits before
         // its mmap is processed leaves a deleted binary that can no longer be opened (seen on
         // a busy machine with processing at the user's priority).
-        let mut processing = Processing::start(collector, sampler.has_ring_buffers());
+        let snapshots = SnapshotPlan {
+            opts: opts.clone(),
+            description: description.clone(),
+            event: sampler.event().name,
+            since: Instant::now(),
+        };
+        let mut processing =
+            Processing::start(collector, sampler.has_ring_buffers(), Some(snapshots));
         let reader = ReaderSetup {
             nice,
             short_slice: sampler::request_short_slice(),
@@ -261,8 +271,9 @@ impl Started {
                 say,
                 writes: outputs_named(&opts.outputs),
             }),
+            every: opts.every,
         };
-        let stop = sample_until(sampler.as_mut(), &mut processing, &mut live, &plan);
+        let (stop, window) = sample_until(sampler.as_mut(), &mut processing, &mut live, &plan);
         if let Some(n) = user_nice {
             sampler::reset_thread_priority(n);
         }
@@ -271,11 +282,17 @@ impl Started {
         collector.finish(ended_ns);
         // What the backend learnt while sampling and detaching (sample_until disabled it).
         collector.warn(sampler.notes().iter().skip(notes_taken).cloned());
+        // With windows, the last one began when the one before it was written.
+        let window_began = match (window, opts.every) {
+            (Some(n), Some(every)) => started + every * (n - 1),
+            _ => started,
+        };
         Ok(Sampled {
             collector,
             live,
             stop,
-            duration: started.elapsed(),
+            window,
+            duration: window_began.elapsed(),
             event: sampler.event(),
             detail: sampler.detail(),
             description,

@@ -1,0 +1,115 @@
+//! Outputs written while recording goes on: on `kill -USR1` (everything so far, or so far in
+//! the current window) and at the end of each `--every` window (that window, numbered, after
+//! which the profile starts again empty so memory stays flat over hours). Written by the
+//! processing thread, which owns the profile: the reader goes on reading meanwhile and what it
+//! reads waits in memory.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::collector::Collector;
+use super::{fill_metadata, symbolize_options, write_outputs, About, RecordOptions};
+use crate::output::OutputError;
+use crate::stacks::StackProfile;
+use crate::symbolize;
+
+/// Which outputs to write now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Window {
+    /// The window's number (`--every`), which names its files; `None` without windows.
+    pub n: Option<u32>,
+    /// Start the next window empty afterwards.
+    pub reset: bool,
+}
+
+/// What every snapshot of a recording shares.
+pub(super) struct SnapshotPlan {
+    pub opts: RecordOptions,
+    /// What is profiled (the command line, or the attached processes).
+    pub description: Vec<String>,
+    pub event: &'static str,
+    /// When the current window (or the recording) began.
+    pub since: Instant,
+}
+
+/// `path` for window `n`: `{n}` in it replaced by the number, or `-N` put before the file's
+/// extension (`web.pb.gz` → `web-3.pb.gz`).
+pub(super) fn window_path(path: &Path, n: u32) -> PathBuf {
+    let s = path.to_string_lossy();
+    if s.contains("{n}") {
+        return PathBuf::from(s.replace("{n}", &n.to_string()));
+    }
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (stem, ext) = match name.find('.') {
+        Some(i) if i > 0 => name.split_at(i),
+        _ => (name.as_str(), ""),
+    };
+    path.with_file_name(format!("{stem}-{n}{ext}"))
+}
+
+/// The outputs of window `n` (all of them unchanged without windows).
+pub(super) fn window_outputs(paths: &[PathBuf], n: Option<u32>) -> Vec<PathBuf> {
+    match n {
+        Some(n) => paths.iter().map(|p| window_path(p, n)).collect(),
+        None => paths.to_vec(),
+    }
+}
+
+/// Write every output from what `collector` holds now; with `window.reset` the profile starts
+/// again empty. Returns the samples written.
+pub(super) fn write(
+    collector: &mut Collector,
+    plan: &mut SnapshotPlan,
+    window: Window,
+) -> Result<u64, OutputError> {
+    let pids: Vec<u32> = collector.procs.processes().map(|p| p.pid).collect();
+    for pid in pids {
+        collector.load_perf_map(pid);
+    }
+    let mut profile = if window.reset {
+        std::mem::take(&mut collector.profile)
+    } else {
+        collector.profile.clone()
+    };
+    let about = About {
+        description: plan.description.clone(),
+        event: plan.event,
+        duration: plan.since.elapsed(),
+        parse_errors: collector.parse_errors,
+    };
+    if window.reset {
+        plan.since = Instant::now();
+    }
+    fill_metadata(&mut profile, &collector.procs, &plan.opts, about);
+    let symbols = symbolize::symbolize(
+        &profile,
+        &collector.procs.modules,
+        &collector.perf_maps,
+        &symbolize_options(&plan.opts),
+    );
+    profile
+        .meta
+        .warnings
+        .extend(symbols.warnings.iter().cloned());
+    let stacks = StackProfile::from_recording(&profile, &symbols, &collector.procs.modules);
+    let outputs = window_outputs(&plan.opts.outputs, window.n);
+    write_outputs(&stacks, &plan.opts, &outputs)?;
+    Ok(profile.total_samples())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_numbered_in_the_name() {
+        let n = |p: &str| window_path(Path::new(p), 3).display().to_string();
+        assert_eq!(n("web-{n}.svg"), "web-3.svg");
+        assert_eq!(n("out/web.pb.gz"), "out/web-3.pb.gz");
+        assert_eq!(n("flamegraph.svg"), "flamegraph-3.svg");
+        assert_eq!(n(".hidden"), ".hidden-3");
+    }
+}

@@ -60,6 +60,18 @@ pub struct StackProfile {
     pub locations: Vec<Location>,
     pub mappings: Vec<Mapping>,
     pub samples: Vec<Sample>,
+    /// The samples in the order taken (empty for a profile read back from a file that did
+    /// not keep time).
+    pub timeline: Vec<TimedSample>,
+}
+
+/// One sample on the timeline: when (monotonic ns), which entry of `samples` (its thread and
+/// stack), and how many samples it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimedSample {
+    pub time: u64,
+    pub sample: usize,
+    pub count: u32,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -99,7 +111,15 @@ impl StackProfile {
                 kind,
             });
         }
-        for (pid, tid, frames, count) in profile.stacks() {
+        let mut stacks: Vec<_> = profile
+            .stack_nodes()
+            .into_iter()
+            .map(|(pid, tid, node, count)| (pid, tid, profile.path(node), count, node))
+            .collect();
+        stacks.sort();
+        let mut index = HashMap::new();
+        for (pid, tid, frames, count, node) in stacks {
+            index.insert((pid, tid, node), b.out.samples.len());
             b.out.samples.push(Sample {
                 pid,
                 tid,
@@ -107,6 +127,17 @@ impl StackProfile {
                 count,
             });
         }
+        b.out.timeline = profile
+            .timeline()
+            .iter()
+            .filter_map(|t| {
+                Some(TimedSample {
+                    time: t.time,
+                    sample: *index.get(&(t.pid, t.tid, t.node))?,
+                    count: t.count,
+                })
+            })
+            .collect();
         b.out
     }
 }

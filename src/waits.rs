@@ -115,7 +115,7 @@ impl Waits {
         let count = (total / 1_000_000_000) as u64;
         *carry = (total % 1_000_000_000) as u64;
         if count > 0 {
-            profile.add_sample(w.pid, tid, &w.frames, count);
+            profile.add_timed_sample(w.since, (w.pid, tid), &w.frames, count);
         }
     }
 

@@ -472,3 +472,78 @@ fn diff_gate_passes_unchanged_runs_and_fails_a_regression_naming_it_first() {
         assert!(parse.get(field).is_some(), "{field} missing from {parse}");
     }
 }
+
+#[test]
+fn the_firefox_profiler_timeline_puts_each_phase_in_its_time() {
+    let _serial = serial();
+    let exe = workload("phases", Build::NoFramePointers);
+    let dir = scratch();
+    let timeline = dir.path().join("t.fxprof.json");
+    let folded = dir.path().join("t.folded");
+    record_ok(&[
+        "-o",
+        timeline.to_str().unwrap(),
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "1",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&timeline).unwrap()).unwrap();
+    let thread = v["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"].as_str().unwrap_or("").contains("phases"))
+        .expect("a track for the workload's thread");
+    // Each sample's leaf function and time, as the profiler reads them.
+    let strings = thread["stringArray"].as_array().unwrap();
+    let col = |table: &str, column: &str| thread[table][column].as_array().unwrap().clone();
+    let (stack_frame, frame_func, func_name) = (
+        col("stackTable", "frame"),
+        col("frameTable", "func"),
+        col("funcTable", "name"),
+    );
+    let leaf = |stack: usize| {
+        let frame = stack_frame[stack].as_u64().unwrap() as usize;
+        let func = frame_func[frame].as_u64().unwrap() as usize;
+        strings[func_name[func].as_u64().unwrap() as usize]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut time = 0.0;
+    let mut alpha = Vec::new();
+    let mut beta = Vec::new();
+    let samples = &thread["samples"];
+    for (s, d) in samples["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(samples["timeDeltas"].as_array().unwrap())
+    {
+        time += d.as_f64().unwrap();
+        match s.as_u64().map(|s| leaf(s as usize)).as_deref() {
+            Some("alpha") => alpha.push(time),
+            Some("beta") => beta.push(time),
+            _ => {}
+        }
+    }
+    // Both phases are there, as many samples as the folded output has of each...
+    for (f, times) in [("alpha", &alpha), ("beta", &beta)] {
+        let in_folded: u64 = read_folded(&folded)
+            .iter()
+            .filter(|s| s.frames.last().is_some_and(|l| l == f))
+            .map(|s| s.count)
+            .sum();
+        assert_eq!(times.len() as u64, in_folded, "{f}");
+        assert!(times.len() > 400, "{f}: {} samples", times.len());
+    }
+    // ... and alpha's all come before beta's.
+    let last_alpha = alpha.iter().cloned().fold(f64::MIN, f64::max);
+    let first_beta = beta.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(
+        last_alpha <= first_beta,
+        "alpha until {last_alpha} ms, beta from {first_beta} ms"
+    );
+}

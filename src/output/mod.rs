@@ -1,6 +1,7 @@
 //! Writers: every output file chosen by its extension, every file written atomically.
 
 pub mod compare;
+pub mod firefox;
 pub mod folded;
 pub mod open;
 pub mod pprof;
@@ -21,7 +22,7 @@ use crate::stacks::StackProfile;
 pub enum OutputError {
     #[error(
         "don't know how to write {path:?}: use an extension ember knows \
-         (.svg, .folded, .collapsed, .pb.gz, .pprof, .speedscope.json, .json)"
+         (.svg, .folded, .collapsed, .pb.gz, .pprof, .speedscope.json, .fxprof.json, .json)"
     )]
     UnknownFormat { path: PathBuf },
     #[error("cannot write {path:?}: it is a directory; pass a file name such as {path:?}/flamegraph.svg")]
@@ -43,6 +44,8 @@ pub enum Format {
     Speedscope,
     /// The roots (tests, processes, threads) ranked by CPU time, as JSON.
     Ranking,
+    /// The Firefox Profiler's processed format: the timeline.
+    Firefox,
 }
 
 impl Format {
@@ -59,6 +62,8 @@ impl Format {
             Ok(Format::Pprof)
         } else if name.ends_with(".speedscope.json") || name.ends_with(".speedscope") {
             Ok(Format::Speedscope)
+        } else if name.ends_with(".fxprof.json") {
+            Ok(Format::Firefox)
         } else if name.ends_with(".json") {
             Ok(Format::Ranking)
         } else {
@@ -166,6 +171,10 @@ pub fn write_output(path: &Path, r: &Rendered) -> Result<(), OutputError> {
         Format::Speedscope => {
             let p = r.profile.ok_or_else(needs_profile)?;
             write_atomic(path, |w| speedscope::write(p, &r.svg.title, w))
+        }
+        Format::Firefox => {
+            let p = r.profile.ok_or_else(needs_profile)?;
+            write_atomic(path, |w| firefox::write(p, &r.svg.title, w))
         }
         Format::Ranking => {
             let frequency = r.profile.ok_or_else(needs_profile)?.meta.frequency;

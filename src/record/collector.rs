@@ -149,7 +149,9 @@ impl Collector {
             Some(waits) if s.switched_out => {
                 waits.switched_out(&mut self.profile, s.pid, s.tid, &self.frames, s.time)
             }
-            _ => self.profile.add_sample(s.pid, s.tid, &self.frames, 1),
+            _ => self
+                .profile
+                .add_timed_sample(s.time, (s.pid, s.tid), &self.frames, 1),
         }
     }
 

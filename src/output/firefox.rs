@@ -1,0 +1,109 @@
+//! The Firefox Profiler's processed format (`.fxprof.json`; open it in profiler.firefox.com
+//! with "Load a profile from file"): one track per thread under its process, the samples in
+//! the order and at the times they were taken, symbolized in the file. Written with the
+//! `fxprof-processed-profile` crate, the Firefox Profiler authors' own library (samply uses
+//! it too), so the format follows the profiler.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::time::{Duration, SystemTime};
+
+use fxprof_processed_profile::{
+    CategoryColor, CategoryHandle, CategoryPairHandle, CpuDelta, Frame, FrameFlags, FrameInfo,
+    ProcessHandle, Profile, SamplingInterval, ThreadHandle, Timestamp,
+};
+
+use super::folded::{frame_label, root_label, Grouping};
+use crate::stacks::StackProfile;
+use crate::symbolize::FrameKind;
+
+/// Write `p`'s timeline. The first sample is at time 0 (the recording's start, as closely as
+/// ember knows it).
+pub fn write(p: &StackProfile, title: &str, w: impl Write) -> io::Result<()> {
+    let first = p.timeline.iter().map(|t| t.time).min().unwrap_or(0);
+    let started = SystemTime::now()
+        .checked_sub(p.meta.duration)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let interval = Duration::from_nanos(1_000_000_000 / p.meta.frequency.max(1));
+    let mut out = Profile::new(
+        title,
+        started.into(),
+        SamplingInterval::from_nanos(interval.as_nanos() as u64),
+    );
+    let kernel = out.add_category("Kernel", CategoryColor::Orange);
+    let mut tracks = Tracks::default();
+    for t in &p.timeline {
+        let s = &p.samples[t.sample];
+        let thread = tracks.thread(&mut out, p, s.pid, s.tid);
+        let frames = frames(&mut out, p, t.sample, kernel.into());
+        let stack = out.intern_stack_frames(thread, frames.into_iter());
+        let at = Timestamp::from_nanos_since_reference(t.time.saturating_sub(first));
+        let weight = i32::try_from(t.count).unwrap_or(i32::MAX);
+        out.add_sample(thread, at, stack, CpuDelta::ZERO, weight);
+    }
+    serde_json::to_writer(w, &out).map_err(io::Error::other)
+}
+
+/// One track per thread, under its process, made when first needed.
+#[derive(Default)]
+struct Tracks {
+    processes: HashMap<u32, ProcessHandle>,
+    threads: HashMap<(u32, u32), ThreadHandle>,
+}
+
+impl Tracks {
+    fn thread(&mut self, out: &mut Profile, p: &StackProfile, pid: u32, tid: u32) -> ThreadHandle {
+        if let Some(&t) = self.threads.get(&(pid, tid)) {
+            return t;
+        }
+        let process = *self.processes.entry(pid).or_insert_with(|| {
+            let name = p.meta.processes.get(&pid).map_or("?", String::as_str);
+            out.add_process(name, pid, Timestamp::from_nanos_since_reference(0))
+        });
+        let zero = Timestamp::from_nanos_since_reference(0);
+        let thread = out.add_thread(process, tid, zero, tid == pid);
+        out.set_thread_name(thread, &root_label(p, pid, tid, Grouping::PerThread));
+        self.threads.insert((pid, tid), thread);
+        thread
+    }
+}
+
+/// The frames of sample `i`, root first, named as in the folded output.
+fn frames(
+    out: &mut Profile,
+    p: &StackProfile,
+    i: usize,
+    kernel: CategoryPairHandle,
+) -> Vec<FrameInfo> {
+    let mut frames = Vec::new();
+    for &l in &p.samples[i].locations {
+        let loc = &p.locations[l];
+        for (k, ln) in loc.lines.iter().enumerate() {
+            let kind = if k > 0 && loc.kind == FrameKind::User {
+                FrameKind::Inlined
+            } else {
+                loc.kind
+            };
+            let mut label = String::new();
+            frame_label(
+                &p.functions[ln.function].name,
+                kind,
+                None,
+                None,
+                false,
+                &mut label,
+            );
+            let category_pair = if kind == FrameKind::Kernel {
+                kernel
+            } else {
+                CategoryHandle::OTHER.into()
+            };
+            frames.push(FrameInfo {
+                frame: Frame::Label(out.intern_string(&label)),
+                category_pair,
+                flags: FrameFlags::empty(),
+            });
+        }
+    }
+    frames
+}

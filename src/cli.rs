@@ -113,7 +113,8 @@ impl FoldArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct FlamegraphArgs {
-    /// A saved profile: folded stacks or pprof (`-` reads standard input)
+    /// A saved profile: folded stacks, pprof or a .fxprof.json timeline (`-` reads standard
+    /// input)
     pub input: PathBuf,
     /// Output file(s); the extension picks the format. Default: flamegraph.svg
     #[arg(short = 'o', long = "output", value_name = "FILE")]
@@ -121,10 +122,44 @@ pub struct FlamegraphArgs {
     #[command(flatten)]
     pub fold: FoldArgs,
     #[command(flatten)]
+    pub range: RangeArgs,
+    #[command(flatten)]
     pub svg: SvgArgs,
     /// Open the SVG in a browser when it is written
     #[arg(long)]
     pub open: bool,
+}
+
+/// `--from SECS --to SECS`: a time range of a recording that kept time.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct RangeArgs {
+    /// Only samples from SECS seconds after the recording's start (a .fxprof.json input)
+    #[arg(long, value_name = "SECS", value_parser = parse_offset)]
+    pub from: Option<f64>,
+    /// Only samples until SECS seconds after the recording's start (a .fxprof.json input)
+    #[arg(long, value_name = "SECS", value_parser = parse_offset)]
+    pub to: Option<f64>,
+}
+
+impl RangeArgs {
+    pub fn range(&self) -> crate::load::TimeRange {
+        crate::load::TimeRange {
+            from: self.from,
+            to: self.to,
+        }
+    }
+}
+
+fn parse_offset(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .strip_suffix('s')
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if v < 0.0 || !v.is_finite() {
+        return Err(format!("{s:?}: a time from the start is 0 or more seconds"));
+    }
+    Ok(v)
 }
 
 #[derive(clap::Args, Debug)]
@@ -153,6 +188,8 @@ pub struct DiffArgs {
     #[command(flatten)]
     pub fold: FoldArgs,
     #[command(flatten)]
+    pub range: RangeArgs,
+    #[command(flatten)]
     pub svg: SvgArgs,
     /// Open the SVG in a browser when it is written
     #[arg(long)]
@@ -170,7 +207,8 @@ pub enum SortArg {
 
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {
-    /// A saved profile: folded stacks or pprof (`-` reads standard input)
+    /// A saved profile: folded stacks, pprof or a .fxprof.json timeline (`-` reads standard
+    /// input)
     pub input: PathBuf,
     /// How many functions to show
     #[arg(long, default_value_t = 20)]
@@ -178,6 +216,8 @@ pub struct ReportArgs {
     /// Order by self or total time
     #[arg(long, value_enum, default_value_t = SortArg::SelfTime)]
     pub by: SortArg,
+    #[command(flatten)]
+    pub range: RangeArgs,
 }
 
 impl SortArg {

@@ -67,6 +67,7 @@ fn diff(a: ember::cli::DiffArgs) -> i32 {
         outputs,
         normalize: a.normalize,
         fold: a.fold.options(),
+        range: a.range.range(),
         svg: a.svg.into_options(),
         gate,
     };
@@ -136,7 +137,7 @@ fn main() {
             match ember::render::flamegraph(
                 &a.input,
                 &outputs,
-                a.fold.options(),
+                (a.fold.options(), a.range.range()),
                 &a.svg.into_options(),
             ) {
                 Ok(()) => {
@@ -148,8 +149,8 @@ fn main() {
         }
         Command::Diff(a) => diff(a),
         Command::Report(a) => {
-            match ember::render::report(&a.input, a.top, a.by.into_sort(), std::io::stdout().lock())
-            {
+            let (how, range) = ((a.top, a.by.into_sort()), a.range.range());
+            match ember::render::report(&a.input, how, range, std::io::stdout().lock()) {
                 Ok(()) => 0,
                 Err(e) => fail(&e, e.exit_code()),
             }

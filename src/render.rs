@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::load::{self, LoadError};
+use crate::load::{self, LoadError, TimeRange};
 use crate::output::compare::{Comparison, Gate};
 use crate::output::ranking::{self, TestComparison};
 use crate::output::report::{self, SortBy};
@@ -53,14 +53,14 @@ fn titled(svg: &SvgOptions, loaded: &load::Loaded, fallback: &str) -> SvgOptions
 pub fn flamegraph(
     input: &Path,
     outputs: &[PathBuf],
-    fold: FoldOptions,
+    (fold, range): (FoldOptions, TimeRange),
     svg: &SvgOptions,
 ) -> Result<(), RenderError> {
     for o in outputs {
         output::check_writable(o)?;
     }
     let loaded = load::load(input)?;
-    let folded = loaded.folded(fold);
+    let folded = loaded.folded_in(fold, range)?;
     let svg = titled(svg, &loaded, &input.display().to_string());
     let r = output::Rendered {
         profile: loaded.profile(),
@@ -80,6 +80,8 @@ pub struct DiffOptions {
     /// Scale BEFORE to AFTER's total in the SVG.
     pub normalize: bool,
     pub fold: FoldOptions,
+    /// Only the samples of this time range (of both profiles).
+    pub range: TimeRange,
     pub svg: SvgOptions,
     /// The gate, with `--fail-over`.
     pub gate: Option<Gate>,
@@ -95,7 +97,10 @@ pub fn diff(before: &Path, after: &Path, opts: &DiffOptions) -> Result<Compariso
     }
     let b = load::load(before)?;
     let a = load::load(after)?;
-    let (bf, af) = (b.folded(opts.fold), a.folded(opts.fold));
+    let (bf, af) = (
+        b.folded_in(opts.fold, opts.range)?,
+        a.folded_in(opts.fold, opts.range)?,
+    );
     let comparison = Comparison::new(&bf, &af);
     let mut svg = opts.svg.clone();
     if svg.title.is_empty() {
@@ -141,12 +146,12 @@ pub fn is_json(path: &Path) -> bool {
 /// `ember report IN --top N --by self|total`, to `w`.
 pub fn report(
     input: &Path,
-    top: usize,
-    by: SortBy,
+    (top, by): (usize, SortBy),
+    range: TimeRange,
     w: impl std::io::Write,
 ) -> Result<(), RenderError> {
     let loaded = load::load(input)?;
-    let folded = loaded.folded(FoldOptions::default());
+    let folded = loaded.folded_in(FoldOptions::default(), range)?;
     report::write(&folded, top, by, w)?;
     Ok(())
 }

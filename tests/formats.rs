@@ -546,4 +546,25 @@ fn the_firefox_profiler_timeline_puts_each_phase_in_its_time() {
         last_alpha <= first_beta,
         "alpha until {last_alpha} ms, beta from {first_beta} ms"
     );
+
+    // Cut by time: each half of the recording is its own phase.
+    let middle = format!("{:.3}", (last_alpha + first_beta) / 2000.0);
+    let share_of = |args: &[&str], f: &str| -> f64 {
+        let mut all = vec!["report", timeline.to_str().unwrap(), "--top", "5"];
+        all.extend_from_slice(args);
+        let out = ember(&all);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let row = text
+            .lines()
+            .find(|l| l.ends_with(&format!("  {f}")))
+            .unwrap_or_else(|| panic!("{f} not in:\n{text}"));
+        row.split('%').next().unwrap().trim().parse().unwrap()
+    };
+    assert!(share_of(&["--to", &middle], "alpha") >= 95.0);
+    assert!(share_of(&["--from", &middle], "beta") >= 95.0);
+    // A file that did not keep time cannot be cut, and says what to do.
+    let out = ember(&["report", folded.to_str().unwrap(), "--from", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".fxprof.json"));
 }

@@ -107,3 +107,78 @@ fn frames(
     }
     frames
 }
+
+/// A Firefox Profiler file read back: every sample of every thread with its time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Timeline {
+    /// (thread track's name, milliseconds since the first sample, frames root first, weight).
+    pub samples: Vec<(String, f64, Vec<String>, u64)>,
+}
+
+impl Timeline {
+    /// The samples between `from` and `to` (seconds since the first sample) folded, rooted at
+    /// each thread's track name.
+    pub fn folded(&self, from: f64, to: f64) -> super::folded::Folded {
+        let mut out = super::folded::Folded::new();
+        for (thread, ms, frames, weight) in &self.samples {
+            let secs = ms / 1000.0;
+            if secs < from || secs > to {
+                continue;
+            }
+            let mut stack = thread.clone();
+            for f in frames {
+                stack.push(';');
+                stack.push_str(f);
+            }
+            *out.entry(stack).or_insert(0) += weight;
+        }
+        out
+    }
+}
+
+/// Read a processed profile (as ember writes them; the tables any such file has).
+pub fn read(bytes: &[u8]) -> Result<Timeline, String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let threads = v["threads"].as_array().ok_or("no \"threads\"")?;
+    let mut timeline = Timeline::default();
+    for t in threads {
+        read_thread(t, &mut timeline).ok_or("a thread without its tables")?;
+    }
+    Ok(timeline)
+}
+
+fn read_thread(t: &serde_json::Value, out: &mut Timeline) -> Option<()> {
+    let column = |table: &str, name: &str| t[table][name].as_array();
+    let strings = t["stringArray"].as_array()?;
+    let (prefix, frame) = (
+        column("stackTable", "prefix")?,
+        column("stackTable", "frame")?,
+    );
+    let func = column("frameTable", "func")?;
+    let func_name = column("funcTable", "name")?;
+    let index = |v: &serde_json::Value| v.as_u64().map(|i| i as usize);
+    let name = |frame_index: usize| -> Option<String> {
+        let f = index(func.get(frame_index)?)?;
+        let s = index(func_name.get(f)?)?;
+        Some(strings.get(s)?.as_str()?.to_string())
+    };
+    let samples = &t["samples"];
+    let stacks = samples["stack"].as_array()?;
+    let deltas = samples["timeDeltas"].as_array()?;
+    let weights = samples["weight"].as_array();
+    let thread = t["name"].as_str().unwrap_or("?").to_string();
+    let mut ms = 0.0;
+    for (i, (s, d)) in stacks.iter().zip(deltas).enumerate() {
+        ms += d.as_f64()?;
+        let mut frames = Vec::new();
+        let mut at = index(s);
+        while let Some(k) = at {
+            frames.push(name(index(frame.get(k)?)?)?);
+            at = index(prefix.get(k)?);
+        }
+        frames.reverse();
+        let weight = weights.and_then(|w| w.get(i)?.as_u64()).unwrap_or(1);
+        out.samples.push((thread.clone(), ms, frames, weight));
+    }
+    Some(())
+}

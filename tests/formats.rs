@@ -480,9 +480,12 @@ fn the_firefox_profiler_timeline_puts_each_phase_in_its_time() {
     let dir = scratch();
     let timeline = dir.path().join("t.fxprof.json");
     let folded = dir.path().join("t.folded");
+    let speedscope = dir.path().join("t.speedscope.json");
     record_ok(&[
         "-o",
         timeline.to_str().unwrap(),
+        "-o",
+        speedscope.to_str().unwrap(),
         "-o",
         folded.to_str().unwrap(),
         "--",
@@ -546,6 +549,30 @@ fn the_firefox_profiler_timeline_puts_each_phase_in_its_time() {
         last_alpha <= first_beta,
         "alpha until {last_alpha} ms, beta from {first_beta} ms"
     );
+
+    // speedscope keeps the order too (its "Time Order" view): no alpha after the first beta.
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&speedscope).unwrap()).unwrap();
+    let names: Vec<&str> = v["shared"]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    let profile = v["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str().unwrap_or("").contains("phases"))
+        .unwrap();
+    let leaves: Vec<&str> = profile["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| Some(names[s.as_array()?.last()?.as_u64()? as usize]))
+        .collect();
+    let beta_from = leaves.iter().position(|&l| l == "beta").unwrap();
+    assert!(!leaves[beta_from..].contains(&"alpha"));
 
     // Cut by time: each half of the recording is its own phase.
     let middle = format!("{:.3}", (last_alpha + first_beta) / 2000.0);

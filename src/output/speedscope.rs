@@ -65,7 +65,7 @@ pub fn write(p: &StackProfile, title: &str, mut w: impl Write) -> io::Result<()>
 fn frames_and_threads(p: &StackProfile) -> (Vec<FrameKey>, ThreadStacks) {
     let mut frames: Vec<FrameKey> = Vec::new();
     let mut frame_ids: HashMap<FrameKey, usize> = HashMap::new();
-    let mut threads = ThreadStacks::new();
+    let mut stacks = Vec::with_capacity(p.samples.len());
     for s in &p.samples {
         let mut stack = Vec::new();
         for &l in &s.locations {
@@ -87,10 +87,26 @@ fn frames_and_threads(p: &StackProfile) -> (Vec<FrameKey>, ThreadStacks) {
                 stack.push(id);
             }
         }
-        threads
-            .entry((s.pid, s.tid))
-            .or_default()
-            .push((stack, s.count));
+        stacks.push(stack);
+    }
+    let mut threads = ThreadStacks::new();
+    if p.timeline.is_empty() {
+        for (s, stack) in p.samples.iter().zip(stacks) {
+            threads
+                .entry((s.pid, s.tid))
+                .or_default()
+                .push((stack, s.count));
+        }
+    } else {
+        // In the order taken: speedscope's "Time Order" view is then the program's timeline.
+        for t in &p.timeline {
+            let s = &p.samples[t.sample];
+            let stack = stacks[t.sample].clone();
+            threads
+                .entry((s.pid, s.tid))
+                .or_default()
+                .push((stack, u64::from(t.count)));
+        }
     }
     (frames, threads)
 }

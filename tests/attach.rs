@@ -214,7 +214,7 @@ fn sigint_and_sigterm_stop_an_attached_recording_cleanly() {
             svg.to_str().unwrap(),
         ]);
         let cpu0 = cpu_seconds(t.pid());
-        std::thread::sleep(Duration::from_millis(1200));
+        wait_for_cpu(t.pid(), cpu0, 0.5);
         let cpu = cpu_seconds(t.pid()) - cpu0;
         let sent = Instant::now();
         kill(Pid::from_raw(ember.pid() as i32), sig).unwrap();

@@ -5,7 +5,6 @@ mod common;
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::{kill, Signal};
@@ -39,7 +38,7 @@ fn ctrl_c_reaches_the_command_and_outputs_are_written() {
         let (svg, folded) = (dir.path().join("a.svg"), dir.path().join("a.folded"));
         let child = spawn_recording(backend, &[&svg, &folded], true);
         let command = child_of(child.id());
-        std::thread::sleep(Duration::from_millis(1500));
+        wait_for_cpu(command, 0.0, 0.5);
         let cpu = cpu_seconds(command);
         // What the terminal does on Ctrl-C: SIGINT to the whole foreground process group.
         kill(Pid::from_raw(-(child.id() as i32)), Signal::SIGINT).unwrap();
@@ -68,7 +67,7 @@ fn sigterm_to_ember_is_passed_to_the_command() {
         let (svg, folded) = (dir.path().join("b.svg"), dir.path().join("b.folded"));
         let child = spawn_recording(backend, &[&svg, &folded], false);
         let command = child_of(child.id());
-        std::thread::sleep(Duration::from_millis(1500));
+        wait_for_cpu(command, 0.0, 0.5);
         let cpu = cpu_seconds(command);
         // Sent to ember alone (as `kill PID` would): ember passes it on to the command.
         kill(Pid::from_raw(child.id() as i32), sig).unwrap();

@@ -550,3 +550,17 @@ pub fn build_id_of(path: &Path) -> String {
         .to_vec();
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Wait until process `pid` has used `secs` of CPU time more than `since` seconds: on a busy
+/// machine a target can get little CPU for a while, and a test that waits a fixed time may
+/// find it has done nothing to sample. Panics after two minutes.
+pub fn wait_for_cpu(pid: u32, since: f64, secs: f64) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while cpu_seconds(pid) - since < secs {
+        assert!(
+            std::time::Instant::now() < until,
+            "process {pid} got less than {secs} s of CPU in two minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

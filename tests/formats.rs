@@ -595,3 +595,52 @@ fn the_firefox_profiler_timeline_puts_each_phase_in_its_time() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(".fxprof.json"));
 }
+
+#[test]
+fn speedscope_opens_the_file_in_a_real_browser() {
+    let _serial = serial();
+    assert!(
+        browser_dir().join("node_modules/speedscope").exists()
+            && Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs Debian's chromium and the speedscope app: run scripts/test.sh, \
+         which installs both (apt-get install chromium; npm install --prefix tests/browser)"
+    );
+    let exe = workload("shares", Build::NoFramePointers);
+    let dir = scratch();
+    let file = dir.path().join("s.speedscope.json");
+    record_ok(&[
+        "-o",
+        file.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "1",
+    ]);
+    // Kept as a test artifact.
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-speedscope.png");
+    let out = Command::new("node")
+        .arg(browser_dir().join("speedscope.mjs"))
+        .arg(&file)
+        .arg(&shot)
+        .output()
+        .expect("node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("the driver's JSON");
+    assert_eq!(v["errors"], serde_json::json!([]), "{text}");
+    assert!(
+        v["toolbar"].as_str().unwrap().contains("Time Order"),
+        "{text}"
+    );
+    // The sandwich view's table: hot_sixty has the most self time, as the program measured.
+    let sandwich = v["sandwich"].as_str().unwrap();
+    let first = sandwich
+        .lines()
+        .skip_while(|l| !l.starts_with("Total"))
+        .find(|l| l.starts_with('\t') && !l.trim().starts_with(|c: char| c.is_ascii_digit()));
+    assert_eq!(first.map(str::trim), Some("hot_sixty"), "{sandwich}");
+    assert!(shot.exists());
+}

@@ -79,7 +79,9 @@ fn frames_and_threads(p: &StackProfile) -> (Vec<FrameKey>, ThreadStacks) {
                 };
                 let mut label = String::new();
                 frame_label(&f.name, kind, None, None, false, &mut label);
-                let key = (label, f.file.clone(), ln.line);
+                // One frame per function (speedscope's sandwich view lists frames as
+                // functions): the line of each call site would split a function in many.
+                let key = (label, f.file.clone(), None);
                 let id = *frame_ids.entry(key.clone()).or_insert_with(|| {
                     frames.push(key);
                     frames.len() - 1

@@ -2,21 +2,10 @@
 // search for a function, and report what the page did as JSON on stdout.
 //
 //   node flamegraph.mjs FILE.svg SEARCH SCREENSHOT.png
-import { chromium } from "playwright-core";
+import { withPage } from "./chromium.mjs";
 
 const [svg, term, shot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
-const result = { errors: [], dialogs: [] };
-try {
-  const page = await browser.newPage({ viewport: { width: 1300, height: 900 } });
-  page.on("pageerror", (e) => result.errors.push(String(e)));
-  page.on("console", (m) => { if (m.type() === "error") result.errors.push(m.text()); });
+await withPage(shot, { dialogs: [] }, async (page, result) => {
   // inferno asks for the search term with prompt(); answer it. Any other dialog (alert()
   // from a hostile name) is recorded.
   page.on("dialog", async (d) => {
@@ -42,10 +31,4 @@ try {
     await target.locator("rect").click({ force: true });
     result.unzoomVisible = await page.evaluate(() => !document.getElementById("unzoom").classList.contains("hide"));
   }
-  await page.screenshot({ path: shot });
-} catch (e) {
-  result.errors.push("driver: " + String(e));
-} finally {
-  await browser.close();
-}
-console.log(JSON.stringify(result));
+});

@@ -3,25 +3,14 @@
 // JSON on stdout what the app shows: errors, its toolbar, and its sandwich (table) view.
 //
 //   node speedscope.mjs FILE.speedscope.json SCREENSHOT.png
-import { chromium } from "playwright-core";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
+import { withPage } from "./chromium.mjs";
 
 const [file, shot] = process.argv.slice(2);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const app = path.join(here, "node_modules/speedscope/dist/release/index.html");
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
-const result = { errors: [] };
-try {
-  const page = await browser.newPage({ viewport: { width: 1300, height: 900 } });
-  page.on("pageerror", (e) => result.errors.push(String(e)));
-  page.on("console", (m) => { if (m.type() === "error") result.errors.push(m.text()); });
+await withPage(shot, {}, async (page, result) => {
   // As a person would: the app's own file picker.
   await page.goto(`file://${app}`);
   await page.setInputFiles("input[type=file]", file);
@@ -33,10 +22,4 @@ try {
   await page.keyboard.press("3");
   await page.waitForTimeout(1000);
   result.sandwich = await page.evaluate(() => document.body.innerText);
-  await page.screenshot({ path: shot });
-} catch (e) {
-  result.errors.push("driver: " + String(e));
-} finally {
-  await browser.close();
-}
-console.log(JSON.stringify(result));
+});

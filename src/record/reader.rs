@@ -183,11 +183,12 @@ pub(super) fn sample_until(
 /// `12.0 s: 11,988 samples (0 lost), 2 threads, 1 process; Ctrl-C to stop and write x.svg`
 fn status_line(elapsed: Duration, c: LiveCounts, writes: &str) -> String {
     format!(
-        "{:.0} s: {} samples ({} lost), {} threads, {} process{}; Ctrl-C to stop and write {}",
+        "{:.0} s: {} samples ({} lost), {} thread{}, {} process{}; Ctrl-C to stop and write {}",
         elapsed.as_secs_f64(),
         c.samples,
         c.lost,
         c.threads,
+        if c.threads == 1 { "" } else { "s" },
         c.processes,
         if c.processes == 1 { "" } else { "es" },
         writes

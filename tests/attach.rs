@@ -159,15 +159,17 @@ fn attach_to_two_processes_told_apart_per_process() {
         "perf",
         "-p",
         &pids,
-        "-d",
-        "1.5",
         "--per-process",
         "-o",
         folded.to_str().unwrap(),
     ]);
+    // Until each target has used half a second of CPU (not a fixed time: on a busy machine
+    // they may get little), then Ctrl-C.
     let (a0, b0) = (cpu_seconds(a.pid()), cpu_seconds(b.pid()));
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for_cpu(a.pid(), a0, 0.5);
+    wait_for_cpu(b.pid(), b0, 0.5);
     let (cpu_a, cpu_b) = (cpu_seconds(a.pid()) - a0, cpu_seconds(b.pid()) - b0);
+    kill(Pid::from_raw(ember.pid() as i32), Signal::SIGINT).unwrap();
     let (status, stderr) = ember.finish();
     assert!(status.success(), "{stderr}");
     let stacks = read_folded(&folded);

@@ -241,7 +241,7 @@ pub fn start(mut perf: PerfSampler) -> Result<RelayedSampler, Box<(PerfSampler, 
     if !helper_ready(&wake) {
         let _ = signal::kill(helper, Signal::SIGKILL);
         let status = waitpid(helper, None).ok();
-        let why = io::Error::other(format!("it ended at once ({})", describe(status)));
+        let why = io::Error::other(format!("it did not start ({})", describe(status)));
         return Err(Box::new((take_back(perf, running), why.into())));
     }
     if running {
@@ -272,12 +272,21 @@ fn take_back(mut perf: PerfSampler, running: bool) -> PerfSampler {
     perf
 }
 
-/// Wait for the helper's first byte: it mapped the buffers and reads them.
+/// Wait for the helper's first byte: it mapped the buffers and reads them. A signal that
+/// interrupts the wait is not an answer; a machine so busy that the helper takes half a minute
+/// to start is.
 fn helper_ready(wake: &OwnedFd) -> bool {
-    let mut fds = [PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
-    let ready = poll(&mut fds, PollTimeout::from(5000u16)).is_ok_and(|n| n > 0);
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut fds = [PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(n) if n > 0 => break,
+            Ok(_) | Err(nix::Error::EINTR) if std::time::Instant::now() < until => continue,
+            _ => return false,
+        }
+    }
     let mut byte = [0u8; 1];
-    ready && nix::unistd::read(wake, &mut byte) == Ok(1)
+    nix::unistd::read(wake, &mut byte) == Ok(1)
 }
 
 extern "C" fn on_wake(_: libc::c_int) {}

@@ -13,7 +13,7 @@ use fxprof_processed_profile::{
     ProcessHandle, Profile, SamplingInterval, ThreadHandle, Timestamp,
 };
 
-use super::folded::{frame_label, root_label, Grouping};
+use super::folded::{frame_label, line_kind, root_label, Grouping};
 use crate::stacks::StackProfile;
 use crate::symbolize::FrameKind;
 
@@ -79,11 +79,7 @@ fn frames(
     for &l in &p.samples[i].locations {
         let loc = &p.locations[l];
         for (k, ln) in loc.lines.iter().enumerate() {
-            let kind = if k > 0 && loc.kind == FrameKind::User {
-                FrameKind::Inlined
-            } else {
-                loc.kind
-            };
+            let kind = line_kind(loc.kind, k);
             let mut label = String::new();
             frame_label(
                 &p.functions[ln.function].name,

@@ -57,6 +57,16 @@ pub fn frame_label(
     }
 }
 
+/// The kind of line `index` of a location of `kind`: after the first (outermost) line, a user
+/// location's lines are functions inlined into it.
+pub fn line_kind(kind: FrameKind, index: usize) -> FrameKind {
+    match (index, kind) {
+        (0, k) => k,
+        (_, FrameKind::User) | (_, FrameKind::Inlined) => FrameKind::Inlined,
+        (_, k) => k,
+    }
+}
+
 /// The root label of a sample's stack.
 pub fn root_label(p: &StackProfile, pid: u32, tid: u32, grouping: Grouping) -> String {
     let pname = p
@@ -98,11 +108,7 @@ pub fn fold(p: &StackProfile, opts: FoldOptions) -> Folded {
             let loc = &p.locations[l];
             for (i, ln) in loc.lines.iter().enumerate() {
                 let f = &p.functions[ln.function];
-                let kind = match (i, loc.kind) {
-                    (0, k) => k,
-                    (_, FrameKind::User) | (_, FrameKind::Inlined) => FrameKind::Inlined,
-                    (_, k) => k,
-                };
+                let kind = line_kind(loc.kind, i);
                 line.push(';');
                 frame_label(
                     &f.name,

@@ -4,9 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 
-use crate::output::folded::{frame_label, root_label, Grouping};
+use crate::output::folded::{frame_label, line_kind, root_label, Grouping};
 use crate::stacks::StackProfile;
-use crate::symbolize::FrameKind;
 
 /// A JSON string literal.
 pub fn json_str(s: &str) -> String {
@@ -72,11 +71,7 @@ fn frames_and_threads(p: &StackProfile) -> (Vec<FrameKey>, ThreadStacks) {
             let loc = &p.locations[l];
             for (i, ln) in loc.lines.iter().enumerate() {
                 let f = &p.functions[ln.function];
-                let kind = if i > 0 && loc.kind == FrameKind::User {
-                    FrameKind::Inlined
-                } else {
-                    loc.kind
-                };
+                let kind = line_kind(loc.kind, i);
                 let mut label = String::new();
                 frame_label(&f.name, kind, None, None, false, &mut label);
                 // One frame per function (speedscope's sandwich view lists frames as

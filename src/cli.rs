@@ -36,6 +36,13 @@ pub enum Command {
     Diff(DiffArgs),
     /// Print the hottest functions of a saved profile, with self and total shares.
     Report(ReportArgs),
+    /// A live view of where a running program spends its time: the hottest functions,
+    /// refreshed every second (keys: q quit, space pause, s sort, / filter, t thread,
+    /// w wall-clock, c recent, Enter callers and callees, o write files).
+    ///
+    /// Without a terminal (stdout piped) the table is printed every interval; --once prints
+    /// one table when sampling ends (-d, or the target's end).
+    Top(TopArgs),
 }
 
 /// How the flamegraph SVG looks (shared by record, flamegraph and diff).
@@ -358,6 +365,134 @@ pub struct RecordArgs {
         value_name = "CMD"
     )]
     pub command: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TopArgs {
+    /// Samples per second per thread
+    #[arg(short = 'F', long = "freq", value_name = "HZ", default_value_t = DEFAULT_FREQUENCY)]
+    pub frequency: u64,
+
+    /// Attach to running processes (repeatable, or `-p 12,34`); quitting leaves them running
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+
+    /// Stop sampling after SECS seconds (a launched command is then ended)
+    #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<std::time::Duration>,
+
+    /// Print one table when sampling ends (after -d, or when the target ends) and exit
+    #[arg(long)]
+    pub once: bool,
+
+    /// Refresh the view every SECS seconds
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "1")]
+    pub interval: std::time::Duration,
+
+    /// What "recent" (the `c` key) covers: the last SECS seconds
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "10")]
+    pub recent: std::time::Duration,
+
+    /// Rows of the printed table (without a terminal, and with --once)
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 25)]
+    pub rows: usize,
+
+    /// What the `o` key writes, numbered (ember-top-1.svg, ...); the extension picks the
+    /// format. Repeatable. Default: ember-top.svg and ember-top.folded
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub outputs: Vec<PathBuf>,
+
+    /// Where samples come from
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+
+    /// Sample waiting threads too, for the wall-clock view (`w`)
+    #[arg(long)]
+    pub off_cpu: bool,
+
+    /// How to collect call stacks
+    #[arg(long, value_enum, default_value_t = CallGraphArg::Auto)]
+    pub call_graph: CallGraphArg,
+
+    /// A row per thread and function
+    #[arg(long)]
+    pub per_thread: bool,
+
+    /// Fold inlined functions into their caller
+    #[arg(long)]
+    pub no_inline: bool,
+
+    /// Also look for separate debug files here. Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub debug_dir: Vec<PathBuf>,
+
+    /// Do not fetch missing debug info from the servers in DEBUGINFOD_URLS
+    #[arg(long)]
+    pub no_debuginfod: bool,
+
+    /// Leave kernel frames out
+    #[arg(long, conflicts_with = "kernel")]
+    pub user_only: bool,
+
+    /// Require kernel frames
+    #[arg(long)]
+    pub kernel: bool,
+
+    /// The command to run, after `--`
+    #[arg(
+        last = true,
+        required_unless_present = "pids",
+        conflicts_with = "pids",
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
+impl TopArgs {
+    pub fn into_options(self) -> crate::top::TopOptions {
+        let outputs = if self.outputs.is_empty() {
+            vec![
+                PathBuf::from("ember-top.svg"),
+                PathBuf::from("ember-top.folded"),
+            ]
+        } else {
+            self.outputs
+        };
+        let record = RecordArgs {
+            frequency: self.frequency,
+            outputs,
+            backend: self.backend,
+            off_cpu: self.off_cpu,
+            call_graph: self.call_graph,
+            stack_size: DEFAULT_STACK_SIZE,
+            buffer_size: None,
+            debug_reader_pause_ms: None,
+            fold: FoldArgs {
+                per_thread: self.per_thread,
+                ..FoldArgs::default()
+            },
+            svg: SvgArgs::default(),
+            top: None,
+            open: false,
+            no_inline: self.no_inline,
+            root: false,
+            process: None,
+            debug_dir: self.debug_dir,
+            no_debuginfod: self.no_debuginfod,
+            user_only: self.user_only,
+            kernel: self.kernel,
+            verbose: false,
+            pids: self.pids,
+            duration: self.duration,
+            every: None,
+            command: self.command,
+        };
+        crate::top::TopOptions {
+            record: record.into_options(),
+            interval: self.interval,
+            recent: self.recent,
+        }
+    }
 }
 
 fn parse_regex(s: &str) -> Result<regex::Regex, String> {

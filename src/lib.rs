@@ -31,5 +31,6 @@ pub mod sampler;
 pub mod stacks;
 pub mod symbolize;
 pub mod target;
+pub mod top;
 pub mod unwind;
 pub mod waits;

@@ -109,6 +109,106 @@ fn status_line(line: &str) {
     let _ = err.flush();
 }
 
+/// `ember top`: the full-screen view on a terminal, else tables printed as text.
+fn top(args: ember::cli::TopArgs) -> i32 {
+    let (once, rows) = (args.once, args.rows);
+    let mut opts = args.into_options();
+    opts.record.notify = |line| eprintln!("ember: {line}");
+    let session = match ember::top::Session::start(opts) {
+        Ok(s) => s,
+        Err(e) => return fail(&e, e.exit_code()),
+    };
+    let full_screen = !once && std::io::stdout().is_terminal();
+    let result = if full_screen {
+        top_screen(session)
+    } else {
+        top_text(session, once, rows)
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => fail(&e, e.exit_code()),
+    }
+}
+
+/// Draw the view about every interval and at each key, until `q` or Ctrl-C; the terminal is
+/// given back as it was (also on a panic: ratatui's hook restores it).
+fn top_screen(mut session: ember::top::Session) -> Result<i32, ember::record::RecordError> {
+    use ember::top::screen::{Action, Screen};
+    use ratatui::crossterm::event;
+    let mut terminal = ratatui::init();
+    let mut screen = Screen::new(session.per_thread());
+    screen.refresh(&session);
+    loop {
+        let _ = terminal.draw(|f| screen.draw(f, &session));
+        if event::poll(std::time::Duration::from_millis(100)).unwrap_or(false) {
+            if let Ok(event::Event::Key(k)) = event::read() {
+                let press = (k.kind != event::KeyEventKind::Release).then(|| press_of(k));
+                if let Some(Some(p)) = press {
+                    if screen.key(p, &mut session) == Action::Quit {
+                        break;
+                    }
+                }
+            }
+        } else if session.update(std::time::Duration::ZERO) {
+            screen.refresh(&session);
+        }
+    }
+    ratatui::restore();
+    let warnings: Vec<String> = session.warnings().cloned().collect();
+    let code = session.finish();
+    for w in warnings {
+        eprintln!("ember: warning: {w}");
+    }
+    code
+}
+
+/// The key the view understands, if any.
+fn press_of(k: ratatui::crossterm::event::KeyEvent) -> Option<ember::top::screen::Press> {
+    use ember::top::screen::Press;
+    use ratatui::crossterm::event::{KeyCode, KeyModifiers};
+    Some(match k.code {
+        KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => Press::CtrlC,
+        KeyCode::Char(c) => Press::Char(c),
+        KeyCode::Enter => Press::Enter,
+        KeyCode::Esc => Press::Esc,
+        KeyCode::Backspace => Press::Backspace,
+        KeyCode::Up => Press::Up,
+        KeyCode::Down => Press::Down,
+        KeyCode::PageUp => Press::PageUp,
+        KeyCode::PageDown => Press::PageDown,
+        KeyCode::Home => Press::Home,
+        _ => return None,
+    })
+}
+
+/// Print the table every interval (or once, with `once`) until sampling ends.
+fn top_text(
+    mut session: ember::top::Session,
+    once: bool,
+    rows: usize,
+) -> Result<i32, ember::record::RecordError> {
+    let mut printed = 0;
+    loop {
+        session.update(std::time::Duration::from_millis(200));
+        let ended = session.header().ended.is_some();
+        if ended {
+            // The last names, so that the final table has them.
+            session.wait_for_names(std::time::Duration::from_secs(30));
+        }
+        if (!once && session.windows() > printed) || ended {
+            printed = session.windows();
+            let _ = session.write_text(rows, std::io::stdout().lock());
+        }
+        if ended {
+            break;
+        }
+    }
+    for w in session.warnings() {
+        eprintln!("ember: warning: {w}");
+    }
+    session.finish()
+}
+
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
@@ -148,6 +248,7 @@ fn main() {
             }
         }
         Command::Diff(a) => diff(a),
+        Command::Top(a) => top(a),
         Command::Report(a) => {
             let (how, range) = ((a.top, a.by.into_sort()), a.range.range());
             match ember::render::report(&a.input, how, range, std::io::stdout().lock()) {

@@ -82,6 +82,7 @@ pub struct UnwindSections {
     pub debug_frame: Option<FileBytes>,
 }
 
+#[derive(Clone)]
 pub struct ModuleFile {
     /// The path as the process mapped it (`/usr/lib/.../libc.so.6`, `[vdso]`).
     pub path: String,
@@ -304,6 +305,23 @@ impl ModuleTable {
         self.modules.push(m);
         self.by_key.insert(key, id);
         id
+    }
+
+    /// Modules from `first` on, for a table kept elsewhere ([`ModuleTable::append`]).
+    pub fn since(&self, first: usize) -> &[ModuleFile] {
+        self.modules.get(first..).unwrap_or_default()
+    }
+
+    /// Add modules another table handed over ([`ModuleTable::since`]): a copy kept in step
+    /// with it, where every module has the same id as there.
+    pub fn append(&mut self, modules: impl IntoIterator<Item = ModuleFile>) {
+        for m in modules {
+            let key = ModuleKey {
+                path: format!("{}#{}", m.path, self.modules.len()),
+                dev_ino: None,
+            };
+            self.insert(key, m);
+        }
     }
 
     /// Add a module from bytes already in memory (tests, fuzzing, decompressed images).

@@ -4,72 +4,8 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
-
+use common::tmux::Tmux;
 use common::*;
-
-/// A tmux session running one shell command, killed when dropped.
-struct Tmux(String);
-
-impl Tmux {
-    fn start(command: &str) -> Tmux {
-        let name = format!("ember-test-{}", std::process::id());
-        let ok = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-x",
-                "200",
-                "-y",
-                "20",
-                "-s",
-                &name,
-                command,
-            ])
-            .status()
-            .expect("tmux (Debian package tmux; scripts/test.sh installs it)");
-        assert!(ok.success(), "tmux could not start");
-        Tmux(name)
-    }
-
-    /// What the pane shows now, one string per line.
-    fn screen(&self) -> Vec<String> {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.0])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| l.trim_end().to_string())
-            .collect()
-    }
-
-    /// Wait up to `secs` for a screen on which `test` holds; that screen.
-    fn wait_for(&self, secs: u64, test: impl Fn(&[String]) -> bool) -> Vec<String> {
-        let until = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let screen = self.screen();
-            if test(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < until,
-                "never seen; the screen:\n{}",
-                screen.join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
-            .status();
-    }
-}
 
 #[test]
 fn the_status_line_is_live_in_a_terminal_and_absent_in_a_pipe() {

@@ -23,6 +23,8 @@ pub struct Collector {
     pub(super) parse_errors: u64,
     /// Samples of the `--every` windows already written (the profile holds the current one).
     pub(super) earlier_windows: u64,
+    /// Samples the kernel lost in those windows.
+    pub(super) earlier_lost: u64,
     /// JIT maps (`/tmp/perf-PID.map`) of processes, read when they exit or at the end.
     pub(super) perf_maps: HashMap<u32, PerfMap>,
     /// Wall-clock accounting of switched-out threads (perf events with `--off-cpu`).
@@ -42,8 +44,8 @@ impl Collector {
     /// What has been taken so far.
     pub(super) fn counts(&self) -> LiveCounts {
         LiveCounts {
-            samples: self.profile.total_samples(),
-            lost: self.profile.meta.lost,
+            samples: self.profile.total_samples() + self.earlier_windows,
+            lost: self.profile.meta.lost + self.earlier_lost,
             threads: self.procs.threads().count(),
             processes: self.procs.processes().count(),
         }
@@ -59,6 +61,7 @@ impl Collector {
             frames: Vec::new(),
             parse_errors: 0,
             earlier_windows: 0,
+            earlier_lost: 0,
             perf_maps: HashMap::new(),
             waits: None,
         }

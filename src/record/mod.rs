@@ -7,6 +7,7 @@
 //! hear while recording goes through [`RecordOptions::notify`], the summary is a value.
 
 mod collector;
+mod live;
 mod options;
 mod reader;
 mod snapshot;
@@ -17,10 +18,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use collector::Collector;
+pub use collector::{Collector, LiveCounts};
+pub use live::{watch, Began, Feed, LiveEvent, LiveWindow};
 pub use options::{
     ProcessFilter, RecordError, RecordOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE,
 };
+pub use snapshot::window_path;
 pub use summary::{svg_titles, Summary, Verbose};
 
 use crate::modules::ModuleId;
@@ -47,7 +50,7 @@ pub struct RecordOutcome {
 
 /// Run `opts.command` (or attach to `opts.pids`) under the profiler and write every output.
 pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
-    let sampled = start::start(opts)?.sample(opts)?;
+    let sampled = start::start(opts)?.sample(opts, None)?;
     let mut recording = Recording::from(sampled, opts);
     let stopped = Instant::now();
     let symbols = symbolize::symbolize(
@@ -85,7 +88,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
 }
 
 /// How `opts` asks for names.
-fn symbolize_options(opts: &RecordOptions) -> SymbolizeOptions {
+pub(crate) fn symbolize_options(opts: &RecordOptions) -> SymbolizeOptions {
     SymbolizeOptions {
         inline: opts.inline,
         debug_dirs: DebugDirs::new(&opts.debug_dirs),
@@ -118,6 +121,8 @@ struct SamplingEnd {
     window: Option<u32>,
     /// Samples of the windows written before it.
     earlier_windows: u64,
+    /// Samples the kernel lost in those windows.
+    earlier_lost: u64,
 }
 
 impl Recording {
@@ -146,6 +151,7 @@ impl Recording {
             parse_errors,
             perf_maps,
             earlier_windows: collector_earlier,
+            earlier_lost,
             ..
         } = collector;
         let about = About {
@@ -168,6 +174,7 @@ impl Recording {
                 reader,
                 window,
                 earlier_windows: collector_earlier,
+                earlier_lost,
             },
         }
     }
@@ -182,6 +189,7 @@ impl Recording {
             &outputs,
             s.event.kernel_included,
         );
+        summary.lost += s.earlier_lost;
         if opts.verbose {
             summary.verbose = Some(Verbose {
                 backend: s.detail.clone(),
@@ -307,7 +315,8 @@ fn keep_filtered(profile: &mut Profile, procs: &ProcessTable, opts: &RecordOptio
     }
 }
 
-fn write_outputs(
+/// Write `stacks` to every path of `outputs`, in the format its extension says.
+pub(crate) fn write_outputs(
     stacks: &StackProfile,
     opts: &RecordOptions,
     outputs: &[std::path::PathBuf],

@@ -3,7 +3,7 @@
 //! gets little CPU, when a target has a thousand runnable threads) never lets a ring buffer
 //! overflow while there is memory to copy it to.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ pub(super) enum Stop {
     Deadline,
     /// SIGINT/SIGTERM/SIGHUP to ember while attached.
     Signal,
+    /// The live view was told to quit.
+    Quit,
 }
 
 /// What is being profiled, while it runs.
@@ -68,6 +70,11 @@ impl Live {
     pub(super) fn exit_code(&mut self, stop: Stop, notify: fn(&str)) -> i32 {
         match (stop, self) {
             (Stop::CommandExited(code), _) => code,
+            // Quitting a live view ends the command it launched.
+            (Stop::Quit, Live::Command(child)) => {
+                child.signal(Signal::SIGTERM);
+                wait_forwarding_signals(child)
+            }
             // `-d` ended sampling; the command runs on and its status is still ours.
             (_, Live::Command(child)) => {
                 notify(
@@ -90,6 +97,8 @@ pub(super) struct ReadPlan {
     pub status: Option<Status>,
     /// `--every`: write the outputs of each window this long and start the next.
     pub every: Option<Duration>,
+    /// Set by a live view that was told to quit.
+    pub quit: Option<Arc<AtomicBool>>,
 }
 
 /// Told a status line about once a second, and "" when sampling is over.
@@ -115,6 +124,13 @@ pub(super) fn sample_until(
     let mut status_at = started + STATUS_EVERY;
     let mut windows = plan.every.map(|every| (1u32, started + every));
     let stop = loop {
+        if plan
+            .quit
+            .as_ref()
+            .is_some_and(|q| q.load(Ordering::Relaxed))
+        {
+            break Stop::Quit;
+        }
         if let Some(stop) = stop_reason(sampler, live, plan.deadline) {
             break stop;
         }
@@ -177,6 +193,13 @@ pub(super) fn sample_until(
     let mut batch = RecordBatch::new();
     sampler.drain(&mut batch);
     processing.send(batch, u64::MAX);
+    if plan.quit.is_some() {
+        // A live view gets the last part too.
+        processing.snapshot(Window {
+            n: None,
+            reset: true,
+        });
+    }
     (stop, windows.map(|(n, _)| n))
 }
 
@@ -280,7 +303,6 @@ impl Worker {
             return;
         };
         match snapshot::write(&mut self.collector, plan, window) {
-            Ok(n) if window.reset => self.collector.earlier_windows += n,
             Ok(_) => {}
             Err(e) => self
                 .collector

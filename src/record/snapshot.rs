@@ -1,15 +1,18 @@
 //! Outputs written while recording goes on: on `kill -USR1` (everything so far, or so far in
 //! the current window) and at the end of each `--every` window (that window, numbered, after
-//! which the profile starts again empty so memory stays flat over hours). Written by the
+//! which the profile starts again empty so memory stays flat over hours); or, for a live view,
+//! each window handed to it. Written by the
 //! processing thread, which owns the profile: the reader goes on reading meanwhile and what it
 //! reads waits in memory.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::collector::Collector;
+use super::live::LiveFeed;
 use super::{fill_metadata, symbolize_options, write_outputs, About, RecordOptions};
 use crate::output::OutputError;
+use crate::profile::Profile;
 use crate::stacks::StackProfile;
 use crate::symbolize;
 
@@ -30,11 +33,13 @@ pub(super) struct SnapshotPlan {
     pub event: &'static str,
     /// When the current window (or the recording) began.
     pub since: Instant,
+    /// A live view takes the windows instead of files.
+    pub feed: Option<LiveFeed>,
 }
 
 /// `path` for window `n`: `{n}` in it replaced by the number, or `-N` put before the file's
 /// extension (`web.pb.gz` → `web-3.pb.gz`).
-pub(super) fn window_path(path: &Path, n: u32) -> PathBuf {
+pub fn window_path(path: &Path, n: u32) -> PathBuf {
     let s = path.to_string_lossy();
     if s.contains("{n}") {
         return PathBuf::from(s.replace("{n}", &n.to_string()));
@@ -58,32 +63,22 @@ pub(super) fn window_outputs(paths: &[PathBuf], n: Option<u32>) -> Vec<PathBuf> 
     }
 }
 
-/// Write every output from what `collector` holds now; with `window.reset` the profile starts
-/// again empty. Returns the samples written.
+/// Write every output from what `collector` holds now (or, for a live view, hand it over);
+/// with `window.reset` the profile starts again empty.
 pub(super) fn write(
     collector: &mut Collector,
     plan: &mut SnapshotPlan,
     window: Window,
-) -> Result<u64, OutputError> {
+) -> Result<(), OutputError> {
+    let (mut profile, duration) = take_window(collector, plan, window);
+    if let Some(feed) = &mut plan.feed {
+        feed.send(profile, duration, collector);
+        return Ok(());
+    }
     let pids: Vec<u32> = collector.procs.processes().map(|p| p.pid).collect();
     for pid in pids {
         collector.load_perf_map(pid);
     }
-    let mut profile = if window.reset {
-        std::mem::take(&mut collector.profile)
-    } else {
-        collector.profile.clone()
-    };
-    let about = About {
-        description: plan.description.clone(),
-        event: plan.event,
-        duration: plan.since.elapsed(),
-        parse_errors: collector.parse_errors,
-    };
-    if window.reset {
-        plan.since = Instant::now();
-    }
-    fill_metadata(&mut profile, &collector.procs, &plan.opts, about);
     let symbols = symbolize::symbolize(
         &profile,
         &collector.procs.modules,
@@ -97,7 +92,35 @@ pub(super) fn write(
     let stacks = StackProfile::from_recording(&profile, &symbols, &collector.procs.modules);
     let outputs = window_outputs(&plan.opts.outputs, window.n);
     write_outputs(&stacks, &plan.opts, &outputs)?;
-    Ok(profile.total_samples())
+    Ok(())
+}
+
+/// The profile so far (taken out with `window.reset`, copied otherwise) with its metadata, and
+/// how long it covers.
+fn take_window(
+    collector: &mut Collector,
+    plan: &mut SnapshotPlan,
+    window: Window,
+) -> (Profile, Duration) {
+    let mut profile = if window.reset {
+        std::mem::take(&mut collector.profile)
+    } else {
+        collector.profile.clone()
+    };
+    let duration = plan.since.elapsed();
+    let about = About {
+        description: plan.description.clone(),
+        event: plan.event,
+        duration,
+        parse_errors: collector.parse_errors,
+    };
+    if window.reset {
+        plan.since = Instant::now();
+        collector.earlier_windows += profile.total_samples();
+        collector.earlier_lost += profile.meta.lost;
+    }
+    fill_metadata(&mut profile, &collector.procs, &plan.opts, about);
+    (profile, duration)
 }
 
 #[cfg(test)]

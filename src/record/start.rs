@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::collector::Collector;
+use super::live::{Began, Feed, LiveFeed};
 use super::reader::{sample_until, Live, Processing, ReadPlan, Status, Stop};
 use super::snapshot::SnapshotPlan;
 use super::{RecordError, RecordOptions};
@@ -226,8 +227,26 @@ fn refusal(refused: &PerfError) -> String {
 }
 
 impl Started {
-    /// Release the command (when launching) and sample until a stop reason.
-    pub(super) fn sample(self, opts: &RecordOptions) -> Result<Sampled, RecordError> {
+    /// What a live view is told as sampling begins.
+    pub(super) fn began(&self) -> Began {
+        Began {
+            description: self.description.clone(),
+            backend: self.sampler.detail(),
+            event: self.sampler.event().name,
+            pids: match &self.live {
+                Live::Command(child) => vec![child.pid()],
+                Live::Pids(pids) => pids.clone(),
+            },
+        }
+    }
+
+    /// Release the command (when launching) and sample until a stop reason. With `feed`, each
+    /// window goes to a live view instead of `--every` files.
+    pub(super) fn sample(
+        self,
+        opts: &RecordOptions,
+        feed: Option<Feed>,
+    ) -> Result<Sampled, RecordError> {
         let Started {
             mut sampler,
             nice,
@@ -242,11 +261,16 @@ impl Started {
         // it opens each mapped file while its process lives, and a process that exits before
         // its mmap is processed leaves a deleted binary that can no longer be opened (seen on
         // a busy machine with processing at the user's priority).
+        let (every, quit) = match &feed {
+            Some(f) => (Some(f.every), Some(f.quit.clone())),
+            None => (opts.every, None),
+        };
         let snapshots = SnapshotPlan {
             opts: opts.clone(),
             description: description.clone(),
             event: sampler.event().name,
             since: Instant::now(),
+            feed: feed.map(|f| LiveFeed::new(f.events)),
         };
         let mut processing =
             Processing::start(collector, sampler.has_ring_buffers(), Some(snapshots));
@@ -271,7 +295,8 @@ impl Started {
                 say,
                 writes: outputs_named(&opts.outputs),
             }),
-            every: opts.every,
+            every,
+            quit,
         };
         let (stop, window) = sample_until(sampler.as_mut(), &mut processing, &mut live, &plan);
         if let Some(n) = user_nice {

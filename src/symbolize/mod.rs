@@ -115,10 +115,20 @@ pub fn symbolize(
     perf_maps: &HashMap<u32, PerfMap>,
     opts: &SymbolizeOptions,
 ) -> Symbols {
-    let frames = profile.frames();
+    name_frames(profile.frames(), modules, perf_maps, &mut None, opts)
+}
+
+/// Name `frames` (entry `i` of the result names `frames[i]`); `kernel` holds the kernel's
+/// symbols once a kernel frame needed them, for the next call.
+pub fn name_frames(
+    frames: &[Frame],
+    modules: &ModuleTable,
+    perf_maps: &HashMap<u32, PerfMap>,
+    kernel: &mut Option<KernelSymbols>,
+    opts: &SymbolizeOptions,
+) -> Symbols {
     let mut out: Vec<Vec<SymbolFrame>> = vec![Vec::new(); frames.len()];
     let mut by_module: HashMap<ModuleId, Vec<(usize, u64)>> = HashMap::new();
-    let mut kernel: Option<KernelSymbols> = None;
     let mut warnings = Vec::new();
     for (i, f) in frames.iter().enumerate() {
         out[i] = match *f {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
+pub mod tmux;
+
 pub const EMBER: &str = env!("CARGO_BIN_EXE_ember");
 
 /// Frame-pointer variants the workloads are built in.

@@ -1,0 +1,108 @@
+//! Sampling for a live view (`ember top`): instead of files, every window of the profile goes
+//! to the view as it ends, with the modules the view has not seen yet, until the view says quit.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::collector::{Collector, LiveCounts};
+use super::reader::Stop;
+use super::{start, RecordError, RecordOptions};
+use crate::modules::ModuleFile;
+use crate::profile::Profile;
+
+/// What a live view is told, in order: [`LiveEvent::Began`] once, then the windows.
+pub enum LiveEvent {
+    Began(Began),
+    Window(Box<LiveWindow>),
+}
+
+/// Sampling began: what is sampled, and how.
+#[derive(Clone, Debug)]
+pub struct Began {
+    /// The command line, or `name (pid N)` of each attached process.
+    pub description: Vec<String>,
+    /// The backend, as `-v` describes it.
+    pub backend: String,
+    /// The perf event (`cycles`, `cpu-clock`) or ptrace's timer.
+    pub event: &'static str,
+    /// The launched command's pid, or the attached ones.
+    pub pids: Vec<u32>,
+}
+
+/// One window of samples.
+pub struct LiveWindow {
+    /// Its samples, with the processes and threads seen so far in the metadata.
+    pub profile: Profile,
+    /// Modules first seen since the last window, in id order: appended to the view's
+    /// [`crate::modules::ModuleTable`], its ids are the profile's.
+    pub new_modules: Vec<ModuleFile>,
+    /// The recording so far.
+    pub counts: LiveCounts,
+    /// How long the window lasted.
+    pub duration: Duration,
+}
+
+/// Where a live recording goes.
+pub struct Feed {
+    pub events: Sender<LiveEvent>,
+    /// Set by the view to stop sampling (a launched command gets SIGTERM).
+    pub quit: Arc<AtomicBool>,
+    /// How long each window lasts.
+    pub every: Duration,
+}
+
+/// The sending side, kept by the processing thread.
+pub(super) struct LiveFeed {
+    events: Sender<LiveEvent>,
+    /// Modules handed over already.
+    modules_sent: usize,
+}
+
+impl LiveFeed {
+    pub(super) fn new(events: Sender<LiveEvent>) -> LiveFeed {
+        LiveFeed {
+            events,
+            modules_sent: 0,
+        }
+    }
+
+    /// Hand a window over (a view that is gone drops it).
+    pub(super) fn send(&mut self, profile: Profile, duration: Duration, collector: &Collector) {
+        let new_modules = collector.procs.modules.since(self.modules_sent).to_vec();
+        self.modules_sent += new_modules.len();
+        let _ = self.events.send(LiveEvent::Window(Box::new(LiveWindow {
+            profile,
+            new_modules,
+            counts: collector.counts(),
+            duration,
+        })));
+    }
+}
+
+/// Sample as [`super::record`] does, handing each window to `feed` instead of writing files,
+/// until the target ends, `-d` passes, a signal (attached) or the view says quit. Errors before
+/// sampling begins come back here, before any [`LiveEvent`]. Returns the exit code ember ends
+/// with: the command's where it ended by itself, else 0 (after attaching, or when ember ended
+/// it: SIGTERM after `-d` or quitting).
+pub fn watch(opts: &RecordOptions, feed: Feed) -> Result<i32, RecordError> {
+    let started = start::start(opts)?;
+    let _ = feed.events.send(LiveEvent::Began(started.began()));
+    // The view says what matters; nothing is told on the terminal it draws on.
+    let quiet = RecordOptions {
+        notify: |_| {},
+        status: None,
+        ..opts.clone()
+    };
+    let mut sampled = started.sample(&quiet, Some(feed))?;
+    // After `-d` a launched command is ended as on quitting, not waited for; its status is
+    // then not ember's.
+    match sampled.stop {
+        Stop::Deadline | Stop::Quit => {
+            sampled.live.exit_code(Stop::Quit, quiet.notify);
+            Ok(0)
+        }
+        stop => Ok(sampled.live.exit_code(stop, quiet.notify)),
+    }
+}

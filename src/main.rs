@@ -138,8 +138,13 @@ fn top_screen(mut session: ember::top::Session) -> Result<i32, ember::record::Re
     let mut terminal = ratatui::init();
     let mut screen = Screen::new(session.per_thread());
     screen.refresh(&session);
+    // Drawn when something changed, and each second for the clock.
+    let mut drawn: Option<std::time::Instant> = None;
     loop {
-        let _ = terminal.draw(|f| screen.draw(f, &session));
+        if drawn.is_none_or(|d| d.elapsed().as_secs() >= 1) {
+            let _ = terminal.draw(|f| screen.draw(f, &session));
+            drawn = Some(std::time::Instant::now());
+        }
         if event::poll(std::time::Duration::from_millis(100)).unwrap_or(false) {
             if let Ok(event::Event::Key(k)) = event::read() {
                 let press = (k.kind != event::KeyEventKind::Release).then(|| press_of(k));
@@ -147,10 +152,12 @@ fn top_screen(mut session: ember::top::Session) -> Result<i32, ember::record::Re
                     if screen.key(p, &mut session) == Action::Quit {
                         break;
                     }
+                    drawn = None;
                 }
             }
         } else if session.update(std::time::Duration::ZERO) {
             screen.refresh(&session);
+            drawn = None;
         }
     }
     ratatui::restore();

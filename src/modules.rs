@@ -60,6 +60,38 @@ impl Deref for FileBytes {
     }
 }
 
+impl std::fmt::Debug for FileBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileBytes({:?})", self.range)
+    }
+}
+
+// SAFETY: the bytes live in an `Arc`'d mapping or vector that never moves or changes while a
+// clone holds it, so every deref of any clone gives the same address.
+unsafe impl stable_deref_trait::StableDeref for FileBytes {}
+unsafe impl stable_deref_trait::CloneStableDeref for FileBytes {}
+
+impl FileBytes {
+    /// `part`, a slice of `map`'s bytes, as a range of it; `None` if it is not inside.
+    pub fn part_of(map: &Arc<ModuleData>, part: &[u8]) -> Option<FileBytes> {
+        let base = map.as_ptr() as usize;
+        let start = (part.as_ptr() as usize).checked_sub(base)?;
+        (start + part.len() <= map.len()).then(|| FileBytes {
+            map: Arc::clone(map),
+            range: start..start + part.len(),
+        })
+    }
+
+    /// Bytes made in memory (a decompressed section).
+    pub fn owned(bytes: Vec<u8>) -> FileBytes {
+        let len = bytes.len();
+        FileBytes {
+            map: Arc::new(ModuleData::Owned(bytes)),
+            range: 0..len,
+        }
+    }
+}
+
 /// A `PT_LOAD` segment: how file offsets relate to the addresses the ELF states (SVMAs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadSegment {

@@ -374,3 +374,28 @@ fn once_on_a_whole_run_matches_the_workloads_own_shares() {
         .unwrap_or_else(|| panic!("no table:\n{stdout}"));
     assert_shares_match(&lines[table..], &truths(&out.stdout), "--once");
 }
+
+#[test]
+fn w_switches_to_wall_clock_where_waiting_threads_count() {
+    let _serial = serial();
+    let exe = workload("offcpu", Build::NoFramePointers);
+    let command = format!(
+        "{EMBER} top --backend perf --off-cpu -- {} 60; echo EMBER-DONE; sleep 60",
+        exe.display()
+    );
+    let tmux = Tmux::start_sized(&command, 160, 30);
+    // CPU view: burn() runs, snooze() waits and is not CPU time.
+    let screen = tmux.wait_for(60, ready);
+    assert_eq!(top_row(&screen), "burn", "{}", screen.join("\n"));
+    assert!(!has(&screen, "[off-cpu]"), "{}", screen.join("\n"));
+    // Wall-clock: the wait shows, under snooze.
+    tmux.keys(&["w"]);
+    let screen = tmux.wait_for(20, |s| has(s, "wall-clock ·") && has(s, "[off-cpu]"));
+    let snooze = rows(&screen)
+        .into_iter()
+        .find(|r| r.function == "snooze")
+        .unwrap_or_else(|| panic!("no snooze row:\n{}", screen.join("\n")));
+    assert!(snooze.total_pct > 20.0, "{}", screen.join("\n"));
+    tmux.keys(&["q"]);
+    tmux.wait_for(30, |s| has(s, "EMBER-DONE"));
+}

@@ -1,14 +1,17 @@
 //! Names for addresses in one ELF file: DWARF (functions, inlined frames, lines) through
 //! addr2line, the symbol tables through `object` where DWARF has nothing.
 
-use std::borrow::Cow;
+use std::sync::Arc;
 
 use addr2line::gimli;
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
 use super::demangle::demangle;
+use crate::modules::{FileBytes, ModuleData};
 
-type Slice<'a> = gimli::EndianSlice<'a, gimli::RunTimeEndian>;
+/// DWARF read straight from the file's bytes (or a decompressed copy), owned: an
+/// [`ElfSymbolizer`] can be kept for as long as names are wanted.
+type Reader = gimli::EndianReader<gimli::RunTimeEndian, FileBytes>;
 
 /// One name found for an address, outermost caller first when inlining is involved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,31 +23,48 @@ pub struct FoundName {
     pub line: Option<u32>,
 }
 
-struct Sym<'a> {
+struct Sym {
     address: u64,
     size: u64,
-    /// Lossy: a name with invalid UTF-8 still names its function.
-    name: Cow<'a, str>,
+    /// Where the name is in the file (names are UTF-8 there), or a lossy copy of a name that
+    /// is not: it still names its function.
+    name: SymName,
 }
 
-/// Symbol-table lookup: the closest symbol at or below an address, within its size.
-pub struct SymbolTable<'a> {
-    syms: Vec<Sym<'a>>,
+enum SymName {
+    InFile(std::ops::Range<usize>),
+    Copied(Box<str>),
 }
 
-impl<'a> SymbolTable<'a> {
-    pub fn new(file: &object::File<'a>) -> SymbolTable<'a> {
-        let collect = |it: object::SymbolIterator<'a, '_>| {
+/// Symbol-table lookup: the closest symbol at or below an address, within its size. Names
+/// stay in the file's bytes, which the table holds.
+pub struct SymbolTable {
+    syms: Vec<Sym>,
+    data: Arc<ModuleData>,
+}
+
+impl SymbolTable {
+    /// The symbols of `file`, parsed from `data`.
+    pub fn new(file: &object::File<'_>, data: &Arc<ModuleData>) -> SymbolTable {
+        let base = data.as_ptr() as usize;
+        let name_of = |bytes: &[u8]| match std::str::from_utf8(bytes) {
+            Ok(_) => {
+                let start = bytes.as_ptr() as usize - base;
+                SymName::InFile(start..start + bytes.len())
+            }
+            Err(_) => SymName::Copied(String::from_utf8_lossy(bytes).into()),
+        };
+        let collect = |it: object::SymbolIterator<'_, '_>| {
             it.filter(|s| matches!(s.kind(), SymbolKind::Text | SymbolKind::Unknown))
                 .filter(|s| s.is_definition() && s.address() != 0)
                 .filter_map(|s| {
+                    let bytes = s.name_bytes().ok().filter(|b| !b.is_empty())?;
                     Some(Sym {
                         address: s.address(),
                         size: s.size(),
-                        name: String::from_utf8_lossy(s.name_bytes().ok()?),
+                        name: name_of(bytes),
                     })
                 })
-                .filter(|s| !s.name.is_empty())
                 .collect::<Vec<_>>()
         };
         let mut syms = collect(file.symbols());
@@ -54,7 +74,10 @@ impl<'a> SymbolTable<'a> {
         // Prefer sized, global-looking entries when several share an address.
         syms.sort_by(|a, b| a.address.cmp(&b.address).then(b.size.cmp(&a.size)));
         syms.dedup_by_key(|s| s.address);
-        SymbolTable { syms }
+        SymbolTable {
+            syms,
+            data: Arc::clone(data),
+        }
     }
 
     pub fn lookup(&self, addr: u64) -> Option<&str> {
@@ -63,7 +86,10 @@ impl<'a> SymbolTable<'a> {
         if s.size != 0 && addr >= s.address.saturating_add(s.size) {
             return None;
         }
-        Some(&s.name)
+        match &s.name {
+            SymName::InFile(range) => std::str::from_utf8(self.data.get(range.clone())?).ok(),
+            SymName::Copied(name) => Some(name),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -75,31 +101,35 @@ impl<'a> SymbolTable<'a> {
     }
 }
 
-/// Load the DWARF sections of `file` (decompressing where needed).
-pub fn load_dwarf<'a>(file: &object::File<'a>) -> gimli::DwarfSections<Cow<'a, [u8]>> {
-    let load = |id: gimli::SectionId| -> Result<Cow<'a, [u8]>, gimli::Error> {
-        Ok(file
+/// The DWARF sections of `file` (parsed from `data`): ranges of its bytes, or decompressed
+/// copies where they are compressed.
+fn load_dwarf(file: &object::File<'_>, data: &Arc<ModuleData>) -> gimli::DwarfSections<FileBytes> {
+    let load = |id: gimli::SectionId| -> Result<FileBytes, gimli::Error> {
+        let bytes = file
             .section_by_name(id.name())
-            .and_then(|s| s.uncompressed_data().ok())
-            .unwrap_or(Cow::Borrowed(&[])))
+            .and_then(|s| s.uncompressed_data().ok());
+        Ok(match bytes {
+            Some(std::borrow::Cow::Borrowed(b)) => {
+                FileBytes::part_of(data, b).unwrap_or_else(|| FileBytes::owned(b.to_vec()))
+            }
+            Some(std::borrow::Cow::Owned(v)) => FileBytes::owned(v),
+            None => FileBytes::owned(Vec::new()),
+        })
     };
     gimli::DwarfSections::load(load).expect("loader never fails")
 }
 
-/// Looks up addresses of one ELF file.
-pub struct ElfSymbolizer<'a> {
-    ctx: Option<addr2line::Context<Slice<'a>>>,
+/// Looks up addresses of one ELF file; owns what it reads, so it can be kept and asked again.
+pub struct ElfSymbolizer {
+    ctx: Option<addr2line::Context<Reader>>,
     /// Symbol tables, best first: the debug file's, the module's own, MiniDebugInfo's.
-    symbols: Vec<SymbolTable<'a>>,
+    symbols: Vec<SymbolTable>,
     pub inline: bool,
 }
 
-impl<'a> ElfSymbolizer<'a> {
-    pub fn new(
-        file: &object::File<'a>,
-        dwarf: &'a gimli::DwarfSections<Cow<'a, [u8]>>,
-        inline: bool,
-    ) -> ElfSymbolizer<'a> {
+impl ElfSymbolizer {
+    /// DWARF and symbols of `file`, parsed from `data`.
+    pub fn new(file: &object::File<'_>, data: &Arc<ModuleData>, inline: bool) -> ElfSymbolizer {
         let endian = if file.is_little_endian() {
             gimli::RunTimeEndian::Little
         } else {
@@ -110,19 +140,20 @@ impl<'a> ElfSymbolizer<'a> {
             .is_some_and(|s| s.size() > 0);
         let ctx = has_info
             .then(|| {
-                let borrowed = dwarf.borrow(|s| gimli::EndianSlice::new(s, endian));
-                addr2line::Context::from_dwarf(borrowed).ok()
+                let sections = load_dwarf(file, data);
+                let dwarf = sections.borrow(|s| gimli::EndianReader::new(s.clone(), endian));
+                addr2line::Context::from_dwarf(dwarf).ok()
             })
             .flatten();
         ElfSymbolizer {
             ctx,
-            symbols: vec![SymbolTable::new(file)],
+            symbols: vec![SymbolTable::new(file, data)],
             inline,
         }
     }
 
     /// Also consult `table` when DWARF and the tables before it know nothing.
-    pub fn add_symbols(&mut self, table: SymbolTable<'a>) {
+    pub fn add_symbols(&mut self, table: SymbolTable) {
         self.symbols.push(table);
     }
 

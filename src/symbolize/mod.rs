@@ -13,11 +13,14 @@ use std::path::PathBuf;
 
 use memmap2::Mmap;
 
-use crate::modules::{ModuleFile, ModuleId, ModuleTable};
+use std::sync::Arc;
+
+use crate::modules::{ModuleData, ModuleFile, ModuleId, ModuleTable};
 use crate::profile::{Frame, Profile};
 
 use debuginfo::DebugDirs;
 use debuginfod::Artifact;
+pub use elf::FoundName;
 use elf::{ElfSymbolizer, SymbolTable};
 use kernel::KernelSymbols;
 use perfmap::PerfMap;
@@ -115,18 +118,32 @@ pub fn symbolize(
     perf_maps: &HashMap<u32, PerfMap>,
     opts: &SymbolizeOptions,
 ) -> Symbols {
-    name_frames(profile.frames(), modules, perf_maps, &mut None, opts)
+    name_frames(
+        profile.frames(),
+        (modules, perf_maps),
+        &mut Opened::default(),
+        opts,
+    )
 }
 
-/// Name `frames` (entry `i` of the result names `frames[i]`); `kernel` holds the kernel's
-/// symbols once a kernel frame needed them, for the next call.
+/// What a caller that names addresses again and again (`ember top`) keeps between calls:
+/// every module opened for naming, and the kernel's symbols once a kernel frame needed them.
+#[derive(Default)]
+pub struct Opened {
+    modules: HashMap<ModuleId, ModuleNamer>,
+    kernel: Option<KernelSymbols>,
+}
+
+/// Name `frames` (entry `i` of the result names `frames[i]`), from the modules and JIT maps
+/// in `sources`, opening what `opened` does not hold yet (and keeping it there).
 pub fn name_frames(
     frames: &[Frame],
-    modules: &ModuleTable,
-    perf_maps: &HashMap<u32, PerfMap>,
-    kernel: &mut Option<KernelSymbols>,
+    sources: (&ModuleTable, &HashMap<u32, PerfMap>),
+    opened: &mut Opened,
     opts: &SymbolizeOptions,
 ) -> Symbols {
+    let (modules, perf_maps) = sources;
+    let kernel = &mut opened.kernel;
     let mut out: Vec<Vec<SymbolFrame>> = vec![Vec::new(); frames.len()];
     let mut by_module: HashMap<ModuleId, Vec<(usize, u64)>> = HashMap::new();
     let mut warnings = Vec::new();
@@ -163,7 +180,7 @@ pub fn name_frames(
                 .to_string(),
         );
     }
-    for (i, names) in symbolize_modules(modules, by_module, opts) {
+    for (i, names) in symbolize_modules(modules, by_module, &mut opened.modules, opts) {
         out[i] = names;
     }
     let queries = opts
@@ -179,32 +196,42 @@ pub fn name_frames(
     }
 }
 
-/// Name the addresses of every module, each module's file parsed once, on as many threads as
-/// there are cores: (frame index, names) for each address.
+/// Name the addresses of every module, each module's file opened once (or taken from
+/// `opened`, where the opened ones go back), on as many threads as there are cores: (frame
+/// index, names) for each address.
 fn symbolize_modules(
     modules: &ModuleTable,
     by_module: HashMap<ModuleId, Vec<(usize, u64)>>,
+    opened: &mut HashMap<ModuleId, ModuleNamer>,
     opts: &SymbolizeOptions,
 ) -> Vec<(usize, Vec<SymbolFrame>)> {
-    let mut work: Vec<(ModuleId, Vec<(usize, u64)>)> = by_module.into_iter().collect();
-    // Biggest jobs first so the threads finish together.
-    work.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    let mut jobs: Vec<ModuleJob> = by_module
+        .into_iter()
+        .map(|(id, addrs)| ModuleJob {
+            id,
+            addrs,
+            namer: opened.remove(&id),
+            names: Vec::new(),
+        })
+        .collect();
+    // Taken from the end: the biggest jobs first, so that the threads end together.
+    jobs.sort_by_key(|j| j.addrs.len());
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .min(work.len().max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| {
+        .min(jobs.len().max(1));
+    let todo = std::sync::Mutex::new(jobs);
+    let done: Vec<ModuleJob> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
                     let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((module, addrs)) = work.get(i) else {
-                            break;
-                        };
-                        done.extend(symbolize_module(modules, *module, addrs, opts));
+                    while let Some(mut job) = todo.lock().map(|mut t| t.pop()).unwrap_or(None) {
+                        let namer = job
+                            .namer
+                            .get_or_insert_with(|| ModuleNamer::open(modules.get(job.id), opts));
+                        job.names = job.addrs.iter().map(|&(i, a)| (i, namer.name(a))).collect();
+                        done.push(job);
                     }
                     done
                 })
@@ -214,65 +241,101 @@ fn symbolize_modules(
             .into_iter()
             .flat_map(|h| h.join().expect("symbolizer thread panicked"))
             .collect()
-    })
+    });
+    let mut out = Vec::new();
+    for job in done {
+        out.extend(job.names);
+        if let Some(namer) = job.namer {
+            opened.insert(job.id, namer);
+        }
+    }
+    out
 }
 
-fn symbolize_module(
-    modules: &ModuleTable,
+/// The addresses of one module to name (frame index, SVMA), and what naming them gave.
+struct ModuleJob {
     id: ModuleId,
-    addrs: &[(usize, u64)],
-    opts: &SymbolizeOptions,
-) -> Vec<(usize, Vec<SymbolFrame>)> {
-    let module = modules.get(id);
-    let short = module.short_name();
-    let fallback = |svma: u64| vec![SymbolFrame::named(unnamed(short, svma), FrameKind::User)];
-    let fetched = fetch_executable(module, opts);
-    let bytes = module.data.as_ref().map(|d| &***d).or(fetched.as_deref());
-    let Some(file) = bytes.and_then(|b| object::File::parse(b).ok()) else {
-        return addrs.iter().map(|&(i, a)| (i, fallback(a))).collect();
-    };
-    // Separate debug info, when there is some: its DWARF and symbols come first.
-    let debug = find_debug(module, &file, opts);
-    let debug_file = debug
-        .as_ref()
-        .and_then(|(_, m)| object::File::parse(&**m).ok());
-    let mini = debuginfo::mini_debug_info(&file);
-    let mini_file = mini.as_ref().and_then(|m| object::File::parse(&**m).ok());
-    let primary = match &debug_file {
-        Some(d) if has_dwarf(d) || !has_dwarf(&file) => d,
-        _ => &file,
-    };
-    let dwarf = elf::load_dwarf(primary);
-    let mut sym = ElfSymbolizer::new(primary, &dwarf, opts.inline);
-    if !std::ptr::eq(primary, &file) {
-        sym.add_symbols(SymbolTable::new(&file));
-    }
-    if let Some(m) = &mini_file {
-        sym.add_symbols(SymbolTable::new(m));
-    }
-    addrs
-        .iter()
-        .map(|&(i, svma)| {
-            let found = sym.lookup(svma);
-            if found.is_empty() {
-                return (i, fallback(svma));
+    addrs: Vec<(usize, u64)>,
+    namer: Option<ModuleNamer>,
+    names: Vec<(usize, Vec<SymbolFrame>)>,
+}
+
+/// One module opened for naming: its symbols and DWARF (from a separate debug file where
+/// there is one), kept as long as its owner wants names.
+pub struct ModuleNamer {
+    short: String,
+    symbolizer: Option<ElfSymbolizer>,
+}
+
+impl ModuleNamer {
+    /// Open `module`'s file, its separate debug file and MiniDebugInfo (on disk, or from a
+    /// debuginfod server).
+    pub fn open(module: &ModuleFile, opts: &SymbolizeOptions) -> ModuleNamer {
+        let short = module.short_name().to_string();
+        let data = module
+            .data
+            .clone()
+            .or_else(|| fetch_executable(module, opts).map(mapped));
+        let Some(file) = data.as_ref().and_then(|d| object::File::parse(&***d).ok()) else {
+            return ModuleNamer {
+                short,
+                symbolizer: None,
+            };
+        };
+        let data = data.as_ref().expect("parsed above");
+        // Separate debug info, when there is some: its DWARF and symbols come first.
+        let debug = find_debug(module, &file, opts).map(|(_, m)| mapped(m));
+        let debug_file = debug.as_ref().and_then(|m| object::File::parse(&***m).ok());
+        let mini = debuginfo::mini_debug_info(&file).map(|v| Arc::new(ModuleData::Owned(v)));
+        let mini_file = mini.as_ref().and_then(|m| object::File::parse(&***m).ok());
+        let mut symbolizer = match (&debug_file, &debug) {
+            (Some(d), Some(bytes)) if has_dwarf(d) || !has_dwarf(&file) => {
+                let mut s = ElfSymbolizer::new(d, bytes, opts.inline);
+                s.add_symbols(SymbolTable::new(&file, data));
+                s
             }
-            let names = found
-                .into_iter()
-                .map(|f| SymbolFrame {
-                    name: sanitize(&f.name),
-                    kind: if f.inlined {
-                        FrameKind::Inlined
-                    } else {
-                        FrameKind::User
-                    },
-                    file: f.file.as_deref().map(sanitize),
-                    line: f.line,
-                })
-                .collect();
-            (i, names)
-        })
-        .collect()
+            _ => ElfSymbolizer::new(&file, data, opts.inline),
+        };
+        if let (Some(m), Some(bytes)) = (&mini_file, &mini) {
+            symbolizer.add_symbols(SymbolTable::new(m, bytes));
+        }
+        ModuleNamer {
+            short,
+            symbolizer: Some(symbolizer),
+        }
+    }
+
+    /// The names of `svma`, outermost first; the module and address where nothing is known.
+    pub fn name(&self, svma: u64) -> Vec<SymbolFrame> {
+        let found = self
+            .symbolizer
+            .as_ref()
+            .map(|s| s.lookup(svma))
+            .unwrap_or_default();
+        if found.is_empty() {
+            return vec![SymbolFrame::named(
+                unnamed(&self.short, svma),
+                FrameKind::User,
+            )];
+        }
+        found
+            .into_iter()
+            .map(|f| SymbolFrame {
+                name: sanitize(&f.name),
+                kind: if f.inlined {
+                    FrameKind::Inlined
+                } else {
+                    FrameKind::User
+                },
+                file: f.file.as_deref().map(sanitize),
+                line: f.line,
+            })
+            .collect()
+    }
+}
+
+fn mapped(map: Mmap) -> Arc<ModuleData> {
+    Arc::new(ModuleData::Mapped(map))
 }
 
 fn has_dwarf(f: &object::File) -> bool {
@@ -338,10 +401,9 @@ mod tests {
     fn symbolizes_a_function_of_this_test_binary() {
         // Find the address of a known function in our own executable and look it up.
         let exe = std::env::current_exe().unwrap();
-        let data = std::fs::read(&exe).unwrap();
-        let file = object::File::parse(&*data).unwrap();
-        let dwarf = elf::load_dwarf(&file);
-        let s = ElfSymbolizer::new(&file, &dwarf, true);
+        let data = Arc::new(ModuleData::Owned(std::fs::read(&exe).unwrap()));
+        let file = object::File::parse(&**data).unwrap();
+        let s = ElfSymbolizer::new(&file, &data, true);
         use object::{Object, ObjectSymbol};
         let target = file
             .symbols()

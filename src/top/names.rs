@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::modules::{ModuleFile, ModuleId, ModuleTable};
 use crate::profile::Frame;
-use crate::symbolize::kernel::KernelSymbols;
 use crate::symbolize::perfmap::PerfMap;
 use crate::symbolize::{self, FrameKind, SymbolFrame, SymbolizeOptions};
 
@@ -193,7 +192,8 @@ const PERF_MAP_AGE: Duration = Duration::from_secs(1);
 fn name_until_closed(requests: Receiver<Request>, answers: Sender<Answer>, opts: SymbolizeOptions) {
     let mut modules = ModuleTable::new();
     let mut perf_maps = PerfMaps::default();
-    let mut kernel: Option<KernelSymbols> = None;
+    // Each module is opened once, when its first address is named, and kept.
+    let mut opened = symbolize::Opened::default();
     while let Ok(first) = requests.recv() {
         let mut frames = Vec::new();
         for r in std::iter::once(first).chain(requests.try_iter()) {
@@ -204,8 +204,8 @@ fn name_until_closed(requests: Receiver<Request>, answers: Sender<Answer>, opts:
         // A file at a time, smallest first: the program's own functions are named while a
         // large library's debug info is still being read.
         for group in by_file_size(frames, &modules) {
-            let symbols =
-                symbolize::name_frames(&group, &modules, &perf_maps.maps, &mut kernel, &opts);
+            let sources = (&modules, &perf_maps.maps);
+            let symbols = symbolize::name_frames(&group, sources, &mut opened, &opts);
             let answer = Answer {
                 named: group.into_iter().zip(symbols.frames).collect(),
                 warnings: symbols.warnings,

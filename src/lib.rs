@@ -7,8 +7,8 @@
 //! aggregates them, [`symbolize`] names them, [`stacks`] joins the two, and [`output`] writes
 //! the files. [`record`] ties them together: a reader thread copies what the sampler produced,
 //! a processing thread unwinds and aggregates it. [`load`] and [`render`] read saved profiles
-//! back for `ember flamegraph`, `diff` and `report`; [`cli`] and [`cargo`] are the command
-//! lines of `ember` and `cargo ember`.
+//! back for `ember flamegraph`, `diff` and `report`; [`top`] is the live view; [`cli`] and
+//! [`cargo`] are the command lines of `ember` and `cargo ember`.
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 compile_error!(

@@ -160,7 +160,10 @@ impl Session {
         self.header.counts = counts;
         self.header.rate = profile.total_samples() as f64 / duration.as_secs_f64().max(1e-3);
         self.cpu.pids.extend(profile.meta.processes.keys().copied());
-        self.header.cpus = self.cpu.measure();
+        // Once every process is gone, the last reading stands.
+        if let Some(cpus) = self.cpu.measure() {
+            self.header.cpus = cpus;
+        }
         self.recent.push_back(profile);
         let keep = (self.opts.recent.as_secs_f64() / self.opts.interval.as_secs_f64())
             .ceil()
@@ -388,8 +391,8 @@ impl CpuUse {
         c
     }
 
-    /// CPUs used since the last call, by the processes alive at both.
-    fn measure(&mut self) -> f64 {
+    /// CPUs used since the last call, by the processes alive at both; `None` when none is.
+    fn measure(&mut self) -> Option<f64> {
         let now = Instant::now();
         let span = (now - self.at).as_secs_f64().max(1e-3);
         self.at = now;
@@ -405,7 +408,8 @@ impl CpuUse {
             seen.insert(pid, secs);
         }
         self.pids.retain(|p| seen.contains_key(p));
+        let alive = !seen.is_empty();
         self.last = seen;
-        used / span
+        alive.then_some(used / span)
     }
 }

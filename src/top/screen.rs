@@ -274,8 +274,8 @@ impl Screen {
             Mode::Filter => "type a name · Enter keep the filter · Esc clear it",
             Mode::Detail(_) => "Enter/Esc back · q quit · space pause · c recent · o write",
             Mode::Functions => {
-                "q quit · space pause · s sort · / filter · t thread · w wall-clock · c recent · \
-                 Enter callers/callees · o write files"
+                "q quit · space pause · s sort · / filter · t thread · w wall · c recent · \
+                 Enter callers · o write"
             }
         };
         vec![
@@ -296,15 +296,17 @@ impl Screen {
                 Row::new(vec![
                     Cell::from(format!("{:6.2}%", t.percent(r.self_samples))),
                     Cell::from(format!("{:6.2}%", t.percent(r.total_samples))),
-                    Cell::from(r.self_samples.to_string()),
+                    Cell::from(format!("{:>8}", r.self_samples)),
                     Cell::from(name),
                     Cell::from(r.key.function.module.to_string()),
                     Cell::from(r.location.as_deref().unwrap_or("").to_string()),
                 ])
             })
             .collect();
-        let header = Row::new(["SELF%", "TOTAL%", "SELF", "FUNCTION", "MODULE", "LOCATION"])
-            .style(Style::default().add_modifier(Modifier::BOLD));
+        let header = Row::new([
+            " SELF%", " TOTAL%", "    SELF", "FUNCTION", "MODULE", "LOCATION",
+        ])
+        .style(Style::default().add_modifier(Modifier::BOLD));
         let widths = [
             Constraint::Length(7),
             Constraint::Length(7),
@@ -336,7 +338,7 @@ impl Screen {
                             "{:6.2}%",
                             100.0 * *samples as f64 / n.samples.max(1) as f64
                         )),
-                        Cell::from(samples.to_string()),
+                        Cell::from(format!("{samples:>8}")),
                         Cell::from(name),
                     ])
                 })

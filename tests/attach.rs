@@ -71,8 +71,6 @@ fn attach_to_a_two_thread_process() {
         "perf",
         "-p",
         &pid,
-        "-d",
-        "2",
         "--per-thread",
         "-o",
         folded.to_str().unwrap(),
@@ -84,18 +82,21 @@ fn attach_to_a_two_thread_process() {
         .iter()
         .map(|&t2| thread_cpu_seconds(t.pid(), t2))
         .collect();
-    std::thread::sleep(Duration::from_secs(2));
+    // Until the threads have used 2 s of CPU between them (not a fixed time: on a busy machine
+    // they may get little), then Ctrl-C: every CPU second counted here was sampled.
+    wait_for_cpu(t.pid(), cpu_seconds(t.pid()), 2.0);
     let used: Vec<f64> = tids
         .iter()
         .zip(&before)
         .map(|(&t2, b)| thread_cpu_seconds(t.pid(), t2) - b)
         .collect();
     let cpu: f64 = used.iter().sum();
+    kill(Pid::from_raw(ember.pid() as i32), Signal::SIGINT).unwrap();
     let (status, stderr) = ember.finish();
     assert!(status.success(), "{stderr}");
     let stacks = read_folded(&folded);
     let n = total(&stacks);
-    // Two busy threads for 2 s at 999 Hz, as far as the machine let them run.
+    // Two busy threads at 999 Hz, as far as the machine let them run.
     assert_samples_cover_cpu(n, cpu, 999, "two threads attached for 2 s");
     for f in ["thread_a_hot", "thread_b_hot"] {
         assert!(samples_with(&stacks, f) > 0, "{f} missing");

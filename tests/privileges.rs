@@ -314,21 +314,24 @@ fn unprivileged_attach_to_two_processes_samples_both() {
     }
     let folded = dir.path().join("two.folded");
     let list = format!("{},{}", pids[0], pids[1]);
-    let args = [
-        "-d",
-        "1.5",
-        "--per-process",
-        "-p",
-        &list,
-        "-o",
-        folded.to_str().unwrap(),
-    ];
+    let args = ["--per-process", "-p", &list, "-o", folded.to_str().unwrap()];
     // Two processes on each CPU's buffer: the second writes into the first's
     // (PERF_EVENT_IOC_SET_OUTPUT), which must survive the buffers' handover to the relay.
     let ember = attach_as(&NOBODY, &args);
+    // Until each has used half a second of CPU (on a busy machine they may get little), then
+    // Ctrl-C: every CPU second counted here was sampled (not so after -d: the targets run on
+    // while ember writes its outputs).
     let cpu_before: Vec<f64> = pids.iter().map(|&p| cpu_seconds(p)).collect();
-    let (status, stderr) = ember.finish();
+    for (&pid, &before) in pids.iter().zip(&cpu_before) {
+        wait_for_cpu(pid, before, 0.5);
+    }
     let cpu_after: Vec<f64> = pids.iter().map(|&p| cpu_seconds(p)).collect();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ember.pid() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let (status, stderr) = ember.finish();
     for t in &mut targets {
         let _ = t.kill();
         let _ = t.wait();

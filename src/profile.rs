@@ -47,6 +47,8 @@ pub struct Metadata {
     pub frequency: u64,
     /// The perf event used (`cycles`, `cpu-clock`).
     pub event: String,
+    /// When the recording (or its `--every` window) began, by the wall clock.
+    pub start: Option<std::time::SystemTime>,
     pub duration: Duration,
     /// Samples the kernel dropped (ring buffer full).
     pub lost: u64,

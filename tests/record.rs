@@ -394,11 +394,14 @@ fn every_window_is_written_and_the_windows_add_up_to_the_whole() {
     let exe = workload("shares", Build::NoFramePointers);
     let dir = scratch();
     let template = dir.path().join("w-{n}.folded");
+    let pprof = dir.path().join("w-{n}.pb.gz");
     let out = record_ok(&[
         "--every",
         "1",
         "-o",
         template.to_str().unwrap(),
+        "-o",
+        pprof.to_str().unwrap(),
         "--",
         exe.to_str().unwrap(),
         "3.5",
@@ -416,6 +419,27 @@ fn every_window_is_written_and_the_windows_add_up_to_the_whole() {
     let whole = summary_count(&stderr, "samples");
     assert_eq!(windows.iter().sum::<u64>(), whole, "{windows:?}\n{stderr}");
     assert_samples_cover_cpu(whole, 3.5, 999, "all windows");
+    // Each window's pprof says when it began and how long it lasted (what continuous
+    // profilers ingest): one after the other, without gaps or overlaps.
+    let meta: Vec<ember::profile::Metadata> = (1..=windows.len())
+        .map(|n| {
+            let bytes = std::fs::read(dir.path().join(format!("w-{n}.pb.gz"))).unwrap();
+            ember::output::pprof::read(&bytes).unwrap().meta
+        })
+        .collect();
+    for pair in meta.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        let end_of_a = a.start.expect("time_nanos") + a.duration;
+        let gap = b
+            .start
+            .expect("time_nanos")
+            .duration_since(end_of_a)
+            .unwrap_or_else(|e| e.duration());
+        assert!(
+            gap.as_millis() < 50,
+            "windows {a:?} and {b:?} are {gap:?} apart"
+        );
+    }
 }
 
 #[test]

@@ -21,8 +21,10 @@ use crate::symbolize::FrameKind;
 /// ember knows it).
 pub fn write(p: &StackProfile, title: &str, w: impl Write) -> io::Result<()> {
     let first = p.timeline.iter().map(|t| t.time).min().unwrap_or(0);
-    let started = SystemTime::now()
-        .checked_sub(p.meta.duration)
+    let started = p
+        .meta
+        .start
+        .or_else(|| SystemTime::now().checked_sub(p.meta.duration))
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let interval = Duration::from_nanos(1_000_000_000 / p.meta.frequency.max(1));
     let mut out = Profile::new(

@@ -70,6 +70,11 @@ pub fn to_proto(p: &StackProfile) -> protos::Profile {
         period_type: Some(e.value_type("cpu", "nanoseconds")),
         period,
         duration_nanos: p.meta.duration.as_nanos() as i64,
+        time_nanos: p
+            .meta
+            .start
+            .and_then(|t| t.duration_since(std::time::SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as i64),
         comment,
         string_table: std::mem::take(&mut e.st.table),
         ..Default::default()
@@ -478,6 +483,9 @@ fn metadata(prof: &protos::Profile) -> Metadata {
         },
         event: comment("event: ").unwrap_or("").to_string(),
         duration: Duration::from_nanos(prof.duration_nanos.max(0) as u64),
+        start: (prof.time_nanos > 0).then(|| {
+            std::time::SystemTime::UNIX_EPOCH + Duration::from_nanos(prof.time_nanos as u64)
+        }),
         lost: comment("lost samples: ")
             .and_then(|c| c.parse().ok())
             .unwrap_or(0),
@@ -548,10 +556,15 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_every_view() {
-        let p = sample_profile();
+        let mut p = sample_profile();
+        p.meta.start =
+            Some(std::time::UNIX_EPOCH + Duration::from_nanos(1_764_000_000_123_456_789));
+        p.meta.duration = Duration::from_millis(60_000);
         let mut buf = Vec::new();
         write(&p, &mut buf).unwrap();
         let back = read(&buf).unwrap();
+        assert_eq!(back.meta.start, p.meta.start, "time_nanos");
+        assert_eq!(back.meta.duration, p.meta.duration, "duration_nanos");
         for g in [Grouping::ByName, Grouping::PerProcess, Grouping::PerThread] {
             for lines in [false, true] {
                 let o = FoldOptions { grouping: g, lines };

@@ -25,6 +25,8 @@ pub struct Collector {
     pub(super) earlier_windows: u64,
     /// Samples the kernel lost in those windows.
     pub(super) earlier_lost: u64,
+    /// When the current window began (`None`: with the recording).
+    pub(super) window_began: Option<std::time::Instant>,
     /// JIT maps (`/tmp/perf-PID.map`) of processes, read when they exit or at the end.
     pub(super) perf_maps: HashMap<u32, PerfMap>,
     /// Wall-clock accounting of switched-out threads (perf events with `--off-cpu`).
@@ -62,6 +64,7 @@ impl Collector {
             parse_errors: 0,
             earlier_windows: 0,
             earlier_lost: 0,
+            window_began: None,
             perf_maps: HashMap::new(),
             waits: None,
         }

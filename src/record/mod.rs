@@ -134,6 +134,7 @@ impl Recording {
             live,
             stop,
             duration,
+            start,
             event,
             detail,
             description,
@@ -157,6 +158,7 @@ impl Recording {
         let about = About {
             description,
             event: event.name,
+            start,
             duration,
             parse_errors,
         };
@@ -223,6 +225,8 @@ impl Recording {
 struct About {
     description: Vec<String>,
     event: &'static str,
+    /// When it began, by the wall clock.
+    start: Option<std::time::SystemTime>,
     duration: std::time::Duration,
     parse_errors: u64,
 }
@@ -235,6 +239,7 @@ fn fill_metadata(profile: &mut Profile, procs: &ProcessTable, opts: &RecordOptio
     meta.frequency = opts.frequency;
     meta.event = about.event.to_string();
     meta.duration = about.duration;
+    meta.start = about.start;
     describe_processes(profile, procs, opts);
     if !opts.filter.is_empty() {
         keep_filtered(profile, procs, opts);

@@ -136,10 +136,7 @@ pub(super) fn sample_until(
         }
         if let Some((n, ends)) = &mut windows {
             if Instant::now() >= *ends {
-                processing.snapshot(Window {
-                    n: Some(*n),
-                    reset: true,
-                });
+                processing.snapshot(Window::now(Some(*n), true));
                 *n += 1;
                 // A reader kept from the CPU past several ends writes one window for them.
                 while *ends <= Instant::now() {
@@ -148,10 +145,7 @@ pub(super) fn sample_until(
             }
         }
         if target::take_snapshot_request() {
-            processing.snapshot(Window {
-                n: windows.map(|(n, _)| n),
-                reset: false,
-            });
+            processing.snapshot(Window::now(windows.map(|(n, _)| n), false));
         }
         if let Some(status) = &plan.status {
             if Instant::now() >= status_at {
@@ -195,10 +189,7 @@ pub(super) fn sample_until(
     processing.send(batch, u64::MAX);
     if plan.quit.is_some() {
         // A live view gets the last part too.
-        processing.snapshot(Window {
-            n: None,
-            reset: true,
-        });
+        processing.snapshot(Window::now(None, true));
     }
     (stop, windows.map(|(n, _)| n))
 }

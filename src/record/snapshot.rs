@@ -6,7 +6,7 @@
 //! reads waits in memory.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::collector::Collector;
 use super::live::LiveFeed;
@@ -16,13 +16,27 @@ use crate::profile::Profile;
 use crate::stacks::StackProfile;
 use crate::symbolize;
 
-/// Which outputs to write now.
+/// Which outputs to write, as of when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Window {
     /// The window's number (`--every`), which names its files; `None` without windows.
     pub n: Option<u32>,
     /// Start the next window empty afterwards.
     pub reset: bool,
+    /// When the reader asked for it (monotonic, and by the wall clock): where the window ends,
+    /// however late the processing thread gets to it.
+    pub at: (Instant, SystemTime),
+}
+
+impl Window {
+    /// Asked for now.
+    pub fn now(n: Option<u32>, reset: bool) -> Window {
+        Window {
+            n,
+            reset,
+            at: (Instant::now(), SystemTime::now()),
+        }
+    }
 }
 
 /// What every snapshot of a recording shares.
@@ -107,15 +121,19 @@ fn take_window(
     } else {
         collector.profile.clone()
     };
-    let duration = plan.since.elapsed();
+    // The window ends when the reader asked for it; the next begins at the same instant.
+    let (now, wall) = window.at;
+    let duration = now.saturating_duration_since(plan.since);
     let about = About {
         description: plan.description.clone(),
         event: plan.event,
+        start: wall.checked_sub(duration),
         duration,
         parse_errors: collector.parse_errors,
     };
     if window.reset {
-        plan.since = Instant::now();
+        plan.since = now;
+        collector.window_began = Some(now);
         collector.earlier_windows += profile.total_samples();
         collector.earlier_lost += profile.meta.lost;
     }

@@ -2,7 +2,7 @@
 //! then the sampler is opened (launching the command, or attaching), and sampling runs until a
 //! stop reason.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::collector::Collector;
 use super::live::{Began, Feed, LiveFeed};
@@ -48,6 +48,8 @@ pub(super) struct Sampled {
     pub event: OpenedEvent,
     pub detail: String,
     pub description: Vec<String>,
+    /// When the recording (or its last window) began, by the wall clock.
+    pub start: Option<SystemTime>,
     pub reader: ReaderSetup,
     /// `--every`: the number of the last window (the earlier ones are written).
     pub window: Option<u32>,
@@ -299,6 +301,7 @@ impl Started {
             quit,
         };
         let (stop, window) = sample_until(sampler.as_mut(), &mut processing, &mut live, &plan);
+        let ended = (Instant::now(), SystemTime::now());
         if let Some(n) = user_nice {
             sampler::reset_thread_priority(n);
         }
@@ -307,17 +310,17 @@ impl Started {
         collector.finish(ended_ns);
         // What the backend learnt while sampling and detaching (sample_until disabled it).
         collector.warn(sampler.notes().iter().skip(notes_taken).cloned());
-        // With windows, the last one began when the one before it was written.
-        let window_began = match (window, opts.every) {
-            (Some(n), Some(every)) => started + every * (n - 1),
-            _ => started,
-        };
+        // With windows, the last one began when the one before it was taken.
+        let window_began = collector.window_began.unwrap_or(started);
         Ok(Sampled {
             collector,
             live,
             stop,
             window,
-            duration: window_began.elapsed(),
+            duration: ended.0.saturating_duration_since(window_began),
+            start: ended
+                .1
+                .checked_sub(ended.0.saturating_duration_since(window_began)),
             event: sampler.event(),
             detail: sampler.detail(),
             description,

@@ -58,6 +58,9 @@ pub struct Metadata {
     pub processes: BTreeMap<u32, String>,
     /// Every thread seen: tid → (pid, name).
     pub threads: BTreeMap<u32, (u32, String)>,
+    /// When threads began and ended while recorded (monotonic ns, as sample times): tid →
+    /// (start, end). A process is its main thread (tid = pid).
+    pub lifetimes: BTreeMap<u32, (Option<u64>, Option<u64>)>,
     /// The executable of each process, where known: pid → path.
     pub executables: BTreeMap<u32, String>,
     /// Problems that did not stop the recording (unreadable binaries, ...).

@@ -644,3 +644,91 @@ fn speedscope_opens_the_file_in_a_real_browser() {
     assert_eq!(first.map(str::trim), Some("hot_sixty"), "{sandwich}");
     assert!(shot.exists());
 }
+
+/// The markers of a Firefox Profiler thread track: (name, detail, start ms, end ms).
+fn markers(thread: &serde_json::Value) -> Vec<(String, String, f64, Option<f64>)> {
+    let strings = thread["stringArray"].as_array().unwrap();
+    let m = &thread["markers"];
+    let column = |c: &str| m[c].as_array().unwrap().clone();
+    let (names, data, starts, ends) = (
+        column("name"),
+        column("data"),
+        column("startTime"),
+        column("endTime"),
+    );
+    (0..names.len())
+        .map(|i| {
+            let name = strings[names[i].as_u64().unwrap() as usize]
+                .as_str()
+                .unwrap();
+            let detail = match &data[i]["detail"] {
+                serde_json::Value::Number(n) => strings[n.as_u64().unwrap() as usize]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                v => v.as_str().unwrap_or("").to_string(),
+            };
+            (
+                name.to_string(),
+                detail,
+                starts[i].as_f64().unwrap(),
+                ends[i].as_f64(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_firefox_profiler_timeline_marks_waits_and_process_lifetimes() {
+    let _serial = serial();
+    let exe = workload("offcpu", Build::NoFramePointers);
+    let dir = scratch();
+    let timeline = dir.path().join("w.fxprof.json");
+    // Through a shell, so that ember sees the workload's process begin and end.
+    let script = format!("{} 2; true", exe.display());
+    let out = record_ok(&[
+        "--off-cpu",
+        "-o",
+        timeline.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let truth = truths(&out.stdout);
+    let snooze = truth.iter().find(|(f, _)| f == "snooze").unwrap().1;
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&timeline).unwrap()).unwrap();
+    let thread = v["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"].as_str().unwrap_or("").contains("offcpu"))
+        .expect("a track for the workload");
+    let marks = markers(thread);
+    let at = |name: &str| {
+        marks
+            .iter()
+            .find(|m| m.0 == name)
+            .unwrap_or_else(|| panic!("no {name} marker in {marks:?}"))
+            .2
+    };
+    let (start, exit) = (at("Process start"), at("Process exit"));
+    assert!(exit - start > 1500.0, "lived {start}..{exit} ms");
+    // The waits in nanosleep, as intervals: as much of the process's life as it measured.
+    let slept: f64 = marks
+        .iter()
+        .filter(|m| m.0 == "Off-CPU" && m.1.contains("nanosleep"))
+        .map(|m| m.3.expect("an interval") - m.2)
+        .sum();
+    let share = 100.0 * slept / (exit - start);
+    assert!(
+        (share - snooze).abs() < 15.0,
+        "asleep {share:.1} % of its life by the markers, {snooze:.1} % by its own clock"
+    );
+    assert!(
+        marks
+            .iter()
+            .all(|m| m.2 >= start - 1.0 && m.2 <= exit + 1.0),
+        "{marks:?}"
+    );
+}

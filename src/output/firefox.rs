@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use fxprof_processed_profile::{
     CategoryColor, CategoryHandle, CategoryPairHandle, CpuDelta, Frame, FrameFlags, FrameInfo,
-    ProcessHandle, Profile, SamplingInterval, ThreadHandle, Timestamp,
+    MarkerFieldFlags, MarkerFieldFormat, MarkerTiming, ProcessHandle, Profile, SamplingInterval,
+    StaticSchemaMarker, StaticSchemaMarkerField, StringHandle, ThreadHandle, Timestamp,
 };
 
 use super::folded::{frame_label, line_kind, root_label, Grouping};
@@ -21,6 +22,12 @@ use crate::symbolize::FrameKind;
 /// ember knows it).
 pub fn write(p: &StackProfile, title: &str, w: impl Write) -> io::Result<()> {
     let first = p.timeline.iter().map(|t| t.time).min().unwrap_or(0);
+    let first = p
+        .meta
+        .lifetimes
+        .values()
+        .filter_map(|(start, _)| *start)
+        .fold(first, u64::min);
     let started = p
         .meta
         .start
@@ -42,8 +49,93 @@ pub fn write(p: &StackProfile, title: &str, w: impl Write) -> io::Result<()> {
         let at = Timestamp::from_nanos_since_reference(t.time.saturating_sub(first));
         let weight = i32::try_from(t.count).unwrap_or(i32::MAX);
         out.add_sample(thread, at, stack, CpuDelta::ZERO, weight);
+        if let Some(reason) = off_cpu(p, t.sample) {
+            // A wait of `count` sampling periods, from when the thread was switched out.
+            let waited = interval.as_nanos() as u64 * u64::from(t.count);
+            let end = Timestamp::from_nanos_since_reference(t.time - first + waited);
+            let timing = MarkerTiming::Interval(at, end);
+            let marker = Event::new(&mut out, "Off-CPU", reason);
+            out.add_marker(thread, timing, marker);
+        }
     }
+    mark_lifetimes(&mut out, p, &tracks, first);
     serde_json::to_writer(w, &out).map_err(io::Error::other)
+}
+
+/// What a waiting sample waits in (`futex`), if it is one: its leaf says `[off-cpu] futex`.
+fn off_cpu(p: &StackProfile, sample: usize) -> Option<&str> {
+    let leaf = *p.samples[sample].locations.last()?;
+    let line = p.locations[leaf].lines.last()?;
+    p.functions[line.function].name.strip_prefix("[off-cpu] ")
+}
+
+/// Each track's thread starts and ends where the recording saw it begin and end, with a marker
+/// there (a process's on its main thread).
+fn mark_lifetimes(out: &mut Profile, p: &StackProfile, tracks: &Tracks, first: u64) {
+    let at = |t: u64| Timestamp::from_nanos_since_reference(t.saturating_sub(first));
+    for (&(pid, tid), &thread) in &tracks.threads {
+        let Some(&(start, end)) = p.meta.lifetimes.get(&tid) else {
+            continue;
+        };
+        let what = if pid == tid { "Process" } else { "Thread" };
+        if let Some(start) = start {
+            out.set_thread_start_time(thread, at(start));
+            let marker = Event::new(out, &format!("{what} start"), &tid.to_string());
+            out.add_marker(thread, MarkerTiming::Instant(at(start)), marker);
+        }
+        if let Some(end) = end {
+            out.set_thread_end_time(thread, at(end));
+            if pid == tid {
+                out.set_process_end_time(tracks.processes[&pid], at(end));
+            }
+            let marker = Event::new(out, &format!("{what} exit"), &tid.to_string());
+            out.add_marker(thread, MarkerTiming::Instant(at(end)), marker);
+        }
+    }
+}
+
+/// A marker on a thread's track: its name (`Off-CPU`, `Process exit`) and what it is about
+/// (what the thread waited in, the thread's id).
+struct Event {
+    name: StringHandle,
+    detail: StringHandle,
+}
+
+impl Event {
+    fn new(out: &mut Profile, name: &str, detail: &str) -> Event {
+        Event {
+            name: out.intern_string(name),
+            detail: out.intern_string(detail),
+        }
+    }
+}
+
+impl StaticSchemaMarker for Event {
+    const UNIQUE_MARKER_TYPE_NAME: &'static str = "EmberEvent";
+    const CHART_LABEL: Option<&'static str> = Some("{marker.data.detail}");
+    const TABLE_LABEL: Option<&'static str> = Some("{marker.name}: {marker.data.detail}");
+    const FIELDS: &'static [StaticSchemaMarkerField] = &[StaticSchemaMarkerField {
+        key: "detail",
+        label: "Detail",
+        format: MarkerFieldFormat::String,
+        flags: MarkerFieldFlags::SEARCHABLE,
+    }];
+
+    fn name(&self, _: &mut Profile) -> StringHandle {
+        self.name
+    }
+
+    fn category(&self, _: &mut Profile) -> CategoryHandle {
+        CategoryHandle::OTHER
+    }
+
+    fn string_field_value(&self, _: u32) -> StringHandle {
+        self.detail
+    }
+
+    fn number_field_value(&self, _: u32) -> f64 {
+        0.0
+    }
 }
 
 /// One track per thread, under its process, made when first needed.

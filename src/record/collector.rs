@@ -121,7 +121,10 @@ impl Collector {
                 let name = String::from_utf8_lossy(c.name);
                 self.procs.on_comm(c.pid, c.tid, &name, c.exec);
             }
-            Event::Fork(f) => self.procs.on_fork(f.pid, f.ppid, f.tid),
+            Event::Fork(f) => {
+                self.procs.on_fork(f.pid, f.ppid, f.tid);
+                self.profile.meta.lifetimes.entry(f.tid).or_default().0 = Some(f.time);
+            }
             Event::Exit(f) => self.on_exit(f),
             Event::Lost(n) => self.profile.meta.lost += n,
             Event::Throttle => self.profile.meta.throttled += 1,
@@ -172,6 +175,7 @@ impl Collector {
     }
 
     fn on_exit(&mut self, f: ForkEvent) {
+        self.profile.meta.lifetimes.entry(f.tid).or_default().1 = Some(f.time);
         if let Some(waits) = &mut self.waits {
             waits.end(&mut self.profile, f.tid, f.time);
         }

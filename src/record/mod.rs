@@ -313,6 +313,8 @@ fn keep_filtered(profile: &mut Profile, procs: &ProcessTable, opts: &RecordOptio
     let meta = &mut profile.meta;
     meta.processes.retain(|pid, _| keep.contains(pid));
     meta.threads.retain(|_, (pid, _)| keep.contains(pid));
+    let threads = &meta.threads;
+    meta.lifetimes.retain(|tid, _| threads.contains_key(tid));
     if profile.total_samples() == 0 && before > 0 {
         profile.meta.warnings.push(format!(
             "no process matched the filter; {before} samples of other processes were left out"

@@ -123,10 +123,10 @@ fn cpp_names_are_demangled() {
         .any(|s| s.frames.iter().any(|f| f.starts_with("_Z"))));
 }
 
-#[test]
-fn rust_names_are_demangled_without_hashes() {
-    let _serial = serial();
-    let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rustload");
+/// testdata/rustload built in release mode with `debug` set to `debug` (full debug info:
+/// `true`; `line-tables-only` as `cargo ember` builds), in a target directory of its own.
+fn build_rustload(debug: &str) -> PathBuf {
+    let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("rustload-{debug}"));
     let st = std::process::Command::new(env!("CARGO"))
         .args([
             "build",
@@ -139,10 +139,45 @@ fn rust_names_are_demangled_without_hashes() {
         .arg("--target-dir")
         .arg(&target_dir)
         .env_remove("RUSTFLAGS")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", debug)
         .status()
         .expect("cargo");
     assert!(st.success(), "building testdata/rustload failed");
-    let exe = target_dir.join("release/rustload");
+    target_dir.join("release/rustload")
+}
+
+#[test]
+fn rust_functions_have_their_path_with_line_tables_only() {
+    let _serial = serial();
+    let exe = build_rustload("line-tables-only");
+    let dir = scratch();
+    let stacks = record_folded(dir.path(), &[], &[exe.to_str().unwrap(), "1"]);
+    // As `nm -C` names them: DWARF built with line tables only says `churn<2000000>`.
+    for f in [
+        "rustload::engine::rust_hot_function",
+        "rustload::engine::Mixer<_>::churn",
+        "rustload::main",
+    ] {
+        assert!(samples_with(&stacks, f) > 100, "{f} missing: {stacks:?}");
+    }
+    let short = stacks
+        .iter()
+        .flat_map(|s| &s.frames)
+        .find(|f| f.starts_with("churn") || f.starts_with("rust_hot_function"));
+    assert!(short.is_none(), "a short name: {short:?}");
+    // Inlined frames and lines stay DWARF's.
+    assert!(
+        stacks
+            .iter()
+            .any(|s| s.frames.iter().any(|f| f.ends_with("_[i]"))),
+        "no inlined frame"
+    );
+}
+
+#[test]
+fn rust_names_are_demangled_without_hashes() {
+    let _serial = serial();
+    let exe = build_rustload("true");
     let dir = scratch();
     let stacks = record_folded(dir.path(), &[], &[exe.to_str().unwrap(), "1"]);
     for f in [

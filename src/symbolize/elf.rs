@@ -101,6 +101,49 @@ impl SymbolTable {
     }
 }
 
+/// Whether `symbol` (demangled) is the qualified name of the function DWARF calls `short`:
+/// DWARF built with line tables only has the bare name (`churn<2000000>`, `spin`) where the
+/// symbol table has the path (`app::engine::Mixer<_>::churn`, as `nm -C` prints it). A DWARF
+/// name with a path of its own (full debug info) is kept.
+fn qualifies(symbol: &str, short: &str) -> bool {
+    if symbol.len() > short.len() && symbol.ends_with(short) {
+        return true;
+    }
+    let base = |name: &str| -> String {
+        let last = last_segment(name);
+        let end = last.find(['<', '(']).unwrap_or(last.len());
+        last[..end].trim().trim_end_matches("::").to_string()
+    };
+    // The symbol has a path, DWARF's name has none, and they name the same function.
+    last_segment(symbol) != symbol
+        && last_segment(short) == short
+        && !base(short).is_empty()
+        && base(symbol) == base(short)
+}
+
+/// The part of a name after its last `::` outside brackets: `a::B<c::D>::f` → `f`.
+fn last_segment(name: &str) -> &str {
+    let (mut depth, mut start) = (0i32, 0);
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'<' | b'(' | b'[' => depth += 1,
+            b'>' | b')' | b']' => depth -= 1,
+            b':' if depth == 0 && bytes.get(i + 1) == Some(&b':') => {
+                // `f::<T>` (a turbofish) belongs to `f`.
+                if bytes.get(i + 2) != Some(&b'<') {
+                    start = i + 2;
+                }
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    &name[start..]
+}
+
 /// The DWARF sections of `file` (parsed from `data`): ranges of its bytes, or decompressed
 /// copies where they are compressed.
 fn load_dwarf(file: &object::File<'_>, data: &Arc<ModuleData>) -> gimli::DwarfSections<FileBytes> {
@@ -191,7 +234,7 @@ impl ElfSymbolizer {
         if let Some(first) = out.first_mut() {
             if let Some(sym) = self.symbols.iter().find_map(|t| t.lookup(svma)) {
                 let full = demangle(sym);
-                if full.len() > first.name.len() && full.ends_with(first.name.as_str()) {
+                if qualifies(&full, &first.name) {
                     first.name = full;
                 }
             }
@@ -213,5 +256,39 @@ impl ElfSymbolizer {
             out.truncate(1);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_dwarf_name_gives_way_to_the_symbols_path() {
+        let q = qualifies;
+        assert!(q(
+            "app::hot::crunch_numbers",
+            "crunch_numbers<app::hot::Golden>"
+        ));
+        assert!(q("rustload::engine::Mixer<_>::churn", "churn<2000000>"));
+        assert!(q(
+            "std::sys::backtrace::__rust_begin_short_backtrace",
+            "__rust_begin_short_backtrace<fn(), ()>"
+        ));
+        assert!(q("mycrate::spin", "spin"));
+        assert!(q("ns::Foo::bar(int) const", "bar"));
+        assert!(q("app::f::<u8>", "f<u8>"));
+        // DWARF's own path (full debug info) stays; so does a different function.
+        assert!(!q("app::Mixer<_>::churn", "app::Mixer<2000000>::churn"));
+        assert!(!q("app::g", "f"));
+        assert!(!q("f", "f"));
+    }
+
+    #[test]
+    fn the_last_segment_is_outside_brackets() {
+        assert_eq!(last_segment("a::B<c::D>::f"), "f");
+        assert_eq!(last_segment("<T as x::Tr>::m"), "m");
+        assert_eq!(last_segment("f::<u8>"), "f::<u8>");
+        assert_eq!(last_segment("plain"), "plain");
     }
 }

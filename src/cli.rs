@@ -256,15 +256,12 @@ pub enum BackendArg {
     Ptrace,
 }
 
-#[derive(clap::Args, Debug)]
-pub struct RecordArgs {
+/// How to sample and name frames (shared by record and top).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
     /// Samples per second per thread
     #[arg(short = 'F', long = "freq", value_name = "HZ", default_value_t = DEFAULT_FREQUENCY)]
     pub frequency: u64,
-
-    /// Output file; the extension picks the format (.svg, .folded, .collapsed). Repeatable.
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    pub outputs: Vec<PathBuf>,
 
     /// Where samples come from
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
@@ -278,6 +275,36 @@ pub struct RecordArgs {
     /// How to collect call stacks
     #[arg(long, value_enum, default_value_t = CallGraphArg::Auto)]
     pub call_graph: CallGraphArg,
+
+    /// Fold inlined functions into their caller instead of showing them as frames
+    #[arg(long)]
+    pub no_inline: bool,
+
+    /// Also look for separate debug files here (build-id and debuglink layouts). Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub debug_dir: Vec<PathBuf>,
+
+    /// Do not fetch missing debug info from the servers in DEBUGINFOD_URLS
+    #[arg(long)]
+    pub no_debuginfod: bool,
+
+    /// Leave kernel frames out (they are included when the kernel allows it)
+    #[arg(long, conflicts_with = "kernel")]
+    pub user_only: bool,
+
+    /// Require kernel frames: fail instead of recording user space only when refused
+    #[arg(long)]
+    pub kernel: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    /// Output file; the extension picks the format (.svg, .folded, .collapsed). Repeatable.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub outputs: Vec<PathBuf>,
 
     /// Bytes of user stack copied per sample for DWARF unwinding (max 65016)
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_SIZE)]
@@ -308,10 +335,6 @@ pub struct RecordArgs {
     #[arg(long)]
     pub open: bool,
 
-    /// Fold inlined functions into their caller instead of showing them as frames
-    #[arg(long)]
-    pub no_inline: bool,
-
     /// Under sudo, run the command as root too (by default it runs as the user who ran sudo,
     /// and the outputs are theirs)
     #[arg(long)]
@@ -321,22 +344,6 @@ pub struct RecordArgs {
     /// (e.g. `--process 'deps/'` keeps test binaries and drops cargo and rustc)
     #[arg(long, value_name = "REGEX", value_parser = parse_regex)]
     pub process: Option<regex::Regex>,
-
-    /// Also look for separate debug files here (build-id and debuglink layouts). Repeatable.
-    #[arg(long, value_name = "DIR")]
-    pub debug_dir: Vec<PathBuf>,
-
-    /// Do not fetch missing debug info from the servers in DEBUGINFOD_URLS
-    #[arg(long)]
-    pub no_debuginfod: bool,
-
-    /// Leave kernel frames out (they are included when the kernel allows it)
-    #[arg(long, conflicts_with = "kernel")]
-    pub user_only: bool,
-
-    /// Require kernel frames: fail instead of recording user space only when refused
-    #[arg(long)]
-    pub kernel: bool,
 
     /// Print more at the end: unique stacks and frames, unwinding, time per phase
     #[arg(short, long)]
@@ -369,9 +376,8 @@ pub struct RecordArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct TopArgs {
-    /// Samples per second per thread
-    #[arg(short = 'F', long = "freq", value_name = "HZ", default_value_t = DEFAULT_FREQUENCY)]
-    pub frequency: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 
     /// Attach to running processes (repeatable, or `-p 12,34`); quitting leaves them running
     #[arg(short = 'p', long = "pid", value_name = "PID", value_delimiter = ',')]
@@ -402,41 +408,9 @@ pub struct TopArgs {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub outputs: Vec<PathBuf>,
 
-    /// Where samples come from
-    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
-    pub backend: BackendArg,
-
-    /// Sample waiting threads too, for the wall-clock view (`w`)
-    #[arg(long)]
-    pub off_cpu: bool,
-
-    /// How to collect call stacks
-    #[arg(long, value_enum, default_value_t = CallGraphArg::Auto)]
-    pub call_graph: CallGraphArg,
-
     /// A row per thread and function
     #[arg(long)]
     pub per_thread: bool,
-
-    /// Fold inlined functions into their caller
-    #[arg(long)]
-    pub no_inline: bool,
-
-    /// Also look for separate debug files here. Repeatable.
-    #[arg(long, value_name = "DIR")]
-    pub debug_dir: Vec<PathBuf>,
-
-    /// Do not fetch missing debug info from the servers in DEBUGINFOD_URLS
-    #[arg(long)]
-    pub no_debuginfod: bool,
-
-    /// Leave kernel frames out
-    #[arg(long, conflicts_with = "kernel")]
-    pub user_only: bool,
-
-    /// Require kernel frames
-    #[arg(long)]
-    pub kernel: bool,
 
     /// The command to run, after `--`
     #[arg(
@@ -459,11 +433,8 @@ impl TopArgs {
             self.outputs
         };
         let record = RecordArgs {
-            frequency: self.frequency,
+            sampling: self.sampling,
             outputs,
-            backend: self.backend,
-            off_cpu: self.off_cpu,
-            call_graph: self.call_graph,
             stack_size: DEFAULT_STACK_SIZE,
             buffer_size: None,
             debug_reader_pause_ms: None,
@@ -474,13 +445,8 @@ impl TopArgs {
             svg: SvgArgs::default(),
             top: None,
             open: false,
-            no_inline: self.no_inline,
             root: false,
             process: None,
-            debug_dir: self.debug_dir,
-            no_debuginfod: self.no_debuginfod,
-            user_only: self.user_only,
-            kernel: self.kernel,
             verbose: false,
             pids: self.pids,
             duration: self.duration,
@@ -538,12 +504,13 @@ fn parse_size(s: &str) -> Result<usize, String> {
 
 impl RecordArgs {
     pub fn into_options(self) -> RecordOptions {
+        let sampling = self.sampling;
         RecordOptions {
             command: self.command,
             pids: self.pids,
             duration: self.duration,
-            frequency: self.frequency,
-            call_graph: match self.call_graph {
+            frequency: sampling.frequency,
+            call_graph: match sampling.call_graph {
                 CallGraphArg::Auto => CallGraph::Auto,
                 CallGraphArg::Dwarf => CallGraph::Dwarf,
                 CallGraphArg::Fp => CallGraph::Fp,
@@ -562,17 +529,17 @@ impl RecordArgs {
                 self.outputs
             },
             fold: self.fold.options(),
-            kernel: if self.user_only {
+            kernel: if sampling.user_only {
                 KernelFrames::Exclude
-            } else if self.kernel {
+            } else if sampling.kernel {
                 KernelFrames::Require
             } else {
                 KernelFrames::Auto
             },
-            inline: !self.no_inline,
+            inline: !sampling.no_inline,
             verbose: self.verbose,
-            debug_dirs: self.debug_dir,
-            debuginfod: !self.no_debuginfod,
+            debug_dirs: sampling.debug_dir,
+            debuginfod: !sampling.no_debuginfod,
             progress: None,
             svg: self.svg.into_options(),
             top: self.top,
@@ -588,12 +555,12 @@ impl RecordArgs {
                 crate::target::sudo_invoker()
             },
             thread_name_fixes: Default::default(),
-            backend: match self.backend {
+            backend: match sampling.backend {
                 BackendArg::Auto => Backend::Auto,
                 BackendArg::Perf => Backend::Perf,
                 BackendArg::Ptrace => Backend::Ptrace,
             },
-            off_cpu: self.off_cpu,
+            off_cpu: sampling.off_cpu,
         }
     }
 }

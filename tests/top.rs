@@ -281,24 +281,33 @@ fn assert_shares_match(table: &[String], truth: &[(String, f64)], what: &str) {
     }
 }
 
-#[test]
-fn piped_it_prints_a_table_every_second_and_the_last_matches_the_workload() {
-    let _serial = serial();
-    let exe = workload("shares", Build::NoFramePointers);
+/// `ember top ARGS --backend perf -- EXE 2` with stdout piped, succeeded: its output, as
+/// text and as lines (the workload's own `truth` lines among them).
+fn top_piped(args: &[&str], exe: &std::path::Path) -> (std::process::Output, String, Vec<String>) {
     let out = Command::new(EMBER)
-        .args(["top", "--backend", "perf", "--"])
-        .arg(&exe)
+        .arg("top")
+        .args(args)
+        .args(["--backend", "perf", "--"])
+        .arg(exe)
         .arg("2")
         .env_remove("DEBUGINFOD_URLS")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<String> = stdout.lines().map(str::to_string).collect();
+    let lines = stdout.lines().map(str::to_string).collect();
+    (out, stdout, lines)
+}
+
+#[test]
+fn piped_it_prints_a_table_every_second_and_the_last_matches_the_workload() {
+    let _serial = serial();
+    let exe = workload("shares", Build::NoFramePointers);
+    let (out, stdout, lines) = top_piped(&[], &exe);
     let tables: Vec<usize> = (0..lines.len())
         .filter(|&i| lines[i].starts_with("ember top — "))
         .collect();
@@ -357,20 +366,7 @@ fn once_with_a_duration_prints_one_table_and_ends_the_command() {
 fn once_on_a_whole_run_matches_the_workloads_own_shares() {
     let _serial = serial();
     let exe = workload("shares", Build::FramePointers);
-    let out = Command::new(EMBER)
-        .args(["top", "--once", "--backend", "perf", "--"])
-        .arg(&exe)
-        .arg("2")
-        .env_remove("DEBUGINFOD_URLS")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<String> = stdout.lines().map(str::to_string).collect();
+    let (out, stdout, lines) = top_piped(&["--once"], &exe);
     let table = lines
         .iter()
         .position(|l| l.starts_with("ember top — "))

@@ -297,6 +297,23 @@ pub struct SamplingArgs {
     pub kernel: bool,
 }
 
+/// What to profile: running processes, or a command to launch (shared by record and top).
+#[derive(clap::Args, Debug, Clone)]
+pub struct TargetArgs {
+    /// Attach to running processes instead of launching one (repeatable, or `-p 12,34`)
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+
+    /// The command to run, after `--`
+    #[arg(
+        last = true,
+        required_unless_present = "pids",
+        conflicts_with = "pids",
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct RecordArgs {
     #[command(flatten)]
@@ -349,10 +366,6 @@ pub struct RecordArgs {
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// Attach to running processes instead of launching one (repeatable, or `-p 12,34`)
-    #[arg(short = 'p', long = "pid", value_name = "PID", value_delimiter = ',')]
-    pub pids: Vec<u32>,
-
     /// Stop sampling after SECS seconds (a launched command runs on; ember still exits with
     /// its status)
     #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = parse_secs)]
@@ -364,24 +377,14 @@ pub struct RecordArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub every: Option<std::time::Duration>,
 
-    /// The command to run, after `--`
-    #[arg(
-        last = true,
-        required_unless_present = "pids",
-        conflicts_with = "pids",
-        value_name = "CMD"
-    )]
-    pub command: Vec<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct TopArgs {
     #[command(flatten)]
     pub sampling: SamplingArgs,
-
-    /// Attach to running processes (repeatable, or `-p 12,34`); quitting leaves them running
-    #[arg(short = 'p', long = "pid", value_name = "PID", value_delimiter = ',')]
-    pub pids: Vec<u32>,
 
     /// Stop sampling after SECS seconds (a launched command is then ended)
     #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = parse_secs)]
@@ -412,14 +415,8 @@ pub struct TopArgs {
     #[arg(long)]
     pub per_thread: bool,
 
-    /// The command to run, after `--`
-    #[arg(
-        last = true,
-        required_unless_present = "pids",
-        conflicts_with = "pids",
-        value_name = "CMD"
-    )]
-    pub command: Vec<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 impl TopArgs {
@@ -448,10 +445,9 @@ impl TopArgs {
             root: false,
             process: None,
             verbose: false,
-            pids: self.pids,
+            target: self.target,
             duration: self.duration,
             every: None,
-            command: self.command,
         };
         crate::top::TopOptions {
             record: record.into_options(),
@@ -506,8 +502,8 @@ impl RecordArgs {
     pub fn into_options(self) -> RecordOptions {
         let sampling = self.sampling;
         RecordOptions {
-            command: self.command,
-            pids: self.pids,
+            command: self.target.command,
+            pids: self.target.pids,
             duration: self.duration,
             frequency: sampling.frequency,
             call_graph: match sampling.call_graph {

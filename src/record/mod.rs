@@ -24,7 +24,7 @@ pub use options::{
     ProcessFilter, RecordError, RecordOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE,
 };
 pub use snapshot::window_path;
-pub use summary::{svg_titles, Summary, Verbose};
+pub use summary::{plural, svg_titles, Summary, Verbose};
 
 use crate::modules::ModuleId;
 use crate::output::{self, Folded, OutputError};

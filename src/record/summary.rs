@@ -87,12 +87,11 @@ impl fmt::Display for Summary {
             .collect();
         write!(
             f,
-            "ember: {} samples ({} lost), {} processes, {} threads, {:.2} s at {} Hz ({}{}); \
-             wrote {}",
+            "ember: {} samples ({} lost), {}, {}, {:.2} s at {} Hz ({}{}); wrote {}",
             self.samples,
             self.lost,
-            self.processes,
-            self.threads,
+            plural(self.processes, "process", "processes"),
+            plural(self.threads, "thread", "threads"),
             self.duration.as_secs_f64(),
             self.frequency,
             self.event,
@@ -179,4 +178,8 @@ pub fn svg_titles(m: &Metadata, samples: u64) -> (String, String) {
         subtitle.push_str(&format!(", throttled {} times", m.throttled));
     }
     (title, subtitle)
+}
+/// `1 thread`, `2 threads`.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

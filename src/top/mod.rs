@@ -19,7 +19,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
 use crate::output::OutputError;
 use crate::profile::Profile;
-use crate::record::{self, Began, Feed, LiveCounts, LiveEvent, LiveWindow, RecordError};
+use crate::record::{self, plural, Began, Feed, LiveCounts, LiveEvent, LiveWindow, RecordError};
 use crate::stacks::StackProfile;
 use crate::symbolize::Symbols;
 use names::Names;
@@ -316,11 +316,6 @@ impl Session {
         }
         self.exit.take().unwrap_or(Ok(0))
     }
-}
-
-/// `1 thread`, `2 threads`.
-pub fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// `ember-top.svg` → `ember-top-3.svg` (`{n}` in the name is replaced instead).

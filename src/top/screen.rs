@@ -9,8 +9,9 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 
 use super::table::{Key, Neighbours, Scope, Table as Functions};
-use super::{plural, Session};
+use super::Session;
 use crate::output::report::SortBy;
+use crate::record::plural;
 
 /// A key the view understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

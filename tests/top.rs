@@ -91,6 +91,11 @@ fn has(screen: &[String], text: &str) -> bool {
     screen.iter().any(|l| l.contains(text))
 }
 
+/// The screen once ember ended and the shell printed `EMBER-DONE` and then `stty -a`.
+fn ended(tmux: &Tmux) -> Vec<String> {
+    tmux.wait_for(30, |s| has(s, "EMBER-DONE") && has(s, "icanon"))
+}
+
 /// The terminal after ember ended: line editing and echo back on (`stty -a` printed by the
 /// shell), the view's screen gone.
 fn assert_terminal_restored(screen: &[String]) {
@@ -206,8 +211,7 @@ fn the_hot_function_is_on_top_and_every_key_does_what_it_says() {
 
     // q: the terminal as it was, the command ended.
     tmux.keys(&["q"]);
-    let screen = tmux.wait_for(30, |s| has(s, "EMBER-DONE"));
-    assert_terminal_restored(&screen);
+    assert_terminal_restored(&ended(&tmux));
     let left = running(&exe);
     assert!(
         left.is_empty(),
@@ -221,12 +225,15 @@ fn quitting_leaves_an_attached_target_running_untraced() {
     let exe = workload("shares", Build::NoFramePointers);
     // ptrace quit with q, perf with Ctrl-C.
     for (backend, quit) in [("ptrace", "q"), ("perf", "C-c")] {
-        let mut target = Command::new(&exe)
-            .arg("120")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = target.id();
+        // Killed when the test ends, passed or failed (the next test counts workloads).
+        let mut target = Killed(
+            Command::new(&exe)
+                .arg("120")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let pid = target.0.id();
         let command =
             format!("{EMBER} top --backend {backend} -p {pid}; echo EMBER-DONE; stty -a; sleep 60");
         let tmux = Tmux::start_sized(&command, 160, 30);
@@ -238,8 +245,7 @@ fn quitting_leaves_an_attached_target_running_untraced() {
             screen.join("\n")
         );
         tmux.keys(&[quit]);
-        let screen = tmux.wait_for(30, |s| has(s, "EMBER-DONE"));
-        assert_terminal_restored(&screen);
+        assert_terminal_restored(&ended(&tmux));
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         assert!(
             status.contains("TracerPid:\t0\n"),
@@ -252,11 +258,19 @@ fn quitting_leaves_an_attached_target_running_untraced() {
         let before = cpu_seconds(pid);
         wait_for_cpu(pid, before, 0.2);
         assert!(
-            target.try_wait().unwrap().is_none(),
+            target.0.try_wait().unwrap().is_none(),
             "{backend}: the target ended"
         );
-        let _ = target.kill();
-        let _ = target.wait();
+    }
+}
+
+/// A process the test started, killed when the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -143,18 +143,9 @@ fn svg_works_in_a_real_browser() {
     let (_, _, _, svg) = record_all(dir.path(), &[]);
     // Kept as a test artifact.
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-flamegraph.png");
-    let out = Command::new("node")
-        .arg(browser_dir().join("flamegraph.mjs"))
-        .arg(&svg)
-        .arg("hot_sixty")
-        .arg(&shot)
-        .output()
-        .expect("node");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = browser_driver(
+        "flamegraph.mjs",
+        &[svg.as_os_str(), os("hot_sixty"), shot.as_os_str()],
     );
     assert!(
         text.contains("\"errors\":[]"),
@@ -596,6 +587,23 @@ fn the_firefox_profiler_timeline_puts_each_phase_in_its_time() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(".fxprof.json"));
 }
 
+/// Run the headless-Chromium driver `tests/browser/SCRIPT` with `args`; what it printed, once
+/// it succeeded.
+fn browser_driver(script: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new("node")
+        .arg(browser_dir().join(script))
+        .args(args)
+        .output()
+        .expect("node");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 #[test]
 fn speedscope_opens_the_file_in_a_real_browser() {
     let _serial = serial();
@@ -617,18 +625,7 @@ fn speedscope_opens_the_file_in_a_real_browser() {
     ]);
     // Kept as a test artifact.
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-speedscope.png");
-    let out = Command::new("node")
-        .arg(browser_dir().join("speedscope.mjs"))
-        .arg(&file)
-        .arg(&shot)
-        .output()
-        .expect("node");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = browser_driver("speedscope.mjs", &[file.as_os_str(), shot.as_os_str()]);
     let v: serde_json::Value = serde_json::from_str(text.trim()).expect("the driver's JSON");
     assert_eq!(v["errors"], serde_json::json!([]), "{text}");
     assert!(

@@ -8,7 +8,7 @@ pub mod screen;
 pub mod table;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -290,7 +290,7 @@ impl Session {
             .record
             .outputs
             .iter()
-            .map(|p| numbered(p, self.written))
+            .map(|p| record::window_path(p, self.written))
             .collect();
         let mut profile = self.total.clone();
         let meta = &mut profile.meta;
@@ -316,11 +316,6 @@ impl Session {
         }
         self.exit.take().unwrap_or(Ok(0))
     }
-}
-
-/// `ember-top.svg` → `ember-top-3.svg` (`{n}` in the name is replaced instead).
-fn numbered(path: &Path, n: u32) -> PathBuf {
-    record::window_path(path, n)
 }
 
 /// Add every sample of `window` to `total` (not its timeline: the view has no use for it),

@@ -172,13 +172,7 @@ impl Profile {
             if !keep(pid) {
                 continue;
             }
-            leaf_first.clear();
-            leaf_first.extend(
-                self.path(node)
-                    .iter()
-                    .rev()
-                    .map(|&f| self.frames[f as usize]),
-            );
+            self.leaf_first(node, &mut leaf_first);
             moved.insert(node, kept.add_sample(pid, tid, &leaf_first, count));
         }
         kept.timeline = self
@@ -222,6 +216,18 @@ impl Profile {
             .iter()
             .map(|(&(pid, tid, node), &count)| (pid, tid, node, count))
             .collect()
+    }
+
+    /// The frames of `node`'s stack, leaf first (as [`Profile::add_sample`] takes them), into
+    /// `out`.
+    pub fn leaf_first(&self, node: NodeId, out: &mut Vec<Frame>) {
+        out.clear();
+        out.extend(
+            self.path(node)
+                .iter()
+                .rev()
+                .map(|&f| self.frames[f as usize]),
+        );
     }
 
     /// The frames from the root to `node`.

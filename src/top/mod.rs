@@ -321,11 +321,9 @@ impl Session {
 /// Add every sample of `window` to `total` (not its timeline: the view has no use for it),
 /// and what it knows of processes and threads.
 fn merge_into(total: &mut Profile, window: &Profile) {
-    let frames = window.frames();
     let mut leaf_first = Vec::new();
     for (pid, tid, node, count) in window.stack_nodes() {
-        leaf_first.clear();
-        leaf_first.extend(window.path(node).iter().rev().map(|&f| frames[f as usize]));
+        window.leaf_first(node, &mut leaf_first);
         total.add_sample(pid, tid, &leaf_first, count);
     }
     let meta = &mut total.meta;

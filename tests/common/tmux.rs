@@ -5,7 +5,11 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// A tmux session running one shell command, killed when dropped.
+/// A tmux server of its own running one shell command, killed when dropped.
+///
+/// Each has its own socket (`-L`): on the shared default server, one test's last
+/// `kill-session` ends the server while another's `new-session` is connecting to it
+/// ("server exited unexpectedly").
 pub struct Tmux(String);
 
 impl Tmux {
@@ -23,6 +27,8 @@ impl Tmux {
         );
         let ok = Command::new("tmux")
             .args([
+                "-L",
+                &name,
                 "new-session",
                 "-d",
                 "-x",
@@ -42,7 +48,7 @@ impl Tmux {
     /// What the pane shows now, one string per line.
     pub fn screen(&self) -> Vec<String> {
         let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.0])
+            .args(["-L", &self.0, "capture-pane", "-p", "-t", &self.0])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout)
@@ -72,7 +78,7 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
+            .args(["-L", &self.0, "kill-server"])
             .status();
     }
 }
@@ -81,7 +87,7 @@ impl Tmux {
     /// Type `keys` (tmux key names: `q`, `Enter`, `Escape`, `C-c`, `Space`).
     pub fn keys(&self, keys: &[&str]) {
         let ok = Command::new("tmux")
-            .args(["send-keys", "-t", &self.0])
+            .args(["-L", &self.0, "send-keys", "-t", &self.0])
             .args(keys)
             .status()
             .unwrap();

@@ -36,6 +36,82 @@ mod x86_64 {
         let syscall = (regs.orig_rax as i64 >= 0).then_some(regs.orig_rax);
         (user, syscall)
     }
+
+    /// The thread stopped at the end of a syscall that waits (a sleep, a poll, a futex wait):
+    /// woken, or broken by the stop itself (the result is one of the kernel's "interrupted,
+    /// restart me" codes or `EINTR`). It was asleep or just woken, not running, when
+    /// interrupted: a CPU profile's sample does not belong here.
+    pub fn stopped_after_a_wait(regs: &PtraceRegs) -> bool {
+        // -ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND, -ENOIOCTLCMD, -ERESTART_RESTARTBLOCK.
+        const RESTARTS: std::ops::RangeInclusive<i64> = -516..=-512;
+        let result = regs.rax as i64;
+        let broken = RESTARTS.contains(&result) || result == -i64::from(libc::EINTR);
+        regs.orig_rax as i64 >= 0 && (broken || waits(regs.orig_rax, regs.rsi))
+    }
+
+    /// Syscall `nr` (with second argument `arg2`) is one a thread calls to wait.
+    fn waits(nr: u64, arg2: u64) -> bool {
+        const WAITS: [Sysno; 16] = [
+            Sysno::nanosleep,
+            Sysno::clock_nanosleep,
+            Sysno::poll,
+            Sysno::ppoll,
+            Sysno::select,
+            Sysno::pselect6,
+            Sysno::epoll_wait,
+            Sysno::epoll_pwait,
+            Sysno::epoll_pwait2,
+            Sysno::wait4,
+            Sysno::waitid,
+            Sysno::pause,
+            Sysno::rt_sigsuspend,
+            Sysno::rt_sigtimedwait,
+            Sysno::restart_syscall,
+            Sysno::futex_waitv,
+        ];
+        // FUTEX_WAIT, FUTEX_LOCK_PI, FUTEX_WAIT_BITSET, FUTEX_WAIT_REQUEUE_PI, FUTEX_LOCK_PI2
+        // (without the PRIVATE and CLOCK_REALTIME flags); a wake does not wait.
+        const FUTEX_WAITS: [u64; 5] = [0, 6, 9, 11, 13];
+        if nr == Sysno::futex as u64 {
+            return FUTEX_WAITS.contains(&(arg2 & 0x7f));
+        }
+        WAITS.iter().any(|&w| w as u64 == nr)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Registers stopped after syscall `nr` (-1: not in one) returned `result`.
+        fn after(nr: i64, result: i64, arg2: u64) -> PtraceRegs {
+            // SAFETY: user_regs_struct is plain integers; all zeros is a valid value.
+            let mut regs: PtraceRegs = unsafe { std::mem::zeroed() };
+            regs.orig_rax = nr as u64;
+            regs.rax = result as u64;
+            regs.rsi = arg2;
+            regs
+        }
+
+        #[test]
+        fn a_stop_after_a_wait_is_told_from_one_after_work() {
+            let nr = |s: Sysno| s as i64;
+            // Woken from a sleep, or its sleep broken by the stop (ERESTART_RESTARTBLOCK).
+            assert!(stopped_after_a_wait(&after(
+                nr(Sysno::clock_nanosleep),
+                0,
+                0
+            )));
+            assert!(stopped_after_a_wait(&after(nr(Sysno::nanosleep), -516, 0)));
+            // A read broken by a signal: it was waiting.
+            assert!(stopped_after_a_wait(&after(nr(Sysno::read), -4, 0)));
+            // A futex wait (FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG) waits; a wake does not.
+            assert!(stopped_after_a_wait(&after(nr(Sysno::futex), 0, 9 | 128)));
+            assert!(!stopped_after_a_wait(&after(nr(Sysno::futex), 1, 1 | 128)));
+            // A write that did its work; user code, not in a syscall at all.
+            assert!(!stopped_after_a_wait(&after(nr(Sysno::write), 4096, 0)));
+            assert!(!stopped_after_a_wait(&after(-1, -4, 0)));
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

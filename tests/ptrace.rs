@@ -331,6 +331,34 @@ fn statuses_crashes_and_job_control_under_ptrace() {
     assert_eq!(out.status.code(), Some(3));
 }
 
+/// With every core busy a thread just woken from a sleep waits for a CPU, and a ptrace stop
+/// asked for meanwhile comes at the sleep's end, the first place it runs: the CPU time it
+/// burned before the sleep must still count where it was burned, not in `nanosleep`.
+#[test]
+fn a_cpu_profile_puts_nothing_in_sleeps_with_every_core_busy() {
+    let _serial = serial();
+    let exe = workload("offcpu", Build::NoFramePointers);
+    let dir = scratch();
+    let folded = dir.path().join("busy.folded");
+    let _hogs = CpuHogs::start();
+    for backend in BACKENDS {
+        let args = ["--backend", backend, "-o", folded.to_str().unwrap()];
+        record_ok(&[&args[..], &["--", exe.to_str().unwrap(), "2"]].concat());
+        let stacks = read_folded(&folded);
+        let burn = inclusive_share(&stacks, "burn");
+        let elsewhere: Vec<String> = stacks
+            .iter()
+            .filter(|s| !s.frames.iter().any(|f| f == "burn"))
+            .map(|s| format!("{} {}", s.frames.join(";"), s.count))
+            .collect();
+        assert!(
+            burn > 99.0,
+            "{backend}: burn has {burn:.1}% of on-CPU samples with every core busy; the rest:\n{}",
+            elsewhere.join("\n")
+        );
+    }
+}
+
 /// With a busy loop on every core the target is preempted for its time slice where the
 /// kernel next reads its run time — often inside `clock_gettime` — and a ptrace stop there
 /// would put that CPU time in the syscall: the shares must still match the program's own.

@@ -85,9 +85,10 @@ pub struct PtraceStats {
     pub unstopped: u64,
     /// Interrupts whose stop did not come in time.
     pub missed: u64,
-    /// Stops not sampled because the thread was waiting for a CPU when interrupted: it
-    /// stopped where it had been preempted, a biased place (see `Tracee::delay_at_interrupt`);
-    /// its CPU time counts where it was last sampled.
+    /// Stops not sampled because the thread was not running when interrupted: waiting for a
+    /// CPU (it stopped where it had been preempted, a biased place: see
+    /// `Tracee::delay_at_interrupt`) or asleep, or just woken, in a syscall that waits (`arch::stopped_after_a_wait`). Its CPU time
+    /// counts where it was last sampled.
     pub deferred: u64,
     /// The sum of the squares of the samples each stack was written with: a stack written
     /// `n` times at once is one observation, not `n`, and

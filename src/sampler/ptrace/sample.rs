@@ -5,11 +5,16 @@ use super::*;
 use crate::arch;
 
 impl PtraceSampler {
-    /// Read a stopped thread's registers, and its stack into `self.stack`.
-    pub(super) fn capture(&mut self, tid: u32) -> Option<((UserRegs, Option<u64>), usize)> {
-        let regs = arch::from_ptrace(&calls::registers(tid)?);
+    /// A stopped thread's registers (read with [`calls::registers`]), and its stack read
+    /// into `self.stack`.
+    pub(super) fn capture(
+        &mut self,
+        tid: u32,
+        regs: &arch::PtraceRegs,
+    ) -> ((UserRegs, Option<u64>), usize) {
+        let regs = arch::from_ptrace(regs);
         let n = read_stack(tid, regs.0.sp, &mut self.stack);
-        Some((regs, n))
+        (regs, n)
     }
 
     /// Write the sample captured from `tid`, after reading the process's mappings again if

@@ -2,6 +2,7 @@
 //! process, an exec, a signal, an exit) and resuming them.
 
 use super::*;
+use crate::arch;
 
 impl PtraceSampler {
     /// A tracee changed state (`status` from waitpid): it ended, or stopped for a reason.
@@ -100,11 +101,18 @@ impl PtraceSampler {
             return;
         };
         self.pending -= 1;
+        let regs = calls::registers(tid);
         let n = match seen {
             Seen::Running if !self.config.off_cpu => {
                 // One read of schedstat serves both questions.
                 let stat = t.schedstat();
-                if !self.detached && t.waited_since_interrupt(stat) {
+                let waited = t.waited_since_interrupt(stat);
+                // Found `R` just woken from a wait (it stops at the wait's end as soon as it
+                // gets a CPU, however briefly it waited for one), or found running and asleep
+                // by the time the interrupt came: the stop's place is the wait, not where the
+                // CPU time since the last stop went.
+                let slept = regs.as_ref().is_some_and(arch::stopped_after_a_wait);
+                if !self.detached && (waited || slept) {
                     self.stats.deferred += 1;
                     if t.last_on_cpu.is_some() {
                         let due = t.samples_due_at(stat.map(|(cpu, _)| cpu), self.interval_ns);
@@ -118,10 +126,13 @@ impl PtraceSampler {
             _ => 1 + std::mem::take(&mut t.ticks_waiting),
         };
         // Resume before writing the record: the thread waits only for the copy.
-        let regs = if n > 0 { self.capture(tid) } else { None };
+        let captured = match regs {
+            Some(regs) if n > 0 => Some(self.capture(tid, &regs)),
+            _ => None,
+        };
         self.resume(tid, deliver);
-        if let Some(regs) = regs {
-            self.emit(tid, seen, n, regs, time);
+        if let Some(captured) = captured {
+            self.emit(tid, seen, n, captured, time);
         }
     }
 

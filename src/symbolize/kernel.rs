@@ -1,47 +1,78 @@
 //! Kernel symbols from `/proc/kallsyms`.
 
+use std::io::BufRead;
+
 /// Kernel function addresses and names, sorted by address.
 pub struct KernelSymbols {
-    syms: Vec<(u64, String)>,
+    /// (address, where its name starts in `names`, where it ends).
+    syms: Vec<(u64, u32, u32)>,
+    /// Every function's name, one after the other (one allocation, not 100,000).
+    names: String,
     /// `kptr_restrict` hid the addresses (all read as zero).
     pub hidden: bool,
 }
 
 impl KernelSymbols {
+    /// Read `/proc/kallsyms` (nothing when it cannot be read) a line at a time.
     pub fn load() -> KernelSymbols {
-        let text = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
-        Self::parse(&text)
+        let mut k = KernelSymbols::empty();
+        if let Ok(file) = std::fs::File::open("/proc/kallsyms") {
+            let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                k.add_line(&line);
+                line.clear();
+            }
+        }
+        k.finish()
     }
 
     pub fn parse(text: &str) -> KernelSymbols {
-        let mut syms = Vec::new();
-        let mut any = false;
-        for line in text.lines() {
-            let mut it = line.split_ascii_whitespace();
-            let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
-                continue;
-            };
-            any = true;
-            if !matches!(kind, "t" | "T" | "w" | "W") {
-                continue;
-            }
-            let Ok(addr) = u64::from_str_radix(addr, 16) else {
-                continue;
-            };
-            if addr != 0 {
-                syms.push((addr, name.to_string()));
-            }
-        }
-        syms.sort();
+        let mut k = KernelSymbols::empty();
+        text.lines().for_each(|line| k.add_line(line));
+        k.finish()
+    }
+
+    fn empty() -> KernelSymbols {
         KernelSymbols {
-            hidden: any && syms.is_empty(),
-            syms,
+            syms: Vec::new(),
+            names: String::new(),
+            hidden: false,
         }
     }
 
+    /// One line of kallsyms: `ADDRESS TYPE NAME [MODULE]`; only functions are kept.
+    fn add_line(&mut self, line: &str) {
+        let mut it = line.split_ascii_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+            return;
+        };
+        // Any line at all: if no address is kept, they were hidden.
+        self.hidden = true;
+        if !matches!(kind, "t" | "T" | "w" | "W") {
+            return;
+        }
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            return;
+        };
+        if addr != 0 {
+            let start = self.names.len() as u32;
+            self.names.push_str(name);
+            self.syms.push((addr, start, self.names.len() as u32));
+        }
+    }
+
+    fn finish(mut self) -> KernelSymbols {
+        self.syms.sort_unstable();
+        self.hidden &= self.syms.is_empty();
+        self.names.shrink_to_fit();
+        self
+    }
+
     pub fn lookup(&self, addr: u64) -> Option<&str> {
-        let i = self.syms.partition_point(|(a, _)| *a <= addr);
-        Some(self.syms.get(i.checked_sub(1)?)?.1.as_str())
+        let i = self.syms.partition_point(|&(a, _, _)| a <= addr);
+        let &(_, start, end) = self.syms.get(i.checked_sub(1)?)?;
+        Some(&self.names[start as usize..end as usize])
     }
 }
 

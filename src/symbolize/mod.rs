@@ -143,10 +143,9 @@ pub fn name_frames(
     opts: &SymbolizeOptions,
 ) -> Symbols {
     let (modules, perf_maps) = sources;
-    let kernel = &mut opened.kernel;
     let mut out: Vec<Vec<SymbolFrame>> = vec![Vec::new(); frames.len()];
     let mut by_module: HashMap<ModuleId, Vec<(usize, u64)>> = HashMap::new();
-    let mut warnings = Vec::new();
+    let mut in_kernel = Vec::new();
     for (i, f) in frames.iter().enumerate() {
         out[i] = match *f {
             Frame::Module { module, svma } => {
@@ -154,12 +153,8 @@ pub fn name_frames(
                 continue;
             }
             Frame::Kernel(addr) => {
-                let k = kernel.get_or_insert_with(KernelSymbols::load);
-                let name = match k.lookup(addr) {
-                    Some(n) => sanitize(n),
-                    None => "[kernel]".to_string(),
-                };
-                vec![SymbolFrame::named(name, FrameKind::Kernel)]
+                in_kernel.push((i, addr));
+                continue;
             }
             Frame::Truncated => vec![SymbolFrame::named("[truncated]".into(), FrameKind::User)],
             Frame::OffCpu(reason) => vec![SymbolFrame::named(
@@ -174,14 +169,25 @@ pub fn name_frames(
             }
         };
     }
-    if kernel.as_ref().is_some_and(|k| k.hidden) {
+    // The kernel's symbols are read while the modules' files are parsed.
+    let kernel = &mut opened.kernel;
+    let (kernel_names, module_names) = std::thread::scope(|scope| {
+        let kernel_names = scope.spawn(|| name_kernel_frames(kernel, &in_kernel));
+        let module_names = symbolize_modules(modules, by_module, &mut opened.modules, opts);
+        (
+            kernel_names.join().expect("kernel naming panicked"),
+            module_names,
+        )
+    });
+    for (i, names) in kernel_names.into_iter().chain(module_names) {
+        out[i] = names;
+    }
+    let mut warnings = Vec::new();
+    if opened.kernel.as_ref().is_some_and(|k| k.hidden) {
         warnings.push(
             "kernel addresses are hidden (kernel.kptr_restrict); kernel frames show as [kernel]"
                 .to_string(),
         );
-    }
-    for (i, names) in symbolize_modules(modules, by_module, &mut opened.modules, opts) {
-        out[i] = names;
     }
     let queries = opts
         .debuginfod
@@ -194,6 +200,26 @@ pub fn name_frames(
         warnings,
         debuginfod: queries,
     }
+}
+
+/// Name kernel addresses (frame index, address), reading the kernel's symbols into `kernel`
+/// the first time any is asked for.
+fn name_kernel_frames(
+    kernel: &mut Option<KernelSymbols>,
+    addrs: &[(usize, u64)],
+) -> Vec<(usize, Vec<SymbolFrame>)> {
+    if addrs.is_empty() {
+        return Vec::new();
+    }
+    let k = kernel.get_or_insert_with(KernelSymbols::load);
+    let name = |addr| {
+        k.lookup(addr)
+            .map_or_else(|| "[kernel]".to_string(), sanitize)
+    };
+    addrs
+        .iter()
+        .map(|&(i, addr)| (i, vec![SymbolFrame::named(name(addr), FrameKind::Kernel)]))
+        .collect()
 }
 
 /// Name the addresses of every module, each module's file opened once (or taken from

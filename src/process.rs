@@ -18,6 +18,20 @@ pub struct Mapping {
     pub module: ModuleId,
 }
 
+impl Mapping {
+    pub fn contains(&self, addr: u64) -> bool {
+        (self.start..self.end).contains(&addr)
+    }
+
+    /// Where `addr`, which it contains, lies in its module.
+    pub fn resolve(&self, addr: u64) -> Resolved {
+        Resolved {
+            module: self.module,
+            file_offset: addr - self.start + self.pgoff,
+        }
+    }
+}
+
 /// Where an address lies: in a module, at a file offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Resolved {
@@ -50,11 +64,13 @@ impl Process {
     }
 
     pub fn resolve(&self, addr: u64) -> Option<Resolved> {
+        self.mapping(addr).map(|m| m.resolve(addr))
+    }
+
+    /// The mapping `addr` lies in.
+    pub fn mapping(&self, addr: u64) -> Option<&Mapping> {
         let (_, m) = self.maps.range(..=addr).next_back()?;
-        (addr < m.end).then(|| Resolved {
-            module: m.module,
-            file_offset: addr - m.start + m.pgoff,
-        })
+        m.contains(addr).then_some(m)
     }
 
     /// Add a mapping, cutting away the parts of older mappings it covers.

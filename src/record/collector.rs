@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::process::ProcessTable;
+use crate::process::{Mapping, ProcessTable};
 use crate::profile::{Frame, Profile};
 use crate::sampler::{CallGraph, Event, ForkEvent, SampleEvent, SampleLayout, SwitchEvent};
 use crate::symbolize::perfmap::PerfMap;
@@ -188,23 +188,30 @@ impl Collector {
 }
 
 /// The profile's frames for unwound addresses of process `pid`: a module and its address
-/// (SVMA) where the address is in a mapped file, the bare address otherwise.
+/// (SVMA) where the address is in a mapped file, the bare address otherwise. Neighbouring
+/// frames are mostly in one mapping: the last one found is tried first.
 fn push_frames(frames: &mut Vec<Frame>, raw: &[RawFrame], procs: &ProcessTable, pid: u32) {
     let proc = procs.get(pid);
+    let mut last: Option<&Mapping> = None;
     for &r in raw {
         frames.push(match r {
             RawFrame::Kernel(a) => Frame::Kernel(a),
             RawFrame::Truncated => Frame::Truncated,
-            RawFrame::User(a) => match proc.and_then(|p| p.resolve(a)) {
-                Some(res) if !procs.modules.get(res.module).is_anonymous() => Frame::Module {
-                    module: res.module,
-                    svma: procs
-                        .modules
-                        .get(res.module)
-                        .offset_to_svma(res.file_offset),
-                },
-                _ => Frame::Anon { pid, addr: a },
-            },
+            RawFrame::User(a) => {
+                if !last.is_some_and(|m| m.contains(a)) {
+                    last = proc.and_then(|p| p.mapping(a));
+                }
+                match last.map(|m| m.resolve(a)) {
+                    Some(res) if !procs.modules.get(res.module).is_anonymous() => Frame::Module {
+                        module: res.module,
+                        svma: procs
+                            .modules
+                            .get(res.module)
+                            .offset_to_svma(res.file_offset),
+                    },
+                    _ => Frame::Anon { pid, addr: a },
+                }
+            }
         });
     }
 }

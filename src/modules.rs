@@ -101,6 +101,18 @@ pub struct LoadSegment {
     pub executable: bool,
 }
 
+impl LoadSegment {
+    pub fn holds(&self, offset: u64) -> bool {
+        offset >= self.file_offset
+            && offset < self.file_offset.saturating_add(self.file_size.max(1))
+    }
+
+    /// The SVMA of `offset`, which it holds.
+    pub fn svma_of(&self, offset: u64) -> u64 {
+        (offset - self.file_offset).wrapping_add(self.svma)
+    }
+}
+
 /// What framehop needs to unwind through this module.
 #[derive(Clone, Default)]
 pub struct UnwindSections {
@@ -145,15 +157,16 @@ impl ModuleFile {
     /// Convert a file offset of code to the address the ELF states for it. Where segments
     /// share a file page, the executable one wins: code addresses are what is looked up.
     pub fn offset_to_svma(&self, offset: u64) -> u64 {
-        let inside = |s: &&LoadSegment| {
-            offset >= s.file_offset && offset < s.file_offset.saturating_add(s.file_size.max(1))
-        };
+        self.segment_of(offset)
+            .map_or(offset, |s| s.svma_of(offset))
+    }
+
+    /// The segment [`ModuleFile::offset_to_svma`] converts `offset` with.
+    pub fn segment_of(&self, offset: u64) -> Option<&LoadSegment> {
         self.segments
             .iter()
-            .filter(inside)
+            .filter(|s| s.holds(offset))
             .max_by_key(|s| s.executable)
-            .map(|s| (offset - s.file_offset).wrapping_add(s.svma))
-            .unwrap_or(offset)
     }
 
     /// The load bias of a mapping of this file at `start` with file offset `pgoff` and length

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use crate::modules::LoadSegment;
 use crate::process::{Mapping, ProcessTable};
 use crate::profile::{Frame, Profile};
 use crate::sampler::{CallGraph, Event, ForkEvent, SampleEvent, SampleLayout, SwitchEvent};
@@ -189,26 +190,30 @@ impl Collector {
 
 /// The profile's frames for unwound addresses of process `pid`: a module and its address
 /// (SVMA) where the address is in a mapped file, the bare address otherwise. Neighbouring
-/// frames are mostly in one mapping: the last one found is tried first.
+/// frames are mostly in one mapping and one segment: the last ones found are tried first.
 fn push_frames(frames: &mut Vec<Frame>, raw: &[RawFrame], procs: &ProcessTable, pid: u32) {
     let proc = procs.get(pid);
-    let mut last: Option<&Mapping> = None;
+    let mut last: Option<(&Mapping, Option<&LoadSegment>)> = None;
     for &r in raw {
         frames.push(match r {
             RawFrame::Kernel(a) => Frame::Kernel(a),
             RawFrame::Truncated => Frame::Truncated,
             RawFrame::User(a) => {
-                if !last.is_some_and(|m| m.contains(a)) {
-                    last = proc.and_then(|p| p.mapping(a));
+                if !last.is_some_and(|(m, _)| m.contains(a)) {
+                    last = proc.and_then(|p| p.mapping(a)).map(|m| (m, None));
                 }
-                match last.map(|m| m.resolve(a)) {
-                    Some(res) if !procs.modules.get(res.module).is_anonymous() => Frame::Module {
-                        module: res.module,
-                        svma: procs
-                            .modules
-                            .get(res.module)
-                            .offset_to_svma(res.file_offset),
-                    },
+                match &mut last {
+                    Some((m, segment)) if !procs.modules.get(m.module).is_anonymous() => {
+                        let offset = m.resolve(a).file_offset;
+                        // An executable segment does not share file offsets with another.
+                        if !segment.is_some_and(|s| s.executable && s.holds(offset)) {
+                            *segment = procs.modules.get(m.module).segment_of(offset);
+                        }
+                        Frame::Module {
+                            module: m.module,
+                            svma: segment.map_or(offset, |s| s.svma_of(offset)),
+                        }
+                    }
                     _ => Frame::Anon { pid, addr: a },
                 }
             }

@@ -323,7 +323,8 @@ pub struct RecordArgs {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub outputs: Vec<PathBuf>,
 
-    /// Bytes of user stack copied per sample for DWARF unwinding (max 65016)
+    /// Bytes of user stack copied per sample for DWARF unwinding (max 65016; perf events
+    /// only: the ptrace backend copies whole stacks)
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_SIZE)]
     pub stack_size: u32,
 

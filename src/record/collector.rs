@@ -32,6 +32,10 @@ pub struct Collector {
     pub(super) perf_maps: HashMap<u32, PerfMap>,
     /// Wall-clock accounting of switched-out threads (perf events with `--off-cpu`).
     waits: Option<Waits>,
+    /// Stack parts for the sample that comes next: (thread, time, bytes).
+    stack_parts: (u32, u64, Vec<u8>),
+    /// A sample's whole stack: its own copy followed by its parts.
+    whole_stack: Vec<u8>,
 }
 
 /// How a recording stands, for the live status line.
@@ -68,6 +72,8 @@ impl Collector {
             window_began: None,
             perf_maps: HashMap::new(),
             waits: None,
+            stack_parts: (0, 0, Vec::new()),
+            whole_stack: Vec::new(),
         }
     }
 
@@ -109,7 +115,16 @@ impl Collector {
             }
         };
         match ev {
-            Event::Sample(s) => self.on_sample(&s),
+            Event::Sample(s) if self.stack_parts.2.is_empty() => self.on_sample(&s),
+            Event::Sample(s) => self.on_sample_with_parts(s),
+            Event::StackPart(part) => {
+                let (tid, time, bytes) = &mut self.stack_parts;
+                if (*tid, *time) != (part.tid, part.time) {
+                    (*tid, *time) = (part.tid, part.time);
+                    bytes.clear();
+                }
+                bytes.extend_from_slice(part.bytes);
+            }
             Event::Switch(sw) => self.on_switch(sw),
             Event::Mmap(m) => {
                 if m.executable {
@@ -163,6 +178,24 @@ impl Collector {
                 .profile
                 .add_timed_sample(s.time, (s.pid, s.tid), &self.frames, 1),
         }
+    }
+
+    /// A sample after stack parts: with them, if they are its own.
+    fn on_sample_with_parts(&mut self, s: SampleEvent) {
+        let (tid, time, parts) = &mut self.stack_parts;
+        if (*tid, *time) != (s.tid, s.time) {
+            parts.clear();
+            return self.on_sample(&s);
+        }
+        let mut whole = std::mem::take(&mut self.whole_stack);
+        whole.clear();
+        whole.extend_from_slice(s.user_stack);
+        whole.append(parts);
+        self.on_sample(&SampleEvent {
+            user_stack: &whole,
+            ..s
+        });
+        self.whole_stack = whole;
     }
 
     fn on_switch(&mut self, sw: SwitchEvent) {

@@ -131,7 +131,6 @@ fn configs(opts: &RecordOptions) -> (PerfConfig, PtraceConfig) {
     };
     let ptrace = PtraceConfig {
         frequency: opts.frequency,
-        stack_size: opts.stack_size,
         off_cpu: opts.off_cpu,
     };
     (perf, ptrace)

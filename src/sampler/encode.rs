@@ -4,9 +4,9 @@
 //! one profile serve every backend.
 
 use super::records::{
-    SampleLayout, EMBER_RECORD_OFF_CPU_SAMPLE, PERF_RECORD_COMM, PERF_RECORD_EXIT,
-    PERF_RECORD_FORK, PERF_RECORD_LOST_SAMPLES, PERF_RECORD_MISC_COMM_EXEC, PERF_RECORD_MMAP2,
-    PERF_RECORD_SAMPLE,
+    SampleLayout, EMBER_RECORD_OFF_CPU_SAMPLE, EMBER_RECORD_STACK_PART, PERF_RECORD_COMM,
+    PERF_RECORD_EXIT, PERF_RECORD_FORK, PERF_RECORD_LOST_SAMPLES, PERF_RECORD_MISC_COMM_EXEC,
+    PERF_RECORD_MMAP2, PERF_RECORD_SAMPLE,
 };
 use super::{UserRegs, WaitReason};
 
@@ -115,6 +115,19 @@ pub fn sample(out: &mut Vec<u8>, s: &Sample) {
     r.finish();
 }
 
+/// The most stack bytes one [`EMBER_RECORD_STACK_PART`] carries (the header and the
+/// `sample_id` trailer take 32 of a record's bytes).
+pub const MAX_STACK_PART: usize = MAX_RECORD - 32;
+
+/// Append one part of the stack of the sample of `s` that follows (see
+/// [`EMBER_RECORD_STACK_PART`]): `bytes`, at most [`MAX_STACK_PART`], a multiple of 8.
+pub fn stack_part(out: &mut Vec<u8>, s: &Sample, bytes: &[u8]) {
+    debug_assert!(bytes.len() <= MAX_STACK_PART && bytes.len().is_multiple_of(8));
+    let mut r = Rec::begin(out, EMBER_RECORD_STACK_PART, MISC_USER);
+    r.out.extend_from_slice(bytes);
+    r.sample_id(s.pid, s.tid, s.time).finish();
+}
+
 /// One mapping of a file (or pseudo-file) into a process.
 #[derive(Clone, Copy, Debug)]
 pub struct Mmap<'a> {
@@ -184,6 +197,31 @@ mod tests {
     use super::*;
     use crate::sampler::WaitReason;
     use crate::sampler::{CommEvent, Event, ForkEvent};
+
+    #[test]
+    fn a_stack_part_parses_back_with_its_thread_and_time() {
+        let stack: Vec<u8> = (0..=255u8).cycle().take(MAX_STACK_PART).collect();
+        let s = Sample {
+            pid: 5,
+            tid: 6,
+            time: 77,
+            cpu: 0,
+            regs: UserRegs::default(),
+            stack: &stack,
+            off_cpu: None,
+        };
+        let mut out = Vec::new();
+        stack_part(&mut out, &s, &stack);
+        assert_eq!(out.len(), MAX_RECORD);
+        assert_eq!(LAYOUT.record_time(&out), 77);
+        match LAYOUT.parse(&out) {
+            Ok(Some(Event::StackPart(p))) => {
+                assert_eq!((p.tid, p.time), (6, 77));
+                assert_eq!(p.bytes, &stack[..]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn written_records_parse_back() {

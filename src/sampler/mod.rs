@@ -50,6 +50,14 @@ pub struct SampleEvent<'a> {
     pub switched_out: bool,
 }
 
+/// Stack bytes of the sample of `tid` at `time` that come after what the sample holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackPart<'a> {
+    pub tid: u32,
+    pub time: u64,
+    pub bytes: &'a [u8],
+}
+
 /// Why a sampled thread was not running (wall-clock profiles).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WaitReason {
@@ -117,6 +125,8 @@ pub enum Event<'a> {
     /// Records the kernel dropped because a ring buffer was full.
     Lost(u64),
     Switch(SwitchEvent),
+    /// More of the stack of the thread's next sample.
+    StackPart(StackPart<'a>),
     /// The kernel lowered the sampling rate because sampling took too long.
     Throttle,
     Unthrottle,

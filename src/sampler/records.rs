@@ -6,7 +6,9 @@
 
 use perf_event_open_sys::bindings as b;
 
-use super::{CommEvent, Event, ForkEvent, MmapEvent, SampleEvent, SwitchEvent, WaitReason};
+use super::{
+    CommEvent, Event, ForkEvent, MmapEvent, SampleEvent, StackPart, SwitchEvent, WaitReason,
+};
 
 // The kernel's constants (perf-event-open-sys, generated from its headers): record kinds,
 // callchain context markers (entries at or above PERF_CONTEXT_MAX are markers, not
@@ -28,6 +30,11 @@ pub const EMBER_RECORD_OFF_CPU_SAMPLE: u32 = 0x4000_0001;
 /// ember's own record: a `PERF_RECORD_SAMPLE` taken as its thread was switched out (the
 /// context-switch event of wall-clock profiles); the sample reader relabels them.
 pub const EMBER_RECORD_SWITCH_OUT_SAMPLE: u32 = 0x4000_0002;
+/// ember's own record: more of the user stack of the sample that follows it (same thread and
+/// time), for stacks deeper than one record holds (the ptrace backend copies whole stacks).
+/// Its body is the bytes, continuing where the sample's copy (and the parts before) end,
+/// then the `sample_id` trailer.
+pub const EMBER_RECORD_STACK_PART: u32 = 0x4000_0003;
 
 /// How a [`WaitReason`] is written in an `EMBER_RECORD_OFF_CPU_SAMPLE`: the syscall number,
 /// or one of these (far above any syscall number).
@@ -321,6 +328,15 @@ impl SampleLayout {
                 let mut s = self.parse_sample(h, rec, RecordHeader::SIZE + 8)?;
                 s.off_cpu = Some(WaitReason::from_wire(reason));
                 Event::Sample(s)
+            }
+            EMBER_RECORD_STACK_PART => {
+                let id = self.parse_sample_id(rec)?;
+                let end = rec.len() - self.sample_id_size();
+                Event::StackPart(StackPart {
+                    tid: id.tid,
+                    time: id.time.unwrap_or(0),
+                    bytes: &rec[RecordHeader::SIZE..end],
+                })
             }
             PERF_RECORD_SWITCH => Event::Switch(self.parse_switch(h, rec)?),
             PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => Event::Mmap(self.parse_mmap(h, rec)?),

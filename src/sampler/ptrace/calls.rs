@@ -97,6 +97,9 @@ pub(super) fn read_stack(tid: u32, sp: u64, buf: &mut [u8]) -> usize {
     process_vm_readv(pid(tid), &mut local, &remote).unwrap_or(0)
 }
 
+/// The most stack a ptrace sample copies: the usual limit of a main thread's stack.
+pub(super) const MAX_WHOLE_STACK: usize = 8 << 20;
+
 /// SIGCHLD as it was before [`take_sigchld`].
 pub(super) struct SavedSigchld {
     action: SigAction,

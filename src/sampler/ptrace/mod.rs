@@ -6,7 +6,9 @@
 //! around 1/F so periodic work cannot fall in step with it, the threads to sample are chosen
 //! by their state *before* they are touched (`/proc/PID/task/TID/stat`: `R` = on CPU; with
 //! `--off-cpu` the waiting ones too), interrupted (`PTRACE_INTERRUPT`), their registers read
-//! (`PTRACE_GETREGS`) and their stack copied (`process_vm_readv`), and resumed at once.
+//! (`PTRACE_GETREGS`) and their whole stack copied (`process_vm_readv`, to the end of the
+//! mapping the stack pointer is in; what one sample record cannot hold follows in stack-part
+//! records), and resumed at once.
 //! What is seen is written as perf records ([`super::encode`]) so the same parser, unwinder
 //! and profile serve both backends.
 //!
@@ -32,7 +34,7 @@ mod stops;
 mod tracee;
 
 use crate::arch::RESTART_SYSCALL;
-use calls::{event_msg, read_stack, seize, SavedSigchld};
+use calls::{event_msg, read_stack, seize, SavedSigchld, MAX_WHOLE_STACK};
 use tracee::{status_number, thread_state, Seen, Tracee, WaitSite};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +58,6 @@ pub enum PtraceError {
 #[derive(Clone, Debug)]
 pub struct PtraceConfig {
     pub frequency: u64,
-    pub stack_size: u32,
     /// Sample waiting threads too (wall-clock profile).
     pub off_cpu: bool,
 }
@@ -67,6 +68,9 @@ struct TracedProcess {
     written: HashSet<(u64, u64, u64, u64)>,
     /// Their address ranges, to notice code that appeared since (dlopen, JIT).
     ranges: Vec<(u64, u64)>,
+    /// Every mapping's address range as of the last read, in order: where a thread's stack
+    /// ends (its copy goes to the end of the mapping its stack pointer is in).
+    areas: Vec<(u64, u64)>,
     /// When `/proc/PID/maps` was last read (monotonic ns).
     scanned: u64,
     /// How long until it is read again: short after a change (a program starting loads its
@@ -141,7 +145,7 @@ impl PtraceSampler {
             root_exit: None,
             out: Vec::new(),
             entries: Vec::new(),
-            stack: vec![0; (config.stack_size as usize).min(encode::MAX_STACK)],
+            stack: Vec::new(),
             interval_ns: 1_000_000_000 / freq,
             next_tick: 0,
             rng: now_ns() | 1,
@@ -445,7 +449,6 @@ mod tests {
     fn ticks_are_jittered_around_the_period() {
         let mut s = PtraceSampler::new(&PtraceConfig {
             frequency: 1000,
-            stack_size: 1024,
             off_cpu: false,
         });
         let v: Vec<u64> = (0..1000).map(|_| s.jittered_interval()).collect();

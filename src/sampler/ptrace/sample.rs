@@ -5,16 +5,48 @@ use super::*;
 use crate::arch;
 
 impl PtraceSampler {
-    /// A stopped thread's registers (read with [`calls::registers`]), and its stack read
-    /// into `self.stack`.
+    /// A stopped thread's registers (read with [`calls::registers`]), and its whole stack
+    /// (from the stack pointer to the end of its mapping) read into `self.stack`.
     pub(super) fn capture(
         &mut self,
         tid: u32,
         regs: &arch::PtraceRegs,
+        time: u64,
     ) -> ((UserRegs, Option<u64>), usize) {
         let regs = arch::from_ptrace(regs);
-        let n = read_stack(tid, regs.0.sp, &mut self.stack);
+        let n = self.read_whole_stack(tid, regs.0.sp, time);
         (regs, n)
+    }
+
+    /// Read the stack of `tid` from `sp` to the end of the mapping `sp` is in (at most
+    /// [`MAX_WHOLE_STACK`]) into `self.stack`; how many bytes were read. `/proc/PID/maps` is
+    /// read again (at `time`) when `sp` is in no mapping seen so far: a new thread's stack.
+    pub(super) fn read_whole_stack(&mut self, tid: u32, sp: u64, time: u64) -> usize {
+        let Some(pid) = self.tracees.get(&tid).map(|t| t.pid) else {
+            return 0;
+        };
+        let end_of = |procs: &HashMap<u32, TracedProcess>| {
+            let areas = &procs.get(&pid)?.areas;
+            let i = areas
+                .partition_point(|&(start, _)| start <= sp)
+                .checked_sub(1)?;
+            let (_, end) = areas[i];
+            (sp < end).then_some(end)
+        };
+        let end = match end_of(&self.procs) {
+            Some(end) => Some(end),
+            None => {
+                self.scan_maps(pid, time);
+                end_of(&self.procs)
+            }
+        };
+        // Without a mapping (it went away), as much as one sample record holds.
+        let len = end.map_or(encode::MAX_STACK as u64, |end| end - sp);
+        let len = (len as usize).min(MAX_WHOLE_STACK);
+        if self.stack.len() < len {
+            self.stack.resize(len, 0);
+        }
+        read_stack(tid, sp, &mut self.stack[..len])
     }
 
     /// Write the sample captured from `tid`, after reading the process's mappings again if
@@ -82,7 +114,7 @@ impl PtraceSampler {
             off_cpu: None,
         };
         for _ in 0..count {
-            self.push_with(time, |o| encode::sample(o, &s));
+            self.push_sample(&s);
         }
         self.stats.samples += u64::from(count);
         let Some(t) = self.tracees.get_mut(&tid) else {
@@ -93,6 +125,16 @@ impl PtraceSampler {
         t.last_weight += u64::from(count);
         self.stats.samples_squared += t.last_weight.pow(2) - before.pow(2);
         t.last_on_cpu = Some((regs, stack));
+    }
+
+    /// Write the records of one sample: the parts of its stack beyond what a sample record
+    /// holds, then the sample (see `EMBER_RECORD_STACK_PART`).
+    fn push_sample(&mut self, s: &Sample) {
+        let held = s.stack.len().min(encode::MAX_STACK) & !7;
+        for part in s.stack[held..s.stack.len() & !7].chunks(encode::MAX_STACK_PART) {
+            self.push_with(s.time, |o| encode::stack_part(o, s, part));
+        }
+        self.push_with(s.time, |o| encode::sample(o, s));
     }
 
     /// Write a sample whose stack is the first `n` bytes of `self.stack`.
@@ -130,7 +172,7 @@ impl PtraceSampler {
         // A thread due several samples (it was not caught running for a while) gets them
         // all here: copies of one record.
         for _ in 0..count {
-            self.push_with(time, |o| encode::sample(o, &s));
+            self.push_sample(&s);
         }
         self.stack = stack;
         self.stats.samples += u64::from(count);

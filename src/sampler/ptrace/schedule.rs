@@ -68,7 +68,7 @@ impl PtraceSampler {
     /// Sample a thread that still waits where it was last sampled waiting, without stopping
     /// it: its registers are the ones seen then; the stack is read afresh.
     pub(super) fn sample_still_waiting(&mut self, tid: u32, site: WaitSite, time: u64) {
-        let n = read_stack(tid, site.regs.sp, &mut self.stack);
+        let n = self.read_whole_stack(tid, site.regs.sp, time);
         self.stats.unstopped += 1;
         self.write_sample(tid, site.regs, n, Some(site.reason), 1, time);
     }

@@ -127,7 +127,7 @@ impl PtraceSampler {
         };
         // Resume before writing the record: the thread waits only for the copy.
         let captured = match regs {
-            Some(regs) if n > 0 => Some(self.capture(tid, &regs)),
+            Some(regs) if n > 0 => Some(self.capture(tid, &regs, time)),
             _ => None,
         };
         self.resume(tid, deliver);
@@ -221,10 +221,12 @@ impl PtraceSampler {
         let proc = self.procs.entry(pid).or_default();
         proc.scanned = time;
         let before = proc.written.len();
+        proc.areas.clear();
         for line in maps.lines() {
             let Some(m) = parse_maps_line(line) else {
                 continue;
             };
+            proc.areas.push((m.start, m.end));
             if !m.executable {
                 continue;
             }

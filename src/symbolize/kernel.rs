@@ -14,6 +14,8 @@ pub struct KernelSymbols {
 
 impl KernelSymbols {
     /// Read `/proc/kallsyms` (nothing when it cannot be read), as bytes, a buffer at a time.
+    /// (Reading only as far as the highest sampled address needs would save little: the
+    /// scheduler's, locks' and entry code, in nearly every profile, come near the end.)
     pub fn load() -> KernelSymbols {
         let mut k = KernelSymbols::empty();
         if let Ok(file) = std::fs::File::open("/proc/kallsyms") {
@@ -29,7 +31,9 @@ impl KernelSymbols {
 
     pub fn parse(text: &str) -> KernelSymbols {
         let mut k = KernelSymbols::empty();
-        text.lines().for_each(|line| k.add_line(line.as_bytes()));
+        for line in text.lines() {
+            k.add_line(line.as_bytes());
+        }
         k.finish()
     }
 
@@ -42,32 +46,26 @@ impl KernelSymbols {
     }
 
     /// One line of kallsyms: `ADDRESS TYPE NAME[\t[MODULE]]`; only functions are kept.
-    fn add_line(&mut self, line: &[u8]) {
+    fn add_line(&mut self, line: &[u8]) -> Option<()> {
         // The address is 16 hex digits (8 on 32-bit kernels), then one space.
-        let Some(space) = line.iter().position(|&c| c == b' ') else {
-            return;
-        };
+        let space = line.iter().position(|&c| c == b' ')?;
         let (addr, rest) = line.split_at(space);
-        let (Some(&kind), Some(name)) = (rest.get(1), rest.get(3..)) else {
-            return;
-        };
+        let (&kind, name) = (rest.get(1)?, rest.get(3..)?);
         // Any line at all: if no address is kept, they were hidden.
         self.hidden = true;
         if !matches!(kind, b't' | b'T' | b'w' | b'W') {
-            return;
+            return None;
         }
         let end = name
             .iter()
             .position(|c| c.is_ascii_whitespace())
             .unwrap_or(name.len());
-        let addr = std::str::from_utf8(addr)
-            .ok()
-            .and_then(|a| u64::from_str_radix(a, 16).ok());
-        if let (Some(addr @ 1..), Ok(name)) = (addr, std::str::from_utf8(&name[..end])) {
-            let start = self.names.len() as u32;
-            self.names.push_str(name);
-            self.syms.push((addr, start, self.names.len() as u32));
-        }
+        let addr = hex(addr).filter(|&a| a != 0)?;
+        let name = std::str::from_utf8(&name[..end]).ok()?;
+        let start = self.names.len() as u32;
+        self.names.push_str(name);
+        self.syms.push((addr, start, self.names.len() as u32));
+        Some(())
     }
 
     fn finish(mut self) -> KernelSymbols {
@@ -82,6 +80,17 @@ impl KernelSymbols {
         let &(_, start, end) = self.syms.get(i.checked_sub(1)?)?;
         Some(&self.names[start as usize..end as usize])
     }
+}
+
+/// A hexadecimal number, without a prefix.
+fn hex(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &c| {
+        let d = (c as char).to_digit(16)?;
+        Some(n << 4 | u64::from(d))
+    })
 }
 
 #[cfg(test)]
@@ -103,6 +112,10 @@ mod tests {
         let m =
             KernelSymbols::parse("ffffffffc0201000 t trampoline\t[__builtin__ftrace]\nnonsense\n");
         assert_eq!(m.lookup(0xffffffffc0201010), Some("trampoline"));
+        assert_eq!(hex(b"ffffffff81000000"), Some(0xffffffff81000000));
+        assert_eq!(hex(b""), None);
+        assert_eq!(hex(b"12g4"), None);
+        assert_eq!(hex(b"10000000000000000"), None);
     }
 
     #[test]

@@ -341,6 +341,35 @@ fn kernel_frames_are_named_when_allowed() {
         .any(|s| s.frames.iter().any(|f| f.ends_with("_[k]"))));
 }
 
+/// Assembly written as a bare label (no symbol type or size, like ld.so's `_start`) is
+/// named by its label, not by the function before it, nor left as an address.
+#[test]
+fn assembly_labels_without_a_size_name_their_code() {
+    let _serial = serial();
+    let exe = workload("labels", Build::NoFramePointers);
+    let dir = scratch();
+    let stacks = record_folded(dir.path(), &[], &[exe.to_str().unwrap(), "30"]);
+    let in_label = samples_with(&stacks, "label_spin");
+    assert!(
+        in_label as f64 > 0.9 * total(&stacks) as f64,
+        "label_spin in {in_label} of {} samples: {:?}",
+        total(&stacks),
+        stacks
+            .iter()
+            .map(|s| s.frames.join(";"))
+            .collect::<Vec<_>>()
+    );
+    for s in &stacks {
+        let main = s.frames.iter().position(|f| f == "main");
+        if let Some(leaf) = main.and_then(|m| s.frames.get(m + 1)) {
+            assert!(
+                !leaf.starts_with("labels+0x") && leaf != "frame_dummy",
+                "{s:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn vdso_frames_are_named() {
     let _serial = serial();

@@ -56,7 +56,10 @@ impl SymbolTable {
         };
         let collect = |it: object::SymbolIterator<'_, '_>| {
             it.filter(|s| matches!(s.kind(), SymbolKind::Text | SymbolKind::Unknown))
-                .filter(|s| s.is_definition() && s.address() != 0)
+                // A label of assembly code (no type, no size: ld.so's `_start`) is no
+                // "definition" to object, but names its code all the same.
+                .filter(|s| s.is_definition() || s.section_index().is_some())
+                .filter(|s| s.address() != 0)
                 .filter_map(|s| {
                     let bytes = s.name_bytes().ok().filter(|b| !b.is_empty())?;
                     Some(Sym {
@@ -74,6 +77,14 @@ impl SymbolTable {
         // Prefer sized, global-looking entries when several share an address.
         syms.sort_by(|a, b| a.address.cmp(&b.address).then(b.size.cmp(&a.size)));
         syms.dedup_by_key(|s| s.address);
+        // A label without a size covers the code up to the next symbol, unless it is
+        // inside a function that has one (a label there must not take the function's name).
+        let mut sized_end = 0;
+        syms.retain(|s| {
+            let keep = s.size != 0 || s.address >= sized_end;
+            sized_end = sized_end.max(s.address.saturating_add(s.size));
+            keep
+        });
         SymbolTable {
             syms,
             data: Arc::clone(data),

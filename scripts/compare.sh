@@ -100,30 +100,51 @@ done
 # --- B: from target exit to SVG, RSS, samples vs expected -----------------------------------
 # The workload prints when it ended (end_ns); "post" is from then to the SVG on disk.
 post_run() { # name secs
-  local name=$1 secs=$2
-  # ember: recording and SVG in one command.
-  /usr/bin/time -f "%M %U %S" -o "$WORK/t" "$EMBER" record -F 999 -o "$WORK/e.svg" -- "$WORK/threads" "$secs" >"$WORK/o" 2>"$WORK/e.err"
+  local name=$1 secs=$2 split
+  # ember: recording and SVG in one command. Its own CPU split at the target's exit.
+  split=$(/usr/bin/time -f "%M %U %S" -o "$WORK/t" python3 "$ROOT/scripts/profiler-cpu.py" "$WORK/o" -- "$EMBER" record -F 999 -o "$WORK/e.svg" -- "$WORK/threads" "$secs")
   local done_ns; done_ns=$(now_ns)
+  cp "$WORK/o.err" "$WORK/e.err"
+  rec "during_${name}_ember" "${split% *}"
+  rec "after_${name}_ember" "${split#* }"
   local end; end=$(field end_ns "$WORK/o")
   rec "post_${name}_ember" "$(echo "($done_ns - $end) / 1000000000" | bc -l)"
   rec "rss_${name}_ember" "$(awk '{print $1}' "$WORK/t")"
-  rec "cpu_${name}_ember" "$(awk '{print $2 + $3}' "$WORK/t")"
+  # (GNU time's CPU would count the helper's polling too.)
+  rec "cpu_${name}_ember" "$(echo "$(field cpu_seconds "$WORK/o") $split" | awk '{print $1 + $2 + $3}')"
   rec "target_cpu_${name}_ember" "$(field cpu_seconds "$WORK/o")"
   rec "samples_${name}_ember" "$(grep -o '[0-9]* samples (' "$WORK/e.err" | head -1 | awk '{print $1}')"
   rec "lost_${name}_ember" "$(grep -o '([0-9]* lost)' "$WORK/e.err" | head -1 | tr -dc 0-9)"
 
   # perf record --call-graph dwarf, then perf script | inferno-collapse-perf | inferno-flamegraph
-  /usr/bin/time -f "%M %U %S" -o "$WORK/t1" perf record -q -F 999 --call-graph dwarf -o "$WORK/p.data" -- "$WORK/threads" "$secs" >"$WORK/o" 2>/dev/null
+  split=$(/usr/bin/time -f "%M %U %S" -o "$WORK/t1" python3 "$ROOT/scripts/profiler-cpu.py" "$WORK/o" -- perf record -q -F 999 --call-graph dwarf -o "$WORK/p.data" -- "$WORK/threads" "$secs")
   end=$(field end_ns "$WORK/o")
+  rec "during_${name}_perf" "${split% *}"
+  rec "after_record_${name}_perf" "${split#* }"
   /usr/bin/time -f "%M %U %S" -o "$WORK/t2" sh -c "perf script -i '$WORK/p.data' 2>/dev/null > '$WORK/p.txt'"
   /usr/bin/time -f "%M %U %S" -o "$WORK/t3" sh -c "inferno-collapse-perf < '$WORK/p.txt' > '$WORK/p.folded'"
   /usr/bin/time -f "%M %U %S" -o "$WORK/t4" sh -c "inferno-flamegraph < '$WORK/p.folded' > '$WORK/p.svg'"
   done_ns=$(now_ns)
   rec "post_${name}_perf" "$(echo "($done_ns - $end) / 1000000000" | bc -l)"
   rec "rss_${name}_perf" "$(cat "$WORK/t1" "$WORK/t2" "$WORK/t3" "$WORK/t4" | awk '{if ($1 > m) m = $1} END {print m}')"
-  rec "cpu_${name}_perf" "$(cat "$WORK/t1" "$WORK/t2" "$WORK/t3" "$WORK/t4" | awk '{s += $2 + $3} END {print s}')"
+  rec "cpu_${name}_perf" "$(cat "$WORK/t2" "$WORK/t3" "$WORK/t4" | awk -v t="$(field cpu_seconds "$WORK/o")" -v s="$split" '{c += $2 + $3} END {split(s, p, " "); print c + t + p[1] + p[2]}')"
   rec "target_cpu_${name}_perf" "$(field cpu_seconds "$WORK/o")"
   rec "samples_${name}_perf" "$(grep -c ' cpu-clock' "$WORK/p.txt" || true)"
+
+  # samply: records and saves its profile; it names frames later, in the browser.
+  if [ "$HAVE_SAMPLY" = 1 ]; then
+    split=$(python3 "$ROOT/scripts/profiler-cpu.py" "$WORK/o" -- samply record --save-only -r 999 -o "$WORK/s.json.gz" -- "$WORK/threads" "$secs")
+    rec "during_${name}_samply" "${split% *}"
+    rec "after_${name}_samply" "${split#* }"
+    rec "samples_${name}_samply" "$(python3 - "$WORK/s.json.gz" <<'PY'
+import gzip, json, sys
+p = json.load(gzip.open(sys.argv[1]))
+def count(s):
+    return s.get("length") or len(s.get("stack", s.get("data", [])))
+print(sum(count(t["samples"]) for t in p.get("threads", [])))
+PY
+)"
+  fi
 }
 for i in $(seq "$RUNS"); do post_run short "$SHORT"; done
 say "$SHORT s recordings: done"
@@ -196,6 +217,35 @@ for name, secs in (("short", short), ("long", long_)):
 L.append("")
 L.append("Profiler CPU is the CPU time of the whole pipeline minus the target's own. ember's RSS is "
          "measured by GNU time over ember and its child (the target is small).")
+L.append("")
+L.append("## Profiler CPU per 1,000 samples, 2 busy threads at 999 Hz")
+L.append("")
+L.append("While the target ran (its own threads' CPU when the target's last line appeared, "
+         "`scripts/profiler-cpu.py`) and after it exited (the rest). perf's \"after\" is "
+         "perf record's own plus perf script and inferno; samply's is saving its profile "
+         "(it names frames later, in the browser, so naming is not in its figures).")
+L.append("")
+peers = ["perf"] + (["samply"] if samply == "1" else [])
+pname = {"perf": "perf dwarf pipeline", "samply": "samply --save-only"}
+L.append("| recording | ember while / after | " + " | ".join(f"{pname[t]} while / after" for t in peers) + " | ember / " + " / ".join(pname[t] for t in peers) + " (while) |")
+L.append("|---|---|" + "---|" * len(peers) + "---|")
+for name, secs in (("short", short), ("long", long_)):
+    def per_k(tool):
+        n = med(f"samples_{name}_{tool}") / 1000
+        d = med(f"during_{name}_{tool}") / n
+        if tool == "perf":
+            a = (med(f"cpu_{name}_perf") - med(f"target_cpu_{name}_perf") - med(f"during_{name}_perf")) / n
+        else:
+            a = med(f"after_{name}_{tool}") / n
+        return d, a
+    e = per_k("ember")
+    cells = [f"{1000 * e[0]:.1f} / {1000 * e[1]:.1f} ms"]
+    ratios = []
+    for t in peers:
+        d, a = per_k(t)
+        cells.append(f"{1000 * d:.1f} / {1000 * a:.1f} ms")
+        ratios.append(f"{e[0] / d:.2f}" if d > 0 else "n/a")
+    L.append(f"| {secs} s | " + " | ".join(cells) + " | " + " / ".join(ratios) + " |")
 L.append("")
 L.append("## Samples recorded against expected (999 Hz × target CPU time)")
 L.append("")

@@ -7,7 +7,7 @@ ran, and after it ended (symbolizing, writing). Used by scripts/compare.sh.
 
 The command's stdout (the workload's report) goes to OUT, its stderr to OUT.err. Prints
 `during after` in seconds: `during` is the CPU time of the profiler's threads when the
-workload's report appeared (looked for every 2 ms); `after` is the rest of what the profiler
+workload's report appeared (looked for every 5 ms); `after` is the rest of what the profiler
 used, that is everything the command used (its rusage, the reaped workload included) minus
 `during` and the workload's own CPU time (its report's `cpu_seconds`).
 """
@@ -53,7 +53,7 @@ def main():
         while proc.poll() is None:
             if during is None and field(out, "end_ns") is not None:
                 during = threads_cpu(proc.pid)
-            time.sleep(0.002)
+            time.sleep(0.005)
     # poll() reaped it: what this script's reaped children used is what the command used.
     usage = os.times()
     used = usage.children_user + usage.children_system

@@ -64,10 +64,14 @@ fn unprivileged_user_profiles_their_own_command() {
     let stacks = read_folded(&folded);
     assert!(total(&stacks) > 800, "{stderr}");
     assert!(self_share(&stacks, "hot_sixty") > 50.0);
-    // No kernel frames without privileges, and nothing was lost to small buffers.
-    assert!(stacks
-        .iter()
-        .all(|s| s.frames.iter().all(|f| !f.ends_with("_[k]"))));
+    // No kernel frames where an ordinary user may not see them (perf_event_paranoid 2; at 1
+    // they are allowed, and another program may lower it meanwhile, as scripts/compare.sh
+    // does for samply), and nothing was lost to small buffers.
+    if paranoid() >= 2 {
+        assert!(stacks
+            .iter()
+            .all(|s| s.frames.iter().all(|f| !f.ends_with("_[k]"))));
+    }
     assert!(stderr.contains("(0 lost)"), "{stderr}");
 }
 

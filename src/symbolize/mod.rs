@@ -169,16 +169,24 @@ pub fn name_frames(
             }
         };
     }
-    // The kernel's symbols are read while the modules' files are parsed.
+    // The kernel's symbols, when they must be read first, are read while the modules' files
+    // are parsed; otherwise (none asked for, or already read) no thread is needed.
     let kernel = &mut opened.kernel;
-    let (kernel_names, module_names) = std::thread::scope(|scope| {
-        let kernel_names = scope.spawn(|| name_kernel_frames(kernel, &in_kernel));
-        let module_names = symbolize_modules(modules, by_module, &mut opened.modules, opts);
+    let (kernel_names, module_names) = if in_kernel.is_empty() || kernel.is_some() {
         (
-            kernel_names.join().expect("kernel naming panicked"),
-            module_names,
+            name_kernel_frames(kernel, &in_kernel),
+            symbolize_modules(modules, by_module, &mut opened.modules, opts),
         )
-    });
+    } else {
+        std::thread::scope(|scope| {
+            let kernel_names = scope.spawn(|| name_kernel_frames(kernel, &in_kernel));
+            let module_names = symbolize_modules(modules, by_module, &mut opened.modules, opts);
+            (
+                kernel_names.join().expect("kernel naming panicked"),
+                module_names,
+            )
+        })
+    };
     for (i, names) in kernel_names.into_iter().chain(module_names) {
         out[i] = names;
     }

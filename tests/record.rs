@@ -39,9 +39,9 @@ fn time_shares_match_the_programs_own_measurement() {
             let measured = self_share(&stacks, func);
             eprintln!("{backend} {build:?} {func}: ember {measured:.2}% truth {truth:.2}%");
             // perf events take ~3,500 independent samples here (1 SD of a 60 % share: 0.8
-            // points). ptrace takes fewer, weighted ones: a stop carries the CPU time since the
-            // thread's previous one, so on a busy machine fewer stops carry the same samples
-            // (`-v` says how many are independent).
+            // points). ptrace may take fewer, weighted ones: on a busy machine a stop that
+            // finds the thread waiting for a CPU is not sampled, and the sampled stops count
+            // for its CPU time (`-v` says how many are independent).
             let floor = if backend == "ptrace" { 5.0 } else { 3.0 };
             let tolerance = share_tolerance(truth, independent, floor);
             assert!(

@@ -91,8 +91,9 @@ pub struct PtraceStats {
     pub missed: u64,
     /// Stops not sampled because the thread was not running when interrupted: waiting for a
     /// CPU (it stopped where it had been preempted, a biased place: see
-    /// `Tracee::delay_at_interrupt`) or asleep, or just woken, in a syscall that waits (`arch::stopped_after_a_wait`). Its CPU time
-    /// counts where it was last sampled.
+    /// `Tracee::delay_at_interrupt`) or asleep, or just woken, in a syscall that waits
+    /// (`arch::stopped_after_a_wait`). Its CPU time adds to the credit of the thread's
+    /// sampled stops (`Tracee::samples_for_stop`).
     pub deferred: u64,
     /// The sum of the squares of the samples each stack was written with: a stack written
     /// `n` times at once is one observation, not `n`, and
@@ -372,8 +373,8 @@ impl Sampler for PtraceSampler {
         let s = &self.stats;
         let independent = (s.samples as f64).powi(2) / s.samples_squared.max(1) as f64;
         format!(
-            "ptrace: {} ticks, {} threads interrupted ({} found waiting for a CPU, counted \
-             where last sampled), {} waiting threads sampled without a stop, {} samples ({:.0} \
+            "ptrace: {} ticks, {} threads interrupted ({} found waiting for a CPU, not \
+             sampled), {} waiting threads sampled without a stop, {} samples ({:.0} \
              independent)",
             s.ticks, s.interrupts, s.deferred, s.unstopped, s.samples, independent
         )

@@ -136,13 +136,20 @@ impl Tracee {
             // A thread looked at is stopped only when `R`: divide by how often it was found
             // so, to stop it about once per period of CPU it uses.
             let found_running = f64::from(self.found_running + 1) / f64::from(self.looked + 1);
+            // `R` is also runnable: on a crowded machine many stops come after a wait for a
+            // CPU and are not sampled. Look more often, so that about one sampled stop still
+            // comes per period of CPU time (fewer, each counting for more CPU time, make a
+            // profile that leans towards the places the thread is preempted at).
+            let on_cpu = f64::from(self.found_running - self.found_waiting_for_cpu + 1)
+                / f64::from(self.found_running + 1);
             // At least a little, so a thread that starts to run is noticed before the next
             // window.
-            self.rate = Some((share / found_running).clamp(0.02, 1.0));
+            self.rate = Some((share / (found_running * on_cpu)).clamp(0.02, 1.0));
             self.window_cpu = cpu;
         }
         self.window_start = now;
         self.looked = 0;
         self.found_running = 0;
+        self.found_waiting_for_cpu = 0;
     }
 }

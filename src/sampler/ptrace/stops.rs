@@ -53,8 +53,9 @@ impl PtraceSampler {
         self.sample_at_stop(tid, deliver, time);
     }
 
-    /// The thread is on its way out: its stack is the exit path, not where it worked. CPU
-    /// time it used since its last sample cannot be placed; say how much, rather than drop it
+    /// The thread is on its way out: its stack is the exit path, not where it worked. The
+    /// credit its sampled stops had not spent yet counts where it was last sampled; CPU time
+    /// it used since its last stop cannot be placed: say how much, rather than drop it
     /// silently.
     fn on_exit_event(&mut self, tid: u32, time: u64) {
         let period = self.interval_ns;
@@ -63,10 +64,16 @@ impl PtraceSampler {
             self.pending -= 1;
         }
         let pid = t.pid;
-        let lost = if self.config.off_cpu {
-            0
+        let (held, unseen) = if self.config.off_cpu {
+            (0, 0)
         } else {
-            u64::from(t.samples_due(period))
+            t.samples_left_at_end(period)
+        };
+        let lost = if t.last_on_cpu.is_some() {
+            self.count_at_last_sample(tid, held, time);
+            u64::from(unseen)
+        } else {
+            u64::from(held + unseen)
         };
         if lost > 0 {
             // Reported as the kernel reports its losses, so the summary and the SVG count them.
@@ -112,15 +119,14 @@ impl PtraceSampler {
                 // by the time the interrupt came: the stop's place is the wait, not where the
                 // CPU time since the last stop went.
                 let slept = regs.as_ref().is_some_and(arch::stopped_after_a_wait);
+                let cpu = stat.map(|(cpu, _)| cpu);
                 if !self.detached && (waited || slept) {
                     self.stats.deferred += 1;
-                    if t.last_on_cpu.is_some() {
-                        let due = t.samples_due_at(stat.map(|(cpu, _)| cpu), self.interval_ns);
-                        self.count_at_last_sample(tid, due, time);
-                    }
+                    t.found_waiting_for_cpu += 1;
+                    t.add_cpu_time(cpu, self.interval_ns);
                     0
                 } else {
-                    t.samples_due_at(stat.map(|(cpu, _)| cpu), self.interval_ns)
+                    t.samples_for_stop(cpu, self.interval_ns)
                 }
             }
             _ => 1 + std::mem::take(&mut t.ticks_waiting),

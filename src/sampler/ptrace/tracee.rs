@@ -20,16 +20,16 @@ pub(super) struct Tracee {
     /// Where it was last sampled waiting (off-CPU mode).
     pub(super) wait: Option<WaitSite>,
     /// `R` means running *or runnable*: threads sharing a core are all `R`. So that samples
-    /// follow CPU time as perf's do, a stopped thread counts one sample per period of CPU
-    /// time it used since its last stop (`cpu_ns`, `credit`: exact, as a stop updates the
-    /// kernel's count). Whether to look at a thread at a tick (and stop it if `R`) is decided
+    /// follow CPU time as perf's do, every period of CPU time a thread used (`cpu_ns`, read
+    /// at each stop: exact, as a stop updates the kernel's count) adds to its `credit`, which
+    /// its sampled stops spend (see [`Tracee::samples_for_stop`]). Whether to look at a thread at a tick (and stop it if `R`) is decided
     /// at random with probability `rate`: its share of a CPU over the last window, so that
     /// threads sharing a core are not all stopped (or even looked at) on every tick for
     /// nothing. (Random and per window, not by the CPU count per tick: the kernel updates that
     /// count at scheduler ticks and syscalls, and decisions taken from it would fall in step
     /// with those.)
     pub(super) cpu_ns: u64,
-    pub(super) credit: u64,
+    pub(super) credit: i64,
     pub(super) rate: Option<f64>,
     /// The current window: when it began (monotonic ns), the CPU time then (ns), how often
     /// the thread was looked at since and how often it was found `R`.
@@ -37,6 +37,9 @@ pub(super) struct Tracee {
     pub(super) window_cpu: u64,
     pub(super) looked: u32,
     pub(super) found_running: u32,
+    /// Of the stops of the current window, how many came after a wait for a CPU (not
+    /// sampled: see `delay_at_interrupt`).
+    pub(super) found_waiting_for_cpu: u32,
     /// An interrupt was sent (at `interrupted_at`); the stop it causes is to be sampled as
     /// this.
     pub(super) pending: Option<Seen>,
@@ -49,21 +52,18 @@ pub(super) struct Tracee {
     /// kernel next looks at its run time, which is more often in a syscall that reads it
     /// (`clock_gettime` of a CPU clock) than anywhere else: sampling there put 9-28 % of a
     /// CPU-bound program in `clock_gettime` with two CPU hogs running (hot_sixty 45 % instead
-    /// of 60 %). A stop after such a wait (longer than [`PREEMPTED_WAIT_NS`]) is not sampled.
-    /// The CPU time before it was spent from the thread's last sampled stop until it was
-    /// preempted, so it counts at that stop's place (`last_on_cpu`); giving it to the next
-    /// stop, which comes soon after the thread resumed (in the next function), put hot_sixty
-    /// at 51 % instead of 60 % with six busy loops on two cores. (A short wait is ember's own
-    /// tick on the thread's CPU, which preempts it from a timer interrupt: anywhere, so that
-    /// stop counts.)
+    /// of 60 %). A stop after such a wait (longer than [`PREEMPTED_WAIT_NS`]) is not sampled:
+    /// the CPU time it saw goes to the credit the thread's next sampled stops spend. (A short
+    /// wait is ember's own tick on the thread's CPU, which preempts it from a timer
+    /// interrupt: anywhere, so that stop counts.)
     pub(super) delay_at_interrupt: Option<u64>,
     /// The syscall it was in at its last sampled stop (which interrupted it): if it waits
     /// next in `restart_syscall`, that is the one.
     pub(super) interrupted_syscall: Option<u64>,
     /// In a group-stop (SIGSTOP, ^Z): held with `PTRACE_LISTEN`, not sampled.
     pub(super) group_stopped: bool,
-    /// Its last on-CPU sample: registers and the used part of the stack copy. The CPU time
-    /// before a stop that is not sampled (see `delay_at_interrupt`) is counted here.
+    /// Its last on-CPU sample: registers and the used part of the stack copy. The credit
+    /// left when the thread ends is counted here.
     pub(super) last_on_cpu: Option<(UserRegs, Vec<u8>)>,
     /// The samples counted at that place so far.
     pub(super) last_weight: u64,
@@ -80,9 +80,13 @@ pub(super) struct WaitSite {
 /// preempted for its time slice, not by ember's tick (which takes tens of microseconds).
 pub(super) const PREEMPTED_WAIT_NS: u64 = 1_000_000;
 
-/// The most CPU time one stop of a thread is counted for (stops after a wait for a CPU are
-/// not sampled, so a busy thread on a crowded machine can go a while between sampled stops).
+/// The most CPU time a thread's credit holds (stops after a wait for a CPU are not sampled,
+/// so a busy thread on a crowded machine can go a while between sampled stops).
 pub(super) const MAX_CREDIT_NS: u64 = 1_000_000_000;
+
+/// A sampled stop spends one period of credit, and a backlog beyond that over this many
+/// stops (see [`Tracee::samples_for_stop`]).
+const BACKLOG_SPREAD: i64 = 4;
 
 impl Tracee {
     /// A thread ember starts to follow; `from_start` when it was just created (its CPU time
@@ -101,6 +105,7 @@ impl Tracee {
             window_cpu: 0,
             looked: 0,
             found_running: 0,
+            found_waiting_for_cpu: 0,
             pending: None,
             interrupted_at: 0,
             ticks_waiting: 0,
@@ -118,25 +123,56 @@ impl Tracee {
         t
     }
 
-    /// How many on-CPU samples a stop of this thread counts for: one per period of CPU time
-    /// used since the last stop. Without schedstat (a kernel without CONFIG_SCHED_INFO), one.
-    pub(super) fn samples_due(&mut self, period: u64) -> u32 {
-        let cpu = self.cpu_time();
-        self.samples_due_at(cpu, period)
+    /// Add the CPU time used since the last stop to the credit (`cpu`: the thread's CPU time
+    /// now, from schedstat; `None` without it).
+    pub(super) fn add_cpu_time(&mut self, cpu: Option<u64>, period: u64) {
+        let Some(cpu) = cpu else {
+            return;
+        };
+        let cap = MAX_CREDIT_NS.max(period) as i64;
+        self.credit = (self.credit + cpu.saturating_sub(self.cpu_ns) as i64).min(cap);
+        self.cpu_ns = cpu;
     }
 
-    /// [`Tracee::samples_due`] with the CPU time already read (`None`: no schedstat).
-    pub(super) fn samples_due_at(&mut self, cpu: Option<u64>, period: u64) -> u32 {
-        let Some(cpu) = cpu else {
+    /// How many samples a sampled on-CPU stop counts for (`cpu` as for
+    /// [`Tracee::add_cpu_time`]; without schedstat, one).
+    ///
+    /// Each counts about the same: one period of credit, plus a share of any backlog spread
+    /// over the next [`BACKLOG_SPREAD`] stops, and none when the thread's stops came faster
+    /// than its CPU time. A stop must not count for the CPU time since the previous one: on a
+    /// crowded machine that depends on where the stop is (just after the thread was given a
+    /// CPU again, which happens at the places it is preempted at, little time has passed),
+    /// and with two CPU hogs on two cores it put 64 % of a program in the function that
+    /// measured 60 % of its time, 24 % in the one that measured 30 %.
+    pub(super) fn samples_for_stop(&mut self, cpu: Option<u64>, period: u64) -> u32 {
+        if cpu.is_none() {
             return 1;
+        }
+        self.add_cpu_time(cpu, period);
+        let p = period as i64;
+        let n = if self.credit < -p / 2 {
+            0
+        } else {
+            1 + (self.credit - p).max(0) / (BACKLOG_SPREAD * p)
         };
-        // Capped at a second's worth, so one stack never takes more than that at once.
-        self.credit =
-            (self.credit + cpu.saturating_sub(self.cpu_ns)).min(MAX_CREDIT_NS.max(period));
-        self.cpu_ns = cpu;
-        let n = self.credit / period;
-        self.credit -= n * period;
+        self.credit -= n * p;
         n as u32
+    }
+
+    /// At the thread's end: the samples its credit still holds (CPU time sampled by stops
+    /// that had not spent it yet) and the CPU time it used since its last stop, which no stop
+    /// saw, in samples.
+    pub(super) fn samples_left_at_end(&mut self, period: u64) -> (u32, u32) {
+        let p = period as i64;
+        let held = self.credit.max(0);
+        let since = self
+            .cpu_time()
+            .map_or(0, |cpu| cpu.saturating_sub(self.cpu_ns));
+        self.credit = 0;
+        (
+            (held / p) as u32,
+            ((held % p) as u64 + since).div_euclid(period) as u32,
+        )
     }
 
     pub(super) fn open(&mut self, tid: u32) {
@@ -204,6 +240,28 @@ pub(super) fn status_number(tid: u32, field: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stop_counts_about_one_sample_whatever_the_time_since_the_last() {
+        let me = std::process::id();
+        let mut t = Tracee::new(me, me, true);
+        let period = 1_000;
+        // Stops that come faster than the CPU time: one sample each, until the credit runs
+        // out; then none.
+        let counts: Vec<u32> = [300, 500, 600, 700]
+            .iter()
+            .map(|&cpu| t.samples_for_stop(Some(cpu), period))
+            .collect();
+        assert_eq!(counts, [1, 1, 0, 0]);
+        // A backlog (stops not sampled) is spread over the next stops, not paid at once.
+        t.add_cpu_time(Some(10_700), period);
+        let counts: Vec<u32> = (1..=8)
+            .map(|i| t.samples_for_stop(Some(10_700 + i * period), period))
+            .collect();
+        assert_eq!(counts, [3, 2, 2, 2, 1, 1, 1, 1]);
+        // Every period of the 18.7 used is counted, or still held for the thread's end.
+        assert_eq!(counts.iter().sum::<u32>() + 2 + t.credit as u32 / 1000, 18);
+    }
 
     #[test]
     fn thread_state_follows_the_last_parenthesis() {

@@ -223,6 +223,23 @@ impl Profile {
         out
     }
 
+    /// The samples whose stack's root frame is `frame`.
+    pub fn samples_rooted_at(&self, frame: Frame) -> u64 {
+        let root_of = |mut node: NodeId| {
+            let mut n = self.nodes[node as usize];
+            while n.parent != ROOT {
+                node = n.parent;
+                n = self.nodes[node as usize];
+            }
+            self.frames[n.frame as usize]
+        };
+        self.counts
+            .iter()
+            .filter(|&(&(_, _, node), _)| node != ROOT && root_of(node) == frame)
+            .map(|(_, &count)| count)
+            .sum()
+    }
+
     /// Every (pid, tid, stack's node, count), in no particular order.
     pub fn stack_nodes(&self) -> Vec<(u32, u32, NodeId, u64)> {
         self.counts
@@ -282,6 +299,19 @@ mod tests {
         p.retain_processes(|pid| pid != 1);
         assert_eq!(p.total_samples(), 0);
         assert!(p.frames().is_empty());
+    }
+
+    #[test]
+    fn samples_are_counted_by_their_root_frame() {
+        let mut p = Profile::new();
+        let (a, b) = (Frame::Kernel(1), Frame::Kernel(2));
+        p.add_sample(1, 1, &[b, a], 3);
+        p.add_sample(1, 1, &[a], 1);
+        p.add_sample(1, 2, &[a, Frame::Truncated], 4);
+        p.add_sample(1, 2, &[], 5);
+        assert_eq!(p.samples_rooted_at(a), 4);
+        assert_eq!(p.samples_rooted_at(Frame::Truncated), 4);
+        assert_eq!(p.samples_rooted_at(b), 0);
     }
 
     #[test]

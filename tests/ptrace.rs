@@ -370,6 +370,50 @@ fn ptrace_unwinds_stacks_of_any_depth_without_frame_pointers() {
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(" 0 stack copies ran out"), "{stderr}");
+    assert!(!stderr.contains("cut short"), "{stderr}");
+}
+
+/// The same recursion on perf events, whose stack copies hold at most 64 KiB: each sample
+/// is cut where its copy ends and shown so (`[truncated]` at the root, every frame below it
+/// a true one), and the user is told what helps.
+#[test]
+fn perf_events_show_stacks_deeper_than_their_copy_as_cut_and_say_what_helps() {
+    let _serial = serial();
+    let exe = workload("recursion", Build::NoFramePointers);
+    let dir = scratch();
+    let folded = dir.path().join("deep.folded");
+    let out = record_ok(&[
+        "--backend",
+        "perf",
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "5000",
+        "1",
+    ]);
+    let stacks = read_folded(&folded);
+    let at_leaf: Vec<&Stack> = stacks
+        .iter()
+        .filter(|s| user_leaf(s) == "leaf_burn")
+        .collect();
+    assert!(!at_leaf.is_empty());
+    for s in &at_leaf {
+        let user: Vec<&String> = s.frames.iter().filter(|f| !f.ends_with("_[k]")).collect();
+        let cut = user.iter().position(|f| *f == "[truncated]");
+        let cut = cut.unwrap_or_else(|| panic!("not cut: {:?}", &user[..4]));
+        // Under the cut: the recursion's frames, then its leaf, nothing made up.
+        let below = &user[cut + 1..];
+        assert!(below.len() > 100, "{below:?}");
+        let (leaf, calls) = below.split_last().unwrap();
+        assert_eq!(*leaf, "leaf_burn");
+        assert!(calls.iter().all(|f| *f == "recurse"), "{below:?}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("have stacks cut short") && stderr.contains("--backend ptrace"),
+        "{stderr}"
+    );
 }
 
 /// With every core busy a thread just woken from a sleep waits for a CPU, and a ptrace stop

@@ -246,6 +246,29 @@ fn fill_metadata(profile: &mut Profile, procs: &ProcessTable, opts: &RecordOptio
     }
     // After filtering: a file that could not be read matters only where it was sampled.
     warn_about_inputs(profile, procs, about.parse_errors);
+    warn_about_cut_stacks(profile, about.event.starts_with("ptrace"));
+}
+
+/// Stacks cut short at the root end (`[truncated]`) hang off a tower of their own instead
+/// of under their callers: where more than 1 % of the samples are, say so and what helps.
+fn warn_about_cut_stacks(profile: &mut Profile, ptrace: bool) {
+    let total = profile.total_samples();
+    let cut = profile.samples_rooted_at(Frame::Truncated);
+    if cut * 100 <= total {
+        return;
+    }
+    let help = if ptrace {
+        "the stack was deeper than the 8 MiB ember copies, or not in a mapping of its own"
+    } else {
+        "perf events copy at most --stack-size bytes of stack per sample (65016 at most), too \
+         few for these deep stacks without frame pointers; --backend ptrace copies whole \
+         stacks, at a higher cost per sample"
+    };
+    profile.meta.warnings.push(format!(
+        "{:.0} % of the samples ({cut}) have stacks cut short before their thread's first \
+         frame, shown under [truncated]: {help}",
+        100.0 * cut as f64 / total as f64
+    ));
 }
 
 /// Names of processes, executables and threads (with names the kernel cut mapped back).

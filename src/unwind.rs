@@ -14,6 +14,10 @@ use crate::sampler::{CallGraph, SampleEvent, UserRegs};
 /// The most frames one DWARF walk yields (a corrupt stack may loop).
 const MAX_DEPTH: usize = 16384;
 
+/// How many of the DWARF walk's last frames the kernel's frame-pointer chain must repeat
+/// before it is spliced on (see `StackUnwinder::splice_chain`).
+const MIN_SPLICE_AGREEMENT: usize = 4;
+
 /// One unwound frame, leaf first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RawFrame {
@@ -34,7 +38,7 @@ pub struct UnwindStats {
     pub samples: u64,
     /// The DWARF walk ran out of copied stack.
     pub truncated: u64,
-    /// ... and the kernel's frame-pointer chain supplied the rest.
+    /// ... and the kernel's frame-pointer chain supplied the rest, up to the root.
     pub spliced: u64,
 }
 
@@ -73,12 +77,12 @@ impl StackUnwinder {
             return self.frame_pointer_chain(s, chain_entries, out);
         };
         let user_start = out.len();
-        let (ran_out, last_raw) = self.walk_stack_copy(process, regs, s.user_stack, out);
+        let ran_out = self.walk_stack_copy(process, regs, s.user_stack, out);
         if ran_out {
             self.stats.truncated += 1;
             let complete = self.mode == CallGraph::Auto
                 && out.len() > user_start
-                && self.splice_chain(last_raw, chain_entries, out);
+                && self.splice_chain(process, (user_start, chain_entries), out);
             if !complete {
                 out.push(RawFrame::Truncated);
             }
@@ -126,14 +130,14 @@ impl StackUnwinder {
     }
 
     /// DWARF-unwind the copied user stack into `out`. Returns whether the walk ran out of
-    /// copied stack, and the last frame's raw address.
+    /// copied stack.
     fn walk_stack_copy(
         &mut self,
         process: &Process,
         regs: UserRegs,
         stack: &[u8],
         out: &mut Vec<RawFrame>,
-    ) -> (bool, u64) {
+    ) -> bool {
         let sp = regs.sp;
         let mut ran_out = false;
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
@@ -146,7 +150,6 @@ impl StackUnwinder {
                 }
             }
         };
-        let mut last_raw = 0u64;
         let mut frames = process.unwinder.iter_frames(
             regs.ip,
             UnwindRegs::new(regs.ip, regs.sp, regs.bp),
@@ -159,29 +162,55 @@ impl StackUnwinder {
             let Ok(Some(frame)) = frames.next() else {
                 break;
             };
-            last_raw = frame.address();
             out.push(RawFrame::User(frame.address_for_lookup()));
         }
-        (ran_out, last_raw)
+        ran_out
     }
 
-    /// After the DWARF walk ran out at `last_raw`: find it in the frame-pointer chain and take
-    /// the chain's frames from there on. Returns whether that reached the root.
+    /// After the DWARF walk (user frames `out[user_start..]`) ran out: take the frames of
+    /// the kernel's frame-pointer chain beyond it. Returns whether that reached the root.
+    ///
+    /// In code built without frame pointers the kernel's chain follows whatever `rbp` holds
+    /// and is made up. So the chain is taken only where it is a true frame-pointer chain as
+    /// far as the DWARF walk can tell: its return addresses are the walk's, every one, in
+    /// order (at least [`MIN_SPLICE_AGREEMENT`] of them; the chain may lack the walk's first
+    /// one or two, where the sample was in a function that had not set up its frame or keeps
+    /// none), and every frame it adds is in a mapping of code.
     fn splice_chain(
         &mut self,
-        last_raw: u64,
-        chain_entries: usize,
+        process: &Process,
+        (user_start, chain_entries): (usize, usize),
         out: &mut Vec<RawFrame>,
     ) -> bool {
-        let Some(pos) = self.user_chain.iter().position(|&a| a == last_raw) else {
+        // Return addresses: the chain's after its first entry (the sample's ip), the walk's
+        // after its first frame (minus one, for lookup).
+        let chain = self.user_chain.get(1..).unwrap_or_default();
+        let walked = &out[user_start + 1..];
+        let same = |expected: &[RawFrame]| {
+            expected.len() >= MIN_SPLICE_AGREEMENT
+                && chain.len() >= expected.len()
+                && expected
+                    .iter()
+                    .zip(chain)
+                    .all(|(&w, &c)| w == RawFrame::User(c.wrapping_sub(1)))
+        };
+        let Some(agreed) = (0..=2)
+            .filter_map(|skipped| walked.get(skipped..))
+            .find(|&expected| same(expected))
+            .map(<[RawFrame]>::len)
+        else {
             return false;
         };
-        let rest = &self.user_chain[pos + 1..];
-        if !rest.is_empty() {
-            self.stats.spliced += 1;
+        let rest = &chain[agreed..];
+        if !rest.iter().all(|&a| process.mapping(a).is_some()) {
+            return false;
         }
         out.extend(rest.iter().map(|&a| RawFrame::User(a.wrapping_sub(1))));
         // The chain reached the root unless the kernel's limit cut it.
-        chain_entries < self.max_stack
+        let complete = chain_entries < self.max_stack;
+        if complete {
+            self.stats.spliced += 1;
+        }
+        complete
     }
 }

@@ -486,3 +486,90 @@ fn cpu_shares_hold_with_every_core_busy() {
         }
     }
 }
+
+/// The adversary of stack completion (testdata/flipflop.c): depth flipping between 3 and 100
+/// frames of 1 KiB every few microseconds, through two outer paths whose deep frames are
+/// alike. No stack may be made up: each is either cut (`[truncated]` at the root, counted
+/// in `-v`) or whole, from `main` through the outer function its leaf belongs to. Whole deep
+/// stacks come from ptrace (it copies whole stacks) and, with frame pointers, from perf
+/// events (the kernel's frame-pointer chain goes on where the copy ran out); perf events
+/// without frame pointers must cut them, whatever the chain the kernel made up from `rbp`.
+#[test]
+fn no_stack_is_made_up_when_depth_and_path_flip_every_few_microseconds() {
+    let _serial = serial();
+    let dir = scratch();
+    let folded = dir.path().join("flip.folded");
+    for (backend, build) in BACKENDS_AND_BUILDS {
+        let exe = workload("flipflop", build);
+        let args = ["-v", "--backend", backend, "-o", folded.to_str().unwrap()];
+        let run = ["--", exe.to_str().unwrap(), "1.5", "100"];
+        let out = record_ok(&[&args[..], &run].concat());
+        let stacks = read_folded(&folded);
+        let (mut cut, mut deep) = (0, 0);
+        for s in &stacks {
+            let user: Vec<&str> = s
+                .frames
+                .iter()
+                .map(String::as_str)
+                .filter(|f| !f.ends_with("_[k]"))
+                .collect();
+            let Some(first) = user.iter().position(|f| *f == "descend") else {
+                continue;
+            };
+            if user.contains(&"[truncated]") {
+                cut += s.count;
+                continue;
+            }
+            let path = user[first - 1];
+            assert!(
+                matches!(path, "outer_a" | "outer_b") && user[first - 2] == "main",
+                "{backend} {build:?}: a whole stack must come from main through an outer \
+                 function: {}",
+                user.join(";")
+            );
+            let leaf = *user.last().unwrap();
+            let wrong = match path {
+                "outer_a" => "leaf_b",
+                _ => "leaf_a",
+            };
+            assert_ne!(
+                leaf,
+                wrong,
+                "{backend} {build:?}: made up: {}",
+                user.join(";")
+            );
+            // descend(100, ..) down to descend(0, ..): 101 frames at most.
+            let depth = user.iter().filter(|f| **f == "descend").count();
+            assert!(
+                depth <= 101,
+                "{backend} {build:?}: {depth} frames of descend"
+            );
+            if depth > 50 {
+                deep += s.count;
+            }
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let ran_out = stderr
+            .split(" stack copies ran out (")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .expect("-v says how many copies ran out");
+        eprintln!("{backend} {build:?}: {cut} cut, {deep} whole and deep, {ran_out} ran out");
+        // Every cut stack is counted (a copy that ran out may still have been completed).
+        assert!(
+            cut <= ran_out,
+            "{backend}: {cut} cut, {ran_out} counted\n{stderr}"
+        );
+        match (backend, build) {
+            ("perf", Build::NoFramePointers) => {
+                assert!(cut > 0 && deep == 0, "{cut} cut, {deep} deep")
+            }
+            ("perf", _) => assert!(deep > 0, "frame pointers: {cut} cut, {deep} deep"),
+            _ => assert!(
+                cut == 0 && deep > 0,
+                "ptrace {build:?}: {cut} cut, {deep} deep"
+            ),
+        }
+    }
+}

@@ -44,6 +44,9 @@ missing_packages() {
   command -v npm >/dev/null || need+=(npm)
   command -v debuginfod >/dev/null || need+=(debuginfod)            # a debuginfod server
   command -v tmux >/dev/null || need+=(tmux)                        # a terminal for the status line
+  # libc's separate debug file: compressed DWARF in 2,000 units (naming reads only some).
+  dpkg-query -W -f '${Status}' libc6-dbg 2>/dev/null | grep -q "ok installed" ||
+    need+=(libc6-dbg)
   # Debian's jsonschema, for Debian's python3 (pip refuses system-wide installs, PEP 668).
   /usr/bin/python3 -c 'import jsonschema' 2>/dev/null || need+=(python3-jsonschema)
   echo "${need[@]}"

@@ -157,24 +157,120 @@ fn last_segment(name: &str) -> &str {
 
 /// The DWARF sections of `file` (parsed from `data`) that naming an address reads: ranges of
 /// its bytes, or decompressed copies where they are compressed. Variable locations and macros
-/// are left out (in libc's debug file they are 14 % of what would be inflated).
-fn load_dwarf(file: &object::File<'_>, data: &Arc<ModuleData>) -> gimli::DwarfSections<FileBytes> {
-    use gimli::SectionId::{DebugLoc, DebugLocLists, DebugMacinfo, DebugMacro};
-    let load = |id: gimli::SectionId| -> Result<FileBytes, gimli::Error> {
+/// are left out (in libc's debug file they are 14 % of what would be inflated). With `only`
+/// (the SVMAs that will be looked up, all of them), a decompressed `.debug_info` has its
+/// other compile units made cheap to skip (see [`skip_units_without`]).
+fn load_dwarf(
+    file: &object::File<'_>,
+    data: &Arc<ModuleData>,
+    only: Option<&[u64]>,
+) -> gimli::DwarfSections<FileBytes> {
+    use gimli::SectionId::{DebugInfo, DebugLoc, DebugLocLists, DebugMacinfo, DebugMacro};
+    let endian = endian_of(file);
+    let section = |id: gimli::SectionId| {
         let unread = matches!(id, DebugLoc | DebugLocLists | DebugMacinfo | DebugMacro);
-        let bytes = file
-            .section_by_name(id.name())
+        file.section_by_name(id.name())
             .filter(|_| !unread)
-            .and_then(|s| s.uncompressed_data().ok());
-        Ok(match bytes {
+            .and_then(|s| s.uncompressed_data().ok())
+    };
+    let load = |id: gimli::SectionId| -> Result<FileBytes, gimli::Error> {
+        Ok(match section(id) {
             Some(std::borrow::Cow::Borrowed(b)) => {
                 FileBytes::part_of(data, b).unwrap_or_else(|| FileBytes::owned(b.to_vec()))
             }
-            Some(std::borrow::Cow::Owned(v)) => FileBytes::owned(v),
+            Some(std::borrow::Cow::Owned(mut v)) => {
+                if let (DebugInfo, Some(only)) = (id, only) {
+                    let abbrev = section(gimli::SectionId::DebugAbbrev).unwrap_or_default();
+                    let aranges = section(gimli::SectionId::DebugAranges).unwrap_or_default();
+                    skip_units_without(&mut v, (&abbrev, &aranges), endian, only);
+                }
+                FileBytes::owned(v)
+            }
             None => FileBytes::owned(Vec::new()),
         })
     };
     gimli::DwarfSections::load(load).expect("loader never fails")
+}
+
+fn endian_of(file: &object::File<'_>) -> gimli::RunTimeEndian {
+    if file.is_little_endian() {
+        gimli::RunTimeEndian::Little
+    } else {
+        gimli::RunTimeEndian::Big
+    }
+}
+
+/// Make the compile units of `info` (a `.debug_info` in memory) that `.debug_aranges` says
+/// hold none of the SVMAs `wanted` cheap to skip: their headers are pointed at an empty
+/// abbreviation table (the last byte of `.debug_abbrev`, which ends its last table), so
+/// addr2line, which parses every unit it is given up front (all 2,000 of libc's, 15 MB of
+/// abbreviations to name a handful of addresses), finds no entry in them and passes over
+/// them. Units `.debug_aranges` does not list are kept. Returns how many were skipped.
+fn skip_units_without(
+    info: &mut [u8],
+    (abbrev, aranges): (&[u8], &[u8]),
+    endian: gimli::RunTimeEndian,
+    wanted: &[u64],
+) -> usize {
+    if abbrev.last() != Some(&0) {
+        return 0;
+    }
+    let mut wanted = wanted.to_vec();
+    wanted.sort_unstable();
+    let holds_one = |r: gimli::Range| {
+        let i = wanted.partition_point(|&a| a < r.begin);
+        wanted.get(i).is_some_and(|&a| a < r.end)
+    };
+    // Units listed in .debug_aranges: whether each holds a wanted address.
+    let mut needed: std::collections::HashMap<usize, bool> = Default::default();
+    let mut headers = gimli::DebugAranges::new(aranges, endian).headers();
+    while let Ok(Some(h)) = headers.next() {
+        let mut entries = h.entries();
+        let mut holds = false;
+        loop {
+            match entries.next() {
+                Ok(Some(e)) => holds |= holds_one(e.range()),
+                Ok(None) => break,
+                // Unreadable: whether it holds one is unknown.
+                Err(_) => {
+                    holds = true;
+                    break;
+                }
+            }
+        }
+        *needed.entry(h.debug_info_offset().0).or_default() |= holds;
+    }
+    let mut skip = Vec::new();
+    let mut units = gimli::DebugInfo::new(&*info, endian).units();
+    while let Ok(Some(u)) = units.next() {
+        let Some(offset) = u.debug_info_offset() else {
+            continue;
+        };
+        if needed.get(&offset.0) == Some(&false) {
+            // The abbreviation offset follows the length and version (and, from DWARF 5,
+            // the unit type and address size).
+            let at = offset.0
+                + u.format().initial_length_size() as usize
+                + 2
+                + if u.version() >= 5 { 2 } else { 0 };
+            skip.push((at, u.format()));
+        }
+    }
+    let empty = (abbrev.len() - 1) as u64;
+    for &(at, format) in &skip {
+        let le = empty.to_le_bytes();
+        let be = empty.to_be_bytes();
+        let size = usize::from(format.word_size());
+        let bytes = if gimli::Endianity::is_big_endian(endian) {
+            &be[8 - size..]
+        } else {
+            &le[..size]
+        };
+        if let Some(dst) = info.get_mut(at..at + size) {
+            dst.copy_from_slice(bytes);
+        }
+    }
+    skip.len()
 }
 
 /// Looks up addresses of one ELF file; owns what it reads, so it can be kept and asked again.
@@ -186,19 +282,21 @@ pub struct ElfSymbolizer {
 }
 
 impl ElfSymbolizer {
-    /// DWARF and symbols of `file`, parsed from `data`.
-    pub fn new(file: &object::File<'_>, data: &Arc<ModuleData>, inline: bool) -> ElfSymbolizer {
-        let endian = if file.is_little_endian() {
-            gimli::RunTimeEndian::Little
-        } else {
-            gimli::RunTimeEndian::Big
-        };
+    /// DWARF and symbols of `file`, parsed from `data`. With `only`, no address but those
+    /// (SVMAs) will be looked up: DWARF that holds none of them may be left unread.
+    pub fn new(
+        file: &object::File<'_>,
+        data: &Arc<ModuleData>,
+        inline: bool,
+        only: Option<&[u64]>,
+    ) -> ElfSymbolizer {
+        let endian = endian_of(file);
         let has_info = file
             .section_by_name(".debug_info")
             .is_some_and(|s| s.size() > 0);
         let ctx = has_info
             .then(|| {
-                let sections = load_dwarf(file, data);
+                let sections = load_dwarf(file, data, only);
                 let dwarf = sections.borrow(|s| gimli::EndianReader::new(s.clone(), endian));
                 addr2line::Context::from_dwarf(dwarf).ok()
             })
@@ -297,6 +395,58 @@ mod tests {
         assert!(!q("app::Mixer<_>::churn", "app::Mixer<2000000>::churn"));
         assert!(!q("app::g", "f"));
         assert!(!q("f", "f"));
+    }
+
+    /// libc's separate debug file (libc6-dbg, which scripts/test.sh installs): compressed
+    /// DWARF in 2,000 compile units.
+    fn libc_debug_file() -> (String, memmap2::Mmap) {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let libc = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| p.contains("/libc.so"))
+            .expect("this test links libc")
+            .to_string();
+        let bytes = std::fs::read(&libc).unwrap();
+        let file = object::File::parse(&*bytes).unwrap();
+        let dirs = super::super::debuginfo::DebugDirs::new(&[]);
+        super::super::debuginfo::find_debug_file(&libc, &file, &dirs)
+            .map(|(p, m)| (p.display().to_string(), m))
+            .unwrap_or_else(|| panic!("no debug file for {libc}: apt-get install libc6-dbg"))
+    }
+
+    #[test]
+    fn units_without_the_wanted_addresses_are_skipped_and_names_stay_the_same() {
+        let (path, map) = libc_debug_file();
+        let data = Arc::new(ModuleData::Owned(map.to_vec()));
+        let file = object::File::parse(&**data).unwrap();
+        // An address inside every 40th function: some hundred, across the library.
+        let wanted: Vec<u64> = file
+            .symbols()
+            .filter(|s| s.kind() == SymbolKind::Text && s.size() > 8)
+            .step_by(40)
+            .map(|s| s.address() + s.size() / 2)
+            .collect();
+        assert!(wanted.len() > 100, "{path}: {} functions", wanted.len());
+        let all = ElfSymbolizer::new(&file, &data, true, None);
+        let some = ElfSymbolizer::new(&file, &data, true, Some(&wanted));
+        assert!(all.has_dwarf() && some.has_dwarf(), "{path} has DWARF");
+        for &a in &wanted {
+            assert_eq!(all.lookup(a), some.lookup(a), "{path} at {a:#x}");
+        }
+        // And most units were skipped.
+        let section = |name| {
+            file.section_by_name(name)
+                .unwrap()
+                .uncompressed_data()
+                .unwrap()
+        };
+        let mut info = section(".debug_info").into_owned();
+        let (abbrev, aranges) = (section(".debug_abbrev"), section(".debug_aranges"));
+        let endian = endian_of(&file);
+        let skipped = skip_units_without(&mut info, (&abbrev, &aranges), endian, &wanted);
+        let units = gimli::DebugAranges::new(&aranges, endian).headers().count();
+        assert!(skipped > units / 2, "{skipped} of {units} skipped");
     }
 
     #[test]

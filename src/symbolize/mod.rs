@@ -118,12 +118,11 @@ pub fn symbolize(
     perf_maps: &HashMap<u32, PerfMap>,
     opts: &SymbolizeOptions,
 ) -> Symbols {
-    name_frames(
-        profile.frames(),
-        (modules, perf_maps),
-        &mut Opened::default(),
-        opts,
-    )
+    let mut once = Opened {
+        once: true,
+        ..Opened::default()
+    };
+    name_frames(profile.frames(), (modules, perf_maps), &mut once, opts)
 }
 
 /// What a caller that names addresses again and again (`ember top`) keeps between calls:
@@ -132,6 +131,8 @@ pub fn symbolize(
 pub struct Opened {
     modules: HashMap<ModuleId, ModuleNamer>,
     kernel: Option<KernelSymbols>,
+    /// Names are asked for once: a module is opened for the addresses asked for now only.
+    once: bool,
 }
 
 /// Name `frames` (entry `i` of the result names `frames[i]`), from the modules and JIT maps
@@ -172,15 +173,17 @@ pub fn name_frames(
     // The kernel's symbols, when they must be read first, are read while the modules' files
     // are parsed; otherwise (none asked for, or already read) no thread is needed.
     let kernel = &mut opened.kernel;
+    let once = opened.once;
     let (kernel_names, module_names) = if in_kernel.is_empty() || kernel.is_some() {
         (
             name_kernel_frames(kernel, &in_kernel),
-            symbolize_modules(modules, by_module, &mut opened.modules, opts),
+            symbolize_modules(modules, by_module, (&mut opened.modules, once), opts),
         )
     } else {
         std::thread::scope(|scope| {
             let kernel_names = scope.spawn(|| name_kernel_frames(kernel, &in_kernel));
-            let module_names = symbolize_modules(modules, by_module, &mut opened.modules, opts);
+            let module_names =
+                symbolize_modules(modules, by_module, (&mut opened.modules, once), opts);
             (
                 kernel_names.join().expect("kernel naming panicked"),
                 module_names,
@@ -231,12 +234,12 @@ fn name_kernel_frames(
 }
 
 /// Name the addresses of every module, each module's file opened once (or taken from
-/// `opened`, where the opened ones go back), on as many threads as there are cores: (frame
-/// index, names) for each address.
+/// `opened`, where the opened ones go back; `once`: for these addresses only), on as many
+/// threads as there are cores: (frame index, names) for each address.
 fn symbolize_modules(
     modules: &ModuleTable,
     by_module: HashMap<ModuleId, Vec<(usize, u64)>>,
-    opened: &mut HashMap<ModuleId, ModuleNamer>,
+    (opened, once): (&mut HashMap<ModuleId, ModuleNamer>, bool),
     opts: &SymbolizeOptions,
 ) -> Vec<(usize, Vec<SymbolFrame>)> {
     let mut jobs: Vec<ModuleJob> = by_module
@@ -261,9 +264,11 @@ fn symbolize_modules(
                 scope.spawn(|| {
                     let mut done = Vec::new();
                     while let Some(mut job) = todo.lock().map(|mut t| t.pop()).unwrap_or(None) {
-                        let namer = job
-                            .namer
-                            .get_or_insert_with(|| ModuleNamer::open(modules.get(job.id), opts));
+                        let namer = job.namer.get_or_insert_with(|| {
+                            let only: Vec<u64> = job.addrs.iter().map(|&(_, a)| a).collect();
+                            let only = once.then_some(&only[..]);
+                            ModuleNamer::open(modules.get(job.id), opts, only)
+                        });
                         job.names = job.addrs.iter().map(|&(i, a)| (i, namer.name(a))).collect();
                         done.push(job);
                     }
@@ -303,8 +308,8 @@ pub struct ModuleNamer {
 
 impl ModuleNamer {
     /// Open `module`'s file, its separate debug file and MiniDebugInfo (on disk, or from a
-    /// debuginfod server).
-    pub fn open(module: &ModuleFile, opts: &SymbolizeOptions) -> ModuleNamer {
+    /// debuginfod server). With `only`, no address but those (SVMAs) will be named.
+    pub fn open(module: &ModuleFile, opts: &SymbolizeOptions, only: Option<&[u64]>) -> ModuleNamer {
         let short = module.short_name().to_string();
         let data = module
             .data
@@ -324,11 +329,11 @@ impl ModuleNamer {
         let mini_file = mini.as_ref().and_then(|m| object::File::parse(&***m).ok());
         let mut symbolizer = match (&debug_file, &debug) {
             (Some(d), Some(bytes)) if has_dwarf(d) || !has_dwarf(&file) => {
-                let mut s = ElfSymbolizer::new(d, bytes, opts.inline);
+                let mut s = ElfSymbolizer::new(d, bytes, opts.inline, only);
                 s.add_symbols(SymbolTable::new(&file, data));
                 s
             }
-            _ => ElfSymbolizer::new(&file, data, opts.inline),
+            _ => ElfSymbolizer::new(&file, data, opts.inline, only),
         };
         if let (Some(m), Some(bytes)) = (&mini_file, &mini) {
             symbolizer.add_symbols(SymbolTable::new(m, bytes));
@@ -437,7 +442,7 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         let data = Arc::new(ModuleData::Owned(std::fs::read(&exe).unwrap()));
         let file = object::File::parse(&**data).unwrap();
-        let s = ElfSymbolizer::new(&file, &data, true);
+        let s = ElfSymbolizer::new(&file, &data, true, None);
         use object::{Object, ObjectSymbol};
         let target = file
             .symbols()

@@ -18,15 +18,45 @@ impl KernelSymbols {
     /// scheduler's, locks' and entry code, in nearly every profile, come near the end.)
     pub fn load() -> KernelSymbols {
         let mut k = KernelSymbols::empty();
-        if let Ok(file) = std::fs::File::open("/proc/kallsyms") {
-            let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
-            let mut line = Vec::with_capacity(256);
-            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-                k.add_line(&line);
-                line.clear();
-            }
-        }
+        each_line(|line| {
+            k.add_line(line);
+        });
         k.finish()
+    }
+
+    /// Only what names the addresses `wanted`: for each, the function at or below it (the
+    /// 122,000 names of a whole list take 6 MB; a profile needs a few hundred).
+    pub fn load_for(wanted: &[u64]) -> KernelSymbols {
+        let mut wanted = wanted.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        // Bucket i: the highest function in (wanted[i - 1], wanted[i]]. The function that
+        // names wanted[i] is the highest of buckets 0..=i, so the buckets' are all it takes.
+        // (address, name); address 0: none yet. Names are copied into the bucket's string.
+        let mut buckets: Vec<(u64, String)> = vec![(0, String::new()); wanted.len()];
+        let (mut lines, mut shown) = (false, false);
+        each_line(|line| {
+            lines = true;
+            let Some((addr, name)) = function(line) else {
+                return;
+            };
+            shown |= addr != 0;
+            let i = wanted.partition_point(|&w| w < addr);
+            // At the same address the last line wins, as in a whole list.
+            if let Some((a, n)) = buckets.get_mut(i).filter(|(a, _)| addr != 0 && *a <= addr) {
+                *a = addr;
+                n.clear();
+                n.push_str(name);
+            }
+        });
+        let mut k = KernelSymbols::empty();
+        for (addr, name) in buckets.into_iter().filter(|&(a, _)| a != 0) {
+            let start = k.names.len() as u32;
+            k.names.push_str(&name);
+            k.syms.push((addr, start, k.names.len() as u32));
+        }
+        k.hidden = lines && !shown;
+        k
     }
 
     pub fn parse(text: &str) -> KernelSymbols {
@@ -45,23 +75,11 @@ impl KernelSymbols {
         }
     }
 
-    /// One line of kallsyms: `ADDRESS TYPE NAME[\t[MODULE]]`; only functions are kept.
+    /// One line of kallsyms; only functions are kept.
     fn add_line(&mut self, line: &[u8]) -> Option<()> {
-        // The address is 16 hex digits (8 on 32-bit kernels), then one space.
-        let space = line.iter().position(|&c| c == b' ')?;
-        let (addr, rest) = line.split_at(space);
-        let (&kind, name) = (rest.get(1)?, rest.get(3..)?);
         // Any line at all: if no address is kept, they were hidden.
         self.hidden = true;
-        if !matches!(kind, b't' | b'T' | b'w' | b'W') {
-            return None;
-        }
-        let end = name
-            .iter()
-            .position(|c| c.is_ascii_whitespace())
-            .unwrap_or(name.len());
-        let addr = hex(addr).filter(|&a| a != 0)?;
-        let name = std::str::from_utf8(&name[..end]).ok()?;
+        let (addr, name) = function(line).filter(|&(a, _)| a != 0)?;
         let start = self.names.len() as u32;
         self.names.push_str(name);
         self.syms.push((addr, start, self.names.len() as u32));
@@ -80,6 +98,37 @@ impl KernelSymbols {
         let &(_, start, end) = self.syms.get(i.checked_sub(1)?)?;
         Some(&self.names[start as usize..end as usize])
     }
+}
+
+/// Each line of `/proc/kallsyms` (none when it cannot be read), read as bytes, a buffer at a
+/// time.
+fn each_line(mut f: impl FnMut(&[u8])) {
+    let Ok(file) = std::fs::File::open("/proc/kallsyms") else {
+        return;
+    };
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let mut line = Vec::with_capacity(256);
+    while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+        f(&line);
+        line.clear();
+    }
+}
+
+/// The address (0 where hidden) and name of a function's line of kallsyms, `ADDRESS TYPE
+/// NAME[\t[MODULE]]`; `None` for anything else.
+fn function(line: &[u8]) -> Option<(u64, &str)> {
+    // The address is 16 hex digits (8 on 32-bit kernels), then one space.
+    let space = line.iter().position(|&c| c == b' ')?;
+    let (addr, rest) = line.split_at(space);
+    let (&kind, name) = (rest.get(1)?, rest.get(3..)?);
+    if !matches!(kind, b't' | b'T' | b'w' | b'W') {
+        return None;
+    }
+    let end = name
+        .iter()
+        .position(|c| c.is_ascii_whitespace())
+        .unwrap_or(name.len());
+    Some((hex(addr)?, std::str::from_utf8(&name[..end]).ok()?))
 }
 
 /// A hexadecimal number, without a prefix.
@@ -129,8 +178,19 @@ mod tests {
             .iter()
             .find(|&&(_, s, e)| &parsed.names[s as usize..e as usize] == "_etext")
             .map_or(0, |s| s.0);
-        for &(addr, _, _) in parsed.syms.iter().step_by(97).filter(|s| s.0 < own) {
-            assert_eq!(read.lookup(addr + 1), parsed.lookup(addr + 1));
+        let wanted: Vec<u64> = parsed
+            .syms
+            .iter()
+            .step_by(97)
+            .filter(|s| s.0 < own)
+            .map(|s| s.0 + 1)
+            .collect();
+        let only = KernelSymbols::load_for(&wanted);
+        assert_eq!(only.hidden, parsed.hidden);
+        for &addr in &wanted {
+            assert_eq!(read.lookup(addr), parsed.lookup(addr));
+            assert_eq!(only.lookup(addr), parsed.lookup(addr));
         }
+        assert!(only.syms.len() <= wanted.len());
     }
 }

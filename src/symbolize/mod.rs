@@ -176,12 +176,12 @@ pub fn name_frames(
     let once = opened.once;
     let (kernel_names, module_names) = if in_kernel.is_empty() || kernel.is_some() {
         (
-            name_kernel_frames(kernel, &in_kernel),
+            name_kernel_frames(kernel, &in_kernel, once),
             symbolize_modules(modules, by_module, (&mut opened.modules, once), opts),
         )
     } else {
         std::thread::scope(|scope| {
-            let kernel_names = scope.spawn(|| name_kernel_frames(kernel, &in_kernel));
+            let kernel_names = scope.spawn(|| name_kernel_frames(kernel, &in_kernel, once));
             let module_names =
                 symbolize_modules(modules, by_module, (&mut opened.modules, once), opts);
             (
@@ -214,15 +214,19 @@ pub fn name_frames(
 }
 
 /// Name kernel addresses (frame index, address), reading the kernel's symbols into `kernel`
-/// the first time any is asked for.
+/// the first time any is asked for (`once`: only what names these).
 fn name_kernel_frames(
     kernel: &mut Option<KernelSymbols>,
     addrs: &[(usize, u64)],
+    once: bool,
 ) -> Vec<(usize, Vec<SymbolFrame>)> {
     if addrs.is_empty() {
         return Vec::new();
     }
-    let k = kernel.get_or_insert_with(KernelSymbols::load);
+    let k = kernel.get_or_insert_with(|| match once {
+        true => KernelSymbols::load_for(&addrs.iter().map(|&(_, a)| a).collect::<Vec<_>>()),
+        false => KernelSymbols::load(),
+    });
     let name = |addr| {
         k.lookup(addr)
             .map_or_else(|| "[kernel]".to_string(), sanitize)

@@ -99,10 +99,10 @@ done
 
 # --- B: from target exit to SVG, RSS, samples vs expected -----------------------------------
 # The workload prints when it ended (end_ns); "post" is from then to the SVG on disk.
-post_run() { # name secs
-  local name=$1 secs=$2 split
+post_run() { # name secs [hz]
+  local name=$1 secs=$2 hz=${3:-999} split
   # ember: recording and SVG in one command. Its own CPU split at the target's exit.
-  split=$(/usr/bin/time -f "%M %U %S" -o "$WORK/t" python3 "$ROOT/scripts/profiler-cpu.py" "$WORK/o" -- "$EMBER" record -F 999 -o "$WORK/e.svg" -- "$WORK/threads" "$secs")
+  split=$(/usr/bin/time -f "%M %U %S" -o "$WORK/t" python3 "$ROOT/scripts/profiler-cpu.py" "$WORK/o" -- "$EMBER" record -F "$hz" -o "$WORK/e.svg" -- "$WORK/threads" "$secs")
   local done_ns; done_ns=$(now_ns)
   cp "$WORK/o.err" "$WORK/e.err"
   rec "during_${name}_ember" "${split% *}"
@@ -117,7 +117,7 @@ post_run() { # name secs
   rec "lost_${name}_ember" "$(grep -o '([0-9]* lost)' "$WORK/e.err" | head -1 | tr -dc 0-9)"
 
   # perf record --call-graph dwarf, then perf script | inferno-collapse-perf | inferno-flamegraph
-  split=$(/usr/bin/time -f "%M %U %S" -o "$WORK/t1" python3 "$ROOT/scripts/profiler-cpu.py" "$WORK/o" -- perf record -q -F 999 --call-graph dwarf -o "$WORK/p.data" -- "$WORK/threads" "$secs")
+  split=$(/usr/bin/time -f "%M %U %S" -o "$WORK/t1" python3 "$ROOT/scripts/profiler-cpu.py" "$WORK/o" -- perf record -q -F "$hz" --call-graph dwarf -o "$WORK/p.data" -- "$WORK/threads" "$secs")
   end=$(field end_ns "$WORK/o")
   rec "during_${name}_perf" "${split% *}"
   rec "after_record_${name}_perf" "${split#* }"
@@ -133,7 +133,7 @@ post_run() { # name secs
 
   # samply: records and saves its profile; it names frames later, in the browser.
   if [ "$HAVE_SAMPLY" = 1 ]; then
-    split=$(python3 "$ROOT/scripts/profiler-cpu.py" "$WORK/o" -- samply record --save-only -r 999 -o "$WORK/s.json.gz" -- "$WORK/threads" "$secs")
+    split=$(python3 "$ROOT/scripts/profiler-cpu.py" "$WORK/o" -- samply record --save-only -r "$hz" -o "$WORK/s.json.gz" -- "$WORK/threads" "$secs")
     rec "during_${name}_samply" "${split% *}"
     rec "after_${name}_samply" "${split#* }"
     rec "samples_${name}_samply" "$(python3 - "$WORK/s.json.gz" <<'PY'
@@ -150,6 +150,8 @@ for i in $(seq "$RUNS"); do post_run short "$SHORT"; done
 say "$SHORT s recordings: done"
 for i in $(seq "$LONG_RUNS"); do post_run long "$LONG"; done
 say "$LONG s recordings: done"
+for i in $(seq "$RUNS"); do post_run fast "$SHORT" 4999; done
+say "$SHORT s recordings at 4999 Hz: done"
 
 # --- C: loss at 10 kHz on two busy threads ---------------------------------------------------
 "$EMBER" record -F 10000 -o "$WORK/e.svg" -- "$WORK/threads" 3 >"$WORK/o" 2>"$WORK/e.err" || true
@@ -218,7 +220,7 @@ L.append("")
 L.append("Profiler CPU is the CPU time of the whole pipeline minus the target's own. ember's RSS is "
          "measured by GNU time over ember and its child (the target is small).")
 L.append("")
-L.append("## Profiler CPU per 1,000 samples, 2 busy threads at 999 Hz")
+L.append("## Profiler CPU per 1,000 samples, 2 busy threads")
 L.append("")
 L.append("While the target ran (its own threads' CPU when the target's last line appeared, "
          "`scripts/profiler-cpu.py`) and after it exited (the rest). perf's \"after\" is "
@@ -227,9 +229,9 @@ L.append("While the target ran (its own threads' CPU when the target's last line
 L.append("")
 peers = ["perf"] + (["samply"] if samply == "1" else [])
 pname = {"perf": "perf dwarf pipeline", "samply": "samply --save-only"}
-L.append("| recording | ember while / after | " + " | ".join(f"{pname[t]} while / after" for t in peers) + " | ember / " + " / ".join(pname[t] for t in peers) + " (while) |")
-L.append("|---|---|" + "---|" * len(peers) + "---|")
-for name, secs in (("short", short), ("long", long_)):
+L.append("| Hz | recording | ember while / after | " + " | ".join(f"{pname[t]} while / after" for t in peers) + " | ember / " + " / ".join(pname[t] for t in peers) + " (while) |")
+L.append("|---|---|---|" + "---|" * len(peers) + "---|")
+for name, secs, hz in (("short", short, 999), ("long", long_, 999), ("fast", short, 4999)):
     def per_k(tool):
         n = med(f"samples_{name}_{tool}") / 1000
         d = med(f"during_{name}_{tool}") / n
@@ -245,7 +247,7 @@ for name, secs in (("short", short), ("long", long_)):
         d, a = per_k(t)
         cells.append(f"{1000 * d:.1f} / {1000 * a:.1f} ms")
         ratios.append(f"{e[0] / d:.2f}" if d > 0 else "n/a")
-    L.append(f"| {secs} s | " + " | ".join(cells) + " | " + " / ".join(ratios) + " |")
+    L.append(f"| {hz} | {secs} s | " + " | ".join(cells) + " | " + " / ".join(ratios) + " |")
 L.append("")
 L.append("## Samples recorded against expected (999 Hz × target CPU time)")
 L.append("")

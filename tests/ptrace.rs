@@ -331,89 +331,59 @@ fn statuses_crashes_and_job_control_under_ptrace() {
     assert_eq!(out.status.code(), Some(3));
 }
 
-/// The ptrace backend stops the thread, so it copies its whole stack, however deep: 5,000
-/// frames of recursion without frame pointers (about 160 KiB of stack, five times what one
-/// perf sample record can carry) unwind from the leaf to main with nothing cut.
+/// 5,000 frames of recursion without frame pointers (about 160 KiB of stack, more than twice
+/// what a perf sample can carry). The ptrace backend stops the thread, so it copies its whole
+/// stack, however deep: every sample unwinds from the leaf to main with nothing cut. Perf
+/// events' copies hold at most 64 KiB: each sample is cut where its copy ends and shown so
+/// (`[truncated]` at the root, every frame below it a true one), and the user is told what
+/// helps.
 #[test]
-fn ptrace_unwinds_stacks_of_any_depth_without_frame_pointers() {
+fn stacks_of_any_depth_are_whole_on_ptrace_and_cut_and_said_so_on_perf_events() {
     let _serial = serial();
     let exe = workload("recursion", Build::NoFramePointers);
     let dir = scratch();
     let folded = dir.path().join("deep.folded");
-    let out = record_ok(&[
-        "-v",
-        "--backend",
-        "ptrace",
-        "-o",
-        folded.to_str().unwrap(),
-        "--",
-        exe.to_str().unwrap(),
-        "5000",
-        "1",
-    ]);
-    let stacks = read_folded(&folded);
-    let at_leaf: Vec<&Stack> = stacks
-        .iter()
-        .filter(|s| user_leaf(s) == "leaf_burn")
-        .collect();
-    let n: u64 = at_leaf.iter().map(|s| s.count).sum();
-    assert!(
-        n as f64 > 0.9 * total(&stacks) as f64,
-        "{n} of {}",
-        total(&stacks)
-    );
-    for s in at_leaf {
-        let depth = s.frames.iter().filter(|f| *f == "recurse").count();
-        assert_eq!(depth, 5000, "{:?}", &s.frames[..4]);
-        assert!(s.frames.iter().any(|f| f == "main"), "{:?}", &s.frames[..4]);
-        assert!(!s.frames.iter().any(|f| f == "[truncated]"));
+    for backend in BACKENDS {
+        let args = ["-v", "--backend", backend, "-o", folded.to_str().unwrap()];
+        let out = record_ok(&[&args[..], &["--", exe.to_str().unwrap(), "5000", "1"]].concat());
+        let stacks = read_folded(&folded);
+        let at_leaf: Vec<&Stack> = stacks
+            .iter()
+            .filter(|s| user_leaf(s) == "leaf_burn")
+            .collect();
+        let n: u64 = at_leaf.iter().map(|s| s.count).sum();
+        assert!(n as f64 > 0.9 * total(&stacks) as f64, "{backend}: {n}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for s in at_leaf {
+            let user: Vec<&str> = s
+                .frames
+                .iter()
+                .map(String::as_str)
+                .filter(|f| !f.ends_with("_[k]"))
+                .collect();
+            let recursion = user.iter().filter(|f| **f == "recurse").count();
+            let cut = user.iter().position(|f| *f == "[truncated]");
+            if backend == "ptrace" {
+                assert_eq!((recursion, cut), (5000, None), "{:?}", &user[..4]);
+                assert!(user.contains(&"main"), "{:?}", &user[..4]);
+                continue;
+            }
+            // Under the cut: the recursion's frames, then its leaf, nothing made up.
+            let cut = cut.unwrap_or_else(|| panic!("not cut: {:?}", &user[..4]));
+            let (leaf, calls) = user[cut + 1..].split_last().unwrap();
+            assert_eq!(*leaf, "leaf_burn");
+            assert!(calls.len() > 100 && calls.iter().all(|f| *f == "recurse"));
+        }
+        if backend == "ptrace" {
+            assert!(stderr.contains(" 0 stack copies ran out"), "{stderr}");
+            assert!(!stderr.contains("cut short"), "{stderr}");
+        } else {
+            assert!(
+                stderr.contains("have stacks cut short") && stderr.contains("--backend ptrace"),
+                "{stderr}"
+            );
+        }
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(" 0 stack copies ran out"), "{stderr}");
-    assert!(!stderr.contains("cut short"), "{stderr}");
-}
-
-/// The same recursion on perf events, whose stack copies hold at most 64 KiB: each sample
-/// is cut where its copy ends and shown so (`[truncated]` at the root, every frame below it
-/// a true one), and the user is told what helps.
-#[test]
-fn perf_events_show_stacks_deeper_than_their_copy_as_cut_and_say_what_helps() {
-    let _serial = serial();
-    let exe = workload("recursion", Build::NoFramePointers);
-    let dir = scratch();
-    let folded = dir.path().join("deep.folded");
-    let out = record_ok(&[
-        "--backend",
-        "perf",
-        "-o",
-        folded.to_str().unwrap(),
-        "--",
-        exe.to_str().unwrap(),
-        "5000",
-        "1",
-    ]);
-    let stacks = read_folded(&folded);
-    let at_leaf: Vec<&Stack> = stacks
-        .iter()
-        .filter(|s| user_leaf(s) == "leaf_burn")
-        .collect();
-    assert!(!at_leaf.is_empty());
-    for s in &at_leaf {
-        let user: Vec<&String> = s.frames.iter().filter(|f| !f.ends_with("_[k]")).collect();
-        let cut = user.iter().position(|f| *f == "[truncated]");
-        let cut = cut.unwrap_or_else(|| panic!("not cut: {:?}", &user[..4]));
-        // Under the cut: the recursion's frames, then its leaf, nothing made up.
-        let below = &user[cut + 1..];
-        assert!(below.len() > 100, "{below:?}");
-        let (leaf, calls) = below.split_last().unwrap();
-        assert_eq!(*leaf, "leaf_burn");
-        assert!(calls.iter().all(|f| *f == "recurse"), "{below:?}");
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("have stacks cut short") && stderr.contains("--backend ptrace"),
-        "{stderr}"
-    );
 }
 
 /// With every core busy a thread just woken from a sleep waits for a CPU, and a ptrace stop

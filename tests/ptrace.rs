@@ -355,12 +355,7 @@ fn stacks_of_any_depth_are_whole_on_ptrace_and_cut_and_said_so_on_perf_events() 
         assert!(n as f64 > 0.9 * total(&stacks) as f64, "{backend}: {n}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         for s in at_leaf {
-            let user: Vec<&str> = s
-                .frames
-                .iter()
-                .map(String::as_str)
-                .filter(|f| !f.ends_with("_[k]"))
-                .collect();
+            let user = user_frames(s);
             let recursion = user.iter().filter(|f| **f == "recurse").count();
             let cut = user.iter().position(|f| *f == "[truncated]");
             if backend == "ptrace" {
@@ -477,12 +472,7 @@ fn no_stack_is_made_up_when_depth_and_path_flip_every_few_microseconds() {
         let stacks = read_folded(&folded);
         let (mut cut, mut deep) = (0, 0);
         for s in &stacks {
-            let user: Vec<&str> = s
-                .frames
-                .iter()
-                .map(String::as_str)
-                .filter(|f| !f.ends_with("_[k]"))
-                .collect();
+            let user = user_frames(s);
             let Some(first) = user.iter().position(|f| *f == "descend") else {
                 continue;
             };

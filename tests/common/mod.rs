@@ -142,6 +142,15 @@ pub fn user_leaf(s: &Stack) -> &str {
         .unwrap_or("")
 }
 
+/// The frames of `s` that are not the kernel's, root first.
+pub fn user_frames(s: &Stack) -> Vec<&str> {
+    s.frames
+        .iter()
+        .map(String::as_str)
+        .filter(|f| !f.ends_with("_[k]"))
+        .collect()
+}
+
 /// Percentage of samples whose innermost user frame is `func` (self time).
 pub fn self_share(stacks: &[Stack], func: &str) -> f64 {
     let hits: u64 = stacks

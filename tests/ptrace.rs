@@ -395,7 +395,12 @@ fn a_cpu_profile_puts_nothing_in_sleeps_with_every_core_busy() {
         let args = ["--backend", backend, "-o", folded.to_str().unwrap()];
         record_ok(&[&args[..], &["--", exe.to_str().unwrap(), "2"]].concat());
         let stacks = read_folded(&folded);
-        // What snooze() does besides sleeping takes nanoseconds of every 10 ms.
+        // What snooze() does besides sleeping takes nanoseconds of every 10 ms. Perf events
+        // put a little more there, and rightly so by their clock: a thread's cpu-clock timer
+        // stops while it waits and is armed again when it runs, at least 10 µs on, so a
+        // period that was nearly over when the thread went to sleep ends in the way back
+        // from the sleep (finish_task_switch, rseq's return work): up to 1.2 % here.
+        let allowed = if backend == "perf" { 3.0 } else { 1.0 };
         let asleep = inclusive_share(&stacks, "snooze");
         let there: Vec<String> = stacks
             .iter()
@@ -403,7 +408,7 @@ fn a_cpu_profile_puts_nothing_in_sleeps_with_every_core_busy() {
             .map(|s| format!("{} {}", s.frames.join(";"), s.count))
             .collect();
         assert!(
-            asleep < 1.0,
+            asleep < allowed,
             "{backend}: {asleep:.1}% of on-CPU samples in snooze with every core busy:\n{}",
             there.join("\n")
         );

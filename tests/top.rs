@@ -404,7 +404,13 @@ fn w_switches_to_wall_clock_where_waiting_threads_count() {
     assert!(!has(&screen, "[off-cpu]"), "{}", screen.join("\n"));
     // Wall-clock: the wait shows, under snooze.
     tmux.keys(&["w"]);
-    let screen = tmux.wait_for(20, |s| has(s, "wall-clock ·") && has(s, "[off-cpu]"));
+    // (Names come from a thread of their own: on a busy machine the first wall-clock
+    // screens may still show snooze's caller by address.)
+    let screen = tmux.wait_for(20, |s| {
+        has(s, "wall-clock ·")
+            && has(s, "[off-cpu]")
+            && rows(s).iter().any(|r| r.function == "snooze")
+    });
     let snooze = rows(&screen)
         .into_iter()
         .find(|r| r.function == "snooze")

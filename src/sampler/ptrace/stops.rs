@@ -120,7 +120,11 @@ impl PtraceSampler {
                 // CPU time since the last stop went.
                 let slept = regs.as_ref().is_some_and(arch::stopped_after_a_wait);
                 let cpu = stat.map(|(cpu, _)| cpu);
-                if !self.detached && (waited || slept) {
+                if self.detached {
+                    // The last stop: the CPU time used since the thread's last sample is
+                    // sampled here, where it is now, instead of being dropped.
+                    t.samples_for_last_stop(cpu, self.interval_ns)
+                } else if waited || slept {
                     self.stats.deferred += 1;
                     t.found_waiting_for_cpu += 1;
                     t.add_cpu_time(cpu, self.interval_ns);

@@ -159,6 +159,18 @@ impl Tracee {
         n as u32
     }
 
+    /// What the thread's last stop before ember detaches counts for: all its credit (`cpu` as
+    /// for [`Tracee::add_cpu_time`]; without schedstat, one).
+    pub(super) fn samples_for_last_stop(&mut self, cpu: Option<u64>, period: u64) -> u32 {
+        if cpu.is_none() {
+            return 1;
+        }
+        self.add_cpu_time(cpu, period);
+        let n = self.credit.max(0) / period as i64;
+        self.credit -= n * period as i64;
+        n as u32
+    }
+
     /// At the thread's end: the samples its credit still holds (CPU time sampled by stops
     /// that had not spent it yet) and the CPU time it used since its last stop, which no stop
     /// saw, in samples.
@@ -259,8 +271,10 @@ mod tests {
             .map(|i| t.samples_for_stop(Some(10_700 + i * period), period))
             .collect();
         assert_eq!(counts, [3, 2, 2, 2, 1, 1, 1, 1]);
-        // Every period of the 18.7 used is counted, or still held for the thread's end.
+        // Every period of the 18.7 used is counted, or still held for the thread's end or
+        // the last stop before ember detaches.
         assert_eq!(counts.iter().sum::<u32>() + 2 + t.credit as u32 / 1000, 18);
+        assert_eq!(t.samples_for_last_stop(Some(18_700 + 1_000), period), 4);
     }
 
     #[test]

@@ -140,12 +140,20 @@ fn top_screen(mut session: ember::top::Session) -> Result<i32, ember::record::Re
     screen.refresh(&session);
     // Drawn when something changed, and each second for the clock.
     let mut drawn: Option<std::time::Instant> = None;
+    // A terminal that went away (its window closed, ssh dropped) ends the view as `q` does.
+    // crossterm (0.29) must not be asked about it then: its poll reads the hung-up terminal
+    // again and again without returning (ember spun at 100 % of a CPU).
     loop {
         if drawn.is_none_or(|d| d.elapsed().as_secs() >= 1) {
-            let _ = terminal.draw(|f| screen.draw(f, &session));
+            if terminal.draw(|f| screen.draw(f, &session)).is_err() {
+                break;
+            }
             drawn = Some(std::time::Instant::now());
         }
-        if event::poll(std::time::Duration::from_millis(100)).unwrap_or(false) {
+        if !wait_for_terminal(100) {
+            break;
+        }
+        if event::poll(std::time::Duration::ZERO).unwrap_or(false) {
             if let Ok(event::Event::Key(k)) = event::read() {
                 let press = (k.kind != event::KeyEventKind::Release).then(|| press_of(k));
                 if let Some(Some(p)) = press {
@@ -167,6 +175,18 @@ fn top_screen(mut session: ember::top::Session) -> Result<i32, ember::record::Re
         eprintln!("ember: warning: {w}");
     }
     code
+}
+
+/// Wait up to `timeout_ms` for input on the terminal (stdin); false if it hung up.
+fn wait_for_terminal(timeout_ms: i32) -> bool {
+    let mut fd = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut fd, 1, timeout_ms) };
+    fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) == 0
 }
 
 /// The key the view understands, if any.

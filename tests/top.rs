@@ -265,6 +265,63 @@ fn quitting_leaves_an_attached_target_running_untraced() {
     }
 }
 
+/// A terminal that goes away (window closed, ssh dropped: the pane's processes get SIGHUP
+/// and their terminal fails every read) ends the view as `q` does: ember goes, the attached
+/// target runs on untraced. (ember used to spin at 100 % of a CPU on the failed reads.)
+#[test]
+fn closing_the_terminal_ends_the_view_and_leaves_the_target_untraced() {
+    let _serial = serial();
+    let exe = workload("shares", Build::NoFramePointers);
+    for backend in BACKENDS {
+        let mut target = Killed(
+            Command::new(&exe)
+                .arg("120")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let pid = target.0.id();
+        let tmux = Tmux::start_sized(
+            &format!("{EMBER} top --backend {backend} -p {pid}"),
+            160,
+            30,
+        );
+        tmux.wait_for(60, ready);
+        let pattern = format!("top --backend {backend} -p {pid}");
+        let ember_pids = || {
+            let out = Command::new("pgrep")
+                .args(["-f", &pattern])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert!(!ember_pids().is_empty(), "{backend}: ember top not found");
+        drop(tmux);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ember_pids().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let left = ember_pids();
+        if !left.is_empty() {
+            let _ = Command::new("kill").args(["-9", &left]).status();
+            panic!("{backend}: ember top still runs 20 s after its terminal went away");
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(
+            status.contains("TracerPid:\t0\n"),
+            "{backend}: still traced"
+        );
+        assert!(
+            !matches!(process_state(pid), 'T' | 't'),
+            "{backend}: left stopped"
+        );
+        assert!(
+            target.0.try_wait().unwrap().is_none(),
+            "{backend}: the target ended"
+        );
+    }
+}
+
 /// A process the test started, killed when the test ends.
 struct Killed(std::process::Child);
 

@@ -140,8 +140,11 @@ impl Tracee {
             // CPU and are not sampled. Look more often, so that about one sampled stop still
             // comes per period of CPU time (fewer, each counting for more CPU time, make a
             // profile that leans towards the places the thread is preempted at).
-            let on_cpu = f64::from(self.found_running - self.found_waiting_for_cpu + 1)
-                / f64::from(self.found_running + 1);
+            // (A stop may come in the window after its interrupt's: at most all of them.)
+            let sampled = self
+                .found_running
+                .saturating_sub(self.found_waiting_for_cpu);
+            let on_cpu = f64::from(sampled + 1) / f64::from(self.found_running + 1);
             // At least a little, so a thread that starts to run is noticed before the next
             // window.
             self.rate = Some((share / (found_running * on_cpu)).clamp(0.02, 1.0));

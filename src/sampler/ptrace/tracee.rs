@@ -22,10 +22,10 @@ pub(super) struct Tracee {
     /// `R` means running *or runnable*: threads sharing a core are all `R`. So that samples
     /// follow CPU time as perf's do, every period of CPU time a thread used (`cpu_ns`, read
     /// at each stop: exact, as a stop updates the kernel's count) adds to its `credit`, which
-    /// its sampled stops spend (see [`Tracee::samples_for_stop`]). Whether to look at a thread at a tick (and stop it if `R`) is decided
-    /// at random with probability `rate`: its share of a CPU over the last window, so that
-    /// threads sharing a core are not all stopped (or even looked at) on every tick for
-    /// nothing. (Random and per window, not by the CPU count per tick: the kernel updates that
+    /// its sampled stops spend (see [`Tracee::samples_for_stop`]). Whether to look at a
+    /// thread at a tick (and stop it if `R`) is decided at random with probability `rate`:
+    /// its share of a CPU over the last window, so that threads sharing a core are not all
+    /// stopped (or even looked at) on every tick for nothing. (Random and per window, not by the CPU count per tick: the kernel updates that
     /// count at scheduler ticks and syscalls, and decisions taken from it would fall in step
     /// with those.)
     pub(super) cpu_ns: u64,

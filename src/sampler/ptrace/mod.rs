@@ -35,7 +35,7 @@ mod tracee;
 
 use crate::arch::RESTART_SYSCALL;
 use calls::{event_msg, read_stack, seize, SavedSigchld, MAX_WHOLE_STACK};
-use tracee::{status_number, thread_state, Seen, Tracee, WaitSite};
+use tracee::{status_number, thread_state, thread_state_and_cpu, Seen, Tracee, WaitSite};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PtraceError {

@@ -53,6 +53,11 @@ impl PtraceSampler {
     fn interrupt(&mut self, tid: u32, seen: Seen, now: u64) {
         if let Some(t) = self.tracees.get_mut(&tid) {
             t.delay_at_interrupt = t.schedstat().map(|(_, delay)| delay);
+            // SAFETY: sched_getcpu has no preconditions.
+            let ours = unsafe { libc::sched_getcpu() };
+            t.interrupted_from = u32::try_from(ours)
+                .ok()
+                .map(|ours| (t.cpu_when_looked.take(), ours));
         }
         if calls::interrupt(tid) {
             if let Some(t) = self.tracees.get_mut(&tid) {
@@ -120,9 +125,14 @@ impl Tracee {
             return Choice::Skip;
         }
         self.looked += 1;
-        if self.stat.as_ref().and_then(|f| thread_state(f, buf)) != Some(b'R') {
+        let Some((b'R', cpu)) = self
+            .stat
+            .as_ref()
+            .and_then(|f| thread_state_and_cpu(f, buf))
+        else {
             return Choice::Skip;
-        }
+        };
+        self.cpu_when_looked = cpu;
         self.found_running += 1;
         Choice::Stop(Seen::Running)
     }

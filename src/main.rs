@@ -141,8 +141,9 @@ fn top_screen(mut session: ember::top::Session) -> Result<i32, ember::record::Re
     // Drawn when something changed, and each second for the clock.
     let mut drawn: Option<std::time::Instant> = None;
     // A terminal that went away (its window closed, ssh dropped) ends the view as `q` does.
-    // crossterm (0.29) must not be asked about it then: its poll reads the hung-up terminal
-    // again and again without returning (ember spun at 100 % of a CPU).
+    // crossterm (0.29; crossterm-rs/crossterm#793) must not be asked about it then: its poll
+    // reads the hung-up terminal again and again without returning (ember spun at 100 % of
+    // a CPU).
     loop {
         if drawn.is_none_or(|d| d.elapsed().as_secs() >= 1) {
             if terminal.draw(|f| screen.draw(f, &session)).is_err() {

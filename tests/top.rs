@@ -225,14 +225,7 @@ fn quitting_leaves_an_attached_target_running_untraced() {
     let exe = workload("shares", Build::NoFramePointers);
     // ptrace quit with q, perf with Ctrl-C.
     for (backend, quit) in [("ptrace", "q"), ("perf", "C-c")] {
-        // Killed when the test ends, passed or failed (the next test counts workloads).
-        let mut target = Killed(
-            Command::new(&exe)
-                .arg("120")
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let mut target = Killed::running(&exe);
         let pid = target.0.id();
         let command =
             format!("{EMBER} top --backend {backend} -p {pid}; echo EMBER-DONE; stty -a; sleep 60");
@@ -247,15 +240,7 @@ fn quitting_leaves_an_attached_target_running_untraced() {
         );
         tmux.keys(&[quit]);
         assert_terminal_restored(&ended(&tmux));
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        assert!(
-            status.contains("TracerPid:\t0\n"),
-            "{backend}: still traced after {quit}:\n{status}"
-        );
-        assert!(
-            !matches!(process_state(pid), 'T' | 't'),
-            "{backend}: left stopped after {quit}"
-        );
+        target.assert_left_untraced(&format!("{backend} after {quit}"));
         let before = cpu_seconds(pid);
         wait_for_cpu(pid, before, 0.2);
         assert!(
@@ -273,13 +258,7 @@ fn closing_the_terminal_ends_the_view_and_leaves_the_target_untraced() {
     let _serial = serial();
     let exe = workload("shares", Build::NoFramePointers);
     for backend in BACKENDS {
-        let mut target = Killed(
-            Command::new(&exe)
-                .arg("120")
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let mut target = Killed::running(&exe);
         let pid = target.0.id();
         let tmux = Tmux::start_sized(
             &format!("{EMBER} top --backend {backend} -p {pid}"),
@@ -306,15 +285,7 @@ fn closing_the_terminal_ends_the_view_and_leaves_the_target_untraced() {
             let _ = Command::new("kill").args(["-9", &left]).status();
             panic!("{backend}: ember top still runs 20 s after its terminal went away");
         }
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        assert!(
-            status.contains("TracerPid:\t0\n"),
-            "{backend}: still traced"
-        );
-        assert!(
-            !matches!(process_state(pid), 'T' | 't'),
-            "{backend}: left stopped"
-        );
+        target.assert_left_untraced(backend);
         assert!(
             target.0.try_wait().unwrap().is_none(),
             "{backend}: the target ended"
@@ -322,8 +293,36 @@ fn closing_the_terminal_ends_the_view_and_leaves_the_target_untraced() {
     }
 }
 
-/// A process the test started, killed when the test ends.
+/// A process the test started, killed when the test ends, passed or failed (the next test
+/// counts workloads).
 struct Killed(std::process::Child);
+
+impl Killed {
+    /// `exe` (a workload) running for 120 s of CPU.
+    fn running(exe: &std::path::Path) -> Killed {
+        Killed(
+            Command::new(exe)
+                .arg("120")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// ember let it go: no tracer, not stopped (`what` says after what).
+    fn assert_left_untraced(&self, what: &str) {
+        let pid = self.0.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(
+            status.contains("TracerPid:\t0\n"),
+            "{what}: still traced:\n{status}"
+        );
+        assert!(
+            !matches!(process_state(pid), 'T' | 't'),
+            "{what}: left stopped"
+        );
+    }
+}
 
 impl Drop for Killed {
     fn drop(&mut self) {

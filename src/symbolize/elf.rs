@@ -165,27 +165,38 @@ fn load_dwarf(
     data: &Arc<ModuleData>,
     only: Option<&[u64]>,
 ) -> gimli::DwarfSections<FileBytes> {
-    use gimli::SectionId::{DebugInfo, DebugLoc, DebugLocLists, DebugMacinfo, DebugMacro};
-    let endian = endian_of(file);
-    let section = |id: gimli::SectionId| {
+    use gimli::SectionId::{self, DebugAbbrev, DebugAranges, DebugInfo};
+    use gimli::SectionId::{DebugLoc, DebugLocLists, DebugMacinfo, DebugMacro};
+    use std::borrow::Cow;
+    // Each section read (and decompressed) once, first: .debug_info may need the other two.
+    let mut read: std::collections::HashMap<SectionId, Cow<'_, [u8]>> = Default::default();
+    let _ = gimli::DwarfSections::load(|id| -> Result<(), gimli::Error> {
         let unread = matches!(id, DebugLoc | DebugLocLists | DebugMacinfo | DebugMacro);
-        file.section_by_name(id.name())
-            .filter(|_| !unread)
-            .and_then(|s| s.uncompressed_data().ok())
+        let bytes = file.section_by_name(id.name()).filter(|_| !unread);
+        if let Some(bytes) = bytes.and_then(|s| s.uncompressed_data().ok()) {
+            read.insert(id, bytes);
+        }
+        Ok(())
+    });
+    // Only a decompressed copy is patched (the file's own bytes stay as they are).
+    let info = match (only, read.remove(&DebugInfo)) {
+        (Some(only), Some(Cow::Owned(mut info))) => {
+            let part = |id| read.get(&id).map_or(&[][..], |b| &b[..]);
+            let (abbrev, aranges) = (part(DebugAbbrev), part(DebugAranges));
+            skip_units_without(&mut info, (abbrev, aranges), endian_of(file), only);
+            Some(Cow::Owned(info))
+        }
+        (_, info) => info,
     };
-    let load = |id: gimli::SectionId| -> Result<FileBytes, gimli::Error> {
-        Ok(match section(id) {
-            Some(std::borrow::Cow::Borrowed(b)) => {
+    if let Some(info) = info {
+        read.insert(DebugInfo, info);
+    }
+    let load = |id: SectionId| -> Result<FileBytes, gimli::Error> {
+        Ok(match read.remove(&id) {
+            Some(Cow::Borrowed(b)) => {
                 FileBytes::part_of(data, b).unwrap_or_else(|| FileBytes::owned(b.to_vec()))
             }
-            Some(std::borrow::Cow::Owned(mut v)) => {
-                if let (DebugInfo, Some(only)) = (id, only) {
-                    let abbrev = section(gimli::SectionId::DebugAbbrev).unwrap_or_default();
-                    let aranges = section(gimli::SectionId::DebugAranges).unwrap_or_default();
-                    skip_units_without(&mut v, (&abbrev, &aranges), endian, only);
-                }
-                FileBytes::owned(v)
-            }
+            Some(Cow::Owned(v)) => FileBytes::owned(v),
             None => FileBytes::owned(Vec::new()),
         })
     };

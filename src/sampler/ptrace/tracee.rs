@@ -253,23 +253,30 @@ impl Tracee {
 
 /// The state letter of a thread from its open `stat` file.
 pub(super) fn thread_state(stat: &File, buf: &mut [u8; 512]) -> Option<u8> {
-    thread_state_and_cpu(stat, buf).map(|(state, _)| state)
+    stat_from_state(stat, buf)?.first().copied()
 }
 
-/// The state letter of a thread from its open `stat` file, and the CPU it last ran on (or
-/// is queued for).
+/// The state letter of a thread from its open `stat` file, and, when it is `R`, the CPU it
+/// last ran on (or is queued for).
 pub(super) fn thread_state_and_cpu(stat: &File, buf: &mut [u8; 512]) -> Option<(u8, Option<u32>)> {
+    let fields = stat_from_state(stat, buf)?;
+    let state = *fields.first()?;
+    // `processor` is field 39; the state is field 3.
+    let cpu = (state == b'R')
+        .then(|| std::str::from_utf8(fields).ok())
+        .flatten()
+        .and_then(|rest| rest.split_ascii_whitespace().nth(39 - 3))
+        .and_then(|f| f.parse().ok());
+    Some((state, cpu))
+}
+
+/// A thread's `stat` line (read into `buf`) from its state field on.
+fn stat_from_state<'a>(stat: &File, buf: &'a mut [u8; 512]) -> Option<&'a [u8]> {
     let n = stat.read_at(buf, 0).ok()?;
     let s = &buf[..n];
     // The name is in parentheses and may contain anything: the state follows the last ')'.
     let close = s.iter().rposition(|&c| c == b')')?;
-    let state = *s.get(close + 2)?;
-    // `processor` is field 39; the state is field 3.
-    let cpu = std::str::from_utf8(&s[close + 2..])
-        .ok()
-        .and_then(|rest| rest.split_ascii_whitespace().nth(39 - 3))
-        .and_then(|f| f.parse().ok());
-    Some((state, cpu))
+    s.get(close + 2..)
 }
 
 /// A numeric field of `/proc/TID/status` (`Tgid`, `PPid`, `TracerPid`).

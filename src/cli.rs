@@ -295,6 +295,11 @@ pub struct SamplingArgs {
     /// Require kernel frames: fail instead of recording user space only when refused
     #[arg(long)]
     pub kernel: bool,
+
+    /// For tests of the ptrace backend: time its stops by ticks even where each thread's CPU
+    /// clock could time them
+    #[arg(long, hide = true)]
+    pub debug_ptrace_ticks: bool,
 }
 
 /// What to profile: running processes, or a command to launch (shared by record and top).
@@ -558,6 +563,7 @@ impl RecordArgs {
                 BackendArg::Ptrace => Backend::Ptrace,
             },
             off_cpu: sampling.off_cpu,
+            ptrace_ticks: sampling.debug_ptrace_ticks,
         }
     }
 }

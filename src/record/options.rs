@@ -62,6 +62,9 @@ pub struct RecordOptions {
     pub off_cpu: bool,
     /// Bytes of each CPU's perf ring buffer; `None` picks by privileges.
     pub buffer_size: Option<usize>,
+    /// The ptrace backend times its stops by ticks even where the threads' CPU clocks could
+    /// (tests of the tick clock).
+    pub ptrace_ticks: bool,
     /// Sleep this long after each read of the buffers (tests of the loss path).
     pub reader_pause: Option<std::time::Duration>,
     /// Write every output each this long, as a window of its own (`--every`).
@@ -132,6 +135,7 @@ impl Default for RecordOptions {
             backend: Backend::Auto,
             off_cpu: false,
             buffer_size: None,
+            ptrace_ticks: false,
             reader_pause: None,
             every: None,
             status: None,

@@ -132,6 +132,7 @@ fn configs(opts: &RecordOptions) -> (PerfConfig, PtraceConfig) {
     let ptrace = PtraceConfig {
         frequency: opts.frequency,
         off_cpu: opts.off_cpu,
+        cpu_timers: !opts.ptrace_ticks,
     };
     (perf, ptrace)
 }

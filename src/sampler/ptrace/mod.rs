@@ -1,8 +1,12 @@
-//! The ptrace backend, for where perf events are refused (containers, hardened kernels) and
-//! for wall-clock profiles.
+//! The ptrace backend: whole stacks at any depth (each sample stops the thread and copies all
+//! of its stack), wall-clock profiles, and sampling where perf events are refused (containers,
+//! hardened kernels).
 //!
 //! Every thread is seized once (`PTRACE_SEIZE`, which does not stop it) with options that
-//! make the kernel attach new threads and children and report `exec`. On each tick, jittered
+//! make the kernel attach new threads and children and report `exec`. In a CPU profile, where
+//! perf events are allowed, each thread's own CPU clock stops it at the end of every period
+//! ([`timer`]): it is sampled there, exactly where perf events would sample it. Elsewhere,
+//! and for wall-clock profiles, ticks choose whom to stop: on each tick, jittered
 //! around 1/F so periodic work cannot fall in step with it, the threads to sample are chosen
 //! by their state *before* they are touched (`/proc/PID/task/TID/stat`: `R` = on CPU; with
 //! `--off-cpu` the waiting ones too), interrupted (`PTRACE_INTERRUPT`), their registers read
@@ -28,9 +32,11 @@ use super::{
 use crate::linux::{self, parse_maps_line};
 
 mod calls;
+mod clocks;
 mod sample;
 mod schedule;
 mod stops;
+mod timer;
 mod tracee;
 
 use crate::arch::RESTART_SYSCALL;
@@ -60,6 +66,9 @@ pub struct PtraceConfig {
     pub frequency: u64,
     /// Sample waiting threads too (wall-clock profile).
     pub off_cpu: bool,
+    /// Time the stops of a CPU profile by each thread's own CPU clock where perf events allow
+    /// it (see [`timer`]); false: by ticks, as where they do not.
+    pub cpu_timers: bool,
 }
 
 #[derive(Clone, Default)]
@@ -102,6 +111,21 @@ pub struct PtraceStats {
     /// Samples due for CPU time used by threads after their last stop, found when they
     /// exited: time that could not be placed on a stack.
     pub unsampled: u64,
+    /// Stops caused by the threads' own CPU clocks (see [`timer`]).
+    pub timer_stops: u64,
+    /// Threads whose CPU clock signals never came (they block it): sampled by ticks instead.
+    pub timers_blocked: u64,
+}
+
+/// Whether the threads' own CPU clocks time the stops (see [`timer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Clocks {
+    /// Not asked for (wall clock, or ticks wanted), or refused by the kernel.
+    Off,
+    /// Asked for; whether the kernel allows them (and with kernel time) is known at the first.
+    Untried,
+    /// Working; `kernel`: kernel time is counted and signalled too.
+    On { kernel: bool },
 }
 
 pub struct PtraceSampler {
@@ -122,6 +146,11 @@ pub struct PtraceSampler {
     /// SIGCHLD as it was before sampling, while ember waits for it itself.
     sigchld: Option<SavedSigchld>,
     detached: bool,
+    clocks: Clocks,
+    /// Every thread has a CPU clock of its own: ticks only look after them.
+    all_timed: bool,
+    /// When the clocks were last looked after (monotonic ns).
+    looked_after: u64,
     pub stats: PtraceStats,
     pub notes: Vec<String>,
 }
@@ -134,6 +163,10 @@ const RESCAN_NS: u64 = 100_000_000;
 const MIN_RESCAN_NS: u64 = 1_000_000;
 /// How often each thread's stop rate is worked out again.
 const WINDOW_NS: u64 = 50_000_000;
+/// How often the threads' CPU clocks are looked after: signals that do not come.
+const LOOK_AFTER_CLOCKS_NS: u64 = 100_000_000;
+/// A clock that counted this many periods since its thread's last stop is looked at closer.
+const OVERDUE_PERIODS: u64 = 20;
 
 impl PtraceSampler {
     fn new(config: &PtraceConfig) -> PtraceSampler {
@@ -153,6 +186,13 @@ impl PtraceSampler {
             pending: 0,
             sigchld: None,
             detached: false,
+            clocks: if config.cpu_timers && !config.off_cpu {
+                Clocks::Untried
+            } else {
+                Clocks::Off
+            },
+            all_timed: false,
+            looked_after: 0,
             stats: PtraceStats::default(),
             notes: Vec::new(),
         };
@@ -259,7 +299,12 @@ impl PtraceSampler {
                 let now = now_ns();
                 // Keep to the schedule (a late tick is followed by an early one) so that wake-up
                 // latency does not thin the samples out; only when ticks cannot keep up at
-                // all (too many threads for -F) are they skipped.
+                // all (too many threads for -F) are they skipped. Where every thread has a
+                // CPU clock of its own, ticks only look after the clocks.
+                if self.all_timed {
+                    self.next_tick = now + LOOK_AFTER_CLOCKS_NS;
+                    continue;
+                }
                 self.next_tick += self.jittered_interval();
                 if self.next_tick + 10 * self.interval_ns < now {
                     self.next_tick = now + self.jittered_interval();
@@ -306,9 +351,14 @@ impl PtraceSampler {
         let mut gone = Vec::new();
         let mut pending = 0;
         for (&tid, t) in self.tracees.iter_mut() {
+            // No more signals; one on its way is still known as the clock's at the stop.
+            let timed = t.timed();
+            if let Some(timer) = t.timer.as_mut() {
+                timer.retire();
+            }
             if !calls::interrupt(tid) {
                 gone.push(tid);
-            } else if !self.config.off_cpu && t.pending.is_none() {
+            } else if !self.config.off_cpu && !timed && t.pending.is_none() {
                 // The CPU time used since the thread's last sample is sampled at this stop,
                 // where it is now, instead of being dropped.
                 t.pending = Some(Seen::Running);
@@ -372,11 +422,27 @@ impl Sampler for PtraceSampler {
     fn detail(&self) -> String {
         let s = &self.stats;
         let independent = (s.samples as f64).powi(2) / s.samples_squared.max(1) as f64;
+        let clocks = match self.clocks {
+            Clocks::On { kernel: true } => "stops timed by each thread's CPU clock",
+            Clocks::On { kernel: false } => {
+                "stops timed by each thread's CPU clock in user space (the kernel's part is \
+                 not sampled without privileges)"
+            }
+            _ => "stops timed by ticks",
+        };
+        let blocked = if s.timers_blocked > 0 {
+            format!(
+                " ({} threads block the clock's signal: timed by ticks)",
+                s.timers_blocked
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "ptrace: {} ticks, {} threads interrupted ({} found waiting for a CPU, not \
-             sampled), {} waiting threads sampled without a stop, {} samples ({:.0} \
-             independent)",
-            s.ticks, s.interrupts, s.deferred, s.unstopped, s.samples, independent
+            "ptrace: {clocks}{blocked}; {} stops by CPU clocks, {} ticks, {} threads \
+             interrupted ({} found waiting for a CPU, not sampled), {} waiting threads \
+             sampled without a stop, {} samples ({:.0} independent)",
+            s.timer_stops, s.ticks, s.interrupts, s.deferred, s.unstopped, s.samples, independent
         )
     }
 
@@ -451,6 +517,7 @@ mod tests {
         let mut s = PtraceSampler::new(&PtraceConfig {
             frequency: 1000,
             off_cpu: false,
+            cpu_timers: true,
         });
         let v: Vec<u64> = (0..1000).map(|_| s.jittered_interval()).collect();
         assert!(v.iter().all(|&i| (500_000..1_500_000).contains(&i)));

@@ -85,7 +85,8 @@ impl PtraceSampler {
         if syscall != Some(RESTART_SYSCALL) {
             t.interrupted_syscall = syscall;
         }
-        if off_cpu.is_none() {
+        // Kept for the credit left at the thread's end; a thread its CPU clock times has none.
+        if off_cpu.is_none() && !t.timed() {
             let last = t.last_on_cpu.get_or_insert_with(|| (user, Vec::new()));
             t.last_weight = u64::from(count);
             last.0 = user;

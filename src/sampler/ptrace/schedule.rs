@@ -10,11 +10,16 @@ impl PtraceSampler {
     /// only once it gets one, and ticks must not wait for that).
     pub(super) fn tick(&mut self) {
         self.stats.ticks += 1;
+        self.look_after_clocks();
         let mut buf = [0u8; 512];
         let mut chosen = Vec::new();
         let mut still_waiting = Vec::new();
         let now = now_ns();
         for (&tid, t) in self.tracees.iter_mut() {
+            // Its own CPU clock stops it.
+            if t.timed() {
+                continue;
+            }
             if t.pending.is_some() && now > t.interrupted_at + STOP_TIMEOUT_NS {
                 // Never stopped (it cannot, e.g. stuck in the kernel): give up on this one;
                 // its stop, if it comes, only resumes it.

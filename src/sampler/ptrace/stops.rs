@@ -1,6 +1,7 @@
 //! Following the tracees: what each ptrace stop means (an interrupt of ours, a new thread or
 //! process, an exec, a signal, an exit) and resuming them.
 
+use super::timer::TIMER_SIGNAL;
 use super::*;
 use crate::arch;
 
@@ -46,6 +47,11 @@ impl PtraceSampler {
             }
             // Our interrupt, a new tracee's first stop, or the end of a group-stop.
             libc::PTRACE_EVENT_STOP => {}
+            // Its CPU clock's signal: sampled here, and not delivered.
+            0 if sig == TIMER_SIGNAL && self.is_timer_stop(tid) => {
+                self.sample_timer_stop(tid, time);
+                return;
+            }
             // A signal on its way to the tracee: deliver it.
             0 => deliver = sig,
             _ => {}
@@ -64,7 +70,9 @@ impl PtraceSampler {
             self.pending -= 1;
         }
         let pid = t.pid;
-        let (held, unseen) = if self.config.off_cpu {
+        // A thread timed by its CPU clock was sampled for every period it ended (the rest of
+        // the last one is not sampled, as with perf events).
+        let (held, unseen) = if self.config.off_cpu || t.timed() {
             (0, 0)
         } else {
             t.samples_left_at_end(period)
@@ -166,6 +174,7 @@ impl PtraceSampler {
             (ppid, parent.unwrap_or(ppid))
         };
         self.tracees.insert(tid, Tracee::new(pid, tid, true));
+        self.start_timer(tid);
         if !self.procs.contains_key(&pid) {
             // A new process starts with a copy of its parent's address space.
             let copy = self.procs.get(&ppid).cloned().unwrap_or_default();
@@ -176,6 +185,13 @@ impl PtraceSampler {
 
     pub(super) fn on_exec(&mut self, tid: u32, former: u32, time: u64) {
         let pid = self.tracees.get(&tid).map(|t| t.pid).unwrap_or(tid);
+        // A perf event follows its thread through exec: the one that called it keeps its CPU
+        // clock, under the id it has now (a non-leader takes the leader's).
+        let kept = self
+            .tracees
+            .get_mut(&former)
+            .filter(|_| former != tid)
+            .and_then(|t| t.timer.take());
         // Every other thread of the old program is gone; a non-leader that exec'd now has
         // the leader's id.
         let others: Vec<u32> = self
@@ -193,6 +209,15 @@ impl PtraceSampler {
         if let Some(tr) = self.tracees.get_mut(&tid) {
             // A non-leader that exec'd took the leader's id: its files are the leader's now.
             tr.open(tid);
+            if let Some(timer) = kept {
+                if timer.send_to(tid).is_ok() {
+                    tr.timer = Some(timer);
+                }
+            }
+        }
+        // The launched command was traced before its exec, untimed: its own code starts now.
+        if self.tracees.get(&tid).is_some_and(|t| t.timer.is_none()) {
+            self.start_timer(tid);
         }
         let name = linux::comm(pid, tid);
         self.push_with(time, |o| encode::comm(o, pid, tid, &name, true, time));

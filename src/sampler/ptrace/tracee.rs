@@ -1,6 +1,7 @@
 //! One traced thread: its open /proc files, its CPU-time accounting (how many samples a
 //! stop counts for), and what it was last sampled waiting in.
 
+use super::timer::CpuTimer;
 use super::*;
 
 /// How a thread was found before it was interrupted.
@@ -75,6 +76,9 @@ pub(super) struct Tracee {
     pub(super) last_on_cpu: Option<(UserRegs, Vec<u8>)>,
     /// The samples counted at that place so far.
     pub(super) last_weight: u64,
+    /// Its own CPU clock, where perf events allow one: it is sampled at the stops its
+    /// signals cause, not by ticks (see [`super::timer`]).
+    pub(super) timer: Option<CpuTimer>,
 }
 
 /// A thread as it was sampled waiting: registers at the syscall, and which syscall.
@@ -124,6 +128,7 @@ impl Tracee {
             group_stopped: false,
             last_on_cpu: None,
             last_weight: 0,
+            timer: None,
         };
         t.open(tid);
         if !from_start {
@@ -195,6 +200,20 @@ impl Tracee {
             (held / p) as u32,
             ((held % p) as u64 + since).div_euclid(period) as u32,
         )
+    }
+
+    /// From now on sampled by ticks (its CPU clock's signals do not come): the CPU time it
+    /// used since its clock last stopped it (`unsampled`, ns) is theirs to sample, as a
+    /// backlog.
+    pub(super) fn start_ticking(&mut self, unsampled: u64) {
+        self.cpu_ns = self.cpu_time().unwrap_or(0);
+        self.window_cpu = self.cpu_ns;
+        self.credit = unsampled.min(MAX_CREDIT_NS) as i64;
+    }
+
+    /// Sampled at the stops its CPU clock causes, not by ticks.
+    pub(super) fn timed(&self) -> bool {
+        self.timer.as_ref().is_some_and(|t| !t.retired)
     }
 
     pub(super) fn open(&mut self, tid: u32) {

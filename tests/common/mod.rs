@@ -23,6 +23,21 @@ pub const BOTH: [Build; 2] = [Build::FramePointers, Build::NoFramePointers];
 /// The sampling backends.
 pub const BACKENDS: [&str; 2] = ["perf", "ptrace"];
 
+/// The ptrace backend with its stops timed by ticks, as where perf events are refused (by
+/// default each thread's own CPU clock times them where perf events are allowed).
+pub const PTRACE_TICKS: &str = "ptrace-ticks";
+
+/// Both backends, and the ptrace backend timed by ticks.
+pub const BACKENDS_AND_CLOCKS: [&str; 3] = ["perf", "ptrace", PTRACE_TICKS];
+
+/// The arguments that choose `backend` (one of [`BACKENDS_AND_CLOCKS`]).
+pub fn backend_args(backend: &str) -> Vec<&str> {
+    match backend {
+        PTRACE_TICKS => vec!["--backend", "ptrace", "--debug-ptrace-ticks"],
+        b => vec!["--backend", b],
+    }
+}
+
 /// Every sampling backend with every build: the same assertions must hold for each.
 pub const BACKENDS_AND_BUILDS: [(&str, Build); 4] = [
     ("perf", Build::FramePointers),

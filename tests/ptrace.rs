@@ -448,15 +448,7 @@ fn cpu_shares_hold_with_every_core_busy() {
             None if backend == "perf" => total(&stacks),
             None => panic!("ptrace -v did not say how many samples are independent: {stderr}"),
         };
-        for (func, truth) in truths(&out.stdout) {
-            let share = self_share(&stacks, &func);
-            let tolerance = share_tolerance(truth, n, 3.0);
-            assert!(
-                (share - truth).abs() < tolerance,
-                "{backend} {func}: {share:.1}% of samples, the program measured {truth:.1}% \
-                 (allowed {tolerance:.1} points for {n} independent samples)"
-            );
-        }
+        assert_shares_match_truths(&stacks, &out.stdout, n, 3.0, backend);
     }
 }
 
@@ -575,18 +567,8 @@ fn stops_timed_by_cpu_clocks_land_where_the_time_goes_between_frequent_system_ca
             );
         }
         let n = ptrace_independent_samples(&stderr).unwrap_or_else(|| total(&stacks));
-        let truths = truths(&out.stdout);
-        assert_eq!(truths.len(), 1, "the workload printed no truth: {out:?}");
-        for (func, truth) in truths {
-            let share = self_share(&stacks, &func);
-            let tolerance = share_tolerance(truth, n, 3.0);
-            eprintln!("{backend} {func}: {share:.1}% of samples, truth {truth:.1}%");
-            assert!(
-                (share - truth).abs() < tolerance,
-                "{backend} {func}: {share:.1}% of samples, the program measured {truth:.1}% \
-                 (allowed {tolerance:.1} points for {n} independent samples)"
-            );
-        }
+        let truths = assert_shares_match_truths(&stacks, &out.stdout, n, 3.0, backend);
+        assert_eq!(truths, 1, "the workload printed no truth: {out:?}");
     }
 }
 
@@ -628,15 +610,6 @@ fn a_thread_that_blocks_the_clock_signal_is_sampled_by_ticks() {
         .collect();
     assert_samples_cover_cpu(total(&stacks), 1.5, 999, "ptrace");
     let n = ptrace_independent_samples(&stderr).expect("ptrace -v line");
-    let truths = truths(&out.stdout);
-    assert_eq!(truths.len(), 3, "the workload printed no truth: {out:?}");
-    for (func, truth) in truths {
-        let share = self_share(&stacks, &func);
-        let tolerance = share_tolerance(truth, n, 5.0);
-        assert!(
-            (share - truth).abs() < tolerance,
-            "{func}: {share:.1}% of samples, the program measured {truth:.1}% (allowed \
-             {tolerance:.1} points for {n} independent samples)"
-        );
-    }
+    let truths = assert_shares_match_truths(&stacks, &out.stdout, n, 5.0, "blocked");
+    assert_eq!(truths, 3, "the workload printed no truth: {out:?}");
 }

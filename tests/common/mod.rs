@@ -461,6 +461,30 @@ pub fn ptrace_independent_samples(stderr: &str) -> Option<u64> {
     before.rsplit_once(" (")?.1.parse().ok()
 }
 
+/// Check each function's self share in `stacks` against the truth the workload printed on
+/// `stdout`, within [`share_tolerance`] for `n` independent samples (at least `floor` points);
+/// returns how many truths it printed.
+pub fn assert_shares_match_truths(
+    stacks: &[Stack],
+    stdout: &[u8],
+    n: u64,
+    floor: f64,
+    what: &str,
+) -> usize {
+    let truths = truths(stdout);
+    for (func, truth) in &truths {
+        let share = self_share(stacks, func);
+        let tolerance = share_tolerance(*truth, n, floor);
+        eprintln!("{what} {func}: {share:.1}% of samples, truth {truth:.1}%");
+        assert!(
+            (share - truth).abs() < tolerance,
+            "{what} {func}: {share:.1}% of samples, the program measured {truth:.1}% \
+             (allowed {tolerance:.1} points for {n} independent samples)"
+        );
+    }
+    truths.len()
+}
+
 /// The program's own `truth NAME PERCENT` lines (the workloads measure their shares).
 pub fn truths(stdout: &[u8]) -> Vec<(String, f64)> {
     String::from_utf8_lossy(stdout)

@@ -40,6 +40,8 @@ pub(super) struct CpuTimer {
     period: u64,
     /// Its count (CPU time, ns) when that period began.
     armed_at: u64,
+    /// CPU time (ns) counted since the last stop and not yet sampled (less than a period).
+    owed: u64,
     /// Kernel time is counted and signalled too (the kernel allows it).
     kernel: bool,
     /// Signals off (the thread blocks them; ticks sample it instead).
@@ -79,6 +81,7 @@ impl CpuTimer {
             fd,
             period,
             armed_at: 0,
+            owed: 0,
             kernel,
             retired: false,
         };
@@ -122,25 +125,40 @@ impl CpuTimer {
 
     /// At one of its stops: the samples it counts for, and the timer armed again for a
     /// period drawn in [p/2, 3p/2) (`draw`: uniform in [0, 1)) so that periodic work cannot
-    /// fall in step with it, less the time the thread ran past the end of the last one (the
-    /// interrupt's latency, the signal's delivery): so the stops stay one per period of CPU
-    /// time on average. One sample, except where kernel time is counted: a thread busy in
-    /// the kernel for several periods gets one signal (they do not queue) and stops at the
-    /// end of the syscall, for all of them.
+    /// fall in step with it.
+    ///
+    /// Where kernel time is counted, a stop counts every nominal period of CPU time since the
+    /// last one, the rest carried over: a thread busy in the kernel for several periods gets
+    /// one signal (they do not queue) and stops at the end of the syscall, for all of them.
+    /// Otherwise one sample, and the next period is shortened by how far the last one ran
+    /// over (the interrupt's latency, the signal's delivery), so that the stops stay one per
+    /// period of CPU time on average.
     pub(super) fn samples_at_stop(&mut self, nominal: u64, draw: f64) -> u32 {
         let count = self.count();
         let elapsed = count.map_or(self.period, |c| c.saturating_sub(self.armed_at));
-        let periods = (elapsed / self.period.max(1)).max(1);
-        let late = elapsed.saturating_sub(periods * self.period);
+        let n = if self.kernel {
+            self.owed += elapsed;
+            let n = self.owed / nominal.max(1);
+            self.owed -= n * nominal.max(1);
+            n
+        } else {
+            1
+        };
+        // Only a stop at the end of one period ran over it by the latency; bounded, so the
+        // next period stays a period.
+        let over = if elapsed < 2 * self.period {
+            elapsed.saturating_sub(self.period).min(nominal / 4)
+        } else {
+            0
+        };
         let next = nominal / 2 + (nominal as f64 * draw) as u64;
-        let mut period = next.saturating_sub(late).max(MIN_PERIOD_NS);
+        let mut period = next.saturating_sub(over).max(MIN_PERIOD_NS);
         // SAFETY: PERF_EVENT_IOC_PERIOD reads a u64 from the pointer it is given (the
         // binding's argument type is the pointer's integer value).
         if unsafe { sys::ioctls::PERIOD(self.raw(), &mut period as *mut u64 as u64) } == 0 {
             self.period = period;
         }
         self.armed_at = count.unwrap_or(self.armed_at);
-        let n = if self.kernel { periods } else { 1 };
         n.min(u64::from(u32::MAX)) as u32
     }
 

@@ -34,7 +34,7 @@ __attribute__((noinline)) double calibrate(void) {
 
 int main(int argc, char **argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 2.0;
-    double alone = 0, computing = 0;
+    double alone = 0;
     long alone_calls = 0, mixed_calls = 0;
     double start = thread_cpu_seconds();
     while (thread_cpu_seconds() - start < seconds) {
@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
         mixed_calls += CALLS;
     }
     double total = thread_cpu_seconds() - start;
-    computing = alone + mixed_calls * (alone / alone_calls);
+    double computing = alone + mixed_calls * (alone / alone_calls);
     printf("truth compute %.2f\n", 100.0 * computing / total);
     return 0;
 }

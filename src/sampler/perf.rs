@@ -741,13 +741,18 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-fn open_one(attr: &mut sys::bindings::perf_event_attr, tid: u32, cpu: u32) -> io::Result<OwnedFd> {
+/// Open the event `attr` on thread `tid` (and what it inherits to) on CPU `cpu` (-1: any).
+pub(super) fn open_one(
+    attr: &mut sys::bindings::perf_event_attr,
+    tid: u32,
+    cpu: i32,
+) -> io::Result<OwnedFd> {
     // SAFETY: attr is a fully initialized perf_event_attr.
     let fd = unsafe {
         sys::perf_event_open(
             attr,
             tid as i32,
-            cpu as i32,
+            cpu,
             -1,
             sys::bindings::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
         )
@@ -823,7 +828,7 @@ fn open_all(
     match target {
         EventTarget::Launch(pid) => {
             for (i, &cpu) in cpus.iter().enumerate() {
-                per_cpu[i].push(open_one(&mut attr, *pid, cpu).map_err(|e| (cpu, e))?);
+                per_cpu[i].push(open_one(&mut attr, *pid, cpu as i32).map_err(|e| (cpu, e))?);
             }
         }
         EventTarget::Attach(pids) => {
@@ -841,7 +846,7 @@ fn open_all(
                 }
                 for tid in new {
                     for (i, &cpu) in cpus.iter().enumerate() {
-                        match open_one(&mut attr, tid, cpu) {
+                        match open_one(&mut attr, tid, cpu as i32) {
                             Ok(fd) => per_cpu[i].push(fd),
                             // The thread ended meanwhile.
                             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => break,

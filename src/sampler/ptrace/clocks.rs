@@ -77,11 +77,9 @@ impl PtraceSampler {
             return;
         }
         let n = timer.samples_at_stop(self.interval_ns, draw);
-        let captured = calls::registers(tid).map(|regs| self.capture(tid, &regs, time));
-        self.resume(tid, 0);
-        if let Some(captured) = captured {
+        let regs = calls::registers(tid);
+        if self.sample_and_resume(tid, regs, Seen::Running, n, 0, time) {
             self.stats.timer_stops += 1;
-            self.emit(tid, Seen::Running, n, captured, time);
         }
     }
 

@@ -143,15 +143,31 @@ impl PtraceSampler {
             }
             _ => 1 + std::mem::take(&mut t.ticks_waiting),
         };
-        // Resume before writing the record: the thread waits only for the copy.
+        self.sample_and_resume(tid, regs, seen, n, deliver, time);
+    }
+
+    /// Copy the stack of stopped `tid` (its registers `regs`) when the stop counts for `n` > 0
+    /// samples, resume it with `deliver`, then write the samples: the thread waits only for
+    /// the copy. Whether a sample was written.
+    pub(super) fn sample_and_resume(
+        &mut self,
+        tid: u32,
+        regs: Option<arch::PtraceRegs>,
+        seen: Seen,
+        n: u32,
+        deliver: i32,
+        time: u64,
+    ) -> bool {
         let captured = match regs {
             Some(regs) if n > 0 => Some(self.capture(tid, &regs, time)),
             _ => None,
         };
         self.resume(tid, deliver);
-        if let Some(captured) = captured {
-            self.emit(tid, seen, n, captured, time);
-        }
+        let Some(captured) = captured else {
+            return false;
+        };
+        self.emit(tid, seen, n, captured, time);
+        true
     }
 
     /// Let a stopped thread go on with `sig` (0: none): resumed, or detached once ember is

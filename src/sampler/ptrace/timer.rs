@@ -16,9 +16,11 @@
 //! clock runs on with no stop) and sampled by ticks from then on.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use perf_event_open_sys as sys;
+
+use crate::sampler::perf;
 
 /// The signal a thread's timer sends it.
 pub(super) const TIMER_SIGNAL: i32 = libc::SIGURG;
@@ -62,21 +64,8 @@ impl CpuTimer {
         attr.set_disabled(1);
         attr.set_exclude_hv(1);
         attr.set_exclude_kernel(u64::from(!kernel));
-        // SAFETY: attr is a fully initialized perf_event_attr.
-        let fd = unsafe {
-            sys::perf_event_open(
-                &mut attr,
-                tid as i32,
-                -1,
-                -1,
-                sys::bindings::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor that is ours.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // On whatever CPU the thread runs.
+        let fd = perf::open_one(&mut attr, tid, -1)?;
         let timer = CpuTimer {
             fd,
             period,
@@ -128,18 +117,19 @@ impl CpuTimer {
     /// fall in step with it.
     ///
     /// Where kernel time is counted, a stop counts every nominal period of CPU time since the
-    /// last one, the rest carried over: a thread busy in the kernel for several periods gets
-    /// one signal (they do not queue) and stops at the end of the syscall, for all of them.
-    /// Otherwise one sample, and the next period is shortened by how far the last one ran
-    /// over (the interrupt's latency, the signal's delivery), so that the stops stay one per
-    /// period of CPU time on average.
+    /// last one, the rest carried over (so some stops count none, some two): a thread busy in
+    /// the kernel for several periods gets one signal (they do not queue) and stops at the end
+    /// of the syscall, for all of them. Otherwise a stop is one sample. Either way the next
+    /// period is shortened by how far the last one ran over (the interrupt's latency, the
+    /// signal's delivery), so that the stops stay about one per period of CPU time.
     pub(super) fn samples_at_stop(&mut self, nominal: u64, draw: f64) -> u32 {
         let count = self.count();
         let elapsed = count.map_or(self.period, |c| c.saturating_sub(self.armed_at));
         let n = if self.kernel {
+            let nominal = nominal.max(1);
             self.owed += elapsed;
-            let n = self.owed / nominal.max(1);
-            self.owed -= n * nominal.max(1);
+            let n = self.owed / nominal;
+            self.owed -= n * nominal;
             n
         } else {
             1

@@ -139,13 +139,16 @@ impl StackUnwinder {
         out: &mut Vec<RawFrame>,
     ) -> bool {
         let sp = regs.sp;
-        let mut ran_out = false;
+        let (mut ran_out, mut failed) = (false, false);
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
-            let off = addr.checked_sub(sp).ok_or(())? as usize;
-            match off.checked_add(8).and_then(|end| stack.get(off..end)) {
+            let bytes = addr
+                .checked_sub(sp)
+                .and_then(|off| stack.get(off as usize..(off as usize).checked_add(8)?));
+            match bytes {
                 Some(b) => Ok(u64::from_le_bytes(b.try_into().expect("8 bytes"))),
                 None => {
-                    ran_out |= off >= stack.len();
+                    failed = true;
+                    ran_out |= addr >= sp && addr - sp >= stack.len() as u64;
                     Err(())
                 }
             }
@@ -163,6 +166,14 @@ impl StackUnwinder {
                 break;
             };
             out.push(RawFrame::User(frame.address_for_lookup()));
+        }
+        if failed {
+            // framehop caches the rule it used for each address, and where a rule needs a
+            // read that fails (the copy ran out, or the walk went wrong before) it falls back
+            // to frame pointers and caches that instead: every later sample at that address,
+            // with all the stack it needs, would then be unwound by frame pointers (made-up
+            // frames in code without them). Start with an empty cache instead.
+            self.cache = UnwindCache::new();
         }
         ran_out
     }

@@ -381,6 +381,35 @@ fn stacks_of_any_depth_are_whole_on_ptrace_and_cut_and_said_so_on_perf_events() 
     }
 }
 
+/// A frame bigger than any copy perf events take (testdata/bigframe.c: 600 KiB of locals
+/// between the work and `main`): every sample stops at that frame and says so
+/// (`[truncated]`). None may end there silently as if it were whole — the unwinder's cache
+/// once kept the frame-pointer guess it fell back on where the copy ran out, and used it for
+/// every later sample there.
+#[test]
+fn a_frame_bigger_than_any_copy_is_cut_and_said_so_on_perf_events() {
+    let _serial = serial();
+    let exe = workload("bigframe", Build::NoFramePointers);
+    let dir = scratch();
+    let folded = dir.path().join("big.folded");
+    let o = folded.to_str().unwrap();
+    record_ok(&[
+        "--backend",
+        "perf",
+        "-o",
+        o,
+        "--",
+        exe.to_str().unwrap(),
+        "1",
+    ]);
+    let stacks = read_folded(&folded);
+    assert!(samples_with(&stacks, "hold") as f64 > 0.9 * total(&stacks) as f64);
+    for s in stacks.iter().filter(|s| user_frames(s).contains(&"hold")) {
+        let user = user_frames(s);
+        assert_eq!(user[1], "[truncated]", "not said to be cut: {:?}", s.frames);
+    }
+}
+
 /// With every core busy a thread just woken from a sleep waits for a CPU, and a ptrace stop
 /// asked for meanwhile comes at the sleep's end, the first place it runs: the CPU time it
 /// burned before the sleep must still count where it was burned, not in `nanosleep`.

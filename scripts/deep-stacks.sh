@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Are the stacks of a big real program complete and named? Profiles rustc -O compiling a
 # real crate (regex-syntax, from this repository's lockfile), with each backend: perf events (default 32 KiB
-# stack copies, and the most they allow), and ptrace (whole stacks). For rustc's samples it
+# stack copies, and the most they allow), ptrace (whole stacks), and the default (perf events,
+# with a process whose stacks outgrow the copies taken over by ptrace). For rustc's samples it
 # prints: how many reach their thread's root (no `[truncated]`), how many frames are named
 # (not `module+0xADDR`, `[unknown]` or `[anon]`), and the compile's wall time against a bare
 # one in the same run.
@@ -65,7 +66,7 @@ echo "rustc -O building $version, $HZ Hz, $(nproc) CPUs"
 bare=$(build)
 printf '%-28s %8s %11s %11s %10s\n' "profiler" samples "whole" "named" "slowdown"
 for setup in "perf:--backend perf" "perf, 65016 B copies:--backend perf --stack-size 65016" \
-  "ptrace:--backend ptrace"; do
+  "ptrace:--backend ptrace" "default (auto, takeover):--backend auto"; do
   name=${setup%%:*}
   args=${setup#*:}
   # shellcheck disable=SC2086

@@ -248,7 +248,8 @@ pub enum CallGraphArg {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum BackendArg {
-    /// perf events; ptrace where they are refused (containers, perf_event_paranoid 3)
+    /// perf events, a process whose stacks outgrow their copies taken over by ptrace (whole
+    /// stacks); ptrace where perf events are refused (containers, perf_event_paranoid 3)
     Auto,
     /// perf events only (lowest overhead, kernel frames)
     Perf,

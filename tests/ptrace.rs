@@ -410,6 +410,79 @@ fn a_frame_bigger_than_any_copy_is_cut_and_said_so_on_perf_events() {
     }
 }
 
+/// By default (`auto`) the process of testdata/bigframe.c is taken over by ptrace after its
+/// first cut stacks, and from then on its stacks are whole, from `main`. Launched here through
+/// a shell that ember does not trace (ptrace then waits for ember's children): ember still
+/// ends with the shell's exit code.
+#[test]
+fn by_default_a_frame_bigger_than_any_copy_is_whole_once_taken_over() {
+    let _serial = serial();
+    let exe = workload("bigframe", Build::NoFramePointers);
+    let dir = scratch();
+    let folded = dir.path().join("big.folded");
+    let script = format!("{} 1.5; exit 7", exe.display());
+    let o = folded.to_str().unwrap();
+    let out = ember(&["record", "-v", "-o", o, "--", "sh", "-c", &script]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains("taken over by ptrace") && stderr.contains("bigframe_nofp"),
+        "{stderr}"
+    );
+    let stacks = read_folded(&folded);
+    let (mut whole, mut cut) = (0, 0);
+    for s in stacks.iter().filter(|s| user_leaf(s) == "burn") {
+        let user = user_frames(s);
+        if user[1] == "[truncated]" {
+            assert_eq!(&user[2..], ["hold", "burn"], "{:?}", s.frames);
+            cut += s.count;
+        } else {
+            assert!(user.ends_with(&["main", "hold", "burn"]), "{:?}", s.frames);
+            whole += s.count;
+        }
+    }
+    // Cut: only what was sampled before the takeover (a read or two of the ring buffers).
+    assert!(whole > 3 * cut, "{whole} whole, {cut} cut:\n{stderr}");
+}
+
+/// By default a process whose stacks outgrow perf events' copies (recursion 5,000 deep
+/// without frame pointers) is taken over by ptrace: `-v` names it, perf events' samples of it
+/// are left out from then on, and its stacks are whole, every one of the 5,000 frames from
+/// `main` to the leaf.
+#[test]
+fn by_default_deep_recursion_is_taken_over_by_ptrace_and_whole_from_then_on() {
+    let _serial = serial();
+    let exe = workload("recursion", Build::NoFramePointers);
+    let dir = scratch();
+    let folded = dir.path().join("deep.folded");
+    let args = ["-v", "--backend", "auto", "-o", folded.to_str().unwrap()];
+    let out = record_ok(&[&args[..], &["--", exe.to_str().unwrap(), "5000", "1.5"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("taken over by ptrace") && stderr.contains("left out"),
+        "{stderr}"
+    );
+    let stacks = read_folded(&folded);
+    let (mut whole, mut cut) = (0, 0);
+    for s in stacks.iter().filter(|s| user_leaf(s) == "leaf_burn") {
+        let user = user_frames(s);
+        let recursion = user.iter().filter(|f| **f == "recurse").count();
+        if user.contains(&"[truncated]") {
+            cut += s.count;
+        } else {
+            assert_eq!(recursion, 5000, "{:?}", &user[..4]);
+            assert!(user.contains(&"main"), "{:?}", &user[..4]);
+            whole += s.count;
+        }
+    }
+    assert!(whole > 3 * cut, "{whole} whole, {cut} cut:\n{stderr}");
+    assert!(
+        whole as f64 > 0.5 * total(&stacks) as f64,
+        "{whole} of {}",
+        total(&stacks)
+    );
+}
+
 /// With every core busy a thread just woken from a sleep waits for a CPU, and a ptrace stop
 /// asked for meanwhile comes at the sleep's end, the first place it runs: the CPU time it
 /// burned before the sleep must still count where it was burned, not in `nanosleep`.
@@ -493,7 +566,9 @@ fn no_stack_is_made_up_when_depth_and_path_flip_every_few_microseconds() {
     let _serial = serial();
     let dir = scratch();
     let folded = dir.path().join("flip.folded");
-    for (backend, build) in BACKENDS_AND_BUILDS {
+    // And by default: perf events, the process taken over by ptrace once its stacks are cut.
+    let auto = [("auto", Build::NoFramePointers)];
+    for (backend, build) in BACKENDS_AND_BUILDS.into_iter().chain(auto) {
         let exe = workload("flipflop", build);
         let args = ["-v", "--backend", backend, "-o", folded.to_str().unwrap()];
         let run = ["--", exe.to_str().unwrap(), "1.5", "100"];
@@ -555,6 +630,10 @@ fn no_stack_is_made_up_when_depth_and_path_flip_every_few_microseconds() {
                 assert!(cut > 0 && deep == 0, "{cut} cut, {deep} deep")
             }
             ("perf", _) => assert!(deep > 0, "frame pointers: {cut} cut, {deep} deep"),
+            ("auto", _) => assert!(
+                deep > 0 && stderr.contains("taken over by ptrace"),
+                "auto: {cut} cut, {deep} deep\n{stderr}"
+            ),
             _ => assert!(
                 cut == 0 && deep > 0,
                 "ptrace {build:?}: {cut} cut, {deep} deep"

@@ -3,9 +3,11 @@
 
 use std::collections::HashMap;
 
+use super::takeovers::Takeovers;
 use crate::modules::LoadSegment;
 use crate::process::{Mapping, ProcessTable};
 use crate::profile::{Frame, Profile};
+use crate::sampler::takeover::Requests;
 use crate::sampler::{CallGraph, Event, ForkEvent, SampleEvent, SampleLayout, SwitchEvent};
 use crate::symbolize::perfmap::PerfMap;
 use crate::unwind::{RawFrame, StackUnwinder, UnwindStats};
@@ -36,6 +38,8 @@ pub struct Collector {
     stack_parts: (u32, u64, Vec<u8>),
     /// A sample's whole stack: its own copy followed by its parts.
     whole_stack: Vec<u8>,
+    /// Processes whose stacks outgrow perf events' copies, taken over by ptrace.
+    pub(super) takeovers: Takeovers,
 }
 
 /// How a recording stands, for the live status line.
@@ -74,7 +78,14 @@ impl Collector {
             waits: None,
             stack_parts: (0, 0, Vec::new()),
             whole_stack: Vec::new(),
+            takeovers: Takeovers::default(),
         }
+    }
+
+    /// Ask through `requests` for processes whose stacks outgrow perf events' copies to be
+    /// taken over by ptrace ([`crate::sampler::takeover`]).
+    pub fn take_over_deep_processes(&mut self, requests: Requests) {
+        self.takeovers = Takeovers::new(requests);
     }
 
     /// Count samples taken at switch-out as waits until switch-in, at `frequency` per second.
@@ -143,6 +154,7 @@ impl Collector {
             }
             Event::Exit(f) => self.on_exit(f),
             Event::Lost(n) => self.profile.meta.lost += n,
+            Event::TakenOver { pid, time } => self.takeovers.taken_over(pid, time),
             Event::Throttle => self.profile.meta.throttled += 1,
             Event::Unthrottle => {}
         }
@@ -151,9 +163,16 @@ impl Collector {
     /// Unwind a sample, resolve its frames and count it (or, taken at a switch-out, start
     /// counting the wait it stands for).
     fn on_sample(&mut self, s: &SampleEvent) {
+        if self.takeovers.leaves_out(s) {
+            return;
+        }
         self.procs.touch_thread(s.pid, s.tid);
         self.unwinder
             .unwind(self.procs.get(s.pid), s, &mut self.raw);
+        if !s.from_ptrace {
+            let cut = self.raw.last() == Some(&RawFrame::Truncated);
+            self.takeovers.unwound(s.pid, cut);
+        }
         self.frames.clear();
         if let Some(reason) = s.off_cpu {
             self.frames.push(Frame::OffCpu(reason));
@@ -215,6 +234,7 @@ impl Collector {
         }
         self.procs.on_exit(f.pid, f.tid);
         if f.pid == f.tid {
+            self.takeovers.ended(f.pid);
             // Read its JIT map while it is still there.
             self.load_perf_map(f.pid);
         }

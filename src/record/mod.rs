@@ -13,6 +13,7 @@ mod reader;
 mod snapshot;
 mod start;
 mod summary;
+mod takeovers;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -153,6 +154,7 @@ impl Recording {
             perf_maps,
             earlier_windows: collector_earlier,
             earlier_lost,
+            takeovers,
             ..
         } = collector;
         let about = About {
@@ -161,6 +163,7 @@ impl Recording {
             start,
             duration,
             parse_errors,
+            taken_over: takeovers.any(),
         };
         fill_metadata(&mut profile, &procs, opts, about);
         Recording {
@@ -229,6 +232,8 @@ struct About {
     start: Option<std::time::SystemTime>,
     duration: std::time::Duration,
     parse_errors: u64,
+    /// Processes were taken over by ptrace because their stacks outgrew perf events' copies.
+    taken_over: bool,
 }
 
 /// Give `profile` its metadata (what was profiled, processes, threads, warnings), keeping only
@@ -246,12 +251,12 @@ fn fill_metadata(profile: &mut Profile, procs: &ProcessTable, opts: &RecordOptio
     }
     // After filtering: a file that could not be read matters only where it was sampled.
     warn_about_inputs(profile, procs, about.parse_errors);
-    warn_about_cut_stacks(profile, about.event.starts_with("ptrace"));
+    warn_about_cut_stacks(profile, about.event.starts_with("ptrace"), about.taken_over);
 }
 
 /// Stacks cut short at the root end (`[truncated]`) hang off a tower of their own instead
 /// of under their callers: where more than 1 % of the samples are, say so and what helps.
-fn warn_about_cut_stacks(profile: &mut Profile, ptrace: bool) {
+fn warn_about_cut_stacks(profile: &mut Profile, ptrace: bool, taken_over: bool) {
     let total = profile.total_samples();
     let cut = profile.samples_rooted_at(Frame::Truncated);
     if cut * 100 <= total {
@@ -259,6 +264,9 @@ fn warn_about_cut_stacks(profile: &mut Profile, ptrace: bool) {
     }
     let help = if ptrace {
         "the stack was deeper than the 8 MiB ember copies, or not in a mapping of its own"
+    } else if taken_over {
+        "perf events copy at most --stack-size bytes of stack per sample, and these were taken \
+         before ptrace took their process over (it copies whole stacks; see -v)"
     } else {
         "perf events copy at most --stack-size bytes of stack per sample (65016 at most), too \
          few for these deep stacks without frame pointers; --backend ptrace copies whole \

@@ -262,6 +262,13 @@ struct Worker {
 
 impl Worker {
     fn run(mut self, rx: mpsc::Receiver<Work>) -> Collector {
+        // SIGCHLD is the reader's: a sampler that traces threads waits for it there (and
+        // one that takes processes over starts doing so only after this thread started).
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&nix::sys::signal::SigSet::from(Signal::SIGCHLD)),
+            None,
+        );
         for work in rx {
             match work {
                 Work::Batch(batch, watermark) => self.take(batch, watermark),

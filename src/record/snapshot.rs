@@ -130,6 +130,7 @@ fn take_window(
         start: wall.checked_sub(duration),
         duration,
         parse_errors: collector.parse_errors,
+        taken_over: collector.takeovers.any(),
     };
     if window.reset {
         plan.since = now;

@@ -12,7 +12,8 @@ use super::{RecordError, RecordOptions};
 use crate::output;
 use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
 use crate::sampler::ptrace::{PtraceConfig, PtraceError, PtraceSampler};
-use crate::sampler::{self, relay, Backend, OpenedEvent, SampleLayout, Sampler};
+use crate::sampler::takeover::{Requests, TakeoverSampler};
+use crate::sampler::{self, relay, Backend, CallGraph, OpenedEvent, SampleLayout, Sampler};
 use crate::target::{self, GatedChild};
 
 /// A sampler running on its target, the command not released yet.
@@ -74,21 +75,23 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
         // After the fork, so the command runs at the user's priority.
         let nice = sampler::raise_reader_priority();
         // On error `child` is dropped unreleased: the command never runs.
-        let sampler = open_sampler(
+        let opened = open_sampler(
             opts,
             nice.is_none(),
             || PerfSampler::for_launch(child.pid(), &perf_config),
             || PtraceSampler::for_launch(child.pid(), &ptrace_config),
         )?;
+        let sampler = with_takeover(opts, opened, Some(child.pid()), &mut collector);
         (sampler, nice, Live::Command(child), opts.command.clone())
     } else {
         let nice = sampler::raise_reader_priority();
-        let sampler = open_sampler(
+        let opened = open_sampler(
             opts,
             nice.is_none(),
             || PerfSampler::for_attach(&opts.pids, &perf_config),
             || PtraceSampler::for_attach(&opts.pids, &ptrace_config),
         )?;
+        let sampler = with_takeover(opts, opened, None, &mut collector);
         let description = seed_attached(&mut collector, &opts.pids);
         (sampler, nice, Live::Pids(opts.pids.clone()), description)
     };
@@ -159,6 +162,9 @@ fn seed_attached(collector: &mut Collector, pids: &[u32]) -> Vec<String> {
     description
 }
 
+/// A sampler as opened, and which backend it is (perf events or ptrace).
+type Opened = (Box<dyn Sampler>, Backend);
+
 /// Open the sampler `opts.backend` asks for; `auto` falls back to ptrace, saying so once,
 /// when perf events are refused. With `relay`, perf events are read by a process of their
 /// own ([`relay`]).
@@ -167,13 +173,14 @@ fn open_sampler(
     relay: bool,
     perf: impl FnOnce() -> Result<PerfSampler, PerfError>,
     ptrace: impl FnOnce() -> Result<PtraceSampler, PtraceError>,
-) -> Result<Box<dyn Sampler>, RecordError> {
+) -> Result<Opened, RecordError> {
     let kernel_required = opts.kernel == KernelFrames::Require;
-    let perf = || perf().map(|s| read_perf(s, relay));
+    let perf = || perf().map(|s| (read_perf(s, relay), Backend::Perf));
+    let ptrace = || ptrace().map(|s| (Box::new(s) as Box<dyn Sampler>, Backend::Ptrace));
     match opts.backend {
         Backend::Perf => Ok(perf()?),
         Backend::Ptrace if kernel_required => Err(RecordError::KernelNeedsPerf),
-        Backend::Ptrace => Ok(Box::new(ptrace()?)),
+        Backend::Ptrace => Ok(ptrace()?),
         // Kernel frames required: no fallback that cannot give them.
         Backend::Auto if kernel_required => Ok(perf()?),
         Backend::Auto => match perf() {
@@ -185,7 +192,7 @@ fn open_sampler(
                     refusal(&refused)
                 ));
                 match ptrace() {
-                    Ok(s) => Ok(Box::new(s)),
+                    Ok(s) => Ok(s),
                     Err(e) => Err(RecordError::BothRefused {
                         perf: refused,
                         ptrace: e,
@@ -195,6 +202,29 @@ fn open_sampler(
             Err(e) => Err(e.into()),
         },
     }
+}
+
+/// Where `auto` samples a CPU profile with perf events and unwinds their stack copies (and
+/// kernel frames are not required), processes whose stacks outgrow the copies are taken over
+/// by ptrace ([`sampler::takeover`]); the collector asks for them.
+fn with_takeover(
+    opts: &RecordOptions,
+    (sampler, backend): Opened,
+    root: Option<u32>,
+    collector: &mut Collector,
+) -> Box<dyn Sampler> {
+    let wanted = opts.backend == Backend::Auto
+        && backend == Backend::Perf
+        && !opts.off_cpu
+        && opts.call_graph != CallGraph::Fp
+        && opts.kernel != KernelFrames::Require;
+    if !wanted {
+        return sampler;
+    }
+    let requests = Requests::new();
+    collector.take_over_deep_processes(requests.clone());
+    let (_, ptrace) = configs(opts);
+    Box::new(TakeoverSampler::new(sampler, &ptrace, root, requests))
 }
 
 /// Perf events read here, or by a process of their own session with `relay` (where that
@@ -310,6 +340,13 @@ impl Started {
         collector.finish(ended_ns);
         // What the backend learnt while sampling and detaching (sample_until disabled it).
         collector.warn(sampler.notes().iter().skip(notes_taken).cloned());
+        let mut detail = sampler.detail();
+        if collector.takeovers.left_out > 0 {
+            detail += &format!(
+                "; {} samples of perf events left out (their processes were taken over)",
+                collector.takeovers.left_out
+            );
+        }
         // With windows, the last one began when the one before it was taken.
         let window_began = collector.window_began.unwrap_or(started);
         Ok(Sampled {
@@ -322,7 +359,7 @@ impl Started {
                 .1
                 .checked_sub(ended.0.saturating_duration_since(window_began)),
             event: sampler.event(),
-            detail: sampler.detail(),
+            detail,
             description,
             reader,
         })

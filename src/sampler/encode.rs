@@ -4,9 +4,9 @@
 //! one profile serve every backend.
 
 use super::records::{
-    SampleLayout, EMBER_RECORD_OFF_CPU_SAMPLE, EMBER_RECORD_STACK_PART, PERF_RECORD_COMM,
-    PERF_RECORD_EXIT, PERF_RECORD_FORK, PERF_RECORD_LOST_SAMPLES, PERF_RECORD_MISC_COMM_EXEC,
-    PERF_RECORD_MMAP2, PERF_RECORD_SAMPLE,
+    SampleLayout, EMBER_RECORD_OFF_CPU_SAMPLE, EMBER_RECORD_PTRACE_SAMPLE, EMBER_RECORD_STACK_PART,
+    EMBER_RECORD_TAKEOVER, PERF_RECORD_COMM, PERF_RECORD_EXIT, PERF_RECORD_FORK,
+    PERF_RECORD_LOST_SAMPLES, PERF_RECORD_MISC_COMM_EXEC, PERF_RECORD_MMAP2,
 };
 use super::{UserRegs, WaitReason};
 
@@ -92,7 +92,7 @@ pub fn sample(out: &mut Vec<u8>, s: &Sample) {
     let kind = if s.off_cpu.is_some() {
         EMBER_RECORD_OFF_CPU_SAMPLE
     } else {
-        PERF_RECORD_SAMPLE
+        EMBER_RECORD_PTRACE_SAMPLE
     };
     let mut r = Rec::begin(out, kind, MISC_USER);
     if let Some(reason) = s.off_cpu {
@@ -177,6 +177,13 @@ pub fn lost(out: &mut Vec<u8>, pid: u32, tid: u32, count: u64, time: u64) {
         .finish();
 }
 
+/// From `time` on, process `pid` is sampled by ptrace (see [`EMBER_RECORD_TAKEOVER`]).
+pub fn takeover(out: &mut Vec<u8>, pid: u32, time: u64) {
+    Rec::begin(out, EMBER_RECORD_TAKEOVER, 0)
+        .sample_id(pid, pid, time)
+        .finish();
+}
+
 /// A thread or process started (`exit` false) or ended.
 pub fn task(out: &mut Vec<u8>, exit: bool, pid: u32, ppid: u32, tid: u32, ptid: u32, time: u64) {
     let kind = if exit {
@@ -251,6 +258,8 @@ mod tests {
         // Cut to whole words.
         assert_eq!(p.user_stack, &stack[..96]);
         assert_eq!(p.off_cpu, None);
+        assert!(p.from_ptrace);
+        assert!(LAYOUT.stack_copy(&out).is_some());
 
         out.clear();
         sample(
@@ -266,6 +275,14 @@ mod tests {
         };
         assert_eq!(p.off_cpu, Some(WaitReason::Unknown));
         assert_eq!(p.user_stack, &stack[..96]);
+
+        out.clear();
+        takeover(&mut out, 9, 1234);
+        assert_eq!(LAYOUT.record_time(&out), 1234);
+        assert_eq!(
+            LAYOUT.parse(&out).unwrap(),
+            Some(Event::TakenOver { pid: 9, time: 1234 })
+        );
 
         out.clear();
         mmap2(

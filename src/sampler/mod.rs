@@ -9,6 +9,7 @@ pub mod ptrace;
 pub mod queue;
 pub mod records;
 pub mod relay;
+pub mod takeover;
 
 pub use queue::{RecordBatch, RecordQueue};
 pub use records::{SampleLayout, UserRegs};
@@ -48,6 +49,8 @@ pub struct SampleEvent<'a> {
     /// Taken as the thread was switched out (wall-clock profiles on perf events): it stands
     /// for the time until the thread is switched in again.
     pub switched_out: bool,
+    /// Taken by the ptrace backend, not by perf events.
+    pub from_ptrace: bool,
 }
 
 /// Stack bytes of the sample of `tid` at `time` that come after what the sample holds.
@@ -127,6 +130,12 @@ pub enum Event<'a> {
     Switch(SwitchEvent),
     /// More of the stack of the thread's next sample.
     StackPart(StackPart<'a>),
+    /// From `time` on, process `pid` is sampled by ptrace: perf events' samples of it do
+    /// not count (see [`takeover`]).
+    TakenOver {
+        pid: u32,
+        time: u64,
+    },
     /// The kernel lowered the sampling rate because sampling took too long.
     Throttle,
     Unthrottle,

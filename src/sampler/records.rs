@@ -35,6 +35,13 @@ pub const EMBER_RECORD_SWITCH_OUT_SAMPLE: u32 = 0x4000_0002;
 /// Its body is the bytes, continuing where the sample's copy (and the parts before) end,
 /// then the `sample_id` trailer.
 pub const EMBER_RECORD_STACK_PART: u32 = 0x4000_0003;
+/// ember's own record: a `PERF_RECORD_SAMPLE` taken by the ptrace backend (which stops the
+/// thread and copies its whole stack). Where perf events sample the same process too (one
+/// taken over because its stacks outgrow perf's copies), these are the samples that count.
+pub const EMBER_RECORD_PTRACE_SAMPLE: u32 = 0x4000_0004;
+/// ember's own record: from its time on, the ptrace backend samples the process of its
+/// `sample_id` trailer, and perf events' samples of that process are left out. No body.
+pub const EMBER_RECORD_TAKEOVER: u32 = 0x4000_0005;
 
 /// How a [`WaitReason`] is written in an `EMBER_RECORD_OFF_CPU_SAMPLE`: the syscall number,
 /// or one of these (far above any syscall number).
@@ -250,7 +257,10 @@ impl SampleLayout {
         };
         if matches!(
             h.kind,
-            PERF_RECORD_SAMPLE | EMBER_RECORD_OFF_CPU_SAMPLE | EMBER_RECORD_SWITCH_OUT_SAMPLE
+            PERF_RECORD_SAMPLE
+                | EMBER_RECORD_OFF_CPU_SAMPLE
+                | EMBER_RECORD_SWITCH_OUT_SAMPLE
+                | EMBER_RECORD_PTRACE_SAMPLE
         ) {
             let start = if h.kind != EMBER_RECORD_OFF_CPU_SAMPLE {
                 RecordHeader::SIZE
@@ -287,8 +297,10 @@ impl SampleLayout {
     /// and samples without a copy).
     pub fn stack_copy(&self, rec: &[u8]) -> Option<StackCopy> {
         let h = RecordHeader::parse(rec)?;
-        if !matches!(h.kind, PERF_RECORD_SAMPLE | EMBER_RECORD_SWITCH_OUT_SAMPLE)
-            || self.sample_type & PERF_SAMPLE_STACK_USER == 0
+        if !matches!(
+            h.kind,
+            PERF_RECORD_SAMPLE | EMBER_RECORD_SWITCH_OUT_SAMPLE | EMBER_RECORD_PTRACE_SAMPLE
+        ) || self.sample_type & PERF_SAMPLE_STACK_USER == 0
             || h.size as usize != rec.len()
         {
             return None;
@@ -323,11 +335,24 @@ impl SampleLayout {
                 s.switched_out = true;
                 Event::Sample(s)
             }
+            EMBER_RECORD_PTRACE_SAMPLE => {
+                let mut s = self.parse_sample(h, rec, RecordHeader::SIZE)?;
+                s.from_ptrace = true;
+                Event::Sample(s)
+            }
             EMBER_RECORD_OFF_CPU_SAMPLE => {
                 let reason = c.u64()?;
                 let mut s = self.parse_sample(h, rec, RecordHeader::SIZE + 8)?;
                 s.off_cpu = Some(WaitReason::from_wire(reason));
+                s.from_ptrace = true;
                 Event::Sample(s)
+            }
+            EMBER_RECORD_TAKEOVER => {
+                let id = self.parse_sample_id(rec)?;
+                Event::TakenOver {
+                    pid: id.pid,
+                    time: id.time.unwrap_or(0),
+                }
             }
             EMBER_RECORD_STACK_PART => {
                 let id = self.parse_sample_id(rec)?;

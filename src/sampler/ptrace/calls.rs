@@ -16,19 +16,21 @@ fn pid(tid: u32) -> Pid {
     Pid::from_raw(tid as i32)
 }
 
-/// The events every tracee reports: new threads and children (attached by the kernel),
-/// `exec`, and exit.
-fn options() -> Options {
-    Options::PTRACE_O_TRACECLONE
-        | Options::PTRACE_O_TRACEFORK
-        | Options::PTRACE_O_TRACEVFORK
-        | Options::PTRACE_O_TRACEEXEC
-        | Options::PTRACE_O_TRACEEXIT
+/// The events every tracee reports: new threads (attached by the kernel), and with
+/// `children` new processes too, `exec`, and exit.
+fn options(children: bool) -> Options {
+    let threads =
+        Options::PTRACE_O_TRACECLONE | Options::PTRACE_O_TRACEEXEC | Options::PTRACE_O_TRACEEXIT;
+    if children {
+        threads | Options::PTRACE_O_TRACEFORK | Options::PTRACE_O_TRACEVFORK
+    } else {
+        threads
+    }
 }
 
-/// Trace `tid` without stopping it.
-pub(super) fn seize(tid: u32) -> io::Result<()> {
-    ptrace::seize(pid(tid), options()).map_err(io::Error::from)
+/// Trace `tid` without stopping it, and with `children` the processes it starts.
+pub(super) fn seize(tid: u32, children: bool) -> io::Result<()> {
+    ptrace::seize(pid(tid), options(children)).map_err(io::Error::from)
 }
 
 /// Make a tracee stop soon (it reports the stop through waitpid).

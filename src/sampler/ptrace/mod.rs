@@ -151,6 +151,10 @@ pub struct PtraceSampler {
     all_timed: bool,
     /// When the clocks were last looked after (monotonic ns).
     looked_after: u64,
+    /// Sampling processes that perf events follow too ([`super::takeover`]): their threads,
+    /// names and mappings are told by perf events; only samples are written here, and the
+    /// processes they start are left to perf events.
+    takeover: bool,
     pub stats: PtraceStats,
     pub notes: Vec<String>,
 }
@@ -193,6 +197,7 @@ impl PtraceSampler {
             },
             all_timed: false,
             looked_after: 0,
+            takeover: false,
             stats: PtraceStats::default(),
             notes: Vec::new(),
         };
@@ -216,7 +221,7 @@ impl PtraceSampler {
 
     /// Trace a launched command that has not called `exec` yet; sampling starts at its exec.
     pub fn for_launch(pid: u32, config: &PtraceConfig) -> Result<PtraceSampler, PtraceError> {
-        seize(pid).map_err(|e| refusal(pid, e))?;
+        seize(pid, true).map_err(|e| refusal(pid, e))?;
         let mut s = PtraceSampler::new(config);
         s.root = Some(pid);
         s.tracees.insert(pid, Tracee::new(pid, pid, true));
@@ -229,38 +234,71 @@ impl PtraceSampler {
         let mut s = PtraceSampler::new(config);
         let time = now_ns();
         for &pid in pids {
-            // Threads started meanwhile by a seized thread are attached by the kernel; the
-            // others are found by listing again until the list stands still.
-            let mut first = true;
-            loop {
-                let tids =
-                    linux::list_threads(pid).map_err(|e| PtraceError::Seize { pid, source: e })?;
-                let new: Vec<u32> = tids
-                    .into_iter()
-                    .filter(|t| !s.tracees.contains_key(t))
-                    .collect();
-                if new.is_empty() {
-                    break;
-                }
-                for tid in new {
-                    match seize(tid) {
-                        Ok(()) => {}
-                        Err(e) if e.raw_os_error() == Some(libc::ESRCH) && !first => continue,
-                        Err(e) => {
-                            s.detach_all();
-                            return Err(refusal(pid, e));
-                        }
-                    }
-                    first = false;
-                    s.tracees.insert(tid, Tracee::new(pid, tid, false));
-                    let name = linux::comm(pid, tid);
-                    s.push_with(time, |o| encode::comm(o, pid, tid, &name, false, time));
-                }
+            if let Err(e) = s.seize_threads(pid, time) {
+                s.detach_all();
+                return Err(e);
             }
             s.procs.insert(pid, TracedProcess::default());
             s.scan_maps(pid, time);
         }
         Ok(s)
+    }
+
+    /// Trace nothing yet: processes that perf events sample are taken over one by one with
+    /// [`PtraceSampler::take_over`]. `root`: the launched command, which the sampler reaps
+    /// once it waits for tracees (waiting for it elsewhere would take their stops).
+    pub fn for_takeover(root: Option<u32>, config: &PtraceConfig) -> PtraceSampler {
+        let mut s = PtraceSampler::new(config);
+        s.root = root;
+        s.takeover = true;
+        s
+    }
+
+    /// Sample every thread of process `pid` from now on, each timed by its own CPU clock,
+    /// and write the record from whose time on perf events' samples of it are left out
+    /// (also when only some of its threads could be seized: the others' are not doubled).
+    pub fn take_over(&mut self, pid: u32) -> Result<(), PtraceError> {
+        let time = now_ns();
+        let seized = self.seize_threads(pid, time);
+        if self.tracees.values().any(|t| t.pid == pid) {
+            self.procs.insert(pid, TracedProcess::default());
+            self.scan_maps(pid, time);
+            let time = now_ns();
+            self.push_with(time, |o| encode::takeover(o, pid, time));
+        }
+        seized
+    }
+
+    /// Seize every thread of `pid`: those started meanwhile by a seized thread are attached
+    /// by the kernel, the others are found by listing again until the list stands still.
+    /// Taking over, each gets its CPU clock at once; attaching, at the first tick.
+    fn seize_threads(&mut self, pid: u32, time: u64) -> Result<(), PtraceError> {
+        let mut first = true;
+        loop {
+            let tids =
+                linux::list_threads(pid).map_err(|e| PtraceError::Seize { pid, source: e })?;
+            let new: Vec<u32> = tids
+                .into_iter()
+                .filter(|t| !self.tracees.contains_key(t))
+                .collect();
+            if new.is_empty() {
+                return Ok(());
+            }
+            for tid in new {
+                match seize(tid, !self.takeover) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) && !first => continue,
+                    Err(e) => return Err(refusal(pid, e)),
+                }
+                first = false;
+                self.tracees.insert(tid, Tracee::new(pid, tid, false));
+                if self.takeover {
+                    self.start_timer(tid);
+                }
+                let name = linux::comm(pid, tid);
+                self.announce(time, |o| encode::comm(o, pid, tid, &name, false, time));
+            }
+        }
     }
 
     /// Uniform in [interval/2, 3*interval/2): mean 1/F.
@@ -272,6 +310,24 @@ impl PtraceSampler {
         let start = self.out.len();
         write(&mut self.out);
         self.entries.push((time, start, self.out.len() - start));
+    }
+
+    /// Write a record of what happened to a process (a thread, a name, a mapping), unless
+    /// perf events tell it (taking over).
+    fn announce(&mut self, time: u64, write: impl FnOnce(&mut Vec<u8>)) {
+        if !self.takeover {
+            self.push_with(time, write);
+        }
+    }
+
+    /// Whether process `pid` is traced.
+    pub fn traces(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid)
+    }
+
+    /// Whether any thread is traced (and sampling goes on): waiting then handles their stops.
+    pub fn following(&self) -> bool {
+        !self.detached && !self.tracees.is_empty() && self.root_exit.is_none()
     }
 
     /// Sample on every tick and follow the tracees for up to `timeout_ms`; returns early when

@@ -195,8 +195,12 @@ impl PtraceSampler {
             // A new process starts with a copy of its parent's address space.
             let copy = self.procs.get(&ppid).cloned().unwrap_or_default();
             self.procs.insert(pid, copy);
+            if self.takeover {
+                // Traced with its parent (a clone that is not a thread): ptrace's too.
+                self.push_with(time, |o| encode::takeover(o, pid, time));
+            }
         }
-        self.push_with(time, |o| encode::task(o, false, pid, ppid, tid, ptid, time));
+        self.announce(time, |o| encode::task(o, false, pid, ppid, tid, ptid, time));
     }
 
     pub(super) fn on_exec(&mut self, tid: u32, former: u32, time: u64) {
@@ -218,7 +222,7 @@ impl PtraceSampler {
             .collect();
         for t in others {
             if t != former {
-                self.push_with(time, |o| encode::task(o, true, pid, pid, t, t, time));
+                self.announce(time, |o| encode::task(o, true, pid, pid, t, t, time));
             }
             self.forget(t);
         }
@@ -236,7 +240,7 @@ impl PtraceSampler {
             self.start_timer(tid);
         }
         let name = linux::comm(pid, tid);
-        self.push_with(time, |o| encode::comm(o, pid, tid, &name, true, time));
+        self.announce(time, |o| encode::comm(o, pid, tid, &name, true, time));
         self.procs.insert(pid, TracedProcess::default());
         self.scan_maps(pid, time);
     }
@@ -257,7 +261,7 @@ impl PtraceSampler {
             return;
         };
         self.forget(tid);
-        self.push_with(time, |o| encode::task(o, true, pid, pid, tid, tid, time));
+        self.announce(time, |o| encode::task(o, true, pid, pid, tid, tid, time));
         if tid == pid {
             self.procs.remove(&pid);
         }
@@ -302,7 +306,7 @@ impl PtraceSampler {
             (proc.gap * 2).clamp(MIN_RESCAN_NS, RESCAN_NS)
         };
         for m in &new {
-            self.push_with(time, |o| encode::mmap2(o, m));
+            self.announce(time, |o| encode::mmap2(o, m));
         }
     }
 }

@@ -145,10 +145,16 @@ impl Collector {
                 }
             }
             Event::Comm(c) => {
+                if c.exec {
+                    self.takeovers.started();
+                }
                 let name = String::from_utf8_lossy(c.name);
                 self.procs.on_comm(c.pid, c.tid, &name, c.exec);
             }
             Event::Fork(f) => {
+                if f.pid == f.tid {
+                    self.takeovers.started();
+                }
                 self.procs.on_fork(f.pid, f.ppid, f.tid);
                 self.profile.meta.lifetimes.entry(f.tid).or_default().0 = Some(f.time);
             }

@@ -8,6 +8,7 @@ use super::collector::Collector;
 use super::live::{Began, Feed, LiveFeed};
 use super::reader::{sample_until, Live, Processing, ReadPlan, Status, Stop};
 use super::snapshot::SnapshotPlan;
+use super::takeovers;
 use super::{RecordError, RecordOptions};
 use crate::output;
 use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
@@ -222,6 +223,8 @@ fn with_takeover(
         return sampler;
     }
     let requests = Requests::new();
+    // The command (or the processes attached to) starts now: its stacks are judged soon.
+    requests.watch(takeovers::WATCH_NS);
     collector.take_over_deep_processes(requests.clone());
     let (_, ptrace) = configs(opts);
     Box::new(TakeoverSampler::new(sampler, &ptrace, root, requests))

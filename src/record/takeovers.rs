@@ -7,6 +7,10 @@ use std::collections::{HashMap, HashSet};
 use crate::sampler::takeover::Requests;
 use crate::sampler::SampleEvent;
 
+/// How long the reader is asked to read often after a process starts or its first stack is
+/// found cut (see [`Requests::watch`]).
+pub(super) const WATCH_NS: u64 = 500_000_000;
+
 /// A process is asked for once this many of its samples were cut...
 const MIN_CUT: u64 = 3;
 /// ... among this many of its latest (counted afresh after each such run of samples): a
@@ -18,8 +22,8 @@ const CUT_WINDOW: u64 = 300;
 pub(super) struct Takeovers {
     /// Where to ask; `None`: nothing is taken over (ptrace, or perf events alone, asked for).
     requests: Option<Requests>,
-    /// Per process: perf events' samples unwound in the current window, and those cut before
-    /// the thread's first frame (the copy ran out).
+    /// Per process with cut stacks: perf events' samples unwound in the current window, and
+    /// those cut before the thread's first frame (the copy ran out).
     seen: HashMap<u32, (u64, u64)>,
     asked: HashSet<u32>,
     /// Processes ptrace samples, and from when.
@@ -40,6 +44,9 @@ impl Takeovers {
 
     /// Whether sample `s` is left out: perf events' sample of a process ptrace samples.
     pub(super) fn leaves_out(&mut self, s: &SampleEvent) -> bool {
+        if self.since.is_empty() {
+            return false;
+        }
         let out = !s.from_ptrace && self.since.get(&s.pid).is_some_and(|&t| s.time >= t);
         self.left_out += u64::from(out);
         out
@@ -50,7 +57,18 @@ impl Takeovers {
         let Some(requests) = &self.requests else {
             return;
         };
-        let (samples, cuts) = self.seen.entry(pid).or_default();
+        // Counted from a process's first cut stack on: nothing to do for shallow ones.
+        if !cut && self.seen.is_empty() {
+            return;
+        }
+        let (samples, cuts) = match self.seen.get_mut(&pid) {
+            Some(counts) => counts,
+            None if cut => {
+                requests.watch(WATCH_NS);
+                self.seen.entry(pid).or_default()
+            }
+            None => return,
+        };
         if *samples == CUT_WINDOW {
             (*samples, *cuts) = (0, 0);
         }
@@ -58,6 +76,14 @@ impl Takeovers {
         *cuts += u64::from(cut);
         if *cuts >= MIN_CUT && self.asked.insert(pid) {
             requests.ask(pid);
+        }
+    }
+
+    /// A process started (or called `exec`): the reader reads often for a while, so that its
+    /// stacks are judged soon.
+    pub(super) fn started(&self) {
+        if let Some(requests) = &self.requests {
+            requests.watch(WATCH_NS);
         }
     }
 

@@ -16,15 +16,21 @@
 //! whole process trees and cannot leave one process out; they tell of its threads, names
 //! and mappings as before). Processes the taken-over one starts stay with perf events.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::ptrace::{PtraceConfig, PtraceSampler};
 use super::{CommandState, OpenedEvent, RecordBatch, SampleLayout, Sampler};
 use crate::linux;
 
-/// Processes the processing side asks to be taken over, in the order asked.
+/// Processes the processing side asks to be taken over, in the order asked; and until when
+/// it asks for the ring buffers to be read often (it is watching for cut stacks).
 #[derive(Clone, Default)]
-pub struct Requests(Arc<Mutex<Vec<u32>>>);
+pub struct Requests {
+    asked: Arc<Mutex<Vec<u32>>>,
+    /// Monotonic ns.
+    eager_until: Arc<AtomicU64>,
+}
 
 impl Requests {
     pub fn new() -> Requests {
@@ -33,26 +39,37 @@ impl Requests {
 
     /// Ask for process `pid` to be taken over (at the reader's next read).
     pub fn ask(&self, pid: u32) {
-        if let Ok(mut asked) = self.0.lock() {
+        if let Ok(mut asked) = self.asked.lock() {
             asked.push(pid);
         }
     }
 
     /// The processes asked for since the last call.
     pub fn take(&self) -> Vec<u32> {
-        self.0
+        self.asked
             .lock()
             .map(|mut asked| std::mem::take(&mut *asked))
             .unwrap_or_default()
     }
+
+    /// Read often for the next `ns` nanoseconds: a process just started (or its stacks were
+    /// just found cut), and the sooner its cut stacks are seen the fewer there are.
+    pub fn watch(&self, ns: u64) {
+        self.eager_until
+            .fetch_max(super::monotonic_ns() + ns, Ordering::Relaxed);
+    }
+
+    fn eager(&self) -> bool {
+        super::monotonic_ns() < self.eager_until.load(Ordering::Relaxed)
+    }
 }
 
-/// The longest a wait goes without the ring buffers being read. While ptrace follows threads
-/// it waits (their stops must be handled at once), so that perf events' buffers are read
-/// often enough; before, so that a process is taken over soon after its first cut stacks:
-/// they are seen a read or two after they are taken (the processing side takes records in
-/// time order up to where every buffer was read before).
-const READ_PERF_EVERY_MS: i32 = 25;
+/// How long a wait lasts at most while ptrace follows threads (it waits for their stops,
+/// which must be handled at once: perf events' ring buffers must still be read often enough),
+/// or while the processing side watches for cut stacks (records reach it a read or two after
+/// they are taken: it sees them in time order, up to where every buffer was read before).
+/// Reading this often costs ember about a seventh more CPU than every 100 ms.
+const READ_OFTEN_MS: i32 = 25;
 
 /// Perf events (read here or relayed), and ptrace for the processes taken over.
 pub struct TakeoverSampler {
@@ -156,12 +173,15 @@ impl Sampler for TakeoverSampler {
     /// While ptrace follows threads it waits (their stops must be handled at once), a little
     /// at a time so that perf events' ring buffers are read often enough.
     fn wait(&mut self, timeout_ms: i32) {
-        let timeout_ms = timeout_ms.min(READ_PERF_EVERY_MS);
-        if !self.following() {
-            return self.perf.wait(timeout_ms);
-        }
-        if let Some(p) = &mut self.ptrace {
-            p.wait(timeout_ms);
+        let often = self.following() || self.requests.eager();
+        let timeout_ms = if often {
+            timeout_ms.min(READ_OFTEN_MS)
+        } else {
+            timeout_ms
+        };
+        match &mut self.ptrace {
+            Some(p) if p.following() => p.wait(timeout_ms),
+            _ => self.perf.wait(timeout_ms),
         }
     }
 

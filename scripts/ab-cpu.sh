@@ -6,6 +6,7 @@
 # Prints the medians and B/A.
 #
 #   scripts/ab-cpu.sh REV_A REV_B [ROUNDS] [SECONDS]     # defaults: 5 rounds of 5 s
+#   ARGS="--backend perf" scripts/ab-cpu.sh ...          # more arguments for ember record
 set -euo pipefail
 A=$1
 B=$2
@@ -31,7 +32,7 @@ gcc -O2 -g -pthread -o "$WORK/threads" "$ROOT/testdata/threads.c"
 round() {
   local split samples
   split=$(python3 "$ROOT/scripts/profiler-cpu.py" "$WORK/o" -- "$WORK/target-$1/release/ember" \
-    record -F 999 -o "$WORK/out.folded" -- "$WORK/threads" "$SECS")
+    record -F 999 ${ARGS:-} -o "$WORK/out.folded" -- "$WORK/threads" "$SECS")
   samples=$(grep -o '[0-9]* samples (' "$WORK/o.err" | head -1 | awk '{print $1}')
   echo "$split $samples" | awk '{printf "%.3f %.3f\n", 1e6 * $1 / $3, 1e6 * $2 / $3}' >>"$WORK/res-$1"
 }

@@ -128,6 +128,8 @@ impl TakeoverSampler {
                     let name = String::from_utf8_lossy(&linux::comm(pid, pid)).into_owned();
                     self.taken.push((pid, name));
                 }
+                // Ended (or ending) since it was asked for: nothing to say.
+                Err(_) if ending(pid) => self.refused.push(pid),
                 Err(e) => {
                     self.refused.push(pid);
                     self.own_notes.push(format!(
@@ -153,6 +155,17 @@ impl TakeoverSampler {
             notes.extend(p.notes.iter().cloned());
         }
         self.notes = notes;
+    }
+}
+
+/// `PF_EXITING` in a task's flags: it is on its way out (ptrace refuses it).
+const PF_EXITING: u64 = 0x4;
+
+/// Whether process `pid` is gone, a zombie, or on its way out.
+fn ending(pid: u32) -> bool {
+    match linux::proc_state(pid) {
+        Some((state, flags)) => matches!(state, 'Z' | 'X') || flags & PF_EXITING != 0,
+        None => true,
     }
 }
 

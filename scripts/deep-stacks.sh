@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Are the stacks of a big real program complete and named? Profiles rustc -O compiling a
 # real crate (regex-syntax, from this repository's lockfile), with each backend: perf events (default 32 KiB
-# stack copies, and the most they allow), ptrace (whole stacks), and the default (perf events,
-# with a process whose stacks outgrow the copies taken over by ptrace). For rustc's samples it
-# prints: how many reach their thread's root (no `[truncated]`), how many frames are named
-# (not `module+0xADDR`, `[unknown]` or `[anon]`), and the compile's wall time against a bare
-# one in the same run.
+# stack copies, and the most they allow), ptrace (whole stacks; each stop copies the stack up
+# to the outer frames that are as the thread's last unwind read them, and once more copying
+# every stack whole), and the default (perf events, with a process whose stacks outgrow the
+# copies taken over by ptrace). For rustc's samples it prints: how many reach their thread's
+# root (no `[truncated]`), how many frames are named (not `module+0xADDR`, `[unknown]` or
+# `[anon]`), the compile's wall time against a bare one in the same run, and where ptrace
+# samples, the MB of stack it copied against what copying every stack whole would have.
 #
-#   scripts/deep-stacks.sh [HZ]      # default 999
+#   scripts/deep-stacks.sh [HZ] [ROUNDS]      # defaults: 999 Hz, 3 rounds
 set -euo pipefail
 HZ=${1:-999}
+ROUNDS=${2:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/ember-deep.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -58,20 +61,48 @@ for line in open(sys.argv[1]):
     fs = [f for f in fs[1:] if f != "[truncated]"]
     frames += n * len(fs)
     named += n * sum(1 for f in fs if not unnamed.search(f))
-print(f"{samples:8d} {100 * whole / samples:9.2f} % {100 * named / max(frames, 1):9.3f} %", end="")
+print(f"{samples} {100 * whole / samples:.2f} % {100 * named / max(frames, 1):.3f} %", end="")
 EOF
 }
 
-echo "rustc -O building $version, $HZ Hz, $(nproc) CPUs"
-bare=$(build)
-printf '%-28s %8s %11s %11s %10s\n' "profiler" samples "whole" "named" "slowdown"
-for setup in "perf:--backend perf" "perf, 65016 B copies:--backend perf --stack-size 65016" \
-  "ptrace:--backend ptrace" "default (auto, takeover):--backend auto"; do
-  name=${setup%%:*}
-  args=${setup#*:}
-  # shellcheck disable=SC2086
-  t=$(build "$EMBER" record -F "$HZ" $args -o "$WORK/out.folded" --)
-  printf '%-28s ' "$name"
-  measure "$WORK/out.folded"
-  printf ' %9.2fx\n' "$(echo "$t / $bare" | bc -l)"
+SETUPS=("perf:--backend perf" "perf, 65016 B copies:--backend perf --stack-size 65016"
+  "ptrace:--backend ptrace" "ptrace, every copy whole:--backend ptrace --debug-whole-copies"
+  "default (auto, takeover):--backend auto")
+
+echo "rustc -O building $version, $HZ Hz, $(nproc) CPUs, $ROUNDS rounds (medians)"
+# Each round: a bare build, then one under each setup; the slowdown is against that round's.
+for ((r = 1; r <= ROUNDS; r++)); do
+  bare=$(build)
+  for setup in "${SETUPS[@]}"; do
+    name=${setup%%:*}
+    args=${setup#*:}
+    # shellcheck disable=SC2086
+    t=$(build "$EMBER" record -v -F "$HZ" $args -o "$WORK/out.folded" --)
+    copied=$(grep -o '([0-9.]* of [0-9.]* MB of stack copied)' "$WORK/build-err" | tr -d '()' |
+      awk '{print $1, $3}' || true)
+    echo "$name|$(measure "$WORK/out.folded")|$(echo "$t / $bare" | bc -l)|${copied:--}" \
+      >>"$WORK/rows"
+  done
 done
+
+python3 - "$WORK/rows" <<'EOF2'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, counts, ratio, copied = line.rstrip("\n").split("|")
+    rows.setdefault(name, []).append((counts.split(), float(ratio), copied.split()))
+print(f"{'profiler':30s} {'samples':>8s} {'whole':>9s} {'named':>9s} {'slowdown':>9s}  "
+      "stack MB copied / whole")
+for name, runs in rows.items():
+    med = lambda xs: statistics.median(xs)
+    samples = med([int(c[0]) for c, _, _ in runs])
+    whole = med([float(c[1]) for c, _, _ in runs])
+    named = med([float(c[3]) for c, _, _ in runs])
+    slowdown = med([r for _, r, _ in runs])
+    copied = [c for _, _, c in runs if len(c) == 2]
+    mb = (f"{med([float(c[0]) for c in copied]):.0f} / {med([float(c[1]) for c in copied]):.0f}"
+          if copied else "-")
+    print(f"{name:30s} {samples:8.0f} {whole:7.2f} % {named:7.3f} % {slowdown:8.2f}x  {mb}")
+print("slowdown per round:", "; ".join(
+    f"{name}: " + " ".join(f"{r:.2f}" for _, r, _ in runs) for name, runs in rows.items()))
+EOF2

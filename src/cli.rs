@@ -301,6 +301,11 @@ pub struct SamplingArgs {
     /// clock could time them
     #[arg(long, hide = true)]
     pub debug_ptrace_ticks: bool,
+
+    /// For measurements of the ptrace backend: copy every stack whole, even where its outer
+    /// frames are as the thread's last unwind read them
+    #[arg(long, hide = true)]
+    pub debug_whole_copies: bool,
 }
 
 /// What to profile: running processes, or a command to launch (shared by record and top).
@@ -565,6 +570,7 @@ impl RecordArgs {
             },
             off_cpu: sampling.off_cpu,
             ptrace_ticks: sampling.debug_ptrace_ticks,
+            whole_copies: sampling.debug_whole_copies,
         }
     }
 }

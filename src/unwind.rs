@@ -3,12 +3,16 @@
 //! DWARF CFI through framehop over the copied user stack (framehop falls back to frame
 //! pointers where a module has no unwind info), the kernel's frame-pointer chain for
 //! `--call-graph fp`, and in `auto` mode the kernel's chain spliced on where the copy ran out.
+//! A ptrace sample may come with words of the stack beyond its copy, read at the same stop
+//! ([`crate::sampler::stack_reads`]); what the unwind of a deep ptrace stack read is kept for
+//! the next stop of its thread.
 
-use framehop::Unwinder;
+use framehop::{FrameAddress, Unwinder};
 
 use crate::arch::{UnwindCache, UnwindRegs};
 use crate::process::Process;
 use crate::sampler::records::{callchain_entries, PERF_CONTEXT_KERNEL, PERF_CONTEXT_MAX};
+use crate::sampler::stack_reads::{StackReads, MIN_REUSED_STACK};
 use crate::sampler::{CallGraph, SampleEvent, UserRegs};
 
 /// The most frames one DWARF walk yields (a corrupt stack may loop).
@@ -40,6 +44,10 @@ pub struct UnwindStats {
     pub truncated: u64,
     /// ... and the kernel's frame-pointer chain supplied the rest, up to the root.
     pub spliced: u64,
+    /// ptrace samples whose copy ended below outer frames given as the words read there.
+    pub reused: u64,
+    /// ... of which the unwind needed a word it was not given (counted in `truncated` too).
+    pub reuse_missed: u64,
 }
 
 pub struct StackUnwinder {
@@ -48,6 +56,10 @@ pub struct StackUnwinder {
     max_stack: usize,
     cache: UnwindCache,
     user_chain: Vec<u64>,
+    /// What the last unwind read, when it was a deep ptrace stack's.
+    reads: StackReads,
+    /// ... and whether it reached the stack's root with every read it needed.
+    reads_whole: bool,
     pub stats: UnwindStats,
 }
 
@@ -60,8 +72,16 @@ impl StackUnwinder {
                 .unwrap_or(127),
             cache: UnwindCache::new(),
             user_chain: Vec::new(),
+            reads: StackReads::default(),
+            reads_whole: false,
             stats: UnwindStats::default(),
         }
+    }
+
+    /// What the last unwind read, if it was of a deep ptrace stack and reached its root: for
+    /// the thread's next stop to copy less ([`crate::sampler::stack_reads`]).
+    pub fn take_whole_reads(&mut self) -> Option<StackReads> {
+        std::mem::take(&mut self.reads_whole).then(|| std::mem::take(&mut self.reads))
     }
 
     /// Unwind `sample` into `out` (cleared first), leaf first.
@@ -77,7 +97,8 @@ impl StackUnwinder {
             return self.frame_pointer_chain(s, chain_entries, out);
         };
         let user_start = out.len();
-        let ran_out = self.walk_stack_copy(process, regs, s.user_stack, out);
+        let memory = StackMemory::new(regs.sp, s.user_stack, s.stack_words);
+        let ran_out = self.walk_stack_copy(process, regs, memory, s.from_ptrace, out);
         if ran_out {
             self.stats.truncated += 1;
             let complete = self.mode == CallGraph::Auto
@@ -129,45 +150,51 @@ impl StackUnwinder {
         }
     }
 
-    /// DWARF-unwind the copied user stack into `out`. Returns whether the walk ran out of
-    /// copied stack.
+    /// DWARF-unwind the user stack in `memory` into `out`. Returns whether the walk ran out
+    /// of it. What a deep ptrace stack's walk read is kept (`reads`).
     fn walk_stack_copy(
         &mut self,
         process: &Process,
         regs: UserRegs,
-        stack: &[u8],
+        mut memory: StackMemory,
+        from_ptrace: bool,
         out: &mut Vec<RawFrame>,
     ) -> bool {
-        let sp = regs.sp;
-        let (mut ran_out, mut failed) = (false, false);
-        let mut read_stack = |addr: u64| -> Result<u64, ()> {
-            let bytes = addr
-                .checked_sub(sp)
-                .and_then(|off| stack.get(off as usize..(off as usize).checked_add(8)?));
-            match bytes {
-                Some(b) => Ok(u64::from_le_bytes(b.try_into().expect("8 bytes"))),
-                None => {
-                    failed = true;
-                    ran_out |= addr >= sp && addr - sp >= stack.len() as u64;
-                    Err(())
-                }
-            }
-        };
-        let mut frames = process.unwinder.iter_frames(
-            regs.ip,
-            UnwindRegs::new(regs.ip, regs.sp, regs.bp),
-            &mut self.cache,
-            &mut read_stack,
-        );
+        self.reads.clear();
+        self.reads_whole = false;
+        let record = from_ptrace && memory.extent() >= MIN_REUSED_STACK;
+        if !memory.words.is_empty() {
+            self.stats.reused += 1;
+        }
+        let mut unwind_regs = UnwindRegs::new(regs.ip, regs.sp, regs.bp);
+        let mut address = FrameAddress::InstructionPointer(regs.ip);
+        out.push(RawFrame::User(address.address_for_lookup()));
         // An unwind error ends the stack where it is; the depth limit guards against cycles
         // in corrupt stacks.
-        for _ in 0..MAX_DEPTH {
-            let Ok(Some(frame)) = frames.next() else {
-                break;
-            };
-            out.push(RawFrame::User(frame.address_for_lookup()));
+        let mut root = false;
+        for _ in 1..MAX_DEPTH {
+            if record {
+                self.reads.step(unwind_regs.sp());
+            }
+            let mut reads = record.then_some(&mut self.reads);
+            let mut read = |addr| memory.read(addr, reads.as_deref_mut());
+            let next = process.unwinder.unwind_frame(
+                address,
+                &mut unwind_regs,
+                &mut self.cache,
+                &mut read,
+            );
+            match next.map(|ra| ra.map(FrameAddress::from_return_address)) {
+                Ok(Some(Some(ra))) => address = ra,
+                Ok(None) => {
+                    root = true;
+                    break;
+                }
+                Ok(Some(None)) | Err(_) => break,
+            }
+            out.push(RawFrame::User(address.address_for_lookup()));
         }
-        if failed {
+        if memory.failed {
             // framehop caches the rule it used for each address, and where a rule needs a
             // read that fails (the copy ran out, or the walk went wrong before) it falls back
             // to frame pointers and caches that instead: every later sample at that address,
@@ -175,7 +202,11 @@ impl StackUnwinder {
             // frames in code without them). Start with an empty cache instead.
             self.cache = UnwindCache::new();
         }
-        ran_out
+        if memory.ran_out && !memory.words.is_empty() {
+            self.stats.reuse_missed += 1;
+        }
+        self.reads_whole = record && root && !memory.failed;
+        memory.ran_out
     }
 
     /// After the DWARF walk (user frames `out[user_start..]`) ran out: take the frames of
@@ -223,5 +254,112 @@ impl StackUnwinder {
             self.stats.spliced += 1;
         }
         complete
+    }
+}
+
+/// The memory an unwind may read: the copy of the stack from the stack pointer up, and
+/// words above it given one by one (`(address, value)` pairs of little-endian u64s, sorted
+/// by address), read at the same stop.
+struct StackMemory<'a> {
+    sp: u64,
+    copy: &'a [u8],
+    words: &'a [u8],
+    /// A read failed...
+    failed: bool,
+    /// ... and it was above the copy, where the stack goes on.
+    ran_out: bool,
+}
+
+impl<'a> StackMemory<'a> {
+    fn new(sp: u64, copy: &'a [u8], words: &'a [u8]) -> StackMemory<'a> {
+        StackMemory {
+            sp,
+            copy,
+            words: &words[..words.len() / 16 * 16],
+            failed: false,
+            ran_out: false,
+        }
+    }
+
+    /// How far above the stack pointer the memory given reaches.
+    fn extent(&self) -> u64 {
+        let last_word = self.words.len().checked_sub(16).map_or(0, |i| {
+            word(&self.words[i..])
+                .saturating_add(8)
+                .saturating_sub(self.sp)
+        });
+        last_word.max(self.copy.len() as u64)
+    }
+
+    /// The word at `addr`, noted in `reads` if given.
+    fn read(&mut self, addr: u64, reads: Option<&mut StackReads>) -> Result<u64, ()> {
+        let in_copy = addr
+            .checked_sub(self.sp)
+            .and_then(|off| self.copy.get(off as usize..(off as usize).checked_add(8)?));
+        match in_copy.map(word).or_else(|| self.given(addr)) {
+            Some(v) => {
+                if let Some(reads) = reads {
+                    reads.read(addr, v);
+                }
+                Ok(v)
+            }
+            None => {
+                self.failed = true;
+                self.ran_out |= addr >= self.sp && addr - self.sp >= self.copy.len() as u64;
+                Err(())
+            }
+        }
+    }
+
+    /// The word given for `addr`, if any.
+    fn given(&self, addr: u64) -> Option<u64> {
+        let entries = self.words.len() / 16;
+        let (mut lo, mut hi) = (0, entries);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match word(&self.words[mid * 16..]).cmp(&addr) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(word(&self.words[mid * 16 + 8..])),
+            }
+        }
+        None
+    }
+}
+
+/// The little-endian u64 at the start of `b` (at least 8 bytes).
+fn word(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(words: &[(u64, u64)]) -> Vec<u8> {
+        words
+            .iter()
+            .flat_map(|&(a, v)| a.to_le_bytes().into_iter().chain(v.to_le_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn memory_is_the_copy_then_the_words_given_and_nothing_else() {
+        let copy: Vec<u8> = (1..=4u64).flat_map(u64::to_le_bytes).collect();
+        let words = pairs(&[(0x2000, 77), (0x3000, 88), (0x4000, 99)]);
+        let mut m = StackMemory::new(0x1000, &copy, &words);
+        assert_eq!(m.extent(), 0x3008);
+        let mut reads = StackReads::default();
+        reads.step(0x1000);
+        assert_eq!(m.read(0x1008, Some(&mut reads)), Ok(2));
+        assert_eq!(m.read(0x3000, Some(&mut reads)), Ok(88));
+        assert!(!m.failed);
+        // Below the stack pointer: not there, but not where the stack goes on either.
+        assert_eq!(m.read(0xff8, None), Err(()));
+        assert!(m.failed && !m.ran_out);
+        // Above the copy, no word given: the stack goes on there.
+        assert_eq!(m.read(0x2008, None), Err(()));
+        assert!(m.ran_out);
+        assert_eq!(reads.pieces(0x1000), Some(vec![(0x1008, 8), (0x3000, 8)]));
     }
 }

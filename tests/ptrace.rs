@@ -410,6 +410,58 @@ fn a_frame_bigger_than_any_copy_is_cut_and_said_so_on_perf_events() {
     }
 }
 
+/// A deep stack that stays as it is (testdata/bigframe.c: `hold`'s 600 KiB of locals under
+/// the work) is not copied whole at every stop: once the thread's stack was unwound, the
+/// ptrace backend copies it only up to the outer frames whose words that unwind read are
+/// unchanged, and sends those words. Every stack is still whole, from `main`; `-v` says how
+/// many copies ended early and how much was copied.
+#[test]
+fn a_deep_steady_stack_is_copied_only_up_to_its_unchanged_frames_and_unwound_whole() {
+    let _serial = serial();
+    let exe = workload("bigframe", Build::NoFramePointers);
+    let dir = scratch();
+    let folded = dir.path().join("big.folded");
+    let args = ["-v", "--backend", "ptrace", "-o", folded.to_str().unwrap()];
+    let out = record_ok(&[&args[..], &["--", exe.to_str().unwrap(), "1.5"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stops = summary_count(&stderr, "stops by CPU clocks") + summary_count(&stderr, "ticks");
+    let early = summary_count(&stderr, "stack copies ended below outer frames");
+    let copied: Vec<f64> = stderr
+        .split(" MB of stack copied")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .map(|s| s.split(" of ").filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    eprintln!("{early} of {stops} stops copied in part, {copied:?} MB");
+    // The first stops come before any unwind of the thread (a read of the buffers or two).
+    assert!(
+        2 * early > stops,
+        "{early} of {stops} copies ended early:\n{stderr}"
+    );
+    assert!(
+        copied.len() == 2 && 4.0 * copied[0] < copied[1],
+        "copied / whole MB {copied:?}:\n{stderr}"
+    );
+    assert_eq!(
+        summary_count(&stderr, "stack copies ran out"),
+        0,
+        "{stderr}"
+    );
+    let stacks = read_folded(&folded);
+    let burn: Vec<&Stack> = stacks.iter().filter(|s| user_leaf(s) == "burn").collect();
+    assert!(
+        burn.iter().map(|s| s.count).sum::<u64>() as f64 > 0.9 * total(&stacks) as f64,
+        "{stacks:?}"
+    );
+    for s in burn {
+        assert!(
+            user_frames(s).ends_with(&["main", "hold", "burn"]),
+            "{:?}",
+            s.frames
+        );
+    }
+}
+
 /// By default (`auto`) the process of testdata/bigframe.c is taken over by ptrace after its
 /// first cut stacks, and from then on its stacks are whole, from `main`. Launched here through
 /// a shell that ember does not trace (ptrace then waits for ember's children): ember still

@@ -7,8 +7,11 @@ use super::takeovers::Takeovers;
 use crate::modules::LoadSegment;
 use crate::process::{Mapping, ProcessTable};
 use crate::profile::{Frame, Profile};
+use crate::sampler::stack_reads::KnownStacks;
 use crate::sampler::takeover::Requests;
-use crate::sampler::{CallGraph, Event, ForkEvent, SampleEvent, SampleLayout, SwitchEvent};
+use crate::sampler::{
+    CallGraph, Event, ForkEvent, SampleEvent, SampleLayout, StackPart, SwitchEvent,
+};
 use crate::symbolize::perfmap::PerfMap;
 use crate::unwind::{RawFrame, StackUnwinder, UnwindStats};
 use crate::waits::Waits;
@@ -34,10 +37,12 @@ pub struct Collector {
     pub(super) perf_maps: HashMap<u32, PerfMap>,
     /// Wall-clock accounting of switched-out threads (perf events with `--off-cpu`).
     waits: Option<Waits>,
-    /// Stack parts for the sample that comes next: (thread, time, bytes).
-    stack_parts: (u32, u64, Vec<u8>),
+    /// What comes before the sample of one thread and time: more of its stack.
+    extras: StackExtras,
     /// A sample's whole stack: its own copy followed by its parts.
     whole_stack: Vec<u8>,
+    /// Where what the unwinds of deep ptrace stacks read is left for the sampler.
+    known_stacks: Option<KnownStacks>,
     /// Processes whose stacks outgrow perf events' copies, taken over by ptrace.
     pub(super) takeovers: Takeovers,
 }
@@ -76,8 +81,9 @@ impl Collector {
             window_began: None,
             perf_maps: HashMap::new(),
             waits: None,
-            stack_parts: (0, 0, Vec::new()),
+            extras: StackExtras::default(),
             whole_stack: Vec::new(),
+            known_stacks: None,
             takeovers: Takeovers::default(),
         }
     }
@@ -86,6 +92,12 @@ impl Collector {
     /// taken over by ptrace ([`crate::sampler::takeover`]).
     pub fn take_over_deep_processes(&mut self, requests: Requests) {
         self.takeovers = Takeovers::new(requests);
+    }
+
+    /// Leave what the unwind of each deep ptrace stack read in `known`, for the ptrace
+    /// sampler's next stop of its thread ([`crate::sampler::stack_reads`]).
+    pub fn keep_stack_reads(&mut self, known: KnownStacks) {
+        self.known_stacks = Some(known);
     }
 
     /// Count samples taken at switch-out as waits until switch-in, at `frequency` per second.
@@ -126,16 +138,10 @@ impl Collector {
             }
         };
         match ev {
-            Event::Sample(s) if self.stack_parts.2.is_empty() => self.on_sample(&s),
-            Event::Sample(s) => self.on_sample_with_parts(s),
-            Event::StackPart(part) => {
-                let (tid, time, bytes) = &mut self.stack_parts;
-                if (*tid, *time) != (part.tid, part.time) {
-                    (*tid, *time) = (part.tid, part.time);
-                    bytes.clear();
-                }
-                bytes.extend_from_slice(part.bytes);
-            }
+            Event::Sample(s) if self.extras.is_empty() => self.on_sample(&s),
+            Event::Sample(s) => self.on_sample_with_extras(s),
+            Event::StackPart(part) => self.extras.for_sample(&part).0.extend(part.bytes),
+            Event::StackWords(words) => self.extras.for_sample(&words).1.extend(words.bytes),
             Event::Switch(sw) => self.on_switch(sw),
             Event::Mmap(m) => {
                 if m.executable {
@@ -147,6 +153,9 @@ impl Collector {
             Event::Comm(c) => {
                 if c.exec {
                     self.takeovers.started();
+                    if let Some(known) = &self.known_stacks {
+                        known.forget(c.tid);
+                    }
                 }
                 let name = String::from_utf8_lossy(c.name);
                 self.procs.on_comm(c.pid, c.tid, &name, c.exec);
@@ -178,6 +187,10 @@ impl Collector {
         if !s.from_ptrace {
             let cut = self.raw.last() == Some(&RawFrame::Truncated);
             self.takeovers.unwound(s.pid, cut);
+        } else if let Some(known) = &self.known_stacks {
+            if let Some(reads) = self.unwinder.take_whole_reads() {
+                known.keep(s.tid, reads);
+            }
         }
         self.frames.clear();
         if let Some(reason) = s.off_cpu {
@@ -205,22 +218,29 @@ impl Collector {
         }
     }
 
-    /// A sample after stack parts: with them, if they are its own.
-    fn on_sample_with_parts(&mut self, s: SampleEvent) {
-        let (tid, time, parts) = &mut self.stack_parts;
-        if (*tid, *time) != (s.tid, s.time) {
-            parts.clear();
+    /// A sample after stack parts or words: with them, if they are its own.
+    fn on_sample_with_extras(&mut self, s: SampleEvent) {
+        let extras = std::mem::take(&mut self.extras);
+        if (extras.tid, extras.time) != (s.tid, s.time) {
+            self.extras = extras.emptied();
             return self.on_sample(&s);
         }
         let mut whole = std::mem::take(&mut self.whole_stack);
-        whole.clear();
-        whole.extend_from_slice(s.user_stack);
-        whole.append(parts);
+        let stack = if extras.parts.is_empty() {
+            s.user_stack
+        } else {
+            whole.clear();
+            whole.extend_from_slice(s.user_stack);
+            whole.extend_from_slice(&extras.parts);
+            &whole
+        };
         self.on_sample(&SampleEvent {
-            user_stack: &whole,
+            user_stack: stack,
+            stack_words: &extras.words,
             ..s
         });
         self.whole_stack = whole;
+        self.extras = extras.emptied();
     }
 
     fn on_switch(&mut self, sw: SwitchEvent) {
@@ -239,11 +259,46 @@ impl Collector {
             waits.end(&mut self.profile, f.tid, f.time);
         }
         self.procs.on_exit(f.pid, f.tid);
+        if let Some(known) = &self.known_stacks {
+            known.forget(f.tid);
+        }
         if f.pid == f.tid {
             self.takeovers.ended(f.pid);
             // Read its JIT map while it is still there.
             self.load_perf_map(f.pid);
         }
+    }
+}
+
+/// Stack parts and words for the sample of one thread at one time that comes next.
+#[derive(Default)]
+struct StackExtras {
+    tid: u32,
+    time: u64,
+    parts: Vec<u8>,
+    words: Vec<u8>,
+}
+
+impl StackExtras {
+    fn is_empty(&self) -> bool {
+        self.parts.is_empty() && self.words.is_empty()
+    }
+
+    /// The parts and words of the sample `p` is for (those of another sample are dropped).
+    fn for_sample(&mut self, p: &StackPart) -> (&mut Vec<u8>, &mut Vec<u8>) {
+        if (self.tid, self.time) != (p.tid, p.time) {
+            (self.tid, self.time) = (p.tid, p.time);
+            self.parts.clear();
+            self.words.clear();
+        }
+        (&mut self.parts, &mut self.words)
+    }
+
+    /// Empty, keeping the memory.
+    fn emptied(mut self) -> StackExtras {
+        self.parts.clear();
+        self.words.clear();
+        self
     }
 }
 
@@ -313,6 +368,7 @@ mod tests {
                     bp: 0,
                 },
                 stack: &stack,
+                words: &[],
                 off_cpu: None,
             },
         );

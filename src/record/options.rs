@@ -65,6 +65,9 @@ pub struct RecordOptions {
     /// The ptrace backend times its stops by ticks even where the threads' CPU clocks could
     /// (tests of the tick clock).
     pub ptrace_ticks: bool,
+    /// The ptrace backend copies every stack whole, even where the outer frames are as the
+    /// last unwind of the thread read them (measurements of that reuse).
+    pub whole_copies: bool,
     /// Sleep this long after each read of the buffers (tests of the loss path).
     pub reader_pause: Option<std::time::Duration>,
     /// Write every output each this long, as a window of its own (`--every`).
@@ -136,6 +139,7 @@ impl Default for RecordOptions {
             off_cpu: false,
             buffer_size: None,
             ptrace_ticks: false,
+            whole_copies: false,
             reader_pause: None,
             every: None,
             status: None,

@@ -13,6 +13,7 @@ use super::{RecordError, RecordOptions};
 use crate::output;
 use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
 use crate::sampler::ptrace::{PtraceConfig, PtraceError, PtraceSampler};
+use crate::sampler::stack_reads::KnownStacks;
 use crate::sampler::takeover::{Requests, TakeoverSampler};
 use crate::sampler::{self, relay, Backend, CallGraph, OpenedEvent, SampleLayout, Sampler};
 use crate::target::{self, GatedChild};
@@ -69,7 +70,11 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
     );
     // Before any sampler: the ptrace backend then takes SIGCHLD over for itself.
     target::install_signal_handlers();
-    let (perf_config, ptrace_config) = configs(opts);
+    let known_stacks = KnownStacks::new();
+    if !opts.whole_copies {
+        collector.keep_stack_reads(known_stacks.clone());
+    }
+    let (perf_config, ptrace_config) = configs(opts, known_stacks);
     let user_nice = sampler::thread_nice();
     let (sampler, nice, live, description) = if opts.pids.is_empty() {
         let child = GatedChild::spawn_as(&opts.command, opts.run_as)?;
@@ -82,7 +87,12 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
             || PerfSampler::for_launch(child.pid(), &perf_config),
             || PtraceSampler::for_launch(child.pid(), &ptrace_config),
         )?;
-        let sampler = with_takeover(opts, opened, Some(child.pid()), &mut collector);
+        let sampler = with_takeover(
+            opts,
+            opened,
+            (Some(child.pid()), &ptrace_config),
+            &mut collector,
+        );
         (sampler, nice, Live::Command(child), opts.command.clone())
     } else {
         let nice = sampler::raise_reader_priority();
@@ -92,7 +102,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
             || PerfSampler::for_attach(&opts.pids, &perf_config),
             || PtraceSampler::for_attach(&opts.pids, &ptrace_config),
         )?;
-        let sampler = with_takeover(opts, opened, None, &mut collector);
+        let sampler = with_takeover(opts, opened, (None, &ptrace_config), &mut collector);
         let description = seed_attached(&mut collector, &opts.pids);
         (sampler, nice, Live::Pids(opts.pids.clone()), description)
     };
@@ -124,7 +134,9 @@ fn check(opts: &RecordOptions) -> Result<(), RecordError> {
     Ok(())
 }
 
-fn configs(opts: &RecordOptions) -> (PerfConfig, PtraceConfig) {
+/// How to set up each backend; the ptrace backend finds what the collector read of deep
+/// stacks in `known_stacks`.
+fn configs(opts: &RecordOptions, known_stacks: KnownStacks) -> (PerfConfig, PtraceConfig) {
     let perf = PerfConfig {
         frequency: opts.frequency,
         call_graph: opts.call_graph,
@@ -137,6 +149,7 @@ fn configs(opts: &RecordOptions) -> (PerfConfig, PtraceConfig) {
         frequency: opts.frequency,
         off_cpu: opts.off_cpu,
         cpu_timers: !opts.ptrace_ticks,
+        known_stacks,
     };
     (perf, ptrace)
 }
@@ -207,11 +220,12 @@ fn open_sampler(
 
 /// Where `auto` samples a CPU profile with perf events and unwinds their stack copies (and
 /// kernel frames are not required), processes whose stacks outgrow the copies are taken over
-/// by ptrace ([`sampler::takeover`]); the collector asks for them.
+/// by ptrace ([`sampler::takeover`], configured by `ptrace`); the collector asks for them.
+/// `root`: the launched command.
 fn with_takeover(
     opts: &RecordOptions,
     (sampler, backend): Opened,
-    root: Option<u32>,
+    (root, ptrace): (Option<u32>, &PtraceConfig),
     collector: &mut Collector,
 ) -> Box<dyn Sampler> {
     let wanted = opts.backend == Backend::Auto
@@ -226,8 +240,7 @@ fn with_takeover(
     // The command (or the processes attached to) starts now: its stacks are judged soon.
     requests.watch(takeovers::WATCH_NS);
     collector.take_over_deep_processes(requests.clone());
-    let (_, ptrace) = configs(opts);
-    Box::new(TakeoverSampler::new(sampler, &ptrace, root, requests))
+    Box::new(TakeoverSampler::new(sampler, ptrace, root, requests))
 }
 
 /// Perf events read here, or by a process of their own session with `relay` (where that

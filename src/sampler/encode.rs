@@ -5,8 +5,8 @@
 
 use super::records::{
     SampleLayout, EMBER_RECORD_OFF_CPU_SAMPLE, EMBER_RECORD_PTRACE_SAMPLE, EMBER_RECORD_STACK_PART,
-    EMBER_RECORD_TAKEOVER, PERF_RECORD_COMM, PERF_RECORD_EXIT, PERF_RECORD_FORK,
-    PERF_RECORD_LOST_SAMPLES, PERF_RECORD_MISC_COMM_EXEC, PERF_RECORD_MMAP2,
+    EMBER_RECORD_STACK_WORDS, EMBER_RECORD_TAKEOVER, PERF_RECORD_COMM, PERF_RECORD_EXIT,
+    PERF_RECORD_FORK, PERF_RECORD_LOST_SAMPLES, PERF_RECORD_MISC_COMM_EXEC, PERF_RECORD_MMAP2,
 };
 use super::{UserRegs, WaitReason};
 
@@ -78,6 +78,8 @@ pub struct Sample<'a> {
     pub regs: UserRegs,
     /// The user stack from `regs.sp` up.
     pub stack: &'a [u8],
+    /// Words of the stack above `stack`: (address, value), sorted by address.
+    pub words: &'a [(u64, u64)],
     /// The thread was waiting rather than running: why.
     pub off_cpu: Option<WaitReason>,
 }
@@ -125,6 +127,19 @@ pub fn stack_part(out: &mut Vec<u8>, s: &Sample, bytes: &[u8]) {
     debug_assert!(bytes.len() <= MAX_STACK_PART && bytes.len().is_multiple_of(8));
     let mut r = Rec::begin(out, EMBER_RECORD_STACK_PART, MISC_USER);
     r.out.extend_from_slice(bytes);
+    r.sample_id(s.pid, s.tid, s.time).finish();
+}
+
+/// The most words one [`EMBER_RECORD_STACK_WORDS`] carries.
+pub const MAX_STACK_WORDS: usize = MAX_STACK_PART / 16;
+
+/// Append the words of the stack of the sample of `s` that follows, above its copy (see
+/// [`EMBER_RECORD_STACK_WORDS`]): at most [`MAX_STACK_WORDS`] of `s.words`.
+pub fn stack_words(out: &mut Vec<u8>, s: &Sample) {
+    let mut r = Rec::begin(out, EMBER_RECORD_STACK_WORDS, MISC_USER);
+    for &(addr, value) in &s.words[..s.words.len().min(MAX_STACK_WORDS)] {
+        r.u64(addr).u64(value);
+    }
     r.sample_id(s.pid, s.tid, s.time).finish();
 }
 
@@ -215,6 +230,7 @@ mod tests {
             cpu: 0,
             regs: UserRegs::default(),
             stack: &stack,
+            words: &[],
             off_cpu: None,
         };
         let mut out = Vec::new();
@@ -246,6 +262,7 @@ mod tests {
             cpu: 1,
             regs,
             stack: &stack,
+            words: &[],
             off_cpu: None,
         };
         sample(&mut out, &s);

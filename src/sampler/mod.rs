@@ -9,6 +9,7 @@ pub mod ptrace;
 pub mod queue;
 pub mod records;
 pub mod relay;
+pub mod stack_reads;
 pub mod takeover;
 
 pub use queue::{RecordBatch, RecordQueue};
@@ -44,6 +45,9 @@ pub struct SampleEvent<'a> {
     pub user_regs: Option<UserRegs>,
     /// The copy of the user stack starting at `user_regs.sp`.
     pub user_stack: &'a [u8],
+    /// Words of the user stack above the copy, read at the same stop: (address, value) pairs
+    /// of little-endian u64s, sorted by address (see [`stack_reads`]).
+    pub stack_words: &'a [u8],
     /// The thread was waiting, not running (wall-clock profiles): why.
     pub off_cpu: Option<WaitReason>,
     /// Taken as the thread was switched out (wall-clock profiles on perf events): it stands
@@ -53,7 +57,8 @@ pub struct SampleEvent<'a> {
     pub from_ptrace: bool,
 }
 
-/// Stack bytes of the sample of `tid` at `time` that come after what the sample holds.
+/// Stack bytes of the sample of `tid` at `time` that come after what the sample holds (or,
+/// in [`Event::StackWords`], words of its stack above the copy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StackPart<'a> {
     pub tid: u32,
@@ -130,6 +135,8 @@ pub enum Event<'a> {
     Switch(SwitchEvent),
     /// More of the stack of the thread's next sample.
     StackPart(StackPart<'a>),
+    /// Words of the stack of the thread's next sample above its copy.
+    StackWords(StackPart<'a>),
     /// From `time` on, process `pid` is sampled by ptrace: perf events' samples of it do
     /// not count (see [`takeover`]).
     TakenOver {

@@ -42,6 +42,12 @@ pub const EMBER_RECORD_PTRACE_SAMPLE: u32 = 0x4000_0004;
 /// ember's own record: from its time on, the ptrace backend samples the process of its
 /// `sample_id` trailer, and perf events' samples of that process are left out. No body.
 pub const EMBER_RECORD_TAKEOVER: u32 = 0x4000_0005;
+/// ember's own record: words of the user stack above the copy of the sample that follows it
+/// (same thread and time), read at the same stop: where the outer frames are as the last
+/// unwind of the thread read them, the ptrace backend copies the stack only up to them and
+/// sends the words that unwind read there ([`super::stack_reads`]). Its body is
+/// (address, value) pairs of u64s sorted by address, then the `sample_id` trailer.
+pub const EMBER_RECORD_STACK_WORDS: u32 = 0x4000_0006;
 
 /// How a [`WaitReason`] is written in an `EMBER_RECORD_OFF_CPU_SAMPLE`: the syscall number,
 /// or one of these (far above any syscall number).
@@ -354,15 +360,8 @@ impl SampleLayout {
                     time: id.time.unwrap_or(0),
                 }
             }
-            EMBER_RECORD_STACK_PART => {
-                let id = self.parse_sample_id(rec)?;
-                let end = rec.len() - self.sample_id_size();
-                Event::StackPart(StackPart {
-                    tid: id.tid,
-                    time: id.time.unwrap_or(0),
-                    bytes: &rec[RecordHeader::SIZE..end],
-                })
-            }
+            EMBER_RECORD_STACK_PART => Event::StackPart(self.parse_stack_part(rec)?),
+            EMBER_RECORD_STACK_WORDS => Event::StackWords(self.parse_stack_part(rec)?),
             PERF_RECORD_SWITCH => Event::Switch(self.parse_switch(h, rec)?),
             PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => Event::Mmap(self.parse_mmap(h, rec)?),
             PERF_RECORD_COMM => {
@@ -386,6 +385,17 @@ impl SampleLayout {
             _ => return Ok(None),
         };
         Ok(Some(ev))
+    }
+
+    /// The body of a stack part or stack words record, with the thread and time it is for.
+    fn parse_stack_part<'a>(&self, rec: &'a [u8]) -> Result<StackPart<'a>, MalformedRecord> {
+        let id = self.parse_sample_id(rec)?;
+        let end = rec.len() - self.sample_id_size();
+        Ok(StackPart {
+            tid: id.tid,
+            time: id.time.unwrap_or(0),
+            bytes: &rec[RecordHeader::SIZE..end],
+        })
     }
 
     fn parse_switch(&self, h: RecordHeader, rec: &[u8]) -> Result<SwitchEvent, MalformedRecord> {

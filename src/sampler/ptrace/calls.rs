@@ -99,6 +99,23 @@ pub(super) fn read_stack(tid: u32, sp: u64, buf: &mut [u8]) -> usize {
     process_vm_readv(pid(tid), &mut local, &remote).unwrap_or(0)
 }
 
+/// Read the `pieces` (start, bytes) of a thread's memory into `buf`, back to back; whether
+/// every piece could be read whole.
+pub(super) fn read_pieces(tid: u32, pieces: &[(u64, usize)], buf: &mut Vec<u8>) -> bool {
+    let total: usize = pieces.iter().map(|p| p.1).sum();
+    buf.clear();
+    buf.resize(total, 0);
+    let remote: Vec<RemoteIoVec> = pieces
+        .iter()
+        .map(|&(base, len)| RemoteIoVec {
+            base: base as usize,
+            len,
+        })
+        .collect();
+    let mut local = [io::IoSliceMut::new(buf)];
+    process_vm_readv(pid(tid), &mut local, &remote).is_ok_and(|n| n == total)
+}
+
 /// The most stack a ptrace sample copies: the usual limit of a main thread's stack.
 pub(super) const MAX_WHOLE_STACK: usize = 8 << 20;
 

@@ -39,9 +39,12 @@ mod stops;
 mod timer;
 mod tracee;
 
+use super::stack_reads::KnownStacks;
 use crate::arch::RESTART_SYSCALL;
-use calls::{event_msg, read_stack, seize, SavedSigchld, MAX_WHOLE_STACK};
-use tracee::{status_number, thread_state, thread_state_and_cpu, Seen, Tracee, WaitSite};
+use calls::{event_msg, read_pieces, read_stack, seize, SavedSigchld, MAX_WHOLE_STACK};
+use tracee::{
+    status_number, thread_state, thread_state_and_cpu, LastSample, Seen, Tracee, WaitSite,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PtraceError {
@@ -69,6 +72,9 @@ pub struct PtraceConfig {
     /// Time the stops of a CPU profile by each thread's own CPU clock where perf events allow
     /// it (see [`timer`]); false: by ticks, as where they do not.
     pub cpu_timers: bool,
+    /// Where the collector leaves what it read of each deep stack, so that a stop copies
+    /// only the part of the stack that changed ([`super::stack_reads`]).
+    pub known_stacks: KnownStacks,
 }
 
 #[derive(Clone, Default)]
@@ -111,6 +117,12 @@ pub struct PtraceStats {
     /// Samples due for CPU time used by threads after their last stop, found when they
     /// exited: time that could not be placed on a stack.
     pub unsampled: u64,
+    /// Stack copies that ended below outer frames as the thread's last unwind read them
+    /// (the words read there stand for the rest).
+    pub reused: u64,
+    /// Bytes of stack copied, and what copying each stack whole would have taken.
+    pub stack_bytes: u64,
+    pub whole_stack_bytes: u64,
     /// Stops caused by the threads' own CPU clocks (see [`timer`]).
     pub timer_stops: u64,
     /// Threads whose CPU clock signals never came (they block it): sampled by ticks instead.
@@ -139,6 +151,10 @@ pub struct PtraceSampler {
     out: Vec<u8>,
     entries: Vec<(u64, usize, usize)>,
     stack: Vec<u8>,
+    /// Words of the stack above `stack`'s copy (see [`PtraceSampler::read_whole_stack`]).
+    words: Vec<(u64, u64)>,
+    /// The words a stop read again, back to back.
+    gathered: Vec<u8>,
     interval_ns: u64,
     next_tick: u64,
     rng: u64,
@@ -184,6 +200,8 @@ impl PtraceSampler {
             out: Vec::new(),
             entries: Vec::new(),
             stack: Vec::new(),
+            words: Vec::new(),
+            gathered: Vec::new(),
             interval_ns: 1_000_000_000 / freq,
             next_tick: 0,
             rng: now_ns() | 1,
@@ -494,10 +512,21 @@ impl Sampler for PtraceSampler {
         } else {
             String::new()
         };
+        let reused = if s.stack_bytes > 0 {
+            format!(
+                "; {} stack copies ended below outer frames as their last unwind read them \
+                 ({:.1} of {:.1} MB of stack copied)",
+                s.reused,
+                s.stack_bytes as f64 / 1e6,
+                s.whole_stack_bytes as f64 / 1e6
+            )
+        } else {
+            String::new()
+        };
         format!(
             "ptrace: {clocks}{blocked}; {} stops by CPU clocks, {} ticks, {} threads \
              interrupted ({} found waiting for a CPU, not sampled), {} waiting threads \
-             sampled without a stop, {} samples ({:.0} independent)",
+             sampled without a stop, {} samples ({:.0} independent){reused}",
             s.timer_stops, s.ticks, s.interrupts, s.deferred, s.unstopped, s.samples, independent
         )
     }
@@ -574,6 +603,7 @@ mod tests {
             frequency: 1000,
             off_cpu: false,
             cpu_timers: true,
+            known_stacks: KnownStacks::new(),
         });
         let v: Vec<u64> = (0..1000).map(|_| s.jittered_interval()).collect();
         assert!(v.iter().all(|&i| (500_000..1_500_000).contains(&i)));

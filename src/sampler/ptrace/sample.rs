@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::arch;
+use crate::sampler::stack_reads::{Gathered, MIN_REUSED_STACK};
 
 impl PtraceSampler {
     /// A stopped thread's registers (read with [`calls::registers`]), and its whole stack
@@ -21,7 +22,11 @@ impl PtraceSampler {
     /// Read the stack of `tid` from `sp` to the end of the mapping `sp` is in (at most
     /// [`MAX_WHOLE_STACK`]) into `self.stack`; how many bytes were read. `/proc/PID/maps` is
     /// read again (at `time`) when `sp` is in no mapping seen so far: a new thread's stack.
+    /// Where the outer frames of a deep stack are as its thread's last unwind read them, the
+    /// copy ends below them and `self.words` holds the words read there (see
+    /// [`super::super::stack_reads`]); otherwise `self.words` is empty.
     pub(super) fn read_whole_stack(&mut self, tid: u32, sp: u64, time: u64) -> usize {
+        self.words.clear();
         let Some(pid) = self.tracees.get(&tid).map(|t| t.pid) else {
             return 0;
         };
@@ -41,12 +46,52 @@ impl PtraceSampler {
             }
         };
         // Without a mapping (it went away), as much as one sample record holds.
-        let len = end.map_or(encode::MAX_STACK as u64, |end| end - sp);
-        let len = (len as usize).min(MAX_WHOLE_STACK);
+        let whole = end.map_or(encode::MAX_STACK as u64, |end| end - sp);
+        let whole = (whole as usize).min(MAX_WHOLE_STACK);
+        let len = match self.outer_words(tid, sp, sp + whole as u64) {
+            Some(boundary) => (boundary - sp) as usize,
+            None => whole,
+        };
         if self.stack.len() < len {
             self.stack.resize(len, 0);
         }
-        read_stack(tid, sp, &mut self.stack[..len])
+        let n = read_stack(tid, sp, &mut self.stack[..len]);
+        if n < len {
+            // The copy ended early: the words above it do not go on from it.
+            self.words.clear();
+        }
+        self.stats.stack_bytes += n as u64;
+        self.stats.whole_stack_bytes += if self.words.is_empty() { n } else { whole } as u64;
+        self.stats.reused += u64::from(!self.words.is_empty());
+        n
+    }
+
+    /// Where the copy of the stack of stopped `tid` (from `sp` to `end`) may end: at the
+    /// innermost frame from which outward every word the thread's last whole unwind read is
+    /// unchanged, read again now; those words are put in `self.words`.
+    fn outer_words(&mut self, tid: u32, sp: u64, end: u64) -> Option<u64> {
+        if end - sp < MIN_REUSED_STACK {
+            return None;
+        }
+        let known = self.config.known_stacks.get(tid)?;
+        let pieces = known.pieces(sp)?;
+        if pieces
+            .last()
+            .is_some_and(|&(start, len)| start + len as u64 > end)
+        {
+            return None;
+        }
+        let mut bytes = std::mem::take(&mut self.gathered);
+        let reuse = read_pieces(tid, &pieces, &mut bytes)
+            .then(|| {
+                let live = Gathered::new(&pieces, &bytes);
+                known.reuse(sp, |addr| live.word(addr))
+            })
+            .flatten();
+        self.gathered = bytes;
+        let reuse = reuse?;
+        self.words = reuse.words;
+        Some(reuse.boundary)
     }
 
     /// Write the sample captured from `tid`, after reading the process's mappings again if
@@ -87,11 +132,13 @@ impl PtraceSampler {
         }
         // Kept for the credit left at the thread's end; a thread its CPU clock times has none.
         if off_cpu.is_none() && !t.timed() {
-            let last = t.last_on_cpu.get_or_insert_with(|| (user, Vec::new()));
+            let last = t.last_on_cpu.get_or_insert_with(LastSample::default);
             t.last_weight = u64::from(count);
-            last.0 = user;
-            last.1.clear();
-            last.1.extend_from_slice(&self.stack[..n]);
+            last.regs = user;
+            last.stack.clear();
+            last.stack.extend_from_slice(&self.stack[..n]);
+            last.words.clear();
+            last.words.extend_from_slice(&self.words);
         }
         self.write_sample(tid, user, n, off_cpu, count, time);
     }
@@ -102,7 +149,7 @@ impl PtraceSampler {
         let Some(t) = self.tracees.get_mut(&tid) else {
             return;
         };
-        let Some((regs, stack)) = t.last_on_cpu.take() else {
+        let Some(last) = t.last_on_cpu.take() else {
             return;
         };
         let s = Sample {
@@ -110,8 +157,9 @@ impl PtraceSampler {
             tid,
             time,
             cpu: 0,
-            regs,
-            stack: &stack,
+            regs: last.regs,
+            stack: &last.stack,
+            words: &last.words,
             off_cpu: None,
         };
         for _ in 0..count {
@@ -125,12 +173,16 @@ impl PtraceSampler {
         let before = t.last_weight;
         t.last_weight += u64::from(count);
         self.stats.samples_squared += t.last_weight.pow(2) - before.pow(2);
-        t.last_on_cpu = Some((regs, stack));
+        t.last_on_cpu = Some(last);
     }
 
-    /// Write the records of one sample: the parts of its stack beyond what a sample record
-    /// holds, then the sample (see `EMBER_RECORD_STACK_PART`).
+    /// Write the records of one sample: the words of its stack above the copy, the parts of
+    /// the copy beyond what a sample record holds, then the sample (see
+    /// `EMBER_RECORD_STACK_WORDS`, `EMBER_RECORD_STACK_PART`).
     fn push_sample(&mut self, s: &Sample) {
+        if !s.words.is_empty() {
+            self.push_with(s.time, |o| encode::stack_words(o, s));
+        }
         let held = s.stack.len().min(encode::MAX_STACK) & !7;
         for part in s.stack[held..s.stack.len() & !7].chunks(encode::MAX_STACK_PART) {
             self.push_with(s.time, |o| encode::stack_part(o, s, part));
@@ -161,6 +213,7 @@ impl PtraceSampler {
             self.scan_maps(pid, time);
         }
         let stack = std::mem::take(&mut self.stack);
+        let words = std::mem::take(&mut self.words);
         let s = Sample {
             pid,
             tid,
@@ -168,6 +221,7 @@ impl PtraceSampler {
             cpu: 0,
             regs,
             stack: &stack[..n],
+            words: &words,
             off_cpu,
         };
         // A thread due several samples (it was not caught running for a while) gets them
@@ -176,6 +230,7 @@ impl PtraceSampler {
             self.push_sample(&s);
         }
         self.stack = stack;
+        self.words = words;
         self.stats.samples += u64::from(count);
         self.stats.samples_squared += u64::from(count).pow(2);
     }

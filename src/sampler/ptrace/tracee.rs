@@ -71,14 +71,22 @@ pub(super) struct Tracee {
     pub(super) interrupted_syscall: Option<u64>,
     /// In a group-stop (SIGSTOP, ^Z): held with `PTRACE_LISTEN`, not sampled.
     pub(super) group_stopped: bool,
-    /// Its last on-CPU sample: registers and the used part of the stack copy. The credit
-    /// left when the thread ends is counted here.
-    pub(super) last_on_cpu: Option<(UserRegs, Vec<u8>)>,
+    /// Its last on-CPU sample. The credit left when the thread ends is counted here.
+    pub(super) last_on_cpu: Option<LastSample>,
     /// The samples counted at that place so far.
     pub(super) last_weight: u64,
     /// Its own CPU clock, where perf events allow one: it is sampled at the stops its
     /// signals cause, not by ticks (see [`super::timer`]).
     pub(super) timer: Option<CpuTimer>,
+}
+
+/// A thread's last on-CPU sample: registers, the used part of the stack copy and the words
+/// above it.
+#[derive(Clone, Debug, Default)]
+pub(super) struct LastSample {
+    pub(super) regs: UserRegs,
+    pub(super) stack: Vec<u8>,
+    pub(super) words: Vec<(u64, u64)>,
 }
 
 /// A thread as it was sampled waiting: registers at the syscall, and which syscall.

@@ -7,6 +7,12 @@
 #
 #   scripts/ab-cpu.sh REV_A REV_B [ROUNDS] [SECONDS]     # defaults: 5 rounds of 5 s
 #   ARGS="--backend perf" scripts/ab-cpu.sh ...          # more arguments for ember record
+#   TOGETHER=1 scripts/ab-cpu.sh ...                     # A and B at once in each round
+#
+# One after the other, rounds on this kind of machine vary by ±20 % (the VM's speed drifts);
+# with TOGETHER=1 both revisions record a workload of their own at the same time (four busy
+# threads on the machine), so both see the same conditions, and the ratio of each round
+# (printed with its median) is far steadier than the ratio of medians.
 set -euo pipefail
 A=$1
 B=$2
@@ -31,15 +37,23 @@ gcc -O2 -g -pthread -o "$WORK/threads" "$ROOT/testdata/threads.c"
 # One recording by side $1; appends "during_ms_per_1000 after_ms_per_1000" to $WORK/res-$1.
 round() {
   local split samples
-  split=$(python3 "$ROOT/scripts/profiler-cpu.py" "$WORK/o" -- "$WORK/target-$1/release/ember" \
-    record -F 999 ${ARGS:-} -o "$WORK/out.folded" -- "$WORK/threads" "$SECS")
-  samples=$(grep -o '[0-9]* samples (' "$WORK/o.err" | head -1 | awk '{print $1}')
+  # shellcheck disable=SC2086 # ARGS are words for ember
+  split=$(python3 "$ROOT/scripts/profiler-cpu.py" "$WORK/o-$1" -- \
+    "$WORK/target-$1/release/ember" record -F 999 ${ARGS:-} -o "$WORK/out-$1.folded" -- \
+    "$WORK/threads" "$SECS")
+  samples=$(grep -o '[0-9]* samples (' "$WORK/o-$1.err" | head -1 | awk '{print $1}')
   echo "$split $samples" | awk '{printf "%.3f %.3f\n", 1e6 * $1 / $3, 1e6 * $2 / $3}' >>"$WORK/res-$1"
 }
 
 for ((r = 1; r <= ROUNDS; r++)); do
-  round a
-  round b
+  if [ "${TOGETHER:-0}" = 1 ]; then
+    round a &
+    round b
+    wait
+  else
+    round a
+    round b
+  fi
 done
 
 python3 - "$WORK/res-a" "$WORK/res-b" "$A" "$B" "$ROUNDS" "$SECS" <<'EOF'
@@ -53,6 +67,10 @@ print(f"{'':12s} {'A ' + sys.argv[3][:10]:>16s} {'B ' + sys.argv[4][:10]:>16s} {
 for name, i in (("while running", 0), ("after exit", 1)):
     ma, mb = statistics.median(a[i]), statistics.median(b[i])
     print(f"{name:12s} {ma:16.2f} {mb:16.2f} {mb / ma:6.2f}")
+for name, i in (("while running", 0), ("after exit", 1)):
+    ratios = [y / x for x, y in zip(a[i], b[i])]
+    print(f"{name:12s} B/A of each round: median {statistics.median(ratios):.3f};",
+          " ".join(f"{r:.2f}" for r in ratios))
 for name, i in (("while running", 0), ("after exit", 1)):
     print(f"  {name}, each round: A", " ".join(f"{x:.2f}" for x in a[i]))
     print(f"  {name}, each round: B", " ".join(f"{x:.2f}" for x in b[i]))

@@ -65,19 +65,28 @@ print(f"{samples} {100 * whole / samples:.2f} % {100 * named / max(frames, 1):.3
 EOF
 }
 
+# name:ember's arguments[:seconds rustc starts after, under a shell: the default's takeover
+# of a process started in the middle of a recording]
 SETUPS=("perf:--backend perf" "perf, 65016 B copies:--backend perf --stack-size 65016"
   "ptrace:--backend ptrace" "ptrace, every copy whole:--backend ptrace --debug-whole-copies"
-  "default (auto, takeover):--backend auto")
+  "default (auto, takeover):--backend auto"
+  "default, rustc started 0.3 s in:--backend auto:0.3")
 
 echo "rustc -O building $version, $HZ Hz, $(nproc) CPUs, $ROUNDS rounds (medians)"
 # Each round: a bare build, then one under each setup; the slowdown is against that round's.
 for ((r = 1; r <= ROUNDS; r++)); do
   bare=$(build)
   for setup in "${SETUPS[@]}"; do
-    name=${setup%%:*}
-    args=${setup#*:}
-    # shellcheck disable=SC2086
-    t=$(build "$EMBER" record -v -F "$HZ" $args -o "$WORK/out.folded" --)
+    IFS=: read -r name args delay <<<"$setup"
+    if [ -n "$delay" ]; then
+      # shellcheck disable=SC2086,SC2016 # $args are words; "$@" is the shell's own
+      t=$(build "$EMBER" record -v -F "$HZ" $args -o "$WORK/out.folded" -- \
+        sh -c "sleep $delay; "'exec "$@"' sh)
+      t=$(echo "$t - $delay" | bc -l)
+    else
+      # shellcheck disable=SC2086
+      t=$(build "$EMBER" record -v -F "$HZ" $args -o "$WORK/out.folded" --)
+    fi
     copied=$(grep -o '([0-9.]* of [0-9.]* MB of stack copied)' "$WORK/build-err" | tr -d '()' |
       awk '{print $1, $3}' || true)
     echo "$name|$(measure "$WORK/out.folded")|$(echo "$t / $bare" | bc -l)|${copied:--}" \

@@ -152,7 +152,6 @@ impl Collector {
             }
             Event::Comm(c) => {
                 if c.exec {
-                    self.takeovers.started();
                     if let Some(known) = &self.known_stacks {
                         known.forget(c.tid);
                     }
@@ -161,9 +160,6 @@ impl Collector {
                 self.procs.on_comm(c.pid, c.tid, &name, c.exec);
             }
             Event::Fork(f) => {
-                if f.pid == f.tid {
-                    self.takeovers.started();
-                }
                 self.procs.on_fork(f.pid, f.ppid, f.tid);
                 self.profile.meta.lifetimes.entry(f.tid).or_default().0 = Some(f.time);
             }

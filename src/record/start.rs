@@ -8,7 +8,6 @@ use super::collector::Collector;
 use super::live::{Began, Feed, LiveFeed};
 use super::reader::{sample_until, Live, Processing, ReadPlan, Status, Stop};
 use super::snapshot::SnapshotPlan;
-use super::takeovers;
 use super::{RecordError, RecordOptions};
 use crate::output;
 use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
@@ -238,7 +237,7 @@ fn with_takeover(
     }
     let requests = Requests::new();
     // The command (or the processes attached to) starts now: its stacks are judged soon.
-    requests.watch(takeovers::WATCH_NS);
+    requests.watch(sampler::takeover::WATCH_START_NS);
     collector.take_over_deep_processes(requests.clone());
     Box::new(TakeoverSampler::new(sampler, ptrace, root, requests))
 }

@@ -4,12 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::sampler::takeover::Requests;
+use crate::sampler::takeover::{Requests, WATCH_DEEP_NS};
 use crate::sampler::SampleEvent;
-
-/// How long the reader is asked to read often after a process starts or its first stack is
-/// found cut (see [`Requests::watch`]).
-pub(super) const WATCH_NS: u64 = 500_000_000;
 
 /// A process is asked for once this many of its samples were cut...
 const MIN_CUT: u64 = 3;
@@ -64,7 +60,7 @@ impl Takeovers {
         let (samples, cuts) = match self.seen.get_mut(&pid) {
             Some(counts) => counts,
             None if cut => {
-                requests.watch(WATCH_NS);
+                requests.watch(WATCH_DEEP_NS);
                 self.seen.entry(pid).or_default()
             }
             None => return,
@@ -76,14 +72,6 @@ impl Takeovers {
         *cuts += u64::from(cut);
         if *cuts >= MIN_CUT && self.asked.insert(pid) {
             requests.ask(pid);
-        }
-    }
-
-    /// A process started (or called `exec`): the reader reads often for a while, so that its
-    /// stacks are judged soon.
-    pub(super) fn started(&self) {
-        if let Some(requests) = &self.requests {
-            requests.watch(WATCH_NS);
         }
     }
 

@@ -299,6 +299,10 @@ pub trait Sampler {
     /// Let time pass (up to `timeout_ms`) while sampling; returns early when there is work.
     fn wait(&mut self, timeout_ms: i32);
 
+    /// Return from `wait` early also when `fd` is readable (someone has work for the reader).
+    /// Samplers that wait for something else than file descriptors ignore it.
+    fn wake_on(&mut self, _fd: std::os::fd::RawFd) {}
+
     /// Stop sampling: disable the events, or detach from every tracee. What was produced
     /// stays readable with `drain`.
     fn disable(&mut self);

@@ -7,7 +7,7 @@ use std::sync::atomic::{fence, Ordering};
 
 use perf_event_open_sys as sys;
 
-use super::records::{self, RecordHeader, SampleLayout};
+use super::records::{self, RecordHeader, SampleLayout, StackCopy};
 use super::{CallGraph, OpenedEvent, RecordBatch, Sampler};
 use crate::linux;
 
@@ -237,6 +237,9 @@ fn push_record(
 ) {
     let time = layout.record_time(rec);
     let stack = layout.stack_copy(rec);
+    if let Some(copy) = stack.filter(StackCopy::is_full) {
+        batch.note_full_copy(copy.pid);
+    }
     batch.push_with(time, |bytes| {
         let start = bytes.len();
         match stack {
@@ -272,6 +275,8 @@ pub struct PerfSampler {
     event: OpenedEvent,
     /// Bytes of user stack copied per sample.
     stack_size: u32,
+    /// More descriptors that end a wait when readable (see [`Sampler::wake_on`]).
+    wake_fds: Vec<RawFd>,
 }
 
 fn page_size() -> usize {
@@ -382,6 +387,7 @@ impl PerfSampler {
                     layout,
                     notes,
                     stack_size,
+                    wake_fds: Vec::new(),
                     event: OpenedEvent {
                         name: event_name(name, config.off_cpu),
                         kernel_included: kernel,
@@ -500,14 +506,20 @@ impl Sampler for PerfSampler {
             .fds
             .iter()
             .chain(&self.switch_fds)
+            .map(AsRawFd::as_raw_fd)
+            .chain(self.wake_fds.iter().copied())
             .map(|fd| libc::pollfd {
-                fd: fd.as_raw_fd(),
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
             })
             .collect();
         // SAFETY: pfds is a valid array of pollfd for the duration of the call.
         unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    }
+
+    fn wake_on(&mut self, fd: RawFd) {
+        self.wake_fds.push(fd);
     }
 
     /// Stop sampling (the buffers stay readable).

@@ -24,6 +24,8 @@ pub struct RecordBatch {
     bytes: Vec<u8>,
     entries: Vec<Entry>,
     remaining: usize,
+    /// Processes with a sample whose stack filled its copy (see [`RecordBatch::full_copies`]).
+    full_copies: Vec<u32>,
 }
 
 impl RecordBatch {
@@ -51,6 +53,20 @@ impl RecordBatch {
         self.bytes.clear();
         self.entries.clear();
         self.remaining = 0;
+        self.full_copies.clear();
+    }
+
+    /// A sample of process `pid` added (or about to be) filled its stack copy.
+    pub fn note_full_copy(&mut self, pid: u32) {
+        if !self.full_copies.contains(&pid) {
+            self.full_copies.push(pid);
+        }
+    }
+
+    /// The processes whose stacks filled a copy in this batch (perf events read here): their
+    /// stacks may be deeper than the copies, which the reader can tell without unwinding.
+    pub fn full_copies(&self) -> &[u32] {
+        &self.full_copies
     }
 
     /// Records in the batch.

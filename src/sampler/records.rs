@@ -318,6 +318,7 @@ impl SampleLayout {
             .filter(|&d| d >= 8 && d <= rec.len())?;
         let size = u64::from_le_bytes(rec.get(data.checked_sub(8)?..data)?.try_into().ok()?);
         (size != 0).then_some(StackCopy {
+            pid: s.pid,
             data,
             size: size as usize,
             used: s.user_stack.len(),
@@ -540,6 +541,8 @@ impl SampleLayout {
 /// stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StackCopy {
+    /// The process sampled.
+    pub pid: u32,
     /// Offset of the copy's first byte (its size field is the 8 bytes before).
     data: usize,
     size: usize,
@@ -547,6 +550,11 @@ pub struct StackCopy {
 }
 
 impl StackCopy {
+    /// The stack filled the copy: it may go on beyond it.
+    pub fn is_full(&self) -> bool {
+        self.used == self.size
+    }
+
     /// Bytes the record loses when the unused part of the copy is left out.
     pub fn unused(&self) -> usize {
         self.size - self.used

@@ -13,7 +13,7 @@
 //! child leaves them alone and the kernel counts what it drops, as it does without a relay.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -194,6 +194,8 @@ pub struct RelayedSampler {
     /// Records taken while the helper finished, handed out by the next `drain`.
     stopping: RecordBatch,
     notes: Vec<String>,
+    /// More descriptors that end a wait when readable (see [`Sampler::wake_on`]).
+    wake_fds: Vec<RawFd>,
 }
 
 /// Fork the reader process for `perf`. Call it before ember starts any thread. On error the
@@ -256,6 +258,7 @@ pub fn start(mut perf: PerfSampler) -> Result<RelayedSampler, Box<(PerfSampler, 
         wake,
         stopping: early,
         notes,
+        wake_fds: Vec::new(),
     })
 }
 
@@ -431,12 +434,25 @@ impl Sampler for RelayedSampler {
         if self.helper.is_none() {
             return self.perf.wait(timeout_ms);
         }
-        let mut fds = [PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
+        // SAFETY: whoever gave these descriptors keeps them open while sampling.
+        let extra = self
+            .wake_fds
+            .iter()
+            .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) });
+        let mut fds: Vec<PollFd> = std::iter::once(self.wake.as_fd())
+            .chain(extra)
+            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+            .collect();
         let timeout = PollTimeout::try_from(timeout_ms.max(0)).unwrap_or(PollTimeout::MAX);
         let _ = poll(&mut fds, timeout);
         if self.take_wakeups() {
             self.helper_gone(None);
         }
+    }
+
+    fn wake_on(&mut self, fd: RawFd) {
+        self.wake_fds.push(fd);
+        self.perf.wake_on(fd);
     }
 
     fn disable(&mut self) {

@@ -16,6 +16,8 @@
 //! whole process trees and cannot leave one process out; they tell of its threads, names
 //! and mappings as before). Processes the taken-over one starts stay with perf events.
 
+use std::collections::HashSet;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -23,37 +25,72 @@ use super::ptrace::{PtraceConfig, PtraceSampler};
 use super::{CommandState, OpenedEvent, RecordBatch, SampleLayout, Sampler};
 use crate::linux;
 
+/// How long the ring buffers are read often when recording starts: long enough for the
+/// first reads to bring the command's first samples, which say whether its stacks are cut.
+/// Each read wakes ember's threads (some 120 µs of CPU on this kind of machine), so not
+/// after every process start: one started later is known from the read that brings its
+/// first samples, and where those fill their stack copies the reader watches from then on.
+pub const WATCH_START_NS: u64 = 50_000_000;
+/// ... and after the first samples of a process whose stacks fill their copies (or the first
+/// cut stack), until it is asked for.
+pub const WATCH_DEEP_NS: u64 = 500_000_000;
+
 /// Processes the processing side asks to be taken over, in the order asked; and until when
 /// it asks for the ring buffers to be read often (it is watching for cut stacks).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Requests {
     asked: Arc<Mutex<Vec<u32>>>,
     /// Monotonic ns.
     eager_until: Arc<AtomicU64>,
+    /// An eventfd, readable once something was asked: the reader's wait ends at once.
+    wake: Option<Arc<OwnedFd>>,
+}
+
+impl Default for Requests {
+    fn default() -> Requests {
+        Requests::new()
+    }
 }
 
 impl Requests {
     pub fn new() -> Requests {
-        Requests::default()
+        // SAFETY: eventfd with flags; a valid descriptor is owned from here.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        Requests {
+            asked: Arc::default(),
+            eager_until: Arc::default(),
+            // SAFETY: fd is a new descriptor nobody else owns.
+            wake: (fd >= 0).then(|| Arc::new(unsafe { OwnedFd::from_raw_fd(fd) })),
+        }
     }
 
-    /// Ask for process `pid` to be taken over (at the reader's next read).
+    /// Ask for process `pid` to be taken over, waking the reader.
     pub fn ask(&self, pid: u32) {
         if let Ok(mut asked) = self.asked.lock() {
             asked.push(pid);
+        }
+        if let Some(fd) = &self.wake {
+            // SAFETY: writing 8 bytes from a valid u64 to an eventfd we own.
+            unsafe { libc::write(fd.as_raw_fd(), (&1u64 as *const u64).cast(), 8) };
         }
     }
 
     /// The processes asked for since the last call.
     pub fn take(&self) -> Vec<u32> {
+        if let Some(fd) = &self.wake {
+            let mut n = 0u64;
+            // SAFETY: reading 8 bytes into a valid u64 from a non-blocking eventfd.
+            unsafe { libc::read(fd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+        }
         self.asked
             .lock()
             .map(|mut asked| std::mem::take(&mut *asked))
             .unwrap_or_default()
     }
 
-    /// Read often for the next `ns` nanoseconds: a process just started (or its stacks were
-    /// just found cut), and the sooner its cut stacks are seen the fewer there are.
+    /// Read often for the next `ns` nanoseconds: recording just started (or a process's stacks
+    /// were just found to fill their copies), and the sooner its cut stacks are seen the
+    /// fewer there are.
     pub fn watch(&self, ns: u64) {
         self.eager_until
             .fetch_max(super::monotonic_ns() + ns, Ordering::Relaxed);
@@ -64,12 +101,15 @@ impl Requests {
     }
 }
 
-/// How long a wait lasts at most while ptrace follows threads (it waits for their stops,
-/// which must be handled at once: perf events' ring buffers must still be read often enough),
-/// or while the processing side watches for cut stacks (records reach it a read or two after
-/// they are taken: it sees them in time order, up to where every buffer was read before).
-/// Reading this often costs ember about a seventh more CPU than every 100 ms.
-const READ_OFTEN_MS: i32 = 25;
+/// How long a wait lasts at most while ptrace follows threads: it waits for their stops,
+/// which must be handled at once, and perf events' ring buffers must still be read often
+/// enough.
+const READ_FOLLOWING_MS: i32 = 25;
+/// ... and while the processing side watches for cut stacks: records reach it a read or two
+/// after they are taken (it sees them in time order, up to where every buffer was read
+/// before), and every read sooner is a few samples fewer cut before the takeover. Only for a
+/// while: each read costs ember CPU.
+const READ_WATCHING_MS: i32 = 10;
 
 /// Perf events (read here or relayed), and ptrace for the processes taken over.
 pub struct TakeoverSampler {
@@ -83,6 +123,8 @@ pub struct TakeoverSampler {
     taken: Vec<(u32, String)>,
     /// Processes ptrace was refused for: their stacks stay cut.
     refused: Vec<u32>,
+    /// Processes whose samples filled their stack copies (watched once each).
+    watched: HashSet<u32>,
     /// What the user should know of the takeovers.
     own_notes: Vec<String>,
     /// Perf events' notes, these, ptrace's (as of the last gathering).
@@ -98,6 +140,10 @@ impl TakeoverSampler {
         root: Option<u32>,
         requests: Requests,
     ) -> TakeoverSampler {
+        let mut perf = perf;
+        if let Some(fd) = &requests.wake {
+            perf.wake_on(fd.as_raw_fd());
+        }
         let notes = perf.notes().to_vec();
         TakeoverSampler {
             perf,
@@ -107,6 +153,7 @@ impl TakeoverSampler {
             requests,
             taken: Vec::new(),
             refused: Vec::new(),
+            watched: HashSet::new(),
             own_notes: Vec::new(),
             notes,
         }
@@ -174,9 +221,16 @@ impl Sampler for TakeoverSampler {
         self.perf.layout()
     }
 
+    /// A process whose samples fill their stack copies may be cut: the reader reads often
+    /// for a while, so that the processing side judges it soon.
     fn drain(&mut self, batch: &mut RecordBatch) -> usize {
         self.serve_requests();
         let mut n = self.perf.drain(batch);
+        for &pid in batch.full_copies() {
+            if self.watched.insert(pid) {
+                self.requests.watch(WATCH_DEEP_NS);
+            }
+        }
         if let Some(p) = &mut self.ptrace {
             n += p.drain(batch);
         }
@@ -186,9 +240,10 @@ impl Sampler for TakeoverSampler {
     /// While ptrace follows threads it waits (their stops must be handled at once), a little
     /// at a time so that perf events' ring buffers are read often enough.
     fn wait(&mut self, timeout_ms: i32) {
-        let often = self.following() || self.requests.eager();
-        let timeout_ms = if often {
-            timeout_ms.min(READ_OFTEN_MS)
+        let timeout_ms = if self.requests.eager() {
+            timeout_ms.min(READ_WATCHING_MS)
+        } else if self.following() {
+            timeout_ms.min(READ_FOLLOWING_MS)
         } else {
             timeout_ms
         };

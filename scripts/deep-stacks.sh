@@ -10,6 +10,10 @@
 # samples, the MB of stack it copied against what copying every stack whole would have.
 #
 #   scripts/deep-stacks.sh [HZ] [ROUNDS]      # defaults: 999 Hz, 3 rounds
+#
+# Also per setup: ember's own CPU per 1,000 samples (everything's CPU time less rustc's), and
+# rustc's CPU time against the bare build's (what sampling costs the compile itself).
+# Needs /usr/bin/time (Debian's package time).
 set -euo pipefail
 HZ=${1:-999}
 ROUNDS=${2:-3}
@@ -32,16 +36,20 @@ features=(std unicode unicode-age unicode-bool unicode-case unicode-gencat unico
 cfgs=()
 for f in "${features[@]}"; do cfgs+=(--cfg "feature=\"$f\""); done
 
-# One release build of the crate from scratch, run under "$@"; prints its wall time (s).
+# One release build of the crate from scratch, run under "$@"; prints its wall time (s), the
+# CPU time (s) of everything ("$@" and rustc) and of rustc alone.
 build() {
   rm -rf "$WORK/out"
   local start end
   start=$(date +%s.%N)
-  "$@" rustc --edition 2021 --crate-type lib --crate-name regex_syntax -C opt-level=3 \
+  /usr/bin/time -o "$WORK/all-cpu" -f "%U %S" "$@" \
+    /usr/bin/time -o "$WORK/rustc-cpu" -f "%U %S" \
+    rustc --edition 2021 --crate-type lib --crate-name regex_syntax -C opt-level=3 \
     "${cfgs[@]}" --out-dir "$WORK/out" "$src/src/lib.rs" >/dev/null 2>"$WORK/build-err" ||
     { cat "$WORK/build-err" >&2; exit 1; }
   end=$(date +%s.%N)
-  echo "$end - $start" | bc
+  echo "$(echo "$end - $start" | bc) $(awk '{print $1 + $2}' "$WORK/all-cpu")" \
+    "$(awk '{print $1 + $2}' "$WORK/rustc-cpu")"
 }
 
 # rustc's samples in a folded file: reaching the root, named frames.
@@ -75,22 +83,22 @@ SETUPS=("perf:--backend perf" "perf, 65016 B copies:--backend perf --stack-size 
 echo "rustc -O building $version, $HZ Hz, $(nproc) CPUs, $ROUNDS rounds (medians)"
 # Each round: a bare build, then one under each setup; the slowdown is against that round's.
 for ((r = 1; r <= ROUNDS; r++)); do
-  bare=$(build)
+  read -r bare _ bare_cpu <<<"$(build)"
   for setup in "${SETUPS[@]}"; do
     IFS=: read -r name args delay <<<"$setup"
     if [ -n "$delay" ]; then
       # shellcheck disable=SC2086,SC2016 # $args are words; "$@" is the shell's own
-      t=$(build "$EMBER" record -v -F "$HZ" $args -o "$WORK/out.folded" -- \
-        sh -c "sleep $delay; "'exec "$@"' sh)
+      read -r t all rustc <<<"$(build "$EMBER" record -v -F "$HZ" $args \
+        -o "$WORK/out.folded" -- sh -c "sleep $delay; "'exec "$@"' sh)"
       t=$(echo "$t - $delay" | bc -l)
     else
       # shellcheck disable=SC2086
-      t=$(build "$EMBER" record -v -F "$HZ" $args -o "$WORK/out.folded" --)
+      read -r t all rustc <<<"$(build "$EMBER" record -v -F "$HZ" $args -o "$WORK/out.folded" --)"
     fi
     copied=$(grep -o '([0-9.]* of [0-9.]* MB of stack copied)' "$WORK/build-err" | tr -d '()' |
       awk '{print $1, $3}' || true)
-    echo "$name|$(measure "$WORK/out.folded")|$(echo "$t / $bare" | bc -l)|${copied:--}" \
-      >>"$WORK/rows"
+    echo "$name|$(measure "$WORK/out.folded")|$(echo "$t / $bare" | bc -l)|${copied:--}|$(
+      echo "$all - $rustc" | bc -l) $(echo "$rustc / $bare_cpu" | bc -l)" >>"$WORK/rows"
   done
 done
 
@@ -98,20 +106,24 @@ python3 - "$WORK/rows" <<'EOF2'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    name, counts, ratio, copied = line.rstrip("\n").split("|")
-    rows.setdefault(name, []).append((counts.split(), float(ratio), copied.split()))
-print(f"{'profiler':30s} {'samples':>8s} {'whole':>9s} {'named':>9s} {'slowdown':>9s}  "
-      "stack MB copied / whole")
+    name, counts, ratio, copied, cpu = line.rstrip("\n").split("|")
+    ember_cpu, rustc_cpu = map(float, cpu.split())
+    counts = counts.split()
+    rows.setdefault(name, []).append({
+        "samples": int(counts[0]), "whole": float(counts[1]), "named": float(counts[3]),
+        "slowdown": float(ratio), "copied": copied.split(),
+        "ember_ms": 1e6 * ember_cpu / max(int(counts[0]), 1), "rustc_cpu": rustc_cpu})
+med = statistics.median
+print(f"{'profiler':32s} {'samples':>7s} {'whole':>9s} {'named':>9s} {'slowdown':>8s} "
+      f"{'rustc CPU':>9s} {'ember ms':>8s}  stack MB copied / whole")
+print(f"{'':32s} {'':7s} {'':9s} {'':9s} {'':8s} {'x bare':>9s} {'/1k smp':>8s}")
 for name, runs in rows.items():
-    med = lambda xs: statistics.median(xs)
-    samples = med([int(c[0]) for c, _, _ in runs])
-    whole = med([float(c[1]) for c, _, _ in runs])
-    named = med([float(c[3]) for c, _, _ in runs])
-    slowdown = med([r for _, r, _ in runs])
-    copied = [c for _, _, c in runs if len(c) == 2]
+    m = lambda k: med([r[k] for r in runs])
+    copied = [r["copied"] for r in runs if len(r["copied"]) == 2]
     mb = (f"{med([float(c[0]) for c in copied]):.0f} / {med([float(c[1]) for c in copied]):.0f}"
           if copied else "-")
-    print(f"{name:30s} {samples:8.0f} {whole:7.2f} % {named:7.3f} % {slowdown:8.2f}x  {mb}")
+    print(f"{name:32s} {m('samples'):7.0f} {m('whole'):7.2f} % {m('named'):7.3f} % "
+          f"{m('slowdown'):7.2f}x {m('rustc_cpu'):8.2f}x {m('ember_ms'):8.0f}  {mb}")
 print("slowdown per round:", "; ".join(
-    f"{name}: " + " ".join(f"{r:.2f}" for _, r, _ in runs) for name, runs in rows.items()))
+    f"{name}: " + " ".join(f"{r['slowdown']:.2f}" for r in runs) for name, runs in rows.items()))
 EOF2

@@ -7,12 +7,10 @@
 #
 #   scripts/ab-cpu.sh REV_A REV_B [ROUNDS] [SECONDS]     # defaults: 5 rounds of 5 s
 #   ARGS="--backend perf" scripts/ab-cpu.sh ...          # more arguments for ember record
-#   TOGETHER=1 scripts/ab-cpu.sh ...                     # A and B at once in each round
 #
-# One after the other, rounds on this kind of machine vary by ±20 % (the VM's speed drifts);
-# with TOGETHER=1 both revisions record a workload of their own at the same time (four busy
-# threads on the machine), so both see the same conditions, and the ratio of each round
-# (printed with its median) is far steadier than the ratio of medians.
+# Rounds on this kind of machine vary by ±20 % and more (the VM's speed drifts): use many.
+# Running both revisions at once (a workload each) is no cure: the same revision on both
+# sides came out 1.5x apart, always the one started second.
 set -euo pipefail
 A=$1
 B=$2
@@ -46,14 +44,8 @@ round() {
 }
 
 for ((r = 1; r <= ROUNDS; r++)); do
-  if [ "${TOGETHER:-0}" = 1 ]; then
-    round a &
-    round b
-    wait
-  else
-    round a
-    round b
-  fi
+  round a
+  round b
 done
 
 python3 - "$WORK/res-a" "$WORK/res-b" "$A" "$B" "$ROUNDS" "$SECS" <<'EOF'

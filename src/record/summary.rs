@@ -129,7 +129,7 @@ impl fmt::Display for Summary {
 impl fmt::Display for Verbose {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "ember: {}", self.backend)?;
-        writeln!(
+        write!(
             f,
             "ember: {} unique stacks, {} unique frames; unwinding: {} samples, {} stack copies \
              ran out ({} completed from the frame-pointer chain)",
@@ -139,6 +139,15 @@ impl fmt::Display for Verbose {
             self.unwind.truncated,
             self.unwind.spliced,
         )?;
+        if self.unwind.reused > 0 {
+            write!(
+                f,
+                "; {} copies ended below unchanged outer frames, {} of them needing a word \
+                 that was not read again",
+                self.unwind.reused, self.unwind.reuse_missed
+            )?;
+        }
+        writeln!(f)?;
         for line in &self.debuginfod {
             writeln!(f, "ember: debuginfod: {line}")?;
         }

@@ -1,5 +1,10 @@
-/* Recursion DEPTH frames deep (default 200) that burns CPU at the bottom, over and over. */
+/* Recursion DEPTH frames deep (default 200) that burns CPU at the bottom, over and over, for
+ * SECONDS of CPU time (default 1.5); with a third argument `kib`, through frames of 1 KiB each
+ * (`recurse_kib`: 5,000 of them are 5 MB of stack).
+ *
+ * Usage: recursion [DEPTH] [SECONDS] [kib] */
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static volatile unsigned long sink;
@@ -23,11 +28,24 @@ __attribute__((noinline)) unsigned long recurse(int depth) {
     return r ^ (unsigned long)depth;
 }
 
+/* A frame of 1 KiB; the volatile pad is used after the call. */
+__attribute__((noinline)) unsigned long recurse_kib(int depth) {
+    volatile char pad[1024];
+    pad[depth & 1023] = (char)depth;
+    unsigned long r = depth == 0 ? leaf_burn() : recurse_kib(depth - 1);
+    sink += r + pad[depth & 1023];
+    return r ^ (unsigned long)depth;
+}
+
 int main(int argc, char **argv) {
     int depth = argc > 1 ? atoi(argv[1]) : 200;
     double seconds = argc > 2 ? atof(argv[2]) : 1.5;
+    int kib = argc > 3 && strcmp(argv[3], "kib") == 0;
     double start = cpu_now();
     /* recurse(depth - 1) makes exactly `depth` recurse frames. */
-    while (cpu_now() - start < seconds) recurse(depth - 1);
+    while (cpu_now() - start < seconds) {
+        if (kib) recurse_kib(depth - 1);
+        else recurse(depth - 1);
+    }
     return 0;
 }

@@ -497,6 +497,24 @@ fn by_default_a_frame_bigger_than_any_copy_is_whole_once_taken_over() {
     assert!(whole > 3 * cut, "{whole} whole, {cut} cut:\n{stderr}");
 }
 
+/// The samples at `leaf_burn` whose stacks are whole (every one of `depth` frames of
+/// `frame`, from `main`; any other whole stack fails) and those cut.
+fn whole_and_cut_recursions(stacks: &[Stack], frame: &str, depth: usize) -> (u64, u64) {
+    let (mut whole, mut cut) = (0, 0);
+    for s in stacks.iter().filter(|s| user_leaf(s) == "leaf_burn") {
+        let user = user_frames(s);
+        if user.contains(&"[truncated]") {
+            cut += s.count;
+        } else {
+            let recursion = user.iter().filter(|f| **f == frame).count();
+            assert_eq!(recursion, depth, "{:?}", &user[..4]);
+            assert!(user.contains(&"main"), "{:?}", &user[..4]);
+            whole += s.count;
+        }
+    }
+    (whole, cut)
+}
+
 /// By default a process whose stacks outgrow perf events' copies (recursion 5,000 deep
 /// without frame pointers) is taken over by ptrace: `-v` names it, perf events' samples of it
 /// are left out from then on, and its stacks are whole, every one of the 5,000 frames from
@@ -515,24 +533,42 @@ fn by_default_deep_recursion_is_taken_over_by_ptrace_and_whole_from_then_on() {
         "{stderr}"
     );
     let stacks = read_folded(&folded);
-    let (mut whole, mut cut) = (0, 0);
-    for s in stacks.iter().filter(|s| user_leaf(s) == "leaf_burn") {
-        let user = user_frames(s);
-        let recursion = user.iter().filter(|f| **f == "recurse").count();
-        if user.contains(&"[truncated]") {
-            cut += s.count;
-        } else {
-            assert_eq!(recursion, 5000, "{:?}", &user[..4]);
-            assert!(user.contains(&"main"), "{:?}", &user[..4]);
-            whole += s.count;
-        }
-    }
+    let (whole, cut) = whole_and_cut_recursions(&stacks, "recurse", 5000);
     assert!(whole > 3 * cut, "{whole} whole, {cut} cut:\n{stderr}");
     assert!(
         whole as f64 > 0.5 * total(&stacks) as f64,
         "{whole} of {}",
         total(&stacks)
     );
+}
+
+/// 5,000 frames of 1 KiB each, without frame pointers: 5 MB of stack, more pages than one
+/// system call reads and more frames' words than one record of them holds. Whole on ptrace,
+/// and by default once the process is taken over; no copy runs out on ptrace.
+#[test]
+fn recursion_through_five_megabytes_of_stack_is_whole_on_ptrace_and_by_default() {
+    let _serial = serial();
+    let exe = workload("recursion", Build::NoFramePointers);
+    let dir = scratch();
+    let folded = dir.path().join("kib.folded");
+    for backend in ["ptrace", "auto"] {
+        let args = ["-v", "--backend", backend, "-o", folded.to_str().unwrap()];
+        let run = ["--", exe.to_str().unwrap(), "5000", "1", "kib"];
+        let out = record_ok(&[&args[..], &run].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stacks = read_folded(&folded);
+        let (whole, cut) = whole_and_cut_recursions(&stacks, "recurse_kib", 5000);
+        eprintln!("{backend}: {whole} whole, {cut} cut");
+        assert!(whole > 0, "{backend}: none whole:\n{stderr}");
+        if backend == "ptrace" {
+            assert!(
+                cut == 0 && stderr.contains(" 0 stack copies ran out"),
+                "{cut} cut:\n{stderr}"
+            );
+        } else {
+            assert!(whole > 3 * cut, "{whole} whole, {cut} cut:\n{stderr}");
+        }
+    }
 }
 
 /// With every core busy a thread just woken from a sleep waits for a CPU, and a ptrace stop

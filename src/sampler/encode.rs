@@ -133,11 +133,12 @@ pub fn stack_part(out: &mut Vec<u8>, s: &Sample, bytes: &[u8]) {
 /// The most words one [`EMBER_RECORD_STACK_WORDS`] carries.
 pub const MAX_STACK_WORDS: usize = MAX_STACK_PART / 16;
 
-/// Append the words of the stack of the sample of `s` that follows, above its copy (see
-/// [`EMBER_RECORD_STACK_WORDS`]): at most [`MAX_STACK_WORDS`] of `s.words`.
-pub fn stack_words(out: &mut Vec<u8>, s: &Sample) {
+/// Append words of the stack of the sample of `s` that follows, above its copy (see
+/// [`EMBER_RECORD_STACK_WORDS`]): `words`, some of `s.words`, at most [`MAX_STACK_WORDS`].
+pub fn stack_words(out: &mut Vec<u8>, s: &Sample, words: &[(u64, u64)]) {
+    debug_assert!(words.len() <= MAX_STACK_WORDS);
     let mut r = Rec::begin(out, EMBER_RECORD_STACK_WORDS, MISC_USER);
-    for &(addr, value) in &s.words[..s.words.len().min(MAX_STACK_WORDS)] {
+    for &(addr, value) in words {
         r.u64(addr).u64(value);
     }
     r.sample_id(s.pid, s.tid, s.time).finish();
@@ -241,6 +242,36 @@ mod tests {
             Ok(Some(Event::StackPart(p))) => {
                 assert_eq!((p.tid, p.time), (6, 77));
                 assert_eq!(p.bytes, &stack[..]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn stack_words_parse_back_with_their_thread_and_time() {
+        let words: Vec<(u64, u64)> = (0..MAX_STACK_WORDS as u64).map(|i| (8 * i, !i)).collect();
+        let s = Sample {
+            pid: 5,
+            tid: 6,
+            time: 77,
+            cpu: 0,
+            regs: UserRegs::default(),
+            stack: &[],
+            words: &words,
+            off_cpu: None,
+        };
+        let mut out = Vec::new();
+        stack_words(&mut out, &s, &words);
+        match LAYOUT.parse(&out) {
+            Ok(Some(Event::StackWords(p))) => {
+                assert_eq!((p.tid, p.time), (6, 77));
+                let pairs: Vec<u64> = p
+                    .bytes
+                    .chunks(8)
+                    .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+                    .collect();
+                assert_eq!(pairs.len(), 2 * words.len());
+                assert_eq!((pairs[2], pairs[3]), words[1]);
             }
             other => panic!("{other:?}"),
         }

@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 /// Stacks smaller than this are copied whole: nothing is kept of them, nothing reused.
 pub const MIN_REUSED_STACK: u64 = 32 << 10;
 
-/// A gather read takes at most this many pieces (the kernel's `IOV_MAX`): stacks whose
-/// unwind read more separate words are copied whole.
-pub const MAX_PIECES: usize = 1024;
+/// Stacks whose unwind read more separate words than this are copied whole (a gather read
+/// takes 1,024 pieces a system call; 5,000 frames of 1 KiB take five).
+pub const MAX_PIECES: usize = 16384;
 
 /// The words one unwind read, step by step (leaf first).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

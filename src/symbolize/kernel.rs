@@ -43,7 +43,9 @@ impl KernelSymbols {
             return found;
         }
         // Written while reading, where there was none this boot (or it cannot be read).
-        let unusable = cached.as_deref().is_none_or(|c| !c.starts_with(CACHE_MAGIC));
+        let unusable = cached
+            .as_deref()
+            .is_none_or(|c| !c.starts_with(CACHE_MAGIC));
         let mut writer = cache.filter(|_| unusable).and_then(CacheWriter::new);
         let (mut lines, mut shown) = (false, false);
         each_line(|line| {

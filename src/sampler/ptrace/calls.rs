@@ -78,6 +78,9 @@ pub(super) fn next_status() -> io::Result<Option<(u32, i32)>> {
     }
 }
 
+/// Pieces one `process_vm_readv` takes at most (the kernel's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
 /// Copy up to `buf.len()` bytes of a thread's stack from `sp` up; returns how many could be
 /// read (the copy stops at the first unmapped page).
 pub(super) fn read_stack(tid: u32, sp: u64, buf: &mut [u8]) -> usize {
@@ -95,8 +98,18 @@ pub(super) fn read_stack(tid: u32, sp: u64, buf: &mut [u8]) -> usize {
         });
         at = stop;
     }
-    let mut local = [io::IoSliceMut::new(buf)];
-    process_vm_readv(pid(tid), &mut local, &remote).unwrap_or(0)
+    // More than 4 MiB of stack is more pieces than one call takes.
+    let mut read = 0;
+    for chunk in remote.chunks(IOV_MAX) {
+        let len: usize = chunk.iter().map(|r| r.len).sum();
+        let mut local = [io::IoSliceMut::new(&mut buf[read..read + len])];
+        let n = process_vm_readv(pid(tid), &mut local, chunk).unwrap_or(0);
+        read += n;
+        if n < len {
+            break;
+        }
+    }
+    read
 }
 
 /// Read the `pieces` (start, bytes) of a thread's memory into `buf`, back to back; whether
@@ -105,15 +118,23 @@ pub(super) fn read_pieces(tid: u32, pieces: &[(u64, usize)], buf: &mut Vec<u8>) 
     let total: usize = pieces.iter().map(|p| p.1).sum();
     buf.clear();
     buf.resize(total, 0);
-    let remote: Vec<RemoteIoVec> = pieces
-        .iter()
-        .map(|&(base, len)| RemoteIoVec {
-            base: base as usize,
-            len,
-        })
-        .collect();
-    let mut local = [io::IoSliceMut::new(buf)];
-    process_vm_readv(pid(tid), &mut local, &remote).is_ok_and(|n| n == total)
+    let mut at = 0;
+    for chunk in pieces.chunks(IOV_MAX) {
+        let remote: Vec<RemoteIoVec> = chunk
+            .iter()
+            .map(|&(base, len)| RemoteIoVec {
+                base: base as usize,
+                len,
+            })
+            .collect();
+        let len: usize = chunk.iter().map(|p| p.1).sum();
+        let mut local = [io::IoSliceMut::new(&mut buf[at..at + len])];
+        if process_vm_readv(pid(tid), &mut local, &remote).ok() != Some(len) {
+            return false;
+        }
+        at += len;
+    }
+    true
 }
 
 /// The most stack a ptrace sample copies: the usual limit of a main thread's stack.

@@ -180,8 +180,8 @@ impl PtraceSampler {
     /// the copy beyond what a sample record holds, then the sample (see
     /// `EMBER_RECORD_STACK_WORDS`, `EMBER_RECORD_STACK_PART`).
     fn push_sample(&mut self, s: &Sample) {
-        if !s.words.is_empty() {
-            self.push_with(s.time, |o| encode::stack_words(o, s));
+        for words in s.words.chunks(encode::MAX_STACK_WORDS) {
+            self.push_with(s.time, |o| encode::stack_words(o, s, words));
         }
         let held = s.stack.len().min(encode::MAX_STACK) & !7;
         for part in s.stack[held..s.stack.len() & !7].chunks(encode::MAX_STACK_PART) {
@@ -248,5 +248,27 @@ mod tests {
         assert_eq!(read_stack(std::process::id(), sp, &mut buf), 4096);
         // Past the end of the address space: nothing.
         assert_eq!(read_stack(std::process::id(), u64::MAX - 8192, &mut buf), 0);
+        // More than one system call's 1,024 pages: all of it.
+        let big: Vec<u8> = (0..6 << 20).map(|i| (i % 251) as u8).collect();
+        let mut copy = vec![0u8; big.len()];
+        let at = big.as_ptr() as u64;
+        assert_eq!(read_stack(std::process::id(), at, &mut copy), big.len());
+        assert!(copy == big);
+    }
+
+    #[test]
+    fn reads_pieces_back_to_back_over_many_system_calls() {
+        let words: Vec<u64> = (0..3000).collect();
+        let base = words.as_ptr() as u64;
+        // Every other word: 1,500 pieces, two calls.
+        let pieces: Vec<(u64, usize)> = (0..1500).map(|i| (base + 16 * i, 8)).collect();
+        let mut buf = Vec::new();
+        assert!(read_pieces(std::process::id(), &pieces, &mut buf));
+        let got: Vec<u64> = buf
+            .chunks(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, (0..3000).step_by(2).collect::<Vec<u64>>());
+        assert!(!read_pieces(std::process::id(), &[(8, 8)], &mut buf));
     }
 }

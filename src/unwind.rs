@@ -12,7 +12,7 @@ use framehop::{FrameAddress, Unwinder};
 use crate::arch::{UnwindCache, UnwindRegs};
 use crate::process::Process;
 use crate::sampler::records::{callchain_entries, PERF_CONTEXT_KERNEL, PERF_CONTEXT_MAX};
-use crate::sampler::stack_reads::{StackReads, MIN_REUSED_STACK};
+use crate::sampler::stack_reads::{worth_reading, StackReads, MIN_REUSED_STACK};
 use crate::sampler::{CallGraph, SampleEvent, UserRegs};
 
 /// The most frames one DWARF walk yields (a corrupt stack may loop).
@@ -205,7 +205,10 @@ impl StackUnwinder {
         if memory.ran_out && !memory.words.is_empty() {
             self.stats.reuse_missed += 1;
         }
-        self.reads_whole = record && root && !memory.failed;
+        // Kept only where reading the words again may beat copying the stack (as many
+        // pieces as words at most).
+        let worth = worth_reading(self.reads.len(), memory.extent());
+        self.reads_whole = record && root && !memory.failed && worth;
         memory.ran_out
     }
 

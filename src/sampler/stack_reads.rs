@@ -21,6 +21,16 @@ use std::sync::{Arc, Mutex};
 /// Stacks smaller than this are copied whole: nothing is kept of them, nothing reused.
 pub const MIN_REUSED_STACK: u64 = 32 << 10;
 
+/// Whether reading `pieces` again may beat copying `stack_bytes` of stack: each piece costs
+/// the kernel a look-up of its page, about a third of what copying a page costs all along
+/// (the copy is copied again on its way to the unwinder), so where frames are small copying
+/// wins: 5,000 frames of 1 KiB, 5,000 pieces in 1,250 pages, took 5.8 s read in pieces and
+/// 4.1 s copied, for a 1.5 s recursion.
+pub fn worth_reading(pieces: usize, stack_bytes: u64) -> bool {
+    const PAGE: u64 = 4096;
+    pieces as u64 * PAGE <= 2 * stack_bytes
+}
+
 /// Stacks whose unwind read more separate words than this are copied whole (a gather read
 /// takes 1,024 pieces a system call; 5,000 frames of 1 KiB take five).
 pub const MAX_PIECES: usize = 16384;
@@ -58,6 +68,15 @@ impl StackReads {
     /// ... and read `value` at `addr`.
     pub fn read(&mut self, addr: u64, value: u64) {
         self.words.push((addr, value));
+    }
+
+    /// How many words were read.
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
     }
 
     /// The words of step `i`.
@@ -301,6 +320,15 @@ mod tests {
         for outside in [0x1008, 0x1018, 0x9fe8, 0xa008, 0xa004] {
             assert_eq!(g.word(outside), None, "{outside:#x}");
         }
+    }
+
+    #[test]
+    fn many_small_frames_are_copied_rather_than_read_word_by_word() {
+        // 5,000 frames of 1 KiB: a word each, 1,250 pages.
+        assert!(!worth_reading(5000, 5000 * 1024));
+        // rustc: some 40 words in 170 KiB; a 600 KiB frame: 5 words.
+        assert!(worth_reading(40, 170 << 10));
+        assert!(worth_reading(5, 600 << 10));
     }
 
     #[test]

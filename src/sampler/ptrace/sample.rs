@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::arch;
-use crate::sampler::stack_reads::{Gathered, MIN_REUSED_STACK};
+use crate::sampler::stack_reads::{worth_reading, Gathered, MIN_REUSED_STACK};
 
 impl PtraceSampler {
     /// A stopped thread's registers (read with [`calls::registers`]), and its whole stack
@@ -75,6 +75,9 @@ impl PtraceSampler {
         }
         let known = self.config.known_stacks.get(tid)?;
         let pieces = known.pieces(sp)?;
+        if !worth_reading(pieces.len(), end - sp) {
+            return None;
+        }
         if pieces
             .last()
             .is_some_and(|&(start, len)| start + len as u64 > end)

@@ -221,19 +221,24 @@ mod tests {
     use crate::sampler::WaitReason;
     use crate::sampler::{CommEvent, Event, ForkEvent};
 
-    #[test]
-    fn a_stack_part_parses_back_with_its_thread_and_time() {
-        let stack: Vec<u8> = (0..=255u8).cycle().take(MAX_STACK_PART).collect();
-        let s = Sample {
+    /// A sample of thread 6 of process 5 at time 77.
+    fn sample_with<'a>(stack: &'a [u8], words: &'a [(u64, u64)]) -> Sample<'a> {
+        Sample {
             pid: 5,
             tid: 6,
             time: 77,
             cpu: 0,
             regs: UserRegs::default(),
-            stack: &stack,
-            words: &[],
+            stack,
+            words,
             off_cpu: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_stack_part_parses_back_with_its_thread_and_time() {
+        let stack: Vec<u8> = (0..=255u8).cycle().take(MAX_STACK_PART).collect();
+        let s = sample_with(&stack, &[]);
         let mut out = Vec::new();
         stack_part(&mut out, &s, &stack);
         assert_eq!(out.len(), MAX_RECORD);
@@ -250,16 +255,7 @@ mod tests {
     #[test]
     fn stack_words_parse_back_with_their_thread_and_time() {
         let words: Vec<(u64, u64)> = (0..MAX_STACK_WORDS as u64).map(|i| (8 * i, !i)).collect();
-        let s = Sample {
-            pid: 5,
-            tid: 6,
-            time: 77,
-            cpu: 0,
-            regs: UserRegs::default(),
-            stack: &[],
-            words: &words,
-            off_cpu: None,
-        };
+        let s = sample_with(&[], &words);
         let mut out = Vec::new();
         stack_words(&mut out, &s, &words);
         match LAYOUT.parse(&out) {

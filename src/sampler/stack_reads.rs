@@ -2,13 +2,14 @@
 //! it at the thread's next stop.
 //!
 //! A deep stack is mostly outer frames that stay as they are from one sample to the next, and
-//! those frames are mostly locals the unwinder never reads (rustc's and LLVM's run to hundreds
-//! of KiB). Unwinding reads a few words per frame: a return address, saved registers. So after
-//! a whole deep stack of a thread was unwound, the collector keeps every word each step read
-//! ([`StackReads`], shared through [`KnownStacks`]). At the thread's next stop the sampler
-//! reads those words again (one gather read); from the outermost frame inward, as far as every
-//! word is unchanged, it copies the stack only up to the stack pointer of the innermost such
-//! frame and sends the words above it with their values ([`StackReads::reuse`]).
+//! those frames are mostly locals the unwinder never reads (rustc's stacks run to 700 KB in a
+//! few dozen frames). Unwinding reads a few words per frame: a return address, saved
+//! registers. So after a whole deep stack of a thread was unwound, the collector keeps every
+//! word each step read ([`StackReads`], shared through [`KnownStacks`]). At the thread's next
+//! stop the sampler reads those words again (one gather read, where that may beat a copy:
+//! [`worth_reading`]); from the outermost frame inward, as far as every word is unchanged, it
+//! copies the stack only up to the stack pointer of the frame one outside the innermost such
+//! frame, and sends the words above it with their values ([`StackReads::reuse`]).
 //!
 //! Nothing here is trusted to be the same stack as before: every word sent was read from the
 //! stopped thread, at this stop. The unwinder reads memory only through the copy and these

@@ -151,24 +151,26 @@ impl Buckets {
     }
 
     /// The symbols from a cache file's contents, if it is whole and every address wanted is
-    /// in the kernel's own text, which it lists in full (see [`CacheWriter`]).
-    fn look_up_in_cache(&mut self, file: &[u8]) -> Option<KernelSymbols> {
+    /// in the kernel's own text, which it lists in full (see [`CacheWriter`]); looked at only
+    /// then, and found in buckets of their own (these stay as they were).
+    fn look_up_in_cache(&self, file: &[u8]) -> Option<KernelSymbols> {
         let body = file.strip_prefix(CACHE_MAGIC)?;
         let (entries, trailer) = body.split_at(body.len().checked_sub(8)?);
         let etext = u64::from_le_bytes(trailer.try_into().ok()?);
+        let first = u64::from_le_bytes(entries.get(..8)?.try_into().ok()?);
+        if !self.wanted.iter().all(|&a| a >= first && a < etext) {
+            return None;
+        }
+        let mut found = Buckets::new(&self.wanted);
         let mut rest = entries;
-        let mut first = None;
         while !rest.is_empty() {
             let addr = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
             let len = usize::from(u16::from_le_bytes(rest.get(8..10)?.try_into().ok()?));
             let name = std::str::from_utf8(rest.get(10..10 + len)?).ok()?;
-            first.get_or_insert(addr);
-            self.offer(addr, name);
+            found.offer(addr, name);
             rest = &rest[10 + len..];
         }
-        let first = first?;
-        let covered = self.wanted.iter().all(|&a| a >= first && a < etext);
-        covered.then(|| std::mem::replace(self, Buckets::new(&[])).into_symbols())
+        Some(found.into_symbols())
     }
 }
 
@@ -391,7 +393,7 @@ mod tests {
         let first = KernelSymbols::load_for_cached(&wanted, Some(&cache));
         assert!(cache.is_file() && !old.exists());
         assert!(std::fs::read(&cache).unwrap().starts_with(CACHE_MAGIC));
-        let mut from_cache = Buckets::new(&wanted);
+        let from_cache = Buckets::new(&wanted);
         let file = std::fs::read(&cache).unwrap();
         let second = from_cache
             .look_up_in_cache(&file)

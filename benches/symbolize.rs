@@ -75,6 +75,52 @@ fn bench(c: &mut Criterion) {
         b.iter(|| symbolize(&profile, &modules, &maps, &opts))
     });
     g.finish();
+    bench_libc(c);
+}
+
+/// The libc this bench runs with, as /proc/self/maps names it.
+fn own_libc() -> String {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libc.so"))
+        .expect("this bench links libc")
+        .to_string()
+}
+
+/// A small C program's case: a handful of libc addresses, named from libc's separate debug file
+/// (libc6-dbg: compressed DWARF in 2,000 units), which is most of what ember does after such a
+/// target exits.
+fn bench_libc(c: &mut Criterion) {
+    let libc = own_libc();
+    let data = std::fs::read(&libc).expect("read libc");
+    let file = object::File::parse(&*data).expect("parse libc");
+    let addrs: Vec<u64> = file
+        .dynamic_symbols()
+        .filter(|s| s.kind() == SymbolKind::Text && s.size() > 16)
+        .step_by(400)
+        .map(|s| s.address() + s.size() / 2)
+        .collect();
+    let mut modules = ModuleTable::new();
+    let id = modules.open(&libc, None, std::process::id(), 0, 0);
+    let mut profile = Profile::new();
+    for &svma in &addrs {
+        profile.add_sample(1, 1, &[Frame::Module { module: id, svma }], 1);
+    }
+    let (opts, maps) = (SymbolizeOptions::default(), HashMap::new());
+    let syms = symbolize(&profile, &modules, &maps, &opts);
+    let inlined = syms.frames.iter().filter(|f| f.len() > 1).count();
+    eprintln!(
+        "symbolizing {} addresses of {libc}: {inlined} with inlined frames (0: no debug file)",
+        addrs.len()
+    );
+    let mut g = c.benchmark_group("symbolize");
+    g.sample_size(10);
+    g.bench_function(
+        "a few libc addresses, separate compressed debug info",
+        |b| b.iter(|| symbolize(&profile, &modules, &maps, &opts)),
+    );
+    g.finish();
 }
 
 criterion_group! {

@@ -49,6 +49,7 @@ fn capture(argv: &[String], call_graph: CallGraph) -> (SampleLayout, Vec<Vec<u8>
         kernel: KernelFrames::Exclude,
         off_cpu: false,
         buffer_size: None,
+        reader_raised: false,
     };
     let mut sampler = PerfSampler::for_launch(child.pid(), &config)
         .expect("perf events are needed for this bench");

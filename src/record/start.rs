@@ -73,12 +73,13 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
     if !opts.whole_copies {
         collector.keep_stack_reads(known_stacks.clone());
     }
-    let (perf_config, ptrace_config) = configs(opts, known_stacks);
+    let (mut perf_config, ptrace_config) = configs(opts, known_stacks);
     let user_nice = sampler::thread_nice();
     let (sampler, nice, live, description) = if opts.pids.is_empty() {
         let child = GatedChild::spawn_as(&opts.command, opts.run_as)?;
         // After the fork, so the command runs at the user's priority.
         let nice = sampler::raise_reader_priority();
+        perf_config.reader_raised = nice.is_some();
         // On error `child` is dropped unreleased: the command never runs.
         let opened = open_sampler(
             opts,
@@ -95,6 +96,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
         (sampler, nice, Live::Command(child), opts.command.clone())
     } else {
         let nice = sampler::raise_reader_priority();
+        perf_config.reader_raised = nice.is_some();
         let opened = open_sampler(
             opts,
             nice.is_none(),
@@ -143,6 +145,8 @@ fn configs(opts: &RecordOptions, known_stacks: KnownStacks) -> (PerfConfig, Ptra
         kernel: opts.kernel,
         off_cpu: opts.off_cpu,
         buffer_size: opts.buffer_size,
+        // Known once the priority is raised, before the sampler opens.
+        reader_raised: false,
     };
     let ptrace = PtraceConfig {
         frequency: opts.frequency,

@@ -3,7 +3,7 @@
 # (testdata/manythreads.c: 1,000 threads of ~3 ms of CPU each, on whatever cores there are)
 # RUNS times in each of these ways and prints, per way, how many runs lost nothing, the most
 # samples lost in one run, and the fewest threads seen (1001 when none is missed):
-#   root          as root: the reader runs at nice -20, ring buffers hold ~1 s of samples
+#   root          as root: the reader runs at nice -20, ring buffers hold ~1/4 s of samples
 #   no-sys-nice   root without CAP_SYS_NICE: the reader cannot raise its priority
 #   nobody        an ordinary user (uid 65534): no priority rights, locked memory limited
 # each with the release and the debug build.

@@ -90,7 +90,7 @@ fn own_libc() -> String {
 
 /// A small C program's case: a handful of libc addresses, named from libc's separate debug file
 /// (libc6-dbg: compressed DWARF in 2,000 units), which is most of what ember does after such a
-/// target exits.
+/// target exits: inflated every time, and from ember's cache of inflated DWARF.
 fn bench_libc(c: &mut Criterion) {
     let libc = own_libc();
     let data = std::fs::read(&libc).expect("read libc");
@@ -107,7 +107,16 @@ fn bench_libc(c: &mut Criterion) {
     for &svma in &addrs {
         profile.add_sample(1, 1, &[Frame::Module { module: id, svma }], 1);
     }
-    let (opts, maps) = (SymbolizeOptions::default(), HashMap::new());
+    let maps = HashMap::new();
+    let cache = tempfile::tempdir().expect("a scratch directory");
+    let cached = SymbolizeOptions {
+        dwarf_cache: Some(cache.path().to_path_buf()),
+        ..SymbolizeOptions::default()
+    };
+    let opts = SymbolizeOptions {
+        dwarf_cache: None,
+        ..SymbolizeOptions::default()
+    };
     let syms = symbolize(&profile, &modules, &maps, &opts);
     let inlined = syms.frames.iter().filter(|f| f.len() > 1).count();
     eprintln!(
@@ -120,6 +129,10 @@ fn bench_libc(c: &mut Criterion) {
         "a few libc addresses, separate compressed debug info",
         |b| b.iter(|| symbolize(&profile, &modules, &maps, &opts)),
     );
+    // The first of these inflates and keeps the sections; the rest map them.
+    g.bench_function("the same, compressed debug info inflated before", |b| {
+        b.iter(|| symbolize(&profile, &modules, &maps, &cached))
+    });
     g.finish();
 }
 

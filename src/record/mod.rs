@@ -98,6 +98,7 @@ pub(crate) fn symbolize_options(opts: &RecordOptions) -> SymbolizeOptions {
             .then(|| Debuginfod::from_env(opts.progress))
             .flatten()
             .map(Arc::new),
+        dwarf_cache: crate::symbolize::inflated::cache_dir(),
     }
 }
 

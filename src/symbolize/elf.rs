@@ -1,12 +1,15 @@
 //! Names for addresses in one ELF file: DWARF (functions, inlined frames, lines) through
 //! addr2line, the symbol tables through `object` where DWARF has nothing.
 
+use std::borrow::Cow;
+use std::path::Path;
 use std::sync::Arc;
 
 use addr2line::gimli;
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
 use super::demangle::demangle;
+use super::inflated::{self, Inflated};
 use crate::modules::{FileBytes, ModuleData};
 
 /// DWARF read straight from the file's bytes (or a decompressed copy), owned: an
@@ -156,43 +159,47 @@ fn last_segment(name: &str) -> &str {
 }
 
 /// The DWARF sections of `file` (parsed from `data`) that naming an address reads: ranges of
-/// its bytes, or decompressed copies where they are compressed. Variable locations and macros
-/// are left out (in libc's debug file they are 14 % of what would be inflated). With `only`
-/// (the SVMAs that will be looked up, all of them), a decompressed `.debug_info` has its
-/// other compile units made cheap to skip (see [`skip_units_without`]).
+/// its bytes, or inflated copies where they are compressed (kept in `cache` by build ID, see
+/// [`inflated`]). Variable locations and macros are left out (in libc's debug file they are
+/// 14 % of what would be inflated). With `only` (the SVMAs that will be looked up, all of
+/// them), an inflated `.debug_info` has its other compile units made cheap to skip (see
+/// [`skip_units_without`]).
 fn load_dwarf(
     file: &object::File<'_>,
     data: &Arc<ModuleData>,
     only: Option<&[u64]>,
-) -> gimli::DwarfSections<FileBytes> {
-    use gimli::SectionId::{self, DebugAbbrev, DebugAranges, DebugInfo};
+    cache: Option<&Path>,
+) -> (gimli::DwarfSections<FileBytes>, bool) {
     use gimli::SectionId::{DebugLoc, DebugLocLists, DebugMacinfo, DebugMacro};
-    use std::borrow::Cow;
-    // Each section read (and decompressed) once, first: .debug_info may need the other two.
-    let mut read: std::collections::HashMap<SectionId, Cow<'_, [u8]>> = Default::default();
+    let mut wanted = Vec::new();
     let _ = gimli::DwarfSections::load(|id| -> Result<(), gimli::Error> {
         let unread = matches!(id, DebugLoc | DebugLocLists | DebugMacinfo | DebugMacro);
-        let bytes = file.section_by_name(id.name()).filter(|_| !unread);
-        if let Some(bytes) = bytes.and_then(|s| s.uncompressed_data().ok()) {
-            read.insert(id, bytes);
+        if let Some(section) = file.section_by_name(id.name()).filter(|_| !unread) {
+            wanted.push(section);
         }
         Ok(())
     });
-    // Only a decompressed copy is patched (the file's own bytes stay as they are).
-    let info = match (only, read.remove(&DebugInfo)) {
-        (Some(only), Some(Cow::Owned(mut info))) => {
-            let part = |id| read.get(&id).map_or(&[][..], |b| &b[..]);
-            let (abbrev, aranges) = (part(DebugAbbrev), part(DebugAranges));
-            skip_units_without(&mut info, (abbrev, aranges), endian_of(file), only);
-            Some(Cow::Owned(info))
+    let mut inflated = inflate(file, &wanted, cache);
+    let from_cache = inflated.from_cache;
+    if let Some(only) = only {
+        if let Some((info, rest)) = inflated.info_and_rest(".debug_info") {
+            let part = |name| {
+                rest.get(name)
+                    .or_else(|| file.section_by_name(name).and_then(|s| s.data().ok()))
+                    .unwrap_or(&[])
+            };
+            let parts = (part(".debug_abbrev"), part(".debug_aranges"));
+            skip_units_without(info, parts, endian_of(file), only);
         }
-        (_, info) => info,
-    };
-    if let Some(info) = info {
-        read.insert(DebugInfo, info);
     }
-    let load = |id: SectionId| -> Result<FileBytes, gimli::Error> {
-        Ok(match read.remove(&id) {
+    let (bytes, ranges) = inflated.freeze();
+    let bytes = Arc::new(bytes);
+    let load = |id: gimli::SectionId| -> Result<FileBytes, gimli::Error> {
+        if let Some((_, r)) = ranges.iter().find(|(n, _)| n == id.name()) {
+            return Ok(FileBytes::part_of(&bytes, &bytes[r.clone()]).expect("inside"));
+        }
+        let own = wanted.iter().find(|s| s.name() == Ok(id.name()));
+        Ok(match own.and_then(|s| s.uncompressed_data().ok()) {
             Some(Cow::Borrowed(b)) => {
                 FileBytes::part_of(data, b).unwrap_or_else(|| FileBytes::owned(b.to_vec()))
             }
@@ -200,7 +207,69 @@ fn load_dwarf(
             None => FileBytes::owned(Vec::new()),
         })
     };
-    gimli::DwarfSections::load(load).expect("loader never fails")
+    let sections = gimli::DwarfSections::load(load).expect("loader never fails");
+    (sections, from_cache)
+}
+
+/// The compressed ones of `sections` inflated, `.debug_info` last (it is patched while the
+/// others are read): from `cache` when a copy is kept there, else inflated now and kept.
+fn inflate(
+    file: &object::File<'_>,
+    sections: &[object::Section<'_, '_>],
+    cache: Option<&Path>,
+) -> Inflated {
+    let compressed = |s: &&object::Section<'_, '_>| {
+        s.compressed_data()
+            .is_ok_and(|c| c.format != object::CompressionFormat::None)
+    };
+    let mut todo: Vec<&object::Section<'_, '_>> = sections.iter().filter(compressed).collect();
+    todo.sort_by_key(|s| s.name() == Ok(".debug_info"));
+    let name = |s: &object::Section<'_, '_>| s.name().unwrap_or_default().to_string();
+    let build_id = file.build_id().ok().flatten().filter(|id| !id.is_empty());
+    let kept = cache
+        .zip(build_id)
+        .and_then(|(dir, id)| inflated::load(dir, id));
+    if let Some(kept) = kept.filter(|k| todo.iter().all(|s| k.get(&name(s)).is_some())) {
+        return kept;
+    }
+    let size = todo
+        .iter()
+        .filter_map(|s| s.compressed_data().ok())
+        .map(|c| c.uncompressed_size as usize)
+        .sum();
+    let mut out = Inflated::with_capacity(size);
+    for s in todo {
+        out.add(&name(s), |buf| inflate_into(s, buf));
+    }
+    if let (Some(dir), Some(id)) = (cache, build_id) {
+        if out.len() >= inflated::WORTH_KEEPING {
+            inflated::store(dir, id, &out);
+        }
+    }
+    out
+}
+
+/// Append `section`'s inflated bytes to `buf`.
+fn inflate_into(section: &object::Section<'_, '_>, buf: &mut Vec<u8>) -> bool {
+    let Ok(c) = section.compressed_data() else {
+        return false;
+    };
+    let Ok(size) = usize::try_from(c.uncompressed_size) else {
+        return false;
+    };
+    if c.format != object::CompressionFormat::Zlib {
+        return c.decompress().is_ok_and(|b| {
+            buf.extend_from_slice(&b);
+            true
+        });
+    }
+    if buf.try_reserve(size).is_err() {
+        return false;
+    }
+    let start = buf.len();
+    let mut zlib = flate2::Decompress::new(true);
+    let done = zlib.decompress_vec(c.data, buf, flate2::FlushDecompress::Finish);
+    matches!(done, Ok(flate2::Status::StreamEnd)) && buf.len() - start == size
 }
 
 fn endian_of(file: &object::File<'_>) -> gimli::RunTimeEndian {
@@ -290,24 +359,30 @@ pub struct ElfSymbolizer {
     /// Symbol tables, best first: the debug file's, the module's own, MiniDebugInfo's.
     symbols: Vec<SymbolTable>,
     pub inline: bool,
+    /// Its compressed DWARF came inflated from the cache.
+    dwarf_cached: bool,
 }
 
 impl ElfSymbolizer {
     /// DWARF and symbols of `file`, parsed from `data`. With `only`, no address but those
     /// (SVMAs) will be looked up: DWARF that holds none of them may be left unread.
+    /// Compressed DWARF is inflated once and kept in `cache` (a directory), if given.
     pub fn new(
         file: &object::File<'_>,
         data: &Arc<ModuleData>,
         inline: bool,
         only: Option<&[u64]>,
+        cache: Option<&Path>,
     ) -> ElfSymbolizer {
         let endian = endian_of(file);
         let has_info = file
             .section_by_name(".debug_info")
             .is_some_and(|s| s.size() > 0);
+        let mut dwarf_cached = false;
         let ctx = has_info
             .then(|| {
-                let sections = load_dwarf(file, data, only);
+                let (sections, cached) = load_dwarf(file, data, only, cache);
+                dwarf_cached = cached;
                 let dwarf = sections.borrow(|s| gimli::EndianReader::new(s.clone(), endian));
                 addr2line::Context::from_dwarf(dwarf).ok()
             })
@@ -316,7 +391,13 @@ impl ElfSymbolizer {
             ctx,
             symbols: vec![SymbolTable::new(file, data)],
             inline,
+            dwarf_cached,
         }
+    }
+
+    /// Whether its compressed DWARF was read inflated from the cache.
+    pub fn dwarf_cached(&self) -> bool {
+        self.dwarf_cached
     }
 
     /// Also consult `table` when DWARF and the tables before it know nothing.
@@ -439,8 +520,8 @@ mod tests {
             .map(|s| s.address() + s.size() / 2)
             .collect();
         assert!(wanted.len() > 100, "{path}: {} functions", wanted.len());
-        let all = ElfSymbolizer::new(&file, &data, true, None);
-        let some = ElfSymbolizer::new(&file, &data, true, Some(&wanted));
+        let all = ElfSymbolizer::new(&file, &data, true, None, None);
+        let some = ElfSymbolizer::new(&file, &data, true, Some(&wanted), None);
         assert!(all.has_dwarf() && some.has_dwarf(), "{path} has DWARF");
         for &a in &wanted {
             assert_eq!(all.lookup(a), some.lookup(a), "{path} at {a:#x}");
@@ -458,6 +539,43 @@ mod tests {
         let skipped = skip_units_without(&mut info, (&abbrev, &aranges), endian, &wanted);
         let units = gimli::DebugAranges::new(&aranges, endian).headers().count();
         assert!(skipped > units / 2, "{skipped} of {units} skipped");
+    }
+
+    #[test]
+    fn compressed_dwarf_is_inflated_once_then_read_from_the_cache_with_the_same_names() {
+        let (path, map) = libc_debug_file();
+        let data = Arc::new(ModuleData::Owned(map.to_vec()));
+        let file = object::File::parse(&**data).unwrap();
+        let wanted: Vec<u64> = file
+            .symbols()
+            .filter(|s| s.kind() == SymbolKind::Text && s.size() > 8)
+            .step_by(200)
+            .map(|s| s.address() + s.size() / 2)
+            .collect();
+        let cache = tempfile::tempdir().unwrap();
+        let dir = Some(cache.path());
+        let none = ElfSymbolizer::new(&file, &data, true, Some(&wanted), None);
+        let first = ElfSymbolizer::new(&file, &data, true, Some(&wanted), dir);
+        assert!(!first.dwarf_cached(), "{path}: nothing was kept yet");
+        let kept = std::fs::read_dir(cache.path()).unwrap().count();
+        assert_eq!(kept, 1, "{path}: one file of inflated sections");
+        // Patched (units skipped) in a private copy: the next reader gets the file whole.
+        let second = ElfSymbolizer::new(&file, &data, true, Some(&wanted), dir);
+        let whole = ElfSymbolizer::new(&file, &data, true, None, dir);
+        assert!(second.dwarf_cached() && whole.dwarf_cached(), "{path}");
+        let inlined = wanted.iter().filter(|&&a| none.lookup(a).len() > 1).count();
+        assert!(
+            inlined > 0,
+            "{path}: some inlined frames among {}",
+            wanted.len()
+        );
+        for &a in &wanted {
+            let names = none.lookup(a);
+            assert!(!names.is_empty(), "{path} at {a:#x}");
+            assert_eq!(first.lookup(a), names, "{path} at {a:#x}");
+            assert_eq!(second.lookup(a), names, "{path} at {a:#x}");
+            assert_eq!(whole.lookup(a), names, "{path} at {a:#x}");
+        }
     }
 
     #[test]

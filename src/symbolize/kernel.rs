@@ -181,16 +181,8 @@ const CACHE_MAGIC: &[u8] = b"EMBERKS1";
 /// directory (`$XDG_CACHE_HOME/ember`, else `~/.cache/ember`). The file is the user's own
 /// (mode 0600: kernel addresses are private to those allowed to read them).
 pub fn cache_path() -> Option<PathBuf> {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    let dir = match var("XDG_CACHE_HOME") {
-        Some(x) => PathBuf::from(x),
-        None => PathBuf::from(var("HOME")?).join(".cache"),
-    };
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    Some(
-        dir.join("ember")
-            .join(format!("kernel-symbols-{}", boot.trim())),
-    )
+    Some(super::inflated::cache_dir()?.join(format!("kernel-symbols-{}", boot.trim())))
 }
 
 /// Writes the kernel's own functions (those of no module) while /proc/kallsyms is read, in

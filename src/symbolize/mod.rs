@@ -4,6 +4,7 @@ pub mod debuginfo;
 pub mod debuginfod;
 pub mod demangle;
 pub mod elf;
+pub mod inflated;
 pub mod kernel;
 pub mod perfmap;
 pub mod syscalls;
@@ -65,6 +66,8 @@ pub struct SymbolizeOptions {
     pub debug_dirs: DebugDirs,
     /// Servers that have what is not on disk (`DEBUGINFOD_URLS`), if any.
     pub debuginfod: Option<std::sync::Arc<debuginfod::Debuginfod>>,
+    /// Where compressed DWARF is kept inflated, by build ID (`None`: inflated every time).
+    pub dwarf_cache: Option<PathBuf>,
 }
 
 impl Default for SymbolizeOptions {
@@ -73,6 +76,7 @@ impl Default for SymbolizeOptions {
             inline: true,
             debug_dirs: DebugDirs::default(),
             debuginfod: None,
+            dwarf_cache: inflated::cache_dir(),
         }
     }
 }
@@ -331,13 +335,14 @@ impl ModuleNamer {
         let debug_file = debug.as_ref().and_then(|m| object::File::parse(&***m).ok());
         let mini = debuginfo::mini_debug_info(&file).map(|v| Arc::new(ModuleData::Owned(v)));
         let mini_file = mini.as_ref().and_then(|m| object::File::parse(&***m).ok());
+        let cache = opts.dwarf_cache.as_deref();
         let mut symbolizer = match (&debug_file, &debug) {
             (Some(d), Some(bytes)) if has_dwarf(d) || !has_dwarf(&file) => {
-                let mut s = ElfSymbolizer::new(d, bytes, opts.inline, only);
+                let mut s = ElfSymbolizer::new(d, bytes, opts.inline, only, cache);
                 s.add_symbols(SymbolTable::new(&file, data));
                 s
             }
-            _ => ElfSymbolizer::new(&file, data, opts.inline, only),
+            _ => ElfSymbolizer::new(&file, data, opts.inline, only, cache),
         };
         if let (Some(m), Some(bytes)) = (&mini_file, &mini) {
             symbolizer.add_symbols(SymbolTable::new(m, bytes));
@@ -446,7 +451,7 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         let data = Arc::new(ModuleData::Owned(std::fs::read(&exe).unwrap()));
         let file = object::File::parse(&**data).unwrap();
-        let s = ElfSymbolizer::new(&file, &data, true, None);
+        let s = ElfSymbolizer::new(&file, &data, true, None, None);
         use object::{Object, ObjectSymbol};
         let target = file
             .symbols()

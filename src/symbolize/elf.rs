@@ -507,18 +507,22 @@ mod tests {
             .unwrap_or_else(|| panic!("no debug file for {libc}: apt-get install libc6-dbg"))
     }
 
+    /// An address inside every `step`th function of `file`.
+    fn inside_functions(file: &object::File<'_>, step: usize) -> Vec<u64> {
+        file.symbols()
+            .filter(|s| s.kind() == SymbolKind::Text && s.size() > 8)
+            .step_by(step)
+            .map(|s| s.address() + s.size() / 2)
+            .collect()
+    }
+
     #[test]
     fn units_without_the_wanted_addresses_are_skipped_and_names_stay_the_same() {
         let (path, map) = libc_debug_file();
         let data = Arc::new(ModuleData::Owned(map.to_vec()));
         let file = object::File::parse(&**data).unwrap();
         // An address inside every 40th function: some hundred, across the library.
-        let wanted: Vec<u64> = file
-            .symbols()
-            .filter(|s| s.kind() == SymbolKind::Text && s.size() > 8)
-            .step_by(40)
-            .map(|s| s.address() + s.size() / 2)
-            .collect();
+        let wanted = inside_functions(&file, 40);
         assert!(wanted.len() > 100, "{path}: {} functions", wanted.len());
         let all = ElfSymbolizer::new(&file, &data, true, None, None);
         let some = ElfSymbolizer::new(&file, &data, true, Some(&wanted), None);
@@ -546,12 +550,7 @@ mod tests {
         let (path, map) = libc_debug_file();
         let data = Arc::new(ModuleData::Owned(map.to_vec()));
         let file = object::File::parse(&**data).unwrap();
-        let wanted: Vec<u64> = file
-            .symbols()
-            .filter(|s| s.kind() == SymbolKind::Text && s.size() > 8)
-            .step_by(200)
-            .map(|s| s.address() + s.size() / 2)
-            .collect();
+        let wanted = inside_functions(&file, 200);
         let cache = tempfile::tempdir().unwrap();
         let dir = Some(cache.path());
         let none = ElfSymbolizer::new(&file, &data, true, Some(&wanted), None);

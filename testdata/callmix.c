@@ -3,9 +3,13 @@
  * drawn to the ends of system calls (the first place a thread that was interrupted from
  * another CPU can stop) puts far more than their share in the calls.
  *
- * The program measures its own truth: compute()'s CPU time per call, in calibration rounds
- * of compute() alone, times the calls, against all the CPU time it used:
+ * The program measures its own truth: the CPU time of the mixed rounds, less what their
+ * system calls cost (measured in short rounds of getppid() alone between them), against all
+ * the CPU time it used:
  *   truth compute <percent>
+ * It calibrates the small side: the calls are a tenth of the time, so a 10 % error in their
+ * cost moves the truth by one point, where 10 % on compute()'s would move it by nine (and a
+ * busy machine's bursts, landing in a calibration round, gave errors of that size).
  *
  * Usage: callmix [SECONDS] */
 #include <stdio.h>
@@ -26,25 +30,27 @@ __attribute__((noinline)) void work(void) {
     }
 }
 
-__attribute__((noinline)) double calibrate(void) {
-    double a = thread_cpu_seconds();
-    for (int i = 0; i < CALLS / 10; i++) compute(CHUNK);
-    return thread_cpu_seconds() - a;
+__attribute__((noinline)) void calls_alone(void) {
+    for (int i = 0; i < CALLS / 10; i++) syscall(SYS_getppid);
 }
 
 int main(int argc, char **argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 2.0;
-    double alone = 0;
+    double alone = 0, mixed = 0;
     long alone_calls = 0, mixed_calls = 0;
     double start = thread_cpu_seconds();
     while (thread_cpu_seconds() - start < seconds) {
-        alone += calibrate();
-        alone_calls += CALLS / 10;
+        double a = thread_cpu_seconds();
+        calls_alone();
+        double b = thread_cpu_seconds();
         work();
+        mixed += thread_cpu_seconds() - b;
+        alone += b - a;
+        alone_calls += CALLS / 10;
         mixed_calls += CALLS;
     }
     double total = thread_cpu_seconds() - start;
-    double computing = alone + mixed_calls * (alone / alone_calls);
+    double computing = mixed - mixed_calls * (alone / alone_calls);
     printf("truth compute %.2f\n", 100.0 * computing / total);
     return 0;
 }

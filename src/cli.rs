@@ -340,8 +340,8 @@ pub struct RecordArgs {
     pub stack_size: u32,
 
     /// Size of each CPU's perf ring buffer, e.g. 512K or 16M (rounded down to a power of two
-    /// of pages). Default as root: a quarter of a second of samples (a second where the
-    /// reader's priority cannot be raised); what locked memory allows
+    /// of pages). Default as root: a quarter of a second of samples, at most 16M (a second,
+    /// at most 32M, where the reader's priority cannot be raised); what locked memory allows
     /// otherwise. Smaller buffers lose samples sooner (the loss is reported).
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub buffer_size: Option<usize>,

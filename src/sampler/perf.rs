@@ -741,6 +741,9 @@ struct BufferRoom {
     reader_raised: bool,
 }
 
+/// The most a raised reader's ring buffer holds per CPU by default.
+const RAISED_READER_CAP: usize = 16 << 20;
+
 /// Data pages of each CPU's ring buffer, a power of two. Unprivileged users get room for
 /// ~128 full samples (locked memory is scarce; [`usable_buffer_pages`] shrinks it further
 /// where needed). Root gets about a second of samples at full rate (up to 32 MiB per CPU and
@@ -751,7 +754,10 @@ struct BufferRoom {
 /// buffer is mapped, and 64 MiB cost 50 ms of CPU on a VM (`ember record -- true`: 0.076 s
 /// against 0.029 s with 4 MiB buffers, 8 runs each), a fifth of a 10 s recording's CPU. A
 /// thousand starting threads lost nothing with 4 MiB in 15 of 15 runs and 13 samples in 1 of
-/// 6 with 2 MiB (`--buffer-size`, 2 cores).
+/// 6 with 2 MiB (`--buffer-size`, 2 cores). At 4999 Hz the quarter second is also held to
+/// 16 MiB (a tenth of a second): a thousand starting threads lost nothing in 8 of 8 runs with
+/// 16 MiB, in 7 of 8 with 32 and 7 of 8 with 8, while zeroing two 32 MiB buffers was 43 % of
+/// ember's CPU in a 5 s recording there (perf on ember).
 fn buffer_pages(stack_size: u32, frequency: u64, cpus: usize, room: BufferRoom) -> usize {
     let sample = stack_size as usize + 1024;
     let at_least = (sample * 128)
@@ -763,7 +769,10 @@ fn buffer_pages(stack_size: u32, frequency: u64, cpus: usize, room: BufferRoom) 
     }
     let cap = (32usize << 20).min((256 << 20) / cpus.max(1));
     let pages = if room.reader_raised {
-        let quarter = sample.saturating_mul(frequency as usize / 4).min(cap) / page_size();
+        let quarter = sample
+            .saturating_mul(frequency as usize / 4)
+            .min(cap.min(RAISED_READER_CAP))
+            / page_size();
         // Rounded down to a power of two.
         quarter.checked_ilog2().map_or(1, |log| 1 << log)
     } else {
@@ -964,7 +973,7 @@ mod tests {
         // A raised reader: about a quarter of a second (8 MiB at 999 Hz).
         let quarter = buffer_pages(32768, 999, 2, raised) * page_size();
         assert!(((4 << 20)..=(8 << 20)).contains(&quarter), "{quarter}");
-        assert!(buffer_pages(32768, 4999, 2, raised) * page_size() == 32 << 20);
+        assert!(buffer_pages(32768, 4999, 2, raised) * page_size() == 16 << 20);
         // Many CPUs: no more than an unprivileged user's 128 samples once 256 MiB are shared.
         for room in [root, raised] {
             assert_eq!(

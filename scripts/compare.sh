@@ -225,12 +225,14 @@ L.append("")
 L.append("While the target ran (its own threads' CPU when the target's last line appeared, "
          "`scripts/profiler-cpu.py`) and after it exited (the rest). perf's \"after\" is "
          "perf record's own plus perf script and inferno; samply's is saving its profile "
-         "(it names frames later, in the browser, so naming is not in its figures).")
+         "(it names frames later, in the browser, so naming is not in its figures). The split "
+         "is read every 5 ms and where each profiler does its work differs (samply unwinds as it "
+         "records, perf afterwards), so the last column compares them in all.")
 L.append("")
 peers = ["perf"] + (["samply"] if samply == "1" else [])
 pname = {"perf": "perf dwarf pipeline", "samply": "samply --save-only"}
-L.append("| Hz | recording | ember while / after | " + " | ".join(f"{pname[t]} while / after" for t in peers) + " | ember / " + " / ".join(pname[t] for t in peers) + " (while) |")
-L.append("|---|---|---|" + "---|" * len(peers) + "---|")
+L.append("| Hz | recording | ember while / after | " + " | ".join(f"{pname[t]} while / after" for t in peers) + " | ember / " + " / ".join(pname[t] for t in peers) + " (while) | ember / " + " / ".join(pname[t] for t in peers) + " (in all) |")
+L.append("|---|---|---|" + "---|" * len(peers) + "---|---|")
 for name, secs, hz in (("short", short, 999), ("long", long_, 999), ("fast", short, 4999)):
     def per_k(tool):
         n = med(f"samples_{name}_{tool}") / 1000
@@ -242,12 +244,14 @@ for name, secs, hz in (("short", short, 999), ("long", long_, 999), ("fast", sho
         return d, a
     e = per_k("ember")
     cells = [f"{1000 * e[0]:.1f} / {1000 * e[1]:.1f} ms"]
-    ratios = []
+    ratios, totals = [], []
     for t in peers:
         d, a = per_k(t)
         cells.append(f"{1000 * d:.1f} / {1000 * a:.1f} ms")
         ratios.append(f"{e[0] / d:.2f}" if d > 0 else "n/a")
-    L.append(f"| {hz} | {secs} s | " + " | ".join(cells) + " | " + " / ".join(ratios) + " |")
+        totals.append(f"{(e[0] + e[1]) / (d + a):.2f}" if d + a > 0 else "n/a")
+    L.append(f"| {hz} | {secs} s | " + " | ".join(cells) + " | " + " / ".join(ratios)
+             + " | " + " / ".join(totals) + " |")
 L.append("")
 L.append("## Samples recorded against expected (999 Hz × target CPU time)")
 L.append("")

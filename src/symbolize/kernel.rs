@@ -38,15 +38,15 @@ impl KernelSymbols {
     /// [`KernelSymbols::load_for`], with the kernel's own functions kept in the file `cache`.
     pub fn load_for_cached(wanted: &[u64], cache: Option<&Path>) -> KernelSymbols {
         let mut buckets = Buckets::new(wanted);
-        let cached = cache.and_then(|p| std::fs::read(p).ok());
-        if let Some(found) = cached.as_deref().and_then(|c| buckets.look_up_in_cache(c)) {
+        let cached = cache.and_then(map_cache);
+        if let Some(found) = cached.as_deref().and_then(|c| look_up_in_cache(c, wanted)) {
             return found;
         }
         // Written while reading, where there was none this boot (or it cannot be read).
         let unusable = cached
             .as_deref()
-            .is_none_or(|c| !c.starts_with(CACHE_MAGIC));
-        let mut writer = cache.filter(|_| unusable).and_then(CacheWriter::new);
+            .is_none_or(|c| CacheIndex::of(c).is_none());
+        let mut writer = cache.filter(|_| unusable).map(|_| CacheWriter::default());
         let (mut lines, mut shown) = (false, false);
         each_line(|line| {
             lines = true;
@@ -149,33 +149,10 @@ impl Buckets {
         }
         k
     }
-
-    /// The symbols from a cache file's contents, if it is whole and every address wanted is
-    /// in the kernel's own text, which it lists in full (see [`CacheWriter`]); looked at only
-    /// then, and found in buckets of their own (these stay as they were).
-    fn look_up_in_cache(&self, file: &[u8]) -> Option<KernelSymbols> {
-        let body = file.strip_prefix(CACHE_MAGIC)?;
-        let (entries, trailer) = body.split_at(body.len().checked_sub(8)?);
-        let etext = u64::from_le_bytes(trailer.try_into().ok()?);
-        let first = u64::from_le_bytes(entries.get(..8)?.try_into().ok()?);
-        if !self.wanted.iter().all(|&a| a >= first && a < etext) {
-            return None;
-        }
-        let mut found = Buckets::new(&self.wanted);
-        let mut rest = entries;
-        while !rest.is_empty() {
-            let addr = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
-            let len = usize::from(u16::from_le_bytes(rest.get(8..10)?.try_into().ok()?));
-            let name = std::str::from_utf8(rest.get(10..10 + len)?).ok()?;
-            found.offer(addr, name);
-            rest = &rest[10 + len..];
-        }
-        Some(found.into_symbols())
-    }
 }
 
 /// The start of a cache file of the kernel's own functions.
-const CACHE_MAGIC: &[u8] = b"EMBERKS1";
+const CACHE_MAGIC: &[u8] = b"EMBERKS2";
 
 /// Where this boot's kernel functions are kept: `kernel-symbols-BOOT_ID` in ember's cache
 /// directory (`$XDG_CACHE_HOME/ember`, else `~/.cache/ember`). The file is the user's own
@@ -185,76 +162,166 @@ pub fn cache_path() -> Option<PathBuf> {
     Some(super::inflated::cache_dir()?.join(format!("kernel-symbols-{}", boot.trim())))
 }
 
-/// Writes the kernel's own functions (those of no module) while /proc/kallsyms is read, in
-/// address order: (address u64, name length u16, name), then `_etext`'s address. Nothing is
-/// written where the addresses are hidden or out of order.
-struct CacheWriter {
-    out: std::io::BufWriter<tempfile::NamedTempFile>,
-    last: u64,
-    etext: Option<u64>,
-    ok: bool,
+/// The cache file at `path`, mapped: a lookup touches a few of its pages, not its 4 MB.
+fn map_cache(path: &Path) -> Option<memmap2::Mmap> {
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: cache files are only ever created whole (written, then renamed into place) and
+    // never changed after.
+    unsafe { memmap2::Mmap::map(&file) }.ok()
 }
 
-impl CacheWriter {
-    fn new(path: &Path) -> Option<CacheWriter> {
-        let dir = path.parent()?;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .ok()?;
-        let file = tempfile::Builder::new()
-            .prefix(".kernel-symbols")
-            .tempfile_in(dir)
-            .ok()?;
-        let mut out = std::io::BufWriter::new(file);
-        out.write_all(CACHE_MAGIC).ok()?;
-        Some(CacheWriter {
-            out,
-            last: 0,
-            etext: None,
-            ok: true,
+/// The names of `wanted` from a cache file's contents, if it is whole and every address
+/// wanted is in the kernel's own text, which it lists in full (see [`CacheWriter`]).
+fn look_up_in_cache(file: &[u8], wanted: &[u64]) -> Option<KernelSymbols> {
+    let index = CacheIndex::of(file)?;
+    let first = index.entry(0)?.0;
+    if !wanted.iter().all(|&a| a >= first && a < index.etext) {
+        return None;
+    }
+    let mut found = Vec::with_capacity(wanted.len());
+    for &addr in wanted {
+        // The last function at or below `addr` (at one address the last listed wins).
+        let at = index.partition_point(addr).checked_sub(1)?;
+        let (start, name) = index.entry(at)?;
+        found.push((start, index.name(name)?));
+    }
+    found.sort_unstable();
+    found.dedup();
+    let mut k = KernelSymbols::empty();
+    for (addr, name) in found {
+        let start = k.names.len() as u32;
+        k.names.push_str(name);
+        k.syms.push((addr, start, k.names.len() as u32));
+    }
+    Some(k)
+}
+
+/// A cache file: the magic, the number of functions (u64), the names' length in bytes (u64,
+/// so that a file cut short is seen), `_etext`'s address (u64), then
+/// for each function in address order its address (u64) and where its name lies among the
+/// names that follow (start u32, length u32), all little-endian.
+struct CacheIndex<'a> {
+    etext: u64,
+    entries: &'a [u8],
+    names: &'a [u8],
+}
+
+const ENTRY: usize = 16;
+
+impl<'a> CacheIndex<'a> {
+    fn of(file: &'a [u8]) -> Option<CacheIndex<'a>> {
+        let body = file.strip_prefix(CACHE_MAGIC)?;
+        let count = usize::try_from(u64_at(body, 0)?).ok()?;
+        let names_len = usize::try_from(u64_at(body, 8)?).ok()?;
+        let etext = u64_at(body, 16)?;
+        let (entries, names) = body
+            .get(24..)?
+            .split_at_checked(count.checked_mul(ENTRY)?)?;
+        (count > 0 && names.len() == names_len).then_some(CacheIndex {
+            etext,
+            entries,
+            names,
         })
     }
 
+    fn len(&self) -> usize {
+        self.entries.len() / ENTRY
+    }
+
+    /// Function `i`: its address and where its name lies.
+    fn entry(&self, i: usize) -> Option<(u64, std::ops::Range<usize>)> {
+        let e = self.entries.get(i * ENTRY..(i + 1) * ENTRY)?;
+        let start = u32::from_le_bytes(e[8..12].try_into().ok()?) as usize;
+        let len = u32::from_le_bytes(e[12..16].try_into().ok()?) as usize;
+        Some((u64_at(e, 0)?, start..start + len))
+    }
+
+    fn name(&self, range: std::ops::Range<usize>) -> Option<&'a str> {
+        std::str::from_utf8(self.names.get(range)?).ok()
+    }
+
+    /// How many functions start at or below `addr`.
+    fn partition_point(&self, addr: u64) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if u64_at(self.entries, mid * ENTRY).is_some_and(|a| a <= addr) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Collects the kernel's own functions (those of no module) while /proc/kallsyms is read, in
+/// address order, to be written as a [`CacheIndex`] file. Nothing is written where the
+/// addresses are hidden or out of order, or the list does not reach `_etext`.
+#[derive(Default)]
+struct CacheWriter {
+    entries: Vec<u8>,
+    names: Vec<u8>,
+    last: u64,
+    etext: Option<u64>,
+    failed: bool,
+}
+
+impl CacheWriter {
     fn offer(&mut self, addr: u64, name: &str, core: bool) {
-        if !core || !self.ok || self.etext.is_some() {
+        if !core || self.failed || self.etext.is_some() {
             return;
         }
-        self.ok = addr != 0 && addr >= self.last && name.len() <= usize::from(u16::MAX);
+        self.failed = addr == 0 || addr < self.last || self.names.len() > u32::MAX as usize / 2;
         self.last = addr;
-        let written = self.out.write_all(&addr.to_le_bytes()).is_ok()
-            && self
-                .out
-                .write_all(&(name.len() as u16).to_le_bytes())
-                .is_ok()
-            && self.out.write_all(name.as_bytes()).is_ok();
-        self.ok &= written;
+        self.entries.extend(addr.to_le_bytes());
+        self.entries.extend((self.names.len() as u32).to_le_bytes());
+        self.entries.extend((name.len() as u32).to_le_bytes());
+        self.names.extend(name.as_bytes());
         if name == "_etext" {
             self.etext = Some(addr);
         }
     }
 
     /// Put the file in place (other boots' files go), if it holds the whole kernel text.
-    fn finish(mut self, path: &Path) {
-        let Some(etext) = self.etext.filter(|_| self.ok) else {
+    fn finish(self, path: &Path) {
+        let Some(etext) = self.etext.filter(|_| !self.failed) else {
             return;
         };
-        if self.out.write_all(&etext.to_le_bytes()).is_err() {
+        let Some(dir) = path.parent() else {
+            return;
+        };
+        let write = || -> std::io::Result<()> {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            let file = tempfile::Builder::new()
+                .prefix(".kernel-symbols")
+                .tempfile_in(dir)?;
+            let mut out = std::io::BufWriter::new(file);
+            out.write_all(CACHE_MAGIC)?;
+            out.write_all(&((self.entries.len() / ENTRY) as u64).to_le_bytes())?;
+            out.write_all(&(self.names.len() as u64).to_le_bytes())?;
+            out.write_all(&etext.to_le_bytes())?;
+            out.write_all(&self.entries)?;
+            out.write_all(&self.names)?;
+            out.into_inner()?.persist(path)?;
+            Ok(())
+        };
+        if write().is_err() {
             return;
         }
-        let Ok(file) = self.out.into_inner() else {
-            return;
-        };
-        if file.persist(path).is_err() {
-            return;
-        }
-        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-            return;
-        };
+        let name = path.file_name();
         for old in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let other = old.file_name();
-            if other != name && other.to_string_lossy().starts_with("kernel-symbols-") {
+            if Some(other.as_os_str()) != name
+                && other.to_string_lossy().starts_with("kernel-symbols-")
+            {
                 let _ = std::fs::remove_file(old.path());
             }
         }
@@ -385,23 +452,16 @@ mod tests {
         let first = KernelSymbols::load_for_cached(&wanted, Some(&cache));
         assert!(cache.is_file() && !old.exists());
         assert!(std::fs::read(&cache).unwrap().starts_with(CACHE_MAGIC));
-        let from_cache = Buckets::new(&wanted);
         let file = std::fs::read(&cache).unwrap();
-        let second = from_cache
-            .look_up_in_cache(&file)
-            .expect("every address in the kernel text");
+        let second = look_up_in_cache(&file, &wanted).expect("every address in the kernel text");
         for &addr in &wanted {
             assert_eq!(first.lookup(addr), parsed.lookup(addr), "{addr:#x}");
             assert_eq!(second.lookup(addr), parsed.lookup(addr), "{addr:#x}");
         }
         // An address beyond the kernel's own text (a module's, BPF's) is not the cache's.
-        assert!(Buckets::new(&[etext + 16])
-            .look_up_in_cache(&file)
-            .is_none());
+        assert!(look_up_in_cache(&file, &[etext + 16]).is_none());
         // A file cut short is not used.
-        assert!(Buckets::new(&wanted)
-            .look_up_in_cache(&file[..file.len() / 2])
-            .is_none());
+        assert!(look_up_in_cache(&file[..file.len() / 2], &wanted).is_none());
         // Read through the cache or not, the names are the same.
         let again = KernelSymbols::load_for_cached(&wanted, Some(&cache));
         for &addr in &wanted {

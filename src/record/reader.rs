@@ -312,10 +312,12 @@ impl Worker {
 /// Batches the reader starts with, and the memory of each, touched before sampling starts:
 /// reading into fresh pages costs page faults in the very thread that must not fall behind
 /// (measured: a 15 MB read took 156 ms into fresh memory while a thousand threads ran).
-/// 16 MiB in all: `scripts/manythreads.sh 20` loses nothing with it in every way it runs
-/// (64 MiB before; peak RSS of a small program's recording went from 72 to 46-58 MB).
+/// 8 MiB in all: `scripts/manythreads.sh 8` lost nothing with it in 48 of 48 runs (each way
+/// and build), and 12 of 12 more as root (64 MiB, then 16 before: a small program's
+/// recording peaked at 72, then 46-58 MB of RSS; 15 MB now). Samples are copied without
+/// the unused part of their stack copy, so a batch holds a few hundred.
 const READY_BATCHES: usize = 4;
-const READY_BATCH_BYTES: usize = 4 << 20;
+const READY_BATCH_BYTES: usize = 2 << 20;
 
 /// The thread that turns records into the profile ([`Collector::handle`]), fed batches in
 /// the order they were read, each with the watermark up to which every record is in. Batches

@@ -37,11 +37,11 @@ impl KernelSymbols {
 
     /// [`KernelSymbols::load_for`], with the kernel's own functions kept in the file `cache`.
     pub fn load_for_cached(wanted: &[u64], cache: Option<&Path>) -> KernelSymbols {
-        let mut buckets = Buckets::new(wanted);
         let cached = cache.and_then(map_cache);
         if let Some(found) = cached.as_deref().and_then(|c| look_up_in_cache(c, wanted)) {
             return found;
         }
+        let mut buckets = Buckets::new(wanted);
         // Written while reading, where there was none this boot (or it cannot be read).
         let unusable = cached
             .as_deref()
@@ -88,10 +88,16 @@ impl KernelSymbols {
         // Any line at all: if no address is kept, they were hidden.
         self.hidden = true;
         let (addr, name) = function(line).filter(|&(a, _)| a != 0)?;
+        self.push(addr, name);
+        Some(())
+    }
+
+    /// Keep function `name` at `addr` (in address order, unless [`KernelSymbols::finish`]
+    /// sorts them after).
+    fn push(&mut self, addr: u64, name: &str) {
         let start = self.names.len() as u32;
         self.names.push_str(name);
         self.syms.push((addr, start, self.names.len() as u32));
-        Some(())
     }
 
     fn finish(mut self) -> KernelSymbols {
@@ -143,9 +149,7 @@ impl Buckets {
     fn into_symbols(self) -> KernelSymbols {
         let mut k = KernelSymbols::empty();
         for (addr, name) in self.found.into_iter().filter(|&(a, _)| a != 0) {
-            let start = k.names.len() as u32;
-            k.names.push_str(&name);
-            k.syms.push((addr, start, k.names.len() as u32));
+            k.push(addr, &name);
         }
         k
     }
@@ -189,9 +193,7 @@ fn look_up_in_cache(file: &[u8], wanted: &[u64]) -> Option<KernelSymbols> {
     found.dedup();
     let mut k = KernelSymbols::empty();
     for (addr, name) in found {
-        let start = k.names.len() as u32;
-        k.names.push_str(name);
-        k.syms.push((addr, start, k.names.len() as u32));
+        k.push(addr, name);
     }
     Some(k)
 }

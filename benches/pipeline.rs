@@ -14,13 +14,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ember::model::CallGraph;
+use ember::model::Frame;
 use ember::output::folded::{fold, FoldOptions};
 use ember::output::{self, SvgOptions};
-use ember::profile::{Frame, Profile};
+use ember::profile::Profile;
 use ember::record::Collector;
 use ember::sampler::perf::{KernelFrames, PerfConfig, PerfSampler};
 use ember::sampler::records::{RecordHeader, PERF_RECORD_SAMPLE};
-use ember::sampler::{CallGraph, RecordBatch, RecordQueue, SampleLayout, Sampler};
+use ember::sampler::{RecordBatch, RecordQueue, SampleLayout, Sampler};
 use ember::stacks::StackProfile;
 use ember::symbolize::{symbolize, SymbolizeOptions};
 use ember::target::GatedChild;

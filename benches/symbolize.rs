@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use ember::model::Frame;
 use ember::modules::ModuleTable;
-use ember::profile::{Frame, Profile};
+use ember::profile::Profile;
 use ember::symbolize::{symbolize, SymbolizeOptions};
 use object::{Object, ObjectSymbol, SymbolKind};
 use pprof::criterion::{Output, PProfProfiler};

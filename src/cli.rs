@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::model::CallGraph;
 use crate::output::report::SortBy;
 use crate::output::{FoldOptions, Grouping, SvgOptions};
 use crate::record::{ProcessFilter, RecordOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE};
 use crate::sampler::perf::KernelFrames;
-use crate::sampler::{Backend, CallGraph};
+use crate::sampler::Backend;
 
 #[derive(Parser, Debug)]
 #[command(

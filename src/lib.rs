@@ -21,6 +21,7 @@ pub mod cargo;
 pub mod cli;
 pub mod linux;
 pub mod load;
+pub mod model;
 pub mod modules;
 pub mod output;
 pub mod process;

@@ -26,9 +26,7 @@ pub fn is_file_name(name: &str) -> bool {
         && !name.starts_with("/anon_hugepage")
 }
 
-/// Index of a module in the [`ModuleTable`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ModuleId(pub u32);
+pub use crate::model::ModuleId;
 
 /// The bytes of a module: a mapped file, or a copy (the vdso, decompressed debug data).
 pub enum ModuleData {

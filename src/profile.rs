@@ -8,24 +8,7 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap as HashMap;
 use std::time::Duration;
 
-use crate::modules::ModuleId;
-use crate::sampler::WaitReason;
-
-/// One frame before symbolization.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Frame {
-    /// A code address in a module, as the module's ELF states it (SVMA), ready for lookup.
-    Module { module: ModuleId, svma: u64 },
-    /// A kernel code address.
-    Kernel(u64),
-    /// An address outside every file mapping of process `pid`: JIT code, anonymous memory or
-    /// nothing known at all.
-    Anon { pid: u32, addr: u64 },
-    /// The stack went on beyond what could be unwound.
-    Truncated,
-    /// The thread was waiting, not running (wall-clock profiles): why. Always the leaf.
-    OffCpu(WaitReason),
-}
+use crate::model::Frame;
 
 pub type FrameId = u32;
 pub type NodeId = u32;

@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 
+use crate::model::Frame;
+use crate::model::FrameKind;
 use crate::modules::{ModuleId, ModuleTable};
-use crate::profile::{Frame, Metadata, Profile};
-use crate::symbolize::{FrameKind, SymbolFrame, Symbols};
+use crate::profile::{Metadata, Profile};
+use crate::symbolize::{SymbolFrame, Symbols};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Function {
@@ -103,7 +105,7 @@ impl StackProfile {
             let (mapping, address) = b.place(frame, modules);
             let names = &symbols.frames[i];
             let lines = names.iter().map(|sf| b.line(sf)).collect();
-            let kind = names.first().map(|f| f.kind).unwrap_or(FrameKind::User);
+            let kind = names.first().map(|f| f.kind).unwrap_or(FrameKind::Native);
             b.out.locations.push(Location {
                 mapping,
                 address,

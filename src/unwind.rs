@@ -4,16 +4,16 @@
 //! pointers where a module has no unwind info), the kernel's frame-pointer chain for
 //! `--call-graph fp`, and in `auto` mode the kernel's chain spliced on where the copy ran out.
 //! A ptrace sample may come with words of the stack beyond its copy, read at the same stop
-//! ([`crate::sampler::stack_reads`]); what the unwind of a deep ptrace stack read is kept for
+//! ([`crate::model::stack_reads`]); what the unwind of a deep ptrace stack read is kept for
 //! the next stop of its thread.
 
 use framehop::{FrameAddress, Unwinder};
 
 use crate::arch::{UnwindCache, UnwindRegs};
+use crate::model::callchain::{self, ChainEntry};
+use crate::model::stack_reads::{worth_reading, StackReads, MIN_REUSED_STACK};
+use crate::model::{CallGraph, RawFrame, SampleEvent, UserRegs};
 use crate::process::Process;
-use crate::sampler::records::{callchain_entries, PERF_CONTEXT_KERNEL, PERF_CONTEXT_MAX};
-use crate::sampler::stack_reads::{worth_reading, StackReads, MIN_REUSED_STACK};
-use crate::sampler::{CallGraph, SampleEvent, UserRegs};
 
 /// The most frames one DWARF walk yields (a corrupt stack may loop).
 const MAX_DEPTH: usize = 16384;
@@ -21,20 +21,6 @@ const MAX_DEPTH: usize = 16384;
 /// How many of the DWARF walk's last frames the kernel's frame-pointer chain must repeat
 /// before it is spliced on (see `StackUnwinder::splice_chain`).
 const MIN_SPLICE_AGREEMENT: usize = 4;
-
-/// One unwound frame, leaf first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RawFrame {
-    /// A kernel code address.
-    Kernel(u64),
-    /// A user code address, already adjusted for lookup: return addresses minus one, so
-    /// they fall inside the calling instruction.
-    User(u64),
-    /// The stack goes on beyond what could be unwound (copy ran out, or the kernel's chain hit
-    /// `kernel.perf_event_max_stack`): said at the root end instead of passing the partial
-    /// stack off as complete.
-    Truncated,
-}
 
 /// Counters of how unwinding went, for the summary and for tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,7 +65,7 @@ impl StackUnwinder {
     }
 
     /// What the last unwind read, if it was of a deep ptrace stack and reached its root: for
-    /// the thread's next stop to copy less ([`crate::sampler::stack_reads`]).
+    /// the thread's next stop to copy less ([`crate::model::stack_reads`]).
     pub fn take_whole_reads(&mut self) -> Option<StackReads> {
         std::mem::take(&mut self.reads_whole).then(|| std::mem::take(&mut self.reads))
     }
@@ -114,20 +100,16 @@ impl StackUnwinder {
     /// `self.user_chain`; returns how many addresses the chain has.
     fn split_callchain(&mut self, s: &SampleEvent, out: &mut Vec<RawFrame>) -> usize {
         self.user_chain.clear();
-        let mut in_user = false;
         let mut kernel_frames = 0;
         let mut chain_entries = 0;
-        for addr in callchain_entries(s.callchain) {
-            if addr >= PERF_CONTEXT_MAX {
-                in_user = addr != PERF_CONTEXT_KERNEL;
-                continue;
-            }
+        for entry in callchain::entries(s.callchain) {
             chain_entries += 1;
-            if in_user {
-                self.user_chain.push(addr);
-            } else {
-                out.push(RawFrame::Kernel(addr));
-                kernel_frames += 1;
+            match entry {
+                ChainEntry::User(addr) => self.user_chain.push(addr),
+                ChainEntry::Kernel(addr) => {
+                    out.push(RawFrame::Kernel(addr));
+                    kernel_frames += 1;
+                }
             }
         }
         if kernel_frames == 0 && s.kernel_mode && s.ip != 0 {

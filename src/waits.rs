@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 
-use crate::profile::{Frame, Profile};
-use crate::sampler::WaitReason;
+use crate::model::Frame;
+use crate::model::RawFrame;
+use crate::model::WaitReason;
+use crate::profile::Profile;
 use crate::symbolize::kernel::KernelSymbols;
 use crate::symbolize::syscalls;
-use crate::unwind::RawFrame;
 
 struct Waiting {
     pid: u32,

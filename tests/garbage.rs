@@ -5,8 +5,9 @@
 
 use std::collections::HashMap;
 
+use ember::model::Frame;
 use ember::modules::ModuleTable;
-use ember::profile::{Frame, Profile};
+use ember::profile::Profile;
 use ember::sampler::records::SampleLayout;
 use ember::symbolize::{symbolize, SymbolizeOptions};
 

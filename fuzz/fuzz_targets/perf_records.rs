@@ -4,7 +4,7 @@
 
 use ember::record::Collector;
 use ember::sampler::records::{self, SampleLayout};
-use ember::sampler::CallGraph;
+use ember::model::CallGraph;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -15,8 +15,8 @@ use fxprof_processed_profile::{
 };
 
 use super::folded::{frame_label, line_kind, root_label, Grouping};
+use crate::model::FrameKind;
 use crate::stacks::StackProfile;
-use crate::symbolize::FrameKind;
 
 /// Write `p`'s timeline. The first sample is at time 0 (the recording's start, as closely as
 /// ember knows it).

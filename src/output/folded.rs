@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
+use crate::model::FrameKind;
 use crate::stacks::StackProfile;
-use crate::symbolize::{sanitize, FrameKind};
+use crate::symbolize::sanitize;
 
 /// Folded stacks: stack text → sample count, sorted.
 pub type Folded = BTreeMap<String, u64>;
@@ -50,7 +51,7 @@ pub fn frame_label(
         }
     }
     match kind {
-        FrameKind::User => {}
+        FrameKind::Native | FrameKind::Marker => {}
         FrameKind::Inlined => out.push_str("_[i]"),
         FrameKind::Kernel => out.push_str("_[k]"),
         FrameKind::Jit => out.push_str("_[j]"),
@@ -62,7 +63,7 @@ pub fn frame_label(
 pub fn line_kind(kind: FrameKind, index: usize) -> FrameKind {
     match (index, kind) {
         (0, k) => k,
-        (_, FrameKind::User) | (_, FrameKind::Inlined) => FrameKind::Inlined,
+        (_, FrameKind::Native) | (_, FrameKind::Inlined) => FrameKind::Inlined,
         (_, k) => k,
     }
 }

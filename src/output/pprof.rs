@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use pprof::protos::{self, Message};
 
+use crate::model::FrameKind;
 use crate::profile::Metadata;
 use crate::stacks::{Function, Line, Location, Mapping, Sample, StackProfile};
-use crate::symbolize::FrameKind;
 
 const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
 const JIT_MAPPING: &str = "[jit]";
@@ -325,7 +325,7 @@ impl Decoder<'_> {
             let kind = match file.as_str() {
                 KERNEL_MAPPING => FrameKind::Kernel,
                 JIT_MAPPING => FrameKind::Jit,
-                _ => FrameKind::User,
+                _ => FrameKind::Native,
             };
             self.mapping_kind.insert(m.id, kind);
             if kind == FrameKind::Jit {
@@ -390,7 +390,7 @@ impl Decoder<'_> {
                     .mapping_kind
                     .get(&l.mapping_id)
                     .copied()
-                    .unwrap_or(FrameKind::User),
+                    .unwrap_or(FrameKind::Native),
             });
         }
         Ok(())
@@ -525,13 +525,13 @@ mod tests {
             mapping: Some(0),
             address: 0x10,
             lines: vec![line(0)],
-            kind: FrameKind::User,
+            kind: FrameKind::Native,
         });
         p.locations.push(Location {
             mapping: Some(0),
             address: 0x20,
             lines: vec![line(1), line(2)],
-            kind: FrameKind::User,
+            kind: FrameKind::Native,
         });
         p.locations.push(Location {
             mapping: None,

@@ -4,16 +4,17 @@
 use std::collections::HashMap;
 
 use super::takeovers::Takeovers;
+use crate::model::stack_reads::KnownStacks;
+use crate::model::Frame;
+use crate::model::RawFrame;
+use crate::model::{CallGraph, Event, ForkEvent, SampleEvent, StackPart, SwitchEvent};
 use crate::modules::LoadSegment;
 use crate::process::{Mapping, ProcessTable};
-use crate::profile::{Frame, Profile};
-use crate::sampler::stack_reads::KnownStacks;
+use crate::profile::Profile;
 use crate::sampler::takeover::Requests;
-use crate::sampler::{
-    CallGraph, Event, ForkEvent, SampleEvent, SampleLayout, StackPart, SwitchEvent,
-};
+use crate::sampler::SampleLayout;
 use crate::symbolize::perfmap::PerfMap;
-use crate::unwind::{RawFrame, StackUnwinder, UnwindStats};
+use crate::unwind::{StackUnwinder, UnwindStats};
 use crate::waits::Waits;
 
 /// Turns records into profile samples, keeping the process table current: the work done
@@ -95,7 +96,7 @@ impl Collector {
     }
 
     /// Leave what the unwind of each deep ptrace stack read in `known`, for the ptrace
-    /// sampler's next stop of its thread ([`crate::sampler::stack_reads`]).
+    /// sampler's next stop of its thread ([`crate::model::stack_reads`]).
     pub fn keep_stack_reads(&mut self, known: KnownStacks) {
         self.known_stacks = Some(known);
     }
@@ -345,8 +346,8 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::UserRegs;
     use crate::sampler::encode;
-    use crate::sampler::UserRegs;
 
     fn sample(pid: u32, tid: u32, time: u64) -> Vec<u8> {
         let mut out = Vec::new();

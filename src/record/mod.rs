@@ -27,10 +27,11 @@ pub use options::{
 pub use snapshot::window_path;
 pub use summary::{plural, svg_titles, Summary, Verbose};
 
+use crate::model::Frame;
 use crate::modules::ModuleId;
 use crate::output::{self, Folded, OutputError};
 use crate::process::ProcessTable;
-use crate::profile::{Frame, Profile};
+use crate::profile::Profile;
 use crate::stacks::StackProfile;
 use crate::symbolize::debuginfo::DebugDirs;
 use crate::symbolize::debuginfod::Debuginfod;

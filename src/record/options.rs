@@ -3,10 +3,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use crate::model::CallGraph;
 use crate::output::{FoldOptions, OutputError, SvgOptions};
 use crate::sampler::perf::{KernelFrames, PerfError};
 use crate::sampler::ptrace::PtraceError;
-use crate::sampler::{Backend, CallGraph};
+use crate::sampler::Backend;
 use crate::target::TargetError;
 
 /// Default sampling frequency: 999 Hz gives millisecond resolution at low overhead, and

@@ -9,12 +9,13 @@ use super::live::{Began, Feed, LiveFeed};
 use super::reader::{sample_until, Live, Processing, ReadPlan, Status, Stop};
 use super::snapshot::SnapshotPlan;
 use super::{RecordError, RecordOptions};
+use crate::model::stack_reads::KnownStacks;
+use crate::model::CallGraph;
 use crate::output;
 use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
 use crate::sampler::ptrace::{PtraceConfig, PtraceError, PtraceSampler};
-use crate::sampler::stack_reads::KnownStacks;
 use crate::sampler::takeover::{Requests, TakeoverSampler};
-use crate::sampler::{self, relay, Backend, CallGraph, OpenedEvent, SampleLayout, Sampler};
+use crate::sampler::{self, relay, Backend, OpenedEvent, SampleLayout, Sampler};
 use crate::target::{self, GatedChild};
 
 /// A sampler running on its target, the command not released yet.

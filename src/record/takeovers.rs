@@ -4,8 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::model::SampleEvent;
 use crate::sampler::takeover::{Requests, WATCH_DEEP_NS};
-use crate::sampler::SampleEvent;
 
 /// A process is asked for once this many of its samples were cut...
 const MIN_CUT: u64 = 3;

@@ -8,7 +8,7 @@ use super::records::{
     EMBER_RECORD_STACK_WORDS, EMBER_RECORD_TAKEOVER, PERF_RECORD_COMM, PERF_RECORD_EXIT,
     PERF_RECORD_FORK, PERF_RECORD_LOST_SAMPLES, PERF_RECORD_MISC_COMM_EXEC, PERF_RECORD_MMAP2,
 };
-use super::{UserRegs, WaitReason};
+use crate::model::{UserRegs, WaitReason};
 
 /// The layout of every record written here.
 pub const LAYOUT: SampleLayout = SampleLayout::recorded(true);
@@ -218,8 +218,8 @@ pub fn task(out: &mut Vec<u8>, exit: bool, pid: u32, ppid: u32, tid: u32, ptid: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampler::WaitReason;
-    use crate::sampler::{CommEvent, Event, ForkEvent};
+    use crate::model::WaitReason;
+    use crate::model::{CommEvent, Event, ForkEvent};
 
     /// A sample of thread 6 of process 5 at time 77.
     fn sample_with<'a>(stack: &'a [u8], words: &'a [(u64, u64)]) -> Sample<'a> {

@@ -8,8 +8,9 @@ use std::sync::atomic::{fence, Ordering};
 use perf_event_open_sys as sys;
 
 use super::records::{self, RecordHeader, SampleLayout, StackCopy};
-use super::{CallGraph, OpenedEvent, RecordBatch, Sampler};
+use super::{OpenedEvent, RecordBatch, Sampler};
 use crate::linux;
+use crate::model::CallGraph;
 
 /// Largest user-stack copy the kernel accepts in one sample (the record size is a u16).
 pub const MAX_STACK_SIZE: u32 = 65528 - 512;

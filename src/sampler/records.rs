@@ -6,19 +6,17 @@
 
 use perf_event_open_sys::bindings as b;
 
-use super::{
+use crate::model::{
     CommEvent, Event, ForkEvent, MmapEvent, SampleEvent, StackPart, SwitchEvent, WaitReason,
 };
 
-// The kernel's constants (perf-event-open-sys, generated from its headers): record kinds,
-// callchain context markers (entries at or above PERF_CONTEXT_MAX are markers, not
-// addresses) as they are; sample_type bits as u64 and
+// The kernel's constants (perf-event-open-sys, generated from its headers): record kinds as
+// they are; sample_type bits as u64 and
 // header.misc bits as u16 below, the types records carry them in.
 pub use b::{
-    PERF_CONTEXT_KERNEL, PERF_CONTEXT_MAX, PERF_CONTEXT_USER, PERF_RECORD_COMM, PERF_RECORD_EXIT,
-    PERF_RECORD_FORK, PERF_RECORD_LOST, PERF_RECORD_LOST_SAMPLES, PERF_RECORD_MMAP,
-    PERF_RECORD_MMAP2, PERF_RECORD_SAMPLE, PERF_RECORD_SWITCH, PERF_RECORD_THROTTLE,
-    PERF_RECORD_UNTHROTTLE,
+    PERF_RECORD_COMM, PERF_RECORD_EXIT, PERF_RECORD_FORK, PERF_RECORD_LOST,
+    PERF_RECORD_LOST_SAMPLES, PERF_RECORD_MMAP, PERF_RECORD_MMAP2, PERF_RECORD_SAMPLE,
+    PERF_RECORD_SWITCH, PERF_RECORD_THROTTLE, PERF_RECORD_UNTHROTTLE,
 };
 
 pub use crate::arch::{UserRegs, USER_REGS_MASK};
@@ -586,12 +584,6 @@ fn parse_fork(c: &mut Cursor) -> Result<ForkEvent, MalformedRecord> {
     })
 }
 
-/// Iterate the addresses of a raw callchain, split by context.
-pub fn callchain_entries(raw: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    raw.chunks_exact(8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-}
-
 fn cstr(b: &[u8]) -> &[u8] {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     &b[..end]
@@ -634,7 +626,7 @@ mod tests {
         b.extend_from_slice(&0u32.to_le_bytes());
         push(&mut b, 1000); // period
         push(&mut b, 3); // callchain nr
-        push(&mut b, PERF_CONTEXT_USER);
+        push(&mut b, crate::model::callchain::PERF_CONTEXT_USER);
         push(&mut b, 0x401000);
         push(&mut b, 0x402000);
         push(&mut b, 2); // abi 64
@@ -657,8 +649,15 @@ mod tests {
         assert_eq!((s.pid, s.tid, s.cpu, s.period), (10, 11, 1, 1000));
         assert_eq!(s.ip, 0x401000);
         assert!(!s.kernel_mode);
-        let chain: Vec<u64> = callchain_entries(s.callchain).collect();
-        assert_eq!(chain, vec![PERF_CONTEXT_USER, 0x401000, 0x402000]);
+        let chain: Vec<u64> = crate::model::callchain::raw_entries(s.callchain).collect();
+        assert_eq!(
+            chain,
+            vec![
+                crate::model::callchain::PERF_CONTEXT_USER,
+                0x401000,
+                0x402000
+            ]
+        );
         assert_eq!(
             s.user_regs,
             Some(UserRegs {

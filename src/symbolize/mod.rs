@@ -16,8 +16,9 @@ use memmap2::Mmap;
 
 use std::sync::Arc;
 
+use crate::model::{Frame, FrameKind};
 use crate::modules::{ModuleData, ModuleFile, ModuleId, ModuleTable};
-use crate::profile::{Frame, Profile};
+use crate::profile::Profile;
 
 use debuginfo::DebugDirs;
 use debuginfod::Artifact;
@@ -25,14 +26,6 @@ pub use elf::FoundName;
 use elf::{ElfSymbolizer, SymbolTable};
 use kernel::KernelSymbols;
 use perfmap::PerfMap;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FrameKind {
-    User,
-    Inlined,
-    Kernel,
-    Jit,
-}
 
 /// A named frame, ready for the writers.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -161,15 +154,15 @@ pub fn name_frames(
                 in_kernel.push((i, addr));
                 continue;
             }
-            Frame::Truncated => vec![SymbolFrame::named("[truncated]".into(), FrameKind::User)],
+            Frame::Truncated => vec![SymbolFrame::named("[truncated]".into(), FrameKind::Marker)],
             Frame::OffCpu(reason) => vec![SymbolFrame::named(
                 syscalls::wait_label(reason),
-                FrameKind::User,
+                FrameKind::Marker,
             )],
             Frame::Anon { pid, addr } => {
                 vec![match perf_maps.get(&pid).and_then(|m| m.lookup(addr)) {
                     Some(name) => SymbolFrame::named(sanitize(name), FrameKind::Jit),
-                    None => SymbolFrame::named(format!("[anon]+0x{addr:x}"), FrameKind::User),
+                    None => SymbolFrame::named(format!("[anon]+0x{addr:x}"), FrameKind::Native),
                 }]
             }
         };
@@ -363,7 +356,7 @@ impl ModuleNamer {
         if found.is_empty() {
             return vec![SymbolFrame::named(
                 unnamed(&self.short, svma),
-                FrameKind::User,
+                FrameKind::Native,
             )];
         }
         found
@@ -373,7 +366,7 @@ impl ModuleNamer {
                 kind: if f.inlined {
                     FrameKind::Inlined
                 } else {
-                    FrameKind::User
+                    FrameKind::Native
                 },
                 file: f.file.as_deref().map(sanitize),
                 line: f.line,

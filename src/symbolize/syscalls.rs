@@ -3,7 +3,7 @@
 
 use crate::arch::Sysno;
 
-use crate::sampler::WaitReason;
+use crate::model::WaitReason;
 
 /// The name of syscall `nr`, if it has one (the `syscalls` crate's table, generated
 /// from the kernel's).

@@ -7,10 +7,11 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::model::Frame;
+use crate::model::FrameKind;
 use crate::modules::{ModuleFile, ModuleId, ModuleTable};
-use crate::profile::Frame;
 use crate::symbolize::perfmap::PerfMap;
-use crate::symbolize::{self, FrameKind, SymbolFrame, SymbolizeOptions};
+use crate::symbolize::{self, SymbolFrame, SymbolizeOptions};
 
 /// A function as the view counts it: its name and the module it is in.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -121,7 +122,7 @@ impl Names {
         if let Some(n) = self.known.get(&frame) {
             return Arc::clone(n);
         }
-        let placeholder = SymbolFrame::named(self.address(frame), FrameKind::User);
+        let placeholder = SymbolFrame::named(self.address(frame), FrameKind::Native);
         Arc::new([self.named(frame, &placeholder)])
     }
 
@@ -131,7 +132,7 @@ impl Names {
             .iter()
             .map(|&f| match self.symbols.get(&f) {
                 Some(names) => names.clone(),
-                None => vec![SymbolFrame::named(self.address(f), FrameKind::User)],
+                None => vec![SymbolFrame::named(self.address(f), FrameKind::Native)],
             })
             .collect()
     }

@@ -6,8 +6,9 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use super::names::{Function, Names};
+use crate::model::Frame;
 use crate::output::report::SortBy;
-use crate::profile::{Frame, Profile};
+use crate::profile::Profile;
 
 /// Which samples count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -243,7 +244,7 @@ fn for_each_stack(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampler::WaitReason;
+    use crate::model::WaitReason;
     use crate::symbolize::SymbolizeOptions;
 
     /// Frames never asked for keep their placeholder names: `[kernel]+0xN`.

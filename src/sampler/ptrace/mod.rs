@@ -27,9 +27,9 @@ use std::os::unix::fs::FileExt;
 use super::encode::{self, Mmap, Sample};
 use super::{
     monotonic_ns as now_ns, CommandState, OpenedEvent, RecordBatch, SampleLayout, Sampler,
-    UserRegs, WaitReason,
 };
 use crate::linux::{self, parse_maps_line};
+use crate::model::{UserRegs, WaitReason};
 
 mod calls;
 mod clocks;
@@ -39,8 +39,8 @@ mod stops;
 mod timer;
 mod tracee;
 
-use super::stack_reads::KnownStacks;
 use crate::arch::RESTART_SYSCALL;
+use crate::model::stack_reads::KnownStacks;
 use calls::{event_msg, read_pieces, read_stack, seize, SavedSigchld, MAX_WHOLE_STACK};
 use tracee::{
     status_number, thread_state, thread_state_and_cpu, LastSample, Seen, Tracee, WaitSite,

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::arch;
-use crate::sampler::stack_reads::{worth_reading, Gathered, MIN_REUSED_STACK};
+use crate::model::stack_reads::{worth_reading, Gathered, MIN_REUSED_STACK};
 
 impl PtraceSampler {
     /// A stopped thread's registers (read with [`calls::registers`]), and its whole stack

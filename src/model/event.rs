@@ -1,0 +1,110 @@
+//! What samplers emit: samples and the process events that give them meaning, in the perf
+//! ring-buffer's terms (both backends write that format; [`crate::sampler::records`] reads it).
+
+use super::{UserRegs, WaitReason};
+
+/// One sample: where a thread was and the raw material to unwind its stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SampleEvent<'a> {
+    pub pid: u32,
+    pub tid: u32,
+    pub time: u64,
+    pub cpu: u32,
+    pub period: u64,
+    pub ip: u64,
+    /// The sample was taken while the thread ran in the kernel.
+    pub kernel_mode: bool,
+    /// Raw callchain (u64 entries with `PERF_CONTEXT_*` markers), or empty.
+    pub callchain: &'a [u8],
+    pub user_regs: Option<UserRegs>,
+    /// The copy of the user stack starting at `user_regs.sp`.
+    pub user_stack: &'a [u8],
+    /// Words of the user stack above the copy, read at the same stop: (address, value) pairs
+    /// of little-endian u64s, sorted by address (see [`stack_reads`]).
+    pub stack_words: &'a [u8],
+    /// The thread was waiting, not running (wall-clock profiles): why.
+    pub off_cpu: Option<WaitReason>,
+    /// Taken as the thread was switched out (wall-clock profiles on perf events): it stands
+    /// for the time until the thread is switched in again.
+    pub switched_out: bool,
+    /// Taken by the ptrace backend, not by perf events.
+    pub from_ptrace: bool,
+}
+
+/// Stack bytes of the sample of `tid` at `time` that come after what the sample holds (or,
+/// in [`Event::StackWords`], words of its stack above the copy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackPart<'a> {
+    pub tid: u32,
+    pub time: u64,
+    pub bytes: &'a [u8],
+}
+
+/// A thread switched in or out (`PERF_RECORD_SWITCH`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwitchEvent {
+    pub pid: u32,
+    pub tid: u32,
+    pub time: u64,
+    pub out: bool,
+    /// Switched out while still runnable.
+    pub preempted: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MmapEvent<'a> {
+    pub pid: u32,
+    pub tid: u32,
+    pub start: u64,
+    pub len: u64,
+    pub pgoff: u64,
+    /// (major, minor, inode) of the mapped file, when the kernel sent them.
+    pub dev_ino: Option<(u32, u32, u64)>,
+    pub executable: bool,
+    pub filename: &'a [u8],
+    pub time: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommEvent<'a> {
+    pub pid: u32,
+    pub tid: u32,
+    pub name: &'a [u8],
+    /// The name changed because the process called `exec`.
+    pub exec: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkEvent {
+    pub pid: u32,
+    pub ppid: u32,
+    pub tid: u32,
+    pub ptid: u32,
+    pub time: u64,
+}
+
+/// What the samplers emit, in time order once merged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    Sample(SampleEvent<'a>),
+    Mmap(MmapEvent<'a>),
+    Comm(CommEvent<'a>),
+    Fork(ForkEvent),
+    Exit(ForkEvent),
+    /// Records the kernel dropped because a ring buffer was full.
+    Lost(u64),
+    Switch(SwitchEvent),
+    /// More of the stack of the thread's next sample.
+    StackPart(StackPart<'a>),
+    /// Words of the stack of the thread's next sample above its copy.
+    StackWords(StackPart<'a>),
+    /// From `time` on, process `pid` is sampled by ptrace: perf events' samples of it do
+    /// not count (see [`takeover`]).
+    TakenOver {
+        pid: u32,
+        time: u64,
+    },
+    /// The kernel lowered the sampling rate because sampling took too long.
+    Throttle,
+    Unthrottle,
+}

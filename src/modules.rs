@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::ops::{Deref, Range};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use memmap2::Mmap;
@@ -442,7 +442,7 @@ fn open_mapped_file(
     end: u64,
 ) -> std::io::Result<Mmap> {
     let by_path = Path::new(path.trim_end_matches(" (deleted)"));
-    let map_file = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
+    let map_file = crate::linux::map_file(pid, start, end);
     let mut candidates: Vec<&Path> = Vec::new();
     match std::fs::metadata(by_path) {
         Ok(m) if same_file(&m, dev_ino) => candidates.extend([by_path, map_file.as_path()]),

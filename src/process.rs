@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use framehop::{ExplicitModuleSectionInfo, Module, Unwinder};
 
+use crate::linux;
 use crate::modules::{FileBytes, ModuleFile, ModuleId, ModuleTable};
 
 pub type ProcessUnwinder = crate::arch::Unwinder<FileBytes>;
@@ -269,25 +270,20 @@ impl ProcessTable {
     /// Learn a running process as it is now, from `/proc`: its name, its threads' names and
     /// its executable mappings. Used when attaching, before any record arrives.
     pub fn seed_from_proc(&mut self, pid: u32) -> std::io::Result<()> {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
-        self.on_comm(pid, pid, comm.trim_end_matches('\n'), false);
-        if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
-            let exe = exe.to_string_lossy();
-            self.process_mut(pid).exe = Some(exe.trim_end_matches(" (deleted)").to_string());
+        let comm = linux::process_name(pid)?;
+        self.on_comm(pid, pid, &comm, false);
+        if let Some(exe) = linux::executable(pid) {
+            self.process_mut(pid).exe = Some(exe);
         }
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for t in tasks.flatten() {
-                let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                    continue;
-                };
-                if let Ok(name) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")) {
-                    self.on_comm(pid, tid, name.trim_end_matches('\n'), false);
-                }
+        for tid in linux::list_threads(pid).unwrap_or_default() {
+            let name = linux::comm(pid, tid);
+            if !name.is_empty() {
+                self.on_comm(pid, tid, &String::from_utf8_lossy(&name), false);
             }
         }
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+        let maps = linux::maps(pid)?;
         for line in maps.lines() {
-            if let Some(m) = crate::linux::parse_maps_line(line) {
+            if let Some(m) = linux::parse_maps_line(line) {
                 if m.executable {
                     self.on_mmap(pid, m.start, m.end - m.start, m.offset, m.dev_ino, m.path);
                 }

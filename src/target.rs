@@ -166,7 +166,7 @@ impl GatedChild {
                         || libc::setgid(gid) != 0
                         || libc::setuid(uid) != 0
                     {
-                        let errno = *libc::__errno_location();
+                        let errno = nix::errno::Errno::last_raw();
                         libc::write(
                             err_w.as_raw_fd(),
                             errno.to_le_bytes().as_ptr() as *const _,
@@ -176,7 +176,7 @@ impl GatedChild {
                     }
                 }
                 libc::execv(c_path.as_ptr(), c_argv.as_ptr());
-                let errno = *libc::__errno_location();
+                let errno = nix::errno::Errno::last_raw();
                 let bytes = errno.to_le_bytes();
                 libc::write(err_w.as_raw_fd(), bytes.as_ptr() as *const _, 4);
                 libc::_exit(127);

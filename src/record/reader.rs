@@ -154,7 +154,7 @@ pub(super) fn sample_until(
                 status_at += STATUS_EVERY;
             }
         }
-        let now_ns = crate::sampler::monotonic_ns();
+        let now_ns = crate::linux::sched::monotonic_ns();
         if !processing.backlogged() {
             let mut batch = processing.batch();
             sampler.drain(&mut batch);

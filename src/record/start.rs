@@ -9,6 +9,7 @@ use super::live::{Began, Feed, LiveFeed};
 use super::reader::{sample_until, Live, Processing, ReadPlan, Status, Stop};
 use super::snapshot::SnapshotPlan;
 use super::{RecordError, RecordOptions};
+use crate::linux::sched;
 use crate::model::stack_reads::KnownStacks;
 use crate::model::CallGraph;
 use crate::output;
@@ -75,11 +76,11 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
         collector.keep_stack_reads(known_stacks.clone());
     }
     let (mut perf_config, ptrace_config) = configs(opts, known_stacks);
-    let user_nice = sampler::thread_nice();
+    let user_nice = sched::thread_nice();
     let (sampler, nice, live, description) = if opts.pids.is_empty() {
         let child = GatedChild::spawn_as(&opts.command, opts.run_as)?;
         // After the fork, so the command runs at the user's priority.
-        let nice = sampler::raise_reader_priority();
+        let nice = sched::raise_reader_priority();
         perf_config.reader_raised = nice.is_some();
         // On error `child` is dropped unreleased: the command never runs.
         let opened = open_sampler(
@@ -96,7 +97,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
         );
         (sampler, nice, Live::Command(child), opts.command.clone())
     } else {
-        let nice = sampler::raise_reader_priority();
+        let nice = sched::raise_reader_priority();
         perf_config.reader_raised = nice.is_some();
         let opened = open_sampler(
             opts,
@@ -328,7 +329,7 @@ impl Started {
             Processing::start(collector, sampler.has_ring_buffers(), Some(snapshots));
         let reader = ReaderSetup {
             nice,
-            short_slice: sampler::request_short_slice(),
+            short_slice: sched::request_short_slice(),
             relayed: sampler.relayed(),
         };
         let started = Instant::now();
@@ -353,9 +354,9 @@ impl Started {
         let (stop, window) = sample_until(sampler.as_mut(), &mut processing, &mut live, &plan);
         let ended = (Instant::now(), SystemTime::now());
         if let Some(n) = user_nice {
-            sampler::reset_thread_priority(n);
+            sched::reset_thread_priority(n);
         }
-        let ended_ns = sampler::monotonic_ns();
+        let ended_ns = sched::monotonic_ns();
         let mut collector = processing.finish();
         collector.finish(ended_ns);
         // What the backend learnt while sampling and detaching (sample_until disabled it).

@@ -320,7 +320,7 @@ fn helper_main(
     );
     // SAFETY: the handler does nothing.
     unsafe { signal::sigaction(Signal::SIGUSR1, &act) }?;
-    super::request_short_slice();
+    crate::linux::sched::request_short_slice();
     // Tell ember the buffers are mapped here.
     nix::unistd::write(&wake, &[1u8]).map_err(io::Error::from)?;
     move_records(&mut perf, &ring, wake.as_raw_fd());
@@ -360,11 +360,8 @@ fn move_records(perf: &mut PerfSampler, ring: &SharedRing, wake: RawFd) {
 
 /// Close every descriptor but `keep` (the command's gate and the like belong to ember).
 fn close_all_but(keep: &[RawFd]) {
-    let open: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
-        Ok(dir) => dir
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect(),
-        Err(_) => return,
+    let Ok(open) = crate::linux::own_fds() else {
+        return;
     };
     for fd in open.into_iter().filter(|fd| !keep.contains(fd)) {
         // SAFETY: closing descriptors this process does not use.

@@ -93,11 +93,11 @@ impl Requests {
     /// fewer there are.
     pub fn watch(&self, ns: u64) {
         self.eager_until
-            .fetch_max(super::monotonic_ns() + ns, Ordering::Relaxed);
+            .fetch_max(crate::linux::sched::monotonic_ns() + ns, Ordering::Relaxed);
     }
 
     fn eager(&self) -> bool {
-        super::monotonic_ns() < self.eager_until.load(Ordering::Relaxed)
+        crate::linux::sched::monotonic_ns() < self.eager_until.load(Ordering::Relaxed)
     }
 }
 

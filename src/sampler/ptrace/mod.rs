@@ -25,9 +25,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use super::encode::{self, Mmap, Sample};
-use super::{
-    monotonic_ns as now_ns, CommandState, OpenedEvent, RecordBatch, SampleLayout, Sampler,
-};
+use super::{CommandState, OpenedEvent, RecordBatch, SampleLayout, Sampler};
+use crate::linux::sched::monotonic_ns as now_ns;
 use crate::linux::{self, parse_maps_line};
 use crate::model::{UserRegs, WaitReason};
 

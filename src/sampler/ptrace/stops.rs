@@ -269,7 +269,7 @@ impl PtraceSampler {
 
     /// Read `/proc/PID/maps` and write the executable mappings not written yet.
     pub(super) fn scan_maps(&mut self, pid: u32, time: u64) {
-        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        let Ok(maps) = crate::linux::maps(pid) else {
             return;
         };
         let mut new = Vec::new();

@@ -225,7 +225,7 @@ impl Tracee {
     }
 
     pub(super) fn open(&mut self, tid: u32) {
-        let dir = format!("/proc/{}/task/{tid}", self.pid);
+        let dir = crate::linux::task_dir(self.pid, tid);
         self.stat = File::open(format!("{dir}/stat")).ok();
         self.schedstat = File::open(format!("{dir}/schedstat")).ok();
         self.syscall = File::open(format!("{dir}/syscall")).ok();

@@ -1,5 +1,5 @@
 //! What Linux tells ember through /proc and /sys: thread lists, names, states, memory maps,
-//! sysctls and the online CPUs. A leaf: it uses nothing else of ember.
+//! sysctls and the online CPUs.
 
 use std::io;
 
@@ -82,6 +82,41 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
     Some(ticks as f64 / hz as f64)
+}
+
+/// The name (`comm`) of process `pid` as a string, without the newline.
+pub fn process_name(pid: u32) -> io::Result<String> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
+    Ok(comm.trim_end_matches('\n').to_string())
+}
+
+/// The executable of process `pid` (the path it was started from; " (deleted)" cut off).
+pub fn executable(pid: u32) -> Option<String> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let exe = exe.to_string_lossy();
+    Some(exe.trim_end_matches(" (deleted)").to_string())
+}
+
+/// The text of `/proc/PID/maps` (read with [`parse_maps_line`]).
+pub fn maps(pid: u32) -> io::Result<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+}
+
+/// Where a mapping's file can be opened even after it was deleted or replaced on disk.
+pub fn map_file(pid: u32, start: u64, end: u64) -> std::path::PathBuf {
+    format!("/proc/{pid}/map_files/{start:x}-{end:x}").into()
+}
+
+/// The directory of thread `tid` of process `pid` (its `stat`, `schedstat`, `syscall`).
+pub fn task_dir(pid: u32, tid: u32) -> String {
+    format!("/proc/{pid}/task/{tid}")
+}
+
+/// The file descriptors this process has open.
+pub fn own_fds() -> io::Result<Vec<i32>> {
+    Ok(std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect())
 }
 
 /// One line of `/proc/PID/maps`.

@@ -19,7 +19,7 @@ use ember::model::Frame;
 use ember::output::folded::{fold, FoldOptions};
 use ember::output::{self, SvgOptions};
 use ember::profile::Profile;
-use ember::record::Collector;
+use ember::record::{Collector, CollectorSetup};
 use ember::sampler::perf::{KernelFrames, PerfConfig, PerfSampler};
 use ember::sampler::records::{RecordHeader, PERF_RECORD_SAMPLE};
 use ember::sampler::{RecordBatch, RecordQueue, SampleLayout, Sampler};
@@ -103,7 +103,7 @@ fn bench_record(c: &mut Criterion) {
         for mode in [CallGraph::Auto, CallGraph::Fp] {
             let (layout, records) = capture(argv, mode);
             // Apply maps and process events once; then time the per-sample path.
-            let mut collector = Collector::new(layout, mode);
+            let mut collector = Collector::new(CollectorSetup::new(layout, mode));
             for r in records.iter().filter(|r| !is_sample(r)) {
                 collector.handle(r);
             }

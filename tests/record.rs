@@ -418,6 +418,19 @@ fn every_window_is_written_and_the_windows_add_up_to_the_whole() {
     assert!(stderr.contains(&last), "{stderr}");
     let whole = summary_count(&stderr, "samples");
     assert_eq!(windows.iter().sum::<u64>(), whole, "{windows:?}\n{stderr}");
+    // The summary's time is the whole recording's, as its count is: 3.5 s of CPU take at
+    // least 3.5 s.
+    assert!(
+        stderr.contains(&format!("wrote {} windows, the last: ", windows.len())),
+        "{stderr}"
+    );
+    let seconds: f64 = stderr
+        .split(" s at ")
+        .next()
+        .and_then(|head| head.rsplit(", ").next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {stderr}"));
+    assert!(seconds >= 3.4, "{seconds} s\n{stderr}");
     assert_samples_cover_cpu(whole, 3.5, 999, "all windows");
     // Each window's pprof says when it began and how long it lasted (what continuous
     // profilers ingest): one after the other, without gaps or overlaps.

@@ -2,7 +2,7 @@
 //! whole per-record path (process table, unwinder, profile).
 #![no_main]
 
-use ember::record::Collector;
+use ember::record::{Collector, CollectorSetup};
 use ember::sampler::records::{self, SampleLayout};
 use ember::model::CallGraph;
 use libfuzzer_sys::fuzz_target;
@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = layout.record_time(data);
     let _ = layout.parse(data);
     // A stream of records: each prefixed by its header's size.
-    let mut c = Collector::new(layout, CallGraph::Auto);
+    let mut c = Collector::new(CollectorSetup::new(layout, CallGraph::Auto));
     let mut rest = data;
     while rest.len() >= 8 {
         let size = u16::from_le_bytes([rest[6], rest[7]]) as usize;

@@ -48,9 +48,37 @@ pub struct Collector {
     pub(super) takeovers: Takeovers,
 }
 
+/// What a collector is built with: how the sampler lays records out, and what it does beyond
+/// unwinding and counting.
+pub struct CollectorSetup {
+    pub layout: SampleLayout,
+    pub call_graph: CallGraph,
+    /// Where what the unwinds of deep ptrace stacks read is left for the ptrace sampler's
+    /// next stop of their thread ([`crate::model::stack_reads`]).
+    pub known_stacks: Option<KnownStacks>,
+    /// Where to ask for processes whose stacks outgrow perf events' copies to be taken over
+    /// by ptrace ([`crate::sampler::takeover`]).
+    pub takeovers: Option<Requests>,
+    /// Count samples taken at switch-out as waits until switch-in, at this frequency.
+    pub waits_at: Option<u64>,
+}
+
+impl CollectorSetup {
+    /// A collector that only unwinds and counts.
+    pub fn new(layout: SampleLayout, call_graph: CallGraph) -> CollectorSetup {
+        CollectorSetup {
+            layout,
+            call_graph,
+            known_stacks: None,
+            takeovers: None,
+            waits_at: None,
+        }
+    }
+}
+
 /// How a recording stands, for the live status line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LiveCounts {
+pub struct RecordingCounts {
     pub samples: u64,
     pub lost: u64,
     pub threads: usize,
@@ -59,8 +87,8 @@ pub struct LiveCounts {
 
 impl Collector {
     /// What has been taken so far.
-    pub(super) fn counts(&self) -> LiveCounts {
-        LiveCounts {
+    pub(super) fn counts(&self) -> RecordingCounts {
+        RecordingCounts {
             samples: self.profile.total_samples() + self.earlier_windows,
             lost: self.profile.meta.lost + self.earlier_lost,
             threads: self.procs.threads().count(),
@@ -68,11 +96,11 @@ impl Collector {
         }
     }
 
-    pub fn new(layout: SampleLayout, call_graph: CallGraph) -> Collector {
+    pub fn new(setup: CollectorSetup) -> Collector {
         Collector {
-            layout,
+            layout: setup.layout,
             procs: ProcessTable::new(),
-            unwinder: StackUnwinder::new(call_graph),
+            unwinder: StackUnwinder::new(setup.call_graph),
             profile: Profile::new(),
             raw: Vec::new(),
             frames: Vec::new(),
@@ -81,29 +109,12 @@ impl Collector {
             earlier_lost: 0,
             window_began: None,
             perf_maps: HashMap::new(),
-            waits: None,
+            waits: setup.waits_at.map(Waits::new),
             extras: StackExtras::default(),
             whole_stack: Vec::new(),
-            known_stacks: None,
-            takeovers: Takeovers::default(),
+            known_stacks: setup.known_stacks,
+            takeovers: setup.takeovers.map(Takeovers::new).unwrap_or_default(),
         }
-    }
-
-    /// Ask through `requests` for processes whose stacks outgrow perf events' copies to be
-    /// taken over by ptrace ([`crate::sampler::takeover`]).
-    pub fn take_over_deep_processes(&mut self, requests: Requests) {
-        self.takeovers = Takeovers::new(requests);
-    }
-
-    /// Leave what the unwind of each deep ptrace stack read in `known`, for the ptrace
-    /// sampler's next stop of its thread ([`crate::model::stack_reads`]).
-    pub fn keep_stack_reads(&mut self, known: KnownStacks) {
-        self.known_stacks = Some(known);
-    }
-
-    /// Count samples taken at switch-out as waits until switch-in, at `frequency` per second.
-    pub fn count_waits(&mut self, frequency: u64) {
-        self.waits = Some(Waits::new(frequency));
     }
 
     /// The recording ended at `time`: count the waits still going on.
@@ -376,7 +387,7 @@ mod tests {
     /// lost: its samples still count, under the process they belong to, named by its PID.
     #[test]
     fn samples_of_processes_whose_records_were_lost_land_under_their_pid() {
-        let mut c = Collector::new(encode::LAYOUT, CallGraph::Dwarf);
+        let mut c = Collector::new(CollectorSetup::new(encode::LAYOUT, CallGraph::Dwarf));
         let mut lost = Vec::new();
         encode::lost(&mut lost, 42, 42, 7, 1);
         c.handle(&lost);
@@ -394,7 +405,7 @@ mod tests {
     /// Garbage instead of a record is counted and skipped, never a crash.
     #[test]
     fn truncated_records_are_counted_not_fatal() {
-        let mut c = Collector::new(encode::LAYOUT, CallGraph::Dwarf);
+        let mut c = Collector::new(CollectorSetup::new(encode::LAYOUT, CallGraph::Dwarf));
         let s = sample(1, 1, 1);
         for cut in [8, 16, s.len() / 2] {
             c.handle(&s[..cut]);

@@ -5,16 +5,15 @@
 //! processing thread, which owns the profile: the reader goes on reading meanwhile and what it
 //! reads waits in memory.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::collector::Collector;
-use super::live::LiveFeed;
-use super::{fill_metadata, symbolize_options, write_outputs, About, RecordOptions};
+use super::feed::WindowSender;
+use super::metadata::{fill_metadata, About};
+use super::outputs::{name_and_write, window_outputs};
+use super::RecordOptions;
 use crate::output::OutputError;
 use crate::profile::Profile;
-use crate::stacks::StackProfile;
-use crate::symbolize;
 
 /// Which outputs to write, as of when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,33 +47,7 @@ pub(super) struct SnapshotPlan {
     /// When the current window (or the recording) began.
     pub since: Instant,
     /// A live view takes the windows instead of files.
-    pub feed: Option<LiveFeed>,
-}
-
-/// `path` for window `n`: `{n}` in it replaced by the number, or `-N` put before the file's
-/// extension (`web.pb.gz` → `web-3.pb.gz`).
-pub fn window_path(path: &Path, n: u32) -> PathBuf {
-    let s = path.to_string_lossy();
-    if s.contains("{n}") {
-        return PathBuf::from(s.replace("{n}", &n.to_string()));
-    }
-    let name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (stem, ext) = match name.find('.') {
-        Some(i) if i > 0 => name.split_at(i),
-        _ => (name.as_str(), ""),
-    };
-    path.with_file_name(format!("{stem}-{n}{ext}"))
-}
-
-/// The outputs of window `n` (all of them unchanged without windows).
-pub(super) fn window_outputs(paths: &[PathBuf], n: Option<u32>) -> Vec<PathBuf> {
-    match n {
-        Some(n) => paths.iter().map(|p| window_path(p, n)).collect(),
-        None => paths.to_vec(),
-    }
+    pub feed: Option<WindowSender>,
 }
 
 /// Write every output from what `collector` holds now (or, for a live view, hand it over);
@@ -93,19 +66,14 @@ pub(super) fn write(
     for pid in pids {
         collector.load_perf_map(pid);
     }
-    let symbols = symbolize::symbolize(
-        &profile,
-        &collector.procs.modules,
-        &collector.perf_maps,
-        &symbolize_options(&plan.opts),
-    );
-    profile
-        .meta
-        .warnings
-        .extend(symbols.warnings.iter().cloned());
-    let stacks = StackProfile::from_recording(&profile, &symbols, &collector.procs.modules);
     let outputs = window_outputs(&plan.opts.outputs, window.n);
-    write_outputs(&stacks, &plan.opts, &outputs)?;
+    name_and_write(
+        &mut profile,
+        &collector.procs,
+        &collector.perf_maps,
+        &plan.opts,
+        &outputs,
+    )?;
     Ok(())
 }
 
@@ -140,18 +108,4 @@ fn take_window(
     }
     fill_metadata(&mut profile, &collector.procs, &plan.opts, about);
     (profile, duration)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_are_numbered_in_the_name() {
-        let n = |p: &str| window_path(Path::new(p), 3).display().to_string();
-        assert_eq!(n("web-{n}.svg"), "web-3.svg");
-        assert_eq!(n("out/web.pb.gz"), "out/web-3.pb.gz");
-        assert_eq!(n("flamegraph.svg"), "flamegraph-3.svg");
-        assert_eq!(n(".hidden"), ".hidden-3");
-    }
 }

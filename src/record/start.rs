@@ -2,12 +2,16 @@
 //! then the sampler is opened (launching the command, or attaching), and sampling runs until a
 //! stop reason.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::collector::Collector;
-use super::live::{Began, Feed, LiveFeed};
-use super::reader::{sample_until, Live, Processing, ReadPlan, Status, Stop};
+use super::collector::{Collector, CollectorSetup};
+use super::feed::{Began, Feed, WindowSender};
+use super::reader::{sample_until, ReadPlan, Status};
+use super::running::{Running, Stop};
 use super::snapshot::SnapshotPlan;
+use super::worker::Processing;
 use super::{RecordError, RecordOptions};
 use crate::linux::sched;
 use crate::model::stack_reads::KnownStacks;
@@ -16,7 +20,7 @@ use crate::output;
 use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
 use crate::sampler::ptrace::{PtraceConfig, PtraceError, PtraceSampler};
 use crate::sampler::takeover::{Requests, TakeoverSampler};
-use crate::sampler::{self, relay, Backend, OpenedEvent, SampleLayout, Sampler};
+use crate::sampler::{self, relay, Backend, OpenedEvent, Sampler};
 use crate::target::{self, GatedChild};
 
 /// A sampler running on its target, the command not released yet.
@@ -26,7 +30,7 @@ pub(super) struct Started {
     nice: Option<i32>,
     /// Its nice value before, given back once sampling is over.
     user_nice: Option<i32>,
-    live: Live,
+    running: Running,
     collector: Collector,
     /// What is profiled: the command line, or `name (pid N)` of each attached process.
     description: Vec<String>,
@@ -46,7 +50,7 @@ pub(super) struct ReaderSetup {
 /// Sampling over: the collector holds every record's contribution.
 pub(super) struct Sampled {
     pub collector: Collector,
-    pub live: Live,
+    pub running: Running,
     pub stop: Stop,
     pub duration: Duration,
     pub event: OpenedEvent,
@@ -57,27 +61,19 @@ pub(super) struct Sampled {
     pub reader: ReaderSetup,
     /// `--every`: the number of the last window (the earlier ones are written).
     pub window: Option<u32>,
+    /// How long the whole recording lasted (`duration` is its last window's, with `--every`).
+    pub whole: Duration,
 }
 
 /// Check what can be checked, open the sampler and get the target ready.
 pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
     check(opts)?;
-    let mut collector = Collector::new(
-        SampleLayout {
-            sample_type: 0,
-            regs_user_mask: 0,
-        },
-        opts.call_graph,
-    );
     // Before any sampler: the ptrace backend then takes SIGCHLD over for itself.
     target::install_signal_handlers();
     let known_stacks = KnownStacks::new();
-    if !opts.whole_copies {
-        collector.keep_stack_reads(known_stacks.clone());
-    }
-    let (mut perf_config, ptrace_config) = configs(opts, known_stacks);
+    let (mut perf_config, ptrace_config) = configs(opts, known_stacks.clone());
     let user_nice = sched::thread_nice();
-    let (sampler, nice, live, description) = if opts.pids.is_empty() {
+    let (opened, nice, running) = if opts.pids.is_empty() {
         let child = GatedChild::spawn_as(&opts.command, opts.run_as)?;
         // After the fork, so the command runs at the user's priority.
         let nice = sched::raise_reader_priority();
@@ -89,13 +85,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
             || PerfSampler::for_launch(child.pid(), &perf_config),
             || PtraceSampler::for_launch(child.pid(), &ptrace_config),
         )?;
-        let sampler = with_takeover(
-            opts,
-            opened,
-            (Some(child.pid()), &ptrace_config),
-            &mut collector,
-        );
-        (sampler, nice, Live::Command(child), opts.command.clone())
+        (opened, nice, Running::Command(child))
     } else {
         let nice = sched::raise_reader_priority();
         perf_config.reader_raised = nice.is_some();
@@ -105,19 +95,29 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
             || PerfSampler::for_attach(&opts.pids, &perf_config),
             || PtraceSampler::for_attach(&opts.pids, &ptrace_config),
         )?;
-        let sampler = with_takeover(opts, opened, (None, &ptrace_config), &mut collector);
-        let description = seed_attached(&mut collector, &opts.pids);
-        (sampler, nice, Live::Pids(opts.pids.clone()), description)
+        (opened, nice, Running::Pids(opts.pids.clone()))
     };
-    collector.layout = sampler.layout();
-    if sampler.samples_switches() {
-        collector.count_waits(opts.frequency);
-    }
+    let root = match &running {
+        Running::Command(child) => Some(child.pid()),
+        Running::Pids(_) => None,
+    };
+    let (sampler, takeovers) = with_takeover(opts, opened, (root, &ptrace_config));
+    let mut collector = Collector::new(CollectorSetup {
+        layout: sampler.layout(),
+        call_graph: opts.call_graph,
+        known_stacks: (!opts.whole_copies).then_some(known_stacks),
+        takeovers,
+        waits_at: sampler.samples_switches().then_some(opts.frequency),
+    });
+    let description = match &running {
+        Running::Command(_) => opts.command.clone(),
+        Running::Pids(pids) => seed_attached(&mut collector, pids),
+    };
     Ok(Started {
         sampler,
         nice,
         user_nice,
-        live,
+        running,
         collector,
         description,
     })
@@ -225,27 +225,26 @@ fn open_sampler(
 
 /// Where `auto` samples a CPU profile with perf events and unwinds their stack copies (and
 /// kernel frames are not required), processes whose stacks outgrow the copies are taken over
-/// by ptrace ([`sampler::takeover`], configured by `ptrace`); the collector asks for them.
-/// `root`: the launched command.
+/// by ptrace ([`sampler::takeover`], configured by `ptrace`); the collector asks for them
+/// through the requests returned. `root`: the launched command.
 fn with_takeover(
     opts: &RecordOptions,
     (sampler, backend): Opened,
     (root, ptrace): (Option<u32>, &PtraceConfig),
-    collector: &mut Collector,
-) -> Box<dyn Sampler> {
+) -> (Box<dyn Sampler>, Option<Requests>) {
     let wanted = opts.backend == Backend::Auto
         && backend == Backend::Perf
         && !opts.off_cpu
         && opts.call_graph != CallGraph::Fp
         && opts.kernel != KernelFrames::Require;
     if !wanted {
-        return sampler;
+        return (sampler, None);
     }
     let requests = Requests::new();
     // The command (or the processes attached to) starts now: its stacks are judged soon.
     requests.watch(sampler::takeover::WATCH_START_NS);
-    collector.take_over_deep_processes(requests.clone());
-    Box::new(TakeoverSampler::new(sampler, ptrace, root, requests))
+    let sampler = TakeoverSampler::new(sampler, ptrace, root, requests.clone());
+    (Box::new(sampler), Some(requests))
 }
 
 /// Perf events read here, or by a process of their own session with `relay` (where that
@@ -286,9 +285,9 @@ impl Started {
             description: self.description.clone(),
             backend: self.sampler.detail(),
             event: self.sampler.event().name,
-            pids: match &self.live {
-                Live::Command(child) => vec![child.pid()],
-                Live::Pids(pids) => pids.clone(),
+            pids: match &self.running {
+                Running::Command(child) => vec![child.pid()],
+                Running::Pids(pids) => pids.clone(),
             },
         }
     }
@@ -304,16 +303,12 @@ impl Started {
             mut sampler,
             nice,
             user_nice,
-            mut live,
+            mut running,
             mut collector,
             description,
         } = self;
         let notes_taken = sampler.notes().len();
         collector.warn(sampler.notes().iter().cloned());
-        // Started after the priority was raised, so it shares it (a new thread inherits it):
-        // it opens each mapped file while its process lives, and a process that exits before
-        // its mmap is processed leaves a deleted binary that can no longer be opened (seen on
-        // a busy machine with processing at the user's priority).
         let (every, quit) = match &feed {
             Some(f) => (Some(f.every), Some(f.quit.clone())),
             None => (opts.every, None),
@@ -323,8 +318,11 @@ impl Started {
             description: description.clone(),
             event: sampler.event().name,
             since: Instant::now(),
-            feed: feed.map(|f| LiveFeed::new(f.events)),
+            feed: feed.map(|f| WindowSender::new(f.events)),
         };
+        // Started after the priority was raised, so it shares it (a new thread inherits it):
+        // it opens each mapped file while its process lives, and a process that exits before
+        // its mmap is processed leaves a deleted binary that can no longer be opened.
         let mut processing =
             Processing::start(collector, sampler.has_ring_buffers(), Some(snapshots));
         let reader = ReaderSetup {
@@ -333,25 +331,12 @@ impl Started {
             relayed: sampler.relayed(),
         };
         let started = Instant::now();
-        if let Live::Command(child) = &mut live {
-            if let Err(e) = child.release() {
-                processing.finish();
-                return Err(e.into());
-            }
-        } else {
-            (opts.notify)(&sampling_line(&description, opts));
+        if let Err(e) = release(&mut running, opts, &description) {
+            processing.finish();
+            return Err(e);
         }
-        let plan = ReadPlan {
-            deadline: opts.duration.map(|d| started + d),
-            pause: opts.reader_pause,
-            status: opts.status.map(|say| Status {
-                say,
-                writes: outputs_named(&opts.outputs),
-            }),
-            every,
-            quit,
-        };
-        let (stop, window) = sample_until(sampler.as_mut(), &mut processing, &mut live, &plan);
+        let plan = read_plan(opts, started, every, quit);
+        let (stop, window) = sample_until(sampler.as_mut(), &mut processing, &mut running, &plan);
         let ended = (Instant::now(), SystemTime::now());
         if let Some(n) = user_nice {
             sched::reset_thread_priority(n);
@@ -361,30 +346,70 @@ impl Started {
         collector.finish(ended_ns);
         // What the backend learnt while sampling and detaching (sample_until disabled it).
         collector.warn(sampler.notes().iter().skip(notes_taken).cloned());
-        let mut detail = sampler.detail();
-        if collector.takeovers.left_out > 0 {
-            detail += &format!(
-                "; {} samples of perf events left out (their processes were taken over)",
-                collector.takeovers.left_out
-            );
-        }
+        let detail = detail(sampler.as_ref(), &collector);
         // With windows, the last one began when the one before it was taken.
         let window_began = collector.window_began.unwrap_or(started);
+        let duration = ended.0.saturating_duration_since(window_began);
         Ok(Sampled {
             collector,
-            live,
+            running,
             stop,
             window,
-            duration: ended.0.saturating_duration_since(window_began),
-            start: ended
-                .1
-                .checked_sub(ended.0.saturating_duration_since(window_began)),
+            duration,
+            whole: ended.0.saturating_duration_since(started),
+            start: ended.1.checked_sub(duration),
             event: sampler.event(),
             detail,
             description,
             reader,
         })
     }
+}
+
+/// Let a launched command run, or say what an attached recording samples.
+fn release(
+    running: &mut Running,
+    opts: &RecordOptions,
+    description: &[String],
+) -> Result<(), RecordError> {
+    match running {
+        Running::Command(child) => child.release().map_err(RecordError::from),
+        Running::Pids(_) => {
+            (opts.notify)(&sampling_line(description, opts));
+            Ok(())
+        }
+    }
+}
+
+/// When the reader stops, what it says meanwhile and when it asks for windows.
+fn read_plan(
+    opts: &RecordOptions,
+    started: Instant,
+    every: Option<Duration>,
+    quit: Option<Arc<AtomicBool>>,
+) -> ReadPlan {
+    ReadPlan {
+        deadline: opts.duration.map(|d| started + d),
+        pause: opts.reader_pause,
+        status: opts.status.map(|say| Status {
+            say,
+            writes: outputs_named(&opts.outputs),
+        }),
+        every,
+        quit,
+    }
+}
+
+/// How sampling was set up and went, for `-v`.
+fn detail(sampler: &dyn Sampler, collector: &Collector) -> String {
+    let mut detail = sampler.detail();
+    if collector.takeovers.left_out > 0 {
+        detail += &format!(
+            "; {} samples of perf events left out (their processes were taken over)",
+            collector.takeovers.left_out
+        );
+    }
+    detail
 }
 
 /// The outputs, as the status line names them.

@@ -21,6 +21,8 @@ pub struct Summary {
     pub event: String,
     pub kernel_included: bool,
     pub outputs: Vec<PathBuf>,
+    /// `--every`: how many windows were written (`outputs` are the last one's).
+    pub windows: Option<u32>,
     pub throttled: u64,
     pub warnings: Vec<String>,
     /// `-v`: how sampling and the steps after it went.
@@ -63,6 +65,7 @@ impl Summary {
             event: meta.event.clone(),
             kernel_included: kernel,
             outputs: outputs.to_vec(),
+            windows: None,
             throttled: meta.throttled,
             warnings: meta.warnings.clone(),
             verbose: None,
@@ -85,9 +88,13 @@ impl fmt::Display for Summary {
             .iter()
             .map(|p| p.display().to_string())
             .collect();
+        let wrote = match self.windows {
+            Some(n) if n > 1 => format!("{n} windows, the last: "),
+            _ => String::new(),
+        };
         write!(
             f,
-            "ember: {} samples ({} lost), {}, {}, {:.2} s at {} Hz ({}{}); wrote {}",
+            "ember: {} samples ({} lost), {}, {}, {:.2} s at {} Hz ({}{}); wrote {wrote}{}",
             self.samples,
             self.lost,
             plural(self.processes, "process", "processes"),

@@ -19,7 +19,9 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
 use crate::output::OutputError;
 use crate::profile::Profile;
-use crate::record::{self, plural, Began, Feed, LiveCounts, LiveEvent, LiveWindow, RecordError};
+use crate::record::{
+    self, plural, Began, Feed, LiveEvent, LiveWindow, RecordError, RecordingCounts,
+};
 use crate::stacks::StackProfile;
 use crate::symbolize::Symbols;
 use names::Names;
@@ -41,7 +43,7 @@ pub struct TopOptions {
 pub struct Header {
     pub description: Vec<String>,
     pub backend: String,
-    pub counts: LiveCounts,
+    pub counts: RecordingCounts,
     /// Samples per second in the last window.
     pub rate: f64,
     /// The target's CPU use over the last window, in CPUs (1.0 = one CPU busy), as the

@@ -1,4 +1,4 @@
-//! Sampling for a live view (`ember top`): instead of files, every window of the profile goes
+//! What a live view (`ember top`) is fed: instead of files, every window of the profile goes
 //! to the view as it ends, with the modules the view has not seen yet, until the view says quit.
 
 use std::sync::atomic::AtomicBool;
@@ -6,9 +6,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::collector::{Collector, LiveCounts};
-use super::reader::Stop;
-use super::{start, RecordError, RecordOptions};
+use super::collector::{Collector, RecordingCounts};
 use crate::modules::ModuleFile;
 use crate::profile::Profile;
 
@@ -39,7 +37,7 @@ pub struct LiveWindow {
     /// [`crate::modules::ModuleTable`], its ids are the profile's.
     pub new_modules: Vec<ModuleFile>,
     /// The recording so far.
-    pub counts: LiveCounts,
+    pub counts: RecordingCounts,
     /// How long the window lasted.
     pub duration: Duration,
 }
@@ -54,15 +52,15 @@ pub struct Feed {
 }
 
 /// The sending side, kept by the processing thread.
-pub(super) struct LiveFeed {
+pub(super) struct WindowSender {
     events: Sender<LiveEvent>,
     /// Modules handed over already.
     modules_sent: usize,
 }
 
-impl LiveFeed {
-    pub(super) fn new(events: Sender<LiveEvent>) -> LiveFeed {
-        LiveFeed {
+impl WindowSender {
+    pub(super) fn new(events: Sender<LiveEvent>) -> WindowSender {
+        WindowSender {
             events,
             modules_sent: 0,
         }
@@ -78,31 +76,5 @@ impl LiveFeed {
             counts: collector.counts(),
             duration,
         })));
-    }
-}
-
-/// Sample as [`super::record`] does, handing each window to `feed` instead of writing files,
-/// until the target ends, `-d` passes, a signal (attached) or the view says quit. Errors before
-/// sampling begins come back here, before any [`LiveEvent`]. Returns the exit code ember ends
-/// with: the command's where it ended by itself, else 0 (after attaching, or when ember ended
-/// it: SIGTERM after `-d` or quitting).
-pub fn watch(opts: &RecordOptions, feed: Feed) -> Result<i32, RecordError> {
-    let started = start::start(opts)?;
-    let _ = feed.events.send(LiveEvent::Began(started.began()));
-    // The view says what matters; nothing is told on the terminal it draws on.
-    let quiet = RecordOptions {
-        notify: |_| {},
-        status: None,
-        ..opts.clone()
-    };
-    let mut sampled = started.sample(&quiet, Some(feed))?;
-    // After `-d` a launched command is ended as on quitting, not waited for; its status is
-    // then not ember's.
-    match sampled.stop {
-        Stop::Deadline | Stop::Quit => {
-            sampled.live.exit_code(Stop::Quit, quiet.notify);
-            Ok(0)
-        }
-        stop => Ok(sampled.live.exit_code(stop, quiet.notify)),
     }
 }

@@ -151,25 +151,37 @@ impl Comparison {
         self.changes.iter().filter(|c| self.regressed(c, gate))
     }
 
-    /// The `top` largest growths and the `top` largest shrinks, for the table.
-    fn largest(&self, top: usize) -> Vec<&Change> {
-        let grown = self
+    /// The `top` largest changes of the total share, either sign, largest first (at equal
+    /// size growth first), for the table; and how many kernel functions were left out because
+    /// their change is within sampling noise (on a busy machine the kernel's preemption path
+    /// moves by a few points between two runs of the same program).
+    fn largest(&self, top: usize) -> (Vec<&Change>, usize) {
+        let z = Gate::default().z;
+        let mut by_size: Vec<&Change> = self
             .changes
             .iter()
-            .take_while(|c| self.total_change(c) > 0.0);
-        let shrunk = self
-            .changes
-            .iter()
-            .rev()
-            .take_while(|c| self.total_change(c) < 0.0);
-        let mut rows: Vec<&Change> = grown.take(top).collect();
-        let mut small: Vec<&Change> = shrunk.take(top).collect();
-        small.reverse();
-        rows.extend(small);
-        rows
+            .filter(|c| self.total_change(c) != 0.0)
+            .collect();
+        by_size.sort_by(|a, b| {
+            let (ca, cb) = (self.total_change(a), self.total_change(b));
+            cb.abs()
+                .total_cmp(&ca.abs())
+                .then_with(|| cb.total_cmp(&ca))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let (mut rows, mut kernel_noise) = (Vec::new(), 0);
+        for c in by_size {
+            let noise = self.total_change(c).abs() <= z * self.standard_error(c);
+            if c.name.ends_with("_[k]") && noise {
+                kernel_noise += 1;
+            } else if rows.len() < top {
+                rows.push(c);
+            }
+        }
+        (rows, kernel_noise)
     }
 
-    /// The table `ember diff` prints: the largest regressions, then the largest improvements.
+    /// The table `ember diff` prints: the `top` largest changes, either sign, largest first.
     pub fn write_table(
         &self,
         top: usize,
@@ -186,7 +198,8 @@ impl Comparison {
             "{:>7} {:>7} {:>8}   {:>7} {:>7} {:>8}  function",
             "total%", "→", "change", "self%", "→", "change"
         )?;
-        for c in self.largest(top) {
+        let (rows, kernel_noise) = self.largest(top);
+        for c in rows {
             let (bt, ht) = self.total_shares(c);
             let (bs, hs) = self.self_shares(c);
             let mark = match gate {
@@ -199,6 +212,12 @@ impl Comparison {
                 ht - bt,
                 hs - bs,
                 c.name
+            )?;
+        }
+        if kernel_noise > 0 {
+            writeln!(
+                w,
+                "(and {kernel_noise} kernel functions whose change is within sampling noise)"
             )?;
         }
         Ok(())
@@ -284,6 +303,10 @@ mod tests {
         let cmp = Comparison::new(&base, &head);
         assert_eq!(cmp.changes[0].name, "irqentry_exit_to_user_mode_[k]");
         assert_eq!(cmp.regressions(&Gate::default()).count(), 0);
+        // In the table it is a change like any other: 7 points is far beyond noise.
+        let (rows, kernel_noise) = cmp.largest(10);
+        assert_eq!(rows[0].name, "irqentry_exit_to_user_mode_[k]");
+        assert_eq!(kernel_noise, 0);
         // A function that calls into the kernel more grows in its own total.
         let head = folded(&[
             ("app;main;a", 5000),
@@ -294,6 +317,35 @@ mod tests {
         let gate = Gate::default();
         let failed: Vec<&str> = cmp.regressions(&gate).map(|c| c.name.as_str()).collect();
         assert_eq!(failed, vec!["a"]);
+    }
+
+    #[test]
+    fn the_table_ranks_changes_by_size_either_sign_and_folds_kernel_noise() {
+        // b shrank most, a grew less, the kernel moved by a fraction of a point.
+        let base = folded(&[
+            ("app;main;a", 2000),
+            ("app;main;b", 7000),
+            ("app;main;c", 990),
+            ("app;main;c;schedule_[k]", 10),
+        ]);
+        let head = folded(&[
+            ("app;main;a", 2600),
+            ("app;main;b", 6000),
+            ("app;main;c", 1386),
+            ("app;main;c;schedule_[k]", 14),
+        ]);
+        let cmp = Comparison::new(&base, &head);
+        let (rows, kernel_noise) = cmp.largest(10);
+        let names: Vec<&str> = rows.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["b", "a", "c"]);
+        assert_eq!(kernel_noise, 1);
+        let mut table = Vec::new();
+        cmp.write_table(2, None, &mut table).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        let functions: Vec<&str> = table.lines().skip(2).collect();
+        assert!(functions[0].ends_with(" b"), "{table}");
+        assert!(functions[1].ends_with(" a"), "{table}");
+        assert!(functions[2].contains("1 kernel functions"), "{table}");
     }
 
     #[test]

@@ -44,6 +44,39 @@ pub enum Command {
     /// Without a terminal (stdout piped) the table is printed every interval; --once prints
     /// one table when sampling ends (-d, or the target's end).
     Top(TopArgs),
+    /// Print a shell's completions for ember, e.g.
+    /// `ember completions bash > ~/.local/share/bash-completion/completions/ember`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for ember and each of its commands (ember.1, ember-record.1, ...).
+    Man {
+        /// The directory to write them in, e.g. ~/.local/share/man/man1.
+        #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// Write the completions of `shell` for ember's whole command line.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "ember", out);
+}
+
+/// Write a man page for ember and one for each command into `dir` (made if missing); the
+/// paths written.
+pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let mut written = Vec::new();
+    let pages = std::iter::once(cmd.clone()).chain(cmd.get_subcommands().cloned());
+    for page in pages.filter(|c| !c.is_hide_set()) {
+        written.push(clap_mangen::Man::new(page).generate_to(dir)?);
+    }
+    Ok(written)
 }
 
 /// How the flamegraph SVG looks (shared by record, flamegraph and diff).
@@ -187,8 +220,8 @@ pub struct DiffArgs {
     /// With --fail-over: leave alone functions with fewer samples than N in both profiles
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub min_samples: u64,
-    /// Rows of the table: the N largest regressions and the N largest improvements
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    /// Rows of the table: the N largest changes of a function's total share, either sign
+    #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
     /// Scale BEFORE to AFTER's total first, so a longer run does not paint everything red
     #[arg(long)]
@@ -385,9 +418,10 @@ pub struct RecordArgs {
     #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<std::time::Duration>,
 
-    /// Write every output each SECS seconds as a window of its own, numbered: `{n}` in an -o
-    /// name, else `-N` before its extension (web.svg → web-1.svg, web-2.svg, ...); each
-    /// window starts empty, so memory stays flat over long recordings
+    /// Write every output each SECS seconds as a window of its own, numbered: the number
+    /// goes where an -o name has the letter n in braces, else `-N` before its extension
+    /// (web.svg → web-1.svg, web-2.svg, ...); each window starts empty, so memory stays flat
+    /// over long recordings
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub every: Option<std::time::Duration>,
 

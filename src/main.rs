@@ -277,6 +277,22 @@ fn main() {
         }
         Command::Diff(a) => diff(a),
         Command::Top(a) => top(a),
+        Command::Completions { shell } => {
+            ember::cli::write_completions(shell, &mut std::io::stdout().lock());
+            0
+        }
+        Command::Man { dir } => match ember::cli::write_man_pages(&dir) {
+            Ok(pages) => {
+                for p in pages {
+                    eprintln!("ember: wrote {}", p.display());
+                }
+                0
+            }
+            Err(e) => fail(
+                format!("cannot write man pages into {}: {e}", dir.display()),
+                1,
+            ),
+        },
         Command::Report(a) => {
             let (how, range) = ((a.top, a.by.into_sort()), a.range.range());
             match ember::render::report(&a.input, how, range, std::io::stdout().lock()) {

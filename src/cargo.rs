@@ -255,26 +255,26 @@ pub fn run(args: &[String], say: fn(&str), notify: fn(&str)) -> Result<i32, Carg
     }
     // 3. Record cargo running them, keeping only the built executables.
     let mut opts = options_for(cmd, &split, &cargo)?;
-    opts.filter.executables = artifacts
+    opts.target.filter.executables = artifacts
         .iter()
         .map(|a| std::fs::canonicalize(&a.executable).unwrap_or_else(|_| a.executable.clone()))
         .collect();
-    opts.thread_name_fixes = fixes;
-    if opts.svg.title.is_empty() {
-        opts.svg.title = format!("cargo ember {}", args.join(" "));
+    opts.target.thread_name_fixes = fixes;
+    if opts.output.svg.title.is_empty() {
+        opts.output.svg.title = format!("cargo ember {}", args.join(" "));
     }
-    opts.notify = notify;
+    opts.listeners.notify = notify;
     if cmd != CargoCommand::Run {
         // Which test (or bench) took the time.
-        opts.rank = Some(opts.top.unwrap_or(10));
+        opts.output.rank = Some(opts.output.top.unwrap_or(10));
     }
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        opts.progress = Some(notify);
+        opts.listeners.progress = Some(notify);
     }
     let outcome: RecordOutcome = record::record(&opts)?;
     say(&outcome.summary.to_string());
-    if opts.open {
-        if let Some(said) = crate::output::open::open_svg_output(&opts.outputs) {
+    if opts.output.open {
+        if let Some(said) = crate::output::open::open_svg_output(&opts.output.outputs) {
             say(&format!("cargo ember: {said}"));
         }
     }

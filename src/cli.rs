@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::model::CallGraph;
 use crate::output::report::SortBy;
 use crate::output::{FoldOptions, Grouping, SvgOptions};
-use crate::record::{ProcessFilter, RecordOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE};
+use crate::record::{
+    DebugHooks, Listeners, NamingOptions, OutputOptions, ProcessFilter, RecordOptions,
+    SamplingOptions, TargetOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE,
+};
 use crate::sampler::perf::KernelFrames;
 use crate::sampler::Backend;
 
@@ -546,67 +549,88 @@ fn parse_size(s: &str) -> Result<usize, String> {
     }
 }
 
-impl RecordArgs {
-    pub fn into_options(self) -> RecordOptions {
-        let sampling = self.sampling;
-        RecordOptions {
-            command: self.target.command,
-            pids: self.target.pids,
-            duration: self.duration,
-            frequency: sampling.frequency,
-            call_graph: match sampling.call_graph {
-                CallGraphArg::Auto => CallGraph::Auto,
-                CallGraphArg::Dwarf => CallGraph::Dwarf,
-                CallGraphArg::Fp => CallGraph::Fp,
-            },
-            stack_size: self.stack_size,
-            buffer_size: self.buffer_size,
-            notify: |_| {},
-            reader_pause: self
-                .debug_reader_pause_ms
-                .map(std::time::Duration::from_millis),
-            every: self.every,
-            status: None,
-            outputs: if self.outputs.is_empty() {
-                vec![PathBuf::from("flamegraph.svg")]
-            } else {
-                self.outputs
-            },
-            fold: self.fold.options(),
-            kernel: if sampling.user_only {
-                KernelFrames::Exclude
-            } else if sampling.kernel {
-                KernelFrames::Require
-            } else {
-                KernelFrames::Auto
-            },
-            inline: !sampling.no_inline,
-            verbose: self.verbose,
-            debug_dirs: sampling.debug_dir,
-            debuginfod: !sampling.no_debuginfod,
-            progress: None,
-            svg: self.svg.into_options(),
-            top: self.top,
-            rank: None,
-            open: self.open,
-            filter: ProcessFilter {
-                regex: self.process,
-                executables: Vec::new(),
-            },
-            run_as: if self.root {
-                None
-            } else {
-                crate::target::sudo_invoker()
-            },
-            thread_name_fixes: Default::default(),
-            backend: match sampling.backend {
+impl SamplingArgs {
+    /// How samples are taken, at `stack_size` and `buffer_size`.
+    fn options(&self, stack_size: u32, buffer_size: Option<usize>) -> SamplingOptions {
+        SamplingOptions {
+            frequency: self.frequency,
+            backend: match self.backend {
                 BackendArg::Auto => Backend::Auto,
                 BackendArg::Perf => Backend::Perf,
                 BackendArg::Ptrace => Backend::Ptrace,
             },
-            off_cpu: sampling.off_cpu,
-            ptrace_ticks: sampling.debug_ptrace_ticks,
-            whole_copies: sampling.debug_whole_copies,
+            call_graph: match self.call_graph {
+                CallGraphArg::Auto => CallGraph::Auto,
+                CallGraphArg::Dwarf => CallGraph::Dwarf,
+                CallGraphArg::Fp => CallGraph::Fp,
+            },
+            stack_size,
+            buffer_size,
+            kernel: if self.user_only {
+                KernelFrames::Exclude
+            } else if self.kernel {
+                KernelFrames::Require
+            } else {
+                KernelFrames::Auto
+            },
+            off_cpu: self.off_cpu,
+        }
+    }
+
+    fn naming(&self) -> NamingOptions {
+        NamingOptions {
+            inline: !self.no_inline,
+            debug_dirs: self.debug_dir.clone(),
+            debuginfod: !self.no_debuginfod,
+        }
+    }
+
+    fn debug_hooks(&self, reader_pause_ms: Option<u64>) -> DebugHooks {
+        DebugHooks {
+            ptrace_ticks: self.debug_ptrace_ticks,
+            whole_copies: self.debug_whole_copies,
+            reader_pause: reader_pause_ms.map(std::time::Duration::from_millis),
+        }
+    }
+}
+
+impl RecordArgs {
+    pub fn into_options(self) -> RecordOptions {
+        let sampling = &self.sampling;
+        RecordOptions {
+            target: TargetOptions {
+                command: self.target.command,
+                pids: self.target.pids,
+                duration: self.duration,
+                run_as: if self.root {
+                    None
+                } else {
+                    crate::target::sudo_invoker()
+                },
+                filter: ProcessFilter {
+                    regex: self.process,
+                    executables: Vec::new(),
+                },
+                thread_name_fixes: Default::default(),
+            },
+            sampling: sampling.options(self.stack_size, self.buffer_size),
+            naming: sampling.naming(),
+            output: OutputOptions {
+                outputs: if self.outputs.is_empty() {
+                    vec![PathBuf::from("flamegraph.svg")]
+                } else {
+                    self.outputs
+                },
+                fold: self.fold.options(),
+                svg: self.svg.into_options(),
+                every: self.every,
+                top: self.top,
+                rank: None,
+                open: self.open,
+                verbose: self.verbose,
+            },
+            listeners: Listeners::default(),
+            debug: sampling.debug_hooks(self.debug_reader_pause_ms),
         }
     }
 }
@@ -625,9 +649,9 @@ mod tests {
             panic!()
         };
         let o = r.into_options();
-        assert_eq!(o.frequency, 99);
-        assert_eq!(o.outputs.len(), 2);
-        assert_eq!(o.command, vec!["ls", "-l"]);
+        assert_eq!(o.sampling.frequency, 99);
+        assert_eq!(o.output.outputs.len(), 2);
+        assert_eq!(o.target.command, vec!["ls", "-l"]);
         assert!(Cli::try_parse_from(["ember", "record"]).is_err());
         let cli = Cli::try_parse_from(["ember", "record", "-p", "12,34", "-p", "5", "-d", "1.5"])
             .unwrap();
@@ -635,8 +659,11 @@ mod tests {
             panic!()
         };
         let o = r.into_options();
-        assert_eq!(o.pids, vec![12, 34, 5]);
-        assert_eq!(o.duration, Some(std::time::Duration::from_millis(1500)));
+        assert_eq!(o.target.pids, vec![12, 34, 5]);
+        assert_eq!(
+            o.target.duration,
+            Some(std::time::Duration::from_millis(1500))
+        );
         assert!(Cli::try_parse_from(["ember", "record", "-p", "1", "--", "ls"]).is_err());
         assert!(Cli::try_parse_from(["ember", "record", "-d", "0", "--", "ls"]).is_err());
     }

@@ -113,7 +113,7 @@ fn status_line(line: &str) {
 fn top(args: ember::cli::TopArgs) -> i32 {
     let (once, rows) = (args.once, args.rows);
     let mut opts = args.into_options();
-    opts.record.notify = |line| eprintln!("ember: {line}");
+    opts.record.listeners.notify = |line| eprintln!("ember: {line}");
     let session = match ember::top::Session::start(opts) {
         Ok(s) => s,
         Err(e) => return fail(&e, e.exit_code()),
@@ -242,15 +242,15 @@ fn main() {
     let code = match cli.command {
         Command::Record(args) => {
             let mut opts = args.into_options();
-            opts.notify = |line| eprintln!("ember: {line}");
+            opts.listeners.notify = |line| eprintln!("ember: {line}");
             if std::io::stderr().is_terminal() {
-                opts.progress = Some(|line| eprintln!("ember: {line}"));
-                opts.status = Some(status_line);
+                opts.listeners.progress = Some(|line| eprintln!("ember: {line}"));
+                opts.listeners.status = Some(status_line);
             }
             match ember::record::record(&opts) {
                 Ok(outcome) => {
                     eprintln!("{}", outcome.summary);
-                    open_svg(opts.open, &opts.outputs);
+                    open_svg(opts.output.open, &opts.output.outputs);
                     outcome.exit_code
                 }
                 Err(e) => fail(&e, e.exit_code()),

@@ -52,7 +52,10 @@ fn man_pages_are_written_for_every_command() {
     ] {
         let text = std::fs::read_to_string(dir.path().join(page))
             .unwrap_or_else(|e| panic!("{page}: {e}"));
-        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}: {text}");
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: {text}"
+        );
         assert!(text.contains(option), "{page} does not mention {option}");
     }
     let unwritable = ember(&["man", "-o", "/proc/ember-man"]);

@@ -30,12 +30,12 @@ pub(super) fn fill_metadata(
 ) {
     let meta = &mut profile.meta;
     meta.command = about.description;
-    meta.frequency = opts.frequency;
+    meta.frequency = opts.sampling.frequency;
     meta.event = about.event.to_string();
     meta.duration = about.duration;
     meta.start = about.start;
     describe_processes(profile, procs, opts);
-    if !opts.filter.is_empty() {
+    if !opts.target.filter.is_empty() {
         keep_filtered(profile, procs, opts);
     }
     // After filtering: a file that could not be read matters only where it was sampled.
@@ -79,6 +79,7 @@ fn describe_processes(profile: &mut Profile, procs: &ProcessTable, opts: &Record
     }
     for (&tid, t) in procs.threads() {
         let name = opts
+            .target
             .thread_name_fixes
             .get(&t.name)
             .cloned()
@@ -125,7 +126,7 @@ fn warn_about_inputs(profile: &mut Profile, procs: &ProcessTable, parse_errors: 
 fn keep_filtered(profile: &mut Profile, procs: &ProcessTable, opts: &RecordOptions) {
     let keep: HashSet<u32> = procs
         .processes()
-        .filter(|p| opts.filter.keeps(&p.name, p.exe.as_deref()))
+        .filter(|p| opts.target.filter.keeps(&p.name, p.exe.as_deref()))
         .map(|p| p.pid)
         .collect();
     let before = profile.total_samples();

@@ -28,7 +28,8 @@ use std::time::Instant;
 pub use collector::{Collector, CollectorSetup, RecordingCounts};
 pub use feed::{Began, Feed, LiveEvent, LiveWindow};
 pub use options::{
-    ProcessFilter, RecordError, RecordOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE,
+    DebugHooks, Listeners, NamingOptions, OutputOptions, ProcessFilter, RecordError, RecordOptions,
+    SamplingOptions, TargetOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE,
 };
 pub use outputs::window_path;
 pub(crate) use outputs::{symbolize_options, write_outputs};
@@ -55,7 +56,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     let sampled = start::start(opts)?.sample(opts, None)?;
     let mut recording = Recording::from(sampled, opts);
     let stopped = Instant::now();
-    let outputs = window_outputs(&opts.outputs, recording.sampled.window);
+    let outputs = window_outputs(&opts.output.outputs, recording.sampled.window);
     let written = name_and_write(
         &mut recording.profile,
         &recording.procs,
@@ -72,7 +73,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     let exit_code = recording
         .sampled
         .running
-        .exit_code(recording.sampled.stop, opts.notify);
+        .exit_code(recording.sampled.stop, opts.listeners.notify);
     Ok(RecordOutcome {
         exit_code,
         profile: recording.profile,
@@ -91,8 +92,10 @@ pub fn watch(opts: &RecordOptions, feed: Feed) -> Result<i32, RecordError> {
     let _ = feed.events.send(LiveEvent::Began(started.began()));
     // The view says what matters; nothing is told on the terminal it draws on.
     let quiet = RecordOptions {
-        notify: |_| {},
-        status: None,
+        listeners: Listeners {
+            progress: opts.listeners.progress,
+            ..Listeners::default()
+        },
         ..opts.clone()
     };
     let mut sampled = started.sample(&quiet, Some(feed))?;
@@ -100,9 +103,11 @@ pub fn watch(opts: &RecordOptions, feed: Feed) -> Result<i32, RecordError> {
     // then not ember's.
     match sampled.stop {
         Stop::Deadline | Stop::Quit => {
-            sampled.running.exit_code(Stop::Quit, quiet.notify);
+            sampled
+                .running
+                .exit_code(Stop::Quit, quiet.listeners.notify);
             Ok(0)
         }
-        stop => Ok(sampled.running.exit_code(stop, quiet.notify)),
+        stop => Ok(sampled.running.exit_code(stop, quiet.listeners.notify)),
     }
 }

@@ -16,32 +16,81 @@ pub const DEFAULT_FREQUENCY: u64 = 999;
 /// Default user-stack copy per sample: enough for ~1000 typical frames (samply uses 32000).
 pub const DEFAULT_STACK_SIZE: u32 = 32768;
 
-#[derive(Clone, Debug)]
+/// What `ember record` (and `ember top`, `cargo ember`) is asked to do, grouped by what each
+/// part is for.
+#[derive(Clone, Debug, Default)]
 pub struct RecordOptions {
+    /// What to profile, for how long, and which of its processes to keep.
+    pub target: TargetOptions,
+    /// How samples are taken.
+    pub sampling: SamplingOptions,
+    /// Where names come from.
+    pub naming: NamingOptions,
+    /// What is written, and what is said at the end.
+    pub output: OutputOptions,
+    /// What the user hears while recording: the library prints nothing, the binary does.
+    pub listeners: Listeners,
+    /// Hooks for tests and measurements, not for users.
+    pub debug: DebugHooks,
+}
+
+/// What to profile.
+#[derive(Clone, Debug, Default)]
+pub struct TargetOptions {
     /// The command to launch; ignored when `pids` is not empty.
     pub command: Vec<String>,
     /// Running processes to attach to.
     pub pids: Vec<u32>,
     /// Stop sampling after this long (the launched command runs on).
     pub duration: Option<std::time::Duration>,
+    /// Under `sudo`: run the command as this (uid, gid) and give the outputs to them.
+    pub run_as: Option<(u32, u32)>,
+    /// Which processes to keep.
+    pub filter: ProcessFilter,
+    /// Thread names the kernel cut to 15 bytes → their full names (from `--list` of test
+    /// binaries).
+    pub thread_name_fixes: HashMap<String, String>,
+}
+
+/// How samples are taken.
+#[derive(Clone, Debug)]
+pub struct SamplingOptions {
     pub frequency: u64,
+    /// Where samples come from.
+    pub backend: Backend,
     pub call_graph: CallGraph,
+    /// Bytes of user stack perf events copy per sample.
     pub stack_size: u32,
-    pub outputs: Vec<PathBuf>,
-    /// How stacks are rooted, and whether frames carry source lines.
-    pub fold: FoldOptions,
+    /// Bytes of each CPU's perf ring buffer; `None` picks by privileges.
+    pub buffer_size: Option<usize>,
     pub kernel: KernelFrames,
+    /// Wall-clock profile: waiting threads are sampled too, their stacks ending in
+    /// `[off-cpu] <syscall>`.
+    pub off_cpu: bool,
+}
+
+/// Where names come from.
+#[derive(Clone, Debug)]
+pub struct NamingOptions {
+    /// Show inlined functions as frames of their own.
     pub inline: bool,
-    /// Say more in the summary: unique stacks, unwinding, time per phase.
-    pub verbose: bool,
     /// Extra directories searched for separate debug files.
     pub debug_dirs: Vec<PathBuf>,
     /// Fetch missing debug info from the servers in `DEBUGINFOD_URLS`.
     pub debuginfod: bool,
-    /// Told as a download of debug info starts (set where stderr is a terminal).
-    pub progress: Option<fn(&str)>,
+}
+
+/// What is written, and what is said at the end.
+#[derive(Clone, Debug)]
+pub struct OutputOptions {
+    /// The files to write; each one's extension picks its format.
+    pub outputs: Vec<PathBuf>,
+    /// How stacks are rooted, and whether frames carry source lines.
+    pub fold: FoldOptions,
     /// How the SVG looks; an empty title means "the command".
     pub svg: SvgOptions,
+    /// Write every output each this long, as a window of its own (`--every`).
+    pub every: Option<std::time::Duration>,
     /// Print the N hottest functions at the end.
     pub top: Option<usize>,
     /// Print the N roots (tests, processes, threads) with the most CPU time at the end
@@ -49,20 +98,27 @@ pub struct RecordOptions {
     pub rank: Option<usize>,
     /// Open the SVG in a browser when done.
     pub open: bool,
-    /// Which processes to keep.
-    pub filter: ProcessFilter,
-    /// Under `sudo`: run the command as this (uid, gid) and give the outputs to them.
-    pub run_as: Option<(u32, u32)>,
-    /// Thread names the kernel cut to 15 bytes → their full names (from `--list` of test
-    /// binaries).
-    pub thread_name_fixes: HashMap<String, String>,
-    /// Where samples come from.
-    pub backend: Backend,
-    /// Wall-clock profile: waiting threads are sampled too, their stacks ending in
-    /// `[off-cpu] <syscall>`.
-    pub off_cpu: bool,
-    /// Bytes of each CPU's perf ring buffer; `None` picks by privileges.
-    pub buffer_size: Option<usize>,
+    /// Say more in the summary: unique stacks, unwinding, time per phase.
+    pub verbose: bool,
+}
+
+/// Told what the user should know while recording.
+#[derive(Clone, Debug)]
+pub struct Listeners {
+    /// Told what the user should know (the `ember` binary puts it on stderr): a fallback to
+    /// ptrace, that sampling of attached processes has begun, that ember waits for a command
+    /// after `-d`.
+    pub notify: fn(&str),
+    /// Told a status line about once a second while recording, and "" at the end (set where
+    /// stderr is a terminal: the caller redraws one line).
+    pub status: Option<fn(&str)>,
+    /// Told as a download of debug info starts (set where stderr is a terminal).
+    pub progress: Option<fn(&str)>,
+}
+
+/// Hooks for tests and measurements.
+#[derive(Clone, Debug, Default)]
+pub struct DebugHooks {
     /// The ptrace backend times its stops by ticks even where the threads' CPU clocks could
     /// (tests of the tick clock).
     pub ptrace_ticks: bool,
@@ -71,15 +127,6 @@ pub struct RecordOptions {
     pub whole_copies: bool,
     /// Sleep this long after each read of the buffers (tests of the loss path).
     pub reader_pause: Option<std::time::Duration>,
-    /// Write every output each this long, as a window of its own (`--every`).
-    pub every: Option<std::time::Duration>,
-    /// Told a status line about once a second while recording, and "" at the end (set where
-    /// stderr is a terminal: the caller redraws one line).
-    pub status: Option<fn(&str)>,
-    /// Told what the user should know while recording (the library prints nothing; the
-    /// `ember` binary puts it on stderr): a fallback to ptrace, that sampling of attached
-    /// processes has begun, that ember waits for a command after `-d`.
-    pub notify: fn(&str),
 }
 
 /// Which processes' samples to keep: all, or those whose name or executable matches.
@@ -112,39 +159,51 @@ impl ProcessFilter {
     }
 }
 
-impl Default for RecordOptions {
+impl Default for SamplingOptions {
     fn default() -> Self {
-        RecordOptions {
-            command: Vec::new(),
-            pids: Vec::new(),
-            duration: None,
+        SamplingOptions {
             frequency: DEFAULT_FREQUENCY,
+            backend: Backend::Auto,
             call_graph: CallGraph::Auto,
             stack_size: DEFAULT_STACK_SIZE,
-            outputs: vec![PathBuf::from("flamegraph.svg")],
-            fold: FoldOptions::default(),
+            buffer_size: None,
             kernel: KernelFrames::Auto,
+            off_cpu: false,
+        }
+    }
+}
+
+impl Default for NamingOptions {
+    fn default() -> Self {
+        NamingOptions {
             inline: true,
-            verbose: false,
             debug_dirs: Vec::new(),
             debuginfod: true,
-            progress: None,
+        }
+    }
+}
+
+impl Default for OutputOptions {
+    fn default() -> Self {
+        OutputOptions {
+            outputs: vec![PathBuf::from("flamegraph.svg")],
+            fold: FoldOptions::default(),
             svg: SvgOptions::default(),
+            every: None,
             top: None,
             rank: None,
             open: false,
-            filter: ProcessFilter::default(),
-            run_as: None,
-            thread_name_fixes: HashMap::new(),
-            backend: Backend::Auto,
-            off_cpu: false,
-            buffer_size: None,
-            ptrace_ticks: false,
-            whole_copies: false,
-            reader_pause: None,
-            every: None,
-            status: None,
+            verbose: false,
+        }
+    }
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
             notify: |_| {},
+            status: None,
+            progress: None,
         }
     }
 }

@@ -21,11 +21,12 @@ use crate::symbolize::SymbolizeOptions;
 /// How `opts` asks for names.
 pub(crate) fn symbolize_options(opts: &RecordOptions) -> SymbolizeOptions {
     SymbolizeOptions {
-        inline: opts.inline,
-        debug_dirs: DebugDirs::new(&opts.debug_dirs),
+        inline: opts.naming.inline,
+        debug_dirs: DebugDirs::new(&opts.naming.debug_dirs),
         debuginfod: opts
+            .naming
             .debuginfod
-            .then(|| Debuginfod::from_env(opts.progress))
+            .then(|| Debuginfod::from_env(opts.listeners.progress))
             .flatten()
             .map(Arc::new),
         dwarf_cache: crate::symbolize::inflated::cache_dir(),
@@ -72,8 +73,8 @@ pub(crate) fn write_outputs(
     opts: &RecordOptions,
     outputs: &[std::path::PathBuf],
 ) -> Result<Folded, OutputError> {
-    let folded = output::folded::fold(stacks, opts.fold);
-    let mut svg = opts.svg.clone();
+    let folded = output::folded::fold(stacks, opts.output.fold);
+    let mut svg = opts.output.svg.clone();
     let (title, subtitle) = svg_titles(&stacks.meta, stacks.total_samples());
     if svg.title.is_empty() {
         svg.title = title;
@@ -86,7 +87,7 @@ pub(crate) fn write_outputs(
     };
     for path in outputs {
         output::write_output(path, &r)?;
-        if let Some((uid, gid)) = opts.run_as {
+        if let Some((uid, gid)) = opts.target.run_as {
             // Files in the user's directories belong to the user, not to root.
             let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
         }

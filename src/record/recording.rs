@@ -106,7 +106,7 @@ impl Recording {
     pub(super) fn summary(&self, opts: &RecordOptions, folded: &Folded) -> Summary {
         let p = &self.profile;
         let s = &self.sampled;
-        let outputs = window_outputs(&opts.outputs, s.window);
+        let outputs = window_outputs(&opts.output.outputs, s.window);
         let mut summary = Summary::of(
             &p.meta,
             p.total_samples() + s.earlier_windows,
@@ -117,7 +117,7 @@ impl Recording {
         // The counts are the whole recording's: so is the time they were taken in.
         summary.duration = s.whole;
         summary.windows = s.window;
-        if opts.verbose {
+        if opts.output.verbose {
             summary.verbose = Some(Verbose {
                 backend: s.detail.clone(),
                 unique_stacks: p.unique_stacks(),
@@ -131,13 +131,13 @@ impl Recording {
                 write: Default::default(),
             });
         }
-        if let Some(n) = opts.rank {
+        if let Some(n) = opts.output.rank {
             let mut table = Vec::new();
             let freq = p.meta.frequency;
             let _ = output::ranking::write_table(folded, freq, n, &mut table);
             summary.ranking = Some(String::from_utf8_lossy(&table).into_owned());
         }
-        if let Some(n) = opts.top {
+        if let Some(n) = opts.output.top {
             let mut table = Vec::new();
             let _ = output::report::write(folded, n, output::report::SortBy::SelfTime, &mut table);
             summary.top = Some(String::from_utf8_lossy(&table).into_owned());

@@ -66,7 +66,7 @@ pub(super) fn write(
     for pid in pids {
         collector.load_perf_map(pid);
     }
-    let outputs = window_outputs(&plan.opts.outputs, window.n);
+    let outputs = window_outputs(&plan.opts.output.outputs, window.n);
     name_and_write(
         &mut profile,
         &collector.procs,

@@ -73,8 +73,8 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
     let known_stacks = KnownStacks::new();
     let (mut perf_config, ptrace_config) = configs(opts, known_stacks.clone());
     let user_nice = sched::thread_nice();
-    let (opened, nice, running) = if opts.pids.is_empty() {
-        let child = GatedChild::spawn_as(&opts.command, opts.run_as)?;
+    let (opened, nice, running) = if opts.target.pids.is_empty() {
+        let child = GatedChild::spawn_as(&opts.target.command, opts.target.run_as)?;
         // After the fork, so the command runs at the user's priority.
         let nice = sched::raise_reader_priority();
         perf_config.reader_raised = nice.is_some();
@@ -92,10 +92,10 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
         let opened = open_sampler(
             opts,
             nice.is_none(),
-            || PerfSampler::for_attach(&opts.pids, &perf_config),
-            || PtraceSampler::for_attach(&opts.pids, &ptrace_config),
+            || PerfSampler::for_attach(&opts.target.pids, &perf_config),
+            || PtraceSampler::for_attach(&opts.target.pids, &ptrace_config),
         )?;
-        (opened, nice, Running::Pids(opts.pids.clone()))
+        (opened, nice, Running::Pids(opts.target.pids.clone()))
     };
     let root = match &running {
         Running::Command(child) => Some(child.pid()),
@@ -104,13 +104,15 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
     let (sampler, takeovers) = with_takeover(opts, opened, (root, &ptrace_config));
     let mut collector = Collector::new(CollectorSetup {
         layout: sampler.layout(),
-        call_graph: opts.call_graph,
-        known_stacks: (!opts.whole_copies).then_some(known_stacks),
+        call_graph: opts.sampling.call_graph,
+        known_stacks: (!opts.debug.whole_copies).then_some(known_stacks),
         takeovers,
-        waits_at: sampler.samples_switches().then_some(opts.frequency),
+        waits_at: sampler
+            .samples_switches()
+            .then_some(opts.sampling.frequency),
     });
     let description = match &running {
-        Running::Command(_) => opts.command.clone(),
+        Running::Command(_) => opts.target.command.clone(),
         Running::Pids(pids) => seed_attached(&mut collector, pids),
     };
     Ok(Started {
@@ -125,13 +127,13 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
 
 /// Everything that can be checked before the command starts.
 fn check(opts: &RecordOptions) -> Result<(), RecordError> {
-    if opts.frequency == 0 {
+    if opts.sampling.frequency == 0 {
         return Err(RecordError::ZeroFrequency);
     }
-    for o in &opts.outputs {
+    for o in &opts.output.outputs {
         output::check_writable(o).map_err(RecordError::BadOutput)?;
     }
-    for &pid in &opts.pids {
+    for &pid in &opts.target.pids {
         target::check_attachable(pid)?;
     }
     Ok(())
@@ -141,19 +143,19 @@ fn check(opts: &RecordOptions) -> Result<(), RecordError> {
 /// stacks in `known_stacks`.
 fn configs(opts: &RecordOptions, known_stacks: KnownStacks) -> (PerfConfig, PtraceConfig) {
     let perf = PerfConfig {
-        frequency: opts.frequency,
-        call_graph: opts.call_graph,
-        stack_size: opts.stack_size,
-        kernel: opts.kernel,
-        off_cpu: opts.off_cpu,
-        buffer_size: opts.buffer_size,
+        frequency: opts.sampling.frequency,
+        call_graph: opts.sampling.call_graph,
+        stack_size: opts.sampling.stack_size,
+        kernel: opts.sampling.kernel,
+        off_cpu: opts.sampling.off_cpu,
+        buffer_size: opts.sampling.buffer_size,
         // Known once the priority is raised, before the sampler opens.
         reader_raised: false,
     };
     let ptrace = PtraceConfig {
-        frequency: opts.frequency,
-        off_cpu: opts.off_cpu,
-        cpu_timers: !opts.ptrace_ticks,
+        frequency: opts.sampling.frequency,
+        off_cpu: opts.sampling.off_cpu,
+        cpu_timers: !opts.debug.ptrace_ticks,
         known_stacks,
     };
     (perf, ptrace)
@@ -193,10 +195,10 @@ fn open_sampler(
     perf: impl FnOnce() -> Result<PerfSampler, PerfError>,
     ptrace: impl FnOnce() -> Result<PtraceSampler, PtraceError>,
 ) -> Result<Opened, RecordError> {
-    let kernel_required = opts.kernel == KernelFrames::Require;
+    let kernel_required = opts.sampling.kernel == KernelFrames::Require;
     let perf = || perf().map(|s| (read_perf(s, relay), Backend::Perf));
     let ptrace = || ptrace().map(|s| (Box::new(s) as Box<dyn Sampler>, Backend::Ptrace));
-    match opts.backend {
+    match opts.sampling.backend {
         Backend::Perf => Ok(perf()?),
         Backend::Ptrace if kernel_required => Err(RecordError::KernelNeedsPerf),
         Backend::Ptrace => Ok(ptrace()?),
@@ -205,7 +207,7 @@ fn open_sampler(
         Backend::Auto => match perf() {
             Ok(s) => Ok(s),
             Err(refused @ (PerfError::Refused { .. } | PerfError::OffCpuNeedsKernel)) => {
-                (opts.notify)(&format!(
+                (opts.listeners.notify)(&format!(
                     "{}, so sampling falls back to ptrace (--backend ptrace): each sample stops \
                      the thread for a moment, so expect more overhead, and no kernel frames",
                     refusal(&refused)
@@ -232,11 +234,11 @@ fn with_takeover(
     (sampler, backend): Opened,
     (root, ptrace): (Option<u32>, &PtraceConfig),
 ) -> (Box<dyn Sampler>, Option<Requests>) {
-    let wanted = opts.backend == Backend::Auto
+    let wanted = opts.sampling.backend == Backend::Auto
         && backend == Backend::Perf
-        && !opts.off_cpu
-        && opts.call_graph != CallGraph::Fp
-        && opts.kernel != KernelFrames::Require;
+        && !opts.sampling.off_cpu
+        && opts.sampling.call_graph != CallGraph::Fp
+        && opts.sampling.kernel != KernelFrames::Require;
     if !wanted {
         return (sampler, None);
     }
@@ -311,7 +313,7 @@ impl Started {
         collector.warn(sampler.notes().iter().cloned());
         let (every, quit) = match &feed {
             Some(f) => (Some(f.every), Some(f.quit.clone())),
-            None => (opts.every, None),
+            None => (opts.output.every, None),
         };
         let snapshots = SnapshotPlan {
             opts: opts.clone(),
@@ -375,7 +377,7 @@ fn release(
     match running {
         Running::Command(child) => child.release().map_err(RecordError::from),
         Running::Pids(_) => {
-            (opts.notify)(&sampling_line(description, opts));
+            (opts.listeners.notify)(&sampling_line(description, opts));
             Ok(())
         }
     }
@@ -389,11 +391,11 @@ fn read_plan(
     quit: Option<Arc<AtomicBool>>,
 ) -> ReadPlan {
     ReadPlan {
-        deadline: opts.duration.map(|d| started + d),
-        pause: opts.reader_pause,
-        status: opts.status.map(|say| Status {
+        deadline: opts.target.duration.map(|d| started + d),
+        pause: opts.debug.reader_pause,
+        status: opts.listeners.status.map(|say| Status {
             say,
-            writes: outputs_named(&opts.outputs),
+            writes: outputs_named(&opts.output.outputs),
         }),
         every,
         quit,
@@ -420,13 +422,13 @@ fn outputs_named(outputs: &[std::path::PathBuf]) -> String {
 
 /// What an attached recording samples and how it ends, said as it begins.
 fn sampling_line(targets: &[String], opts: &RecordOptions) -> String {
-    let until = match opts.duration {
+    let until = match opts.target.duration {
         Some(d) => format!("for {:.1} s (or Ctrl-C)", d.as_secs_f64()),
         None => "until Ctrl-C or the end of the process".to_string(),
     };
     format!(
         "sampling {} at {} Hz {until}",
         targets.join(", "),
-        opts.frequency
+        opts.sampling.frequency
     )
 }

@@ -204,7 +204,7 @@ impl Session {
 
     /// Whether rows are per thread and function (`--per-thread`).
     pub fn per_thread(&self) -> bool {
-        self.opts.record.fold.grouping == crate::output::Grouping::PerThread
+        self.opts.record.output.fold.grouping == crate::output::Grouping::PerThread
     }
 
     /// Wait up to `limit` for the names asked for so far.
@@ -252,7 +252,7 @@ impl Session {
 
     /// Whether the recording samples waiting threads too (`--off-cpu`).
     pub fn off_cpu(&self) -> bool {
-        self.opts.record.off_cpu
+        self.opts.record.sampling.off_cpu
     }
 
     /// How far back "recent" looks.
@@ -290,6 +290,7 @@ impl Session {
         let paths: Vec<PathBuf> = self
             .opts
             .record
+            .output
             .outputs
             .iter()
             .map(|p| record::window_path(p, self.written))
@@ -297,7 +298,7 @@ impl Session {
         let mut profile = self.total.clone();
         let meta = &mut profile.meta;
         meta.command = self.began.description.clone();
-        meta.frequency = self.opts.record.frequency;
+        meta.frequency = self.opts.record.sampling.frequency;
         meta.event = self.began.event.to_string();
         meta.duration = self.started.elapsed();
         let symbols = Symbols {

@@ -38,7 +38,8 @@ pub struct Collector {
     pub(super) perf_maps: HashMap<u32, PerfMap>,
     /// Wall-clock accounting of switched-out threads (perf events with `--off-cpu`).
     waits: Option<Waits>,
-    /// What comes before the sample of one thread and time: more of its stack.
+    /// Records that belong to the next sample of a thread (same thread and time): more of its
+    /// stack, and words above its copy (`EMBER_RECORD_STACK_PART`, `_STACK_WORDS`).
     extras: StackExtras,
     /// A sample's whole stack: its own copy followed by its parts.
     whole_stack: Vec<u8>,

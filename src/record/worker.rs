@@ -85,12 +85,11 @@ impl Worker {
 }
 
 /// Batches the reader starts with, and the memory of each, touched before sampling starts:
-/// reading into fresh pages costs page faults in the very thread that must not fall behind
-/// (measured: a 15 MB read took 156 ms into fresh memory while a thousand threads ran).
-/// 8 MiB in all: `scripts/manythreads.sh 8` lost nothing with it in 48 of 48 runs (each way
-/// and build), and 12 of 12 more as root (64 MiB, then 16 before: a small program's
-/// recording peaked at 72, then 46-58 MB of RSS; 15 MB now). Samples are copied without
-/// the unused part of their stack copy, so a batch holds a few hundred.
+/// reading into fresh pages costs page faults in the very thread that must not fall behind,
+/// while a thousand threads of the target compete for the CPU. 8 MiB in all: enough for the
+/// first reads of `scripts/manythreads.sh` (which counts what is lost), little enough that a
+/// small program's recording stays small. Samples are copied without the unused part of
+/// their stack copy, so a batch holds a few hundred.
 const READY_BATCHES: usize = 4;
 const READY_BATCH_BYTES: usize = 2 << 20;
 

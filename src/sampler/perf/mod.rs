@@ -1,0 +1,301 @@
+//! The perf-events backend: `perf_event_open` per CPU with `inherit` ([`open`]), with the
+//! events' attributes ([`attr`]), ring buffers sized by [`sizing`] and read by [`ring`], and
+//! errors that say what to do ([`error`]).
+
+mod attr;
+mod error;
+mod open;
+mod ring;
+mod sizing;
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use perf_event_open_sys as sys;
+
+use super::records::{self, SampleLayout};
+use super::{OpenedEvent, RecordBatch, Sampler};
+use crate::linux;
+use crate::model::CallGraph;
+use attr::{check_frequency, event_name, make_attr, EVENTS};
+use error::open_error;
+pub use error::PerfError;
+pub(crate) use open::open_one;
+pub use open::EventTarget;
+use open::{open_all, open_switch_events};
+use ring::{map_buffers, RingBuffer};
+use sizing::Sizing;
+
+/// Largest user-stack copy the kernel accepts in one sample (the record size is a u16).
+pub const MAX_STACK_SIZE: u32 = 65528 - 512;
+
+/// What to sample and how.
+#[derive(Clone, Debug)]
+pub struct PerfConfig {
+    pub frequency: u64,
+    pub call_graph: CallGraph,
+    pub stack_size: u32,
+    /// Kernel samples and callchains.
+    pub kernel: KernelFrames,
+    /// Wall clock: also sample every thread as it is switched out (`--off-cpu`).
+    pub off_cpu: bool,
+    /// Bytes of each CPU's ring buffer (`--buffer-size`); `None` picks by privileges.
+    pub buffer_size: Option<usize>,
+    /// The thread that will read the buffers runs at a raised priority (it gets the CPU
+    /// within milliseconds of waking, even beside a thousand runnable threads): buffers that
+    /// hold a quarter of a second of samples are enough, instead of a second.
+    pub reader_raised: bool,
+}
+
+/// Whether to sample the kernel too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelFrames {
+    /// Where the kernel allows it; user space only where it does not.
+    #[default]
+    Auto,
+    /// Always; fail when the kernel refuses (`--kernel`).
+    Require,
+    /// Never (`--user-only`).
+    Exclude,
+}
+
+/// Open perf events following one process (and everything it forks), one fd per CPU.
+pub struct PerfSampler {
+    /// The events count from the start (attached), not from the command's `exec`.
+    running: bool,
+    /// Things the user should know about how sampling was set up.
+    pub notes: Vec<String>,
+    fds: Vec<OwnedFd>,
+    buffers: Vec<RingBuffer>,
+    /// The context-switch events of `--off-cpu` and their buffers (one per CPU).
+    switch_fds: Vec<OwnedFd>,
+    switch_buffers: Vec<RingBuffer>,
+    layout: SampleLayout,
+    event: OpenedEvent,
+    /// Bytes of user stack copied per sample.
+    stack_size: u32,
+    /// More descriptors that end a wait when readable (see [`Sampler::wake_on`]).
+    wake_fds: Vec<RawFd>,
+}
+
+impl PerfSampler {
+    /// Open the events for `pid`, disabled until it calls `exec` (`enable_on_exec`).
+    pub fn for_launch(pid: u32, config: &PerfConfig) -> Result<PerfSampler, PerfError> {
+        Self::open(&EventTarget::Launch(pid), config)
+    }
+
+    /// Open events on every thread of the running processes `pids`, and start sampling.
+    pub fn for_attach(pids: &[u32], config: &PerfConfig) -> Result<PerfSampler, PerfError> {
+        let s = Self::open(&EventTarget::Attach(pids.to_vec()), config)?;
+        for fd in s.fds.iter().chain(&s.switch_fds) {
+            // SAFETY: ioctl on an fd we own.
+            if unsafe { sys::ioctls::ENABLE(fd.as_raw_fd(), 0) } != 0 {
+                return Err(PerfError::Ioctl {
+                    what: "ENABLE",
+                    source: io::Error::last_os_error(),
+                });
+            }
+        }
+        Ok(s)
+    }
+
+    fn open(target: &EventTarget, config: &PerfConfig) -> Result<PerfSampler, PerfError> {
+        check_frequency(config.frequency)?;
+        let cpus = linux::online_cpus().map_err(PerfError::Cpus)?;
+        let Sizing {
+            stack_size,
+            pages,
+            notes,
+        } = Sizing::for_config(config, cpus.len());
+        let layout = SampleLayout::recorded(config.call_graph != CallGraph::Fp);
+        // Try hardware cycles first, then the software clock; kernel samples first, then
+        // user-only when the kernel refuses them (perf_event_paranoid 2 without privileges).
+        let kernel_options: &[bool] = match config.kernel {
+            KernelFrames::Auto => &[true, false],
+            KernelFrames::Require => &[true],
+            KernelFrames::Exclude => &[false],
+        };
+        let mut last_err = None;
+        for &(name, type_, cfg) in &EVENTS {
+            for &kernel in kernel_options {
+                let mut attr = make_attr(type_, cfg, config, &layout, stack_size, kernel);
+                if let EventTarget::Attach(_) = target {
+                    attr.set_enable_on_exec(0);
+                }
+                let per_cpu = match open_all(target, &cpus, attr, pages) {
+                    Ok(per_cpu) => per_cpu,
+                    Err(failed) => {
+                        last_err = Some(failed);
+                        continue;
+                    }
+                };
+                let (fds, buffers) = map_buffers(per_cpu, pages)?;
+                let (switch_fds, switch_buffers) = if config.off_cpu {
+                    open_switch_events(target, &cpus, config, &layout, stack_size, pages)?
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                return Ok(PerfSampler {
+                    running: matches!(target, EventTarget::Attach(_)),
+                    fds,
+                    buffers,
+                    switch_fds,
+                    switch_buffers,
+                    layout,
+                    notes,
+                    stack_size,
+                    wake_fds: Vec::new(),
+                    event: OpenedEvent {
+                        name: event_name(name, config.off_cpu),
+                        kernel_included: kernel,
+                    },
+                });
+            }
+        }
+        let (cpu, e) = last_err.expect("at least one attempt");
+        Err(open_error(cpu, e))
+    }
+}
+
+impl PerfSampler {
+    /// Bytes of all the ring buffers' data areas together.
+    pub fn buffer_bytes(&self) -> usize {
+        self.buffers
+            .iter()
+            .chain(&self.switch_buffers)
+            .map(|b| b.data_len)
+            .sum()
+    }
+
+    /// Stop mapping the ring buffers in this process, so that one other process (the relay)
+    /// maps them; `drain` then reads nothing here until [`PerfSampler::map_buffers`].
+    pub fn unmap_buffers(&mut self) {
+        self.buffers
+            .iter_mut()
+            .chain(&mut self.switch_buffers)
+            .for_each(RingBuffer::unmap);
+    }
+
+    /// Map the ring buffers in this process (again).
+    pub fn map_buffers(&mut self) -> io::Result<()> {
+        self.buffers
+            .iter_mut()
+            .chain(&mut self.switch_buffers)
+            .try_for_each(RingBuffer::map_again)
+    }
+
+    /// Whether the events are counting already (attached to running processes), rather than
+    /// waiting for the command's `exec`.
+    pub fn running(&self) -> bool {
+        self.running
+    }
+
+    /// Start (again) the events `disable` stopped.
+    pub fn enable(&self) {
+        for fd in self.fds.iter().chain(&self.switch_fds) {
+            // SAFETY: ioctl on an fd we own.
+            unsafe { sys::ioctls::ENABLE(fd.as_raw_fd(), 0) };
+        }
+    }
+
+    /// The descriptors the sampler reads (events and their buffers).
+    pub fn raw_fds(&self) -> Vec<RawFd> {
+        self.fds
+            .iter()
+            .chain(&self.switch_fds)
+            .map(|fd| fd.as_raw_fd())
+            .collect()
+    }
+}
+
+impl Sampler for PerfSampler {
+    fn layout(&self) -> SampleLayout {
+        self.layout
+    }
+
+    fn event(&self) -> OpenedEvent {
+        self.event.clone()
+    }
+
+    /// The buffers and stack copies.
+    fn detail(&self) -> String {
+        let mib = |b: &RingBuffer| b.data_len as f64 / (1 << 20) as f64;
+        let mut s = format!(
+            "perf: {} ring buffers of {:.2} MiB",
+            self.buffers.len(),
+            self.buffers.first().map_or(0.0, mib)
+        );
+        if !self.switch_buffers.is_empty() {
+            s.push_str(&format!(
+                " (+ {} for context switches)",
+                self.switch_buffers.len()
+            ));
+        }
+        s.push_str(&format!(", {} bytes of stack per sample", self.stack_size));
+        s
+    }
+
+    fn drain(&mut self, batch: &mut RecordBatch) -> usize {
+        let layout = self.layout;
+        let main: usize = self
+            .buffers
+            .iter_mut()
+            .map(|b| b.drain(&layout, batch, None))
+            .sum();
+        let switches: usize = self
+            .switch_buffers
+            .iter_mut()
+            .map(|b| {
+                b.drain(
+                    &layout,
+                    batch,
+                    Some(records::EMBER_RECORD_SWITCH_OUT_SAMPLE),
+                )
+            })
+            .sum();
+        main + switches
+    }
+
+    /// Wait until a buffer passes its wakeup watermark or `timeout_ms` passes. Returns early
+    /// on a signal.
+    fn wait(&mut self, timeout_ms: i32) {
+        let mut pfds: Vec<libc::pollfd> = self
+            .fds
+            .iter()
+            .chain(&self.switch_fds)
+            .map(AsRawFd::as_raw_fd)
+            .chain(self.wake_fds.iter().copied())
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: pfds is a valid array of pollfd for the duration of the call.
+        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    }
+
+    fn wake_on(&mut self, fd: RawFd) {
+        self.wake_fds.push(fd);
+    }
+
+    /// Stop sampling (the buffers stay readable).
+    fn disable(&mut self) {
+        for fd in self.fds.iter().chain(&self.switch_fds) {
+            // SAFETY: ioctl on an fd we own.
+            unsafe { sys::ioctls::DISABLE(fd.as_raw_fd(), 0) };
+        }
+    }
+
+    fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    fn has_ring_buffers(&self) -> bool {
+        true
+    }
+
+    fn samples_switches(&self) -> bool {
+        !self.switch_fds.is_empty()
+    }
+}

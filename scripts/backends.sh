@@ -6,17 +6,11 @@
 # ptrace stop costs the target: (work time under ptrace - bare) / threads interrupted (from -v).
 #
 #   scripts/backends.sh [RUNS]
-set -euo pipefail
+. "$(dirname "$0")/lib/measure.sh"
 RUNS=${1:-5}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d /tmp/ember-backends.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
-
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-EMBER="$ROOT/target/release/ember"
-gcc -O2 -g -fomit-frame-pointer -o "$WORK/shares" "$ROOT/testdata/shares.c"
-gcc -O2 -g -fomit-frame-pointer -pthread -o "$WORK/pool" "$ROOT/testdata/pool.c"
-work_of() { awk '/^work_seconds/ {print $2}' "$1"; }
+measure_setup backends
+workload shares
+workload pool -pthread
 
 : >"$WORK/results"
 for i in $(seq "$RUNS"); do

@@ -9,22 +9,19 @@
 # Installs inferno and samply with `cargo install` if missing (SAMPLY=0 leaves samply out): they
 # are tools of this script, never dependencies of ember's build. Needs perf, gcc, python3, GNU
 # time.
-set -euo pipefail
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/lib/measure.sh"
 RUNS=${RUNS:-3}
 SHORT=${SHORT:-10}
 LONG=${LONG:-60}
 LONG_RUNS=${LONG_RUNS:-2}
 if [ "${QUICK:-0}" = 1 ]; then RUNS=1; SHORT=3; LONG=6; LONG_RUNS=1; fi
 OUT=${OUT:-$ROOT/BENCHMARKS.md}
-WORK=$(mktemp -d /tmp/ember-compare.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+measure_setup compare
 
 say() { echo "compare: $*" >&2; }
 
 # --- tools -------------------------------------------------------------------------------
-command -v perf >/dev/null || { say "perf is missing: apt-get install linux-perf"; exit 1; }
+need_perf
 [ -x /usr/bin/time ] || { say "GNU time is missing: apt-get install time"; exit 1; }
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v inferno-flamegraph >/dev/null; then
@@ -51,10 +48,8 @@ if [ "$HAVE_SAMPLY" = 1 ] && [ "$PARANOID" -gt 1 ]; then
 fi
 
 say "building ember (release) and the workloads"
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-EMBER="$ROOT/target/release/ember"
-gcc -O2 -g -fomit-frame-pointer -o "$WORK/shares" "$ROOT/testdata/shares.c"
-gcc -O2 -g -fomit-frame-pointer -pthread -o "$WORK/threads" "$ROOT/testdata/threads.c"
+workload shares
+workload threads -pthread
 
 R="$WORK/results"   # lines: key value
 : >"$R"

@@ -14,15 +14,10 @@
 # Also per setup: ember's own CPU per 1,000 samples (everything's CPU time less rustc's), and
 # rustc's CPU time against the bare build's (what sampling costs the compile itself).
 # Needs /usr/bin/time (Debian's package time).
-set -euo pipefail
+. "$(dirname "$0")/lib/measure.sh"
 HZ=${1:-999}
 ROUNDS=${2:-3}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d /tmp/ember-deep.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
-
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-EMBER="$ROOT/target/release/ember"
+measure_setup deep
 cargo fetch --quiet --manifest-path "$ROOT/Cargo.toml"
 src=$(cargo metadata --format-version 1 --manifest-path "$ROOT/Cargo.toml" | python3 -c '
 import json, os, sys

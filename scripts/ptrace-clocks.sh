@@ -6,15 +6,10 @@
 # allowed), and ptrace stops timed by ticks (what is left where they are refused).
 #
 #   scripts/ptrace-clocks.sh [ROUNDS]      # default 3
-set -euo pipefail
+. "$(dirname "$0")/lib/measure.sh"
 ROUNDS=${1:-3}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d /tmp/ember-clocks.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
-
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-EMBER="$ROOT/target/release/ember"
-gcc -O2 -g -fomit-frame-pointer -I"$ROOT/testdata" -o "$WORK/callmix" "$ROOT/testdata/callmix.c"
+measure_setup clocks
+workload callmix
 
 share() {
   python3 - "$1" <<'PY'

@@ -1,5 +1,5 @@
 /* What the fixed-work workloads print about a run, for the scripts that compare profilers
- * (scripts/overhead.sh, compare.sh, backends.sh):
+ * (scripts/compare.sh, slowdown.sh, backends.sh):
  *   work_seconds X   wall time from report_begin() to report_end()
  *   cpu_seconds X    the process's CPU time (user + system)
  *   end_ns X         when the work ended, CLOCK_REALTIME in nanoseconds */

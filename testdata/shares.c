@@ -7,7 +7,7 @@
  * the ten (a "changed" program for differential flamegraphs).
  * With ROUNDS > 0 it does exactly that much work instead
  * of running for SECONDS of CPU time, and prints the wall time the work took
- * ("work_seconds X"), which is what scripts/overhead.sh compares across profilers. */
+ * ("work_seconds X"), which is what scripts/compare.sh compares across profilers. */
 #include <stdio.h>
 #include <stdlib.h>
 #include "report.h"

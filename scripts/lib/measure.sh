@@ -1,0 +1,41 @@
+# What every measuring script in scripts/ shares; source it first:
+#
+#   . "$(dirname "$0")/lib/measure.sh"
+#   measure_setup NAME         # ROOT, WORK (a temporary directory, removed at exit), EMBER
+#   need_perf                  # fail saying how to install perf when it is missing
+#   workload NAME [CFLAGS...]  # testdata/NAME.c built into $WORK/NAME (-O2 -g, no frame pointers)
+#   work_of FILE               # the work_seconds a workload printed into FILE
+#   slowdown_table FILE TITLE  # medians of each profiler's slowdown against bare (see below)
+#
+# Workloads print what they measured of themselves (work_seconds: the time their fixed amount
+# of work took, cpu_seconds), so a script compares a run under a profiler with a bare run of
+# the same round, never with a clock outside the workload.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+measure_setup() {
+  WORK=$(mktemp -d "/tmp/ember-$1.XXXXXX")
+  # shellcheck disable=SC2064 # WORK is fixed now
+  trap "rm -rf '$WORK'" EXIT
+  cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
+  EMBER="$ROOT/target/release/ember"
+}
+
+need_perf() {
+  command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf" >&2; exit 1; }
+}
+
+workload() {
+  local name=$1
+  shift
+  gcc -O2 -g -fomit-frame-pointer -I"$ROOT/testdata" "$@" -o "$WORK/$name" "$ROOT/testdata/$name.c"
+}
+
+work_of() { awk '/^work_seconds/ {print $2}' "$1"; }
+
+# FILE has lines "NAME SECONDS", rounds in order, each round starting with "bare": prints
+# each profiler's slowdown (its work time / the same round's bare one), median and
+# interquartile range over the rounds.
+slowdown_table() {
+  python3 "$ROOT/scripts/lib/slowdown.py" "$@"
+}

@@ -178,12 +178,8 @@ fn bench_aggregate(c: &mut Criterion) {
 fn bench_write(c: &mut Criterion) {
     let profile = synthetic_profile(100_000, 20);
     let modules = ember::modules::ModuleTable::new();
-    let symbols = symbolize(
-        &profile,
-        &modules,
-        &HashMap::new(),
-        &SymbolizeOptions::default(),
-    );
+    let sources = (&modules, &HashMap::new(), &HashMap::new());
+    let symbols = symbolize(&profile, sources, &SymbolizeOptions::default());
     let stacks = StackProfile::from_recording(&profile, &symbols, &modules);
     let folded = fold(&stacks, FoldOptions::default());
     assert_eq!(folded.len(), 100_000);

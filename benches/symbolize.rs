@@ -62,7 +62,7 @@ fn bench(c: &mut Criterion) {
     let opts = SymbolizeOptions::default();
     let maps = HashMap::new();
     // Check once that names are found, so the bench measures real work.
-    let syms = symbolize(&profile, &modules, &maps, &opts);
+    let syms = symbolize(&profile, (&modules, &maps, &HashMap::new()), &opts);
     let named = syms
         .frames
         .iter()
@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("symbolize");
     g.sample_size(10);
     g.bench_function("10k unique addresses, large binary, cold", |b| {
-        b.iter(|| symbolize(&profile, &modules, &maps, &opts))
+        b.iter(|| symbolize(&profile, (&modules, &maps, &HashMap::new()), &opts))
     });
     g.finish();
     bench_libc(c);
@@ -118,7 +118,7 @@ fn bench_libc(c: &mut Criterion) {
         dwarf_cache: None,
         ..SymbolizeOptions::default()
     };
-    let syms = symbolize(&profile, &modules, &maps, &opts);
+    let syms = symbolize(&profile, (&modules, &maps, &HashMap::new()), &opts);
     let inlined = syms.frames.iter().filter(|f| f.len() > 1).count();
     eprintln!(
         "symbolizing {} addresses of {libc}: {inlined} with inlined frames (0: no debug file)",
@@ -128,11 +128,11 @@ fn bench_libc(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function(
         "a few libc addresses, separate compressed debug info",
-        |b| b.iter(|| symbolize(&profile, &modules, &maps, &opts)),
+        |b| b.iter(|| symbolize(&profile, (&modules, &maps, &HashMap::new()), &opts)),
     );
     // The first of these inflates and keeps the sections; the rest map them.
     g.bench_function("the same, compressed debug info inflated before", |b| {
-        b.iter(|| symbolize(&profile, &modules, &maps, &cached))
+        b.iter(|| symbolize(&profile, (&modules, &maps, &HashMap::new()), &cached))
     });
     g.finish();
 }

@@ -47,6 +47,10 @@ missing_packages() {
   # libc's separate debug file: compressed DWARF in 2,000 units (naming reads only some).
   dpkg-query -W -f '${Status}' libc6-dbg 2>/dev/null | grep -q "ok installed" ||
     need+=(libc6-dbg)
+  # Python frames: Debian's python3.11 (the interpreter in the executable) and its shared
+  # libpython3.11 with headers (tests build an interpreter that maps it).
+  [ -x /usr/bin/python3.11 ] || need+=(python3.11)
+  [ -f /usr/include/python3.11/Python.h ] || need+=(libpython3.11-dev)
   # Debian's jsonschema, for Debian's python3 (pip refuses system-wide installs, PEP 668).
   /usr/bin/python3 -c 'import jsonschema' 2>/dev/null || need+=(python3-jsonschema)
   echo "${need[@]}"

@@ -26,6 +26,7 @@ pub mod modules;
 pub mod output;
 pub mod process;
 pub mod profile;
+pub mod python;
 pub mod record;
 pub mod render;
 pub mod sampler;

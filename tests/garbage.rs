@@ -71,7 +71,11 @@ fn folded_pprof_maps_and_perf_maps() {
         3,
     );
     let modules = ModuleTable::new();
-    let syms = symbolize(&p, &modules, &HashMap::new(), &SymbolizeOptions::default());
+    let syms = symbolize(
+        &p,
+        (&modules, &HashMap::new(), &HashMap::new()),
+        &SymbolizeOptions::default(),
+    );
     let sp = ember::stacks::StackProfile::from_recording(&p, &syms, &modules);
     let proto = {
         use pprof::protos::Message;
@@ -130,7 +134,11 @@ fn symbolize_file(path: &std::path::Path) {
         let svma = rng.next() % 0x400_0000;
         p.add_sample(1, 1, &[Frame::Module { module: id, svma }], 1);
     }
-    let s = symbolize(&p, &modules, &HashMap::new(), &SymbolizeOptions::default());
+    let s = symbolize(
+        &p,
+        (&modules, &HashMap::new(), &HashMap::new()),
+        &SymbolizeOptions::default(),
+    );
     // Every address still gets a name of some kind.
     assert!(s.frames.iter().all(|f| !f.is_empty()));
 }
@@ -153,7 +161,11 @@ fn fuzz_regressions() {
             for svma in [0u64, 0x40, 0x1000, 0x1234, 0x401000, u64::MAX - 1] {
                 p.add_sample(1, 1, &[Frame::Module { module: id, svma }], 1);
             }
-            let s = symbolize(&p, &modules, &HashMap::new(), &SymbolizeOptions::default());
+            let s = symbolize(
+                &p,
+                (&modules, &HashMap::new(), &HashMap::new()),
+                &SymbolizeOptions::default(),
+            );
             assert!(s.frames.iter().all(|f| !f.is_empty()));
         }
     }

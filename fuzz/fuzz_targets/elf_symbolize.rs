@@ -16,6 +16,6 @@ fuzz_target!(|data: &[u8]| {
     for svma in [0u64, 0x40, 0x1000, 0x1234, 0x401000, u64::MAX - 1] {
         p.add_sample(1, 1, &[Frame::Module { module: id, svma }], 1);
     }
-    let s = symbolize(&p, &modules, &HashMap::new(), &SymbolizeOptions::default());
+    let s = symbolize(&p, (&modules, &HashMap::new(), &HashMap::new()), &SymbolizeOptions::default());
     assert!(s.frames.iter().all(|f| !f.is_empty()));
 });

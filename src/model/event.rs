@@ -29,6 +29,8 @@ pub struct SampleEvent<'a> {
     pub switched_out: bool,
     /// Taken by the ptrace backend, not by perf events.
     pub from_ptrace: bool,
+    /// The thread's Python stack, read at the same stop (see [`PythonStack`]), or empty.
+    pub python: &'a [u8],
 }
 
 /// Stack bytes of the sample of `tid` at `time` that come after what the sample holds (or,
@@ -83,6 +85,29 @@ pub struct ForkEvent {
     pub time: u64,
 }
 
+/// A code object of a Python process, as the sampler read it once: what names its frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PythonCode<'a> {
+    pub pid: u32,
+    /// The id its frames carry (unique in the recording).
+    pub id: u32,
+    pub first_line: i32,
+    pub qualname: &'a [u8],
+    pub filename: &'a [u8],
+    /// `co_linetable`: where each instruction's line is.
+    pub linetable: &'a [u8],
+}
+
+/// The Python stack of the thread's next sample, innermost frame first: u32 pairs (code id,
+/// instruction offset with [`PYTHON_ENTRY`] set on the first frame of each C-level call of the
+/// evaluation loop), after a u32 count and u32 flags ([`PYTHON_CUT`]).
+pub type PythonStack<'a> = StackPart<'a>;
+
+/// In a Python stack's frame: a C-level call of the evaluation loop begins with this frame.
+pub const PYTHON_ENTRY: u32 = 1 << 31;
+/// In a Python stack's flags: the chain of frames went on but could not be read.
+pub const PYTHON_CUT: u32 = 1;
+
 /// What the samplers emit, in time order once merged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event<'a> {
@@ -104,6 +129,14 @@ pub enum Event<'a> {
         pid: u32,
         time: u64,
     },
+    /// Process `pid` runs CPython: its evaluation loop is at these addresses.
+    PythonProcess {
+        pid: u32,
+        eval: (u64, u64),
+    },
+    PythonCode(PythonCode<'a>),
+    /// The Python stack of the thread's next sample.
+    PythonStack(PythonStack<'a>),
     /// The kernel lowered the sampling rate because sampling took too long.
     Throttle,
     Unthrottle,

@@ -17,6 +17,9 @@ pub enum RawFrame {
     /// `kernel.perf_event_max_stack`): said at the root end instead of passing the partial
     /// stack off as complete.
     Truncated,
+    /// A Python frame, in place of the native evaluation-loop frame that ran it: its code
+    /// object (an id of the recording's, see [`crate::python::Codes`]) and source line.
+    Python { code: u32, line: u32 },
 }
 
 /// One frame before symbolization.
@@ -31,6 +34,8 @@ pub enum Frame {
     Anon { pid: u32, addr: u64 },
     /// The stack went on beyond what could be unwound.
     Truncated,
+    /// A Python function at a line: its code object's id (the recording's) and the line.
+    Python { code: u32, line: u32 },
     /// The thread was waiting, not running (wall-clock profiles): why. Always the leaf.
     OffCpu(WaitReason),
 }
@@ -47,6 +52,8 @@ pub enum FrameKind {
     Kernel,
     /// Code generated at run time, named by the process's perf map.
     Jit,
+    /// A Python function, read from the interpreter's own frames.
+    Python,
     /// A frame ember adds to say something about the stack: `[truncated]`, or why an off-CPU
     /// thread waited.
     Marker,

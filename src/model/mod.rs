@@ -9,7 +9,10 @@ pub mod frame;
 pub mod stack_reads;
 
 pub use crate::arch::UserRegs;
-pub use event::{CommEvent, Event, ForkEvent, MmapEvent, SampleEvent, StackPart, SwitchEvent};
+pub use event::{
+    CommEvent, Event, ForkEvent, MmapEvent, PythonCode, PythonStack, SampleEvent, StackPart,
+    SwitchEvent, PYTHON_CUT, PYTHON_ENTRY,
+};
 pub use frame::{Frame, FrameKind, ModuleId, RawFrame, WaitReason};
 
 /// How user-space stacks are collected and unwound.

@@ -44,14 +44,15 @@ pub fn frame_label(
     out: &mut String,
 ) {
     out.push_str(name);
-    if lines {
-        if let (Some(file), Some(line)) = (file, line) {
-            let base = file.rsplit('/').next().unwrap_or(file);
-            out.push_str(&format!(" ({base}:{line})"));
-        }
+    let base = file.map(|f| f.rsplit('/').next().unwrap_or(f));
+    match (lines, base, line) {
+        (true, Some(base), Some(line)) => out.push_str(&format!(" ({base}:{line})")),
+        // A Python function is known by its file too, as Python users read it.
+        (_, Some(base), _) if kind == FrameKind::Python => out.push_str(&format!(" ({base})")),
+        _ => {}
     }
     match kind {
-        FrameKind::Native | FrameKind::Marker => {}
+        FrameKind::Native | FrameKind::Marker | FrameKind::Python => {}
         FrameKind::Inlined => out.push_str("_[i]"),
         FrameKind::Kernel => out.push_str("_[k]"),
         FrameKind::Jit => out.push_str("_[j]"),

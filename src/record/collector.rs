@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::python::PythonFrames;
 use super::takeovers::Takeovers;
 use crate::model::stack_reads::KnownStacks;
 use crate::model::Frame;
@@ -47,6 +48,8 @@ pub struct Collector {
     known_stacks: Option<KnownStacks>,
     /// Processes whose stacks outgrow perf events' copies, taken over by ptrace.
     pub(super) takeovers: Takeovers,
+    /// Python processes, their code objects, and samples given Python frames.
+    pub(super) python: PythonFrames,
 }
 
 /// What a collector is built with: how the sampler lays records out, and what it does beyond
@@ -115,6 +118,7 @@ impl Collector {
             whole_stack: Vec::new(),
             known_stacks: setup.known_stacks,
             takeovers: setup.takeovers.map(Takeovers::new).unwrap_or_default(),
+            python: PythonFrames::default(),
         }
     }
 
@@ -161,6 +165,9 @@ impl Collector {
                     let name = String::from_utf8_lossy(m.filename);
                     self.procs
                         .on_mmap(m.pid, m.start, m.len, m.pgoff, m.dev_ino, &name);
+                    if crate::python::may_be_interpreter(&name) {
+                        self.on_interpreter_mapped(m.pid, m.start);
+                    }
                 }
             }
             Event::Comm(c) => {
@@ -173,6 +180,12 @@ impl Collector {
                 self.procs.on_comm(c.pid, c.tid, &name, c.exec);
             }
             Event::Fork(f) => {
+                // A process forked from a Python one runs Python too (pre-fork servers,
+                // multiprocessing): its frames are read as its parent's are.
+                if f.pid == f.tid && f.pid != f.ppid && self.python.is_python(f.ppid) {
+                    self.python.runs_python(f.pid);
+                    self.takeovers.ask_now(f.pid);
+                }
                 self.procs.on_fork(f.pid, f.ppid, f.tid);
                 self.profile.meta.lifetimes.entry(f.tid).or_default().0 = Some(f.time);
             }
@@ -181,6 +194,9 @@ impl Collector {
             Event::TakenOver { pid, time } => self.takeovers.taken_over(pid, time),
             Event::Throttle => self.profile.meta.throttled += 1,
             Event::Unthrottle => {}
+            Event::PythonProcess { pid, eval } => self.python.process(pid, eval),
+            Event::PythonCode(code) => self.python.code(&code),
+            Event::PythonStack(stack) => self.extras.for_sample(&stack).2.extend(stack.bytes),
         }
     }
 
@@ -193,6 +209,9 @@ impl Collector {
         self.procs.touch_thread(s.pid, s.tid);
         self.unwinder
             .unwind(self.procs.get(s.pid), s, &mut self.raw);
+        if !s.python.is_empty() {
+            self.python.splice(s.pid, s.python, &mut self.raw);
+        }
         if !s.from_ptrace {
             let cut = self.raw.last() == Some(&RawFrame::Truncated);
             self.takeovers.unwound(s.pid, cut);
@@ -227,6 +246,43 @@ impl Collector {
         }
     }
 
+    /// Process `pid`, attached to, as read from /proc: a Python interpreter among its
+    /// mappings is looked at as one mapped while recording is.
+    pub(super) fn seeded(&mut self, pid: u32) {
+        let starts: Vec<u64> = self
+            .procs
+            .get(pid)
+            .into_iter()
+            .flat_map(|p| p.mappings())
+            .filter(|m| crate::python::may_be_interpreter(&self.procs.modules.get(m.module).path))
+            .map(|m| m.start)
+            .collect();
+        for start in starts {
+            self.on_interpreter_mapped(pid, start);
+        }
+    }
+
+    /// A file that may be a Python interpreter was mapped at `start` in process `pid`: if it
+    /// is one, the process is asked to be taken over by ptrace, at whose stops its Python
+    /// frames are read.
+    fn on_interpreter_mapped(&mut self, pid: u32, start: u64) {
+        let Some(module) = self
+            .procs
+            .get(pid)
+            .and_then(|p| p.mapping(start))
+            .map(|m| m.module)
+        else {
+            return;
+        };
+        let Some(data) = self.procs.modules.get(module).data.clone() else {
+            return;
+        };
+        if self.python.is_interpreter(module, &data) {
+            self.python.runs_python(pid);
+            self.takeovers.ask_now(pid);
+        }
+    }
+
     /// A sample after stack parts or words: with them, if they are its own.
     fn on_sample_with_extras(&mut self, s: SampleEvent) {
         let extras = std::mem::take(&mut self.extras);
@@ -246,6 +302,7 @@ impl Collector {
         self.on_sample(&SampleEvent {
             user_stack: stack,
             stack_words: &extras.words,
+            python: &extras.python,
             ..s
         });
         self.whole_stack = whole;
@@ -273,40 +330,48 @@ impl Collector {
         }
         if f.pid == f.tid {
             self.takeovers.ended(f.pid);
+            self.python.ended(f.pid);
             // Read its JIT map while it is still there.
             self.load_perf_map(f.pid);
         }
     }
 }
 
-/// Stack parts and words for the sample of one thread at one time that comes next.
+/// Stack parts, words and the Python stack for the sample of one thread at one time that
+/// comes next.
 #[derive(Default)]
 struct StackExtras {
     tid: u32,
     time: u64,
     parts: Vec<u8>,
     words: Vec<u8>,
+    python: Vec<u8>,
 }
+
+/// What a sample's extras are added to: its stack parts, words and Python stack.
+type ExtrasOf<'a> = (&'a mut Vec<u8>, &'a mut Vec<u8>, &'a mut Vec<u8>);
 
 impl StackExtras {
     fn is_empty(&self) -> bool {
-        self.parts.is_empty() && self.words.is_empty()
+        self.parts.is_empty() && self.words.is_empty() && self.python.is_empty()
     }
 
-    /// The parts and words of the sample `p` is for (those of another sample are dropped).
-    fn for_sample(&mut self, p: &StackPart) -> (&mut Vec<u8>, &mut Vec<u8>) {
+    /// The extras of the sample `p` is for (those of another sample are dropped).
+    fn for_sample(&mut self, p: &StackPart) -> ExtrasOf<'_> {
         if (self.tid, self.time) != (p.tid, p.time) {
             (self.tid, self.time) = (p.tid, p.time);
             self.parts.clear();
             self.words.clear();
+            self.python.clear();
         }
-        (&mut self.parts, &mut self.words)
+        (&mut self.parts, &mut self.words, &mut self.python)
     }
 
     /// Empty, keeping the memory.
     fn emptied(mut self) -> StackExtras {
         self.parts.clear();
         self.words.clear();
+        self.python.clear();
         self
     }
 }
@@ -321,6 +386,7 @@ fn push_frames(frames: &mut Vec<Frame>, raw: &[RawFrame], procs: &ProcessTable, 
         frames.push(match r {
             RawFrame::Kernel(a) => Frame::Kernel(a),
             RawFrame::Truncated => Frame::Truncated,
+            RawFrame::Python { code, line } => Frame::Python { code, line },
             RawFrame::User(a) => {
                 if !last.is_some_and(|(m, _)| m.contains(a)) {
                     last = proc.and_then(|p| p.mapping(a)).map(|m| (m, None));

@@ -36,6 +36,8 @@ pub struct LiveWindow {
     /// Modules first seen since the last window, in id order: appended to the view's
     /// [`crate::modules::ModuleTable`], its ids are the profile's.
     pub new_modules: Vec<ModuleFile>,
+    /// Python code objects first seen since the last window, by id.
+    pub new_python: Vec<(u32, crate::python::CodeInfo)>,
     /// The recording so far.
     pub counts: RecordingCounts,
     /// How long the window lasted.
@@ -56,6 +58,8 @@ pub(super) struct WindowSender {
     events: Sender<LiveEvent>,
     /// Modules handed over already.
     modules_sent: usize,
+    /// Python code objects handed over already.
+    python_sent: std::collections::HashSet<u32>,
 }
 
 impl WindowSender {
@@ -63,6 +67,7 @@ impl WindowSender {
         WindowSender {
             events,
             modules_sent: 0,
+            python_sent: Default::default(),
         }
     }
 
@@ -70,9 +75,17 @@ impl WindowSender {
     pub(super) fn send(&mut self, profile: Profile, duration: Duration, collector: &Collector) {
         let new_modules = collector.procs.modules.since(self.modules_sent).to_vec();
         self.modules_sent += new_modules.len();
+        let new_python = collector
+            .python
+            .codes
+            .iter()
+            .filter(|(id, _)| self.python_sent.insert(**id))
+            .map(|(&id, code)| (id, code.clone()))
+            .collect();
         let _ = self.events.send(LiveEvent::Window(Box::new(LiveWindow {
             profile,
             new_modules,
+            new_python,
             counts: collector.counts(),
             duration,
         })));

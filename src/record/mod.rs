@@ -14,6 +14,7 @@ mod feed;
 mod metadata;
 mod options;
 mod outputs;
+mod python;
 mod reader;
 mod recording;
 mod running;
@@ -60,7 +61,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
     let written = name_and_write(
         &mut recording.profile,
         &recording.procs,
-        &recording.perf_maps,
+        (&recording.perf_maps, &recording.python_codes),
         opts,
         &outputs,
     )?;

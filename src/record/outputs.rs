@@ -11,6 +11,7 @@ use super::RecordOptions;
 use crate::output::{self, Folded, OutputError};
 use crate::process::ProcessTable;
 use crate::profile::Profile;
+use crate::python::CodeInfo;
 use crate::stacks::StackProfile;
 use crate::symbolize;
 use crate::symbolize::debuginfo::DebugDirs;
@@ -47,12 +48,12 @@ pub(super) struct Written {
 pub(super) fn name_and_write(
     profile: &mut Profile,
     procs: &ProcessTable,
-    perf_maps: &HashMap<u32, PerfMap>,
+    (perf_maps, python): (&HashMap<u32, PerfMap>, &HashMap<u32, CodeInfo>),
     opts: &RecordOptions,
     outputs: &[PathBuf],
 ) -> Result<Written, OutputError> {
-    let symbols =
-        symbolize::symbolize(profile, &procs.modules, perf_maps, &symbolize_options(opts));
+    let sources = (&procs.modules, perf_maps, python);
+    let symbols = symbolize::symbolize(profile, sources, &symbolize_options(opts));
     profile
         .meta
         .warnings

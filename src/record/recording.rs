@@ -12,6 +12,7 @@ use super::{Collector, RecordOptions};
 use crate::output::{self, Folded};
 use crate::process::ProcessTable;
 use crate::profile::Profile;
+use crate::python::CodeInfo;
 use crate::sampler::OpenedEvent;
 use crate::symbolize::perfmap::PerfMap;
 use crate::unwind::UnwindStats;
@@ -22,6 +23,8 @@ pub(super) struct Recording {
     pub profile: Profile,
     pub procs: ProcessTable,
     pub perf_maps: HashMap<u32, PerfMap>,
+    /// The Python code objects the profile's Python frames name, by id.
+    pub python_codes: HashMap<u32, CodeInfo>,
     pub sampled: SamplingEnd,
 }
 
@@ -70,6 +73,7 @@ impl Recording {
             mut profile,
             parse_errors,
             perf_maps,
+            python,
             earlier_windows: collector_earlier,
             earlier_lost,
             takeovers,
@@ -88,6 +92,7 @@ impl Recording {
             profile,
             procs,
             perf_maps,
+            python_codes: python.codes,
             sampled: SamplingEnd {
                 running,
                 stop,

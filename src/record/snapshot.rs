@@ -70,7 +70,7 @@ pub(super) fn write(
     name_and_write(
         &mut profile,
         &collector.procs,
-        &collector.perf_maps,
+        (&collector.perf_maps, &collector.python.codes),
         &plan.opts,
         &outputs,
     )?;

@@ -166,12 +166,9 @@ fn configs(opts: &RecordOptions, known_stacks: KnownStacks) -> (PerfConfig, Ptra
 fn seed_attached(collector: &mut Collector, pids: &[u32]) -> Vec<String> {
     let mut description = Vec::new();
     for &pid in pids {
-        if let Err(e) = collector.procs.seed_from_proc(pid) {
-            collector
-                .profile
-                .meta
-                .warnings
-                .push(format!("could not read /proc/{pid}: {e}"));
+        match collector.procs.seed_from_proc(pid) {
+            Ok(()) => collector.seeded(pid),
+            Err(e) => collector.warn([format!("could not read /proc/{pid}: {e}")]),
         }
         let name = collector
             .procs
@@ -409,6 +406,14 @@ fn detail(sampler: &dyn Sampler, collector: &Collector) -> String {
         detail += &format!(
             "; {} samples of perf events left out (their processes were taken over)",
             collector.takeovers.left_out
+        );
+    }
+    let python = &collector.python;
+    if python.samples > 0 {
+        detail += &format!(
+            "\nember: python: {} samples with Python frames, {} of them with a frame chain that \
+             could not be read to its end",
+            python.samples, python.cut
         );
     }
     detail

@@ -75,6 +75,17 @@ impl Takeovers {
         }
     }
 
+    /// Ask for process `pid` at once: its stacks need ptrace whatever their depth (it runs
+    /// Python, whose frames are read at ptrace's stops).
+    pub(super) fn ask_now(&mut self, pid: u32) {
+        if let Some(requests) = &self.requests {
+            if self.asked.insert(pid) {
+                requests.watch(WATCH_DEEP_NS);
+                requests.ask(pid);
+            }
+        }
+    }
+
     /// From `time` on, ptrace samples process `pid`.
     pub(super) fn taken_over(&mut self, pid: u32, time: u64) {
         self.since.insert(pid, time);

@@ -4,9 +4,11 @@
 //! one profile serve every backend.
 
 use super::records::{
-    SampleLayout, EMBER_RECORD_OFF_CPU_SAMPLE, EMBER_RECORD_PTRACE_SAMPLE, EMBER_RECORD_STACK_PART,
-    EMBER_RECORD_STACK_WORDS, EMBER_RECORD_TAKEOVER, PERF_RECORD_COMM, PERF_RECORD_EXIT,
-    PERF_RECORD_FORK, PERF_RECORD_LOST_SAMPLES, PERF_RECORD_MISC_COMM_EXEC, PERF_RECORD_MMAP2,
+    SampleLayout, EMBER_RECORD_OFF_CPU_SAMPLE, EMBER_RECORD_PTRACE_SAMPLE,
+    EMBER_RECORD_PYTHON_CODE, EMBER_RECORD_PYTHON_PROCESS, EMBER_RECORD_PYTHON_STACK,
+    EMBER_RECORD_STACK_PART, EMBER_RECORD_STACK_WORDS, EMBER_RECORD_TAKEOVER, PERF_RECORD_COMM,
+    PERF_RECORD_EXIT, PERF_RECORD_FORK, PERF_RECORD_LOST_SAMPLES, PERF_RECORD_MISC_COMM_EXEC,
+    PERF_RECORD_MMAP2,
 };
 use crate::model::{UserRegs, WaitReason};
 
@@ -140,6 +142,60 @@ pub fn stack_words(out: &mut Vec<u8>, s: &Sample, words: &[(u64, u64)]) {
     let mut r = Rec::begin(out, EMBER_RECORD_STACK_WORDS, MISC_USER);
     for &(addr, value) in words {
         r.u64(addr).u64(value);
+    }
+    r.sample_id(s.pid, s.tid, s.time).finish();
+}
+
+/// Append that process `pid` runs CPython with its evaluation loop at `eval` (see
+/// [`EMBER_RECORD_PYTHON_PROCESS`]).
+pub fn python_process(out: &mut Vec<u8>, pid: u32, eval: (u64, u64), time: u64) {
+    let mut r = Rec::begin(out, EMBER_RECORD_PYTHON_PROCESS, MISC_USER);
+    r.u64(eval.0).u64(eval.1);
+    r.sample_id(pid, pid, time).finish();
+}
+
+/// Append a Python code object of process `pid` (see [`EMBER_RECORD_PYTHON_CODE`]); a line
+/// table too long for one record is cut (its later lines are then unknown).
+pub fn python_code(
+    out: &mut Vec<u8>,
+    pid: u32,
+    id: u32,
+    code: &crate::python::CodeInfo,
+    time: u64,
+) {
+    let name = &code.qualname.as_bytes()[..code.qualname.len().min(4096)];
+    let file = &code.filename.as_bytes()[..code.filename.len().min(4096)];
+    let room = MAX_RECORD - 64 - name.len() - file.len();
+    let table = &code.linetable[..code.linetable.len().min(room)];
+    let mut r = Rec::begin(out, EMBER_RECORD_PYTHON_CODE, MISC_USER);
+    r.u32s(id, code.first_line as u32)
+        .u32s(name.len() as u32, file.len() as u32)
+        .u32s(table.len() as u32, 0);
+    for bytes in [name, file, table] {
+        r.out.extend_from_slice(bytes);
+    }
+    let pad = (8 - (name.len() + file.len() + table.len()) % 8) % 8;
+    r.out.extend(std::iter::repeat_n(0u8, pad));
+    r.sample_id(pid, pid, time).finish();
+}
+
+/// Append the Python stack of the sample of `s` that follows (see
+/// [`EMBER_RECORD_PYTHON_STACK`]).
+pub fn python_stack(out: &mut Vec<u8>, s: &Sample, walk: &crate::python::Walk) {
+    let mut r = Rec::begin(out, EMBER_RECORD_PYTHON_STACK, MISC_USER);
+    let flags = if walk.cut {
+        crate::model::PYTHON_CUT
+    } else {
+        0
+    };
+    r.u32s(walk.frames.len() as u32, flags);
+    for f in &walk.frames {
+        let entry = if f.entry {
+            crate::model::PYTHON_ENTRY
+        } else {
+            0
+        };
+        r.u32s(f.code, (f.offset & !crate::model::PYTHON_ENTRY) | entry);
     }
     r.sample_id(s.pid, s.tid, s.time).finish();
 }

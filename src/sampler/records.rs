@@ -7,7 +7,8 @@
 use perf_event_open_sys::bindings as b;
 
 use crate::model::{
-    CommEvent, Event, ForkEvent, MmapEvent, SampleEvent, StackPart, SwitchEvent, WaitReason,
+    CommEvent, Event, ForkEvent, MmapEvent, PythonCode, SampleEvent, StackPart, SwitchEvent,
+    WaitReason,
 };
 
 // The kernel's constants (perf-event-open-sys, generated from its headers): record kinds as
@@ -46,6 +47,17 @@ pub const EMBER_RECORD_TAKEOVER: u32 = 0x4000_0005;
 /// sends the words that unwind read there ([`super::stack_reads`]). Its body is
 /// (address, value) pairs of u64s sorted by address, then the `sample_id` trailer.
 pub const EMBER_RECORD_STACK_WORDS: u32 = 0x4000_0006;
+
+/// ember's own record: process `pid` (of the `sample_id` trailer) runs CPython, whose
+/// evaluation loop is at the u64 pair of its body (start, end).
+pub const EMBER_RECORD_PYTHON_PROCESS: u32 = 0x4000_0007;
+/// ember's own record: a Python code object ([`crate::model::PythonCode`]): u32 id, i32 first
+/// line, u32 lengths of the qualified name, file name and line table, u32 0, then those
+/// bytes, padded to 8, then the `sample_id` trailer.
+pub const EMBER_RECORD_PYTHON_CODE: u32 = 0x4000_0008;
+/// ember's own record: the Python stack of the sample that follows it (same thread and time):
+/// see [`crate::model::PythonStack`]; then the `sample_id` trailer.
+pub const EMBER_RECORD_PYTHON_STACK: u32 = 0x4000_0009;
 
 /// How a [`WaitReason`] is written in an `EMBER_RECORD_OFF_CPU_SAMPLE`: the syscall number,
 /// or one of these (far above any syscall number).
@@ -361,6 +373,15 @@ impl SampleLayout {
             }
             EMBER_RECORD_STACK_PART => Event::StackPart(self.parse_stack_part(rec)?),
             EMBER_RECORD_STACK_WORDS => Event::StackWords(self.parse_stack_part(rec)?),
+            EMBER_RECORD_PYTHON_STACK => Event::PythonStack(self.parse_stack_part(rec)?),
+            EMBER_RECORD_PYTHON_PROCESS => {
+                let id = self.parse_sample_id(rec)?;
+                Event::PythonProcess {
+                    pid: id.pid,
+                    eval: (c.u64()?, c.u64()?),
+                }
+            }
+            EMBER_RECORD_PYTHON_CODE => Event::PythonCode(self.parse_python_code(rec)?),
             PERF_RECORD_SWITCH => Event::Switch(self.parse_switch(h, rec)?),
             PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => Event::Mmap(self.parse_mmap(h, rec)?),
             PERF_RECORD_COMM => {
@@ -394,6 +415,23 @@ impl SampleLayout {
             tid: id.tid,
             time: id.time.unwrap_or(0),
             bytes: &rec[RecordHeader::SIZE..end],
+        })
+    }
+
+    fn parse_python_code<'a>(&self, rec: &'a [u8]) -> Result<PythonCode<'a>, MalformedRecord> {
+        let pid = self.parse_sample_id(rec)?.pid;
+        let end = rec.len() - self.sample_id_size();
+        let mut c = Cursor::new(&rec[..end], RecordHeader::SIZE);
+        let (id, first_line) = c.u32_pair()?;
+        let (qualname, filename) = c.u32_pair()?;
+        let (linetable, _) = c.u32_pair()?;
+        Ok(PythonCode {
+            pid,
+            id,
+            first_line: first_line as i32,
+            qualname: c.take(qualname as usize)?,
+            filename: c.take(filename as usize)?,
+            linetable: c.take(linetable as usize)?,
         })
     }
 

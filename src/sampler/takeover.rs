@@ -278,8 +278,8 @@ impl Sampler for TakeoverSampler {
             .map(|(pid, name)| format!("{name} (pid {pid})"))
             .collect();
         format!(
-            "{perf}\nember: taken over by ptrace, their stacks deeper than perf events copy: \
-             {}\nember: {}",
+            "{perf}\nember: taken over by ptrace (stacks deeper than perf events copy, or Python \
+             frames to read at its stops): {}\nember: {}",
             taken.join(", "),
             ptrace.detail()
         )

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::model::{Frame, FrameKind};
 use crate::modules::{ModuleData, ModuleFile, ModuleId, ModuleTable};
 use crate::profile::Profile;
+use crate::python::CodeInfo;
 
 use debuginfo::DebugDirs;
 use debuginfod::Artifact;
@@ -107,19 +108,36 @@ fn unnamed(module: &str, svma: u64) -> String {
     sanitize(&format!("{module}+0x{svma:x}"))
 }
 
-/// Name every frame of `profile`. Each module's file is parsed once; modules are worked on in
-/// parallel. `perf_maps` holds the JIT maps of the processes that wrote one.
-pub fn symbolize(
-    profile: &Profile,
-    modules: &ModuleTable,
-    perf_maps: &HashMap<u32, PerfMap>,
-    opts: &SymbolizeOptions,
-) -> Symbols {
+/// Where the names of frames come from: the modules, the JIT maps of the processes that
+/// wrote one, and the Python code objects read while sampling (by id).
+pub type Sources<'a> = (
+    &'a ModuleTable,
+    &'a HashMap<u32, PerfMap>,
+    &'a HashMap<u32, CodeInfo>,
+);
+
+/// Name every frame of `profile` from `sources`. Each module's file is parsed once; modules
+/// are worked on in parallel.
+pub fn symbolize(profile: &Profile, sources: Sources, opts: &SymbolizeOptions) -> Symbols {
     let mut once = Opened {
         once: true,
         ..Opened::default()
     };
-    name_frames(profile.frames(), (modules, perf_maps), &mut once, opts)
+    name_frames(profile.frames(), sources, &mut once, opts)
+}
+
+/// A Python frame: its function's qualified name, its file and line (what the writers show
+/// as `handler (app.py)`, or `handler (app.py:42)` with `--lines`).
+fn python_frame(code: Option<&CodeInfo>, id: u32, line: u32) -> SymbolFrame {
+    match code {
+        Some(c) => SymbolFrame {
+            name: sanitize(&c.qualname),
+            kind: FrameKind::Python,
+            file: Some(sanitize(&c.filename)),
+            line: (line > 0).then_some(line),
+        },
+        None => SymbolFrame::named(format!("[python code {id}]"), FrameKind::Python),
+    }
 }
 
 /// What a caller that names addresses again and again (`ember top`) keeps between calls:
@@ -136,11 +154,11 @@ pub struct Opened {
 /// in `sources`, opening what `opened` does not hold yet (and keeping it there).
 pub fn name_frames(
     frames: &[Frame],
-    sources: (&ModuleTable, &HashMap<u32, PerfMap>),
+    sources: Sources,
     opened: &mut Opened,
     opts: &SymbolizeOptions,
 ) -> Symbols {
-    let (modules, perf_maps) = sources;
+    let (modules, perf_maps, python) = sources;
     let mut out: Vec<Vec<SymbolFrame>> = vec![Vec::new(); frames.len()];
     let mut by_module: HashMap<ModuleId, Vec<(usize, u64)>> = HashMap::new();
     let mut in_kernel = Vec::new();
@@ -159,6 +177,7 @@ pub fn name_frames(
                 syscalls::wait_label(reason),
                 FrameKind::Marker,
             )],
+            Frame::Python { code, line } => vec![python_frame(python.get(&code), code, line)],
             Frame::Anon { pid, addr } => {
                 vec![match perf_maps.get(&pid).and_then(|m| m.lookup(addr)) {
                     Some(name) => SymbolFrame::named(sanitize(name), FrameKind::Jit),

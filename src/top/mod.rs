@@ -148,11 +148,12 @@ impl Session {
         let LiveWindow {
             profile,
             new_modules,
+            new_python,
             counts,
             duration,
         } = w;
         self.windows += 1;
-        self.names.ask(new_modules, profile.frames());
+        self.names.ask((new_modules, new_python), profile.frames());
         merge_into(&mut self.total, &profile);
         for warning in &profile.meta.warnings {
             if !self.warnings.contains(warning) {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::model::Frame;
 use crate::model::FrameKind;
 use crate::modules::{ModuleFile, ModuleId, ModuleTable};
+use crate::python::CodeInfo;
 use crate::symbolize::perfmap::PerfMap;
 use crate::symbolize::{self, SymbolFrame, SymbolizeOptions};
 
@@ -31,8 +32,12 @@ pub struct Named {
 /// What the naming thread is asked: modules first seen, and frames to name.
 struct Request {
     modules: Vec<ModuleFile>,
+    python: Vec<(u32, CodeInfo)>,
     frames: Vec<Frame>,
 }
+
+/// Modules and Python code objects first seen.
+pub type NewSources = (Vec<ModuleFile>, Vec<(u32, CodeInfo)>);
 
 /// What it answers.
 struct Answer {
@@ -75,18 +80,19 @@ impl Names {
         }
     }
 
-    /// Modules first seen, and the frames of a new window: those never asked for are named in
-    /// the background.
-    pub fn ask(&mut self, modules: Vec<ModuleFile>, frames: &[Frame]) {
+    /// Modules and Python code objects first seen, and the frames of a new window: those never
+    /// asked for are named in the background.
+    pub fn ask(&mut self, (modules, python): NewSources, frames: &[Frame]) {
         self.modules.append(modules.iter().cloned());
         let new: Vec<Frame> = frames
             .iter()
             .filter(|f| self.asked.insert(**f))
             .copied()
             .collect();
-        if !new.is_empty() || !modules.is_empty() {
+        if !new.is_empty() || !modules.is_empty() || !python.is_empty() {
             let _ = self.requests.send(Request {
                 modules,
+                python,
                 frames: new,
             });
         }
@@ -160,6 +166,7 @@ impl Names {
             Frame::Kernel(_) => "kernel".into(),
             Frame::Anon { .. } if kind == FrameKind::Jit => "jit".into(),
             Frame::Anon { .. } => "anon".into(),
+            Frame::Python { .. } => "python".into(),
             Frame::Truncated | Frame::OffCpu(_) => String::new(),
         }
     }
@@ -182,6 +189,7 @@ impl Names {
             Frame::Anon { addr, .. } => format!("[anon]+0x{addr:x}"),
             Frame::Truncated => "[truncated]".into(),
             Frame::OffCpu(_) => "[off-cpu]".into(),
+            Frame::Python { code, .. } => format!("[python code {code}]"),
         }
     }
 }
@@ -193,19 +201,21 @@ const PERF_MAP_AGE: Duration = Duration::from_secs(1);
 fn name_until_closed(requests: Receiver<Request>, answers: Sender<Answer>, opts: SymbolizeOptions) {
     let mut modules = ModuleTable::new();
     let mut perf_maps = PerfMaps::default();
+    let mut python = HashMap::new();
     // Each module is opened once, when its first address is named, and kept.
     let mut opened = symbolize::Opened::default();
     while let Ok(first) = requests.recv() {
         let mut frames = Vec::new();
         for r in std::iter::once(first).chain(requests.try_iter()) {
             modules.append(r.modules);
+            python.extend(r.python);
             frames.extend(r.frames);
         }
         perf_maps.load(&frames);
         // A file at a time, smallest first: the program's own functions are named while a
         // large library's debug info is still being read.
         for group in by_file_size(frames, &modules) {
-            let sources = (&modules, &perf_maps.maps);
+            let sources = (&modules, &perf_maps.maps, &python);
             let symbols = symbolize::name_frames(&group, sources, &mut opened, &opts);
             let answer = Answer {
                 named: group.into_iter().zip(symbols.frames).collect(),

@@ -32,6 +32,7 @@ use crate::model::{UserRegs, WaitReason};
 
 mod calls;
 mod clocks;
+mod python;
 mod sample;
 mod schedule;
 mod stops;
@@ -90,6 +91,8 @@ struct TracedProcess {
     /// How long until it is read again: short after a change (a program starting loads its
     /// libraries), doubling up to [`RESCAN_NS`] while nothing changes.
     gap: u64,
+    /// The CPython interpreter the process runs, where ember can read its frames.
+    python: Option<crate::python::Interpreter>,
 }
 
 /// Counters for the summary.
@@ -103,6 +106,8 @@ pub struct PtraceStats {
     pub unstopped: u64,
     /// Interrupts whose stop did not come in time.
     pub missed: u64,
+    /// Python stacks that could not be read to their end.
+    pub python_cut: u64,
     /// Stops not sampled because the thread was not running when interrupted: waiting for a
     /// CPU (it stopped where it had been preempted, a biased place: see
     /// `Tracee::delay_at_interrupt`) or asleep, or just woken, in a syscall that waits
@@ -172,6 +177,10 @@ pub struct PtraceSampler {
     takeover: bool,
     pub stats: PtraceStats,
     pub notes: Vec<String>,
+    /// The Python stack of the thread stopped last (see [`python`]).
+    python: crate::python::Walk,
+    /// The id the next Python code object seen gets.
+    python_ids: u32,
 }
 
 /// How long to wait for the stop an interrupt causes before giving up on it.
@@ -217,6 +226,8 @@ impl PtraceSampler {
             takeover: false,
             stats: PtraceStats::default(),
             notes: Vec::new(),
+            python: Default::default(),
+            python_ids: 0,
         };
         s.take_sigchld();
         // Wake up on time: the default 50 µs timer slack is 5 % of a 1 kHz period.

@@ -4,6 +4,7 @@
 use super::*;
 use crate::arch;
 use crate::model::stack_reads::{worth_reading, Gathered, MIN_REUSED_STACK};
+use crate::python::Walk;
 
 impl PtraceSampler {
     /// A stopped thread's registers (read with [`calls::registers`]), and its whole stack
@@ -16,6 +17,7 @@ impl PtraceSampler {
     ) -> ((UserRegs, Option<u64>), usize) {
         let regs = arch::from_ptrace(regs);
         let n = self.read_whole_stack(tid, regs.0.sp, time);
+        self.read_python(tid, time);
         (regs, n)
     }
 
@@ -142,6 +144,7 @@ impl PtraceSampler {
             last.stack.extend_from_slice(&self.stack[..n]);
             last.words.clear();
             last.words.extend_from_slice(&self.words);
+            last.python.clone_from(&self.python);
         }
         self.write_sample(tid, user, n, off_cpu, count, time);
     }
@@ -166,7 +169,7 @@ impl PtraceSampler {
             off_cpu: None,
         };
         for _ in 0..count {
-            self.push_sample(&s);
+            self.push_sample(&s, &last.python);
         }
         self.stats.samples += u64::from(count);
         let Some(t) = self.tracees.get_mut(&tid) else {
@@ -182,7 +185,10 @@ impl PtraceSampler {
     /// Write the records of one sample: the words of its stack above the copy, the parts of
     /// the copy beyond what a sample record holds, then the sample (see
     /// `EMBER_RECORD_STACK_WORDS`, `EMBER_RECORD_STACK_PART`).
-    fn push_sample(&mut self, s: &Sample) {
+    fn push_sample(&mut self, s: &Sample, python: &Walk) {
+        if python::has_frames(python) {
+            self.push_with(s.time, |o| encode::python_stack(o, s, python));
+        }
         for words in s.words.chunks(encode::MAX_STACK_WORDS) {
             self.push_with(s.time, |o| encode::stack_words(o, s, words));
         }
@@ -217,6 +223,7 @@ impl PtraceSampler {
         }
         let stack = std::mem::take(&mut self.stack);
         let words = std::mem::take(&mut self.words);
+        let python = std::mem::take(&mut self.python);
         let s = Sample {
             pid,
             tid,
@@ -230,10 +237,11 @@ impl PtraceSampler {
         // A thread due several samples (it was not caught running for a while) gets them
         // all here: copies of one record.
         for _ in 0..count {
-            self.push_sample(&s);
+            self.push_sample(&s, &python);
         }
         self.stack = stack;
         self.words = words;
+        self.python = python;
         self.stats.samples += u64::from(count);
         self.stats.samples_squared += u64::from(count).pow(2);
     }

@@ -79,6 +79,9 @@ impl PtraceSampler {
     /// it: its registers are the ones seen then; the stack is read afresh.
     pub(super) fn sample_still_waiting(&mut self, tid: u32, site: WaitSite, time: u64) {
         let n = self.read_whole_stack(tid, site.regs.sp, time);
+        // Blocked where it was, the thread runs no Python code either: its frames are as
+        // they were, read afresh.
+        self.read_python(tid, time);
         self.stats.unstopped += 1;
         self.write_sample(tid, site.regs, n, Some(site.reason), 1, time);
     }

@@ -273,6 +273,7 @@ impl PtraceSampler {
             return;
         };
         let mut new = Vec::new();
+        let mut interpreters = Vec::new();
         let proc = self.procs.entry(pid).or_default();
         proc.scanned = time;
         let before = proc.written.len();
@@ -288,6 +289,9 @@ impl PtraceSampler {
             let ino = m.dev_ino.map(|d| d.2).unwrap_or(0);
             if proc.written.insert((m.start, m.end, m.offset, ino)) {
                 proc.ranges.push((m.start, m.end));
+                if proc.python.is_none() && crate::python::may_be_interpreter(m.path) {
+                    interpreters.push(m.clone());
+                }
                 new.push(Mmap {
                     pid,
                     start: m.start,
@@ -307,6 +311,9 @@ impl PtraceSampler {
         };
         for m in &new {
             self.announce(time, |o| encode::mmap2(o, m));
+        }
+        for m in &interpreters {
+            self.look_for_python(pid, m, time);
         }
     }
 }

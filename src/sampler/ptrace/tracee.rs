@@ -87,6 +87,8 @@ pub(super) struct LastSample {
     pub(super) regs: UserRegs,
     pub(super) stack: Vec<u8>,
     pub(super) words: Vec<(u64, u64)>,
+    /// The thread's Python stack at that stop.
+    pub(super) python: crate::python::Walk,
 }
 
 /// A thread as it was sampled waiting: registers at the syscall, and which syscall.

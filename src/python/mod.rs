@@ -1,0 +1,106 @@
+//! Python frames: CPython's own stack of each thread, read where the thread is stopped and
+//! put in place of the evaluation loop's native frames.
+//!
+//! [`find`] tells whether a mapped file is a CPython interpreter (the executable, or a shared
+//! `libpython`) and where its runtime state and evaluation loop are; [`layout`] has where each
+//! version keeps what ember reads; [`walk`] reads a thread's frames and their code objects out
+//! of the process's memory; [`lines`] turns an instruction into its source line. A leaf: it
+//! uses nothing else of ember.
+
+pub mod layout;
+pub mod lines;
+pub mod walk;
+
+use object::{Object, ObjectSegment, ObjectSymbol};
+
+pub use walk::{CodeInfo, Codes, Interpreter, Memory, PyFrame, Walk, MAX_FRAMES};
+
+/// What a CPython interpreter's file says about it, in its own addresses (SVMAs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterpreterFile {
+    /// `_PyRuntime`, the runtime state.
+    pub runtime: u64,
+    /// `Py_Version` (`PY_VERSION_HEX`), as the file holds it.
+    pub version: u32,
+    /// `_PyEval_EvalFrameDefault`: each native frame in it runs Python frames.
+    pub eval: (u64, u64),
+    /// The file offset and SVMA of the loadable segments, to place the file where it is
+    /// mapped: (file offset, vaddr, file size).
+    segments: Vec<(u64, u64, u64)>,
+}
+
+/// Whether a mapped file may be an interpreter, by its name: `python3.11`, `libpython3.12.so`
+/// (ember opens only these, not every library of every process).
+pub fn may_be_interpreter(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|name| name.starts_with("python") || name.starts_with("libpython"))
+}
+
+/// The interpreter in ELF file `data`, if it is one.
+pub fn find(data: &[u8]) -> Option<InterpreterFile> {
+    let file = object::File::parse(data).ok()?;
+    let mut runtime = None;
+    let mut version_at = None;
+    let mut eval = None;
+    for sym in file.dynamic_symbols().chain(file.symbols()) {
+        match sym.name() {
+            Ok("_PyRuntime") => runtime = Some(sym.address()),
+            Ok("Py_Version") => version_at = Some(sym.address()),
+            Ok("_PyEval_EvalFrameDefault") if sym.size() > 0 => {
+                eval = Some((sym.address(), sym.address() + sym.size()))
+            }
+            _ => {}
+        }
+    }
+    let segments = file
+        .segments()
+        .map(|seg| {
+            let (offset, size) = seg.file_range();
+            (offset, seg.address(), size)
+        })
+        .collect();
+    let version_at = version_at?;
+    let bytes = file.segments().find_map(|seg| {
+        let data = seg.data_range(version_at, 4).ok()??;
+        Some(u32::from_le_bytes(data.try_into().ok()?))
+    })?;
+    Some(InterpreterFile {
+        runtime: runtime?,
+        version: bytes,
+        eval: eval?,
+        segments,
+    })
+}
+
+impl InterpreterFile {
+    /// What to add to the file's addresses where it is mapped at `start` from file offset
+    /// `offset`.
+    pub fn bias(&self, start: u64, offset: u64) -> Option<u64> {
+        let &(seg_offset, vaddr, _) = self
+            .segments
+            .iter()
+            .find(|&&(o, _, size)| size > 0 && offset >= o && offset < o + size)?;
+        Some(start.wrapping_sub(vaddr + (offset - seg_offset)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_may_be_interpreters() {
+        assert!(may_be_interpreter("/usr/bin/python3.11"));
+        assert!(may_be_interpreter("/opt/lib/libpython3.12.so.1.0"));
+        assert!(!may_be_interpreter("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(!may_be_interpreter("/home/me/python/app"));
+    }
+
+    #[test]
+    fn a_file_that_is_no_interpreter_is_not_taken_for_one() {
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(find(&me), None);
+        assert_eq!(find(b"not an ELF file"), None);
+    }
+}

@@ -1,0 +1,306 @@
+//! Reading a stopped thread's Python stack out of its process's memory: its thread state,
+//! the chain of frames from the innermost out, and each frame's code object (named once and
+//! kept while it stays the same object).
+//!
+//! Nothing read is trusted: a chain that loops, points to memory that cannot be read or is
+//! longer than [`MAX_FRAMES`] ends the walk, and the stack says so ([`Walk::cut`]) rather
+//! than being made up.
+
+use std::collections::HashMap;
+
+use super::layout::{CurrentFrame, Entry, Layout, FRAME_OWNED_BY_CSTACK};
+
+/// Reads the memory of one process.
+pub trait Memory {
+    /// Fill `buf` from address `addr`; false if any of it cannot be read.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool;
+
+    fn u64_at(&self, addr: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b).then(|| u64::from_le_bytes(b))
+    }
+}
+
+/// The most frames of one thread's Python stack that are read.
+pub const MAX_FRAMES: usize = 4096;
+/// The most thread states of one interpreter looked through for a thread.
+const MAX_THREADS: usize = 65536;
+/// The longest name or file name read, and the longest line table.
+const MAX_STRING: u64 = 4096;
+const MAX_LINETABLE: u64 = 1 << 20;
+
+/// One frame of a Python stack: which code object (its id, see [`Codes`]), the instruction
+/// it runs (code units from the start), and whether a C-level call of the evaluation loop
+/// begins with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PyFrame {
+    pub code: u32,
+    pub offset: u32,
+    pub entry: bool,
+}
+
+/// A code object as read once: what names its frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeInfo {
+    pub qualname: String,
+    pub filename: String,
+    pub first_line: i32,
+    pub linetable: Vec<u8>,
+}
+
+/// A Python stack read from a thread, innermost frame first.
+#[derive(Clone, Debug, Default)]
+pub struct Walk {
+    pub frames: Vec<PyFrame>,
+    /// The chain went on but could not be followed (unreadable, looping, too long, or a code
+    /// object that could not be read).
+    pub cut: bool,
+}
+
+/// The code objects of one process seen so far, each with the id its frames carry: an
+/// address names the same object only while that object lives, so each is kept with the
+/// fields that tell it apart ([`Signature`]) and gets a new id when they change.
+#[derive(Clone, Default)]
+pub struct Codes {
+    by_address: HashMap<u64, (Signature, u32)>,
+}
+
+/// The pointers and first line of a code object: another object at the same address differs
+/// in them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Signature {
+    filename: u64,
+    qualname: u64,
+    linetable: u64,
+    first_line: i32,
+}
+
+/// Where one process's interpreter is, and what is known of its threads and code.
+#[derive(Clone)]
+pub struct Interpreter {
+    pub layout: &'static Layout,
+    /// The address of `_PyRuntime` in the process.
+    pub runtime: u64,
+    /// Thread id → its thread state, as found last.
+    tstates: HashMap<u32, u64>,
+    pub codes: Codes,
+}
+
+impl Interpreter {
+    pub fn new(layout: &'static Layout, runtime: u64) -> Interpreter {
+        Interpreter {
+            layout,
+            runtime,
+            tstates: HashMap::new(),
+            codes: Codes::default(),
+        }
+    }
+
+    /// The Python stack of thread `tid` (stopped) into `walk`; code objects not seen before
+    /// are named through `new_code` with the id their frames carry. A thread that runs no
+    /// Python code gets an empty stack.
+    pub fn walk(
+        &mut self,
+        mem: &dyn Memory,
+        tid: u32,
+        walk: &mut Walk,
+        new_code: &mut dyn FnMut(u32, CodeInfo),
+        next_id: &mut u32,
+    ) {
+        walk.frames.clear();
+        walk.cut = false;
+        let Some(tstate) = self.tstate(mem, tid) else {
+            return;
+        };
+        let l = self.layout;
+        let frame = match l.current_frame {
+            CurrentFrame::ThroughCFrame {
+                cframe,
+                current_frame,
+            } => mem
+                .u64_at(tstate + cframe)
+                .filter(|&c| c != 0)
+                .and_then(|c| mem.u64_at(c + current_frame)),
+        };
+        let Some(mut frame) = frame else {
+            walk.cut = true;
+            return;
+        };
+        let mut buf = vec![0u8; l.frame_size];
+        let word = |b: &[u8], off: u64| {
+            u64::from_le_bytes(
+                b[off as usize..off as usize + 8]
+                    .try_into()
+                    .expect("8 bytes"),
+            )
+        };
+        while frame != 0 {
+            if walk.frames.len() >= MAX_FRAMES || !mem.read(frame, &mut buf) {
+                walk.cut = true;
+                return;
+            }
+            let code = word(&buf, l.frame_code);
+            let prev_instr = word(&buf, l.frame_prev_instr);
+            let previous = word(&buf, l.frame_previous);
+            let owner = buf[l.frame_owner as usize];
+            frame = previous;
+            let entry = match l.entry {
+                Entry::IsEntryByte(off) => buf[off as usize] != 0,
+                Entry::CStackOwner => {
+                    if owner == FRAME_OWNED_BY_CSTACK {
+                        // Marks where the call that ran the frames inside it began.
+                        if let Some(last) = walk.frames.last_mut() {
+                            last.entry = true;
+                        }
+                        continue;
+                    }
+                    false
+                }
+            };
+            let Some(id) = self.codes.id(mem, l, code, new_code, next_id) else {
+                walk.cut = true;
+                return;
+            };
+            let start = code + l.code_instructions;
+            let offset = prev_instr.checked_sub(start).map_or(0, |b| (b / 2) as u32);
+            walk.frames.push(PyFrame {
+                code: id,
+                offset,
+                entry,
+            });
+        }
+    }
+
+    /// The thread state of `tid`: the one found last if it still belongs to `tid`, else
+    /// looked up in the interpreters' lists.
+    fn tstate(&mut self, mem: &dyn Memory, tid: u32) -> Option<u64> {
+        let l = self.layout;
+        let is_tid = |t: u64| mem.u64_at(t + l.tstate_native_thread_id) == Some(u64::from(tid));
+        if let Some(&t) = self.tstates.get(&tid) {
+            if is_tid(t) {
+                return Some(t);
+            }
+            self.tstates.remove(&tid);
+        }
+        let mut interp = mem.u64_at(self.runtime + l.runtime_interpreters_head)?;
+        // Interpreters are few; each lists its threads.
+        for _ in 0..64 {
+            if interp == 0 {
+                return None;
+            }
+            let mut t = mem.u64_at(interp + l.interp_threads_head)?;
+            for _ in 0..MAX_THREADS {
+                if t == 0 {
+                    break;
+                }
+                if is_tid(t) {
+                    self.tstates.insert(tid, t);
+                    return Some(t);
+                }
+                t = mem.u64_at(t + l.tstate_next)?;
+            }
+            // PyInterpreterState.next is its first field.
+            interp = mem.u64_at(interp)?;
+        }
+        None
+    }
+}
+
+impl Codes {
+    /// The id of the code object at `addr`, reading it when it is new (or another object
+    /// took the address since).
+    fn id(
+        &mut self,
+        mem: &dyn Memory,
+        l: &Layout,
+        addr: u64,
+        new_code: &mut dyn FnMut(u32, CodeInfo),
+        next_id: &mut u32,
+    ) -> Option<u32> {
+        let mut head = [0u8; 256];
+        let len = (l.code_instructions as usize).min(head.len());
+        if addr == 0 || !mem.read(addr, &mut head[..len]) {
+            return None;
+        }
+        let word =
+            |off: u64| u64::from_le_bytes(head[off as usize..off as usize + 8].try_into().unwrap());
+        let first_line = i32::from_le_bytes(
+            head[l.code_firstlineno as usize..l.code_firstlineno as usize + 4]
+                .try_into()
+                .unwrap(),
+        );
+        let sig = Signature {
+            filename: word(l.code_filename),
+            qualname: word(l.code_qualname),
+            linetable: word(l.code_linetable),
+            first_line,
+        };
+        if let Some(&(known, id)) = self.by_address.get(&addr) {
+            if known == sig {
+                return Some(id);
+            }
+        }
+        let info = CodeInfo {
+            qualname: read_str(mem, l, sig.qualname)
+                .or_else(|| read_str(mem, l, word(l.code_name)))?,
+            filename: read_str(mem, l, sig.filename)?,
+            first_line,
+            linetable: read_bytes(mem, sig.linetable)?,
+        };
+        let id = *next_id;
+        *next_id += 1;
+        self.by_address.insert(addr, (sig, id));
+        new_code(id, info);
+        Some(id)
+    }
+}
+
+/// A `str` object's text (compact strings, as code objects' names and file names are).
+fn read_str(mem: &dyn Memory, l: &Layout, addr: u64) -> Option<String> {
+    if addr == 0 {
+        return None;
+    }
+    let length = mem.u64_at(addr + 16)?;
+    let mut state = [0u8; 4];
+    if length > MAX_STRING || !mem.read(addr + 32, &mut state) {
+        return None;
+    }
+    let state = u32::from_le_bytes(state);
+    let (kind, compact, ascii) = ((state >> 2) & 7, (state >> 5) & 1, (state >> 6) & 1);
+    if compact == 0 {
+        return None;
+    }
+    let (data, width) = if ascii == 1 {
+        (addr + l.unicode_ascii_data, 1)
+    } else {
+        (addr + l.unicode_compact_data, kind as u64)
+    };
+    if !matches!(width, 1 | 2 | 4) {
+        return None;
+    }
+    let mut bytes = vec![0u8; (length * width) as usize];
+    if !mem.read(data, &mut bytes) {
+        return None;
+    }
+    Some(match width {
+        1 => bytes.iter().map(|&b| char::from(b)).collect(),
+        2 => bytes
+            .chunks_exact(2)
+            .map(|c| char::from_u32(u32::from(u16::from_le_bytes([c[0], c[1]]))).unwrap_or('?'))
+            .collect(),
+        _ => bytes
+            .chunks_exact(4)
+            .map(|c| char::from_u32(u32::from_le_bytes(c.try_into().unwrap())).unwrap_or('?'))
+            .collect(),
+    })
+}
+
+/// A `bytes` object's contents.
+fn read_bytes(mem: &dyn Memory, addr: u64) -> Option<Vec<u8>> {
+    let size = mem.u64_at(addr.checked_add(16)?)?;
+    if size > MAX_LINETABLE {
+        return None;
+    }
+    let mut bytes = vec![0u8; size as usize];
+    mem.read(addr + 32, &mut bytes).then_some(bytes)
+}

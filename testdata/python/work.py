@@ -1,0 +1,79 @@
+"""A Python service's day in CPU time, for ember's tests: handler() parses JSON payloads and
+renders them, fib() recurses, and each phase's own CPU time (time.thread_time) is measured and
+printed as the truth the samples are checked against.
+
+    python3 work.py [SECONDS] [--threads]
+
+Prints "share NAME PERCENT" for handler, parse_payloads, render and fib (of the CPU time of the
+thread(s) doing the work), then "cpu_seconds X".
+"""
+import json
+import sys
+import threading
+import time
+
+PAYLOAD = json.dumps({"items": [{"id": i, "name": f"item-{i}", "tags": ["a", "b"] * 3}
+                                for i in range(40)]})
+
+
+def parse_payloads(n):
+    for _ in range(n):
+        json.loads(PAYLOAD)
+
+
+def render(n):
+    out = []
+    for i in range(n * 60):
+        out.append(f"<li>{i}</li>")
+    return "".join(out)
+
+
+def handler(spent):
+    t0 = time.thread_time()
+    parse_payloads(20)
+    t1 = time.thread_time()
+    render(20)
+    t2 = time.thread_time()
+    spent["parse_payloads"] += t1 - t0
+    spent["render"] += t2 - t1
+
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+def work(seconds, spent):
+    start = time.thread_time()
+    while time.thread_time() - start < seconds:
+        t0 = time.thread_time()
+        handler(spent)
+        t1 = time.thread_time()
+        fib(18)
+        t2 = time.thread_time()
+        spent["handler"] += t1 - t0
+        spent["fib"] += t2 - t1
+
+
+def main():
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
+    threads = "--threads" in sys.argv
+    spents = [dict.fromkeys(["handler", "parse_payloads", "render", "fib"], 0.0)
+              for _ in range(2 if threads else 1)]
+    if threads:
+        ts = [threading.Thread(target=work, args=(seconds, s), name=f"worker-{i}")
+              for i, s in enumerate(spents)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    else:
+        work(seconds, spents[0])
+    total = {k: sum(s[k] for s in spents) for k in spents[0]}
+    whole = total["handler"] + total["fib"]
+    for name, t in total.items():
+        print(f"share {name} {100 * t / whole:.2f}")
+    print(f"cpu_seconds {whole:.3f}")
+
+
+if __name__ == "__main__":
+    main()

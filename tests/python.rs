@@ -1,0 +1,319 @@
+//! Python frames: CPython's own frames in every stack, in place of the evaluation loop's
+//! native frames, checked against what the Python workloads measure of themselves. Both
+//! kinds of interpreter build are run: Debian's python3.11, the interpreter linked into the
+//! executable, and one that lives in the shared libpython3.11 (testdata/python/embed.c).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// Debian's python3.11: the interpreter is in the executable.
+const STATIC_PYTHON: &str = "/usr/bin/python3.11";
+
+/// Both interpreter builds: (what it is, the program).
+fn interpreters() -> Vec<(&'static str, PathBuf)> {
+    assert!(
+        Path::new(STATIC_PYTHON).exists(),
+        "{STATIC_PYTHON} is missing: apt-get install python3.11 (scripts/test.sh does)"
+    );
+    vec![
+        ("python3.11 (static)", PathBuf::from(STATIC_PYTHON)),
+        ("libpython3.11.so", shared_python()),
+    ]
+}
+
+/// testdata/python/embed.c built against Debian's libpython3.11.so.
+fn shared_python() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("workloads");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!("python-shared-{}", std::process::id()));
+    if !out.exists() {
+        let status = Command::new("gcc")
+            .args(["-O2", "-I/usr/include/python3.11", "-o"])
+            .arg(&out)
+            .arg(testdata("python/embed.c"))
+            .arg("-lpython3.11")
+            .status()
+            .expect("gcc runs");
+        assert!(
+            status.success(),
+            "building testdata/python/embed.c needs libpython3.11-dev (scripts/test.sh installs it)"
+        );
+    }
+    out
+}
+
+fn script(name: &str) -> String {
+    testdata(&format!("python/{name}")).display().to_string()
+}
+
+/// What work.py measured: each function's share of the work's CPU time ("share NAME PCT").
+fn truth(stdout: &[u8]) -> HashMap<String, f64> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next()? == "share").then_some(())?;
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Each function's share of the samples in the work (those under handler or fib), counting a
+/// stack once per function on it.
+fn sampled_shares(stacks: &[Stack], file: &str) -> HashMap<String, f64> {
+    let names = ["handler", "parse_payloads", "render", "fib"];
+    let frame = |name: &str| format!("{name} ({file})");
+    let on = |s: &Stack, name: &str| s.frames.iter().any(|f| *f == frame(name));
+    let work: u64 = stacks
+        .iter()
+        .filter(|s| on(s, "handler") || on(s, "fib"))
+        .map(|s| s.count)
+        .sum();
+    names
+        .iter()
+        .map(|&n| {
+            let hits: u64 = stacks.iter().filter(|s| on(s, n)).map(|s| s.count).sum();
+            (n.to_string(), 100.0 * hits as f64 / work.max(1) as f64)
+        })
+        .collect()
+}
+
+#[test]
+fn python_functions_take_the_cpu_shares_the_program_measured_on_both_builds() {
+    let _serial = serial();
+    let dir = scratch();
+    for (build, python) in interpreters() {
+        let folded = dir.path().join("work.folded");
+        let out = record_ok(&[
+            "--backend",
+            "auto",
+            "-o",
+            folded.to_str().unwrap(),
+            "--",
+            python.to_str().unwrap(),
+            &script("work.py"),
+            "2",
+        ]);
+        let truth = truth(&out.stdout);
+        let stacks = read_folded(&folded);
+        let sampled = sampled_shares(&stacks, "work.py");
+        // About 2,000 samples: a 40 % share has a standard error of 1.1 points.
+        for (name, want) in &truth {
+            let got = sampled[name];
+            assert!(
+                (got - want).abs() < 4.0,
+                "{build}: {name} has {got:.1} % of the samples, measured {want:.1} %\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // Python called from C (json's decoder in the C scanner) sits on the Python frames
+        // that called it, with the module-qualified names of its functions.
+        let json = samples_with(&stacks, "JSONDecoder.raw_decode (decoder.py)");
+        assert!(json > 0, "{build}: no json decoder frames");
+        // The evaluation loop's own frames are replaced where they ran Python code.
+        let work = total(&stacks);
+        let eval = samples_with(&stacks, "_PyEval_EvalFrameDefault");
+        assert!(
+            eval * 50 < work,
+            "{build}: {eval} of {work} samples still show _PyEval_EvalFrameDefault"
+        );
+    }
+}
+
+#[test]
+fn each_python_thread_has_its_own_python_stack() {
+    let _serial = serial();
+    let dir = scratch();
+    let folded = dir.path().join("threads.folded");
+    record_ok(&[
+        "--backend",
+        "auto",
+        "--per-thread",
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        STATIC_PYTHON,
+        &script("work.py"),
+        "1",
+        "--threads",
+    ]);
+    let stacks = read_folded(&folded);
+    // Roots are `comm-PID/TID`: the workers are the threads that are not the main one.
+    let mut workers: Vec<String> = stacks
+        .iter()
+        .map(|s| s.frames[0].clone())
+        .filter(|root| {
+            let (pid, tid) = root.rsplit_once('-').unwrap().1.split_once('/').unwrap();
+            pid != tid
+        })
+        .collect();
+    workers.sort();
+    workers.dedup();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    for worker in &workers {
+        let mine: Vec<Stack> = stacks
+            .iter()
+            .filter(|s| s.frames[0] == *worker)
+            .cloned()
+            .collect();
+        let with_work = samples_with(&mine, "work (work.py)");
+        assert!(
+            with_work * 10 > total(&mine) * 9,
+            "{worker}: {with_work} of {} samples in work()",
+            total(&mine)
+        );
+        // A thread's stack starts where the thread does, not in the main thread's frames.
+        assert_eq!(samples_with(&mine, "main (work.py)"), 0, "{worker}");
+    }
+}
+
+#[test]
+fn processes_forked_after_recording_began_have_python_frames() {
+    let _serial = serial();
+    let dir = scratch();
+    let folded = dir.path().join("forks.folded");
+    record_ok(&[
+        "--backend",
+        "auto",
+        "--per-process",
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        STATIC_PYTHON,
+        &script("forks.py"),
+        "0.5",
+    ]);
+    let stacks = read_folded(&folded);
+    let root_of = |func: &str| -> Vec<String> {
+        let mut roots: Vec<String> = stacks
+            .iter()
+            .filter(|s| s.frames.iter().any(|f| f == func))
+            .map(|s| s.frames[0].clone())
+            .collect();
+        roots.sort();
+        roots.dedup();
+        roots
+    };
+    let parent = root_of("parent (forks.py)");
+    let forked = root_of("forked_child (forks.py)");
+    let worker = root_of("pool_worker (forks.py)");
+    for (what, roots) in [("parent", &parent), ("fork", &forked), ("worker", &worker)] {
+        assert_eq!(roots.len(), 1, "{what}: {roots:?}");
+        let func = format!("{what}'s burn");
+        let n = samples_with(
+            &stacks
+                .iter()
+                .filter(|s| s.frames[0] == roots[0])
+                .cloned()
+                .collect::<Vec<_>>(),
+            "burn (forks.py)",
+        );
+        assert!(n > 100, "{func}: {n} samples");
+    }
+    assert!(parent[0] != forked[0] && forked[0] != worker[0]);
+}
+
+#[test]
+fn attaching_to_a_running_interpreter_reads_its_python_frames() {
+    let _serial = serial();
+    let dir = scratch();
+    let mut child = Command::new(STATIC_PYTHON)
+        .args([script("work.py").as_str(), "30"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while cpu_seconds(child.id()) < 0.3 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let folded = dir.path().join("attach.folded");
+    let pid = child.id().to_string();
+    let out = ember(&[
+        "record",
+        "-p",
+        &pid,
+        "-d",
+        "1.5",
+        "-o",
+        folded.to_str().unwrap(),
+    ]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(out.status.success(), "{out:?}");
+    let stacks = read_folded(&folded);
+    let work = samples_with(&stacks, "work (work.py)");
+    assert!(
+        work * 10 > total(&stacks) * 9,
+        "{work} of {} samples in work()\n{}",
+        total(&stacks),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(samples_with(&stacks, "fib (work.py)") > 0);
+}
+
+#[test]
+fn a_waiting_python_thread_shows_the_line_that_waits() {
+    let _serial = serial();
+    let dir = scratch();
+    let folded = dir.path().join("waits.folded");
+    record_ok(&[
+        "--backend",
+        "ptrace",
+        "--off-cpu",
+        "--per-thread",
+        "--lines",
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        STATIC_PYTHON,
+        &script("waits.py"),
+        "1",
+    ]);
+    let stacks = read_folded(&folded);
+    // The sleeper's thread: the one whose stacks run sleeper().
+    let in_sleeper = |s: &Stack| s.frames.iter().any(|f| f.starts_with("sleeper (waits.py:"));
+    let thread = &stacks
+        .iter()
+        .find(|s| in_sleeper(s))
+        .expect("no sleeper")
+        .frames[0];
+    let sleeping: Vec<&Stack> = stacks.iter().filter(|s| s.frames[0] == *thread).collect();
+    let waiting: u64 = sleeping
+        .iter()
+        .filter(|s| s.frames.last().is_some_and(|f| f.starts_with("[off-cpu]")))
+        .filter(|s| in_sleeper(s))
+        .map(|s| s.count)
+        .sum();
+    let all: u64 = sleeping.iter().map(|s| s.count).sum();
+    assert!(
+        waiting * 10 > all * 8,
+        "{waiting} of {all} samples of the sleeper wait in sleeper()"
+    );
+    // The line is the call that waits: time.sleep's.
+    let text = std::fs::read_to_string(testdata("python/waits.py")).unwrap();
+    let sleep_line = text
+        .lines()
+        .position(|l| l.contains("time.sleep(0.05)"))
+        .unwrap()
+        + 1;
+    let at = format!("sleeper (waits.py:{sleep_line})");
+    let on_line: Vec<Stack> = sleeping.iter().map(|s| (*s).clone()).collect();
+    assert!(
+        samples_with(&on_line, &at) * 10 > all * 8,
+        "not mostly at {at}"
+    );
+}
+
+/// CPU seconds a process has used (user + system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}

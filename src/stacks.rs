@@ -176,7 +176,9 @@ impl Builder {
             }
             Frame::Kernel(addr) => (Some(self.kernel_mapping()), addr),
             Frame::Anon { addr, .. } => (None, addr),
-            Frame::Truncated | Frame::OffCpu(_) | Frame::Python { .. } => (None, 0),
+            Frame::Truncated | Frame::OffCpu(_) | Frame::Python { .. } | Frame::PythonCut => {
+                (None, 0)
+            }
         }
     }
 

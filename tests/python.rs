@@ -317,3 +317,52 @@ fn cpu_seconds(pid: u32) -> f64 {
         + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
+
+#[test]
+fn a_frame_chain_that_loops_or_points_nowhere_ends_in_a_marked_frame() {
+    let _serial = serial();
+    let dir = scratch();
+    for mode in ["loop", "unmapped"] {
+        let folded = dir.path().join(format!("{mode}.folded"));
+        let out = record_ok(&[
+            "--backend",
+            "auto",
+            "-v",
+            "-o",
+            folded.to_str().unwrap(),
+            "--",
+            STATIC_PYTHON,
+            &script("corrupt.py"),
+            mode,
+            "1",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stacks = read_folded(&folded);
+        let spinning: Vec<&Stack> = stacks
+            .iter()
+            .filter(|s| s.frames.iter().any(|f| f == "spin (corrupt.py)"))
+            .collect();
+        let n: u64 = spinning.iter().map(|s| s.count).sum();
+        assert!(n > 500, "{mode}: {n} samples in spin()\n{stderr}");
+        for s in &spinning {
+            // The frame read once, the rest marked, nothing made up from the bad pointer.
+            let spins = s
+                .frames
+                .iter()
+                .filter(|f| *f == "spin (corrupt.py)")
+                .count();
+            assert_eq!(spins, 1, "{mode}: {:?}", s.frames);
+            let at = s
+                .frames
+                .iter()
+                .position(|f| f == "spin (corrupt.py)")
+                .unwrap();
+            assert_eq!(s.frames[at - 1], "[python: unreadable frames]", "{mode}");
+            assert!(!s.frames.iter().any(|f| f == "main (corrupt.py)"), "{mode}");
+        }
+        assert!(
+            stderr.contains("could not be read to its end"),
+            "{mode}: -v does not count them\n{stderr}"
+        );
+    }
+}

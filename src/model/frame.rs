@@ -20,6 +20,9 @@ pub enum RawFrame {
     /// A Python frame, in place of the native evaluation-loop frame that ran it: its code
     /// object (an id of the recording's, see [`crate::python::Codes`]) and source line.
     Python { code: u32, line: u32 },
+    /// The rest of a Python stack, which could not be read (a chain that loops or points to
+    /// memory that cannot be read).
+    PythonCut,
 }
 
 /// One frame before symbolization.
@@ -36,6 +39,8 @@ pub enum Frame {
     Truncated,
     /// A Python function at a line: its code object's id (the recording's) and the line.
     Python { code: u32, line: u32 },
+    /// Where a Python stack could not be read further.
+    PythonCut,
     /// The thread was waiting, not running (wall-clock profiles): why. Always the leaf.
     OffCpu(WaitReason),
 }

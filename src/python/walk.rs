@@ -84,6 +84,8 @@ pub struct Interpreter {
     /// Thread id → its thread state, as found last.
     tstates: HashMap<u32, u64>,
     pub codes: Codes,
+    /// The frames of the walk going on, to see a chain that loops.
+    visited: std::collections::HashSet<u64>,
 }
 
 impl Interpreter {
@@ -93,6 +95,7 @@ impl Interpreter {
             runtime,
             tstates: HashMap::new(),
             codes: Codes::default(),
+            visited: Default::default(),
         }
     }
 
@@ -134,8 +137,10 @@ impl Interpreter {
                     .expect("8 bytes"),
             )
         };
+        self.visited.clear();
         while frame != 0 {
-            if walk.frames.len() >= MAX_FRAMES || !mem.read(frame, &mut buf) {
+            let again = !self.visited.insert(frame);
+            if again || self.visited.len() > MAX_FRAMES || !mem.read(frame, &mut buf) {
                 walk.cut = true;
                 return;
             }
@@ -303,4 +308,152 @@ fn read_bytes(mem: &dyn Memory, addr: u64) -> Option<Vec<u8>> {
     }
     let mut bytes = vec![0u8; size as usize];
     mem.read(addr + 32, &mut bytes).then_some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::python::layout::layout;
+
+    /// Memory made of a few regions: (address, bytes).
+    #[derive(Default)]
+    struct Fake(Vec<(u64, Vec<u8>)>);
+
+    impl Memory for Fake {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+            for (at, bytes) in &self.0 {
+                if addr >= *at && addr + buf.len() as u64 <= at + bytes.len() as u64 {
+                    let i = (addr - at) as usize;
+                    buf.copy_from_slice(&bytes[i..i + buf.len()]);
+                    return true;
+                }
+            }
+            false
+        }
+    }
+
+    impl Fake {
+        fn put(&mut self, addr: u64, bytes: Vec<u8>) {
+            self.0.push((addr, bytes));
+        }
+
+        fn word(&mut self, addr: u64, value: u64) {
+            self.put(addr, value.to_le_bytes().to_vec());
+        }
+
+        /// A compact ASCII str object.
+        fn str(&mut self, addr: u64, l: &Layout, text: &str) {
+            let mut obj = vec![0u8; l.unicode_ascii_data as usize];
+            obj[16..24].copy_from_slice(&(text.len() as u64).to_le_bytes());
+            obj[32..36].copy_from_slice(&((1u32 << 5) | (1 << 6) | (1 << 2)).to_le_bytes());
+            obj.extend_from_slice(text.as_bytes());
+            self.put(addr, obj);
+        }
+
+        /// A code object named `name` with an empty line table.
+        fn code(&mut self, addr: u64, l: &Layout, name: &str) {
+            let mut obj = vec![0u8; l.code_instructions as usize];
+            for (off, value) in [
+                (l.code_filename, addr + 0x1000),
+                (l.code_name, addr + 0x2000),
+                (l.code_qualname, addr + 0x2000),
+                (l.code_linetable, addr + 0x3000),
+            ] {
+                obj[off as usize..off as usize + 8].copy_from_slice(&value.to_le_bytes());
+            }
+            self.put(addr, obj);
+            self.str(addr + 0x1000, l, "app.py");
+            self.str(addr + 0x2000, l, name);
+            self.put(addr + 0x3000, vec![0u8; 32]);
+        }
+
+        /// A 3.11 frame running `code`, called from `previous`.
+        fn frame(&mut self, addr: u64, l: &Layout, code: u64, previous: u64) {
+            let mut f = vec![0u8; l.frame_size];
+            f[l.frame_code as usize..][..8].copy_from_slice(&code.to_le_bytes());
+            f[l.frame_previous as usize..][..8].copy_from_slice(&previous.to_le_bytes());
+            self.put(addr, f);
+        }
+    }
+
+    /// A 3.11 process whose thread 42 runs frames at `first` (runtime at 0x100000).
+    fn process(first: u64) -> (Fake, &'static Layout) {
+        let l = layout(3, 11).unwrap();
+        let mut m = Fake::default();
+        let (runtime, interp, tstate, cframe) = (0x100000, 0x200000, 0x300000, 0x400000);
+        m.word(runtime + l.runtime_interpreters_head, interp);
+        m.word(interp, 0);
+        m.word(interp + l.interp_threads_head, tstate);
+        m.word(tstate + l.tstate_next, 0);
+        m.word(tstate + l.tstate_native_thread_id, 42);
+        let CurrentFrame::ThroughCFrame {
+            cframe: at,
+            current_frame,
+        } = l.current_frame;
+        m.word(tstate + at, cframe);
+        m.word(cframe + current_frame, first);
+        (m, l)
+    }
+
+    fn walk(m: &Fake, l: &'static Layout) -> (Walk, Vec<String>) {
+        let mut interp = Interpreter::new(l, 0x100000);
+        let mut walk = Walk::default();
+        let mut names = Vec::new();
+        let mut next = 0;
+        interp.walk(
+            m,
+            42,
+            &mut walk,
+            &mut |_, c| names.push(c.qualname),
+            &mut next,
+        );
+        (walk, names)
+    }
+
+    #[test]
+    fn reads_a_chain_of_frames_and_names_each_code_once() {
+        let (mut m, l) = process(0x10000);
+        m.code(0x800000, l, "handler");
+        m.code(0x900000, l, "main");
+        m.frame(0x10000, l, 0x800000, 0x20000);
+        m.frame(0x20000, l, 0x800000, 0x30000);
+        m.frame(0x30000, l, 0x900000, 0);
+        let (w, names) = walk(&m, l);
+        assert!(!w.cut);
+        let codes: Vec<u32> = w.frames.iter().map(|f| f.code).collect();
+        assert_eq!(codes, vec![0, 0, 1]);
+        assert_eq!(names, vec!["handler", "main"]);
+    }
+
+    #[test]
+    fn a_looping_or_unreadable_chain_is_cut_not_followed() {
+        let (mut m, l) = process(0x10000);
+        m.code(0x800000, l, "spin");
+        // previous points back at the frame itself.
+        m.frame(0x10000, l, 0x800000, 0x10000);
+        let (w, _) = walk(&m, l);
+        assert!(w.cut);
+        assert_eq!(w.frames.len(), 1);
+        // previous points at nothing mapped.
+        let (mut m, l) = process(0x10000);
+        m.code(0x800000, l, "spin");
+        m.frame(0x10000, l, 0x800000, 0x10);
+        let (w, _) = walk(&m, l);
+        assert!(w.cut);
+        assert_eq!(w.frames.len(), 1);
+        // A code object that cannot be read ends the stack there.
+        let (mut m, l) = process(0x10000);
+        m.frame(0x10000, l, 0xdead0000, 0);
+        let (w, names) = walk(&m, l);
+        assert!(w.cut && w.frames.is_empty() && names.is_empty());
+    }
+
+    #[test]
+    fn a_thread_without_python_has_an_empty_stack() {
+        let (m, l) = process(0x10000);
+        let mut interp = Interpreter::new(l, 0x100000);
+        let mut w = Walk::default();
+        interp.walk(&m, 7, &mut w, &mut |_, _| {}, &mut 0);
+        assert!(w.frames.is_empty() && !w.cut);
+    }
 }

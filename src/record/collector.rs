@@ -387,6 +387,7 @@ fn push_frames(frames: &mut Vec<Frame>, raw: &[RawFrame], procs: &ProcessTable, 
             RawFrame::Kernel(a) => Frame::Kernel(a),
             RawFrame::Truncated => Frame::Truncated,
             RawFrame::Python { code, line } => Frame::Python { code, line },
+            RawFrame::PythonCut => Frame::PythonCut,
             RawFrame::User(a) => {
                 if !last.is_some_and(|(m, _)| m.contains(a)) {
                     last = proc.and_then(|p| p.mapping(a)).map(|m| (m, None));

@@ -84,8 +84,9 @@ impl PythonFrames {
         };
         self.samples += 1;
         self.cut += u64::from(cut);
-        let mut calls = frames.split_inclusive(|&(_, _, entry)| entry);
-        let mut out = Vec::with_capacity(raw.len() + frames.len());
+        let mut calls = frames.split_inclusive(|&(_, _, entry)| entry).peekable();
+        let mut out = Vec::with_capacity(raw.len() + frames.len() + 1);
+        let mut marked = !cut;
         for &r in raw.iter() {
             let in_eval = matches!(r, RawFrame::User(a) if a >= start && a < end);
             match if in_eval { calls.next() } else { None } {
@@ -96,6 +97,15 @@ impl PythonFrames {
                             line: self.line(code, offset),
                         });
                     }
+                    // Where the frames read end, the rest of the Python stack was unreadable.
+                    if calls.peek().is_none() && !marked {
+                        out.push(RawFrame::PythonCut);
+                        marked = true;
+                    }
+                }
+                None if in_eval && !marked => {
+                    out.push(RawFrame::PythonCut);
+                    marked = true;
                 }
                 None => out.push(r),
             }
@@ -187,6 +197,7 @@ mod tests {
             raw,
             vec![
                 RawFrame::Python { code: 5, line: 0 },
+                RawFrame::PythonCut,
                 RawFrame::User(0x1200)
             ]
         );

@@ -173,6 +173,10 @@ pub fn name_frames(
                 continue;
             }
             Frame::Truncated => vec![SymbolFrame::named("[truncated]".into(), FrameKind::Marker)],
+            Frame::PythonCut => vec![SymbolFrame::named(
+                "[python: unreadable frames]".into(),
+                FrameKind::Marker,
+            )],
             Frame::OffCpu(reason) => vec![SymbolFrame::named(
                 syscalls::wait_label(reason),
                 FrameKind::Marker,

@@ -167,7 +167,7 @@ impl Names {
             Frame::Anon { .. } if kind == FrameKind::Jit => "jit".into(),
             Frame::Anon { .. } => "anon".into(),
             Frame::Python { .. } => "python".into(),
-            Frame::Truncated | Frame::OffCpu(_) => String::new(),
+            Frame::Truncated | Frame::OffCpu(_) | Frame::PythonCut => String::new(),
         }
     }
 
@@ -188,6 +188,7 @@ impl Names {
             Frame::Kernel(a) => format!("[kernel]+0x{a:x}"),
             Frame::Anon { addr, .. } => format!("[anon]+0x{addr:x}"),
             Frame::Truncated => "[truncated]".into(),
+            Frame::PythonCut => "[python: unreadable frames]".into(),
             Frame::OffCpu(_) => "[off-cpu]".into(),
             Frame::Python { code, .. } => format!("[python code {code}]"),
         }

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Python frames, measured: testdata/python/work.py (handler -> parse_payloads -> json, render,
+# fib) measures each function's share of its own CPU time (time.thread_time); ember records it
+# at HZ and this prints each function's share of the samples against that truth, per
+# interpreter build. Then the slowdown of the same workload, side by side in alternating
+# rounds: bare, ember (Python + native + kernel frames), py-spy (default, and --native): the
+# wall time the fixed CPU work took (it prints work_seconds) against the round's bare run. py-spy comes from PyPI into a virtual environment of
+# this script's own (never a dependency of ember); PYSPY=0 leaves it out.
+#
+#   scripts/python.sh [ROUNDS] [SECONDS] [HZ]     # defaults: 3 rounds of 3 s at 999 Hz
+. "$(dirname "$0")/lib/measure.sh"
+ROUNDS=${1:-3}
+SECS=${2:-3}
+HZ=${3:-999}
+measure_setup python
+WORKLOAD="$ROOT/testdata/python/work.py"
+
+# The interpreter builds: Debian's (linked into the executable), one linked to the shared
+# libpython3.11 (testdata/python/embed.c), and pyenv's when installed.
+pythons=(/usr/bin/python3.11)
+gcc -O2 -I/usr/include/python3.11 -o "$WORK/python-shared" "$ROOT/testdata/python/embed.c" -lpython3.11
+pythons+=("$WORK/python-shared")
+for v in "$HOME"/.pyenv/versions/3.1[12].*/bin/python3.1[12]; do
+  [ -x "$v" ] && pythons+=("$v")
+done
+
+echo "== each function's share of the work: the program's own measure, and ember's samples ($HZ Hz, $SECS s)"
+for py in "${pythons[@]}"; do
+  "$EMBER" record -F "$HZ" -o "$WORK/w.folded" -- "$py" "$WORKLOAD" "$SECS" >"$WORK/truth" 2>/dev/null
+  python3 - "$WORK/truth" "$WORK/w.folded" "$py" <<'PY'
+import sys
+truth = {l.split()[1]: float(l.split()[2]) for l in open(sys.argv[1]) if l.startswith("share ")}
+hits, work = {k: 0 for k in truth}, 0
+for line in open(sys.argv[2]):
+    stack, n = line.rsplit(" ", 1)
+    names = {f.split(" (")[0] for f in stack.split(";") if f.endswith("(work.py)")}
+    if names & {"handler", "fib"}:
+        work += int(n)
+        for k in truth:
+            hits[k] += int(n) * (k in names)
+worst = max(abs(100 * hits[k] / work - truth[k]) for k in truth)
+row = "  ".join(f"{k} {truth[k]:.1f}/{100 * hits[k] / work:.1f}" for k in truth)
+print(f"{sys.argv[3]:50.50} {row}  (truth/ember %, {work} samples; worst {worst:.2f} points)")
+PY
+done
+
+if [ "${PYSPY:-1}" = 1 ]; then
+  python3 -m venv "$WORK/venv" >/dev/null && "$WORK/venv/bin/pip" install --quiet py-spy
+  PYSPY_BIN="$WORK/venv/bin/py-spy"
+fi
+echo "== slowdown of /usr/bin/python3.11 work.py $SECS (its own work time against the round's bare run)"
+: >"$WORK/results"
+for i in $(seq "$ROUNDS"); do
+  /usr/bin/python3.11 "$WORKLOAD" "$SECS" >"$WORK/o"
+  echo "bare $(work_of "$WORK/o")" >>"$WORK/results"
+  for who in ember py-spy py-spy-native; do
+    [ "$who" != ember ] && [ -z "${PYSPY_BIN:-}" ] && continue
+    case $who in
+      ember) cmd=("$EMBER" record -F "$HZ" -o "$WORK/e.svg" --) ;;
+      py-spy) cmd=("$PYSPY_BIN" record -r "$HZ" -o "$WORK/p.svg" --) ;;
+      py-spy-native) cmd=("$PYSPY_BIN" record -r "$HZ" --native -o "$WORK/n.svg" --) ;;
+    esac
+    "${cmd[@]}" /usr/bin/python3.11 "$WORKLOAD" "$SECS" >"$WORK/o" 2>/dev/null
+    echo "$who $(work_of "$WORK/o")" >>"$WORK/results"
+  done
+  echo "round $i of $ROUNDS done" >&2
+done
+slowdown_table "$WORK/results" "work.py: $SECS s of CPU at $HZ Hz, the wall time the work took"

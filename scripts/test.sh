@@ -51,6 +51,7 @@ missing_packages() {
   # libpython3.11 with headers (tests build an interpreter that maps it).
   [ -x /usr/bin/python3.11 ] || need+=(python3.11)
   [ -f /usr/include/python3.11/Python.h ] || need+=(libpython3.11-dev)
+  /usr/bin/python3.11 -c 'import pytest' 2>/dev/null || need+=(python3-pytest)   # --per-test
   # Debian's jsonschema, for Debian's python3 (pip refuses system-wide installs, PEP 668).
   /usr/bin/python3 -c 'import jsonschema' 2>/dev/null || need+=(python3-jsonschema)
   echo "${need[@]}"

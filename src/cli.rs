@@ -133,6 +133,10 @@ pub struct FoldArgs {
     /// tower per test under Rust's test harness)
     #[arg(long, conflicts_with = "per_process")]
     pub thread_names: bool,
+    /// Root each stack at the Python test it is in (pytest, unittest): one tower per test,
+    /// and with -o tests.json the tests ranked by CPU time
+    #[arg(long, conflicts_with_all = ["per_process", "per_thread", "thread_names"])]
+    pub per_test: bool,
     /// Add the source line to each frame: `function (file.c:42)`
     #[arg(long)]
     pub lines: bool,
@@ -141,7 +145,9 @@ pub struct FoldArgs {
 impl FoldArgs {
     pub fn options(&self) -> FoldOptions {
         FoldOptions {
-            grouping: if self.per_thread {
+            grouping: if self.per_test {
+                Grouping::PerTest
+            } else if self.per_thread {
                 Grouping::PerThread
             } else if self.thread_names {
                 Grouping::ThreadName
@@ -625,7 +631,8 @@ impl RecordArgs {
                 svg: self.svg.into_options(),
                 every: self.every,
                 top: self.top,
-                rank: None,
+                // Python tests ranked at the end, as `cargo ember test` ranks Rust's.
+                rank: self.fold.per_test.then(|| self.top.unwrap_or(10)),
                 open: self.open,
                 verbose: self.verbose,
             },

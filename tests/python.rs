@@ -366,3 +366,75 @@ fn a_frame_chain_that_loops_or_points_nowhere_ends_in_a_marked_frame() {
         );
     }
 }
+
+#[test]
+fn per_test_roots_each_pytest_test_and_ranks_them_by_cpu_time() {
+    let _serial = serial();
+    let dir = scratch();
+    let (folded, json) = (
+        dir.path().join("tests.folded"),
+        dir.path().join("tests.json"),
+    );
+    let out = ember(&[
+        "record",
+        "--per-test",
+        "-o",
+        folded.to_str().unwrap(),
+        "-o",
+        json.to_str().unwrap(),
+        "--",
+        STATIC_PYTHON,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        &script("test_budget.py"),
+    ]);
+    assert!(
+        out.status.success(),
+        "pytest under ember failed (scripts/test.sh installs python3-pytest): {out:?}"
+    );
+    // The budgets: 0.6, 0.2 and 0.4 s of CPU.
+    let tests = [
+        ("test_slow_parse (test_budget.py)", 0.6),
+        ("TestRender.test_render_page (test_budget.py)", 0.4),
+        ("test_quick_check (test_budget.py)", 0.2),
+    ];
+    let stacks = read_folded(&folded);
+    let in_test = |name: &str| -> u64 {
+        stacks
+            .iter()
+            .filter(|s| s.frames[0] == name)
+            .map(|s| s.count)
+            .sum()
+    };
+    let all: u64 = tests.iter().map(|(n, _)| in_test(n)).sum();
+    for (name, budget) in tests {
+        let share = 100.0 * in_test(name) as f64 / all as f64;
+        let want = 100.0 * budget / 1.2;
+        assert!(
+            (share - want).abs() < 5.0,
+            "{name}: {share:.1} % of the tests' samples, its budget is {want:.1} %"
+        );
+        // The tower starts at the test: pytest's machinery is not on it.
+        assert!(stacks
+            .iter()
+            .filter(|s| s.frames[0] == name)
+            .all(|s| s.frames[1..]
+                .iter()
+                .all(|f| !f.contains("pytest_pyfunc_call"))));
+    }
+    // The ranking, most CPU first, with what `ember diff` gates on.
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let ranked: Vec<&str> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .filter(|n| n.starts_with("test") || n.starts_with("TestRender"))
+        .collect();
+    let names: Vec<&str> = tests.iter().map(|(n, _)| *n).collect();
+    assert_eq!(ranked, names);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("test_slow_parse (test_budget.py)"));
+}

@@ -24,6 +24,9 @@ pub enum Grouping {
     /// The thread's name alone, so threads of the same name share a tower (Rust's test
     /// harness names each test's thread after the test).
     ThreadName,
+    /// The Python test the sample is in (pytest, unittest), from its Python frames: the stack
+    /// from the test function on, rooted at it; samples outside any test keep their process.
+    PerTest,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,8 +98,38 @@ pub fn root_label(p: &StackProfile, pid: u32, tid: u32, grouping: Grouping) -> S
             .get(&tid)
             .map(|(_, n)| n.clone())
             .unwrap_or(pname),
+        Grouping::PerTest => pname,
     };
     sanitize(&root)
+}
+
+/// The functions that call a test: pytest's call of a test function, unittest's of a test
+/// method (function name, the end of its file's path).
+const TEST_CALLERS: [(&str, &str); 2] = [
+    ("pytest_pyfunc_call", "_pytest/python.py"),
+    ("TestCase._callTestMethod", "unittest/case.py"),
+];
+
+/// Where the test of a sample's stack (locations root first) begins: the index of the first
+/// Python location that a test caller called.
+fn test_start(p: &StackProfile, locations: &[usize]) -> Option<usize> {
+    let is_caller = |l: usize| {
+        let loc = &p.locations[l];
+        loc.kind == FrameKind::Python
+            && loc.lines.iter().any(|ln| {
+                let f = &p.functions[ln.function];
+                TEST_CALLERS.iter().any(|(name, file)| {
+                    f.name == *name && f.file.as_deref().is_some_and(|p| p.ends_with(file))
+                })
+            })
+    };
+    let caller = locations.iter().rposition(|&l| is_caller(l))?;
+    let called = caller
+        + 1
+        + locations[caller + 1..]
+            .iter()
+            .position(|&l| p.locations[l].kind == FrameKind::Python)?;
+    Some(called)
 }
 
 /// The profile as folded stacks, merged and sorted.
@@ -105,13 +138,26 @@ pub fn fold(p: &StackProfile, opts: FoldOptions) -> Folded {
     let mut line = String::new();
     for s in &p.samples {
         line.clear();
-        line.push_str(&root_label(p, s.pid, s.tid, opts.grouping));
-        for &l in &s.locations {
+        let test = match opts.grouping {
+            Grouping::PerTest => test_start(p, &s.locations),
+            _ => None,
+        };
+        // A test's tower starts at the test function itself.
+        let locations = match test {
+            Some(start) => &s.locations[start..],
+            None => {
+                line.push_str(&root_label(p, s.pid, s.tid, opts.grouping));
+                &s.locations[..]
+            }
+        };
+        for (n, &l) in locations.iter().enumerate() {
             let loc = &p.locations[l];
             for (i, ln) in loc.lines.iter().enumerate() {
                 let f = &p.functions[ln.function];
                 let kind = line_kind(loc.kind, i);
-                line.push(';');
+                if n > 0 || i > 0 || test.is_none() {
+                    line.push(';');
+                }
                 frame_label(
                     &f.name,
                     kind,

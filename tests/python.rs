@@ -438,3 +438,53 @@ fn per_test_roots_each_pytest_test_and_ranks_them_by_cpu_time() {
     assert_eq!(ranked, names);
     assert!(String::from_utf8_lossy(&out.stderr).contains("test_slow_parse (test_budget.py)"));
 }
+
+#[test]
+fn stacks_of_two_paths_taken_in_turn_never_mix() {
+    let _serial = serial();
+    let dir = scratch();
+    let folded = dir.path().join("flipflop.folded");
+    record_ok(&[
+        "--backend",
+        "auto",
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        STATIC_PYTHON,
+        &script("flipflop.py"),
+        "1.5",
+    ]);
+    let stacks = read_folded(&folded);
+    let has = |s: &Stack, f: &str| s.frames.iter().any(|x| x == f);
+    let (mut a, mut b, mut wrong) = (0, 0, Vec::new());
+    for s in &stacks {
+        let (on_a, on_b) = (
+            has(s, "path_a (flipflop.py)"),
+            has(s, "path_b (flipflop.py)"),
+        );
+        let (leaf_a, leaf_b) = (
+            has(s, "leaf_a (flipflop.py)"),
+            has(s, "leaf_b (flipflop.py)"),
+        );
+        let path_a_whole = has(s, "a1 (flipflop.py)") && has(s, "a2 (flipflop.py)");
+        if leaf_a {
+            a += s.count;
+            if on_b || !on_a || !path_a_whole {
+                wrong.push(s.frames.join(";"));
+            }
+        }
+        if leaf_b {
+            b += s.count;
+            if on_a || !on_b || has(s, "a1 (flipflop.py)") {
+                wrong.push(s.frames.join(";"));
+            }
+        }
+    }
+    assert!(a > 100 && b > 100, "{a} samples in leaf_a, {b} in leaf_b");
+    assert!(
+        wrong.is_empty(),
+        "{} mixed stacks, e.g. {}",
+        wrong.len(),
+        wrong[0]
+    );
+}

@@ -488,3 +488,52 @@ fn stacks_of_two_paths_taken_in_turn_never_mix() {
         wrong[0]
     );
 }
+
+#[test]
+fn python_frames_survive_every_output_and_a_pprof_round_trip() {
+    let _serial = serial();
+    let dir = scratch();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    record_ok(&[
+        "--backend",
+        "auto",
+        "-o",
+        &path("p.folded"),
+        "-o",
+        &path("p.pb.gz"),
+        "-o",
+        &path("p.speedscope.json"),
+        "-o",
+        &path("p.fxprof.json"),
+        "--",
+        STATIC_PYTHON,
+        &script("work.py"),
+        "0.5",
+    ]);
+    // Drawn again from the pprof file: the same stacks, Python frames with their files.
+    let out = ember(&["flamegraph", &path("p.pb.gz"), "-o", &path("again.folded")]);
+    assert!(out.status.success(), "{out:?}");
+    let sorted = |p: &str| {
+        let mut lines: Vec<String> = std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sorted(&path("p.folded")), sorted(&path("again.folded")));
+    assert!(
+        samples_with(
+            &read_folded(Path::new(&path("again.folded"))),
+            "fib (work.py)"
+        ) > 0
+    );
+    for file in ["p.speedscope.json", "p.fxprof.json"] {
+        let text = std::fs::read_to_string(path(file)).unwrap();
+        assert!(
+            text.contains("parse_payloads"),
+            "{file} has no Python names"
+        );
+    }
+}

@@ -14,6 +14,8 @@ use crate::stacks::{Function, Line, Location, Mapping, Sample, StackProfile};
 
 const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
 const JIT_MAPPING: &str = "[jit]";
+/// The pseudo-mapping of Python frames (they have a file and line, no address).
+const PYTHON_MAPPING: &str = "[python]";
 
 #[derive(Default)]
 struct Strings {
@@ -45,6 +47,7 @@ pub fn to_proto(p: &StackProfile) -> protos::Profile {
         st: Strings::new(),
         mappings: Vec::new(),
         jit_mapping: None,
+        python_mapping: None,
         kernel_mapping: None,
     };
     let period = 1_000_000_000 / p.meta.frequency.max(1) as i64;
@@ -89,6 +92,7 @@ struct Encoder {
     /// JIT code has no file, kernel frames may come without one: each gets a mapping of its
     /// own (made when first needed) so readers can tell them apart.
     jit_mapping: Option<u64>,
+    python_mapping: Option<u64>,
     kernel_mapping: Option<u64>,
 }
 
@@ -139,6 +143,14 @@ impl Encoder {
         *self.jit_mapping.insert(id)
     }
 
+    fn python_mapping(&mut self) -> u64 {
+        if let Some(id) = self.python_mapping {
+            return id;
+        }
+        let id = self.pseudo_mapping(PYTHON_MAPPING);
+        *self.python_mapping.insert(id)
+    }
+
     fn kernel_mapping(&mut self) -> u64 {
         if let Some(id) = self.kernel_mapping {
             return id;
@@ -167,6 +179,7 @@ impl Encoder {
             let mapping_id = match (l.mapping, l.kind) {
                 (Some(m), _) => m as u64 + 1,
                 (None, FrameKind::Jit) => self.jit_mapping(),
+                (None, FrameKind::Python) => self.python_mapping(),
                 (None, FrameKind::Kernel) => self.kernel_mapping(),
                 (None, _) => 0,
             };
@@ -325,10 +338,11 @@ impl Decoder<'_> {
             let kind = match file.as_str() {
                 KERNEL_MAPPING => FrameKind::Kernel,
                 JIT_MAPPING => FrameKind::Jit,
+                PYTHON_MAPPING => FrameKind::Python,
                 _ => FrameKind::Native,
             };
             self.mapping_kind.insert(m.id, kind);
-            if kind == FrameKind::Jit {
+            if matches!(kind, FrameKind::Jit | FrameKind::Python) {
                 continue;
             }
             let build_id = self.string(m.build_id)?;

@@ -537,3 +537,25 @@ fn python_frames_survive_every_output_and_a_pprof_round_trip() {
         );
     }
 }
+
+#[test]
+fn ember_top_lists_python_functions_with_their_files() {
+    let _serial = serial();
+    let out = ember(&[
+        "top",
+        "--once",
+        "-d",
+        "1.5",
+        "--",
+        STATIC_PYTHON,
+        &script("work.py"),
+        "2",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let fib = table
+        .lines()
+        .find(|l| l.contains(" fib ") && l.contains("[python]"))
+        .unwrap_or_else(|| panic!("no fib row:\n{table}"));
+    assert!(fib.contains("work.py:"), "{fib}");
+}

@@ -20,7 +20,7 @@ WORKLOAD="$ROOT/testdata/python/work.py"
 pythons=(/usr/bin/python3.11)
 gcc -O2 -I/usr/include/python3.11 -o "$WORK/python-shared" "$ROOT/testdata/python/embed.c" -lpython3.11
 pythons+=("$WORK/python-shared")
-for v in "$HOME"/.pyenv/versions/3.1[12].*/bin/python3.1[12]; do
+for v in "$HOME"/.pyenv/versions/3.1[123].*/bin/python3.1[123]; do
   [ -x "$v" ] && pythons+=("$v")
 done
 

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use ember::modules::ModuleTable;
-use ember::profile::{Frame, Profile};
+use ember::model::Frame;
+use ember::profile::Profile;
 use ember::symbolize::{symbolize, SymbolizeOptions};
 use libfuzzer_sys::fuzz_target;
 

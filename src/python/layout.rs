@@ -1,7 +1,9 @@
 //! Where CPython keeps what ember reads, per version: one entry of [`LAYOUTS`] per
-//! `major.minor` (x86-64). The numbers come from the interpreter's own headers:
-//! `scripts/python-layout.sh PREFIX` compiles `scripts/python-layout.c` against an installed
-//! Python's internal headers and prints the entry for it.
+//! `major.minor` (x86-64) up to 3.12. The numbers come from the interpreter's own headers:
+//! `scripts/python-layout.sh PREFIX VERSION` compiles `scripts/python-layout.c` against an
+//! installed Python's internal headers and prints them. From 3.13 on the interpreter
+//! publishes them itself, at the start of its runtime state (`_Py_DebugOffsets`), and they
+//! are read from the process ([`from_debug_offsets`]).
 
 /// Offsets (bytes) into CPython's runtime structures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +51,8 @@ pub enum CurrentFrame {
     /// `tstate->cframe->current_frame` (3.11, 3.12): the offsets of `cframe` in the thread
     /// state and of `current_frame` in it.
     ThroughCFrame { cframe: u64, current_frame: u64 },
+    /// `tstate->current_frame` (3.13).
+    Direct(u64),
 }
 
 /// How the frames of one C-level call of the evaluation loop are told apart.
@@ -131,6 +135,52 @@ pub fn layout(major: u8, minor: u8) -> Option<&'static Layout> {
         .map(|(_, l)| l)
 }
 
+/// The first bytes of `_Py_DebugOffsets`.
+const DEBUG_COOKIE: &[u8; 8] = b"xdebugpy";
+
+/// How many u64 words of `_Py_DebugOffsets` (3.13) [`from_debug_offsets`] reads.
+pub const DEBUG_OFFSETS_WORDS: usize = 71;
+
+/// The layout a CPython 3.13 publishes in `_Py_DebugOffsets` (the first `DEBUG_OFFSETS_WORDS`
+/// words of its runtime state); `None` for anything else (a later version lays the offsets
+/// out differently, and is not guessed at).
+pub fn from_debug_offsets(words: &[u64]) -> Option<Layout> {
+    if words.len() < DEBUG_OFFSETS_WORDS || words[0].to_le_bytes() != *DEBUG_COOKIE {
+        return None;
+    }
+    // version, then free_threaded: a free-threaded build keeps its frames elsewhere.
+    if version_of(words[1] as u32) != (3, 13) || words[2] != 0 {
+        return None;
+    }
+    let w = |i: usize| words[i];
+    // Word indices of the 3.13 struct: runtime_state at 3, interpreter_state at 6,
+    // thread_state at 19, interpreter_frame at 28, code_object at 34, unicode_object at 67.
+    let frame_fields = [w(29), w(30), w(31), w(33)];
+    let frame_size = frame_fields.iter().max()? + 8;
+    Some(Layout {
+        runtime_interpreters_head: w(5),
+        interp_threads_head: w(9),
+        tstate_next: w(21),
+        tstate_native_thread_id: w(25),
+        current_frame: CurrentFrame::Direct(w(23)),
+        frame_code: w(30),
+        frame_previous: w(29),
+        frame_prev_instr: w(31),
+        entry: Entry::CStackOwner,
+        frame_owner: w(33),
+        frame_size: usize::try_from(frame_size).ok().filter(|&s| s <= 1024)?,
+        code_filename: w(35),
+        code_name: w(36),
+        code_qualname: w(37),
+        code_linetable: w(38),
+        code_firstlineno: w(39),
+        code_instructions: w(43).min(256),
+        unicode_ascii_data: w(70),
+        // PyCompactUnicodeObject: the ASCII object, then utf8_length and utf8.
+        unicode_compact_data: w(70) + 16,
+    })
+}
+
 /// The version `Py_Version` (`PY_VERSION_HEX`) names: (major, minor).
 pub fn version_of(hex: u32) -> (u8, u8) {
     ((hex >> 24) as u8, (hex >> 16) as u8)
@@ -146,6 +196,26 @@ mod tests {
         assert_eq!(version_of(0x030c01f0), (3, 12));
         assert!(layout(3, 11).is_some());
         assert!(layout(3, 9).is_none());
+    }
+
+    #[test]
+    fn a_published_layout_is_read_and_anything_else_refused() {
+        let mut words = vec![0u64; DEBUG_OFFSETS_WORDS];
+        words[0] = u64::from_le_bytes(*DEBUG_COOKIE);
+        words[1] = 0x030d00f0;
+        (words[29], words[30], words[31], words[33]) = (8, 0, 56, 70);
+        (words[23], words[25], words[70]) = (72, 160, 40);
+        let l = from_debug_offsets(&words).unwrap();
+        assert_eq!(l.current_frame, CurrentFrame::Direct(72));
+        assert_eq!((l.frame_size, l.unicode_compact_data), (78, 56));
+        words[1] = 0x030e00f0; // 3.14 lays them out otherwise
+        assert_eq!(from_debug_offsets(&words), None);
+        words[1] = 0x030d00f0;
+        words[2] = 1; // free-threaded
+        assert_eq!(from_debug_offsets(&words), None);
+        words[2] = 0;
+        words[0] = 0;
+        assert_eq!(from_debug_offsets(&words), None);
     }
 
     #[test]

@@ -78,7 +78,7 @@ struct Signature {
 /// Where one process's interpreter is, and what is known of its threads and code.
 #[derive(Clone)]
 pub struct Interpreter {
-    pub layout: &'static Layout,
+    pub layout: Layout,
     /// The address of `_PyRuntime` in the process.
     pub runtime: u64,
     /// Thread id → its thread state, as found last.
@@ -89,7 +89,7 @@ pub struct Interpreter {
 }
 
 impl Interpreter {
-    pub fn new(layout: &'static Layout, runtime: u64) -> Interpreter {
+    pub fn new(layout: Layout, runtime: u64) -> Interpreter {
         Interpreter {
             layout,
             runtime,
@@ -124,6 +124,7 @@ impl Interpreter {
                 .u64_at(tstate + cframe)
                 .filter(|&c| c != 0)
                 .and_then(|c| mem.u64_at(c + current_frame)),
+            CurrentFrame::Direct(at) => mem.u64_at(tstate + at),
         };
         let Some(mut frame) = frame else {
             walk.cut = true;
@@ -162,7 +163,7 @@ impl Interpreter {
                     false
                 }
             };
-            let Some(id) = self.codes.id(mem, l, code, new_code, next_id) else {
+            let Some(id) = self.codes.id(mem, &l, code, new_code, next_id) else {
                 walk.cut = true;
                 return;
             };
@@ -389,14 +390,17 @@ mod tests {
         let CurrentFrame::ThroughCFrame {
             cframe: at,
             current_frame,
-        } = l.current_frame;
+        } = l.current_frame
+        else {
+            unreachable!("3.11 finds its frame through cframe")
+        };
         m.word(tstate + at, cframe);
         m.word(cframe + current_frame, first);
         (m, l)
     }
 
     fn walk(m: &Fake, l: &'static Layout) -> (Walk, Vec<String>) {
-        let mut interp = Interpreter::new(l, 0x100000);
+        let mut interp = Interpreter::new(*l, 0x100000);
         let mut walk = Walk::default();
         let mut names = Vec::new();
         let mut next = 0;
@@ -451,7 +455,7 @@ mod tests {
     #[test]
     fn a_thread_without_python_has_an_empty_stack() {
         let (m, l) = process(0x10000);
-        let mut interp = Interpreter::new(l, 0x100000);
+        let mut interp = Interpreter::new(*l, 0x100000);
         let mut w = Walk::default();
         interp.walk(&m, 7, &mut w, &mut |_, _| {}, &mut 0);
         assert!(w.frames.is_empty() && !w.cut);

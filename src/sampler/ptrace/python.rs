@@ -39,7 +39,12 @@ impl PtraceSampler {
             return;
         };
         let (major, minor) = layout::version_of(found.version);
-        let Some(layout) = layout::layout(major, minor) else {
+        let runtime = found.runtime.wrapping_add(bias);
+        let layout = match layout::layout(major, minor) {
+            Some(l) => Some(*l),
+            None => published_layout(pid, runtime),
+        };
+        let Some(layout) = layout else {
             let note = format!(
                 "Python {major}.{minor} (pid {pid}): ember does not know where this version keeps \
                  its frames, so its stacks show the interpreter's native frames"
@@ -49,7 +54,7 @@ impl PtraceSampler {
             }
             return;
         };
-        let interp = Interpreter::new(layout, found.runtime.wrapping_add(bias));
+        let interp = Interpreter::new(layout, runtime);
         if let Some(p) = self.procs.get_mut(&pid) {
             p.python = Some(interp);
         }
@@ -84,6 +89,20 @@ impl PtraceSampler {
         }
         self.python = walk;
     }
+}
+
+/// The layout the interpreter of process `pid` publishes at the start of its runtime state
+/// (`_Py_DebugOffsets`, 3.13), read from the process.
+fn published_layout(pid: u32, runtime: u64) -> Option<layout::Layout> {
+    let mut bytes = vec![0u8; layout::DEBUG_OFFSETS_WORDS * 8];
+    if !calls::read_memory(pid, runtime, &mut bytes) {
+        return None;
+    }
+    let words: Vec<u64> = bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    layout::from_debug_offsets(&words)
 }
 
 /// What a sample of a Python thread carries besides its stack: its Python frames.

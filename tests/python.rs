@@ -262,7 +262,7 @@ fn a_waiting_python_thread_shows_the_line_that_waits() {
     let folded = dir.path().join("waits.folded");
     record_ok(&[
         "--backend",
-        "ptrace",
+        "auto",
         "--off-cpu",
         "--per-thread",
         "--lines",

@@ -60,9 +60,9 @@ pub struct CollectorSetup {
     /// Where what the unwinds of deep ptrace stacks read is left for the ptrace sampler's
     /// next stop of their thread ([`crate::model::stack_reads`]).
     pub known_stacks: Option<KnownStacks>,
-    /// Where to ask for processes whose stacks outgrow perf events' copies to be taken over
-    /// by ptrace ([`crate::sampler::takeover`]).
-    pub takeovers: Option<Requests>,
+    /// Where to ask for processes to be taken over by ptrace ([`crate::sampler::takeover`]):
+    /// those that run Python, and with `true` those whose stacks outgrow perf events' copies.
+    pub takeovers: Option<(Requests, bool)>,
     /// Count samples taken at switch-out as waits until switch-in, at this frequency.
     pub waits_at: Option<u64>,
 }
@@ -117,7 +117,10 @@ impl Collector {
             extras: StackExtras::default(),
             whole_stack: Vec::new(),
             known_stacks: setup.known_stacks,
-            takeovers: setup.takeovers.map(Takeovers::new).unwrap_or_default(),
+            takeovers: setup
+                .takeovers
+                .map(|(requests, deep)| Takeovers::new(requests, deep))
+                .unwrap_or_default(),
             python: PythonFrames::default(),
         }
     }

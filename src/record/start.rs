@@ -222,18 +222,18 @@ fn open_sampler(
     }
 }
 
-/// Where `auto` samples a CPU profile with perf events and unwinds their stack copies (and
-/// kernel frames are not required), processes whose stacks outgrow the copies are taken over
-/// by ptrace ([`sampler::takeover`], configured by `ptrace`); the collector asks for them
-/// through the requests returned. `root`: the launched command.
+/// Where `auto` samples with perf events and unwinds their stack copies (and kernel frames
+/// are not required), processes that run Python are taken over by ptrace, whose stops read
+/// their Python frames ([`sampler::takeover`], configured by `ptrace`); in a CPU profile so
+/// are those whose stacks outgrow the copies. The collector asks for them through the
+/// requests returned, with whether deep stacks count. `root`: the launched command.
 fn with_takeover(
     opts: &RecordOptions,
     (sampler, backend): Opened,
     (root, ptrace): (Option<u32>, &PtraceConfig),
-) -> (Box<dyn Sampler>, Option<Requests>) {
+) -> (Box<dyn Sampler>, Option<(Requests, bool)>) {
     let wanted = opts.sampling.backend == Backend::Auto
         && backend == Backend::Perf
-        && !opts.sampling.off_cpu
         && opts.sampling.call_graph != CallGraph::Fp
         && opts.sampling.kernel != KernelFrames::Require;
     if !wanted {
@@ -243,7 +243,9 @@ fn with_takeover(
     // The command (or the processes attached to) starts now: its stacks are judged soon.
     requests.watch(sampler::takeover::WATCH_START_NS);
     let sampler = TakeoverSampler::new(sampler, ptrace, root, requests.clone());
-    (Box::new(sampler), Some(requests))
+    // A wall-clock profile keeps deep stacks on perf events: ptrace's wall clock stops
+    // every thread at every tick.
+    (Box::new(sampler), Some((requests, !opts.sampling.off_cpu)))
 }
 
 /// Perf events read here, or by a process of their own session with `relay` (where that

@@ -18,6 +18,8 @@ const CUT_WINDOW: u64 = 300;
 pub(super) struct Takeovers {
     /// Where to ask; `None`: nothing is taken over (ptrace, or perf events alone, asked for).
     requests: Option<Requests>,
+    /// Processes are asked for because their stacks are cut too (not only for Python).
+    deep: bool,
     /// Per process with cut stacks: perf events' samples unwound in the current window, and
     /// those cut before the thread's first frame (the copy ran out).
     seen: HashMap<u32, (u64, u64)>,
@@ -31,9 +33,12 @@ pub(super) struct Takeovers {
 }
 
 impl Takeovers {
-    pub(super) fn new(requests: Requests) -> Takeovers {
+    /// Ask through `requests` for processes that run Python and, with `deep`, for those whose
+    /// stacks outgrow perf events' copies.
+    pub(super) fn new(requests: Requests, deep: bool) -> Takeovers {
         Takeovers {
             requests: Some(requests),
+            deep,
             ..Takeovers::default()
         }
     }
@@ -50,7 +55,7 @@ impl Takeovers {
 
     /// Perf events' sample of process `pid` was unwound, `cut` before its thread's first frame.
     pub(super) fn unwound(&mut self, pid: u32, cut: bool) {
-        let Some(requests) = &self.requests else {
+        let Some(requests) = self.requests.as_ref().filter(|_| self.deep) else {
             return;
         };
         // Counted from a process's first cut stack on: nothing to do for shallow ones.
@@ -122,7 +127,7 @@ mod tests {
     #[test]
     fn a_process_is_asked_for_at_its_third_cut_stack_among_its_latest() {
         let requests = Requests::new();
-        let mut t = Takeovers::new(requests.clone());
+        let mut t = Takeovers::new(requests.clone(), true);
         // Cut stacks rarer than 3 in 300: left to perf events.
         for i in 0..1000 {
             t.unwound(7, i % 150 == 0);
@@ -145,8 +150,21 @@ mod tests {
     }
 
     #[test]
+    fn a_wall_clock_profile_asks_for_python_processes_only() {
+        let requests = Requests::new();
+        let mut t = Takeovers::new(requests.clone(), false);
+        for _ in 0..10 {
+            t.unwound(8, true);
+        }
+        assert!(requests.take().is_empty());
+        t.ask_now(9);
+        t.ask_now(9);
+        assert_eq!(requests.take(), vec![9]);
+    }
+
+    #[test]
     fn perf_samples_of_a_process_taken_over_are_left_out_from_its_time_on() {
-        let mut t = Takeovers::new(Requests::new());
+        let mut t = Takeovers::new(Requests::new(), true);
         assert!(!t.leaves_out(&sample(5, 100, false)));
         t.taken_over(5, 200);
         assert!(t.any());

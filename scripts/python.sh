@@ -29,7 +29,7 @@ for py in "${pythons[@]}"; do
   "$EMBER" record -F "$HZ" -o "$WORK/w.folded" -- "$py" "$WORKLOAD" "$SECS" >"$WORK/truth" 2>/dev/null
   python3 - "$WORK/truth" "$WORK/w.folded" "$py" <<'PY'
 import sys
-truth = {l.split()[1]: float(l.split()[2]) for l in open(sys.argv[1]) if l.startswith("share ")}
+truth = {l.split()[1]: float(l.split()[2]) for l in open(sys.argv[1]) if l.startswith("truth ")}
 hits, work = {k: 0 for k in truth}, 0
 for line in open(sys.argv[2]):
     stack, n = line.rsplit(" ", 1)

@@ -51,18 +51,6 @@ fn script(name: &str) -> String {
     testdata(&format!("python/{name}")).display().to_string()
 }
 
-/// What work.py measured: each function's share of the work's CPU time ("share NAME PCT").
-fn truth(stdout: &[u8]) -> HashMap<String, f64> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next()? == "share").then_some(())?;
-            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
-        })
-        .collect()
-}
-
 /// Each function's share of the samples in the work (those under handler or fib), counting a
 /// stack once per function on it.
 fn sampled_shares(stacks: &[Stack], file: &str) -> HashMap<String, f64> {
@@ -99,12 +87,12 @@ fn python_functions_take_the_cpu_shares_the_program_measured_on_both_builds() {
             &script("work.py"),
             "2",
         ]);
-        let truth = truth(&out.stdout);
+        let truth = truths(&out.stdout);
         let stacks = read_folded(&folded);
         let sampled = sampled_shares(&stacks, "work.py");
         // About 2,000 samples: a 40 % share has a standard error of 1.1 points.
         for (name, want) in &truth {
-            let got = sampled[name];
+            let got = sampled[name.as_str()];
             assert!(
                 (got - want).abs() < 4.0,
                 "{build}: {name} has {got:.1} % of the samples, measured {want:.1} %\n{}",
@@ -306,16 +294,6 @@ fn a_waiting_python_thread_shows_the_line_that_waits() {
         samples_with(&on_line, &at) * 10 > all * 8,
         "not mostly at {at}"
     );
-}
-
-/// CPU seconds a process has used (user + system), from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
 }
 
 #[test]

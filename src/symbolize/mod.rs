@@ -126,6 +126,27 @@ pub fn symbolize(profile: &Profile, sources: Sources, opts: &SymbolizeOptions) -
     name_frames(profile.frames(), sources, &mut once, opts)
 }
 
+/// A frame that needs no file opened: a marker, JIT code (from the process's perf map) or a
+/// Python function (from its code object); `None` for frames named from files.
+fn name_at_once(
+    f: Frame,
+    perf_maps: &HashMap<u32, PerfMap>,
+    python: &HashMap<u32, CodeInfo>,
+) -> Option<SymbolFrame> {
+    let marker = |name: String| SymbolFrame::named(name, FrameKind::Marker);
+    Some(match f {
+        Frame::Truncated => marker("[truncated]".into()),
+        Frame::PythonCut => marker("[python: unreadable frames]".into()),
+        Frame::OffCpu(reason) => marker(syscalls::wait_label(reason)),
+        Frame::Python { code, line } => python_frame(python.get(&code), code, line),
+        Frame::Anon { pid, addr } => match perf_maps.get(&pid).and_then(|m| m.lookup(addr)) {
+            Some(name) => SymbolFrame::named(sanitize(name), FrameKind::Jit),
+            None => SymbolFrame::named(format!("[anon]+0x{addr:x}"), FrameKind::Native),
+        },
+        Frame::Module { .. } | Frame::Kernel(_) => return None,
+    })
+}
+
 /// A Python frame: its function's qualified name, its file and line (what the writers show
 /// as `handler (app.py)`, or `handler (app.py:42)` with `--lines`).
 fn python_frame(code: Option<&CodeInfo>, id: u32, line: u32) -> SymbolFrame {
@@ -163,32 +184,11 @@ pub fn name_frames(
     let mut by_module: HashMap<ModuleId, Vec<(usize, u64)>> = HashMap::new();
     let mut in_kernel = Vec::new();
     for (i, f) in frames.iter().enumerate() {
-        out[i] = match *f {
-            Frame::Module { module, svma } => {
-                by_module.entry(module).or_default().push((i, svma));
-                continue;
-            }
-            Frame::Kernel(addr) => {
-                in_kernel.push((i, addr));
-                continue;
-            }
-            Frame::Truncated => vec![SymbolFrame::named("[truncated]".into(), FrameKind::Marker)],
-            Frame::PythonCut => vec![SymbolFrame::named(
-                "[python: unreadable frames]".into(),
-                FrameKind::Marker,
-            )],
-            Frame::OffCpu(reason) => vec![SymbolFrame::named(
-                syscalls::wait_label(reason),
-                FrameKind::Marker,
-            )],
-            Frame::Python { code, line } => vec![python_frame(python.get(&code), code, line)],
-            Frame::Anon { pid, addr } => {
-                vec![match perf_maps.get(&pid).and_then(|m| m.lookup(addr)) {
-                    Some(name) => SymbolFrame::named(sanitize(name), FrameKind::Jit),
-                    None => SymbolFrame::named(format!("[anon]+0x{addr:x}"), FrameKind::Native),
-                }]
-            }
-        };
+        match *f {
+            Frame::Module { module, svma } => by_module.entry(module).or_default().push((i, svma)),
+            Frame::Kernel(addr) => in_kernel.push((i, addr)),
+            other => out[i] = name_at_once(other, perf_maps, python).into_iter().collect(),
+        }
     }
     // The kernel's symbols, when they must be read first, are read while the modules' files
     // are parsed; otherwise (none asked for, or already read) no thread is needed.

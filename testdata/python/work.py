@@ -4,7 +4,7 @@ printed as the truth the samples are checked against.
 
     python3 work.py [SECONDS] [--threads]
 
-Prints "share NAME PERCENT" for handler, parse_payloads, render and fib (of the CPU time of the
+Prints "truth NAME PERCENT" for handler, parse_payloads, render and fib (of the CPU time of the
 thread(s) doing the work), then "cpu_seconds X" and "work_seconds X", the wall time the work took
 (what a profiler that stops the program adds to).
 """
@@ -73,7 +73,7 @@ def main():
     total = {k: sum(s[k] for s in spents) for k in spents[0]}
     whole = total["handler"] + total["fib"]
     for name, t in total.items():
-        print(f"share {name} {100 * t / whole:.2f}")
+        print(f"truth {name} {100 * t / whole:.2f}")
     print(f"cpu_seconds {whole:.3f}")
     print(f"work_seconds {time.monotonic() - began:.3f}")
 

@@ -106,8 +106,6 @@ pub struct PtraceStats {
     pub unstopped: u64,
     /// Interrupts whose stop did not come in time.
     pub missed: u64,
-    /// Python stacks that could not be read to their end.
-    pub python_cut: u64,
     /// Stops not sampled because the thread was not running when interrupted: waiting for a
     /// CPU (it stopped where it had been preempted, a biased place: see
     /// `Tracee::delay_at_interrupt`) or asleep, or just woken, in a syscall that waits
@@ -181,6 +179,9 @@ pub struct PtraceSampler {
     python: crate::python::Walk,
     /// The id the next Python code object seen gets.
     python_ids: u32,
+    /// Files that may be interpreters, looked at once each (forked workers map the same
+    /// one): by path and inode, what [`crate::python::find`] made of them.
+    python_files: HashMap<(String, u64), Option<crate::python::InterpreterFile>>,
 }
 
 /// How long to wait for the stop an interrupt causes before giving up on it.
@@ -228,6 +229,7 @@ impl PtraceSampler {
             notes: Vec::new(),
             python: Default::default(),
             python_ids: 0,
+            python_files: HashMap::new(),
         };
         s.take_sigchld();
         // Wake up on time: the default 50 µs timer slack is 5 % of a 1 kHz period.

@@ -18,21 +18,19 @@ impl Memory for Stopped {
 }
 
 impl PtraceSampler {
-    /// Whether the executable mapping `m` of process `pid` is a CPython interpreter ember can
-    /// read; if so, the process's frames are read from now on and the collector is told where
-    /// its evaluation loop is.
+    /// Whether the executable mapping `m` of process `pid` (a file that may be an interpreter)
+    /// is a CPython interpreter ember can read; if so, the process's frames are read from now
+    /// on and the collector is told where its evaluation loop is.
     pub(super) fn look_for_python(&mut self, pid: u32, m: &linux::MapsLine, time: u64) {
-        let known = self.procs.get(&pid).is_some_and(|p| p.python.is_some());
-        if known || !python::may_be_interpreter(m.path) {
+        if self.procs.get(&pid).is_some_and(|p| p.python.is_some()) {
             return;
         }
-        let Some(found) = std::fs::File::open(m.path)
-            .ok()
-            // SAFETY: mapped read-only and only parsed; a file changed meanwhile gives wrong
-            // symbols, which the walk's checks then refuse.
-            .and_then(|f| unsafe { memmap2::Mmap::map(&f) }.ok())
-            .and_then(|data| python::find(&data))
-        else {
+        let key = (m.path.to_string(), m.dev_ino.map_or(0, |d| d.2));
+        let found = self
+            .python_files
+            .entry(key)
+            .or_insert_with(|| interpreter_file(m.path));
+        let Some(found) = found.clone() else {
             return;
         };
         let Some(bias) = found.bias(m.start, m.offset) else {
@@ -84,11 +82,17 @@ impl PtraceSampler {
                 self.push_with(time, |o| encode::python_code(o, pid, *id, code, time));
             }
         }
-        if walk.cut {
-            self.stats.python_cut += 1;
-        }
         self.python = walk;
     }
+}
+
+/// What the file at `path` says of the interpreter in it, if it is one.
+fn interpreter_file(path: &str) -> Option<python::InterpreterFile> {
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: mapped read-only and only parsed; a file changed meanwhile gives wrong symbols,
+    // which the walk's checks then refuse.
+    let data = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    python::find(&data)
 }
 
 /// The layout the interpreter of process `pid` publishes at the start of its runtime state

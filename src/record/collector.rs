@@ -267,8 +267,12 @@ impl Collector {
 
     /// A file that may be a Python interpreter was mapped at `start` in process `pid`: if it
     /// is one, the process is asked to be taken over by ptrace, at whose stops its Python
-    /// frames are read.
+    /// frames are read. Where nothing is taken over (ptrace samples everything, or perf
+    /// events alone were asked for) the file is not looked at here: the sampler does.
     fn on_interpreter_mapped(&mut self, pid: u32, start: u64) {
+        if !self.takeovers.can_ask() {
+            return;
+        }
         let Some(module) = self
             .procs
             .get(pid)

@@ -80,6 +80,11 @@ impl Takeovers {
         }
     }
 
+    /// Whether processes can be asked for (perf events sample, with ptrace to take over).
+    pub(super) fn can_ask(&self) -> bool {
+        self.requests.is_some()
+    }
+
     /// Ask for process `pid` at once: its stacks need ptrace whatever their depth (it runs
     /// Python, whose frames are read at ptrace's stops).
     pub(super) fn ask_now(&mut self, pid: u32) {

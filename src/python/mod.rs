@@ -13,7 +13,7 @@ pub mod walk;
 
 use object::{Object, ObjectSegment, ObjectSymbol};
 
-pub use walk::{CodeInfo, Codes, Interpreter, Memory, PyFrame, Walk, MAX_FRAMES};
+pub use walk::{CodeInfo, Codes, Interpreter, Memory, PyFrame, Walk, MAX_FRAMES, MAX_STRING};
 
 /// What a CPython interpreter's file says about it, in its own addresses (SVMAs).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -26,7 +26,7 @@ pub const MAX_FRAMES: usize = 4096;
 /// The most thread states of one interpreter looked through for a thread.
 const MAX_THREADS: usize = 65536;
 /// The longest name or file name read, and the longest line table.
-const MAX_STRING: u64 = 4096;
+pub const MAX_STRING: u64 = 4096;
 const MAX_LINETABLE: u64 = 1 << 20;
 
 /// One frame of a Python stack: which code object (its id, see [`Codes`]), the instruction

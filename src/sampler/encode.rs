@@ -163,8 +163,9 @@ pub fn python_code(
     code: &crate::python::CodeInfo,
     time: u64,
 ) {
-    let name = &code.qualname.as_bytes()[..code.qualname.len().min(4096)];
-    let file = &code.filename.as_bytes()[..code.filename.len().min(4096)];
+    let most = crate::python::MAX_STRING as usize;
+    let name = &code.qualname.as_bytes()[..code.qualname.len().min(most)];
+    let file = &code.filename.as_bytes()[..code.filename.len().min(most)];
     let room = MAX_RECORD - 64 - name.len() - file.len();
     let table = &code.linetable[..code.linetable.len().min(room)];
     let mut r = Rec::begin(out, EMBER_RECORD_PYTHON_CODE, MISC_USER);

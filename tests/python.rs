@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::*;
 
@@ -51,6 +51,26 @@ fn script(name: &str) -> String {
     testdata(&format!("python/{name}")).display().to_string()
 }
 
+/// Record `python SCRIPT ARGS` (`run`: the script of testdata/python and its arguments) with
+/// the default backend and `options`, into a folded file in `dir`: what ember printed, and the
+/// stacks it wrote.
+fn record_python(dir: &Path, options: &[&str], python: &str, run: &[&str]) -> (Output, Vec<Stack>) {
+    let folded = dir.join(format!("{}.folded", run[0]));
+    let (folded_path, script_path) = (folded.display().to_string(), script(run[0]));
+    let mut args = vec!["--backend", "auto"];
+    args.extend_from_slice(options);
+    args.extend([
+        "-o",
+        folded_path.as_str(),
+        "--",
+        python,
+        script_path.as_str(),
+    ]);
+    args.extend_from_slice(&run[1..]);
+    let out = record_ok(&args);
+    (out, read_folded(&folded))
+}
+
 /// Each function's share of the samples in the work (those under handler or fib), counting a
 /// stack once per function on it.
 fn sampled_shares(stacks: &[Stack], file: &str) -> HashMap<String, f64> {
@@ -76,19 +96,9 @@ fn python_functions_take_the_cpu_shares_the_program_measured_on_both_builds() {
     let _serial = serial();
     let dir = scratch();
     for (build, python) in interpreters() {
-        let folded = dir.path().join("work.folded");
-        let out = record_ok(&[
-            "--backend",
-            "auto",
-            "-o",
-            folded.to_str().unwrap(),
-            "--",
-            python.to_str().unwrap(),
-            &script("work.py"),
-            "2",
-        ]);
+        let python = python.to_str().unwrap();
+        let (out, stacks) = record_python(dir.path(), &[], python, &["work.py", "2"]);
         let truth = truths(&out.stdout);
-        let stacks = read_folded(&folded);
         let sampled = sampled_shares(&stacks, "work.py");
         // About 2,000 samples: a 40 % share has a standard error of 1.1 points.
         for (name, want) in &truth {
@@ -117,20 +127,8 @@ fn python_functions_take_the_cpu_shares_the_program_measured_on_both_builds() {
 fn each_python_thread_has_its_own_python_stack() {
     let _serial = serial();
     let dir = scratch();
-    let folded = dir.path().join("threads.folded");
-    record_ok(&[
-        "--backend",
-        "auto",
-        "--per-thread",
-        "-o",
-        folded.to_str().unwrap(),
-        "--",
-        STATIC_PYTHON,
-        &script("work.py"),
-        "1",
-        "--threads",
-    ]);
-    let stacks = read_folded(&folded);
+    let run = ["work.py", "1", "--threads"];
+    let (_, stacks) = record_python(dir.path(), &["--per-thread"], STATIC_PYTHON, &run);
     // Roots are `comm-PID/TID`: the workers are the threads that are not the main one.
     let mut workers: Vec<String> = stacks
         .iter()
@@ -164,19 +162,8 @@ fn each_python_thread_has_its_own_python_stack() {
 fn processes_forked_after_recording_began_have_python_frames() {
     let _serial = serial();
     let dir = scratch();
-    let folded = dir.path().join("forks.folded");
-    record_ok(&[
-        "--backend",
-        "auto",
-        "--per-process",
-        "-o",
-        folded.to_str().unwrap(),
-        "--",
-        STATIC_PYTHON,
-        &script("forks.py"),
-        "0.5",
-    ]);
-    let stacks = read_folded(&folded);
+    let run = ["forks.py", "0.5"];
+    let (_, stacks) = record_python(dir.path(), &["--per-process"], STATIC_PYTHON, &run);
     let root_of = |func: &str| -> Vec<String> {
         let mut roots: Vec<String> = stacks
             .iter()
@@ -247,21 +234,8 @@ fn attaching_to_a_running_interpreter_reads_its_python_frames() {
 fn a_waiting_python_thread_shows_the_line_that_waits() {
     let _serial = serial();
     let dir = scratch();
-    let folded = dir.path().join("waits.folded");
-    record_ok(&[
-        "--backend",
-        "auto",
-        "--off-cpu",
-        "--per-thread",
-        "--lines",
-        "-o",
-        folded.to_str().unwrap(),
-        "--",
-        STATIC_PYTHON,
-        &script("waits.py"),
-        "1",
-    ]);
-    let stacks = read_folded(&folded);
+    let options = ["--off-cpu", "--per-thread", "--lines"];
+    let (_, stacks) = record_python(dir.path(), &options, STATIC_PYTHON, &["waits.py", "1"]);
     // The sleeper's thread: the one whose stacks run sleeper().
     let in_sleeper = |s: &Stack| s.frames.iter().any(|f| f.starts_with("sleeper (waits.py:"));
     let thread = &stacks
@@ -301,21 +275,9 @@ fn a_frame_chain_that_loops_or_points_nowhere_ends_in_a_marked_frame() {
     let _serial = serial();
     let dir = scratch();
     for mode in ["loop", "unmapped"] {
-        let folded = dir.path().join(format!("{mode}.folded"));
-        let out = record_ok(&[
-            "--backend",
-            "auto",
-            "-v",
-            "-o",
-            folded.to_str().unwrap(),
-            "--",
-            STATIC_PYTHON,
-            &script("corrupt.py"),
-            mode,
-            "1",
-        ]);
+        let run = ["corrupt.py", mode, "1"];
+        let (out, stacks) = record_python(dir.path(), &["-v"], STATIC_PYTHON, &run);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let stacks = read_folded(&folded);
         let spinning: Vec<&Stack> = stacks
             .iter()
             .filter(|s| s.frames.iter().any(|f| f == "spin (corrupt.py)"))
@@ -421,18 +383,8 @@ fn per_test_roots_each_pytest_test_and_ranks_them_by_cpu_time() {
 fn stacks_of_two_paths_taken_in_turn_never_mix() {
     let _serial = serial();
     let dir = scratch();
-    let folded = dir.path().join("flipflop.folded");
-    record_ok(&[
-        "--backend",
-        "auto",
-        "-o",
-        folded.to_str().unwrap(),
-        "--",
-        STATIC_PYTHON,
-        &script("flipflop.py"),
-        "1.5",
-    ]);
-    let stacks = read_folded(&folded);
+    let run = ["flipflop.py", "1.5"];
+    let (_, stacks) = record_python(dir.path(), &[], STATIC_PYTHON, &run);
     let has = |s: &Stack, f: &str| s.frames.iter().any(|x| x == f);
     let (mut a, mut b, mut wrong) = (0, 0, Vec::new());
     for s in &stacks {

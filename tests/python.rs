@@ -123,6 +123,58 @@ fn python_functions_take_the_cpu_shares_the_program_measured_on_both_builds() {
     }
 }
 
+/// Kernel frames sit on the Python frames that made the system call, as with perf events:
+/// reading /dev/zero shows the driver on top of `os.read` on top of `read_zeros`, and the
+/// kernel's share of the work follows what the thread measured of its own kernel time.
+#[test]
+fn kernel_frames_sit_on_the_python_frames_that_made_the_system_call() {
+    let _serial = serial();
+    let dir = scratch();
+    let (out, stacks) = record_python(dir.path(), &[], STATIC_PYTHON, &["syscalls.py", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let truth: HashMap<String, f64> = truths(&out.stdout).into_iter().collect();
+    let kernel = |s: &Stack| s.frames.iter().any(|f| f.ends_with("_[k]"));
+    let on = |s: &Stack, name: &str| s.frames.iter().any(|f| f == name);
+    let (read, count) = ("read_zeros (syscalls.py)", "count (syscalls.py)");
+    let sum = |keep: &dyn Fn(&Stack) -> bool| -> u64 {
+        stacks.iter().filter(|s| keep(s)).map(|s| s.count).sum()
+    };
+    let work = sum(&|s| on(s, read) || on(s, count));
+    assert!(work > 500, "{work} samples of the work\n{stderr}");
+    let in_kernel = sum(&|s| (on(s, read) || on(s, count)) && kernel(s));
+    assert!(
+        in_kernel > 0,
+        "no kernel frames in a Python process: ember needs root (or \
+         kernel.perf_event_paranoid <= 1) for them\n{stderr}"
+    );
+    // On the read path, in the order of the calls: the Python function, the C function
+    // that reads, the kernel's read of /dev/zero on top.
+    let reading = sum(&|s| {
+        let at = |name: &str| s.frames.iter().position(|f| f == name);
+        matches!(
+            (at(read), at("_Py_read"), at("read_zero_[k]")),
+            (Some(a), Some(b), Some(c)) if a < b && b < c
+        )
+    });
+    assert!(
+        reading * 2 > in_kernel,
+        "{reading} of {in_kernel} samples in the kernel read /dev/zero under read_zeros\n{stderr}"
+    );
+    // Adding numbers in Python makes no system calls: no kernel frames there.
+    let counting_in_kernel = sum(&|s| on(s, count) && kernel(s));
+    assert!(
+        counting_in_kernel * 50 <= sum(&|s| on(s, count)),
+        "{counting_in_kernel} samples of count() have kernel frames"
+    );
+    // The thread's kernel time is counted by the kernel's ticks (getrusage): a few points of
+    // noise on two seconds.
+    let (got, want) = (100.0 * in_kernel as f64 / work as f64, truth["kernel"]);
+    assert!(
+        (got - want).abs() < 8.0,
+        "{got:.1} % of the samples are in the kernel, the thread measured {want:.1} %\n{stderr}"
+    );
+}
+
 #[test]
 fn each_python_thread_has_its_own_python_stack() {
     let _serial = serial();

@@ -450,6 +450,7 @@ mod tests {
                     sp: 0x7ff0_0000,
                     bp: 0,
                 },
+                kernel: &[],
                 stack: &stack,
                 words: &[],
                 off_cpu: None,

@@ -156,6 +156,7 @@ fn configs(opts: &RecordOptions, known_stacks: KnownStacks) -> (PerfConfig, Ptra
         frequency: opts.sampling.frequency,
         off_cpu: opts.sampling.off_cpu,
         cpu_timers: !opts.debug.ptrace_ticks,
+        kernel_frames: opts.sampling.kernel != KernelFrames::Exclude,
         known_stacks,
     };
     (perf, ptrace)

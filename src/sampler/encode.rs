@@ -78,6 +78,8 @@ pub struct Sample<'a> {
     pub time: u64,
     pub cpu: u32,
     pub regs: UserRegs,
+    /// The kernel's part of the callchain, as the kernel writes it (empty: none).
+    pub kernel: &'a [u64],
     /// The user stack from `regs.sp` up.
     pub stack: &'a [u8],
     /// Words of the stack above `stack`: (address, value), sorted by address.
@@ -89,7 +91,7 @@ pub struct Sample<'a> {
 /// The most stack a written sample can carry.
 pub const MAX_STACK: usize = 65528 - 256;
 
-/// Append a sample (or an off-CPU sample) with an empty callchain, the registers a DWARF
+/// Append a sample (or an off-CPU sample) with its kernel callchain, the registers a DWARF
 /// unwinder needs and the stack copy (cut to [`MAX_STACK`]).
 pub fn sample(out: &mut Vec<u8>, s: &Sample) {
     let stack = &s.stack[..s.stack.len().min(MAX_STACK) & !7];
@@ -107,8 +109,11 @@ pub fn sample(out: &mut Vec<u8>, s: &Sample) {
         .u64(s.time)
         .u32s(s.cpu, 0)
         .u64(1) // period
-        .u64(0) // callchain: none
-        .u64(2) // regs abi: 64-bit
+        .u64(s.kernel.len() as u64);
+    for &entry in s.kernel {
+        r.u64(entry);
+    }
+    r.u64(2) // regs abi: 64-bit
         // In the order of their perf register numbers: BP, SP, IP.
         .u64(s.regs.bp)
         .u64(s.regs.sp)
@@ -286,6 +291,7 @@ mod tests {
             time: 77,
             cpu: 0,
             regs: UserRegs::default(),
+            kernel: &[],
             stack,
             words,
             off_cpu: None,
@@ -339,12 +345,17 @@ mod tests {
             sp: 0x7ff0_0000,
             bp: 0x7ff0_0100,
         };
+        let kernel = [
+            crate::model::callchain::PERF_CONTEXT_KERNEL,
+            0xffff_ffff_8100_0010,
+        ];
         let s = Sample {
             pid: 5,
             tid: 6,
             time: 77,
             cpu: 1,
             regs,
+            kernel: &kernel,
             stack: &stack,
             words: &[],
             off_cpu: None,
@@ -356,6 +367,13 @@ mod tests {
         };
         assert_eq!((p.pid, p.tid, p.time, p.cpu, p.ip), (5, 6, 77, 1, 0x401000));
         assert_eq!(p.user_regs, Some(regs));
+        let chain: Vec<_> = crate::model::callchain::entries(p.callchain).collect();
+        assert_eq!(
+            chain,
+            [crate::model::callchain::ChainEntry::Kernel(
+                0xffff_ffff_8100_0010
+            )]
+        );
         // Cut to whole words.
         assert_eq!(p.user_stack, &stack[..96]);
         assert_eq!(p.off_cpu, None);

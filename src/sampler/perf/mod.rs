@@ -23,7 +23,8 @@ pub use error::PerfError;
 pub(crate) use open::open_one;
 pub use open::EventTarget;
 use open::{open_all, open_switch_events};
-use ring::{map_buffers, RingBuffer};
+use ring::map_buffers;
+pub(crate) use ring::RingBuffer;
 use sizing::Sizing;
 
 /// Largest user-stack copy the kernel accepts in one sample (the record size is a u16).

@@ -13,7 +13,7 @@ use crate::sampler::records::{self, RecordHeader, SampleLayout, StackCopy};
 use crate::sampler::RecordBatch;
 
 /// One CPU's ring buffer, mapped, and the events that write into it.
-pub(super) struct RingBuffer {
+pub(crate) struct RingBuffer {
     /// The event whose buffer this is (owned by the [`PerfSampler`]).
     fd: RawFd,
     /// The other events of the same CPU that write into it (`PERF_EVENT_IOC_SET_OUTPUT`).
@@ -48,7 +48,7 @@ fn map_perf(fd: RawFd, map_len: usize) -> io::Result<NonNull<u8>> {
 }
 
 impl RingBuffer {
-    pub(super) fn map(fd: RawFd, data_pages: usize) -> io::Result<RingBuffer> {
+    pub(crate) fn map(fd: RawFd, data_pages: usize) -> io::Result<RingBuffer> {
         let page_size = page_size();
         let map_len = (data_pages + 1) * page_size;
         Ok(RingBuffer {
@@ -106,6 +106,12 @@ impl RingBuffer {
         batch: &mut RecordBatch,
         samples_as: Option<u32>,
     ) -> usize {
+        self.each_record(|rec| push_record(layout, batch, rec, samples_as))
+    }
+
+    /// Hand every complete record to `each`, oldest first, and free its space; returns how
+    /// many there were.
+    pub(crate) fn each_record(&mut self, mut each: impl FnMut(&[u8])) -> usize {
         // Not mapped here (the relay maps it): nothing to read.
         let Some(base) = self.base else {
             return 0;
@@ -148,7 +154,7 @@ impl RingBuffer {
                 scratch.extend_from_slice(second);
                 &scratch[..]
             };
-            push_record(layout, batch, rec, samples_as);
+            each(rec);
             tail += size as u64;
             n += 1;
         }

@@ -18,13 +18,14 @@ impl PtraceSampler {
             return;
         }
         let period = self.interval_ns;
+        let chains = self.config.kernel_frames;
         let started = match self.clocks {
             Clocks::Off => None,
-            Clocks::On { kernel } => Some(CpuTimer::start(tid, period, kernel)),
+            Clocks::On { kernel } => Some(CpuTimer::start(tid, period, kernel, chains)),
             // Kernel time too where allowed (root, or perf_event_paranoid 1 and lower).
-            Clocks::Untried => Some(CpuTimer::start(tid, period, true).or_else(|e| {
+            Clocks::Untried => Some(CpuTimer::start(tid, period, true, chains).or_else(|e| {
                 if is_refusal(&e) {
-                    CpuTimer::start(tid, period, false)
+                    CpuTimer::start(tid, period, false, false)
                 } else {
                     Err(e)
                 }
@@ -77,6 +78,7 @@ impl PtraceSampler {
             return;
         }
         let n = timer.samples_at_stop(self.interval_ns, draw);
+        timer.take_kernel_chains(&mut self.kernel_chains);
         let regs = calls::registers(tid);
         if self.sample_and_resume(tid, regs, Seen::Running, n, 0, time) {
             self.stats.timer_stops += 1;

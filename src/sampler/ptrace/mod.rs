@@ -72,6 +72,9 @@ pub struct PtraceConfig {
     /// Time the stops of a CPU profile by each thread's own CPU clock where perf events allow
     /// it (see [`timer`]); false: by ticks, as where they do not.
     pub cpu_timers: bool,
+    /// Record the kernel's frames of each stop where its thread's clock counts kernel time
+    /// (privileges; see [`timer`]).
+    pub kernel_frames: bool,
     /// Where the collector leaves what it read of each deep stack, so that a stop copies
     /// only the part of the stack that changed ([`super::stack_reads`]).
     pub known_stacks: KnownStacks,
@@ -177,6 +180,8 @@ pub struct PtraceSampler {
     pub notes: Vec<String>,
     /// The Python stack of the thread stopped last (see [`python`]).
     python: crate::python::Walk,
+    /// The kernel callchains of the stop being sampled ([`timer::KernelChains`]).
+    kernel_chains: timer::KernelChains,
     /// The id the next Python code object seen gets.
     python_ids: u32,
     /// Files that may be interpreters, looked at once each (forked workers map the same
@@ -228,6 +233,7 @@ impl PtraceSampler {
             stats: PtraceStats::default(),
             notes: Vec::new(),
             python: Default::default(),
+            kernel_chains: Default::default(),
             python_ids: 0,
             python_files: HashMap::new(),
         };
@@ -500,7 +506,9 @@ impl Sampler for PtraceSampler {
             } else {
                 "ptrace"
             },
-            kernel_included: false,
+            // Kernel frames come with the stops timed by CPU clocks that count kernel time.
+            kernel_included: self.config.kernel_frames
+                && self.clocks == Clocks::On { kernel: true },
         }
     }
 
@@ -615,6 +623,7 @@ mod tests {
             frequency: 1000,
             off_cpu: false,
             cpu_timers: true,
+            kernel_frames: true,
             known_stacks: KnownStacks::new(),
         });
         let v: Vec<u64> = (0..1000).map(|_| s.jittered_interval()).collect();

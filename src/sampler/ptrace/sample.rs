@@ -164,6 +164,7 @@ impl PtraceSampler {
             time,
             cpu: 0,
             regs: last.regs,
+            kernel: &[],
             stack: &last.stack,
             words: &last.words,
             off_cpu: None,
@@ -224,24 +225,29 @@ impl PtraceSampler {
         let stack = std::mem::take(&mut self.stack);
         let words = std::mem::take(&mut self.words);
         let python = std::mem::take(&mut self.python);
-        let s = Sample {
-            pid,
-            tid,
-            time,
-            cpu: 0,
-            regs,
-            stack: &stack[..n],
-            words: &words,
-            off_cpu,
-        };
-        // A thread due several samples (it was not caught running for a while) gets them
-        // all here: copies of one record.
-        for _ in 0..count {
+        let chains = std::mem::take(&mut self.kernel_chains);
+        // A thread due several samples (it was not caught running for a while, or its clock
+        // counted several periods) gets them all here: one record each, the same but for
+        // the kernel frames of the period each stands for.
+        for i in 0..count {
+            let s = Sample {
+                pid,
+                tid,
+                time,
+                cpu: 0,
+                regs,
+                kernel: chains.for_sample(i, count),
+                stack: &stack[..n],
+                words: &words,
+                off_cpu,
+            };
             self.push_sample(&s, &python);
         }
         self.stack = stack;
         self.words = words;
         self.python = python;
+        self.kernel_chains = chains;
+        self.kernel_chains.clear();
         self.stats.samples += u64::from(count);
         self.stats.samples_squared += u64::from(count).pow(2);
     }

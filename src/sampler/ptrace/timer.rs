@@ -14,6 +14,13 @@
 //! happens to it. (Programs that handle `SIGURG`, such as Go's runtime, tolerate one more.)
 //! A thread that blocks the signal is never stopped by it: it is found at a tick (its CPU
 //! clock runs on with no stop) and sampled by ticks from then on.
+//!
+//! Where the clock counts kernel time, it also records the kernel's callchain at the end of
+//! each period into a one-page ring buffer of its own, read at the stop. Those are the
+//! sample's kernel frames, exactly: the signal is delivered on the thread's first return to
+//! user space after the period ended, so every period that ended since the last stop ended
+//! either in user space (no kernel frames) or within the kernel entry the stop ends, whose
+//! user-space side — registers and stack — is what the stop reads.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -21,6 +28,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use perf_event_open_sys as sys;
 
 use crate::sampler::perf;
+use crate::sampler::records::{RecordHeader, PERF_RECORD_SAMPLE, PERF_SAMPLE_CALLCHAIN};
 
 /// The signal a thread's timer sends it.
 pub(super) const TIMER_SIGNAL: i32 = libc::SIGURG;
@@ -38,6 +46,9 @@ const MIN_PERIOD_NS: u64 = 10_000;
 /// A thread's CPU clock, counting periods of its CPU time and signalling it at each.
 pub(super) struct CpuTimer {
     fd: OwnedFd,
+    /// Where it records the kernel callchain at the end of each period (kernel time counted,
+    /// kernel frames wanted, and the buffer could be mapped).
+    chains: Option<perf::RingBuffer>,
     /// The period it signals at now (jittered around the nominal one at every stop).
     period: u64,
     /// Its count (CPU time, ns) when that period began.
@@ -52,8 +63,10 @@ pub(super) struct CpuTimer {
 
 impl CpuTimer {
     /// Start one for `tid`, signalling it every `period` ns of its CPU time; `kernel`: also
-    /// in the kernel (refused without privileges at `perf_event_paranoid` 2).
-    pub(super) fn start(tid: u32, period: u64, kernel: bool) -> io::Result<CpuTimer> {
+    /// in the kernel (refused without privileges at `perf_event_paranoid` 2), and then with
+    /// the kernel's callchains where `chains` asks for them.
+    pub(super) fn start(tid: u32, period: u64, kernel: bool, chains: bool) -> io::Result<CpuTimer> {
+        let chains = kernel && chains;
         let mut attr = sys::bindings::perf_event_attr {
             type_: sys::bindings::PERF_TYPE_SOFTWARE,
             size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
@@ -64,10 +77,23 @@ impl CpuTimer {
         attr.set_disabled(1);
         attr.set_exclude_hv(1);
         attr.set_exclude_kernel(u64::from(!kernel));
+        if chains {
+            attr.sample_type = PERF_SAMPLE_CALLCHAIN;
+            // The user part comes from the stop; only the kernel's is recorded.
+            attr.set_exclude_callchain_user(1);
+            // No wakeups but the signal, which every period sends anyway.
+            attr.set_watermark(1);
+            attr.__bindgen_anon_2.wakeup_watermark = u32::MAX;
+        }
         // On whatever CPU the thread runs.
         let fd = perf::open_one(&mut attr, tid, -1)?;
+        // Without its buffer (out of locked memory) the clock still times the stops.
+        let chains = chains
+            .then(|| perf::RingBuffer::map(fd.as_raw_fd(), 1).ok())
+            .flatten();
         let timer = CpuTimer {
             fd,
+            chains,
             period,
             armed_at: 0,
             owed: 0,
@@ -93,6 +119,14 @@ impl CpuTimer {
     /// Kernel time is counted and signalled too.
     pub(super) fn counts_kernel(&self) -> bool {
         self.kernel
+    }
+
+    /// Move the kernel callchains recorded since the last stop into `out` (cleared first).
+    pub(super) fn take_kernel_chains(&mut self, out: &mut KernelChains) {
+        out.clear();
+        if let Some(ring) = &mut self.chains {
+            ring.each_record(|rec| out.push_record(rec));
+        }
     }
 
     /// Signal thread `tid` (again: a thread that calls `exec` takes its leader's id).
@@ -180,6 +214,58 @@ impl CpuTimer {
     }
 }
 
+/// The kernel callchains of the periods that ended since a thread's last stop, oldest
+/// first, each as the kernel writes it (`PERF_CONTEXT_KERNEL`, then addresses; empty where the
+/// period ended in user space).
+#[derive(Default)]
+pub(super) struct KernelChains {
+    entries: Vec<u64>,
+    /// Where each chain ends in `entries`.
+    ends: Vec<usize>,
+}
+
+impl KernelChains {
+    pub(super) fn clear(&mut self) {
+        self.entries.clear();
+        self.ends.clear();
+    }
+
+    /// Add the chain of one record of a clock's buffer (a sample with only a callchain;
+    /// anything else, such as a count of records lost to a full buffer, is passed over).
+    fn push_record(&mut self, rec: &[u8]) {
+        let word = |i: usize| {
+            rec.get(i..i + 8)
+                .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+        };
+        let Some(h) = RecordHeader::parse(rec) else {
+            return;
+        };
+        let Some(nr) = word(RecordHeader::SIZE) else {
+            return;
+        };
+        if h.kind != PERF_RECORD_SAMPLE || rec.len() < RecordHeader::SIZE + 8 * (1 + nr as usize) {
+            return;
+        }
+        let at = RecordHeader::SIZE + 8;
+        self.entries
+            .extend((0..nr as usize).filter_map(|i| word(at + 8 * i)));
+        self.ends.push(self.entries.len());
+    }
+
+    /// The chain for the `i`th of `n` samples counted at one stop: the recorded chains
+    /// spread evenly over them (each stands for one period of the same kernel entry); none
+    /// where nothing was recorded.
+    pub(super) fn for_sample(&self, i: u32, n: u32) -> &[u64] {
+        let k = self.ends.len();
+        if k == 0 || n == 0 {
+            return &[];
+        }
+        let j = (i as usize * k / n as usize).min(k - 1);
+        let start = if j == 0 { 0 } else { self.ends[j - 1] };
+        &self.entries[start..self.ends[j]]
+    }
+}
+
 fn fcntl(fd: RawFd, cmd: libc::c_int, arg: libc::c_int) -> io::Result<()> {
     // SAFETY: these fcntl commands take an integer.
     if unsafe { libc::fcntl(fd, cmd, arg) } < 0 {
@@ -205,6 +291,40 @@ fn sigpoll_fd(info: &libc::siginfo_t) -> RawFd {
 mod tests {
     use super::*;
 
+    /// A record as the clock's buffer holds it: a sample with only a callchain.
+    fn chain_record(chain: &[u64]) -> Vec<u8> {
+        let size = (RecordHeader::SIZE + 8 * (1 + chain.len())) as u16;
+        let mut rec = PERF_RECORD_SAMPLE.to_ne_bytes().to_vec();
+        rec.extend(0u16.to_ne_bytes());
+        rec.extend(size.to_ne_bytes());
+        rec.extend((chain.len() as u64).to_ne_bytes());
+        for &e in chain {
+            rec.extend(e.to_ne_bytes());
+        }
+        rec
+    }
+
+    #[test]
+    fn recorded_chains_are_spread_over_the_samples_of_a_stop() {
+        let mut chains = KernelChains::default();
+        assert_eq!(chains.for_sample(0, 3), &[] as &[u64]);
+        chains.push_record(&chain_record(&[1, 2]));
+        chains.push_record(&chain_record(&[]));
+        chains.push_record(&chain_record(&[3]));
+        // Lost records and cut ones are passed over.
+        let mut lost = chain_record(&[7]);
+        lost[..4].copy_from_slice(&crate::sampler::records::PERF_RECORD_LOST.to_ne_bytes());
+        chains.push_record(&lost);
+        chains.push_record(&chain_record(&[4, 5])[..20]);
+        // Three chains over six samples: two each, in order.
+        let got: Vec<&[u64]> = (0..6).map(|i| chains.for_sample(i, 6)).collect();
+        assert_eq!(got, [&[1, 2][..], &[1, 2], &[], &[], &[3], &[3]]);
+        // Over one sample: the first.
+        assert_eq!(chains.for_sample(0, 1), &[1, 2]);
+        chains.clear();
+        assert_eq!(chains.for_sample(0, 1), &[] as &[u64]);
+    }
+
     /// On this very thread: the timer signals it (blocked here, so it is taken with
     /// sigtimedwait), the siginfo is recognized, and its count is CPU time.
     #[test]
@@ -217,7 +337,7 @@ mod tests {
             libc::sigaddset(&mut set, TIMER_SIGNAL);
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         }
-        let timer = match CpuTimer::start(tid, 2_000_000, false) {
+        let timer = match CpuTimer::start(tid, 2_000_000, false, false) {
             Ok(t) => t,
             Err(e) => panic!(
                 "could not open a task-clock perf event on this thread ({e}); perf events \

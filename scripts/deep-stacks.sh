@@ -13,6 +13,8 @@
 #
 # Also per setup: ember's own CPU per 1,000 samples (everything's CPU time less rustc's), and
 # rustc's CPU time against the bare build's (what sampling costs the compile itself).
+# Last, the unwind tables (rows from .eh_frame alone, for an in-kernel walk) checked against
+# the DWARF unwinder on every sample of one more build.
 # Needs /usr/bin/time (Debian's package time).
 . "$(dirname "$0")/lib/measure.sh"
 HZ=${1:-999}
@@ -122,3 +124,8 @@ for name, runs in rows.items():
 print("slowdown per round:", "; ".join(
     f"{name}: " + " ".join(f"{r['slowdown']:.2f}" for r in runs) for name, runs in rows.items()))
 EOF2
+
+# The unwind tables an in-kernel walk is to use (rows from .eh_frame alone), checked against
+# the DWARF unwinder on every sample of one more build (default options).
+build "$EMBER" record -v --debug-check-tables -F "$HZ" -o "$WORK/out.folded" -- >/dev/null
+grep -A1 'unwind tables:' "$WORK/build-err" | sed 's/^ember: //'

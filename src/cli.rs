@@ -349,6 +349,11 @@ pub struct SamplingArgs {
     /// frames are as the thread's last unwind read them
     #[arg(long, hide = true)]
     pub debug_whole_copies: bool,
+
+    /// For tests of the unwind tables: walk every sample again with the rows built from
+    /// .eh_frame alone, and say in -v how that compared with the DWARF unwinder
+    #[arg(long, hide = true)]
+    pub debug_check_tables: bool,
 }
 
 /// What to profile: running processes, or a command to launch (shared by record and top).
@@ -595,6 +600,7 @@ impl SamplingArgs {
         DebugHooks {
             ptrace_ticks: self.debug_ptrace_ticks,
             whole_copies: self.debug_whole_copies,
+            check_tables: self.debug_check_tables,
             reader_pause: reader_pause_ms.map(std::time::Duration::from_millis),
         }
     }

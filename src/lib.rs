@@ -35,4 +35,5 @@ pub mod symbolize;
 pub mod target;
 pub mod top;
 pub mod unwind;
+pub mod unwind_table;
 pub mod waits;

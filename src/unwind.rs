@@ -245,7 +245,7 @@ impl StackUnwinder {
 /// The memory an unwind may read: the copy of the stack from the stack pointer up, and
 /// words above it given one by one (`(address, value)` pairs of little-endian u64s, sorted
 /// by address), read at the same stop.
-struct StackMemory<'a> {
+pub(crate) struct StackMemory<'a> {
     sp: u64,
     copy: &'a [u8],
     words: &'a [u8],
@@ -256,7 +256,7 @@ struct StackMemory<'a> {
 }
 
 impl<'a> StackMemory<'a> {
-    fn new(sp: u64, copy: &'a [u8], words: &'a [u8]) -> StackMemory<'a> {
+    pub(crate) fn new(sp: u64, copy: &'a [u8], words: &'a [u8]) -> StackMemory<'a> {
         StackMemory {
             sp,
             copy,
@@ -277,7 +277,7 @@ impl<'a> StackMemory<'a> {
     }
 
     /// The word at `addr`, noted in `reads` if given.
-    fn read(&mut self, addr: u64, reads: Option<&mut StackReads>) -> Result<u64, ()> {
+    pub(crate) fn read(&mut self, addr: u64, reads: Option<&mut StackReads>) -> Result<u64, ()> {
         let in_copy = addr
             .checked_sub(self.sp)
             .and_then(|off| self.copy.get(off as usize..(off as usize).checked_add(8)?));

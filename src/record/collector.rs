@@ -16,6 +16,7 @@ use crate::sampler::takeover::Requests;
 use crate::sampler::SampleLayout;
 use crate::symbolize::perfmap::PerfMap;
 use crate::unwind::{StackUnwinder, UnwindStats};
+use crate::unwind_table::check::TableCheck;
 use crate::waits::Waits;
 
 /// Turns records into profile samples, keeping the process table current: the work done
@@ -50,6 +51,8 @@ pub struct Collector {
     pub(super) takeovers: Takeovers,
     /// Python processes, their code objects, and samples given Python frames.
     pub(super) python: PythonFrames,
+    /// The unwind tables checked against the DWARF unwinder (a debug mode).
+    pub(super) table_check: Option<TableCheck>,
 }
 
 /// What a collector is built with: how the sampler lays records out, and what it does beyond
@@ -65,6 +68,8 @@ pub struct CollectorSetup {
     pub takeovers: Option<(Requests, bool)>,
     /// Count samples taken at switch-out as waits until switch-in, at this frequency.
     pub waits_at: Option<u64>,
+    /// Walk every sample again with the unwind tables alone, and compare.
+    pub check_tables: bool,
 }
 
 impl CollectorSetup {
@@ -76,6 +81,7 @@ impl CollectorSetup {
             known_stacks: None,
             takeovers: None,
             waits_at: None,
+            check_tables: false,
         }
     }
 }
@@ -122,6 +128,7 @@ impl Collector {
                 .map(|(requests, deep)| Takeovers::new(requests, deep))
                 .unwrap_or_default(),
             python: PythonFrames::default(),
+            table_check: setup.check_tables.then(TableCheck::new),
         }
     }
 
@@ -212,6 +219,9 @@ impl Collector {
         self.procs.touch_thread(s.pid, s.tid);
         self.unwinder
             .unwind(self.procs.get(s.pid), s, &mut self.raw);
+        if let Some(check) = &mut self.table_check {
+            check.compare(self.procs.get(s.pid), &self.procs.modules, s, &self.raw);
+        }
         if !s.python.is_empty() {
             self.python.splice(s.pid, s.python, &mut self.raw);
         }

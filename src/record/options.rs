@@ -125,6 +125,9 @@ pub struct DebugHooks {
     /// The ptrace backend copies every stack whole, even where the outer frames are as the
     /// last unwind of the thread read them (measurements of that reuse).
     pub whole_copies: bool,
+    /// Walk every sample again with the unwind tables alone and compare
+    /// ([`crate::unwind_table::check`]).
+    pub check_tables: bool,
     /// Sleep this long after each read of the buffers (tests of the loss path).
     pub reader_pause: Option<std::time::Duration>,
 }

@@ -110,6 +110,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
         waits_at: sampler
             .samples_switches()
             .then_some(opts.sampling.frequency),
+        check_tables: opts.debug.check_tables,
     });
     let description = match &running {
         Running::Command(_) => opts.target.command.clone(),
@@ -418,6 +419,9 @@ fn detail(sampler: &dyn Sampler, collector: &Collector) -> String {
              could not be read to its end",
             python.samples, python.cut
         );
+    }
+    if let Some(check) = &collector.table_check {
+        detail += &format!("\nember: {}", check.stats);
     }
     detail
 }

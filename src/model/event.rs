@@ -31,6 +31,26 @@ pub struct SampleEvent<'a> {
     pub from_ptrace: bool,
     /// The thread's Python stack, read at the same stop (see [`PythonStack`]), or empty.
     pub python: &'a [u8],
+    /// The user stack as ember's BPF program walked it at the sample, in the kernel.
+    pub walked: Option<KernelWalk<'a>>,
+}
+
+/// A user stack walked in the kernel at sample time with the unwind tables' rows (see
+/// `crate::sampler::bpf`). Where the walk handed over before the root, the sample's
+/// `user_regs` and `user_stack` are the registers there and the stack from there, for the
+/// DWARF unwinder to go on (or, in a check, the sample's own, to walk it both ways).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelWalk<'a> {
+    /// Each frame's address as a DWARF unwinder looks it up (the sample's ip, then return
+    /// addresses minus one): little-endian u64s.
+    pub frames: &'a [u8],
+    /// How it ended: `crate::unwind_table::walk::WalkEnd` as a number (0 root, 1 no row, 2 a
+    /// rule it cannot follow, 3 unreadable, 4 depth).
+    pub end: u64,
+    /// The registers where it ended.
+    pub at_end: UserRegs,
+    /// The copy starts at the sample's stack pointer (a check), not where the walk ended.
+    pub copy_at_sample: bool,
 }
 
 /// Stack bytes of the sample of `tid` at `time` that come after what the sample holds (or,

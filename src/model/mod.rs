@@ -10,8 +10,8 @@ pub mod stack_reads;
 
 pub use crate::arch::UserRegs;
 pub use event::{
-    CommEvent, Event, ForkEvent, MmapEvent, PythonCode, PythonStack, SampleEvent, StackPart,
-    SwitchEvent, PYTHON_CUT, PYTHON_ENTRY,
+    CommEvent, Event, ForkEvent, KernelWalk, MmapEvent, PythonCode, PythonStack, SampleEvent,
+    StackPart, SwitchEvent, PYTHON_CUT, PYTHON_ENTRY,
 };
 pub use frame::{Frame, FrameKind, ModuleId, RawFrame, WaitReason};
 

@@ -3,6 +3,7 @@
 //! Every backend produces records in the perf ring-buffer format (see [`records`]), so the
 //! rest of the pipeline reads one format whatever the source.
 
+pub mod bpf;
 pub mod encode;
 pub mod perf;
 pub mod ptrace;

@@ -59,6 +59,11 @@ pub const EMBER_RECORD_PYTHON_CODE: u32 = 0x4000_0008;
 /// see [`crate::model::PythonStack`]; then the `sample_id` trailer.
 pub const EMBER_RECORD_PYTHON_STACK: u32 = 0x4000_0009;
 
+/// ember's own record: a sample as ember's BPF program sent it, its stack walked in the
+/// kernel (the samples of a ring whose sampling events run the program; see
+/// [`crate::sampler::bpf::record`]).
+pub const EMBER_RECORD_BPF_SAMPLE: u32 = 0x4000_000a;
+
 /// How a [`WaitReason`] is written in an `EMBER_RECORD_OFF_CPU_SAMPLE`: the syscall number,
 /// or one of these (far above any syscall number).
 const WIRE_UNKNOWN: u64 = u64::MAX;
@@ -277,6 +282,7 @@ impl SampleLayout {
                 | EMBER_RECORD_OFF_CPU_SAMPLE
                 | EMBER_RECORD_SWITCH_OUT_SAMPLE
                 | EMBER_RECORD_PTRACE_SAMPLE
+                | EMBER_RECORD_BPF_SAMPLE
         ) {
             let start = if h.kind != EMBER_RECORD_OFF_CPU_SAMPLE {
                 RecordHeader::SIZE
@@ -352,6 +358,7 @@ impl SampleLayout {
                 s.switched_out = true;
                 Event::Sample(s)
             }
+            EMBER_RECORD_BPF_SAMPLE => Event::Sample(crate::sampler::bpf::record::parse(rec)?),
             EMBER_RECORD_PTRACE_SAMPLE => {
                 let mut s = self.parse_sample(h, rec, RecordHeader::SIZE)?;
                 s.from_ptrace = true;

@@ -1,0 +1,296 @@
+//! ember's stack walk in the kernel (BPF): the program (`unwind.bpf.c`, built into
+//! `unwind.bpf.o` by `scripts/bpf.sh`), loaded with aya — a loader in Rust alone, so that
+//! `cargo install` needs no C toolchain or libbpf — and its maps: the rows of each file
+//! ([`crate::unwind_table`]), each process's executable mappings, a buffer per CPU and the
+//! output events the records go to.
+//!
+//! ember attaches the program to its own sampling events (`PERF_EVENT_IOC_SET_BPF`); at each
+//! sample it walks the user stack with the rows and sends a record of its own in place of
+//! the sample ([`record`] reads it). The sampler keeps the program ([`BpfProgram`]); the
+//! collector, which knows the processes and their files, fills the maps ([`BpfMaps`]).
+
+pub mod record;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData};
+use aya::programs::PerfEvent;
+use aya::{Ebpf, EbpfLoader};
+use perf_event_open_sys as sys;
+
+use crate::unwind_table::Row;
+
+/// The compiled program (see `scripts/bpf.sh`).
+static OBJECT: &[u8] = include_bytes!("unwind.bpf.o");
+
+/// The most mappings of one process the program looks through (`MAX_MAPPINGS`).
+pub const MAX_MAPPINGS: usize = 256;
+
+/// Rows the kernel holds for all files together, by default: 16 bytes each.
+pub const DEFAULT_ROWS: u32 = 1 << 21;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("the kernel refused ember's BPF program: {0}")]
+    Load(String),
+    #[error("could not attach ember's BPF program to its perf event: {0}")]
+    Attach(io::Error),
+    #[error("could not open the BPF output event of CPU {cpu}: {source}")]
+    Output { cpu: u32, source: io::Error },
+}
+
+/// One executable mapping as the program looks it up (`struct mapping`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MappingEntry {
+    pub start: u64,
+    pub end: u64,
+    /// What to subtract from an address to get the SVMA the rows are keyed by.
+    pub bias: u64,
+    pub first: u32,
+    pub count: u32,
+}
+
+/// A process's mappings (`struct process`).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct ProcessEntry {
+    count: u32,
+    pad: u32,
+    m: [MappingEntry; MAX_MAPPINGS],
+}
+
+// SAFETY: plain data of integers, no padding but the explicit field.
+unsafe impl aya::Pod for MappingEntry {}
+unsafe impl aya::Pod for ProcessEntry {}
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct RowPod(Row);
+// SAFETY: `Row` is `repr(C)`, 16 bytes of integers.
+unsafe impl aya::Pod for RowPod {}
+
+/// The program, loaded, and the events its records go to.
+pub struct BpfProgram {
+    ebpf: Ebpf,
+    /// The BPF output events, one per CPU (redirected into ember's rings).
+    outputs: Vec<(u32, OwnedFd)>,
+}
+
+/// The maps ember fills: each file's rows, each process's mappings.
+pub struct BpfMaps {
+    rows: Array<MapData, RowPod>,
+    processes: BpfHashMap<MapData, u32, ProcessEntry>,
+    /// Rows stored so far, and the capacity.
+    used: u32,
+    capacity: u32,
+    /// Where each file's rows are: (first, count), by the key ember gives the file.
+    files: HashMap<u64, Option<(u32, u32)>>,
+    /// Files that did not fit.
+    pub files_left_out: usize,
+}
+
+/// Load the program for CPUs `cpus` with room for `rows` rows; `check`: every record also
+/// carries a copy of the stack at the sample's stack pointer.
+pub fn load(cpus: &[u32], rows: u32, check: bool) -> Result<(BpfProgram, BpfMaps), BpfError> {
+    let slots = cpus.iter().max().map_or(1, |&c| c + 1);
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("rows", rows)
+        .map_max_entries("buffers", slots)
+        .map_max_entries("out", slots)
+        .load(OBJECT)
+        .map_err(|e| BpfError::Load(e.to_string()))?;
+    let program: &mut PerfEvent = ebpf
+        .program_mut("unwind")
+        .ok_or_else(|| BpfError::Load("no program `unwind` in the object".into()))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| BpfError::Load(e.to_string()))?;
+    program
+        .load()
+        .map_err(|e| BpfError::Load(verifier_log(e)))?;
+    let mut config: Array<MapData, u64> = take(&mut ebpf, "config")?;
+    config
+        .set(0, u64::from(check), 0)
+        .map_err(|e| BpfError::Load(e.to_string()))?;
+    let outputs = open_outputs(&mut ebpf, cpus)?;
+    let maps = BpfMaps {
+        rows: take(&mut ebpf, "rows")?,
+        processes: take(&mut ebpf, "processes")?,
+        used: 0,
+        capacity: rows,
+        files: HashMap::new(),
+        files_left_out: 0,
+    };
+    Ok((BpfProgram { ebpf, outputs }, maps))
+}
+
+impl BpfProgram {
+    /// Run the program at every sample of perf event `fd` (its own sample is dropped).
+    pub fn attach(&self, fd: RawFd) -> Result<(), BpfError> {
+        let program: &PerfEvent = self
+            .ebpf
+            .program("unwind")
+            .and_then(|p| p.try_into().ok())
+            .expect("loaded");
+        let prog = program.fd().map_err(|e| BpfError::Load(e.to_string()))?;
+        // SAFETY: an ioctl taking the program's descriptor as its integer argument.
+        let r =
+            unsafe { sys::ioctls::SET_BPF(fd, prog.as_fd().as_raw_fd() as std::os::raw::c_uint) };
+        if r != 0 {
+            return Err(BpfError::Attach(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// The output event of `cpu`, to be redirected into that CPU's ring buffer.
+    pub fn output_fd(&self, cpu: u32) -> Option<RawFd> {
+        self.outputs
+            .iter()
+            .find(|(c, _)| *c == cpu)
+            .map(|(_, fd)| fd.as_raw_fd())
+    }
+}
+
+impl BpfMaps {
+    /// Where the rows of the file known as `key` are, storing them on first use: `None` if
+    /// they do not fit.
+    pub fn rows_of(&mut self, key: u64, table: &[Row]) -> Option<(u32, u32)> {
+        if let Some(&place) = self.files.get(&key) {
+            return place;
+        }
+        let n = table.len() as u32;
+        let place = (self.used + n <= self.capacity).then_some((self.used, n));
+        if let Some((first, _)) = place {
+            for (i, row) in table.iter().enumerate() {
+                if self.rows.set(first + i as u32, RowPod(*row), 0).is_err() {
+                    break;
+                }
+            }
+            self.used += n;
+        } else {
+            self.files_left_out += 1;
+        }
+        self.files.insert(key, place);
+        place
+    }
+
+    /// The program's view of process `pid`: its executable mappings with rows, by address.
+    pub fn set_process(&mut self, pid: u32, mappings: &[MappingEntry]) {
+        let mut entry = ProcessEntry {
+            count: 0,
+            pad: 0,
+            m: [MappingEntry::default(); MAX_MAPPINGS],
+        };
+        let mut sorted: Vec<MappingEntry> = mappings.to_vec();
+        sorted.sort_by_key(|m| m.start);
+        sorted.truncate(MAX_MAPPINGS);
+        entry.m[..sorted.len()].copy_from_slice(&sorted);
+        entry.count = sorted.len() as u32;
+        let _ = self.processes.insert(pid, entry, 0);
+    }
+
+    pub fn remove_process(&mut self, pid: u32) {
+        let _ = self.processes.remove(&pid);
+    }
+
+    /// The kernel memory the rows take (the map is made whole at load).
+    pub fn rows_bytes(&self) -> (usize, usize) {
+        (
+            self.used as usize * std::mem::size_of::<Row>(),
+            self.capacity as usize * std::mem::size_of::<Row>(),
+        )
+    }
+}
+
+/// Take map `name` out of the loaded object as a `T`.
+fn take<T: TryFrom<Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T, BpfError> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| BpfError::Load(format!("no map `{name}` in the object")))?;
+    T::try_from(map).map_err(|_| BpfError::Load(format!("map `{name}` is not of its type")))
+}
+
+/// The verifier's reason, its last lines (the whole log runs to thousands).
+fn verifier_log(e: aya::programs::ProgramError) -> String {
+    let text = format!("{e:#}");
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(12)..].join("\n")
+}
+
+/// One BPF output event per CPU (`PERF_COUNT_SW_BPF_OUTPUT`), each put in the program's
+/// `out` map at its CPU's index. Their samples carry the records as raw data, after the
+/// fields ember's own samples begin with (see [`record`]).
+fn open_outputs(ebpf: &mut Ebpf, cpus: &[u32]) -> Result<Vec<(u32, OwnedFd)>, BpfError> {
+    let out = ebpf
+        .map("out")
+        .ok_or_else(|| BpfError::Load("no map `out` in the object".into()))?;
+    let Map::PerfEventArray(data) = out else {
+        return Err(BpfError::Load("map `out` is not a perf event array".into()));
+    };
+    let map_fd = data.fd().as_fd().as_raw_fd();
+    let mut outputs = Vec::new();
+    for &cpu in cpus {
+        let mut attr = record::output_attr();
+        let fd = crate::sampler::perf::open_one(&mut attr, -1i32 as u32, cpu as i32)
+            .map_err(|source| BpfError::Output { cpu, source })?;
+        update_elem(map_fd, cpu, fd.as_raw_fd() as u32)
+            .map_err(|source| BpfError::Output { cpu, source })?;
+        outputs.push((cpu, fd));
+    }
+    Ok(outputs)
+}
+
+/// `bpf(BPF_MAP_UPDATE_ELEM)` of a map with u32 keys and values.
+fn update_elem(map_fd: RawFd, key: u32, value: u32) -> io::Result<()> {
+    #[repr(C)]
+    struct Attr {
+        map_fd: u32,
+        pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    let attr = Attr {
+        map_fd: map_fd as u32,
+        pad: 0,
+        key: &key as *const u32 as u64,
+        value: &value as *const u32 as u64,
+        flags: 0,
+    };
+    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+    // SAFETY: the attribute points to live locals for the call's duration.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_ELEM,
+            &attr as *const Attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_accepts_the_program() {
+        let cpus = crate::linux::online_cpus().unwrap();
+        match load(&cpus, 1024, false) {
+            Ok((program, mut maps)) => {
+                assert!(program.output_fd(cpus[0]).is_some());
+                let rows = [Row::stop(0x1000)];
+                assert_eq!(maps.rows_of(7, &rows), Some((0, 1)));
+                assert_eq!(maps.rows_of(7, &rows), Some((0, 1)));
+                maps.set_process(1, &[MappingEntry::default()]);
+                maps.remove_process(1);
+            }
+            Err(e) => panic!("{e} (BPF needs root, or CAP_BPF and CAP_PERFMON)"),
+        }
+    }
+}

@@ -1,0 +1,366 @@
+// SPDX-License-Identifier: (MIT OR Apache-2.0) AND GPL-2.0
+//
+// ember's user-stack walk in the kernel, run at each sample of ember's perf events: frame by
+// frame from the sample's user registers, with the rows ember built in user space from each
+// file's .eh_frame (src/unwind_table: the same rows, the same walk as `walk.rs`). It sends
+// the frames' addresses, and where the rows end before the root (no row, a rule they cannot
+// follow) the registers there and a copy of the stack from there, for ember to go on as it
+// does with perf events' copies. The perf sample itself is dropped: this record replaces it.
+//
+// Built with `scripts/bpf.sh` (Debian's clang -target bpf); the object is kept next to this
+// file and CI checks that it is this file's.
+
+#include <linux/bpf.h>
+#include <linux/bpf_perf_event.h>
+#include <linux/ptrace.h>
+#include <bpf/bpf_helpers.h>
+
+typedef unsigned long long u64;
+typedef long long s64;
+typedef unsigned int u32;
+typedef int s32;
+typedef short s16;
+typedef unsigned char u8;
+
+// The row of src/unwind_table/mod.rs (16 bytes).
+struct row {
+	u64 pc;
+	s32 cfa_offset;
+	s16 rbp_offset;
+	u8 kind;
+	u8 plt_threshold;
+};
+
+enum {
+	ROW_STOP = 0,
+	ROW_CFA_RSP = 1,
+	ROW_CFA_RBP = 2,
+	ROW_PLT = 3,
+	ROW_ROOT = 4,
+	ROW_UNSUPPORTED = 5,
+};
+#define RBP_UNKNOWN (-32768)
+
+// One executable mapping of a process: its rows are rows[first, first + count).
+struct mapping {
+	u64 start;
+	u64 end;
+	u64 bias;
+	u32 first;
+	u32 count;
+};
+
+#define MAX_MAPPINGS 256
+struct process {
+	u32 count;
+	u32 pad;
+	struct mapping m[MAX_MAPPINGS];
+};
+
+// How a walk ended (`WalkEnd` of walk.rs, with the same numbers).
+enum {
+	END_ROOT = 0,
+	END_NO_ROW = 1,
+	END_UNSUPPORTED = 2,
+	END_UNREADABLE = 3,
+	END_DEPTH = 4,
+};
+
+#define MAX_FRAMES 6144
+#define MAX_KERNEL 128
+#define COPY_BYTES 16384
+#define BUF_BYTES 65536
+#define HEADER_WORDS 12
+#define MAGIC 0x3146504252424d45ULL // "EMBRBPF1"
+
+// The record sent: HEADER_WORDS words — magic, how many kernel frames, how many user
+// frames, how the walk ended, the registers where it ended (ip, sp, bp), the bytes of stack
+// copied, where the copy starts (0: where the walk ended, 1: at the sample's stack pointer),
+// the sample's registers (ip, sp, bp) — then MAX_KERNEL words for the kernel frames, the
+// user frames, the copy.
+struct out_buf {
+	u64 w[BUF_BYTES / 8];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, u32);
+	__type(value, struct process);
+} processes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); // set by ember before loading
+	__type(key, u32);
+	__type(value, struct row);
+} rows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); // one per CPU, set by ember
+	__type(key, u32);
+	__type(value, struct out_buf);
+} buffers SEC(".maps");
+
+// Word 0: 1 to copy the stack at the sample's stack pointer always (ember's check of this
+// walk against its DWARF unwinder).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u64);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(u32));
+	__uint(value_size, sizeof(u32));
+} out SEC(".maps");
+
+struct walk {
+	u64 ip, sp, bp;
+	u64 lookup;
+	u32 bp_known;
+	u32 n;
+	u32 end;
+	u32 pid;
+	u32 cpu;
+};
+
+// A binary search for the last entry whose start is at most `key`, among `count` entries:
+// one bpf_loop step per halving (a loop of its own would make the verifier follow every
+// path through it).
+struct search {
+	u64 key;
+	u32 lo, hi;
+	u32 first; // rows: the file's first row
+	u32 pid;   // mappings: the process
+};
+
+static long row_step(u64 index, void *ctx)
+{
+	struct search *s = ctx;
+	if (s->lo >= s->hi)
+		return 1;
+	u32 mid = s->lo + (s->hi - s->lo) / 2;
+	u32 key = s->first + mid;
+	struct row *r = bpf_map_lookup_elem(&rows, &key);
+	if (!r) {
+		s->lo = 0;
+		return 1;
+	}
+	if (r->pc <= s->key)
+		s->lo = mid + 1;
+	else
+		s->hi = mid;
+	return 0;
+}
+
+static long mapping_step(u64 index, void *ctx)
+{
+	struct search *s = ctx;
+	if (s->lo >= s->hi)
+		return 1;
+	struct process *p = bpf_map_lookup_elem(&processes, &s->pid);
+	if (!p) {
+		s->lo = 0;
+		return 1;
+	}
+	u32 mid = s->lo + (s->hi - s->lo) / 2;
+	if (p->m[mid & (MAX_MAPPINGS - 1)].start <= s->key)
+		s->lo = mid + 1;
+	else
+		s->hi = mid;
+	return 0;
+}
+
+// The mapping of `p` (process `pid`) that holds `addr`, or NULL.
+static struct mapping *find_mapping(struct process *p, u32 pid, u64 addr)
+{
+	u32 count = p->count;
+	struct search s = { .key = addr, .lo = 0, .hi = count < MAX_MAPPINGS ? count : MAX_MAPPINGS, .pid = pid };
+	bpf_loop(10, mapping_step, &s, 0);
+	if (s.lo == 0)
+		return 0;
+	struct mapping *m = &p->m[(s.lo - 1) & (MAX_MAPPINGS - 1)];
+	return addr < m->end ? m : 0;
+}
+
+// The row for `svma` among rows[first, first + count), or NULL.
+static struct row *find_row(u32 first, u32 count, u64 svma)
+{
+	struct search s = { .key = svma, .lo = 0, .hi = count, .first = first };
+	bpf_loop(33, row_step, &s, 0);
+	if (s.lo == 0)
+		return 0;
+	u32 key = first + s.lo - 1;
+	return bpf_map_lookup_elem(&rows, &key);
+}
+
+static int read_word(u64 addr, u64 *v)
+{
+	return bpf_probe_read_user(v, sizeof(*v), (const void *)addr);
+}
+
+// One frame: find the caller of the frame at w->lookup; 1 ends the loop.
+static long step(u64 index, void *ctx)
+{
+	struct walk *w = ctx;
+	struct process *p = bpf_map_lookup_elem(&processes, &w->pid);
+	struct out_buf *buf = bpf_map_lookup_elem(&buffers, &w->cpu);
+	if (!p || !buf) {
+		w->end = END_NO_ROW;
+		return 1;
+	}
+	struct mapping *m = find_mapping(p, w->pid, w->lookup);
+	if (!m) {
+		w->end = END_NO_ROW;
+		return 1;
+	}
+	struct row *r = find_row(m->first, m->count, w->lookup - m->bias);
+	if (!r || r->kind == ROW_STOP) {
+		w->end = END_NO_ROW;
+		return 1;
+	}
+	if (r->kind == ROW_ROOT) {
+		w->end = END_ROOT;
+		return 1;
+	}
+	u64 cfa;
+	if (r->kind == ROW_CFA_RSP) {
+		cfa = w->sp + (s64)r->cfa_offset;
+	} else if (r->kind == ROW_CFA_RBP && w->bp_known) {
+		cfa = w->bp + (s64)r->cfa_offset;
+	} else if (r->kind == ROW_PLT) {
+		cfa = w->sp + (s64)r->cfa_offset + ((w->ip & 15) >= r->plt_threshold ? 8 : 0);
+	} else {
+		w->end = END_UNSUPPORTED;
+		return 1;
+	}
+	u64 ra, bp = w->bp;
+	if (cfa <= w->sp || read_word(cfa - 8, &ra)) {
+		w->end = END_UNREADABLE;
+		return 1;
+	}
+	if (r->rbp_offset == RBP_UNKNOWN) {
+		w->bp_known = 0;
+	} else if (r->rbp_offset != 0) {
+		u64 slot = cfa + (s64)r->rbp_offset;
+		if (read_word(slot, &bp)) {
+			// An epilogue that popped rbp: it holds the caller's again (walk.rs).
+			if (!(w->n == 1 && slot < w->sp)) {
+				w->end = END_UNREADABLE;
+				return 1;
+			}
+			bp = w->bp;
+		}
+		w->bp = bp;
+	}
+	if (ra == 0) {
+		w->end = END_ROOT;
+		return 1;
+	}
+	w->ip = ra;
+	w->sp = cfa;
+	w->lookup = ra - 1;
+	u32 at = HEADER_WORDS + MAX_KERNEL + w->n;
+	if (w->n >= MAX_FRAMES || at >= BUF_BYTES / 8) {
+		w->end = END_DEPTH;
+		return 1;
+	}
+	buf->w[at] = w->lookup;
+	w->n++;
+	return 0;
+}
+
+// The user registers of the interrupted thread: the sample's own (`sample`: ip, sp, bp, cs)
+// where it was in user space, else those saved at its entry to the kernel.
+static int user_regs(u64 sample[4], u64 *ip, u64 *sp, u64 *bp)
+{
+	struct pt_regs regs;
+	if ((sample[3] & 3) == 3) {
+		*ip = sample[0];
+		*sp = sample[1];
+		*bp = sample[2];
+		return 0;
+	}
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *saved = (struct pt_regs *)bpf_task_pt_regs(task);
+	if (bpf_probe_read_kernel(&regs, sizeof(regs), saved))
+		return -1;
+	*ip = regs.rip;
+	*sp = regs.rsp;
+	*bp = regs.rbp;
+	return 0;
+}
+
+SEC("perf_event")
+int unwind(struct bpf_perf_event_data *ctx)
+{
+	// The context is read at fixed offsets, before anything else (the verifier refuses a
+	// context pointer the compiler moved).
+	u64 sample[4];
+	sample[0] = ctx->regs.rip;
+	sample[1] = ctx->regs.rsp;
+	sample[2] = ctx->regs.rbp;
+	sample[3] = ctx->regs.cs;
+	u64 id = bpf_get_current_pid_tgid();
+	u32 cpu = bpf_get_smp_processor_id();
+	struct out_buf *buf = bpf_map_lookup_elem(&buffers, &cpu);
+	if (!buf)
+		return 0;
+	struct walk w = { .pid = id >> 32, .cpu = cpu };
+	long k = bpf_get_stack(ctx, &buf->w[HEADER_WORDS], MAX_KERNEL * 8, 0);
+	u64 nkernel = k > 0 ? (u64)k / 8 : 0;
+	if (user_regs(sample, &w.ip, &w.sp, &w.bp) != 0)
+		w.ip = 0;
+	u64 sample_ip = w.ip, sample_sp = w.sp, sample_bp = w.bp;
+	if (w.ip != 0) {
+		w.bp_known = 1;
+		w.lookup = w.ip;
+		buf->w[HEADER_WORDS + MAX_KERNEL] = w.ip;
+		w.n = 1;
+		w.end = END_DEPTH;
+		bpf_loop(MAX_FRAMES, step, &w, 0);
+	} else {
+		w.end = END_UNREADABLE;
+	}
+	u32 n = w.n;
+	if (n > MAX_FRAMES)
+		n = MAX_FRAMES;
+	u32 frames_end = HEADER_WORDS + MAX_KERNEL + n;
+	// Where the walk handed over, the stack from there, for ember to go on; in a check, the
+	// stack at the sample's stack pointer.
+	u32 zero = 0;
+	u64 *check = bpf_map_lookup_elem(&config, &zero);
+	u64 from = check && *check ? 1 : 0;
+	int handed_over = w.end == END_NO_ROW || w.end == END_UNSUPPORTED;
+	u64 copy_sp = from ? sample_sp : w.sp;
+	u64 copy = 0;
+	if ((from || (n > 0 && handed_over)) && frames_end * 8 + COPY_BYTES <= BUF_BYTES) {
+		if (bpf_probe_read_user(&buf->w[frames_end], COPY_BYTES, (const void *)copy_sp) == 0)
+			copy = COPY_BYTES;
+		else if (bpf_probe_read_user(&buf->w[frames_end], 4096, (const void *)copy_sp) == 0)
+			copy = 4096;
+	}
+	buf->w[0] = MAGIC;
+	buf->w[1] = nkernel;
+	buf->w[2] = n;
+	buf->w[3] = w.end;
+	buf->w[4] = w.ip;
+	buf->w[5] = w.sp;
+	buf->w[6] = w.bp_known ? w.bp : 0;
+	buf->w[7] = copy;
+	buf->w[8] = from;
+	buf->w[9] = sample_ip;
+	buf->w[10] = sample_sp;
+	buf->w[11] = sample_bp;
+	u64 size = (u64)frames_end * 8 + copy;
+	if (size > BUF_BYTES - 8)
+		size = BUF_BYTES - 8;
+	bpf_perf_event_output(ctx, &out, BPF_F_CURRENT_CPU, buf, size & 0xffff);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

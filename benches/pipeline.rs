@@ -45,6 +45,7 @@ fn build(src: &str, out_dir: &Path) -> PathBuf {
 fn capture(argv: &[String], call_graph: CallGraph) -> (SampleLayout, Vec<Vec<u8>>) {
     let mut child = GatedChild::spawn(argv).expect("spawn workload");
     let config = PerfConfig {
+        kernel_walk: Default::default(),
         frequency: 999,
         call_graph,
         stack_size: 32768,

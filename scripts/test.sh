@@ -44,6 +44,10 @@ missing_packages() {
   command -v npm >/dev/null || need+=(npm)
   command -v debuginfod >/dev/null || need+=(debuginfod)            # a debuginfod server
   command -v tmux >/dev/null || need+=(tmux)                        # a terminal for the status line
+  # The BPF program's object is checked against its source (scripts/bpf.sh --check).
+  command -v clang >/dev/null || need+=(clang)
+  command -v llvm-strip >/dev/null || need+=(llvm)
+  [ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
   # libc's separate debug file: compressed DWARF in 2,000 units (naming reads only some).
   dpkg-query -W -f '${Status}' libc6-dbg 2>/dev/null | grep -q "ok installed" ||
     need+=(libc6-dbg)

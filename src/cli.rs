@@ -311,6 +311,12 @@ pub struct SamplingArgs {
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
 
+    /// Walk user stacks in the kernel at each sample (BPF; root, or CAP_BPF and CAP_PERFMON),
+    /// with unwind tables built from each file's .eh_frame: no stack copies, no stops
+    /// (experimental; where the kernel refuses, ember says so and walks them in user space)
+    #[arg(long)]
+    pub unwind_in_kernel: bool,
+
     /// Wall-clock profile: sample waiting threads too; their stacks end in a frame that says
     /// what they wait in (`[off-cpu] futex`, `[off-cpu] read`, ...)
     #[arg(long)]
@@ -585,6 +591,7 @@ impl SamplingArgs {
                 KernelFrames::Auto
             },
             off_cpu: self.off_cpu,
+            unwind_in_kernel: self.unwind_in_kernel,
         }
     }
 

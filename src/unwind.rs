@@ -12,7 +12,7 @@ use framehop::{FrameAddress, Unwinder};
 use crate::arch::{UnwindCache, UnwindRegs};
 use crate::model::callchain::{self, ChainEntry};
 use crate::model::stack_reads::{worth_reading, StackReads, MIN_REUSED_STACK};
-use crate::model::{CallGraph, RawFrame, SampleEvent, UserRegs};
+use crate::model::{CallGraph, KernelWalk, RawFrame, SampleEvent, UserRegs};
 use crate::process::Process;
 
 /// The most frames one DWARF walk yields (a corrupt stack may loop).
@@ -34,6 +34,10 @@ pub struct UnwindStats {
     pub reused: u64,
     /// ... of which the unwind needed a word it was not given (counted in `truncated` too).
     pub reuse_missed: u64,
+    /// Samples whose stack was walked in the kernel (BPF) ...
+    pub walked_in_kernel: u64,
+    /// ... of which the walk handed over to DWARF before the root.
+    pub handed_over: u64,
 }
 
 pub struct StackUnwinder {
@@ -75,6 +79,14 @@ impl StackUnwinder {
         out.clear();
         self.stats.samples += 1;
         let chain_entries = self.split_callchain(s, out);
+        let mut first = Start::Sample;
+        if let Some(walk) = s.walked.filter(|w| !w.copy_at_sample) {
+            self.stats.walked_in_kernel += 1;
+            match self.take_kernel_walk(&walk, s.user_stack.is_empty(), out) {
+                Some(start) => first = start,
+                None => return,
+            }
+        }
         let regs = match (self.mode, s.user_regs, process) {
             (CallGraph::Fp, _, _) | (_, None, _) | (_, _, None) => None,
             (_, Some(r), Some(p)) => Some((r, p)),
@@ -84,7 +96,7 @@ impl StackUnwinder {
         };
         let user_start = out.len();
         let memory = StackMemory::new(regs.sp, s.user_stack, s.stack_words);
-        let ran_out = self.walk_stack_copy(process, regs, memory, s.from_ptrace, out);
+        let ran_out = self.walk_stack_copy(process, (regs, first), memory, s.from_ptrace, out);
         if ran_out {
             self.stats.truncated += 1;
             let complete = self.mode == CallGraph::Auto
@@ -94,6 +106,40 @@ impl StackUnwinder {
                 out.push(RawFrame::Truncated);
             }
         }
+    }
+
+    /// Put the frames of a walk made in the kernel into `out`. Where it reached the root (or
+    /// was cut), that is all: `None`. Where it handed over, the DWARF walk goes on from its
+    /// last frame over the copy taken there: how that frame is to be looked up (its last
+    /// frame is taken out of `out`, the DWARF walk puts it back).
+    fn take_kernel_walk(
+        &mut self,
+        walk: &KernelWalk,
+        no_copy: bool,
+        out: &mut Vec<RawFrame>,
+    ) -> Option<Start> {
+        let frames = walk
+            .frames
+            .chunks_exact(8)
+            .map(|b| RawFrame::User(u64::from_le_bytes(b.try_into().expect("8 bytes"))));
+        let n = walk.frames.len() / 8;
+        out.extend(frames);
+        let handed_over = matches!(walk.end, WALK_NO_ROW | WALK_UNSUPPORTED);
+        if walk.end == WALK_ROOT {
+            return None;
+        }
+        if !handed_over || no_copy || n == 0 {
+            self.stats.truncated += 1;
+            out.push(RawFrame::Truncated);
+            return None;
+        }
+        self.stats.handed_over += 1;
+        out.pop();
+        Some(if n == 1 {
+            Start::Sample
+        } else {
+            Start::ReturnAddress
+        })
     }
 
     /// Put the kernel part of the sample's callchain into `out` and keep its user part in
@@ -137,7 +183,7 @@ impl StackUnwinder {
     fn walk_stack_copy(
         &mut self,
         process: &Process,
-        regs: UserRegs,
+        (regs, first): (UserRegs, Start),
         mut memory: StackMemory,
         from_ptrace: bool,
         out: &mut Vec<RawFrame>,
@@ -149,7 +195,13 @@ impl StackUnwinder {
             self.stats.reused += 1;
         }
         let mut unwind_regs = UnwindRegs::new(regs.ip, regs.sp, regs.bp);
-        let mut address = FrameAddress::InstructionPointer(regs.ip);
+        let mut address = match first {
+            Start::Sample => FrameAddress::InstructionPointer(regs.ip),
+            Start::ReturnAddress => match FrameAddress::from_return_address(regs.ip) {
+                Some(a) => a,
+                None => return false,
+            },
+        };
         out.push(RawFrame::User(address.address_for_lookup()));
         // An unwind error ends the stack where it is; the depth limit guards against cycles
         // in corrupt stacks.
@@ -241,6 +293,20 @@ impl StackUnwinder {
         complete
     }
 }
+
+/// Where a DWARF walk starts: at the sample's instruction, or — going on from a walk made in
+/// the kernel — at a return address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    Sample,
+    ReturnAddress,
+}
+
+/// How a walk in the kernel ended (`WalkEnd` of [`crate::unwind_table::walk`], as the BPF
+/// program numbers it).
+const WALK_ROOT: u64 = 0;
+const WALK_NO_ROW: u64 = 1;
+const WALK_UNSUPPORTED: u64 = 2;
 
 /// The memory an unwind may read: the copy of the stack from the stack pointer up, and
 /// words above it given one by one (`(address, value)` pairs of little-endian u64s, sorted

@@ -353,3 +353,32 @@ fn unprivileged_attach_to_two_processes_samples_both() {
         assert_samples_cover_cpu(n, cpu_after[i] - cpu_before[i], 999, &what);
     }
 }
+
+/// Without privileges the kernel refuses ember's BPF program: `--unwind-in-kernel` says so
+/// once and walks the stacks in user space, as without it.
+#[test]
+fn unprivileged_unwind_in_kernel_falls_back_to_user_space() {
+    let _serial = serial();
+    let exe = workload("shares", Build::NoFramePointers);
+    let dir = scratch();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let folded = dir.path().join("u.folded");
+    let out = ember_unprivileged(&[
+        "record",
+        "--unwind-in-kernel",
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr.matches("stacks are walked in user space").count(),
+        1,
+        "{stderr}"
+    );
+    let stacks = read_folded(&folded);
+    assert!(self_share(&stacks, "hot_sixty") > 50.0, "{stderr}");
+}

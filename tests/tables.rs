@@ -125,3 +125,94 @@ fn the_rows_alone_unwind_the_python_interpreter_as_dwarf_does() {
         ],
     );
 }
+
+/// The walk in the kernel (`--unwind-in-kernel`, ember's BPF program) against the DWARF
+/// unwinder on a copy of the same stack taken at the same sample: the same frames.
+#[test]
+fn the_walk_in_the_kernel_gives_the_dwarf_unwinders_frames() {
+    let _serial = serial();
+    let dir = scratch();
+    let out = dir.path().join("out.folded");
+    let out = out.to_str().unwrap();
+    let kernel = ["--unwind-in-kernel", "--backend", "perf", "-o", out, "--"];
+    for (name, args) in [
+        ("recursion", vec!["5000", "1"]),
+        ("bigframe", vec!["1"]),
+        ("threads", vec!["1"]),
+        ("callmix", vec!["1"]),
+    ] {
+        let exe = workload(name, Build::NoFramePointers);
+        let mut all: Vec<&str> = kernel.to_vec();
+        all.push(exe.to_str().unwrap());
+        all.extend(args.iter().copied());
+        let (_, stderr) = record_kernel_walk(&all, true);
+        let (compared, _, _, different) = check_counts(&stderr);
+        assert!(
+            compared > 300,
+            "{name}: {compared} samples compared\n{stderr}"
+        );
+        assert_eq!(different, 0, "{name}: stacks differ\n{stderr}");
+    }
+}
+
+/// Record with `--debug-check-tables` (`check`) and `-v`; fails where the kernel refused
+/// the program, saying so.
+fn record_kernel_walk(args: &[&str], check: bool) -> (std::process::Output, String) {
+    let mut full = vec!["-v"];
+    if check {
+        full.push("--debug-check-tables");
+    }
+    full.extend_from_slice(args);
+    let out = record_ok(&full);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.contains("stacks walked in the kernel"),
+        "the stacks were not walked in the kernel (BPF needs root, or CAP_BPF and \
+         CAP_PERFMON, and a kernel with bpf_loop: 5.17 or later)\n{stderr}"
+    );
+    (out, stderr)
+}
+
+/// 5,000 frames, and 2,000 frames of 1 KiB, without frame pointers: whole stacks with no
+/// ptrace stop and no stack copy. (Samples taken before ember has told the kernel where the
+/// program's files are mapped — its first tens of milliseconds — are cut.)
+#[test]
+fn deep_stacks_walked_in_the_kernel_are_whole_without_stops() {
+    let _serial = serial();
+    let dir = scratch();
+    let folded = dir.path().join("deep.folded");
+    let exe = workload("recursion", Build::NoFramePointers);
+    for (depth, extra) in [("5000", None), ("2000", Some("kib"))] {
+        let mut args = vec![
+            "--unwind-in-kernel",
+            "--backend",
+            "auto",
+            "-o",
+            folded.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+            depth,
+            "2",
+        ];
+        args.extend(extra);
+        let (_, stderr) = record_kernel_walk(&args, false);
+        assert!(!stderr.contains("taken over by ptrace"), "{stderr}");
+        let stacks = read_folded(&folded);
+        let all = total(&stacks);
+        let deep = samples_deeper_than(&stacks, depth.parse().unwrap());
+        assert!(
+            deep * 10 >= all * 9,
+            "{depth} frames{}: {deep} of {all} samples whole\n{stderr}",
+            extra.map_or("", |_| " of 1 KiB")
+        );
+    }
+}
+
+/// Samples (counts) whose stacks hold more than `depth` frames, none cut.
+fn samples_deeper_than(stacks: &[Stack], depth: usize) -> u64 {
+    stacks
+        .iter()
+        .filter(|s| s.frames.len() > depth && !s.frames.iter().any(|f| f == "[truncated]"))
+        .map(|s| s.count)
+        .sum()
+}

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::kernel_walk::KernelWalkMaps;
 use super::python::PythonFrames;
 use super::takeovers::Takeovers;
 use crate::model::stack_reads::KnownStacks;
@@ -12,6 +13,7 @@ use crate::model::{CallGraph, Event, ForkEvent, SampleEvent, StackPart, SwitchEv
 use crate::modules::LoadSegment;
 use crate::process::{Mapping, ProcessTable};
 use crate::profile::Profile;
+use crate::sampler::bpf::BpfMaps;
 use crate::sampler::takeover::Requests;
 use crate::sampler::SampleLayout;
 use crate::symbolize::perfmap::PerfMap;
@@ -53,6 +55,8 @@ pub struct Collector {
     pub(super) python: PythonFrames,
     /// The unwind tables checked against the DWARF unwinder (a debug mode).
     pub(super) table_check: Option<TableCheck>,
+    /// The stack walk in the kernel's maps, kept current.
+    pub(super) kernel_walk: Option<KernelWalkMaps>,
 }
 
 /// What a collector is built with: how the sampler lays records out, and what it does beyond
@@ -70,6 +74,8 @@ pub struct CollectorSetup {
     pub waits_at: Option<u64>,
     /// Walk every sample again with the unwind tables alone, and compare.
     pub check_tables: bool,
+    /// The maps of the stack walk in the kernel, where it runs.
+    pub bpf_maps: Option<BpfMaps>,
 }
 
 impl CollectorSetup {
@@ -82,6 +88,7 @@ impl CollectorSetup {
             takeovers: None,
             waits_at: None,
             check_tables: false,
+            bpf_maps: None,
         }
     }
 }
@@ -129,6 +136,7 @@ impl Collector {
                 .unwrap_or_default(),
             python: PythonFrames::default(),
             table_check: setup.check_tables.then(TableCheck::new),
+            kernel_walk: setup.bpf_maps.map(KernelWalkMaps::new),
         }
     }
 
@@ -175,6 +183,9 @@ impl Collector {
                     let name = String::from_utf8_lossy(m.filename);
                     self.procs
                         .on_mmap(m.pid, m.start, m.len, m.pgoff, m.dev_ino, &name);
+                    if let Some(k) = &mut self.kernel_walk {
+                        k.update(m.pid, &self.procs);
+                    }
                     if crate::python::may_be_interpreter(&name) {
                         self.on_interpreter_mapped(m.pid, m.start);
                     }
@@ -197,6 +208,9 @@ impl Collector {
                     self.takeovers.ask_now(f.pid);
                 }
                 self.procs.on_fork(f.pid, f.ppid, f.tid);
+                if let (Some(k), true) = (&mut self.kernel_walk, f.pid == f.tid) {
+                    k.update(f.pid, &self.procs);
+                }
                 self.profile.meta.lifetimes.entry(f.tid).or_default().0 = Some(f.time);
             }
             Event::Exit(f) => self.on_exit(f),
@@ -220,12 +234,19 @@ impl Collector {
         self.unwinder
             .unwind(self.procs.get(s.pid), s, &mut self.raw);
         if let Some(check) = &mut self.table_check {
-            check.compare(self.procs.get(s.pid), &self.procs.modules, s, &self.raw);
+            if s.walked.is_some() {
+                check.compare_kernel_walk(s, &self.raw);
+                TableCheck::keep_kernel_walk(s, &mut self.raw);
+            } else {
+                check.compare(self.procs.get(s.pid), &self.procs.modules, s, &self.raw);
+            }
         }
         if !s.python.is_empty() {
             self.python.splice(s.pid, s.python, &mut self.raw);
         }
-        if !s.from_ptrace {
+        if !s.from_ptrace && s.walked.is_none() {
+            // (A stack walked in the kernel is whole where the tables reach; ptrace would
+            // not help where they do not.)
             let cut = self.raw.last() == Some(&RawFrame::Truncated);
             self.takeovers.unwound(s.pid, cut);
         } else if let Some(known) = &self.known_stacks {
@@ -262,6 +283,9 @@ impl Collector {
     /// Process `pid`, attached to, as read from /proc: a Python interpreter among its
     /// mappings is looked at as one mapped while recording is.
     pub(super) fn seeded(&mut self, pid: u32) {
+        if let Some(k) = &mut self.kernel_walk {
+            k.update(pid, &self.procs);
+        }
         let starts: Vec<u64> = self
             .procs
             .get(pid)
@@ -346,6 +370,9 @@ impl Collector {
             known.forget(f.tid);
         }
         if f.pid == f.tid {
+            if let Some(k) = &mut self.kernel_walk {
+                k.ended(f.pid);
+            }
             self.takeovers.ended(f.pid);
             self.python.ended(f.pid);
             // Read its JIT map while it is still there.

@@ -67,6 +67,8 @@ pub struct SamplingOptions {
     /// Wall-clock profile: waiting threads are sampled too, their stacks ending in
     /// `[off-cpu] <syscall>`.
     pub off_cpu: bool,
+    /// Walk user stacks in the kernel at sample time (`crate::sampler::bpf`).
+    pub unwind_in_kernel: bool,
 }
 
 /// Where names come from.
@@ -172,6 +174,7 @@ impl Default for SamplingOptions {
             buffer_size: None,
             kernel: KernelFrames::Auto,
             off_cpu: false,
+            unwind_in_kernel: false,
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::linux::sched;
 use crate::model::stack_reads::KnownStacks;
 use crate::model::CallGraph;
 use crate::output;
-use crate::sampler::perf::{KernelFrames, PerfConfig, PerfError, PerfSampler};
+use crate::sampler::perf::{KernelFrames, KernelWalk, PerfConfig, PerfError, PerfSampler};
 use crate::sampler::ptrace::{PtraceConfig, PtraceError, PtraceSampler};
 use crate::sampler::takeover::{Requests, TakeoverSampler};
 use crate::sampler::{self, relay, Backend, OpenedEvent, Sampler};
@@ -101,7 +101,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
         Running::Command(child) => Some(child.pid()),
         Running::Pids(_) => None,
     };
-    let (sampler, takeovers) = with_takeover(opts, opened, (root, &ptrace_config));
+    let (mut sampler, takeovers) = with_takeover(opts, opened, (root, &ptrace_config));
     let mut collector = Collector::new(CollectorSetup {
         layout: sampler.layout(),
         call_graph: opts.sampling.call_graph,
@@ -111,6 +111,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
             .samples_switches()
             .then_some(opts.sampling.frequency),
         check_tables: opts.debug.check_tables,
+        bpf_maps: sampler.take_bpf_maps(),
     });
     let description = match &running {
         Running::Command(_) => opts.target.command.clone(),
@@ -152,6 +153,11 @@ fn configs(opts: &RecordOptions, known_stacks: KnownStacks) -> (PerfConfig, Ptra
         buffer_size: opts.sampling.buffer_size,
         // Known once the priority is raised, before the sampler opens.
         reader_raised: false,
+        kernel_walk: match (opts.sampling.unwind_in_kernel, opts.debug.check_tables) {
+            (false, _) => KernelWalk::Off,
+            (true, false) => KernelWalk::On,
+            (true, true) => KernelWalk::Check,
+        },
     };
     let ptrace = PtraceConfig {
         frequency: opts.sampling.frequency,
@@ -419,6 +425,9 @@ fn detail(sampler: &dyn Sampler, collector: &Collector) -> String {
              could not be read to its end",
             python.samples, python.cut
         );
+    }
+    if let Some(k) = &collector.kernel_walk {
+        detail += &format!("\nember: {}", k.describe());
     }
     if let Some(check) = &collector.table_check {
         detail += &format!("\nember: {}", check.stats);

@@ -93,4 +93,10 @@ pub trait Sampler {
     fn samples_switches(&self) -> bool {
         false
     }
+
+    /// The maps of the stack walk in the kernel, where it runs, for the collector to fill
+    /// (once).
+    fn take_bpf_maps(&mut self) -> Option<bpf::BpfMaps> {
+        None
+    }
 }

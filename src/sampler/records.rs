@@ -7,9 +7,10 @@
 use perf_event_open_sys::bindings as b;
 
 use crate::model::{
-    CommEvent, Event, ForkEvent, MmapEvent, PythonCode, SampleEvent, StackPart, SwitchEvent,
-    WaitReason,
+    CommEvent, Event, ForkEvent, KernelWalk, MmapEvent, PythonCode, SampleEvent, StackPart,
+    SwitchEvent, WaitReason,
 };
+use crate::sampler::bpf::record::{HEADER_WORDS, MAGIC, MAX_KERNEL};
 
 // The kernel's constants (perf-event-open-sys, generated from its headers): record kinds as
 // they are; sample_type bits as u64 and
@@ -358,7 +359,7 @@ impl SampleLayout {
                 s.switched_out = true;
                 Event::Sample(s)
             }
-            EMBER_RECORD_BPF_SAMPLE => Event::Sample(crate::sampler::bpf::record::parse(rec)?),
+            EMBER_RECORD_BPF_SAMPLE => Event::Sample(parse_bpf_sample(rec)?),
             EMBER_RECORD_PTRACE_SAMPLE => {
                 let mut s = self.parse_sample(h, rec, RecordHeader::SIZE)?;
                 s.from_ptrace = true;
@@ -632,6 +633,74 @@ fn parse_fork(c: &mut Cursor) -> Result<ForkEvent, MalformedRecord> {
 fn cstr(b: &[u8]) -> &[u8] {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     &b[..end]
+}
+
+/// Read a sample of ember's BPF program (`rec` with its header; see
+/// [`crate::sampler::bpf::record`]): ip, pid/tid, time, cpu, period, then the raw data.
+fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
+    let word = |at: usize| -> Result<u64, MalformedRecord> {
+        rec.get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .ok_or(MalformedRecord::Truncated {
+                needed: 8,
+                offset: at,
+                len: rec.len(),
+            })
+    };
+    // Header (8), ip, pid/tid, time, cpu, period, then the raw data's size (u32).
+    let pid_tid = word(16)?;
+    let (time, cpu) = (word(24)?, word(32)? as u32);
+    let raw_size = (word(48)? & 0xffff_ffff) as usize;
+    let raw = rec
+        .get(52..52 + raw_size)
+        .ok_or(MalformedRecord::Truncated {
+            needed: raw_size,
+            offset: 52,
+            len: rec.len(),
+        })?;
+    let w = |i: usize| word(52 + 8 * i);
+    if w(0)? != MAGIC {
+        return Err(MalformedRecord::BadSize { size: rec.len() });
+    }
+    let (nkernel, nuser) = (w(1)? as usize, w(2)? as usize);
+    let regs = |i: usize| -> Result<UserRegs, MalformedRecord> {
+        Ok(UserRegs {
+            ip: w(i)?,
+            sp: w(i + 1)?,
+            bp: w(i + 2)?,
+        })
+    };
+    let (at_end, copy_len, copy_at_sample) = (regs(4)?, w(7)? as usize, w(8)? != 0);
+    let sample_regs = regs(9)?;
+    let frames_at = 8 * (HEADER_WORDS + MAX_KERNEL);
+    let part = |from: usize, len: usize| {
+        raw.get(from..from + len).ok_or(MalformedRecord::Truncated {
+            needed: len,
+            offset: 52 + from,
+            len: rec.len(),
+        })
+    };
+    let kernel = part(8 * HEADER_WORDS, 8 * nkernel.min(MAX_KERNEL))?;
+    let frames = part(frames_at, 8 * nuser)?;
+    let copy = part(frames_at + 8 * nuser, copy_len)?;
+    Ok(SampleEvent {
+        pid: pid_tid as u32,
+        tid: (pid_tid >> 32) as u32,
+        time,
+        cpu,
+        period: 1,
+        ip: sample_regs.ip,
+        callchain: kernel,
+        user_regs: Some(if copy_at_sample { sample_regs } else { at_end }),
+        user_stack: copy,
+        walked: Some(KernelWalk {
+            frames,
+            end: w(3)?,
+            at_end,
+            copy_at_sample,
+        }),
+        ..SampleEvent::default()
+    })
 }
 
 #[cfg(test)]

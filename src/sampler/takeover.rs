@@ -308,4 +308,8 @@ impl Sampler for TakeoverSampler {
     fn samples_switches(&self) -> bool {
         self.perf.samples_switches()
     }
+
+    fn take_bpf_maps(&mut self) -> Option<super::bpf::BpfMaps> {
+        self.perf.take_bpf_maps()
+    }
 }

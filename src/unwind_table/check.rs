@@ -70,15 +70,50 @@ impl TableCheck {
             MAX_FRAMES,
             &mut frames,
         );
-        let user: Vec<u64> = dwarf
-            .iter()
-            .filter_map(|f| match f {
-                RawFrame::User(a) => Some(*a),
-                _ => None,
-            })
-            .collect();
-        self.count(end, &frames, &user);
+        self.count(end, &frames, &user_frames(dwarf));
         self.frames = frames;
+    }
+
+    /// Compare a walk made in the kernel (`s.walked`, its copy taken at the sample's stack
+    /// pointer) with `dwarf`, the DWARF unwinder's walk of that copy. Where the copy ran out
+    /// first (`dwarf_cut`), the walks are the same if the kernel's goes on from the DWARF one.
+    pub fn compare_kernel_walk(&mut self, s: &SampleEvent, dwarf: &[RawFrame]) {
+        let Some(walk) = s.walked.filter(|w| w.copy_at_sample) else {
+            return;
+        };
+        let frames: Vec<u64> = walk
+            .frames
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect();
+        let end = match walk.end {
+            0 => WalkEnd::Root,
+            1 => WalkEnd::NoRow,
+            2 => WalkEnd::Unsupported,
+            3 => WalkEnd::Unreadable,
+            _ => WalkEnd::Depth,
+        };
+        let mut user = user_frames(dwarf);
+        let cut = dwarf.last() == Some(&RawFrame::Truncated);
+        if cut && frames.starts_with(&user) {
+            user = frames.clone();
+        }
+        self.count(end, &frames, &user);
+    }
+
+    /// After [`TableCheck::compare_kernel_walk`]: the stack the profile counts is the
+    /// kernel's walk where it reached the root (the DWARF walk of the check's copy is cut
+    /// where the copy ends).
+    pub fn keep_kernel_walk(s: &SampleEvent, raw: &mut Vec<RawFrame>) {
+        let Some(walk) = s.walked.filter(|w| w.copy_at_sample && w.end == 0) else {
+            return;
+        };
+        raw.retain(|f| matches!(f, RawFrame::Kernel(_)));
+        raw.extend(
+            walk.frames
+                .chunks_exact(8)
+                .map(|b| RawFrame::User(u64::from_le_bytes(b.try_into().expect("8 bytes")))),
+        );
     }
 
     fn count(&mut self, end: WalkEnd, table: &[u64], dwarf: &[u64]) {
@@ -121,6 +156,17 @@ impl TableCheck {
         let bias = file.load_bias(mapping.start, mapping.pgoff, mapping.end - mapping.start);
         table.as_ref()?.lookup(ip.wrapping_sub(bias)).copied()
     }
+}
+
+/// The user frames of an unwind's frames.
+fn user_frames(frames: &[RawFrame]) -> Vec<u64> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            RawFrame::User(a) => Some(*a),
+            _ => None,
+        })
+        .collect()
 }
 
 impl std::fmt::Display for CheckStats {

@@ -33,11 +33,14 @@ pub const DEFAULT_ROWS: u32 = 1 << 21;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
-    #[error("the kernel refused ember's BPF program: {0}")]
+    #[error(
+        "the kernel refused ember's BPF program ({0}); it needs root, or CAP_BPF and \
+         CAP_PERFMON, and a kernel with bpf_loop (5.17 or later)"
+    )]
     Load(String),
     #[error("could not attach ember's BPF program to its perf event: {0}")]
     Attach(io::Error),
-    #[error("could not open the BPF output event of CPU {cpu}: {source}")]
+    #[error("could not use the BPF output event of CPU {cpu}: {source}")]
     Output { cpu: u32, source: io::Error },
 }
 
@@ -91,9 +94,15 @@ pub struct BpfMaps {
     pub files_left_out: usize,
 }
 
-/// Load the program for CPUs `cpus` with room for `rows` rows; `check`: every record also
+/// Load the program for CPUs `cpus`, its records going to `outputs` (each CPU's BPF output
+/// event: [`record::output_attr`]), with room for `rows` rows; `check`: every record also
 /// carries a copy of the stack at the sample's stack pointer.
-pub fn load(cpus: &[u32], rows: u32, check: bool) -> Result<(BpfProgram, BpfMaps), BpfError> {
+pub fn load(
+    cpus: &[u32],
+    outputs: Vec<(u32, OwnedFd)>,
+    rows: u32,
+    check: bool,
+) -> Result<(BpfProgram, BpfMaps), BpfError> {
     let slots = cpus.iter().max().map_or(1, |&c| c + 1);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("rows", rows)
@@ -113,7 +122,7 @@ pub fn load(cpus: &[u32], rows: u32, check: bool) -> Result<(BpfProgram, BpfMaps
     config
         .set(0, u64::from(check), 0)
         .map_err(|e| BpfError::Load(e.to_string()))?;
-    let outputs = open_outputs(&mut ebpf, cpus)?;
+    fill_outputs(&mut ebpf, &outputs)?;
     let maps = BpfMaps {
         rows: take(&mut ebpf, "rows")?,
         processes: take(&mut ebpf, "processes")?,
@@ -218,10 +227,9 @@ fn verifier_log(e: aya::programs::ProgramError) -> String {
     lines[lines.len().saturating_sub(12)..].join("\n")
 }
 
-/// One BPF output event per CPU (`PERF_COUNT_SW_BPF_OUTPUT`), each put in the program's
-/// `out` map at its CPU's index. Their samples carry the records as raw data, after the
-/// fields ember's own samples begin with (see [`record`]).
-fn open_outputs(ebpf: &mut Ebpf, cpus: &[u32]) -> Result<Vec<(u32, OwnedFd)>, BpfError> {
+/// Put each CPU's output event (`outputs`: (cpu, fd)) in the program's `out` map at its
+/// index.
+fn fill_outputs(ebpf: &mut Ebpf, outputs: &[(u32, OwnedFd)]) -> Result<(), BpfError> {
     let out = ebpf
         .map("out")
         .ok_or_else(|| BpfError::Load("no map `out` in the object".into()))?;
@@ -229,16 +237,11 @@ fn open_outputs(ebpf: &mut Ebpf, cpus: &[u32]) -> Result<Vec<(u32, OwnedFd)>, Bp
         return Err(BpfError::Load("map `out` is not a perf event array".into()));
     };
     let map_fd = data.fd().as_fd().as_raw_fd();
-    let mut outputs = Vec::new();
-    for &cpu in cpus {
-        let mut attr = record::output_attr();
-        let fd = crate::sampler::perf::open_one(&mut attr, -1i32 as u32, cpu as i32)
-            .map_err(|source| BpfError::Output { cpu, source })?;
-        update_elem(map_fd, cpu, fd.as_raw_fd() as u32)
-            .map_err(|source| BpfError::Output { cpu, source })?;
-        outputs.push((cpu, fd));
+    for (cpu, fd) in outputs {
+        update_elem(map_fd, *cpu, fd.as_raw_fd() as u32)
+            .map_err(|source| BpfError::Output { cpu: *cpu, source })?;
     }
-    Ok(outputs)
+    Ok(())
 }
 
 /// `bpf(BPF_MAP_UPDATE_ELEM)` of a map with u32 keys and values.
@@ -272,25 +275,4 @@ fn update_elem(map_fd: RawFd, key: u32, value: u32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_kernel_accepts_the_program() {
-        let cpus = crate::linux::online_cpus().unwrap();
-        match load(&cpus, 1024, false) {
-            Ok((program, mut maps)) => {
-                assert!(program.output_fd(cpus[0]).is_some());
-                let rows = [Row::stop(0x1000)];
-                assert_eq!(maps.rows_of(7, &rows), Some((0, 1)));
-                assert_eq!(maps.rows_of(7, &rows), Some((0, 1)));
-                maps.set_process(1, &[MappingEntry::default()]);
-                maps.remove_process(1);
-            }
-            Err(e) => panic!("{e} (BPF needs root, or CAP_BPF and CAP_PERFMON)"),
-        }
-    }
 }

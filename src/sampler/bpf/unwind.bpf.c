@@ -126,6 +126,12 @@ struct walk {
 	u32 end;
 	u32 pid;
 	u32 cpu;
+	u32 pad;
+	// The mapping and the row of the last frame, and the addresses they hold for
+	// (recursion, and callers in the same function or file, look up nothing again).
+	struct mapping map;
+	struct row row;
+	u64 row_from, row_to;
 };
 
 // A binary search for the last entry whose start is at most `key`, among `count` entries:
@@ -187,15 +193,52 @@ static struct mapping *find_mapping(struct process *p, u32 pid, u64 addr)
 	return addr < m->end ? m : 0;
 }
 
-// The row for `svma` among rows[first, first + count), or NULL.
-static struct row *find_row(u32 first, u32 count, u64 svma)
+// The row for `svma` among rows[first, first + count) into `w->row`, with the addresses it
+// holds for; 0 if there is none.
+static int find_row(struct walk *w, u32 first, u32 count, u64 svma)
 {
 	struct search s = { .key = svma, .lo = 0, .hi = count, .first = first };
 	bpf_loop(33, row_step, &s, 0);
 	if (s.lo == 0)
 		return 0;
 	u32 key = first + s.lo - 1;
-	return bpf_map_lookup_elem(&rows, &key);
+	struct row *r = bpf_map_lookup_elem(&rows, &key);
+	if (!r)
+		return 0;
+	w->row = *r;
+	w->row_from = r->pc;
+	w->row_to = ~0ULL;
+	if (s.lo < count) {
+		key++;
+		struct row *next = bpf_map_lookup_elem(&rows, &key);
+		if (next)
+			w->row_to = next->pc;
+	}
+	return 1;
+}
+
+// The row for the frame at `w->lookup` into `w->row`, from the last frame's where they
+// are the same; 0 if there is none. A global function: the verifier checks it once, not
+// once per path that calls it.
+__attribute__((noinline)) int row_for(struct walk *w)
+{
+	if (!w)
+		return 0;
+	u64 addr = w->lookup;
+	if (!(w->map.count && addr >= w->map.start && addr < w->map.end)) {
+		struct process *p = bpf_map_lookup_elem(&processes, &w->pid);
+		if (!p)
+			return 0;
+		struct mapping *m = find_mapping(p, w->pid, addr);
+		if (!m)
+			return 0;
+		w->map = *m;
+		w->row_to = 0;
+	}
+	u64 svma = addr - w->map.bias;
+	if (svma >= w->row_from && svma < w->row_to)
+		return 1;
+	return find_row(w, w->map.first, w->map.count, svma);
 }
 
 static int read_word(u64 addr, u64 *v)
@@ -207,19 +250,13 @@ static int read_word(u64 addr, u64 *v)
 static long step(u64 index, void *ctx)
 {
 	struct walk *w = ctx;
-	struct process *p = bpf_map_lookup_elem(&processes, &w->pid);
 	struct out_buf *buf = bpf_map_lookup_elem(&buffers, &w->cpu);
-	if (!p || !buf) {
+	if (!buf || !row_for(w)) {
 		w->end = END_NO_ROW;
 		return 1;
 	}
-	struct mapping *m = find_mapping(p, w->pid, w->lookup);
-	if (!m) {
-		w->end = END_NO_ROW;
-		return 1;
-	}
-	struct row *r = find_row(m->first, m->count, w->lookup - m->bias);
-	if (!r || r->kind == ROW_STOP) {
+	struct row *r = &w->row;
+	if (r->kind == ROW_STOP) {
 		w->end = END_NO_ROW;
 		return 1;
 	}

@@ -4,6 +4,7 @@
 
 mod attr;
 mod error;
+mod kernel_walk;
 mod open;
 mod ring;
 mod sizing;
@@ -13,6 +14,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use perf_event_open_sys as sys;
 
+use super::bpf::{BpfMaps, BpfProgram};
 use super::records::{self, SampleLayout};
 use super::{OpenedEvent, RecordBatch, Sampler};
 use crate::linux;
@@ -20,6 +22,7 @@ use crate::model::CallGraph;
 use attr::{check_frequency, event_name, make_attr, EVENTS};
 use error::open_error;
 pub use error::PerfError;
+pub use kernel_walk::KernelWalk;
 pub(crate) use open::open_one;
 pub use open::EventTarget;
 use open::{open_all, open_switch_events};
@@ -46,6 +49,8 @@ pub struct PerfConfig {
     /// within milliseconds of waking, even beside a thousand runnable threads): buffers that
     /// hold a quarter of a second of samples are enough, instead of a second.
     pub reader_raised: bool,
+    /// Walk user stacks in the kernel at sample time ([`crate::sampler::bpf`]).
+    pub kernel_walk: KernelWalk,
 }
 
 /// Whether to sample the kernel too.
@@ -77,6 +82,10 @@ pub struct PerfSampler {
     stack_size: u32,
     /// More descriptors that end a wait when readable (see [`Sampler::wake_on`]).
     wake_fds: Vec<RawFd>,
+    /// The stack walk in the kernel, when it runs: the program, and its maps until the
+    /// collector takes them.
+    bpf: Option<BpfProgram>,
+    bpf_maps: Option<BpfMaps>,
 }
 
 impl PerfSampler {
@@ -130,7 +139,16 @@ impl PerfSampler {
                         continue;
                     }
                 };
-                let (fds, buffers) = map_buffers(per_cpu, pages)?;
+                let (fds, mut buffers) = map_buffers(per_cpu, pages)?;
+                let mut notes = notes.clone();
+                let (bpf, bpf_maps) = match kernel_walk::set_up(config, &cpus, &fds, &mut buffers) {
+                    Ok(Some((program, maps))) => (Some(program), Some(maps)),
+                    Ok(None) => (None, None),
+                    Err(e) => {
+                        notes.push(format!("stacks are walked in user space: {e}"));
+                        (None, None)
+                    }
+                };
                 let (switch_fds, switch_buffers) = if config.off_cpu {
                     open_switch_events(target, &cpus, config, &layout, stack_size, pages)?
                 } else {
@@ -146,6 +164,8 @@ impl PerfSampler {
                     notes,
                     stack_size,
                     wake_fds: Vec::new(),
+                    bpf,
+                    bpf_maps,
                     event: OpenedEvent {
                         name: event_name(name, config.off_cpu),
                         kernel_included: kernel,
@@ -232,16 +252,22 @@ impl Sampler for PerfSampler {
                 self.switch_buffers.len()
             ));
         }
-        s.push_str(&format!(", {} bytes of stack per sample", self.stack_size));
+        if self.bpf.is_some() {
+            s.push_str(", stacks walked in the kernel (BPF)");
+        } else {
+            s.push_str(&format!(", {} bytes of stack per sample", self.stack_size));
+        }
         s
     }
 
     fn drain(&mut self, batch: &mut RecordBatch) -> usize {
         let layout = self.layout;
+        // Where the program runs, every sample of the main buffers is one of its records.
+        let samples_as = self.bpf.as_ref().map(|_| records::EMBER_RECORD_BPF_SAMPLE);
         let main: usize = self
             .buffers
             .iter_mut()
-            .map(|b| b.drain(&layout, batch, None))
+            .map(|b| b.drain(&layout, batch, samples_as))
             .sum();
         let switches: usize = self
             .switch_buffers
@@ -286,6 +312,10 @@ impl Sampler for PerfSampler {
             // SAFETY: ioctl on an fd we own.
             unsafe { sys::ioctls::DISABLE(fd.as_raw_fd(), 0) };
         }
+    }
+
+    fn take_bpf_maps(&mut self) -> Option<BpfMaps> {
+        self.bpf_maps.take()
     }
 
     fn notes(&self) -> &[String] {

@@ -1,0 +1,89 @@
+//! Setting up the stack walk in the kernel on the sampling events: ember's BPF program
+//! ([`crate::sampler::bpf`]) attached to every sampling event, its output event of each CPU
+//! sent into that CPU's ring buffer.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::open::open_one;
+use super::ring::RingBuffer;
+use super::PerfConfig;
+use crate::model::CallGraph;
+use crate::sampler::bpf::{self, BpfMaps, BpfProgram};
+
+/// Whether and how to walk stacks in the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelWalk {
+    /// In user space, from perf events' stack copies.
+    #[default]
+    Off,
+    /// With ember's BPF program where the kernel allows it; said in `-v` where it does not.
+    On,
+    /// ... and every record also carries a stack copy at the sample's stack pointer, for the
+    /// collector to walk each stack both ways (`--debug-check-tables`).
+    Check,
+}
+
+/// Load the program and attach it to `fds` (the sampling events), sending its records into
+/// `buffers` (one per CPU of `cpus`, in order). `Ok(None)`: not wanted here.
+pub(super) fn set_up(
+    config: &PerfConfig,
+    cpus: &[u32],
+    fds: &[OwnedFd],
+    buffers: &mut [RingBuffer],
+) -> Result<Option<(BpfProgram, BpfMaps)>, String> {
+    if config.kernel_walk == KernelWalk::Off || config.call_graph == CallGraph::Fp || config.off_cpu
+    {
+        return Ok(None);
+    }
+    if buffers.len() != cpus.len() {
+        return Err("not every CPU has a ring buffer".into());
+    }
+    let check = config.kernel_walk == KernelWalk::Check;
+    let (program, maps) = bpf::load(cpus, open_outputs(cpus)?, bpf::DEFAULT_ROWS, check)
+        .map_err(|e| e.to_string())?;
+    for (buffer, &cpu) in buffers.iter_mut().zip(cpus) {
+        let out = program.output_fd(cpu).ok_or("no output event")?;
+        buffer.redirect_also(out).map_err(|e| {
+            format!("could not send the BPF output of CPU {cpu} to its buffer: {e}")
+        })?;
+    }
+    for fd in fds {
+        program.attach(fd.as_raw_fd()).map_err(|e| e.to_string())?;
+    }
+    Ok(Some((program, maps)))
+}
+
+/// One BPF output event per CPU (`PERF_COUNT_SW_BPF_OUTPUT`), for the program's records.
+fn open_outputs(cpus: &[u32]) -> Result<Vec<(u32, OwnedFd)>, String> {
+    cpus.iter()
+        .map(|&cpu| {
+            let mut attr = bpf::record::output_attr();
+            open_one(&mut attr, u32::MAX, cpu as i32)
+                .map(|fd| (cpu, fd))
+                .map_err(|e| format!("could not open the BPF output event of CPU {cpu}: {e}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unwind_table::Row;
+
+    #[test]
+    fn the_kernel_accepts_the_program() {
+        let cpus = crate::linux::online_cpus().unwrap();
+        let outputs = open_outputs(&cpus).expect("BPF output events (perf events allowed?)");
+        match bpf::load(&cpus, outputs, 1024, false) {
+            Ok((program, mut maps)) => {
+                assert!(program.output_fd(cpus[0]).is_some());
+                let rows = [Row::stop(0x1000)];
+                assert_eq!(maps.rows_of(7, &rows), Some((0, 1)));
+                assert_eq!(maps.rows_of(7, &rows), Some((0, 1)));
+                maps.set_process(1, &[bpf::MappingEntry::default()]);
+                maps.remove_process(1);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}

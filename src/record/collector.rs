@@ -235,7 +235,18 @@ impl Collector {
             .unwind(self.procs.get(s.pid), s, &mut self.raw);
         if let Some(check) = &mut self.table_check {
             if s.walked.is_some() {
-                check.compare_kernel_walk(s, &self.raw);
+                let process = self.procs.get(s.pid);
+                let modules = &self.procs.modules;
+                check.compare_kernel_walk(s, &self.raw, |addr| {
+                    match process.and_then(|p| p.resolve(addr)) {
+                        Some(r) => format!(
+                            "{}+{:#x}",
+                            modules.get(r.module).short_name(),
+                            r.file_offset
+                        ),
+                        None => format!("{addr:#x}"),
+                    }
+                });
                 TableCheck::keep_kernel_walk(s, &mut self.raw);
             } else {
                 check.compare(self.procs.get(s.pid), &self.procs.modules, s, &self.raw);

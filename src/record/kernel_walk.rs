@@ -11,7 +11,8 @@ use crate::sampler::bpf::{BpfMaps, MappingEntry};
 /// The maps, and where each module's rows are (`None`: no table, or it did not fit).
 pub(super) struct KernelWalkMaps {
     maps: BpfMaps,
-    placed: HashMap<ModuleId, Option<(u32, u32)>>,
+    /// Where each module's rows are, and the table's base (its first address).
+    placed: HashMap<ModuleId, Option<(u32, u32, u64)>>,
     /// Files whose rows are in the kernel, and files without (no `.eh_frame`).
     pub files: usize,
     pub files_without: usize,
@@ -37,14 +38,15 @@ impl KernelWalkMaps {
         };
         let mut entries = Vec::new();
         for m in process.mappings() {
-            let Some((first, count)) = self.rows_of(m.module, procs) else {
+            let Some((first, count, base)) = self.rows_of(m.module, procs) else {
                 continue;
             };
             let module = procs.modules.get(m.module);
+            let load_bias = module.load_bias(m.start, m.pgoff, m.end - m.start);
             entries.push(MappingEntry {
                 start: m.start,
                 end: m.end,
-                bias: module.load_bias(m.start, m.pgoff, m.end - m.start),
+                bias: load_bias.wrapping_add(base),
                 first,
                 count,
             });
@@ -57,7 +59,7 @@ impl KernelWalkMaps {
     }
 
     /// Where module `id`'s rows are in the kernel, building and storing them on first use.
-    fn rows_of(&mut self, id: ModuleId, procs: &ProcessTable) -> Option<(u32, u32)> {
+    fn rows_of(&mut self, id: ModuleId, procs: &ProcessTable) -> Option<(u32, u32, u64)> {
         if let Some(&placed) = self.placed.get(&id) {
             return placed;
         }
@@ -66,12 +68,15 @@ impl KernelWalkMaps {
         let table = module
             .data
             .as_ref()
-            .and_then(|_| crate::unwind_table::build(&module.unwind).ok());
+            .and_then(|_| crate::unwind_table::build(&module.unwind).ok())
+            .and_then(|t| crate::unwind_table::packed::pack(&t));
         self.build_seconds += began.elapsed().as_secs_f64();
         let placed = match table {
-            Some(t) => {
+            Some((base, rows)) => {
                 self.files += 1;
-                self.maps.rows_of(u64::from(id.0), t.rows())
+                self.maps
+                    .rows_of(u64::from(id.0), &rows)
+                    .map(|(first, count)| (first, count, base))
             }
             None => {
                 self.files_without += 1;

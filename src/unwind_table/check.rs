@@ -28,6 +28,11 @@ pub struct CheckStats {
     pub differed: u64,
     /// The first difference, both lists of frames, for `-v`.
     pub first_difference: Option<String>,
+    /// Walks in the kernel that ended before the root, by how ([`WalkEnd`]: no row, a rule
+    /// they cannot follow, unreadable, depth), and where the most frequent ended (module and
+    /// offset: count).
+    pub kernel_ends: [u64; 4],
+    pub kernel_ended_at: HashMap<String, u64>,
     /// Files with a table, files without one (no `.eh_frame`), and the rows' bytes.
     pub files: usize,
     pub files_without: usize,
@@ -77,7 +82,12 @@ impl TableCheck {
     /// Compare a walk made in the kernel (`s.walked`, its copy taken at the sample's stack
     /// pointer) with `dwarf`, the DWARF unwinder's walk of that copy. Where the copy ran out
     /// first (`dwarf_cut`), the walks are the same if the kernel's goes on from the DWARF one.
-    pub fn compare_kernel_walk(&mut self, s: &SampleEvent, dwarf: &[RawFrame]) {
+    pub fn compare_kernel_walk(
+        &mut self,
+        s: &SampleEvent,
+        dwarf: &[RawFrame],
+        place: impl Fn(u64) -> String,
+    ) {
         let Some(walk) = s.walked.filter(|w| w.copy_at_sample) else {
             return;
         };
@@ -93,6 +103,10 @@ impl TableCheck {
             3 => WalkEnd::Unreadable,
             _ => WalkEnd::Depth,
         };
+        if let (Some(i), Some(&last)) = (walk.end.checked_sub(1), frames.last()) {
+            self.stats.kernel_ends[(i as usize).min(3)] += 1;
+            *self.stats.kernel_ended_at.entry(place(last)).or_default() += 1;
+        }
         let mut user = user_frames(dwarf);
         let cut = dwarf.last() == Some(&RawFrame::Truncated);
         if cut && frames.starts_with(&user) {
@@ -184,6 +198,23 @@ impl std::fmt::Display for CheckStats {
             self.bytes as f64 / 1024.0,
             self.files_without
         )?;
+        if self.kernel_ends.iter().any(|&n| n > 0) {
+            let [no_row, unsupported, unreadable, depth] = self.kernel_ends;
+            let mut at: Vec<(&String, &u64)> = self.kernel_ended_at.iter().collect();
+            at.sort_by(|a, b| b.1.cmp(a.1));
+            let at: Vec<String> = at
+                .iter()
+                .take(5)
+                .map(|(p, n)| format!("{p}: {n}"))
+                .collect();
+            write!(
+                f,
+                "\nember: walks in the kernel that ended early: {no_row} at no row, {unsupported} \
+                 at a rule they cannot follow, {unreadable} unreadable, {depth} at the depth \
+                 limit; most at {}",
+                at.join(", ")
+            )?;
+        }
         if let Some(d) = &self.first_difference {
             write!(f, "\nember: first difference: {d}")?;
         }

@@ -9,6 +9,7 @@
 
 pub mod build;
 pub mod check;
+pub mod packed;
 pub mod walk;
 
 pub use build::{build, TableError};

@@ -20,7 +20,7 @@ use aya::programs::PerfEvent;
 use aya::{Ebpf, EbpfLoader};
 use perf_event_open_sys as sys;
 
-use crate::unwind_table::Row;
+use crate::unwind_table::packed::PackedRow;
 
 /// The compiled program (see `scripts/bpf.sh`).
 static OBJECT: &[u8] = include_bytes!("unwind.bpf.o");
@@ -28,8 +28,8 @@ static OBJECT: &[u8] = include_bytes!("unwind.bpf.o");
 /// The most mappings of one process the program looks through (`MAX_MAPPINGS`).
 pub const MAX_MAPPINGS: usize = 256;
 
-/// Rows the kernel holds for all files together, by default: 16 bytes each.
-pub const DEFAULT_ROWS: u32 = 1 << 21;
+/// Rows the kernel holds for all files together, by default: 8 bytes each (32 MiB).
+pub const DEFAULT_ROWS: u32 = 1 << 22;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
@@ -50,7 +50,8 @@ pub enum BpfError {
 pub struct MappingEntry {
     pub start: u64,
     pub end: u64,
-    /// What to subtract from an address to get the SVMA the rows are keyed by.
+    /// What to subtract from an address to get the key its rows are looked up by: the load
+    /// bias and the table's base.
     pub bias: u64,
     pub first: u32,
     pub count: u32,
@@ -68,11 +69,6 @@ struct ProcessEntry {
 // SAFETY: plain data of integers, no padding but the explicit field.
 unsafe impl aya::Pod for MappingEntry {}
 unsafe impl aya::Pod for ProcessEntry {}
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-struct RowPod(Row);
-// SAFETY: `Row` is `repr(C)`, 16 bytes of integers.
-unsafe impl aya::Pod for RowPod {}
 
 /// The program, loaded, and the events its records go to.
 pub struct BpfProgram {
@@ -83,7 +79,8 @@ pub struct BpfProgram {
 
 /// The maps ember fills: each file's rows, each process's mappings.
 pub struct BpfMaps {
-    rows: Array<MapData, RowPod>,
+    /// The rows map, mapped here (`BPF_F_MMAPABLE`).
+    rows: RowsMapping,
     processes: BpfHashMap<MapData, u32, ProcessEntry>,
     /// Rows stored so far, and the capacity.
     used: u32,
@@ -123,8 +120,11 @@ pub fn load(
         .set(0, u64::from(check), 0)
         .map_err(|e| BpfError::Load(e.to_string()))?;
     fill_outputs(&mut ebpf, &outputs)?;
+    let Some(Map::Array(rows_map)) = ebpf.take_map("rows") else {
+        return Err(BpfError::Load("no array map `rows` in the object".into()));
+    };
     let maps = BpfMaps {
-        rows: take(&mut ebpf, "rows")?,
+        rows: RowsMapping::map(rows_map, rows)?,
         processes: take(&mut ebpf, "processes")?,
         used: 0,
         capacity: rows,
@@ -164,18 +164,14 @@ impl BpfProgram {
 impl BpfMaps {
     /// Where the rows of the file known as `key` are, storing them on first use: `None` if
     /// they do not fit.
-    pub fn rows_of(&mut self, key: u64, table: &[Row]) -> Option<(u32, u32)> {
+    pub fn rows_of(&mut self, key: u64, table: &[PackedRow]) -> Option<(u32, u32)> {
         if let Some(&place) = self.files.get(&key) {
             return place;
         }
         let n = table.len() as u32;
         let place = (self.used + n <= self.capacity).then_some((self.used, n));
         if let Some((first, _)) = place {
-            for (i, row) in table.iter().enumerate() {
-                if self.rows.set(first + i as u32, RowPod(*row), 0).is_err() {
-                    break;
-                }
-            }
+            self.rows.rows_mut()[first as usize..(first + n) as usize].copy_from_slice(table);
             self.used += n;
         } else {
             self.files_left_out += 1;
@@ -206,9 +202,64 @@ impl BpfMaps {
     /// The kernel memory the rows take (the map is made whole at load).
     pub fn rows_bytes(&self) -> (usize, usize) {
         (
-            self.used as usize * std::mem::size_of::<Row>(),
-            self.capacity as usize * std::mem::size_of::<Row>(),
+            self.used as usize * std::mem::size_of::<PackedRow>(),
+            self.capacity as usize * std::mem::size_of::<PackedRow>(),
         )
+    }
+}
+
+/// The rows map, mapped into ember's memory.
+struct RowsMapping {
+    /// Kept open: the map lives as long as a descriptor or the program holds it.
+    _map: MapData,
+    base: std::ptr::NonNull<PackedRow>,
+    rows: usize,
+}
+
+// SAFETY: the mapping is owned by this struct and only touched through &mut self.
+unsafe impl Send for RowsMapping {}
+
+impl RowsMapping {
+    fn map(map: MapData, rows: u32) -> Result<RowsMapping, BpfError> {
+        let fd = map.fd().as_fd().as_raw_fd();
+        let len = Self::len_of(rows as usize);
+        // SAFETY: mapping a BPF_F_MMAPABLE array map's values, as bpf(2) documents.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            return Err(BpfError::Load(format!("could not map the rows: {e}")));
+        }
+        Ok(RowsMapping {
+            _map: map,
+            base: std::ptr::NonNull::new(p.cast()).expect("mmap returned null"),
+            rows: rows as usize,
+        })
+    }
+
+    fn len_of(rows: usize) -> usize {
+        let page = 4096;
+        (rows * std::mem::size_of::<PackedRow>()).div_ceil(page) * page
+    }
+
+    fn rows_mut(&mut self) -> &mut [PackedRow] {
+        // SAFETY: the mapping holds `rows` rows and lives as long as self.
+        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr(), self.rows) }
+    }
+}
+
+impl Drop for RowsMapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), Self::len_of(self.rows)) };
     }
 }
 

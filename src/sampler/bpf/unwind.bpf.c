@@ -22,13 +22,12 @@ typedef int s32;
 typedef short s16;
 typedef unsigned char u8;
 
-// The row of src/unwind_table/mod.rs (16 bytes).
+// A packed row (src/unwind_table/packed.rs): the address less the table's base, and the
+// rule — bits 0-2 the kind, 3-10 the rbp slot from the CFA in units of 8 (signed; -128
+// unknown) or a PLT stub's threshold, 11-31 the CFA offset in units of 8 (signed).
 struct row {
-	u64 pc;
-	s32 cfa_offset;
-	s16 rbp_offset;
-	u8 kind;
-	u8 plt_threshold;
+	u32 pc;
+	u32 rule;
 };
 
 enum {
@@ -39,9 +38,10 @@ enum {
 	ROW_ROOT = 4,
 	ROW_UNSUPPORTED = 5,
 };
-#define RBP_UNKNOWN (-32768)
+#define RBP_UNKNOWN (-128)
 
-// One executable mapping of a process: its rows are rows[first, first + count).
+// One executable mapping of a process: its rows are rows[first, first + count), keyed by
+// address - bias (the load bias and the table's base).
 struct mapping {
 	u64 start;
 	u64 end;
@@ -89,9 +89,11 @@ struct {
 	__type(value, struct process);
 } processes SEC(".maps");
 
+// Mapped into ember's memory too: it writes a file's rows at once, not one call each.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1); // set by ember before loading
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, u32);
 	__type(value, struct row);
 } rows SEC(".maps");
@@ -130,7 +132,8 @@ struct walk {
 	// The mapping and the row of the last frame, and the addresses they hold for
 	// (recursion, and callers in the same function or file, look up nothing again).
 	struct mapping map;
-	struct row row;
+	u32 rule;
+	u32 pad2;
 	u64 row_from, row_to;
 };
 
@@ -205,7 +208,7 @@ static int find_row(struct walk *w, u32 first, u32 count, u64 svma)
 	struct row *r = bpf_map_lookup_elem(&rows, &key);
 	if (!r)
 		return 0;
-	w->row = *r;
+	w->rule = r->rule;
 	w->row_from = r->pc;
 	w->row_to = ~0ULL;
 	if (s.lo < count) {
@@ -255,22 +258,24 @@ static long step(u64 index, void *ctx)
 		w->end = END_NO_ROW;
 		return 1;
 	}
-	struct row *r = &w->row;
-	if (r->kind == ROW_STOP) {
+	u32 kind = w->rule & 7;
+	s64 slot = (s64)(signed char)((w->rule >> 3) & 0xff);
+	s64 cfa_offset = (s64)((s32)w->rule >> 11) * 8;
+	if (kind == ROW_STOP) {
 		w->end = END_NO_ROW;
 		return 1;
 	}
-	if (r->kind == ROW_ROOT) {
+	if (kind == ROW_ROOT) {
 		w->end = END_ROOT;
 		return 1;
 	}
 	u64 cfa;
-	if (r->kind == ROW_CFA_RSP) {
-		cfa = w->sp + (s64)r->cfa_offset;
-	} else if (r->kind == ROW_CFA_RBP && w->bp_known) {
-		cfa = w->bp + (s64)r->cfa_offset;
-	} else if (r->kind == ROW_PLT) {
-		cfa = w->sp + (s64)r->cfa_offset + ((w->ip & 15) >= r->plt_threshold ? 8 : 0);
+	if (kind == ROW_CFA_RSP) {
+		cfa = w->sp + cfa_offset;
+	} else if (kind == ROW_CFA_RBP && w->bp_known) {
+		cfa = w->bp + cfa_offset;
+	} else if (kind == ROW_PLT) {
+		cfa = w->sp + cfa_offset + ((s64)(w->ip & 15) >= slot ? 8 : 0);
 	} else {
 		w->end = END_UNSUPPORTED;
 		return 1;
@@ -280,13 +285,15 @@ static long step(u64 index, void *ctx)
 		w->end = END_UNREADABLE;
 		return 1;
 	}
-	if (r->rbp_offset == RBP_UNKNOWN) {
+	if (kind == ROW_PLT) {
+		// A PLT stub saves no register.
+	} else if (slot == RBP_UNKNOWN) {
 		w->bp_known = 0;
-	} else if (r->rbp_offset != 0) {
-		u64 slot = cfa + (s64)r->rbp_offset;
-		if (read_word(slot, &bp)) {
+	} else if (slot != 0) {
+		u64 at = cfa + slot * 8;
+		if (read_word(at, &bp)) {
 			// An epilogue that popped rbp: it holds the caller's again (walk.rs).
-			if (!(w->n == 1 && slot < w->sp)) {
+			if (!(w->n == 1 && at < w->sp)) {
 				w->end = END_UNREADABLE;
 				return 1;
 			}

@@ -68,7 +68,7 @@ fn open_outputs(cpus: &[u32]) -> Result<Vec<(u32, OwnedFd)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::unwind_table::Row;
+    use crate::unwind_table::packed::PackedRow;
 
     #[test]
     fn the_kernel_accepts_the_program() {
@@ -77,7 +77,7 @@ mod tests {
         match bpf::load(&cpus, outputs, 1024, false) {
             Ok((program, mut maps)) => {
                 assert!(program.output_fd(cpus[0]).is_some());
-                let rows = [Row::stop(0x1000)];
+                let rows = [PackedRow::default()];
                 assert_eq!(maps.rows_of(7, &rows), Some((0, 1)));
                 assert_eq!(maps.rows_of(7, &rows), Some((0, 1)));
                 maps.set_process(1, &[bpf::MappingEntry::default()]);

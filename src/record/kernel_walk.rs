@@ -4,9 +4,14 @@
 
 use std::collections::HashMap;
 
+use std::path::PathBuf;
+
 use crate::model::ModuleId;
+use crate::modules::ModuleFile;
 use crate::process::ProcessTable;
 use crate::sampler::bpf::{BpfMaps, MappingEntry};
+use crate::unwind_table::cache;
+use crate::unwind_table::packed::{self, PackedRow};
 
 /// The maps, and where each module's rows are (`None`: no table, or it did not fit).
 pub(super) struct KernelWalkMaps {
@@ -16,8 +21,11 @@ pub(super) struct KernelWalkMaps {
     /// Files whose rows are in the kernel, and files without (no `.eh_frame`).
     pub files: usize,
     pub files_without: usize,
-    /// CPU time spent building tables (s).
+    /// Time spent building or loading tables (s), and how many came from the cache.
     pub build_seconds: f64,
+    pub from_cache: usize,
+    /// Where tables are kept by build id (`~/.cache/ember`).
+    cache_dir: Option<PathBuf>,
 }
 
 impl KernelWalkMaps {
@@ -28,6 +36,8 @@ impl KernelWalkMaps {
             files: 0,
             files_without: 0,
             build_seconds: 0.0,
+            from_cache: 0,
+            cache_dir: crate::symbolize::inflated::cache_dir(),
         }
     }
 
@@ -65,11 +75,7 @@ impl KernelWalkMaps {
         }
         let module = procs.modules.get(id);
         let began = std::time::Instant::now();
-        let table = module
-            .data
-            .as_ref()
-            .and_then(|_| crate::unwind_table::build(&module.unwind).ok())
-            .and_then(|t| crate::unwind_table::packed::pack(&t));
+        let table = module.data.as_ref().and_then(|_| self.table_of(module));
         self.build_seconds += began.elapsed().as_secs_f64();
         let placed = match table {
             Some((base, rows)) => {
@@ -87,18 +93,61 @@ impl KernelWalkMaps {
         placed
     }
 
+    /// A module's packed table: from the cache where it was kept by build id (or, for a file
+    /// without one, by path, size and modification time), else built from its `.eh_frame`
+    /// (and kept).
+    fn table_of(&mut self, module: &ModuleFile) -> Option<(u64, Vec<PackedRow>)> {
+        let key = module.build_id.clone().or_else(|| file_key(&module.path));
+        let cached = match (&self.cache_dir, &key) {
+            (Some(dir), Some(id)) => Some((dir, id)),
+            _ => None,
+        };
+        if let Some(table) = cached.and_then(|(dir, id)| cache::load(dir, id)) {
+            self.from_cache += 1;
+            return Some(table);
+        }
+        let built = crate::unwind_table::build(&module.unwind).ok()?;
+        let (base, rows) = packed::pack(&built)?;
+        if let Some((dir, id)) = cached {
+            // Without a cache the next recording builds it again; nothing else is lost.
+            let _ = cache::store(dir, id, base, &rows);
+        }
+        Some((base, rows))
+    }
+
     /// For `-v`.
     pub(super) fn describe(&self) -> String {
         let (used, capacity) = self.maps.rows_bytes();
         format!(
             "stacks walked in the kernel: rows of {} files ({:.1} of {:.1} MiB; {} files left \
-             out for room, {} without .eh_frame), built in {:.2} s",
+             out for room, {} without .eh_frame), {} from the cache, built or loaded in {:.2} s",
             self.files,
             used as f64 / (1 << 20) as f64,
             capacity as f64 / (1 << 20) as f64,
             self.maps.files_left_out,
             self.files_without,
+            self.from_cache,
             self.build_seconds
         )
     }
+}
+
+/// A key for a file without a build id: its path, size and modification time, hashed (the
+/// file changed, the key changes).
+fn file_key(path: &str) -> Option<Vec<u8>> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        path,
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ino(),
+    )
+        .hash(&mut h);
+    let mut key = b"file-".to_vec();
+    key.extend_from_slice(&h.finish().to_le_bytes());
+    Some(key)
 }

@@ -75,6 +75,7 @@ EOF
 SETUPS=("perf:--backend perf" "perf, 65016 B copies:--backend perf --stack-size 65016"
   "ptrace:--backend ptrace" "ptrace, every copy whole:--backend ptrace --debug-whole-copies"
   "default (auto, takeover):--backend auto"
+  "walked in the kernel (BPF):--unwind-in-kernel"
   "default, rustc started 0.3 s in:--backend auto:0.3")
 
 echo "rustc -O building $version, $HZ Hz, $(nproc) CPUs, $ROUNDS rounds (medians)"

@@ -18,6 +18,8 @@ pub(super) struct About {
     pub parse_errors: u64,
     /// Processes were taken over by ptrace because their stacks outgrew perf events' copies.
     pub taken_over: bool,
+    /// Stacks were walked in the kernel (`--unwind-in-kernel`).
+    pub walked_in_kernel: bool,
 }
 
 /// Give `profile` its metadata (what was profiled, processes, threads, warnings), keeping only
@@ -40,26 +42,52 @@ pub(super) fn fill_metadata(
     }
     // After filtering: a file that could not be read matters only where it was sampled.
     warn_about_inputs(profile, procs, about.parse_errors);
-    warn_about_cut_stacks(profile, about.event.starts_with("ptrace"), about.taken_over);
+    let how = if about.walked_in_kernel {
+        Sampled::InKernel
+    } else if about.event.starts_with("ptrace") {
+        Sampled::Ptrace
+    } else if about.taken_over {
+        Sampled::TakenOver
+    } else {
+        Sampled::Copies
+    };
+    warn_about_cut_stacks(profile, how);
+}
+
+/// How the stacks were taken, for what the warning about cut ones says.
+enum Sampled {
+    Ptrace,
+    TakenOver,
+    Copies,
+    InKernel,
 }
 
 /// Stacks cut short at the root end (`[truncated]`) hang off a tower of their own instead
 /// of under their callers: where more than 1 % of the samples are, say so and what helps.
-fn warn_about_cut_stacks(profile: &mut Profile, ptrace: bool, taken_over: bool) {
+fn warn_about_cut_stacks(profile: &mut Profile, how: Sampled) {
     let total = profile.total_samples();
     let cut = profile.samples_rooted_at(Frame::Truncated);
     if cut * 100 <= total {
         return;
     }
-    let help = if ptrace {
-        "the stack was deeper than the 8 MiB ember copies, or not in a mapping of its own"
-    } else if taken_over {
-        "perf events copy at most --stack-size bytes of stack per sample, and these were taken \
-         before ptrace took their process over (it copies whole stacks; see -v)"
-    } else {
-        "perf events copy at most --stack-size bytes of stack per sample (65016 at most), too \
-         few for these deep stacks without frame pointers; --backend ptrace copies whole \
-         stacks, at a higher cost per sample"
+    let help = match how {
+        Sampled::Ptrace => {
+            "the stack was deeper than the 8 MiB ember copies, or not in a mapping of its own"
+        }
+        Sampled::TakenOver => {
+            "perf events copy at most --stack-size bytes of stack per sample, and these were \
+             taken before ptrace took their process over (it copies whole stacks; see -v)"
+        }
+        Sampled::Copies => {
+            "perf events copy at most --stack-size bytes of stack per sample (65016 at most), \
+             too few for these deep stacks without frame pointers; --backend ptrace copies \
+             whole stacks, at a higher cost per sample"
+        }
+        Sampled::InKernel => {
+            "the walk in the kernel handed over where it had no rows — before ember had told \
+             it where the program's files are (its first milliseconds), or in code without \
+             .eh_frame — and the 16 KiB copied there did not reach the root (see -v)"
+        }
     };
     profile.meta.warnings.push(format!(
         "{:.0} % of the samples ({cut}) have stacks cut short before their thread's first \

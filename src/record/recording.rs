@@ -86,6 +86,7 @@ impl Recording {
             duration,
             parse_errors,
             taken_over: takeovers.any(),
+            walked_in_kernel: unwinder.stats.walked_in_kernel > 0,
         };
         fill_metadata(&mut profile, &procs, opts, about);
         Recording {

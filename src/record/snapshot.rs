@@ -99,6 +99,7 @@ fn take_window(
         duration,
         parse_errors: collector.parse_errors,
         taken_over: collector.takeovers.any(),
+        walked_in_kernel: collector.unwind_stats().walked_in_kernel > 0,
     };
     if window.reset {
         plan.since = now;

@@ -10,7 +10,7 @@ use crate::model::{
     CommEvent, Event, ForkEvent, KernelWalk, MmapEvent, PythonCode, SampleEvent, StackPart,
     SwitchEvent, WaitReason,
 };
-use crate::sampler::bpf::record::{HEADER_WORDS, MAGIC, MAX_KERNEL};
+use crate::sampler::bpf::record::{COPY_AT, HEADER_WORDS, MAGIC, MAX_KERNEL};
 
 // The kernel's constants (perf-event-open-sys, generated from its headers): record kinds as
 // they are; sample_type bits as u64 and
@@ -672,7 +672,7 @@ fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
     };
     let (at_end, copy_len, copy_at_sample) = (regs(4)?, w(7)? as usize, w(8)? != 0);
     let sample_regs = regs(9)?;
-    let frames_at = 8 * (HEADER_WORDS + MAX_KERNEL);
+    let (nkernel, frames_at) = (nkernel.min(MAX_KERNEL), 8 * HEADER_WORDS);
     let part = |from: usize, len: usize| {
         raw.get(from..from + len).ok_or(MalformedRecord::Truncated {
             needed: len,
@@ -680,9 +680,13 @@ fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
             len: rec.len(),
         })
     };
-    let kernel = part(8 * HEADER_WORDS, 8 * nkernel.min(MAX_KERNEL))?;
     let frames = part(frames_at, 8 * nuser)?;
-    let copy = part(frames_at + 8 * nuser, copy_len)?;
+    let kernel = part(frames_at + 8 * nuser, 8 * nkernel)?;
+    let copy = if copy_len == 0 {
+        &[][..]
+    } else {
+        part(COPY_AT, copy_len)?
+    };
     Ok(SampleEvent {
         pid: pid_tid as u32,
         tid: (pid_tid >> 32) as u32,
@@ -706,6 +710,39 @@ fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record as ember's BPF program sends it: two user frames, one kernel frame, no copy.
+    #[test]
+    fn a_bpf_record_reads_back_with_its_walk() {
+        let mut raw: Vec<u64> = vec![
+            MAGIC, 1, 2, 0, 0x401002, 0x7ff0, 0, 0, 0, 0x401000, 0x7fe0, 7,
+        ];
+        raw.extend([0x401000, 0x402001, 0xffff_ffff_8100_0000]);
+        let raw: Vec<u8> = raw.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut rec = Vec::new();
+        rec.extend(EMBER_RECORD_BPF_SAMPLE.to_le_bytes());
+        rec.extend(0u16.to_le_bytes());
+        rec.extend(((52 + raw.len() + 4) as u16).to_le_bytes());
+        for w in [0x401000u64, (6u64 << 32) | 5, 77, 1, 1] {
+            rec.extend(w.to_le_bytes());
+        }
+        rec.extend((raw.len() as u32 + 4).to_le_bytes());
+        rec.extend(&raw);
+        rec.extend([0u8; 4]);
+        let Some(Event::Sample(s)) = SampleLayout::recorded(true).parse(&rec).unwrap() else {
+            panic!("not a sample");
+        };
+        assert_eq!((s.pid, s.tid, s.time, s.cpu), (5, 6, 77, 1));
+        let walk = s.walked.unwrap();
+        assert_eq!(walk.frames.len(), 16);
+        assert_eq!(walk.end, 0);
+        assert_eq!(s.callchain, &0xffff_ffff_8100_0000u64.to_le_bytes());
+        assert!(s.user_stack.is_empty());
+        assert_eq!(s.user_regs.unwrap().sp, 0x7ff0);
+        // Not the program's: refused.
+        rec[52] ^= 1;
+        assert!(SampleLayout::recorded(true).parse(&rec).is_err());
+    }
 
     const LAYOUT: SampleLayout = SampleLayout::recorded(true);
 

@@ -15,9 +15,12 @@ const SAMPLE_TYPE: u64 = (sys::bindings::PERF_SAMPLE_IP
 
 /// "EMBRBPF1": the first word of every record.
 pub const MAGIC: u64 = 0x3146_5042_5242_4d45;
-/// Words before the kernel frames, and the room for them (`HEADER_WORDS`, `MAX_KERNEL`).
+/// Words before the user frames (which the kernel's follow), and the most kernel frames
+/// (`HEADER_WORDS`, `MAX_KERNEL`).
 pub const HEADER_WORDS: usize = 12;
 pub const MAX_KERNEL: usize = 128;
+/// Where a record's stack copy starts (`COPY_AT`).
+pub const COPY_AT: usize = 65472 - 16384;
 
 /// The attributes of a BPF output event on one CPU, as ember's rings take them (the same
 /// clock as its sampling events).

@@ -66,9 +66,13 @@ enum {
 	END_DEPTH = 4,
 };
 
-#define MAX_FRAMES 6144
+#define MAX_FRAMES 5990
 #define MAX_KERNEL 128
 #define COPY_BYTES 16384
+// The most raw data a record holds (a perf record's size is 16 bits), and where the copy
+// starts in it (after the most frames there can be).
+#define RAW_MAX 65472
+#define COPY_AT (RAW_MAX - COPY_BYTES)
 #define BUF_BYTES 65536
 #define HEADER_WORDS 12
 #define MAGIC 0x3146504252424d45ULL // "EMBRBPF1"
@@ -76,8 +80,8 @@ enum {
 // The record sent: HEADER_WORDS words — magic, how many kernel frames, how many user
 // frames, how the walk ended, the registers where it ended (ip, sp, bp), the bytes of stack
 // copied, where the copy starts (0: where the walk ended, 1: at the sample's stack pointer),
-// the sample's registers (ip, sp, bp) — then MAX_KERNEL words for the kernel frames, the
-// user frames, the copy.
+// the sample's registers (ip, sp, bp) — then the user frames, the kernel frames, and the
+// copy at COPY_AT.
 struct out_buf {
 	u64 w[BUF_BYTES / 8];
 };
@@ -308,7 +312,7 @@ static long step(u64 index, void *ctx)
 	w->ip = ra;
 	w->sp = cfa;
 	w->lookup = ra - 1;
-	u32 at = HEADER_WORDS + MAX_KERNEL + w->n;
+	u32 at = HEADER_WORDS + w->n;
 	if (w->n >= MAX_FRAMES || at >= BUF_BYTES / 8) {
 		w->end = END_DEPTH;
 		return 1;
@@ -355,15 +359,13 @@ int unwind(struct bpf_perf_event_data *ctx)
 	if (!buf)
 		return 0;
 	struct walk w = { .pid = id >> 32, .cpu = cpu };
-	long k = bpf_get_stack(ctx, &buf->w[HEADER_WORDS], MAX_KERNEL * 8, 0);
-	u64 nkernel = k > 0 ? (u64)k / 8 : 0;
 	if (user_regs(sample, &w.ip, &w.sp, &w.bp) != 0)
 		w.ip = 0;
 	u64 sample_ip = w.ip, sample_sp = w.sp, sample_bp = w.bp;
 	if (w.ip != 0) {
 		w.bp_known = 1;
 		w.lookup = w.ip;
-		buf->w[HEADER_WORDS + MAX_KERNEL] = w.ip;
+		buf->w[HEADER_WORDS] = w.ip;
 		w.n = 1;
 		w.end = END_DEPTH;
 		bpf_loop(MAX_FRAMES, step, &w, 0);
@@ -373,7 +375,12 @@ int unwind(struct bpf_perf_event_data *ctx)
 	u32 n = w.n;
 	if (n > MAX_FRAMES)
 		n = MAX_FRAMES;
-	u32 frames_end = HEADER_WORDS + MAX_KERNEL + n;
+	// The kernel's frames after the user ones.
+	long k = bpf_get_stack(ctx, &buf->w[HEADER_WORDS + n], MAX_KERNEL * 8, 0);
+	u32 nkernel = k > 0 ? (u64)k / 8 : 0;
+	if (nkernel > MAX_KERNEL)
+		nkernel = MAX_KERNEL;
+	u32 frames_end = HEADER_WORDS + n + nkernel;
 	// Where the walk handed over, the stack from there, for ember to go on; in a check, the
 	// stack at the sample's stack pointer.
 	u32 zero = 0;
@@ -382,10 +389,10 @@ int unwind(struct bpf_perf_event_data *ctx)
 	int handed_over = w.end == END_NO_ROW || w.end == END_UNSUPPORTED;
 	u64 copy_sp = from ? sample_sp : w.sp;
 	u64 copy = 0;
-	if ((from || (n > 0 && handed_over)) && frames_end * 8 + COPY_BYTES <= BUF_BYTES) {
-		if (bpf_probe_read_user(&buf->w[frames_end], COPY_BYTES, (const void *)copy_sp) == 0)
+	if (from || (n > 0 && handed_over)) {
+		if (bpf_probe_read_user(&buf->w[COPY_AT / 8], COPY_BYTES, (const void *)copy_sp) == 0)
 			copy = COPY_BYTES;
-		else if (bpf_probe_read_user(&buf->w[frames_end], 4096, (const void *)copy_sp) == 0)
+		else if (bpf_probe_read_user(&buf->w[COPY_AT / 8], 4096, (const void *)copy_sp) == 0)
 			copy = 4096;
 	}
 	buf->w[0] = MAGIC;
@@ -400,9 +407,9 @@ int unwind(struct bpf_perf_event_data *ctx)
 	buf->w[9] = sample_ip;
 	buf->w[10] = sample_sp;
 	buf->w[11] = sample_bp;
-	u64 size = (u64)frames_end * 8 + copy;
-	if (size > BUF_BYTES - 8)
-		size = BUF_BYTES - 8;
+	u64 size = copy ? COPY_AT + copy : (u64)frames_end * 8;
+	if (size > RAW_MAX)
+		size = RAW_MAX;
 	bpf_perf_event_output(ctx, &out, BPF_F_CURRENT_CPU, buf, size & 0xffff);
 	return 0;
 }

@@ -6,6 +6,8 @@ use crate::linux;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PerfError {
+    #[error("could not attach ember's BPF program to its perf events: {0}; record without --unwind-in-kernel")]
+    KernelWalk(String),
     #[error(
         "perf events are refused ({error}; kernel.perf_event_paranoid = {paranoid}).\n{why}\n\
          Or sample with ptrace instead: --backend ptrace (the default, auto, does so by itself)"

@@ -4,11 +4,14 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use perf_event_open_sys as sys;
+
 use super::open::open_one;
 use super::ring::RingBuffer;
 use super::PerfConfig;
 use crate::model::CallGraph;
 use crate::sampler::bpf::{self, BpfMaps, BpfProgram};
+use crate::sampler::records;
 
 /// Whether and how to walk stacks in the kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,24 +26,41 @@ pub enum KernelWalk {
     Check,
 }
 
-/// Load the program and attach it to `fds` (the sampling events), sending its records into
-/// `buffers` (one per CPU of `cpus`, in order). `Ok(None)`: not wanted here.
-pub(super) fn set_up(
+/// Load the program for `cpus` where `config` asks for it; `Ok(None)`: not wanted here.
+pub(super) fn load(
     config: &PerfConfig,
     cpus: &[u32],
-    fds: &[OwnedFd],
-    buffers: &mut [RingBuffer],
 ) -> Result<Option<(BpfProgram, BpfMaps)>, String> {
     if config.kernel_walk == KernelWalk::Off || config.call_graph == CallGraph::Fp || config.off_cpu
     {
         return Ok(None);
     }
+    let check = config.kernel_walk == KernelWalk::Check;
+    let loaded = bpf::load(cpus, open_outputs(cpus)?, bpf::DEFAULT_ROWS, check);
+    loaded.map(Some).map_err(|e| e.to_string())
+}
+
+/// The sampling events' own samples are dropped for the program's records: they need no
+/// stack copy, registers or callchain (which the kernel would prepare for nothing).
+pub(super) fn without_copies(attr: &mut sys::bindings::perf_event_attr) {
+    attr.sample_type &= !(records::PERF_SAMPLE_CALLCHAIN
+        | records::PERF_SAMPLE_REGS_USER
+        | records::PERF_SAMPLE_STACK_USER);
+    attr.sample_regs_user = 0;
+    attr.sample_stack_user = 0;
+}
+
+/// Attach the program to `fds` (the sampling events) and send its records into `buffers`
+/// (one per CPU of `cpus`, in order).
+pub(super) fn attach(
+    program: &BpfProgram,
+    cpus: &[u32],
+    fds: &[OwnedFd],
+    buffers: &mut [RingBuffer],
+) -> Result<(), String> {
     if buffers.len() != cpus.len() {
         return Err("not every CPU has a ring buffer".into());
     }
-    let check = config.kernel_walk == KernelWalk::Check;
-    let (program, maps) = bpf::load(cpus, open_outputs(cpus)?, bpf::DEFAULT_ROWS, check)
-        .map_err(|e| e.to_string())?;
     for (buffer, &cpu) in buffers.iter_mut().zip(cpus) {
         let out = program.output_fd(cpu).ok_or("no output event")?;
         buffer.redirect_also(out).map_err(|e| {
@@ -50,7 +70,7 @@ pub(super) fn set_up(
     for fd in fds {
         program.attach(fd.as_raw_fd()).map_err(|e| e.to_string())?;
     }
-    Ok(Some((program, maps)))
+    Ok(())
 }
 
 /// One BPF output event per CPU (`PERF_COUNT_SW_BPF_OUTPUT`), for the program's records.

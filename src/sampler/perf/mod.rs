@@ -115,8 +115,12 @@ impl PerfSampler {
         let Sizing {
             stack_size,
             pages,
-            notes,
+            mut notes,
         } = Sizing::for_config(config, cpus.len());
+        let mut walk = kernel_walk::load(config, &cpus).unwrap_or_else(|e| {
+            notes.push(format!("stacks are walked in user space: {e}"));
+            None
+        });
         let layout = SampleLayout::recorded(config.call_graph != CallGraph::Fp);
         // Try hardware cycles first, then the software clock; kernel samples first, then
         // user-only when the kernel refuses them (perf_event_paranoid 2 without privileges).
@@ -132,6 +136,9 @@ impl PerfSampler {
                 if let EventTarget::Attach(_) = target {
                     attr.set_enable_on_exec(0);
                 }
+                if walk.is_some() {
+                    kernel_walk::without_copies(&mut attr);
+                }
                 let per_cpu = match open_all(target, &cpus, attr, pages) {
                     Ok(per_cpu) => per_cpu,
                     Err(failed) => {
@@ -140,14 +147,13 @@ impl PerfSampler {
                     }
                 };
                 let (fds, mut buffers) = map_buffers(per_cpu, pages)?;
-                let mut notes = notes.clone();
-                let (bpf, bpf_maps) = match kernel_walk::set_up(config, &cpus, &fds, &mut buffers) {
-                    Ok(Some((program, maps))) => (Some(program), Some(maps)),
-                    Ok(None) => (None, None),
-                    Err(e) => {
-                        notes.push(format!("stacks are walked in user space: {e}"));
-                        (None, None)
+                let (bpf, bpf_maps) = match walk.take() {
+                    Some((program, maps)) => {
+                        kernel_walk::attach(&program, &cpus, &fds, &mut buffers)
+                            .map_err(PerfError::KernelWalk)?;
+                        (Some(program), Some(maps))
                     }
+                    None => (None, None),
                 };
                 let (switch_fds, switch_buffers) = if config.off_cpu {
                     open_switch_events(target, &cpus, config, &layout, stack_size, pages)?
@@ -161,7 +167,7 @@ impl PerfSampler {
                     switch_fds,
                     switch_buffers,
                     layout,
-                    notes,
+                    notes: notes.clone(),
                     stack_size,
                     wake_fds: Vec::new(),
                     bpf,

@@ -26,7 +26,12 @@ def render(n):
     out = []
     for i in range(n * 60):
         out.append(f"<li>{i}</li>")
-    return "".join(out)
+    page = "".join(out)
+    # Freed here, inside render: a local freed on return is freed after CPython (3.11.1 and
+    # later) has unlinked the frame, which any reader of the frame chain then puts in the
+    # caller, while the truth measured around the call counts it to render.
+    del out
+    return page
 
 
 def handler(spent):

@@ -2,7 +2,8 @@
 # Build ember's BPF program (src/sampler/bpf/unwind.bpf.c) into the object kept next to it,
 # which the library includes; `--check` fails if the kept object is not what the source
 # builds to (CI runs it). Needs Debian's clang (-target bpf) and libbpf-dev's headers; the
-# build is reproducible: relative paths, no DWARF (BTF only, which the loader needs).
+# build is reproducible: paths relative to the repository (BTF line info names the source
+# file), no DWARF (BTF only, which the loader needs).
 #
 #   scripts/bpf.sh [--check]
 set -euo pipefail
@@ -13,6 +14,7 @@ OBJ=src/sampler/bpf/unwind.bpf.o
 out=$(mktemp /tmp/ember-bpf.XXXXXX.o)
 trap 'rm -f "$out"' EXIT
 clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -I/usr/include/x86_64-linux-gnu \
+  -fdebug-prefix-map="$ROOT"=. \
   -c "$SRC" -o "$out"
 llvm-strip -g "$out" 2>/dev/null || llvm-strip-14 -g "$out"
 if [ "${1:-}" = --check ]; then

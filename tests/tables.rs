@@ -216,3 +216,51 @@ fn samples_deeper_than(stacks: &[Stack], depth: usize) -> u64 {
         .map(|s| s.count)
         .sum()
 }
+
+/// The adversary (testdata/flipflop.c: depth flipping between 3 and 100 frames of 1 KiB
+/// every few microseconds, through two outer paths whose deep frames are alike), walked in
+/// the kernel at each sample: every whole stack runs from `main` through the outer function
+/// its leaf belongs to, and deep ones are whole without stops.
+#[test]
+fn stacks_walked_in_the_kernel_never_mix_two_paths() {
+    let _serial = serial();
+    let dir = scratch();
+    let folded = dir.path().join("flip.folded");
+    let exe = workload("flipflop", Build::NoFramePointers);
+    let args = [
+        "--unwind-in-kernel",
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "1.5",
+        "100",
+    ];
+    let (_, stderr) = record_kernel_walk(&args, false);
+    let mut deep = 0;
+    for s in &read_folded(&folded) {
+        let user = user_frames(s);
+        let Some(first) = user.iter().position(|f| *f == "descend") else {
+            continue;
+        };
+        if user.contains(&"[truncated]") {
+            continue;
+        }
+        let path = user[first - 1];
+        assert!(
+            matches!(path, "outer_a" | "outer_b") && user[first - 2] == "main",
+            "a whole stack must come from main through an outer function: {}",
+            user.join(";")
+        );
+        let wrong = if path == "outer_a" {
+            "leaf_b"
+        } else {
+            "leaf_a"
+        };
+        assert_ne!(*user.last().unwrap(), wrong, "made up: {}", user.join(";"));
+        if user.iter().filter(|f| **f == "descend").count() > 50 {
+            deep += s.count;
+        }
+    }
+    assert!(deep > 0, "no whole deep stack\n{stderr}");
+}

@@ -264,3 +264,38 @@ fn stacks_walked_in_the_kernel_never_mix_two_paths() {
     }
     assert!(deep > 0, "no whole deep stack\n{stderr}");
 }
+
+/// Attached to a running program (`-p`): its mappings are told to the kernel before
+/// sampling begins, so its deep stacks are whole from the first sample.
+#[test]
+fn attached_deep_stacks_are_walked_in_the_kernel() {
+    let _serial = serial();
+    let dir = scratch();
+    let folded = dir.path().join("attach.folded");
+    let exe = workload("recursion", Build::NoFramePointers);
+    let mut child = std::process::Command::new(&exe)
+        .args(["3000", "4"])
+        .spawn()
+        .expect("start the workload");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id().to_string();
+    let args = [
+        "--unwind-in-kernel",
+        "-p",
+        &pid,
+        "-d",
+        "1.5",
+        "-o",
+        folded.to_str().unwrap(),
+    ];
+    let (_, stderr) = record_kernel_walk(&args, false);
+    let _ = child.kill();
+    let _ = child.wait();
+    let stacks = read_folded(&folded);
+    let (all, deep) = (total(&stacks), samples_deeper_than(&stacks, 3000));
+    assert!(all > 300, "{all} samples\n{stderr}");
+    assert!(
+        deep * 100 >= all * 95,
+        "{deep} of {all} samples whole\n{stderr}"
+    );
+}

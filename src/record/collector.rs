@@ -107,7 +107,7 @@ impl Collector {
     pub(super) fn counts(&self) -> RecordingCounts {
         RecordingCounts {
             samples: self.profile.total_samples() + self.earlier_windows,
-            lost: self.profile.meta.lost + self.earlier_lost,
+            lost: self.profile.meta.lost.saturating_add(self.earlier_lost),
             threads: self.procs.threads().count(),
             processes: self.procs.processes().count(),
         }
@@ -214,7 +214,8 @@ impl Collector {
                 self.profile.meta.lifetimes.entry(f.tid).or_default().0 = Some(f.time);
             }
             Event::Exit(f) => self.on_exit(f),
-            Event::Lost(n) => self.profile.meta.lost += n,
+            // A count from the kernel (or from garbage): saturating, never wrapping.
+            Event::Lost(n) => self.profile.meta.lost = self.profile.meta.lost.saturating_add(n),
             Event::TakenOver { pid, time } => self.takeovers.taken_over(pid, time),
             Event::Throttle => self.profile.meta.throttled += 1,
             Event::Unthrottle => {}

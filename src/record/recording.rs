@@ -119,7 +119,7 @@ impl Recording {
             &outputs,
             s.event.kernel_included,
         );
-        summary.lost += s.earlier_lost;
+        summary.lost = summary.lost.saturating_add(s.earlier_lost);
         // The counts are the whole recording's: so is the time they were taken in.
         summary.duration = s.whole;
         summary.windows = s.window;

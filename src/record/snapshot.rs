@@ -105,7 +105,7 @@ fn take_window(
         plan.since = now;
         collector.window_began = Some(now);
         collector.earlier_windows += profile.total_samples();
-        collector.earlier_lost += profile.meta.lost;
+        collector.earlier_lost = collector.earlier_lost.saturating_add(profile.meta.lost);
     }
     fill_metadata(&mut profile, &collector.procs, &plan.opts, about);
     (profile, duration)

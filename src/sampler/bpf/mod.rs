@@ -223,30 +223,17 @@ impl RowsMapping {
     fn map(map: MapData, rows: u32) -> Result<RowsMapping, BpfError> {
         let fd = map.fd().as_fd().as_raw_fd();
         let len = Self::len_of(rows as usize);
-        // SAFETY: mapping a BPF_F_MMAPABLE array map's values, as bpf(2) documents.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            let e = io::Error::last_os_error();
-            return Err(BpfError::Load(format!("could not map the rows: {e}")));
-        }
+        let base = crate::linux::memory::map_shared(fd, len)
+            .map_err(|e| BpfError::Load(format!("could not map the rows: {e}")))?;
         Ok(RowsMapping {
             _map: map,
-            base: std::ptr::NonNull::new(p.cast()).expect("mmap returned null"),
+            base: base.cast(),
             rows: rows as usize,
         })
     }
 
     fn len_of(rows: usize) -> usize {
-        let page = 4096;
+        let page = crate::linux::memory::page_size();
         (rows * std::mem::size_of::<PackedRow>()).div_ceil(page) * page
     }
 

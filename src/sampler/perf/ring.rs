@@ -28,25 +28,6 @@ pub(crate) struct RingBuffer {
 // SAFETY: the mapping is owned by this struct; it is only touched through &mut self.
 unsafe impl Send for RingBuffer {}
 
-/// Map `map_len` bytes of perf event `fd`'s buffer, anywhere.
-fn map_perf(fd: RawFd, map_len: usize) -> io::Result<NonNull<u8>> {
-    // SAFETY: mapping a perf fd as documented in perf_event_open(2).
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            map_len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(NonNull::new(p as *mut u8).expect("mmap returned null"))
-}
-
 impl RingBuffer {
     pub(crate) fn map(fd: RawFd, data_pages: usize) -> io::Result<RingBuffer> {
         let page_size = page_size();
@@ -54,7 +35,7 @@ impl RingBuffer {
         Ok(RingBuffer {
             fd,
             redirected: Vec::new(),
-            base: Some(map_perf(fd, map_len)?),
+            base: Some(crate::linux::memory::map_shared(fd, map_len)?),
             map_len,
             data_len: data_pages * page_size,
             page_size,
@@ -97,7 +78,7 @@ impl RingBuffer {
     /// it and detaches every event from it: the redirected ones are sent here again.
     pub(super) fn map_again(&mut self) -> io::Result<()> {
         if self.base.is_none() {
-            self.base = Some(map_perf(self.fd, self.map_len)?);
+            self.base = Some(crate::linux::memory::map_shared(self.fd, self.map_len)?);
             let redirected = std::mem::take(&mut self.redirected);
             self.redirect(&redirected)?;
         }
@@ -213,10 +194,7 @@ impl Drop for RingBuffer {
     }
 }
 
-pub(super) fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
+pub(super) use crate::linux::memory::page_size;
 
 /// Map one ring buffer per CPU and point every other fd of that CPU at it
 /// (`PERF_EVENT_IOC_SET_OUTPUT`), halving the buffer while the kernel refuses the memory.

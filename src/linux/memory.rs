@@ -1,0 +1,32 @@
+//! Mapping kernel objects' memory (perf ring buffers, BPF maps) into ember.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+
+/// Map `len` bytes of `fd` (a perf event's buffer, a `BPF_F_MMAPABLE` map) shared, read and
+/// write, anywhere.
+pub fn map_shared(fd: RawFd, len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: a fresh shared mapping of a descriptor, as perf_event_open(2) and bpf(2)
+    // document for these objects.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(NonNull::new(p as *mut u8).expect("mmap returned null"))
+}
+
+/// The size of a memory page.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}

@@ -763,7 +763,11 @@ fn stops_timed_by_cpu_clocks_land_where_the_time_goes_between_frequent_system_ca
             );
         }
         let n = ptrace_independent_samples(&stderr).unwrap_or_else(|| total(&stacks));
-        let truths = assert_shares_match_truths(&stacks, &out.stdout, n, 3.0, backend);
+        // At least 5 points: the program's truth is an estimate (the calls' cost is measured
+        // apart from them), which sampling by the CPU clock — perf's own `perf record` too —
+        // puts 1 to 3 points lower than its samples do. Stops drawn to the ends of the system
+        // calls (ticks) give compute() under 1 % of the samples, not ~84 %.
+        let truths = assert_shares_match_truths(&stacks, &out.stdout, n, 5.0, backend);
         assert_eq!(truths, 1, "the workload printed no truth: {out:?}");
     }
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Are the stacks of a big real program complete and named? Profiles rustc -O compiling a
-# real crate (regex-syntax, from this repository's lockfile), with each backend: perf events (default 32 KiB
-# stack copies, and the most they allow), ptrace (whole stacks; each stop copies the stack up
-# to the outer frames that are as the thread's last unwind read them, and once more copying
-# every stack whole), and the default (perf events, with a process whose stacks outgrow the
-# copies taken over by ptrace). For rustc's samples it prints: how many reach their thread's
+# real crate (regex-syntax, from this repository's lockfile), with each way of walking stacks:
+# perf events' stack copies (default 32 KiB, and the most they allow), ptrace (whole stacks;
+# each stop copies the stack up to the outer frames that are as the thread's last unwind read
+# them, and once more copying every stack whole), user space with a process whose stacks
+# outgrow the copies taken over by ptrace (`--unwind user`), and the default (walked in the
+# kernel at each sample), also on a rustc started during the recording; and samply where it
+# is installed (`cargo install samply`; its cost only). For rustc's samples it prints: how many reach their thread's
 # root (no `[truncated]`), how many frames are named (not `module+0xADDR`, `[unknown]` or
 # `[anon]`), the compile's wall time against a bare one in the same run, and where ptrace
 # samples, the MB of stack it copied against what copying every stack whole would have.
@@ -70,13 +72,17 @@ print(f"{samples} {100 * whole / samples:.2f} % {100 * named / max(frames, 1):.3
 EOF
 }
 
-# name:ember's arguments[:seconds rustc starts after, under a shell: the default's takeover
-# of a process started in the middle of a recording]
-SETUPS=("perf:--backend perf" "perf, 65016 B copies:--backend perf --stack-size 65016"
+# name:ember's arguments[:seconds rustc starts after, under a shell: a process started in
+# the middle of a recording]
+SETUPS=("perf, copies:--backend perf --unwind user"
+  "perf, 65016 B copies:--backend perf --unwind user --stack-size 65016"
   "ptrace:--backend ptrace" "ptrace, every copy whole:--backend ptrace --debug-whole-copies"
-  "default (auto, takeover):--backend auto"
-  "walked in the kernel (BPF):--unwind-in-kernel"
-  "default, rustc started 0.3 s in:--backend auto:0.3")
+  "user space, takeover:--unwind user"
+  "default (walked in the kernel):"
+  "default, rustc started 0.3 s in::0.3")
+if command -v samply >/dev/null; then
+  SETUPS+=("samply:samply")
+fi
 
 echo "rustc -O building $version, $HZ Hz, $(nproc) CPUs, $ROUNDS rounds (medians)"
 # Each round: a bare build, then one under each setup; the slowdown is against that round's.
@@ -84,7 +90,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
   read -r bare _ bare_cpu <<<"$(build)"
   for setup in "${SETUPS[@]}"; do
     IFS=: read -r name args delay <<<"$setup"
-    if [ -n "$delay" ]; then
+    if [ "$args" = samply ]; then
+      # Its stacks are not counted (its profile is not folded stacks): its cost only.
+      read -r t all rustc <<<"$(build samply record --save-only --rate "$HZ" \
+        -o "$WORK/samply.json.gz" --)"
+      echo "$name|0 0 % 0 %|$(echo "$t / $bare" | bc -l)|-|$(echo "$all - $rustc" | bc -l) $(
+        echo "$rustc / $bare_cpu" | bc -l)" >>"$WORK/rows"
+      continue
+    elif [ -n "$delay" ]; then
       # shellcheck disable=SC2086,SC2016 # $args are words; "$@" is the shell's own
       read -r t all rustc <<<"$(build "$EMBER" record -v -F "$HZ" $args \
         -o "$WORK/out.folded" -- sh -c "sleep $delay; "'exec "$@"' sh)"
@@ -126,7 +139,11 @@ print("slowdown per round:", "; ".join(
     f"{name}: " + " ".join(f"{r['slowdown']:.2f}" for r in runs) for name, runs in rows.items()))
 EOF2
 
-# The unwind tables an in-kernel walk is to use (rows from .eh_frame alone), checked against
-# the DWARF unwinder on every sample of one more build (default options).
-build "$EMBER" record -v --debug-check-tables -F "$HZ" -o "$WORK/out.folded" -- >/dev/null
-grep -A1 'unwind tables:' "$WORK/build-err" | sed 's/^ember: //'
+# The unwind tables (rows from .eh_frame alone) checked against the DWARF unwinder on every
+# sample of two more builds: walked by their user-space twin, and in the kernel.
+for how in user kernel; do
+  build "$EMBER" record -v --unwind "$how" --debug-check-tables -F "$HZ" \
+    -o "$WORK/out.folded" -- >/dev/null
+  echo "--unwind $how:"
+  grep -A2 'unwind tables:' "$WORK/build-err" | sed 's/^ember: /  /'
+done

@@ -2,8 +2,8 @@
 # How much ember slows the program it profiles, against perf, with enough rounds to tell
 # differences of a percent apart: 2 busy threads (testdata/threads.c, a fixed amount of work,
 # no frame pointers) at HZ, in rounds that alternate bare / ember / ember without the right
-# to raise its reader's priority (root without CAP_SYS_NICE) / ember --unwind-in-kernel
-# (stacks walked in BPF at sample time) / perf --call-graph fp /
+# to raise its reader's priority (root without CAP_SYS_NICE) / ember --unwind user (stacks
+# walked in user space from copies; the default walks them in the kernel) / perf --call-graph fp /
 # perf --call-graph dwarf. Slowdown = the workload's own work time / bare's, medians over
 # the rounds, with the spread (interquartile range) of each.
 #
@@ -30,8 +30,8 @@ for i in $(seq "$ROUNDS"); do
     "${no_nice[@]}" "$EMBER" record -F "$HZ" -o "$WORK/e.svg" -- "${prog[@]}" >"$WORK/o" 2>/dev/null
     echo "ember-no-priority $(work_of "$WORK/o")" >>"$WORK/results"
   fi
-  "$EMBER" record --unwind-in-kernel -F "$HZ" -o "$WORK/e.svg" -- "${prog[@]}" >"$WORK/o" 2>/dev/null
-  echo "ember-kernel-walk $(work_of "$WORK/o")" >>"$WORK/results"
+  "$EMBER" record --unwind user -F "$HZ" -o "$WORK/e.svg" -- "${prog[@]}" >"$WORK/o" 2>/dev/null
+  echo "ember-user-space-walk $(work_of "$WORK/o")" >>"$WORK/results"
   perf record -q -F "$HZ" --call-graph fp -o "$WORK/p.data" -- "${prog[@]}" >"$WORK/o" 2>/dev/null
   echo "perf-fp $(work_of "$WORK/o")" >>"$WORK/results"
   perf record -q -F "$HZ" --call-graph dwarf -o "$WORK/p.data" -- "${prog[@]}" >"$WORK/o" 2>/dev/null

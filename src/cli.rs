@@ -11,7 +11,7 @@ use crate::record::{
     DebugHooks, Listeners, NamingOptions, OutputOptions, ProcessFilter, RecordOptions,
     SamplingOptions, TargetOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE,
 };
-use crate::sampler::perf::KernelFrames;
+use crate::sampler::perf::{KernelFrames, KernelWalk};
 use crate::sampler::Backend;
 
 #[derive(Parser, Debug)]
@@ -290,6 +290,18 @@ pub enum CallGraphArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum UnwindArg {
+    /// In the kernel where it allows ember's BPF program (root, or CAP_BPF and CAP_PERFMON),
+    /// else in user space (said in -v)
+    Auto,
+    /// In the kernel at each sample, from tables built from each file's .eh_frame: no stack
+    /// copies, no stops (where the kernel refuses, a warning says so)
+    Kernel,
+    /// In user space, from a copy of the stack taken at each sample
+    User,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum BackendArg {
     /// perf events, a process whose stacks outgrow their copies taken over by ptrace (whole
     /// stacks); ptrace where perf events are refused (containers, perf_event_paranoid 3)
@@ -311,11 +323,9 @@ pub struct SamplingArgs {
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
 
-    /// Walk user stacks in the kernel at each sample (BPF; root, or CAP_BPF and CAP_PERFMON),
-    /// with unwind tables built from each file's .eh_frame: no stack copies, no stops
-    /// (experimental; where the kernel refuses, ember says so and walks them in user space)
-    #[arg(long)]
-    pub unwind_in_kernel: bool,
+    /// Where user stacks are walked on perf events
+    #[arg(long, value_enum, default_value_t = UnwindArg::Auto)]
+    pub unwind: UnwindArg,
 
     /// Wall-clock profile: sample waiting threads too; their stacks end in a frame that says
     /// what they wait in (`[off-cpu] futex`, `[off-cpu] read`, ...)
@@ -591,7 +601,11 @@ impl SamplingArgs {
                 KernelFrames::Auto
             },
             off_cpu: self.off_cpu,
-            unwind_in_kernel: self.unwind_in_kernel,
+            kernel_walk: match self.unwind {
+                UnwindArg::Auto => KernelWalk::Auto,
+                UnwindArg::Kernel => KernelWalk::On,
+                UnwindArg::User => KernelWalk::Off,
+            },
         }
     }
 

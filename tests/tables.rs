@@ -126,7 +126,7 @@ fn the_rows_alone_unwind_the_python_interpreter_as_dwarf_does() {
     );
 }
 
-/// The walk in the kernel (`--unwind-in-kernel`, ember's BPF program) against the DWARF
+/// The walk in the kernel (`--unwind kernel`, ember's BPF program) against the DWARF
 /// unwinder on a copy of the same stack taken at the same sample: the same frames.
 #[test]
 fn the_walk_in_the_kernel_gives_the_dwarf_unwinders_frames() {
@@ -134,7 +134,7 @@ fn the_walk_in_the_kernel_gives_the_dwarf_unwinders_frames() {
     let dir = scratch();
     let out = dir.path().join("out.folded");
     let out = out.to_str().unwrap();
-    let kernel = ["--unwind-in-kernel", "--backend", "perf", "-o", out, "--"];
+    let kernel = ["--unwind", "kernel", "--backend", "perf", "-o", out, "--"];
     for (name, args) in [
         ("recursion", vec!["5000", "1"]),
         ("bigframe", vec!["1"]),
@@ -173,8 +173,8 @@ fn record_kernel_walk(args: &[&str], check: bool) -> (std::process::Output, Stri
     (out, stderr)
 }
 
-/// 5,000 frames, and 2,000 frames of 1 KiB, without frame pointers: whole stacks with no
-/// ptrace stop and no stack copy. (Samples taken before ember has told the kernel where the
+/// 5,000 frames, and 2,000 frames of 1 KiB, without frame pointers, default options: whole
+/// stacks with no ptrace stop and no stack copy. (Samples taken before ember has told the kernel where the
 /// program's files are mapped — its first tens of milliseconds — are cut.)
 #[test]
 fn deep_stacks_walked_in_the_kernel_are_whole_without_stops() {
@@ -183,8 +183,8 @@ fn deep_stacks_walked_in_the_kernel_are_whole_without_stops() {
     let folded = dir.path().join("deep.folded");
     let exe = workload("recursion", Build::NoFramePointers);
     for (depth, extra) in [("5000", None), ("2000", Some("kib"))] {
+        // The default options.
         let mut args = vec![
-            "--unwind-in-kernel",
             "--backend",
             "auto",
             "-o",
@@ -228,7 +228,6 @@ fn stacks_walked_in_the_kernel_never_mix_two_paths() {
     let folded = dir.path().join("flip.folded");
     let exe = workload("flipflop", Build::NoFramePointers);
     let args = [
-        "--unwind-in-kernel",
         "-o",
         folded.to_str().unwrap(),
         "--",
@@ -279,15 +278,7 @@ fn attached_deep_stacks_are_walked_in_the_kernel() {
         .expect("start the workload");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let pid = child.id().to_string();
-    let args = [
-        "--unwind-in-kernel",
-        "-p",
-        &pid,
-        "-d",
-        "1.5",
-        "-o",
-        folded.to_str().unwrap(),
-    ];
+    let args = ["-p", &pid, "-d", "1.5", "-o", folded.to_str().unwrap()];
     let (_, stderr) = record_kernel_walk(&args, false);
     let _ = child.kill();
     let _ = child.wait();

@@ -256,9 +256,13 @@ impl Collector {
         if !s.python.is_empty() {
             self.python.splice(s.pid, s.python, &mut self.raw);
         }
-        if !s.from_ptrace && s.walked.is_none() {
-            // (A stack walked in the kernel is whole where the tables reach; ptrace would
-            // not help where they do not.)
+        if !s.from_ptrace
+            && s.walked
+                .is_none_or(|w| w.found_a_caller() && !w.copy_at_sample)
+        {
+            // A stack walked in the kernel is cut where the tables ended and the copy taken
+            // there ran out (files left out of the tables, code without rows): ptrace
+            // reads it whole. One that did not get past its first frame says nothing yet.
             let cut = self.raw.last() == Some(&RawFrame::Truncated);
             self.takeovers.unwound(s.pid, cut);
         } else if let Some(known) = &self.known_stacks {

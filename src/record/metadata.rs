@@ -18,7 +18,7 @@ pub(super) struct About {
     pub parse_errors: u64,
     /// Processes were taken over by ptrace because their stacks outgrew perf events' copies.
     pub taken_over: bool,
-    /// Stacks were walked in the kernel (`--unwind-in-kernel`).
+    /// Stacks were walked in the kernel (`--unwind`).
     pub walked_in_kernel: bool,
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::model::CallGraph;
 use crate::output::{FoldOptions, OutputError, SvgOptions};
-use crate::sampler::perf::{KernelFrames, PerfError};
+use crate::sampler::perf::{KernelFrames, KernelWalk, PerfError};
 use crate::sampler::ptrace::PtraceError;
 use crate::sampler::Backend;
 use crate::target::TargetError;
@@ -67,8 +67,8 @@ pub struct SamplingOptions {
     /// Wall-clock profile: waiting threads are sampled too, their stacks ending in
     /// `[off-cpu] <syscall>`.
     pub off_cpu: bool,
-    /// Walk user stacks in the kernel at sample time (`crate::sampler::bpf`).
-    pub unwind_in_kernel: bool,
+    /// Whether to walk user stacks in the kernel at sample time (`crate::sampler::bpf`).
+    pub kernel_walk: KernelWalk,
 }
 
 /// Where names come from.
@@ -174,7 +174,7 @@ impl Default for SamplingOptions {
             buffer_size: None,
             kernel: KernelFrames::Auto,
             off_cpu: false,
-            unwind_in_kernel: false,
+            kernel_walk: KernelWalk::Auto,
         }
     }
 }

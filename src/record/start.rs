@@ -153,10 +153,10 @@ fn configs(opts: &RecordOptions, known_stacks: KnownStacks) -> (PerfConfig, Ptra
         buffer_size: opts.sampling.buffer_size,
         // Known once the priority is raised, before the sampler opens.
         reader_raised: false,
-        kernel_walk: match (opts.sampling.unwind_in_kernel, opts.debug.check_tables) {
-            (false, _) => KernelWalk::Off,
-            (true, false) => KernelWalk::On,
-            (true, true) => KernelWalk::Check,
+        kernel_walk: match (opts.sampling.kernel_walk, opts.debug.check_tables) {
+            (KernelWalk::Off, _) => KernelWalk::Off,
+            (_, true) => KernelWalk::Check,
+            (walk, false) => walk,
         },
     };
     let ptrace = PtraceConfig {

@@ -496,6 +496,11 @@ impl Sampler for RelayedSampler {
         self.perf.samples_switches()
     }
 
+    /// The maps stay with this process (the collector's): the helper only reads the rings.
+    fn take_bpf_maps(&mut self) -> Option<super::bpf::BpfMaps> {
+        self.perf.take_bpf_maps()
+    }
+
     fn relayed(&self) -> bool {
         true
     }

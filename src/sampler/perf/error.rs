@@ -6,7 +6,9 @@ use crate::linux;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PerfError {
-    #[error("could not attach ember's BPF program to its perf events: {0}; record without --unwind-in-kernel")]
+    #[error(
+        "could not attach ember's BPF program to its perf events: {0}; record with --unwind user"
+    )]
     KernelWalk(String),
     #[error(
         "perf events are refused ({error}; kernel.perf_event_paranoid = {paranoid}).\n{why}\n\

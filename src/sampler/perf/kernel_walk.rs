@@ -17,9 +17,11 @@ use crate::sampler::records;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KernelWalk {
     /// In user space, from perf events' stack copies.
-    #[default]
     Off,
-    /// With ember's BPF program where the kernel allows it; said in `-v` where it does not.
+    /// With ember's BPF program where the kernel allows it; where it does not, said in `-v`.
+    #[default]
+    Auto,
+    /// As asked for (`--unwind kernel`): where the kernel does not allow it, a warning says so.
     On,
     /// ... and every record also carries a stack copy at the sample's stack pointer, for the
     /// collector to walk each stack both ways (`--debug-check-tables`).
@@ -31,9 +33,15 @@ pub(super) fn load(
     config: &PerfConfig,
     cpus: &[u32],
 ) -> Result<Option<(BpfProgram, BpfMaps)>, String> {
-    if config.kernel_walk == KernelWalk::Off || config.call_graph == CallGraph::Fp || config.off_cpu
-    {
+    if config.kernel_walk == KernelWalk::Off {
         return Ok(None);
+    }
+    if config.call_graph == CallGraph::Fp {
+        return Err("--call-graph fp asks for the kernel's frame-pointer chains".into());
+    }
+    if config.off_cpu {
+        // The samples taken at context switches are not sampling events' (no program runs).
+        return Err("--off-cpu samples at context switches, where the program does not run".into());
     }
     let check = config.kernel_walk == KernelWalk::Check;
     let loaded = bpf::load(cpus, open_outputs(cpus)?, bpf::DEFAULT_ROWS, check);

@@ -86,6 +86,9 @@ pub struct PerfSampler {
     /// collector takes them.
     bpf: Option<BpfProgram>,
     bpf_maps: Option<BpfMaps>,
+    /// Why stacks are walked in user space where the walk in the kernel was not asked for
+    /// by name (said in `-v`).
+    walk_refused: Option<String>,
 }
 
 impl PerfSampler {
@@ -117,8 +120,13 @@ impl PerfSampler {
             pages,
             mut notes,
         } = Sizing::for_config(config, cpus.len());
+        let mut walk_refused = None;
         let mut walk = kernel_walk::load(config, &cpus).unwrap_or_else(|e| {
-            notes.push(format!("stacks are walked in user space: {e}"));
+            let why = format!("stacks are walked in user space: {e}");
+            match config.kernel_walk {
+                KernelWalk::Auto => walk_refused = Some(why),
+                _ => notes.push(why),
+            }
             None
         });
         let layout = SampleLayout::recorded(config.call_graph != CallGraph::Fp);
@@ -172,6 +180,7 @@ impl PerfSampler {
                     wake_fds: Vec::new(),
                     bpf,
                     bpf_maps,
+                    walk_refused,
                     event: OpenedEvent {
                         name: event_name(name, config.off_cpu),
                         kernel_included: kernel,
@@ -262,6 +271,9 @@ impl Sampler for PerfSampler {
             s.push_str(", stacks walked in the kernel (BPF)");
         } else {
             s.push_str(&format!(", {} bytes of stack per sample", self.stack_size));
+        }
+        if let Some(why) = &self.walk_refused {
+            s.push_str(&format!(" ({why})"));
         }
         s
     }

@@ -363,7 +363,19 @@ fn close_all_but(keep: &[RawFd]) {
     let Ok(open) = crate::linux::own_fds() else {
         return;
     };
-    for fd in open.into_iter().filter(|fd| !keep.contains(fd)) {
+    // The sampler's perf events and BPF objects stay: the BPF program's output events are
+    // sent into the rings again when they are mapped here, and the sampler closes them all
+    // when dropped.
+    let ours = |fd: &RawFd| {
+        std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok_and(|l| {
+            let l = l.to_string_lossy();
+            l.starts_with("anon_inode:bpf") || l == "anon_inode:[perf_event]"
+        })
+    };
+    for fd in open
+        .into_iter()
+        .filter(|fd| !keep.contains(fd) && !ours(fd))
+    {
         // SAFETY: closing descriptors this process does not use.
         unsafe { libc::close(fd) };
     }
@@ -494,6 +506,10 @@ impl Sampler for RelayedSampler {
 
     fn samples_switches(&self) -> bool {
         self.perf.samples_switches()
+    }
+
+    fn enable(&mut self) {
+        self.perf.enable();
     }
 
     /// The maps stay with this process (the collector's): the helper only reads the rings.

@@ -343,6 +343,25 @@ static int user_regs(u64 sample[4], u64 *ip, u64 *sp, u64 *bp)
 	return 0;
 }
 
+// Copy the stack at `sp` to the end of the record's buffer; returns the bytes copied. Near
+// the top of a stack (the outermost frames) the stack's mapping ends before COPY_BYTES: then
+// as many whole pages as can be read, from sp to the end of its page on.
+static u64 copy_stack(struct out_buf *buf, u64 sp)
+{
+	if (bpf_probe_read_user(&buf->w[COPY_AT / 8], COPY_BYTES, (const void *)sp) == 0)
+		return COPY_BYTES;
+	u64 edge = 4096 - (sp & 4095);
+#pragma unroll
+	for (int pages = 3; pages >= 0; pages--) {
+		u64 len = edge + pages * 4096;
+		if (len > COPY_BYTES)
+			continue;
+		if (bpf_probe_read_user(&buf->w[COPY_AT / 8], len, (const void *)sp) == 0)
+			return len;
+	}
+	return 0;
+}
+
 SEC("perf_event")
 int unwind(struct bpf_perf_event_data *ctx)
 {
@@ -359,7 +378,8 @@ int unwind(struct bpf_perf_event_data *ctx)
 	if (!buf)
 		return 0;
 	struct walk w = { .pid = id >> 32, .cpu = cpu };
-	if (user_regs(sample, &w.ip, &w.sp, &w.bp) != 0)
+	int unreadable = user_regs(sample, &w.ip, &w.sp, &w.bp) != 0;
+	if (unreadable)
 		w.ip = 0;
 	u64 sample_ip = w.ip, sample_sp = w.sp, sample_bp = w.bp;
 	if (w.ip != 0) {
@@ -370,7 +390,9 @@ int unwind(struct bpf_perf_event_data *ctx)
 		w.end = END_DEPTH;
 		bpf_loop(MAX_FRAMES, step, &w, 0);
 	} else {
-		w.end = END_UNREADABLE;
+		// No user registers saved at the kernel's entry: a kernel thread, whose stack is
+		// the kernel's alone.
+		w.end = unreadable ? END_UNREADABLE : END_ROOT;
 	}
 	u32 n = w.n;
 	if (n > MAX_FRAMES)
@@ -389,12 +411,8 @@ int unwind(struct bpf_perf_event_data *ctx)
 	int handed_over = w.end == END_NO_ROW || w.end == END_UNSUPPORTED;
 	u64 copy_sp = from ? sample_sp : w.sp;
 	u64 copy = 0;
-	if (from || (n > 0 && handed_over)) {
-		if (bpf_probe_read_user(&buf->w[COPY_AT / 8], COPY_BYTES, (const void *)copy_sp) == 0)
-			copy = COPY_BYTES;
-		else if (bpf_probe_read_user(&buf->w[COPY_AT / 8], 4096, (const void *)copy_sp) == 0)
-			copy = 4096;
-	}
+	if (from || (n > 0 && handed_over))
+		copy = copy_stack(buf, copy_sp);
 	buf->w[0] = MAGIC;
 	buf->w[1] = nkernel;
 	buf->w[2] = n;

@@ -336,7 +336,8 @@ fn statuses_crashes_and_job_control_under_ptrace() {
 /// stack, however deep: every sample unwinds from the leaf to main with nothing cut. Perf
 /// events' copies hold at most 64 KiB: each sample is cut where its copy ends and shown so
 /// (`[truncated]` at the root, every frame below it a true one), and the user is told what
-/// helps.
+/// helps. (Copies are what perf events give where ember's BPF program does not walk the
+/// stacks in the kernel: `--unwind user`; tests/tables.rs tests that walk.)
 #[test]
 fn stacks_of_any_depth_are_whole_on_ptrace_and_cut_and_said_so_on_perf_events() {
     let _serial = serial();
@@ -344,8 +345,15 @@ fn stacks_of_any_depth_are_whole_on_ptrace_and_cut_and_said_so_on_perf_events() 
     let dir = scratch();
     let folded = dir.path().join("deep.folded");
     for backend in BACKENDS {
-        let args = ["-v", "--backend", backend, "-o", folded.to_str().unwrap()];
-        let out = record_ok(&[&args[..], &["--", exe.to_str().unwrap(), "5000", "1"]].concat());
+        let args = ["-v", "--unwind", "user", "--backend", backend, "-o"];
+        let run = [
+            folded.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+            "5000",
+            "1",
+        ];
+        let out = record_ok(&[&args[..], &run].concat());
         let stacks = read_folded(&folded);
         let at_leaf: Vec<&Stack> = stacks
             .iter()
@@ -394,6 +402,8 @@ fn a_frame_bigger_than_any_copy_is_cut_and_said_so_on_perf_events() {
     let folded = dir.path().join("big.folded");
     let o = folded.to_str().unwrap();
     record_ok(&[
+        "--unwind",
+        "user",
         "--backend",
         "perf",
         "-o",
@@ -462,8 +472,9 @@ fn a_deep_steady_stack_is_copied_only_up_to_its_unchanged_frames_and_unwound_who
     }
 }
 
-/// By default (`auto`) the process of testdata/bigframe.c is taken over by ptrace after its
-/// first cut stacks, and from then on its stacks are whole, from `main`. Launched here through
+/// Where stacks are unwound from perf events' copies (`--unwind user`, or where BPF is
+/// refused), `--backend auto` takes the process of testdata/bigframe.c over by ptrace after
+/// its first cut stacks, and from then on its stacks are whole, from `main`. Launched here through
 /// a shell that ember does not trace (ptrace then waits for ember's children): ember still
 /// ends with the shell's exit code.
 #[test]
@@ -474,7 +485,10 @@ fn by_default_a_frame_bigger_than_any_copy_is_whole_once_taken_over() {
     let folded = dir.path().join("big.folded");
     let script = format!("{} 1.5; exit 7", exe.display());
     let o = folded.to_str().unwrap();
-    let out = ember(&["record", "-v", "-o", o, "--", "sh", "-c", &script]);
+    let args = [
+        "record", "-v", "--unwind", "user", "-o", o, "--", "sh", "-c", &script,
+    ];
+    let out = ember(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(7), "{stderr}");
     assert!(
@@ -515,8 +529,9 @@ fn whole_and_cut_recursions(stacks: &[Stack], frame: &str, depth: usize) -> (u64
     (whole, cut)
 }
 
-/// By default a process whose stacks outgrow perf events' copies (recursion 5,000 deep
-/// without frame pointers) is taken over by ptrace: `-v` names it, perf events' samples of it
+/// Where stacks are unwound from perf events' copies (`--unwind user`, or where BPF is
+/// refused), a process whose stacks outgrow them (recursion 5,000 deep without frame
+/// pointers) is taken over by ptrace: `-v` names it, perf events' samples of it
 /// are left out from then on, and its stacks are whole, every one of the 5,000 frames from
 /// `main` to the leaf.
 #[test]
@@ -525,8 +540,15 @@ fn by_default_deep_recursion_is_taken_over_by_ptrace_and_whole_from_then_on() {
     let exe = workload("recursion", Build::NoFramePointers);
     let dir = scratch();
     let folded = dir.path().join("deep.folded");
-    let args = ["-v", "--backend", "auto", "-o", folded.to_str().unwrap()];
-    let out = record_ok(&[&args[..], &["--", exe.to_str().unwrap(), "5000", "1.5"]].concat());
+    let args = ["-v", "--unwind", "user", "--backend", "auto", "-o"];
+    let run = [
+        folded.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "5000",
+        "1.5",
+    ];
+    let out = record_ok(&[&args[..], &run].concat());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("taken over by ptrace") && stderr.contains("left out"),
@@ -654,11 +676,13 @@ fn no_stack_is_made_up_when_depth_and_path_flip_every_few_microseconds() {
     let _serial = serial();
     let dir = scratch();
     let folded = dir.path().join("flip.folded");
-    // And by default: perf events, the process taken over by ptrace once its stacks are cut.
+    // And auto: perf events, the process taken over by ptrace once its stacks are cut. Perf
+    // events' copies, unwound in user space (the walk in the kernel: tests/tables.rs).
     let auto = [("auto", Build::NoFramePointers)];
     for (backend, build) in BACKENDS_AND_BUILDS.into_iter().chain(auto) {
         let exe = workload("flipflop", build);
-        let args = ["-v", "--backend", backend, "-o", folded.to_str().unwrap()];
+        let args = ["-v", "--unwind", "user", "--backend", backend, "-o"];
+        let args = [&args[..], &[folded.to_str().unwrap()]].concat();
         let run = ["--", exe.to_str().unwrap(), "1.5", "100"];
         let out = record_ok(&[&args[..], &run].concat());
         let stacks = read_folded(&folded);

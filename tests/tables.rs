@@ -20,8 +20,9 @@ fn check_counts(stderr: &str) -> (u64, u64, u64, u64) {
     (numbers[0], numbers[1], numbers[2], numbers[3])
 }
 
+/// The rows walked in user space (their twin in the kernel: below).
 fn assert_tables_agree(what: &str, args: &[&str]) {
-    let mut full = vec!["--debug-check-tables", "-v"];
+    let mut full = vec!["--debug-check-tables", "-v", "--unwind", "user"];
     full.extend_from_slice(args);
     let out = record_ok(&full);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -379,10 +379,15 @@ pub struct TargetArgs {
     #[arg(short = 'p', long = "pid", value_name = "PID", value_delimiter = ',')]
     pub pids: Vec<u32>,
 
+    /// Sample every process on the machine, those that start meanwhile too (root, or
+    /// perf_event_paranoid ≤ 0); with a command, while it runs, else until -d or Ctrl-C
+    #[arg(short = 'a', long = "all-cpus", conflicts_with = "pids")]
+    pub system: bool,
+
     /// The command to run, after `--`
     #[arg(
         last = true,
-        required_unless_present = "pids",
+        required_unless_present_any = ["pids", "system"],
         conflicts_with = "pids",
         value_name = "CMD"
     )]
@@ -634,6 +639,7 @@ impl RecordArgs {
             target: TargetOptions {
                 command: self.target.command,
                 pids: self.target.pids,
+                system: self.target.system,
                 duration: self.duration,
                 run_as: if self.root {
                     None

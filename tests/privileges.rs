@@ -386,3 +386,27 @@ fn unprivileged_unwind_in_kernel_falls_back_to_user_space() {
         assert!(self_share(&stacks, "hot_sixty") > 50.0, "{stderr}");
     }
 }
+
+/// Without privileges `-a` is refused before anything runs, saying what it needs.
+#[test]
+fn unprivileged_system_wide_recording_says_it_needs_root() {
+    let _serial = serial();
+    let dir = scratch();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let marker = dir.path().join("ran");
+    let folded = dir.path().join("a.folded");
+    let out = ember_unprivileged(&[
+        "record",
+        "-a",
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        "touch",
+        marker.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("-a") && stderr.contains("sudo"), "{stderr}");
+    assert!(!marker.exists(), "the command ran");
+    assert!(!folded.exists());
+}

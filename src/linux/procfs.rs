@@ -43,6 +43,15 @@ pub fn list_threads(pid: u32) -> io::Result<Vec<u32>> {
     Ok(tids)
 }
 
+/// The ids of every process, from `/proc`, in order.
+pub fn list_processes() -> io::Result<Vec<u32>> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    Ok(pids)
+}
+
 /// A field of `/proc/TASK/status` (`TASK` a PID, a TID or `self`), trimmed.
 pub fn status_field(task: &str, field: &str) -> Option<String> {
     let s = std::fs::read_to_string(format!("/proc/{task}/status")).ok()?;

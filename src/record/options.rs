@@ -41,6 +41,8 @@ pub struct TargetOptions {
     pub command: Vec<String>,
     /// Running processes to attach to.
     pub pids: Vec<u32>,
+    /// Every process on the machine (`-a`), while `command` runs where there is one.
+    pub system: bool,
     /// Stop sampling after this long (the launched command runs on).
     pub duration: Option<std::time::Duration>,
     /// Under `sudo`: run the command as this (uid, gid) and give the outputs to them.
@@ -230,6 +232,17 @@ pub enum RecordError {
     Ptrace(#[from] PtraceError),
     #[error("--kernel needs perf events: the ptrace backend sees user space only")]
     KernelNeedsPerf,
+    #[error(
+        "-a samples every CPU with perf events, which the kernel refused ({error}; \
+         kernel.perf_event_paranoid = {paranoid}): it needs root, CAP_PERFMON or paranoid -1 \
+         or 0; run it with sudo"
+    )]
+    SystemRefused {
+        error: std::io::Error,
+        paranoid: String,
+    },
+    #[error("-a samples with perf events: it cannot be used with --backend ptrace")]
+    SystemNeedsPerf,
     #[error("{perf}\nThe fallback to ptrace failed too: {ptrace}")]
     BothRefused {
         perf: PerfError,
@@ -246,7 +259,8 @@ impl RecordError {
         match self {
             RecordError::BadOutput(_)
             | RecordError::ZeroFrequency
-            | RecordError::KernelNeedsPerf => 2,
+            | RecordError::KernelNeedsPerf
+            | RecordError::SystemNeedsPerf => 2,
             RecordError::Target(
                 TargetError::NotFound(_)
                 | TargetError::NoCommand

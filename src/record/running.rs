@@ -27,6 +27,8 @@ pub(super) enum Stop {
 pub(super) enum Running {
     Command(GatedChild),
     Pids(Vec<u32>),
+    /// Every process on the machine, until `-d` or a signal.
+    System,
 }
 
 impl Running {
@@ -38,7 +40,7 @@ impl Running {
                 child.pass_on(sig, from_process);
                 false
             }
-            Running::Pids(_) => true,
+            Running::Pids(_) | Running::System => true,
         }
     }
 
@@ -56,6 +58,7 @@ impl Running {
                 .iter()
                 .all(|&p| !target::is_alive(p))
                 .then_some(Stop::TargetsExited),
+            Running::System => None,
         }
     }
 
@@ -77,7 +80,7 @@ impl Running {
                 );
                 wait_forwarding_signals(child)
             }
-            (_, Running::Pids(_)) => 0,
+            (_, Running::Pids(_) | Running::System) => 0,
         }
     }
 }

@@ -13,7 +13,7 @@ use super::running::{Running, Stop};
 use super::snapshot::SnapshotPlan;
 use super::worker::Processing;
 use super::{RecordError, RecordOptions};
-use crate::linux::sched;
+use crate::linux::{self, sched};
 use crate::model::stack_reads::KnownStacks;
 use crate::model::CallGraph;
 use crate::output;
@@ -73,7 +73,9 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
     let known_stacks = KnownStacks::new();
     let (mut perf_config, ptrace_config) = configs(opts, known_stacks.clone());
     let user_nice = sched::thread_nice();
-    let (opened, nice, running) = if opts.target.pids.is_empty() {
+    let (opened, nice, running) = if opts.target.system {
+        open_system(opts, &mut perf_config)?
+    } else if opts.target.pids.is_empty() {
         let child = GatedChild::spawn_as(&opts.target.command, opts.target.run_as)?;
         // After the fork, so the command runs at the user's priority.
         let nice = sched::raise_reader_priority();
@@ -99,7 +101,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
     };
     let root = match &running {
         Running::Command(child) => Some(child.pid()),
-        Running::Pids(_) => None,
+        Running::Pids(_) | Running::System => None,
     };
     let (mut sampler, takeovers) = with_takeover(opts, opened, (root, &ptrace_config));
     let mut collector = Collector::new(CollectorSetup {
@@ -113,9 +115,18 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
         check_tables: opts.debug.check_tables,
         bpf_maps: sampler.take_bpf_maps(),
     });
+    if opts.target.system {
+        // Read first, then sample (a process not read yet has no rows for the walk in the
+        // kernel: its samples would carry stack copies), then read those that started
+        // meanwhile.
+        seed_system(&mut collector);
+        sampler.enable();
+        seed_system(&mut collector);
+    }
     let description = match &running {
         Running::Command(_) => opts.target.command.clone(),
         Running::Pids(pids) => seed_attached(&mut collector, pids),
+        Running::System => vec!["every process".to_string()],
     };
     Ok(Started {
         sampler,
@@ -131,6 +142,9 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
 fn check(opts: &RecordOptions) -> Result<(), RecordError> {
     if opts.sampling.frequency == 0 {
         return Err(RecordError::ZeroFrequency);
+    }
+    if opts.target.system && opts.sampling.backend == Backend::Ptrace {
+        return Err(RecordError::SystemNeedsPerf);
     }
     for o in &opts.output.outputs {
         output::check_writable(o).map_err(RecordError::BadOutput)?;
@@ -167,6 +181,46 @@ fn configs(opts: &RecordOptions, known_stacks: KnownStacks) -> (PerfConfig, Ptra
         known_stacks,
     };
     (perf, ptrace)
+}
+
+/// Perf events on every CPU for every process (`-a`), and the command, where there is one,
+/// spawned and waiting to be released. No ptrace: ember stops no process it was not given.
+fn open_system(
+    opts: &RecordOptions,
+    perf_config: &mut PerfConfig,
+) -> Result<(Opened, Option<i32>, Running), RecordError> {
+    let child = match opts.target.command.is_empty() {
+        true => None,
+        false => Some(GatedChild::spawn_as(
+            &opts.target.command,
+            opts.target.run_as,
+        )?),
+    };
+    let nice = sched::raise_reader_priority();
+    perf_config.reader_raised = nice.is_some();
+    let perf = PerfSampler::for_system(perf_config).map_err(|e| match e {
+        PerfError::Refused {
+            error, paranoid, ..
+        } => RecordError::SystemRefused { error, paranoid },
+        e => e.into(),
+    })?;
+    let running = child.map_or(Running::System, Running::Command);
+    Ok((
+        (read_perf(perf, nice.is_none()), Backend::Perf),
+        nice,
+        running,
+    ))
+}
+
+/// Every process running as sampling begins that is not known yet, read from /proc (later
+/// ones come as records).
+fn seed_system(collector: &mut Collector) {
+    for pid in linux::list_processes().unwrap_or_default() {
+        // Kernel threads have no mappings; a process may end while it is read.
+        if collector.procs.get(pid).is_none() && collector.procs.seed_from_proc(pid).is_ok() {
+            collector.seeded(pid);
+        }
+    }
 }
 
 /// Modules the attached processes loaded already, from /proc, before any record is processed;
@@ -241,6 +295,7 @@ fn with_takeover(
     (root, ptrace): (Option<u32>, &PtraceConfig),
 ) -> (Box<dyn Sampler>, Option<(Requests, bool)>) {
     let wanted = opts.sampling.backend == Backend::Auto
+        && !opts.target.system
         && backend == Backend::Perf
         && opts.sampling.call_graph != CallGraph::Fp
         && opts.sampling.kernel != KernelFrames::Require;
@@ -297,6 +352,7 @@ impl Started {
             pids: match &self.running {
                 Running::Command(child) => vec![child.pid()],
                 Running::Pids(pids) => pids.clone(),
+                Running::System => Vec::new(),
             },
         }
     }
@@ -383,7 +439,7 @@ fn release(
 ) -> Result<(), RecordError> {
     match running {
         Running::Command(child) => child.release().map_err(RecordError::from),
-        Running::Pids(_) => {
+        Running::Pids(_) | Running::System => {
             (opts.listeners.notify)(&sampling_line(description, opts));
             Ok(())
         }

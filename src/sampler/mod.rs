@@ -63,6 +63,10 @@ pub trait Sampler {
     /// stays readable with `drain`.
     fn disable(&mut self);
 
+    /// Start sampling where it was opened stopped (`-a`, so that nothing is taken before
+    /// ember has read what runs). Samplers that start by themselves ignore it.
+    fn enable(&mut self) {}
+
     /// What samples stand for (the event), for the summary and the SVG subtitle.
     fn event(&self) -> OpenedEvent;
 

@@ -99,7 +99,18 @@ impl PerfSampler {
 
     /// Open events on every thread of the running processes `pids`, and start sampling.
     pub fn for_attach(pids: &[u32], config: &PerfConfig) -> Result<PerfSampler, PerfError> {
-        let s = Self::open(&EventTarget::Attach(pids.to_vec()), config)?;
+        Self::open(&EventTarget::Attach(pids.to_vec()), config)?.enabled()
+    }
+
+    /// Open events on every CPU for every process (`-a`), stopped until
+    /// [`Sampler::enable`].
+    pub fn for_system(config: &PerfConfig) -> Result<PerfSampler, PerfError> {
+        Self::open(&EventTarget::System, config)
+    }
+
+    /// Enable every event (they were opened disabled).
+    fn enabled(self) -> Result<PerfSampler, PerfError> {
+        let s = self;
         for fd in s.fds.iter().chain(&s.switch_fds) {
             // SAFETY: ioctl on an fd we own.
             if unsafe { sys::ioctls::ENABLE(fd.as_raw_fd(), 0) } != 0 {
@@ -141,7 +152,7 @@ impl PerfSampler {
         for &(name, type_, cfg) in &EVENTS {
             for &kernel in kernel_options {
                 let mut attr = make_attr(type_, cfg, config, &layout, stack_size, kernel);
-                if let EventTarget::Attach(_) = target {
+                if target.already_running() {
                     attr.set_enable_on_exec(0);
                 }
                 if walk.is_some() {
@@ -334,6 +345,10 @@ impl Sampler for PerfSampler {
 
     fn take_bpf_maps(&mut self) -> Option<BpfMaps> {
         self.bpf_maps.take()
+    }
+
+    fn enable(&mut self) {
+        PerfSampler::enable(self);
     }
 
     fn notes(&self) -> &[String] {

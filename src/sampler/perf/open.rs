@@ -21,6 +21,15 @@ pub enum EventTarget {
     Launch(u32),
     /// Running processes: every thread of each is sampled from now on.
     Attach(Vec<u32>),
+    /// Every process on the machine (`-a`): one event per CPU, from now on.
+    System,
+}
+
+impl EventTarget {
+    /// The events count from the moment they are enabled, not from a command's `exec`.
+    pub(super) fn already_running(&self) -> bool {
+        !matches!(self, EventTarget::Launch(_))
+    }
 }
 
 /// Open the event `attr` on thread `tid` (and what it inherits to) on CPU `cpu` (-1: any).
@@ -56,6 +65,15 @@ pub(super) fn open_all(
     attr.__bindgen_anon_2.wakeup_watermark = (pages * page_size() / 4) as u32;
     let mut per_cpu: Vec<Vec<OwnedFd>> = cpus.iter().map(|_| Vec::new()).collect();
     match target {
+        EventTarget::System => {
+            // What a CPU runs, whatever the task: no inheritance to follow; idle time (the
+            // CPU's idle task) is not a program's.
+            attr.set_inherit(0);
+            attr.set_exclude_idle(1);
+            for (i, &cpu) in cpus.iter().enumerate() {
+                per_cpu[i].push(open_one(&mut attr, u32::MAX, cpu as i32).map_err(|e| (cpu, e))?);
+            }
+        }
         EventTarget::Launch(pid) => {
             for (i, &cpu) in cpus.iter().enumerate() {
                 per_cpu[i].push(open_one(&mut attr, *pid, cpu as i32).map_err(|e| (cpu, e))?);
@@ -122,7 +140,7 @@ pub(super) fn open_switch_events(
     sw.set_comm_exec(0);
     sw.set_task(0);
     sw.set_context_switch(1);
-    if let EventTarget::Attach(_) = target {
+    if target.already_running() {
         sw.set_enable_on_exec(0);
     }
     let per_cpu = open_all(target, cpus, sw, pages).map_err(|(cpu, source)| {

@@ -97,7 +97,18 @@ fn python_functions_take_the_cpu_shares_the_program_measured_on_both_builds() {
     let dir = scratch();
     for (build, python) in interpreters() {
         let python = python.to_str().unwrap();
-        let (out, stacks) = record_python(dir.path(), &[], python, &["work.py", "2"]);
+        let (out, stacks) = record_python(dir.path(), &["-v"], python, &["work.py", "2"]);
+        // Read in the kernel at each sample: no ptrace stop.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let read_in_kernel = stderr
+            .split(" read in the kernel")
+            .next()
+            .and_then(|s| s.rsplit('(').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        assert!(
+            read_in_kernel.is_some_and(|n| n > 1000) && !stderr.contains("taken over"),
+            "{build}: Python frames not read in the kernel\n{stderr}"
+        );
         let truth = truths(&out.stdout);
         let sampled = sampled_shares(&stacks, "work.py");
         // About 2,000 samples: a 40 % share has a standard error of 1.1 points.

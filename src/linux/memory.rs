@@ -1,4 +1,5 @@
-//! Mapping kernel objects' memory (perf ring buffers, BPF maps) into ember.
+//! Mapping kernel objects' memory (perf ring buffers, BPF maps) into ember, and reading
+//! another process's.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -29,4 +30,21 @@ pub fn map_shared(fd: RawFd, len: usize) -> io::Result<NonNull<u8>> {
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// Fill `buf` from address `addr` of process `pid` (`process_vm_readv`); false if any of it
+/// cannot be read.
+pub fn read_process(pid: u32, addr: u64, buf: &mut [u8]) -> bool {
+    let len = buf.len();
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: one local buffer we own, of its own length; the remote side is only read.
+    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    n >= 0 && n as usize == len
 }

@@ -51,7 +51,21 @@ pub struct KernelWalk<'a> {
     pub at_end: UserRegs,
     /// The copy starts at the sample's stack pointer (a check), not where the walk ended.
     pub copy_at_sample: bool,
+    /// The thread's Python frames, innermost first, as the program read them at the sample:
+    /// four little-endian u64s each — the code object's address; the instruction offset
+    /// (bits 0-30), [`KERNEL_PYTHON_ENTRY`] where a C-level call of the evaluation loop
+    /// begins, and the code's first line (bits 32-63); the code's file name and qualified
+    /// name (pointers, which tell the object apart from a later one at the same address).
+    pub python: &'a [u8],
+    /// How the Python walk ended: [`KERNEL_PYTHON_NONE`], `_WHOLE` or `_CUT`.
+    pub python_end: u64,
 }
+
+/// See [`KernelWalk::python`].
+pub const KERNEL_PYTHON_ENTRY: u64 = 1 << 31;
+pub const KERNEL_PYTHON_NONE: u64 = 0;
+pub const KERNEL_PYTHON_WHOLE: u64 = 1;
+pub const KERNEL_PYTHON_CUT: u64 = 2;
 
 impl KernelWalk<'_> {
     /// Whether the walk found a caller: the process's files were known to the program

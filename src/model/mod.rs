@@ -11,7 +11,8 @@ pub mod stack_reads;
 pub use crate::arch::UserRegs;
 pub use event::{
     CommEvent, Event, ForkEvent, KernelWalk, MmapEvent, PythonCode, PythonStack, SampleEvent,
-    StackPart, SwitchEvent, PYTHON_CUT, PYTHON_ENTRY,
+    StackPart, SwitchEvent, KERNEL_PYTHON_CUT, KERNEL_PYTHON_ENTRY, KERNEL_PYTHON_NONE,
+    KERNEL_PYTHON_WHOLE, PYTHON_CUT, PYTHON_ENTRY,
 };
 pub use frame::{Frame, FrameKind, ModuleId, RawFrame, WaitReason};
 

@@ -13,7 +13,9 @@ pub mod walk;
 
 use object::{Object, ObjectSegment, ObjectSymbol};
 
-pub use walk::{CodeInfo, Codes, Interpreter, Memory, PyFrame, Walk, MAX_FRAMES, MAX_STRING};
+pub use walk::{
+    CodeInfo, Codes, Interpreter, Memory, PyFrame, SeenCode, Walk, MAX_FRAMES, MAX_STRING,
+};
 
 /// What a CPython interpreter's file says about it, in its own addresses (SVMAs).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +73,34 @@ pub fn find(data: &[u8]) -> Option<InterpreterFile> {
         eval: eval?,
         segments,
     })
+}
+
+/// What the file at `path` says of the interpreter in it, if it is one.
+pub fn interpreter_file(path: &str) -> Option<InterpreterFile> {
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: mapped read-only and only parsed; a file changed meanwhile gives wrong symbols,
+    // which the walk's checks then refuse.
+    let data = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    find(&data)
+}
+
+/// The layout of the interpreter whose runtime state is at `runtime` in `mem`: ember's own
+/// entry for its version (`version`, as `Py_Version` holds it), else the one it publishes
+/// (`_Py_DebugOffsets`, 3.13).
+pub fn layout_of(mem: &dyn Memory, version: u32, runtime: u64) -> Option<layout::Layout> {
+    let (major, minor) = layout::version_of(version);
+    if let Some(l) = layout::layout(major, minor) {
+        return Some(*l);
+    }
+    let mut bytes = vec![0u8; layout::DEBUG_OFFSETS_WORDS * 8];
+    if !mem.read(runtime, &mut bytes) {
+        return None;
+    }
+    let words: Vec<u64> = bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    layout::from_debug_offsets(&words)
 }
 
 impl InterpreterFile {

@@ -121,10 +121,10 @@ impl Interpreter {
                 cframe,
                 current_frame,
             } => mem
-                .u64_at(tstate + cframe)
+                .u64_at(tstate.wrapping_add(cframe))
                 .filter(|&c| c != 0)
-                .and_then(|c| mem.u64_at(c + current_frame)),
-            CurrentFrame::Direct(at) => mem.u64_at(tstate + at),
+                .and_then(|c| mem.u64_at(c.wrapping_add(current_frame))),
+            CurrentFrame::Direct(at) => mem.u64_at(tstate.wrapping_add(at)),
         };
         let Some(mut frame) = frame else {
             walk.cut = true;
@@ -167,7 +167,7 @@ impl Interpreter {
                 walk.cut = true;
                 return;
             };
-            let start = code + l.code_instructions;
+            let start = code.wrapping_add(l.code_instructions);
             let offset = prev_instr.checked_sub(start).map_or(0, |b| (b / 2) as u32);
             walk.frames.push(PyFrame {
                 code: id,
@@ -181,20 +181,21 @@ impl Interpreter {
     /// looked up in the interpreters' lists.
     fn tstate(&mut self, mem: &dyn Memory, tid: u32) -> Option<u64> {
         let l = self.layout;
-        let is_tid = |t: u64| mem.u64_at(t + l.tstate_native_thread_id) == Some(u64::from(tid));
+        let is_tid =
+            |t: u64| mem.u64_at(t.wrapping_add(l.tstate_native_thread_id)) == Some(u64::from(tid));
         if let Some(&t) = self.tstates.get(&tid) {
             if is_tid(t) {
                 return Some(t);
             }
             self.tstates.remove(&tid);
         }
-        let mut interp = mem.u64_at(self.runtime + l.runtime_interpreters_head)?;
+        let mut interp = mem.u64_at(self.runtime.wrapping_add(l.runtime_interpreters_head))?;
         // Interpreters are few; each lists its threads.
         for _ in 0..64 {
             if interp == 0 {
                 return None;
             }
-            let mut t = mem.u64_at(interp + l.interp_threads_head)?;
+            let mut t = mem.u64_at(interp.wrapping_add(l.interp_threads_head))?;
             for _ in 0..MAX_THREADS {
                 if t == 0 {
                     break;
@@ -203,7 +204,7 @@ impl Interpreter {
                     self.tstates.insert(tid, t);
                     return Some(t);
                 }
-                t = mem.u64_at(t + l.tstate_next)?;
+                t = mem.u64_at(t.wrapping_add(l.tstate_next))?;
             }
             // PyInterpreterState.next is its first field.
             interp = mem.u64_at(interp)?;
@@ -212,7 +213,43 @@ impl Interpreter {
     }
 }
 
+/// What a reader that saw a code object elsewhere (ember's BPF program, at the sample) says
+/// of it: its file name and qualified name (pointers) and first line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeenCode {
+    pub filename: u64,
+    pub qualname: u64,
+    pub first_line: i32,
+}
+
 impl Codes {
+    /// The id of the code object at `addr` (read now, when new), if it is still the object
+    /// `seen` describes; `None` if it cannot be read or another object took its place.
+    pub fn id_if_same(
+        &mut self,
+        mem: &dyn Memory,
+        l: &Layout,
+        (addr, seen): (u64, SeenCode),
+        new_code: &mut dyn FnMut(u32, CodeInfo),
+        next_id: &mut u32,
+    ) -> Option<u32> {
+        let same = |sig: &Signature| {
+            sig.filename == seen.filename
+                && sig.qualname == seen.qualname
+                && sig.first_line == seen.first_line
+        };
+        // Known, and seen as it was read: the same object (nothing to read, so its frames
+        // are named after the process has ended too).
+        if let Some((sig, id)) = self.by_address.get(&addr) {
+            if same(sig) {
+                return Some(*id);
+            }
+        }
+        let id = self.id(mem, l, addr, new_code, next_id)?;
+        let (sig, _) = self.by_address.get(&addr)?;
+        same(sig).then_some(id)
+    }
+
     /// The id of the code object at `addr`, reading it when it is new (or another object
     /// took the address since).
     fn id(
@@ -266,9 +303,9 @@ fn read_str(mem: &dyn Memory, l: &Layout, addr: u64) -> Option<String> {
     if addr == 0 {
         return None;
     }
-    let length = mem.u64_at(addr + 16)?;
+    let length = mem.u64_at(addr.wrapping_add(16))?;
     let mut state = [0u8; 4];
-    if length > MAX_STRING || !mem.read(addr + 32, &mut state) {
+    if length > MAX_STRING || !mem.read(addr.wrapping_add(32), &mut state) {
         return None;
     }
     let state = u32::from_le_bytes(state);
@@ -277,9 +314,9 @@ fn read_str(mem: &dyn Memory, l: &Layout, addr: u64) -> Option<String> {
         return None;
     }
     let (data, width) = if ascii == 1 {
-        (addr + l.unicode_ascii_data, 1)
+        (addr.wrapping_add(l.unicode_ascii_data), 1)
     } else {
-        (addr + l.unicode_compact_data, kind as u64)
+        (addr.wrapping_add(l.unicode_compact_data), kind as u64)
     };
     if !matches!(width, 1 | 2 | 4) {
         return None;
@@ -308,7 +345,7 @@ fn read_bytes(mem: &dyn Memory, addr: u64) -> Option<Vec<u8>> {
         return None;
     }
     let mut bytes = vec![0u8; size as usize];
-    mem.read(addr + 32, &mut bytes).then_some(bytes)
+    mem.read(addr.wrapping_add(32), &mut bytes).then_some(bytes)
 }
 
 #[cfg(test)]

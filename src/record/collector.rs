@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::kernel_python::KernelPythons;
 use super::kernel_walk::KernelWalkMaps;
 use super::python::PythonFrames;
 use super::takeovers::Takeovers;
@@ -57,6 +58,8 @@ pub struct Collector {
     pub(super) table_check: Option<TableCheck>,
     /// The stack walk in the kernel's maps, kept current.
     pub(super) kernel_walk: Option<KernelWalkMaps>,
+    /// Python processes whose frames the walk in the kernel reads.
+    pub(super) kernel_pythons: KernelPythons,
 }
 
 /// What a collector is built with: how the sampler lays records out, and what it does beyond
@@ -137,6 +140,7 @@ impl Collector {
             python: PythonFrames::default(),
             table_check: setup.check_tables.then(TableCheck::new),
             kernel_walk: setup.bpf_maps.map(KernelWalkMaps::new),
+            kernel_pythons: KernelPythons::default(),
         }
     }
 
@@ -196,6 +200,7 @@ impl Collector {
                     if let Some(known) = &self.known_stacks {
                         known.forget(c.tid);
                     }
+                    self.python_execed(c.pid);
                 }
                 let name = String::from_utf8_lossy(c.name);
                 self.procs.on_comm(c.pid, c.tid, &name, c.exec);
@@ -205,7 +210,9 @@ impl Collector {
                 // multiprocessing): its frames are read as its parent's are.
                 if f.pid == f.tid && f.pid != f.ppid && self.python.is_python(f.ppid) {
                     self.python.runs_python(f.pid);
-                    self.takeovers.ask_now(f.pid);
+                    if !self.python_forked(f.ppid, f.pid) {
+                        self.takeovers.ask_now(f.pid);
+                    }
                 }
                 self.procs.on_fork(f.pid, f.ppid, f.tid);
                 if let (Some(k), true) = (&mut self.kernel_walk, f.pid == f.tid) {
@@ -255,6 +262,14 @@ impl Collector {
         }
         if !s.python.is_empty() {
             self.python.splice(s.pid, s.python, &mut self.raw);
+        } else if let Some(walk) = &s.walked {
+            let python = &mut self.python;
+            let stack = self
+                .kernel_pythons
+                .stack(s.pid, walk, &mut |id, code| python.add_code(id, code));
+            if !stack.is_empty() {
+                python.splice(s.pid, stack, &mut self.raw);
+            }
         }
         if !s.from_ptrace
             && s.walked
@@ -320,14 +335,14 @@ impl Collector {
     /// frames are read. Where nothing is taken over (ptrace samples everything, or perf
     /// events alone were asked for) the file is not looked at here: the sampler does.
     fn on_interpreter_mapped(&mut self, pid: u32, start: u64) {
-        if !self.takeovers.can_ask() {
+        if !self.takeovers.can_ask() && self.kernel_walk.is_none() {
             return;
         }
-        let Some(module) = self
+        let Some((module, pgoff)) = self
             .procs
             .get(pid)
             .and_then(|p| p.mapping(start))
-            .map(|m| m.module)
+            .map(|m| (m.module, m.pgoff))
         else {
             return;
         };
@@ -336,8 +351,47 @@ impl Collector {
         };
         if self.python.is_interpreter(module, &data) {
             self.python.runs_python(pid);
-            self.takeovers.ask_now(pid);
+            // Read by the walk in the kernel where it runs; else at ptrace's stops.
+            let file = crate::python::find(&data);
+            let reader = file.and_then(|f| KernelPythons::reader(pid, &f, (start, pgoff)));
+            if !self.read_python_in_kernel(pid, reader) {
+                self.takeovers.ask_now(pid);
+            }
         }
+    }
+
+    /// Have the walk in the kernel read the Python frames of `pid` with `reader`; false
+    /// where it cannot (no walk in the kernel, an unknown version, a full map).
+    fn read_python_in_kernel(
+        &mut self,
+        pid: u32,
+        reader: Option<super::kernel_python::Reader>,
+    ) -> bool {
+        let (Some(k), Some(reader)) = (&mut self.kernel_walk, reader) else {
+            return false;
+        };
+        if !k.set_python(pid, &reader.entry) {
+            return false;
+        }
+        self.python.process(pid, reader.eval);
+        self.kernel_pythons.add(pid, reader);
+        true
+    }
+
+    /// Process `child`, forked from Python process `parent`, is read as its parent is
+    /// (the same interpreter at the same addresses); false if not in the kernel.
+    fn python_forked(&mut self, parent: u32, child: u32) -> bool {
+        let reader = self.kernel_pythons.get(parent).cloned();
+        self.read_python_in_kernel(child, reader)
+    }
+
+    /// Process `pid` ran `exec`: what ran Python there is gone (an interpreter it maps now
+    /// is found again).
+    fn python_execed(&mut self, pid: u32) {
+        if let Some(k) = &mut self.kernel_walk {
+            k.remove_python(pid);
+        }
+        self.kernel_pythons.ended(pid);
     }
 
     /// A sample after stack parts or words: with them, if they are its own.
@@ -391,6 +445,7 @@ impl Collector {
             }
             self.takeovers.ended(f.pid);
             self.python.ended(f.pid);
+            self.kernel_pythons.ended(f.pid);
             // Read its JIT map while it is still there.
             self.load_perf_map(f.pid);
         }

@@ -41,6 +41,20 @@ impl KernelWalkMaps {
         }
     }
 
+    /// Have the program read the Python frames of `pid`; false if its map is full.
+    pub(super) fn set_python(
+        &mut self,
+        pid: u32,
+        entry: &crate::sampler::bpf::PythonEntry,
+    ) -> bool {
+        self.maps.set_python(pid, entry)
+    }
+
+    /// Stop reading the Python frames of `pid`.
+    pub(super) fn remove_python(&mut self, pid: u32) {
+        self.maps.remove_python(pid);
+    }
+
     /// Tell the program the executable mappings `pid` has now.
     pub(super) fn update(&mut self, pid: u32, procs: &ProcessTable) {
         let Some(process) = procs.get(pid) else {

@@ -11,6 +11,7 @@
 
 mod collector;
 mod feed;
+mod kernel_python;
 mod kernel_walk;
 mod metadata;
 mod options;

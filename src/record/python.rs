@@ -35,7 +35,7 @@ impl PythonFrames {
     }
 
     pub fn code(&mut self, c: &PythonCode) {
-        self.codes.insert(
+        self.add_code(
             c.id,
             CodeInfo {
                 qualname: String::from_utf8_lossy(c.qualname).into_owned(),
@@ -44,6 +44,11 @@ impl PythonFrames {
                 linetable: c.linetable.to_vec(),
             },
         );
+    }
+
+    /// Code object `id` is `info`.
+    pub fn add_code(&mut self, id: u32, info: CodeInfo) {
+        self.codes.insert(id, info);
     }
 
     /// Whether module `module` (its file's contents `data`) is a CPython interpreter, looked

@@ -477,9 +477,10 @@ fn detail(sampler: &dyn Sampler, collector: &Collector) -> String {
     let python = &collector.python;
     if python.samples > 0 {
         detail += &format!(
-            "\nember: python: {} samples with Python frames, {} of them with a frame chain that \
-             could not be read to its end",
-            python.samples, python.cut
+            "\nember: python: {} samples with Python frames ({} read in the kernel at the \
+             sample, the others at ptrace's stops), {} of them with a frame chain that could \
+             not be read to its end",
+            python.samples, collector.kernel_pythons.samples, python.cut
         );
     }
     if let Some(k) = &collector.kernel_walk {

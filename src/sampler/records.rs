@@ -10,7 +10,7 @@ use crate::model::{
     CommEvent, Event, ForkEvent, KernelWalk, MmapEvent, PythonCode, SampleEvent, StackPart,
     SwitchEvent, WaitReason,
 };
-use crate::sampler::bpf::record::{COPY_AT, HEADER_WORDS, MAGIC, MAX_KERNEL};
+use crate::sampler::bpf::record::{COPY_AT, HEADER_WORDS, MAGIC, MAX_KERNEL, PYTHON_FRAME_WORDS};
 
 // The kernel's constants (perf-event-open-sys, generated from its headers): record kinds as
 // they are; sample_type bits as u64 and
@@ -674,14 +674,22 @@ fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
     let sample_regs = regs(9)?;
     let (nkernel, frames_at) = (nkernel.min(MAX_KERNEL), 8 * HEADER_WORDS);
     let part = |from: usize, len: usize| {
-        raw.get(from..from + len).ok_or(MalformedRecord::Truncated {
-            needed: len,
-            offset: 52 + from,
-            len: rec.len(),
-        })
+        raw.get(from..from.saturating_add(len))
+            .ok_or(MalformedRecord::Truncated {
+                needed: len,
+                offset: 52usize.saturating_add(from),
+                len: rec.len(),
+            })
     };
-    let frames = part(frames_at, 8 * nuser)?;
-    let kernel = part(frames_at + 8 * nuser, 8 * nkernel)?;
+    let user_len = nuser.saturating_mul(8);
+    let frames = part(frames_at, user_len)?;
+    let kernel_at = frames_at.saturating_add(user_len);
+    let kernel = part(kernel_at, 8 * nkernel)?;
+    let (npython, python_end) = (w(12)? as usize, w(13)?);
+    let python = part(
+        kernel_at + 8 * nkernel,
+        npython.saturating_mul(8 * PYTHON_FRAME_WORDS),
+    )?;
     let copy = if copy_len == 0 {
         &[][..]
     } else {
@@ -702,6 +710,8 @@ fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
             end: w(3)?,
             at_end,
             copy_at_sample,
+            python,
+            python_end,
         }),
         ..SampleEvent::default()
     })
@@ -711,13 +721,15 @@ fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
 mod tests {
     use super::*;
 
-    /// A record as ember's BPF program sends it: two user frames, one kernel frame, no copy.
+    /// A record as ember's BPF program sends it: two user frames, one kernel frame, one
+    /// Python frame, no copy.
     #[test]
     fn a_bpf_record_reads_back_with_its_walk() {
         let mut raw: Vec<u64> = vec![
-            MAGIC, 1, 2, 0, 0x401002, 0x7ff0, 0, 0, 0, 0x401000, 0x7fe0, 7,
+            MAGIC, 1, 2, 0, 0x401002, 0x7ff0, 0, 0, 0, 0x401000, 0x7fe0, 7, 1, 1,
         ];
         raw.extend([0x401000, 0x402001, 0xffff_ffff_8100_0000]);
+        raw.extend([0x7f00_0000, (12u64 << 32) | 3, 0x7f00_1000, 0x7f00_2000]);
         let raw: Vec<u8> = raw.iter().flat_map(|w| w.to_le_bytes()).collect();
         let mut rec = Vec::new();
         rec.extend(EMBER_RECORD_BPF_SAMPLE.to_le_bytes());
@@ -739,6 +751,8 @@ mod tests {
         assert_eq!(s.callchain, &0xffff_ffff_8100_0000u64.to_le_bytes());
         assert!(s.user_stack.is_empty());
         assert_eq!(s.user_regs.unwrap().sp, 0x7ff0);
+        assert_eq!((walk.python.len(), walk.python_end), (32, 1));
+        assert_eq!(walk.python[..8], 0x7f00_0000u64.to_le_bytes());
         // Not the program's: refused.
         rec[52] ^= 1;
         assert!(SampleLayout::recorded(true).parse(&rec).is_err());

@@ -66,9 +66,39 @@ struct ProcessEntry {
     m: [MappingEntry; MAX_MAPPINGS],
 }
 
-// SAFETY: plain data of integers, no padding but the explicit field.
+/// A CPython process as the program reads its frames (`struct python`): where its runtime
+/// state is and the offsets of [`crate::python::layout::Layout`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PythonEntry {
+    pub runtime: u64,
+    pub interpreters_head: u32,
+    pub threads_head: u32,
+    pub tstate_next: u32,
+    pub tstate_tid: u32,
+    /// [`PYTHON_NO_OFFSET`]: the thread state holds its current frame itself.
+    pub cframe: u32,
+    pub current_frame: u32,
+    pub frame_code: u32,
+    pub frame_previous: u32,
+    pub frame_prev_instr: u32,
+    pub frame_owner: u32,
+    /// [`PYTHON_NO_OFFSET`]: frames owned by the C stack mark where each call begins.
+    pub entry_byte: u32,
+    pub code_instructions: u32,
+    pub code_firstlineno: u32,
+    pub code_filename: u32,
+    pub code_qualname: u32,
+    pub pad: u32,
+}
+
+/// An offset a version does not have (`NO_OFFSET`).
+pub const PYTHON_NO_OFFSET: u32 = u32::MAX;
+
+// SAFETY: plain data of integers, no padding but the explicit fields.
 unsafe impl aya::Pod for MappingEntry {}
 unsafe impl aya::Pod for ProcessEntry {}
+unsafe impl aya::Pod for PythonEntry {}
 
 /// The program, loaded, and the events its records go to.
 pub struct BpfProgram {
@@ -82,6 +112,8 @@ pub struct BpfMaps {
     /// The rows map, mapped here (`BPF_F_MMAPABLE`).
     rows: RowsMapping,
     processes: BpfHashMap<MapData, u32, ProcessEntry>,
+    /// The CPython processes whose frames the program reads.
+    pythons: BpfHashMap<MapData, u32, PythonEntry>,
     /// Rows stored so far, and the capacity.
     used: u32,
     capacity: u32,
@@ -126,6 +158,7 @@ pub fn load(
     let maps = BpfMaps {
         rows: RowsMapping::map(rows_map, rows)?,
         processes: take(&mut ebpf, "processes")?,
+        pythons: take(&mut ebpf, "pythons")?,
         used: 0,
         capacity: rows,
         files: HashMap::new(),
@@ -197,6 +230,18 @@ impl BpfMaps {
 
     pub fn remove_process(&mut self, pid: u32) {
         let _ = self.processes.remove(&pid);
+        let _ = self.pythons.remove(&pid);
+    }
+
+    /// Read the Python frames of process `pid` at each of its samples; false if the map is
+    /// full.
+    pub fn set_python(&mut self, pid: u32, entry: &PythonEntry) -> bool {
+        self.pythons.insert(pid, entry, 0).is_ok()
+    }
+
+    /// Stop reading Python frames of process `pid` (it ran `exec`).
+    pub fn remove_python(&mut self, pid: u32) {
+        let _ = self.pythons.remove(&pid);
     }
 
     /// The kernel memory the rows take (the map is made whole at load).

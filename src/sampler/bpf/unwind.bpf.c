@@ -74,14 +74,15 @@ enum {
 #define RAW_MAX 65472
 #define COPY_AT (RAW_MAX - COPY_BYTES)
 #define BUF_BYTES 65536
-#define HEADER_WORDS 12
-#define MAGIC 0x3146504252424d45ULL // "EMBRBPF1"
+#define HEADER_WORDS 14
+#define MAGIC 0x3246504252424d45ULL // "EMBRBPF2"
 
 // The record sent: HEADER_WORDS words — magic, how many kernel frames, how many user
 // frames, how the walk ended, the registers where it ended (ip, sp, bp), the bytes of stack
 // copied, where the copy starts (0: where the walk ended, 1: at the sample's stack pointer),
-// the sample's registers (ip, sp, bp) — then the user frames, the kernel frames, and the
-// copy at COPY_AT.
+// the sample's registers (ip, sp, bp), how many Python frames, how the Python walk ended
+// (PY_*) — then the user frames, the kernel frames, the Python frames (PY_FRAME_WORDS
+// words each, innermost first) and the copy at COPY_AT.
 struct out_buf {
 	u64 w[BUF_BYTES / 8];
 };
@@ -123,6 +124,49 @@ struct {
 	__uint(key_size, sizeof(u32));
 	__uint(value_size, sizeof(u32));
 } out SEC(".maps");
+
+// A CPython process (src/python/layout.rs: the same offsets), set by ember when it finds one.
+struct python {
+	u64 runtime; // the address of _PyRuntime
+	u32 interpreters_head, threads_head, tstate_next, tstate_tid;
+	u32 cframe; // NO_OFFSET: the thread state holds the current frame itself
+	u32 current_frame;
+	u32 frame_code, frame_previous, frame_prev_instr, frame_owner;
+	u32 entry_byte; // NO_OFFSET: a frame owned by the C stack marks each entry (3.12 on)
+	u32 code_instructions, code_firstlineno, code_filename, code_qualname;
+	u32 pad;
+};
+#define NO_OFFSET 0xffffffffu
+#define FRAME_OWNED_BY_CSTACK 3
+
+// How the Python walk ended.
+enum {
+	PY_NONE = 0,  // not a Python process, or a thread without a thread state
+	PY_WHOLE = 1, // to the outermost frame
+	PY_CUT = 2,   // unreadable, looping, or out of room
+};
+// Per frame: the code object, (instruction offset | entry << 31 | first line << 32), and
+// the code object's file name and qualified name (pointers): ember reads the code object
+// later and takes it for this one only if they are the same.
+#define PY_FRAME_WORDS 4
+#define PY_ENTRY (1ULL << 31)
+#define MAX_PY_FRAMES 2048
+#define MAX_PY_THREADS 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, u32);
+	__type(value, struct python);
+} pythons SEC(".maps");
+
+// Thread → its thread state, as found last (checked again at each use).
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, u64);
+} tstates SEC(".maps");
 
 struct walk {
 	u64 ip, sp, bp;
@@ -343,6 +387,158 @@ static int user_regs(u64 sample[4], u64 *ip, u64 *sp, u64 *bp)
 	return 0;
 }
 
+// Looking for a thread's thread state along its interpreter's list.
+struct find_tstate {
+	u64 t;
+	u64 tid;
+	u32 next, tid_at;
+	u64 found;
+};
+
+static long tstate_step(u64 index, void *ctx)
+{
+	struct find_tstate *f = ctx;
+	u64 tid;
+	if (!f->t || read_word(f->t + f->tid_at, &tid))
+		return 1;
+	if (tid == f->tid) {
+		f->found = f->t;
+		return 1;
+	}
+	if (read_word(f->t + f->next, &f->t))
+		f->t = 0;
+	return 0;
+}
+
+// The thread state of thread `tid`, or 0.
+static u64 thread_state(struct python *py, u32 tid)
+{
+	u64 *known = bpf_map_lookup_elem(&tstates, &tid);
+	u64 t;
+	if (known && !read_word(*known + py->tstate_tid, &t) && t == tid)
+		return *known;
+	u64 interp;
+	if (read_word(py->runtime + py->interpreters_head, &interp) || !interp)
+		return 0;
+	struct find_tstate f = { .tid = tid, .next = py->tstate_next, .tid_at = py->tstate_tid };
+	if (read_word(interp + py->threads_head, &f.t))
+		return 0;
+	bpf_loop(MAX_PY_THREADS, tstate_step, &f, 0);
+	if (f.found)
+		bpf_map_update_elem(&tstates, &tid, &f.found, BPF_ANY);
+	return f.found;
+}
+
+// The Python walk: frame by frame from the thread's current frame.
+struct py_walk {
+	struct python py;
+	u64 frame;
+	u64 seen; // Brent's cycle check: a frame met again means the chain loops
+	u32 steps, power;
+	u32 at, end; // where the next frame goes in the buffer, and the first word past room
+	u32 n, how;
+	u32 cpu, pad;
+};
+
+static int read_u32(u64 addr, u32 *v)
+{
+	return bpf_probe_read_user(v, sizeof(*v), (const void *)addr);
+}
+
+// One Python frame into the buffer; 1 ends the walk. A global function: the verifier checks
+// it once, not once per path of the loop around it.
+__attribute__((noinline)) int py_frame(struct py_walk *p)
+{
+	if (!p)
+		return 1;
+	struct out_buf *buf = bpf_map_lookup_elem(&buffers, &p->cpu);
+	if (!buf)
+		return 1;
+	if (!p->frame) {
+		p->how = PY_WHOLE;
+		return 1;
+	}
+	if (p->frame == p->seen) {
+		p->how = PY_CUT;
+		return 1;
+	}
+	if (++p->steps == p->power) {
+		p->seen = p->frame;
+		p->power *= 2;
+		p->steps = 0;
+	}
+	struct python *py = &p->py;
+	u64 frame = p->frame, code, prev_instr;
+	u8 owner = 0, entry = 0;
+	if (read_word(frame + py->frame_code, &code) ||
+	    read_word(frame + py->frame_prev_instr, &prev_instr) ||
+	    read_word(frame + py->frame_previous, &p->frame) ||
+	    bpf_probe_read_user(&owner, 1, (const void *)(frame + py->frame_owner))) {
+		p->how = PY_CUT;
+		return 1;
+	}
+	u32 at = p->at;
+	if (py->entry_byte == NO_OFFSET) {
+		if (owner == FRAME_OWNED_BY_CSTACK) {
+			// Where a C-level call of the evaluation loop began: its innermost frame is
+			// the one before.
+			if (p->n > 0 && at >= HEADER_WORDS + PY_FRAME_WORDS && at < BUF_BYTES / 8)
+				buf->w[at - PY_FRAME_WORDS + 1] |= PY_ENTRY;
+			return 0;
+		}
+	} else if (bpf_probe_read_user(&entry, 1, (const void *)(frame + py->entry_byte))) {
+		p->how = PY_CUT;
+		return 1;
+	}
+	u32 first_line;
+	u64 filename, qualname;
+	if (read_u32(code + py->code_firstlineno, &first_line) ||
+	    read_word(code + py->code_filename, &filename) ||
+	    read_word(code + py->code_qualname, &qualname)) {
+		p->how = PY_CUT;
+		return 1;
+	}
+	if (at > BUF_BYTES / 8 - PY_FRAME_WORDS || at + PY_FRAME_WORDS > p->end) {
+		p->how = PY_CUT;
+		return 1;
+	}
+	u64 start = code + py->code_instructions;
+	u64 offset = prev_instr >= start ? ((prev_instr - start) / 2) & 0x7fffffff : 0;
+	buf->w[at] = code;
+	buf->w[at + 1] = offset | (entry ? PY_ENTRY : 0) | ((u64)first_line << 32);
+	buf->w[at + 2] = filename;
+	buf->w[at + 3] = qualname;
+	p->at = at + PY_FRAME_WORDS;
+	p->n++;
+	return 0;
+}
+
+static long py_step(u64 index, void *ctx)
+{
+	return py_frame(ctx) ? 1 : 0;
+}
+
+// Where the Python walk of thread `tid` of process `p->py` begins: its innermost frame into
+// `p->frame`, 1 if there is one to walk from (`p->how` says why not). A global function,
+// checked once.
+__attribute__((noinline)) int python_start(struct py_walk *p, u32 tid)
+{
+	if (!p)
+		return 0;
+	p->n = 0;
+	p->how = PY_NONE;
+	u64 t = thread_state(&p->py, tid);
+	if (!t)
+		return 0;
+	p->how = PY_CUT;
+	u64 cframe = t;
+	if (p->py.cframe != NO_OFFSET && (read_word(t + p->py.cframe, &cframe) || !cframe))
+		return 0;
+	if (read_word(cframe + p->py.current_frame, &p->frame))
+		return 0;
+	return 1;
+}
+
 // Copy the stack at `sp` to the end of the record's buffer; returns the bytes copied. Near
 // the top of a stack (the outermost frames) the stack's mapping ends before COPY_BYTES: then
 // as many whole pages as can be read, from sp to the end of its page on.
@@ -403,6 +599,16 @@ int unwind(struct bpf_perf_event_data *ctx)
 	if (nkernel > MAX_KERNEL)
 		nkernel = MAX_KERNEL;
 	u32 frames_end = HEADER_WORDS + n + nkernel;
+	u32 npython = 0, python = PY_NONE;
+	struct python *py = bpf_map_lookup_elem(&pythons, &w.pid);
+	if (py) {
+		struct py_walk p = { .py = *py, .at = frames_end, .end = COPY_AT / 8, .cpu = cpu, .power = 1 };
+		if (python_start(&p, (u32)id))
+			bpf_loop(MAX_PY_FRAMES, py_step, &p, 0);
+		npython = p.n > MAX_PY_FRAMES ? MAX_PY_FRAMES : p.n;
+		python = p.how;
+	}
+	frames_end += npython * PY_FRAME_WORDS;
 	// Where the walk handed over, the stack from there, for ember to go on; in a check, the
 	// stack at the sample's stack pointer.
 	u32 zero = 0;
@@ -425,6 +631,8 @@ int unwind(struct bpf_perf_event_data *ctx)
 	buf->w[9] = sample_ip;
 	buf->w[10] = sample_sp;
 	buf->w[11] = sample_bp;
+	buf->w[12] = npython;
+	buf->w[13] = python;
 	u64 size = copy ? COPY_AT + copy : (u64)frames_end * 8;
 	if (size > RAW_MAX)
 		size = RAW_MAX;

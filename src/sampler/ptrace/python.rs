@@ -29,7 +29,7 @@ impl PtraceSampler {
         let found = self
             .python_files
             .entry(key)
-            .or_insert_with(|| interpreter_file(m.path));
+            .or_insert_with(|| python::interpreter_file(m.path));
         let Some(found) = found.clone() else {
             return;
         };
@@ -38,11 +38,7 @@ impl PtraceSampler {
         };
         let (major, minor) = layout::version_of(found.version);
         let runtime = found.runtime.wrapping_add(bias);
-        let layout = match layout::layout(major, minor) {
-            Some(l) => Some(*l),
-            None => published_layout(pid, runtime),
-        };
-        let Some(layout) = layout else {
+        let Some(layout) = python::layout_of(&Stopped(pid), found.version, runtime) else {
             let note = format!(
                 "Python {major}.{minor} (pid {pid}): ember does not know where this version keeps \
                  its frames, so its stacks show the interpreter's native frames"
@@ -84,29 +80,6 @@ impl PtraceSampler {
         }
         self.python = walk;
     }
-}
-
-/// What the file at `path` says of the interpreter in it, if it is one.
-fn interpreter_file(path: &str) -> Option<python::InterpreterFile> {
-    let file = std::fs::File::open(path).ok()?;
-    // SAFETY: mapped read-only and only parsed; a file changed meanwhile gives wrong symbols,
-    // which the walk's checks then refuse.
-    let data = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    python::find(&data)
-}
-
-/// The layout the interpreter of process `pid` publishes at the start of its runtime state
-/// (`_Py_DebugOffsets`, 3.13), read from the process.
-fn published_layout(pid: u32, runtime: u64) -> Option<layout::Layout> {
-    let mut bytes = vec![0u8; layout::DEBUG_OFFSETS_WORDS * 8];
-    if !calls::read_memory(pid, runtime, &mut bytes) {
-        return None;
-    }
-    let words: Vec<u64> = bytes
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect();
-    layout::from_debug_offsets(&words)
 }
 
 /// What a sample of a Python thread carries besides its stack: its Python frames.

@@ -1,0 +1,209 @@
+//! Python frames read by ember's BPF program at each sample ([`crate::sampler::bpf`]): the
+//! CPython processes it is told of, and each sample's frames turned into the Python stack the
+//! collector puts in place of the evaluation loop's native frames
+//! ([`super::python::PythonFrames::splice`]). The program sends each frame's code object by
+//! address with what tells it apart; the object is read from the process once, and taken
+//! for a frame only while it is still the object the program saw.
+
+use std::collections::HashMap;
+
+use crate::linux::memory::read_process;
+use crate::model::{KernelWalk, KERNEL_PYTHON_CUT, KERNEL_PYTHON_ENTRY, KERNEL_PYTHON_NONE};
+use crate::model::{PYTHON_CUT, PYTHON_ENTRY};
+use crate::python::layout::{CurrentFrame, Entry, Layout};
+use crate::python::{CodeInfo, Codes, InterpreterFile, Memory, SeenCode};
+use crate::sampler::bpf::{PythonEntry, PYTHON_NO_OFFSET};
+
+/// The memory of a running process.
+pub(super) struct ProcessMemory(pub u32);
+
+impl Memory for ProcessMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        read_process(self.0, addr, buf)
+    }
+}
+
+/// Code ids start here, apart from those the ptrace sampler gives (from 0).
+const FIRST_ID: u32 = 1 << 30;
+
+/// The Python processes whose frames the program reads, and their code objects.
+pub(super) struct KernelPythons {
+    procs: HashMap<u32, Reader>,
+    /// Samples given Python frames read in the kernel.
+    pub samples: u64,
+    next_id: u32,
+    /// The stack of the sample at hand, encoded as [`crate::model::PythonStack`].
+    stack: Vec<u8>,
+}
+
+/// One process: its layout, where its evaluation loop is, what the program was told, and
+/// the code objects read so far.
+#[derive(Clone)]
+pub(super) struct Reader {
+    layout: Layout,
+    pub eval: (u64, u64),
+    pub entry: PythonEntry,
+    codes: Codes,
+}
+
+impl Default for KernelPythons {
+    fn default() -> Self {
+        KernelPythons {
+            procs: HashMap::new(),
+            samples: 0,
+            next_id: FIRST_ID,
+            stack: Vec::new(),
+        }
+    }
+}
+
+impl KernelPythons {
+    /// How to read the interpreter `file` of process `pid`, mapped at `start` from file
+    /// offset `pgoff`: `None` where its version's layout is unknown.
+    pub(super) fn reader(
+        pid: u32,
+        file: &InterpreterFile,
+        (start, pgoff): (u64, u64),
+    ) -> Option<Reader> {
+        let bias = file.bias(start, pgoff)?;
+        let runtime = file.runtime.wrapping_add(bias);
+        let layout = crate::python::layout_of(&ProcessMemory(pid), file.version, runtime)?;
+        Some(Reader {
+            layout,
+            eval: (
+                file.eval.0.wrapping_add(bias),
+                file.eval.1.wrapping_add(bias),
+            ),
+            entry: program_entry(&layout, runtime)?,
+            codes: Codes::default(),
+        })
+    }
+
+    pub(super) fn add(&mut self, pid: u32, reader: Reader) {
+        self.procs.insert(pid, reader);
+    }
+
+    pub(super) fn get(&self, pid: u32) -> Option<&Reader> {
+        self.procs.get(&pid)
+    }
+
+    /// Process `pid` ended, or ran `exec`.
+    pub(super) fn ended(&mut self, pid: u32) {
+        self.procs.remove(&pid);
+    }
+
+    /// The Python stack of sample `walk` of process `pid`, encoded as
+    /// [`crate::model::PythonStack`]; code objects read for the first time are given to
+    /// `new_code` with their ids. Empty where the thread runs no Python.
+    pub(super) fn stack(
+        &mut self,
+        pid: u32,
+        walk: &KernelWalk,
+        new_code: &mut dyn FnMut(u32, CodeInfo),
+    ) -> &[u8] {
+        self.stack.clear();
+        let Some(reader) = self.procs.get_mut(&pid) else {
+            return &self.stack;
+        };
+        if walk.python_end == KERNEL_PYTHON_NONE {
+            return &self.stack;
+        }
+        let mem = ProcessMemory(pid);
+        let mut frames = Vec::new();
+        let mut cut = walk.python_end == KERNEL_PYTHON_CUT;
+        for f in walk.python.chunks_exact(32) {
+            let word = |i: usize| u64::from_le_bytes(f[8 * i..8 * i + 8].try_into().unwrap());
+            let (code, packed) = (word(0), word(1));
+            let seen = SeenCode {
+                filename: word(2),
+                qualname: word(3),
+                first_line: (packed >> 32) as i32,
+            };
+            let id = reader.codes.id_if_same(
+                &mem,
+                &reader.layout,
+                (code, seen),
+                new_code,
+                &mut self.next_id,
+            );
+            let Some(id) = id else {
+                // Gone, or another object at its address: the frames from here out are not
+                // named rather than named wrong.
+                cut = true;
+                break;
+            };
+            let entry = if packed & KERNEL_PYTHON_ENTRY != 0 {
+                PYTHON_ENTRY
+            } else {
+                0
+            };
+            frames.push((id, (packed as u32 & !PYTHON_ENTRY) | entry));
+        }
+        self.samples += 1;
+        let flags = if cut { PYTHON_CUT } else { 0 };
+        self.stack
+            .extend_from_slice(&(frames.len() as u32).to_le_bytes());
+        self.stack.extend_from_slice(&flags.to_le_bytes());
+        for (code, offset) in frames {
+            self.stack.extend_from_slice(&code.to_le_bytes());
+            self.stack.extend_from_slice(&offset.to_le_bytes());
+        }
+        &self.stack
+    }
+}
+
+/// What the program is told of an interpreter of `layout` whose runtime state is at
+/// `runtime`; `None` where an offset does not fit its fields.
+fn program_entry(l: &Layout, runtime: u64) -> Option<PythonEntry> {
+    let o = |v: u64| u32::try_from(v).ok();
+    let (cframe, current_frame) = match l.current_frame {
+        CurrentFrame::ThroughCFrame {
+            cframe,
+            current_frame,
+        } => (o(cframe)?, o(current_frame)?),
+        CurrentFrame::Direct(at) => (PYTHON_NO_OFFSET, o(at)?),
+    };
+    Some(PythonEntry {
+        runtime,
+        interpreters_head: o(l.runtime_interpreters_head)?,
+        threads_head: o(l.interp_threads_head)?,
+        tstate_next: o(l.tstate_next)?,
+        tstate_tid: o(l.tstate_native_thread_id)?,
+        cframe,
+        current_frame,
+        frame_code: o(l.frame_code)?,
+        frame_previous: o(l.frame_previous)?,
+        frame_prev_instr: o(l.frame_prev_instr)?,
+        frame_owner: o(l.frame_owner)?,
+        entry_byte: match l.entry {
+            Entry::IsEntryByte(at) => o(at)?,
+            Entry::CStackOwner => PYTHON_NO_OFFSET,
+        },
+        code_instructions: o(l.code_instructions)?,
+        code_firstlineno: o(l.code_firstlineno)?,
+        code_filename: o(l.code_filename)?,
+        code_qualname: o(l.code_qualname)?,
+        pad: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_layout_fits_the_programs_fields() {
+        for (_, l) in crate::python::layout::LAYOUTS {
+            let e = program_entry(l, 0x1000).unwrap();
+            assert_eq!(e.runtime, 0x1000);
+            assert_eq!(e.frame_code as u64, l.frame_code);
+        }
+    }
+
+    #[test]
+    fn a_sample_without_python_gives_an_empty_stack() {
+        let mut k = KernelPythons::default();
+        let walk = KernelWalk::default();
+        assert!(k.stack(1, &walk, &mut |_, _| {}).is_empty());
+    }
+}

@@ -271,13 +271,7 @@ impl Collector {
                 python.splice(s.pid, stack, &mut self.raw);
             }
         }
-        if !s.from_ptrace
-            && s.walked
-                .is_none_or(|w| w.found_a_caller() && !w.copy_at_sample)
-        {
-            // A stack walked in the kernel is cut where the tables ended and the copy taken
-            // there ran out (files left out of the tables, code without rows): ptrace
-            // reads it whole. One that did not get past its first frame says nothing yet.
+        if !s.from_ptrace && s.walked.is_none_or(|w| self.walk_ended_for_good(s.pid, &w)) {
             let cut = self.raw.last() == Some(&RawFrame::Truncated);
             self.takeovers.unwound(s.pid, cut);
         } else if let Some(known) = &self.known_stacks {
@@ -358,6 +352,22 @@ impl Collector {
                 self.takeovers.ask_now(pid);
             }
         }
+    }
+
+    /// Whether walk `w` of a sample of `pid` ended where it always will: in a file that has no
+    /// rows in the kernel (left out for room, or without `.eh_frame`), so that ptrace would
+    /// read its stacks whole where they are cut. A walk that ended before the program knew
+    /// the process's files (its first moments, or while their rows were built) says nothing.
+    fn walk_ended_for_good(&self, pid: u32, w: &crate::model::KernelWalk) -> bool {
+        let Some(k) = &self.kernel_walk else {
+            return false;
+        };
+        let module = self
+            .procs
+            .get(pid)
+            .and_then(|p| p.mapping(w.at_end.ip))
+            .map(|m| m.module);
+        !w.copy_at_sample && w.found_a_caller() && module.is_some_and(|m| k.lacks_rows(m))
     }
 
     /// Have the walk in the kernel read the Python frames of `pid` with `reader`; false

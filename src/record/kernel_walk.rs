@@ -41,6 +41,12 @@ impl KernelWalkMaps {
         }
     }
 
+    /// Whether module `module` was found to have no rows in the kernel (none built, or they
+    /// did not fit), rather than not looked at yet.
+    pub(super) fn lacks_rows(&self, module: ModuleId) -> bool {
+        matches!(self.placed.get(&module), Some(None))
+    }
+
     /// Have the program read the Python frames of `pid`; false if its map is full.
     pub(super) fn set_python(
         &mut self,

@@ -4,8 +4,9 @@
 # at HZ and this prints each function's share of the samples against that truth, per
 # interpreter build. Then the slowdown of the same workload, side by side in alternating
 # rounds: bare, ember (Python + native + kernel frames), py-spy (default, and --native): the
-# wall time the fixed CPU work took (it prints work_seconds) against the round's bare run. py-spy comes from PyPI into a virtual environment of
-# this script's own (never a dependency of ember); PYSPY=0 leaves it out.
+# wall time a fixed amount of work took (the rounds a bare run does in SECONDS of CPU; it
+# prints work_seconds) against the round's bare run. py-spy comes from PyPI into a virtual
+# environment of this script's own (never a dependency of ember); PYSPY=0 leaves it out.
 #
 #   scripts/python.sh [ROUNDS] [SECONDS] [HZ]     # defaults: 3 rounds of 3 s at 999 Hz
 . "$(dirname "$0")/lib/measure.sh"
@@ -48,10 +49,14 @@ if [ "${PYSPY:-1}" = 1 ]; then
   python3 -m venv "$WORK/venv" >/dev/null && "$WORK/venv/bin/pip" install --quiet py-spy
   PYSPY_BIN="$WORK/venv/bin/py-spy"
 fi
-echo "== slowdown of /usr/bin/python3.11 work.py $SECS (its own work time against the round's bare run)"
+# A fixed amount of work (the rounds a bare run does in SECS of CPU), so that the wall time
+# counts what sampling costs inside the program's threads too, not only its stops.
+/usr/bin/python3.11 "$WORKLOAD" "$SECS" >"$WORK/o"
+N=$(awk '$1 == "rounds" {print $2}' "$WORK/o")
+echo "== slowdown of /usr/bin/python3.11 work.py --rounds $N (the work a bare run does in $SECS s of CPU; its wall time against the round's bare run)"
 : >"$WORK/results"
 for i in $(seq "$ROUNDS"); do
-  /usr/bin/python3.11 "$WORKLOAD" "$SECS" >"$WORK/o"
+  /usr/bin/python3.11 "$WORKLOAD" "$SECS" --rounds "$N" >"$WORK/o"
   echo "bare $(work_of "$WORK/o")" >>"$WORK/results"
   for who in ember py-spy py-spy-native; do
     [ "$who" != ember ] && [ -z "${PYSPY_BIN:-}" ] && continue
@@ -60,9 +65,9 @@ for i in $(seq "$ROUNDS"); do
       py-spy) cmd=("$PYSPY_BIN" record -r "$HZ" -o "$WORK/p.svg" --) ;;
       py-spy-native) cmd=("$PYSPY_BIN" record -r "$HZ" --native -o "$WORK/n.svg" --) ;;
     esac
-    "${cmd[@]}" /usr/bin/python3.11 "$WORKLOAD" "$SECS" >"$WORK/o" 2>/dev/null
+    "${cmd[@]}" /usr/bin/python3.11 "$WORKLOAD" "$SECS" --rounds "$N" >"$WORK/o" 2>/dev/null
     echo "$who $(work_of "$WORK/o")" >>"$WORK/results"
   done
   echo "round $i of $ROUNDS done" >&2
 done
-slowdown_table "$WORK/results" "work.py: $SECS s of CPU at $HZ Hz, the wall time the work took"
+slowdown_table "$WORK/results" "work.py: $N rounds at $HZ Hz, the wall time the work took"

@@ -2,11 +2,14 @@
 renders them, fib() recurses, and each phase's own CPU time (time.thread_time) is measured and
 printed as the truth the samples are checked against.
 
-    python3 work.py [SECONDS] [--threads]
+    python3 work.py [SECONDS] [--threads] [--rounds N]
 
 Prints "truth NAME PERCENT" for handler, parse_payloads, render and fib (of the CPU time of the
-thread(s) doing the work), then "cpu_seconds X" and "work_seconds X", the wall time the work took
-(what a profiler that stops the program adds to).
+thread(s) doing the work), then "cpu_seconds X", "rounds N" (rounds of handler and fib done)
+and "work_seconds X", the wall time the work took. With --rounds N it does exactly N rounds
+(per thread) instead of running for SECONDS of its own CPU time: the wall time then grows with
+all a profiler costs the program, in its threads (interrupts, work in the kernel at each
+sample) as well as outside them (stops).
 """
 import json
 import sys
@@ -48,9 +51,11 @@ def fib(n):
     return n if n < 2 else fib(n - 1) + fib(n - 2)
 
 
-def work(seconds, spent):
+def work(seconds, spent, rounds=None):
     start = time.thread_time()
-    while time.thread_time() - start < seconds:
+    done = 0
+    while (done < rounds) if rounds is not None else (time.thread_time() - start < seconds):
+        done += 1
         t0 = time.thread_time()
         handler(spent)
         t1 = time.thread_time()
@@ -58,28 +63,32 @@ def work(seconds, spent):
         t2 = time.thread_time()
         spent["handler"] += t1 - t0
         spent["fib"] += t2 - t1
+    spent["rounds"] = done
 
 
 def main():
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
     threads = "--threads" in sys.argv
+    rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else None
     began = time.monotonic()
     spents = [dict.fromkeys(["handler", "parse_payloads", "render", "fib"], 0.0)
               for _ in range(2 if threads else 1)]
     if threads:
-        ts = [threading.Thread(target=work, args=(seconds, s), name=f"worker-{i}")
+        ts = [threading.Thread(target=work, args=(seconds, s, rounds), name=f"worker-{i}")
               for i, s in enumerate(spents)]
         for t in ts:
             t.start()
         for t in ts:
             t.join()
     else:
-        work(seconds, spents[0])
+        work(seconds, spents[0], rounds)
+    done = sum(s.pop("rounds") for s in spents)
     total = {k: sum(s[k] for s in spents) for k in spents[0]}
     whole = total["handler"] + total["fib"]
     for name, t in total.items():
         print(f"truth {name} {100 * t / whole:.2f}")
     print(f"cpu_seconds {whole:.3f}")
+    print(f"rounds {done}")
     print(f"work_seconds {time.monotonic() - began:.3f}")
 
 

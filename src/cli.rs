@@ -47,6 +47,11 @@ pub enum Command {
     /// Without a terminal (stdout piped) the table is printed every interval; --once prints
     /// one table when sampling ends (-d, or the target's end).
     Top(TopArgs),
+    /// Serve CPU profiles over HTTP as Go programs do (`GET /debug/pprof/profile?seconds=N`,
+    /// a gzip'd pprof profile of the next N seconds), for `go tool pprof`, Parca and
+    /// Grafana Alloy's `pyroscope.scrape`: of a command, running processes or, with -a, the
+    /// whole machine. Runs until the command ends, -d, or Ctrl-C.
+    Serve(ServeArgs),
     /// Print a shell's completions for ember, e.g.
     /// `ember completions bash > ~/.local/share/bash-completion/completions/ember`.
     Completions {
@@ -462,6 +467,56 @@ pub struct RecordArgs {
 
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    /// Where to listen: loopback unless told otherwise; any other address needs --token
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:6060")]
+    pub listen: std::net::SocketAddr,
+
+    /// Clients must send `Authorization: Bearer TOKEN` (required off loopback)
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "EMBER_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// Stop serving after SECS seconds (a launched command is then ended)
+    #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<std::time::Duration>,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+impl ServeArgs {
+    pub fn into_options(self) -> crate::serve::ServeOptions {
+        let (listen, token) = (self.listen, self.token);
+        let top = TopArgs {
+            sampling: self.sampling,
+            duration: self.duration,
+            once: false,
+            // One-second windows; the last minute kept (a request adds up the windows that
+            // begin after it).
+            interval: std::time::Duration::from_secs(1),
+            recent: std::time::Duration::from_secs(60),
+            rows: 0,
+            outputs: Vec::new(),
+            per_thread: false,
+            target: self.target,
+        };
+        crate::serve::ServeOptions {
+            session: top.into_options(),
+            listen,
+            token,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]

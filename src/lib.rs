@@ -30,6 +30,7 @@ pub mod python;
 pub mod record;
 pub mod render;
 pub mod sampler;
+pub mod serve;
 pub mod stacks;
 pub mod symbolize;
 pub mod target;

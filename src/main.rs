@@ -109,6 +109,22 @@ fn status_line(line: &str) {
     let _ = err.flush();
 }
 
+/// `ember serve`: CPU profiles over HTTP until sampling ends.
+fn serve(args: ember::cli::ServeArgs) -> i32 {
+    let mut opts = args.into_options();
+    opts.session.record.listeners.notify = |line| eprintln!("ember: {line}");
+    let listening = |addr: std::net::SocketAddr| {
+        eprintln!(
+            "ember: serving CPU profiles at http://{addr}/debug/pprof/profile?seconds=N \
+             (e.g. go tool pprof http://{addr}/debug/pprof/profile?seconds=10)"
+        )
+    };
+    match ember::serve::run(opts, listening) {
+        Ok(code) => code,
+        Err(e) => fail(&e, e.exit_code()),
+    }
+}
+
 /// `ember top`: the full-screen view on a terminal, else tables printed as text.
 fn top(args: ember::cli::TopArgs) -> i32 {
     let (once, rows) = (args.once, args.rows);
@@ -277,6 +293,7 @@ fn main() {
         }
         Command::Diff(a) => diff(a),
         Command::Top(a) => top(a),
+        Command::Serve(a) => serve(a),
         Command::Completions { shell } => {
             ember::cli::write_completions(shell, &mut std::io::stdout().lock());
             0

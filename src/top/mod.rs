@@ -296,19 +296,34 @@ impl Session {
             .iter()
             .map(|p| record::window_path(p, self.written))
             .collect();
-        let mut profile = self.total.clone();
+        let stacks = self.named(self.total.clone(), self.started.elapsed());
+        record::write_outputs(&stacks, &self.opts.record, &paths)?;
+        Ok(paths)
+    }
+
+    /// `profile` (windows of this session's), `duration` long, with its frames named as far
+    /// as names have arrived.
+    pub fn named(&self, mut profile: Profile, duration: Duration) -> StackProfile {
         let meta = &mut profile.meta;
         meta.command = self.began.description.clone();
         meta.frequency = self.opts.record.sampling.frequency;
         meta.event = self.began.event.to_string();
-        meta.duration = self.started.elapsed();
+        meta.duration = duration;
         let symbols = Symbols {
             frames: self.names.symbol_frames(profile.frames()),
             ..Symbols::default()
         };
-        let stacks = StackProfile::from_recording(&profile, &symbols, &self.names.modules);
-        record::write_outputs(&stacks, &self.opts.record, &paths)?;
-        Ok(paths)
+        StackProfile::from_recording(&profile, &symbols, &self.names.modules)
+    }
+
+    /// The last `n` windows taken, oldest first (as many as "recent" keeps).
+    pub fn last_windows(&self, n: usize) -> impl Iterator<Item = &Profile> {
+        self.recent.iter().skip(self.recent.len().saturating_sub(n))
+    }
+
+    /// Whether sampling is over.
+    pub fn sampling_over(&self) -> bool {
+        self.exit.is_some()
     }
 
     /// Stop sampling (a launched command is sent SIGTERM) and wait for it; the exit code
@@ -324,7 +339,7 @@ impl Session {
 
 /// Add every sample of `window` to `total` (not its timeline: the view has no use for it),
 /// and what it knows of processes and threads.
-fn merge_into(total: &mut Profile, window: &Profile) {
+pub fn merge_into(total: &mut Profile, window: &Profile) {
     let mut leaf_first = Vec::new();
     for (pid, tid, node, count) in window.stack_nodes() {
         window.leaf_first(node, &mut leaf_first);

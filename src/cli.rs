@@ -465,8 +465,28 @@ pub struct RecordArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub every: Option<std::time::Duration>,
 
+    /// Send each window's pprof to a Grafana Pyroscope server's /ingest (e.g.
+    /// http://pyroscope:4040); windows are --every long, 10 s unless given
+    #[arg(long, value_name = "URL")]
+    pub push: Option<String>,
+
+    /// The application name pushed, with labels: `NAME.cpu{key=value,...}` (default: the
+    /// command's name, or `machine` with -a, with the host name as a label)
+    #[arg(long, value_name = "NAME", requires = "push")]
+    pub push_name: Option<String>,
+
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+/// `COMMAND.cpu{hostname=HOST}`: what Pyroscope lists a pushed recording as by default.
+fn default_push_name(command: &[String], system: bool) -> String {
+    let app = match command.first() {
+        Some(c) if !system => c.rsplit('/').next().unwrap_or(c).to_string(),
+        _ => "machine".to_string(),
+    };
+    let host = crate::linux::read_sysctl("kernel.hostname").unwrap_or_default();
+    format!("{app}.cpu{{hostname={host}}}")
 }
 
 #[derive(clap::Args, Debug)]
@@ -586,6 +606,8 @@ impl TopArgs {
             target: self.target,
             duration: self.duration,
             every: None,
+            push: None,
+            push_name: None,
         };
         crate::top::TopOptions {
             record: record.into_options(),
@@ -689,6 +711,13 @@ impl SamplingArgs {
 
 impl RecordArgs {
     pub fn into_options(self) -> RecordOptions {
+        let push = self.push.clone().map(|url| crate::record::PushTarget {
+            url,
+            name: self
+                .push_name
+                .clone()
+                .unwrap_or_else(|| default_push_name(&self.target.command, self.target.system)),
+        });
         let sampling = &self.sampling;
         RecordOptions {
             target: TargetOptions {
@@ -717,12 +746,17 @@ impl RecordArgs {
                 },
                 fold: self.fold.options(),
                 svg: self.svg.into_options(),
-                every: self.every,
+                // Pushed windows are 10 s unless told otherwise (Pyroscope's agents push so).
+                every: self.every.or(self
+                    .push
+                    .as_ref()
+                    .map(|_| std::time::Duration::from_secs(10))),
                 top: self.top,
                 // Python tests ranked at the end, as `cargo ember test` ranks Rust's.
                 rank: self.fold.per_test.then(|| self.top.unwrap_or(10)),
                 open: self.open,
                 verbose: self.verbose,
+                push,
             },
             listeners: Listeners::default(),
             debug: sampling.debug_hooks(self.debug_reader_pause_ms),

@@ -60,6 +60,8 @@ pub struct Collector {
     pub(super) kernel_walk: Option<KernelWalkMaps>,
     /// Python processes whose frames the walk in the kernel reads.
     pub(super) kernel_pythons: KernelPythons,
+    /// Where windows are pushed (`--push`), once sampling is over.
+    pub(super) pusher: Option<super::push::Pusher>,
 }
 
 /// What a collector is built with: how the sampler lays records out, and what it does beyond
@@ -141,6 +143,7 @@ impl Collector {
             table_check: setup.check_tables.then(TableCheck::new),
             kernel_walk: setup.bpf_maps.map(KernelWalkMaps::new),
             kernel_pythons: KernelPythons::default(),
+            pusher: None,
         }
     }
 

@@ -16,6 +16,7 @@ mod kernel_walk;
 mod metadata;
 mod options;
 mod outputs;
+mod push;
 mod python;
 mod reader;
 mod recording;
@@ -36,6 +37,7 @@ pub use options::{
 };
 pub use outputs::window_path;
 pub(crate) use outputs::{symbolize_options, write_outputs};
+pub use push::{PushStats, PushTarget};
 pub use summary::{plural, svg_titles, Summary, Verbose};
 
 use crate::profile::Profile;
@@ -54,9 +56,13 @@ pub struct RecordOutcome {
     pub summary: Summary,
 }
 
+/// How long the windows still queued may take to be sent at the end.
+const PUSH_FINISH: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Run `opts.command` (or attach to `opts.pids`) under the profiler and write every output.
 pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
-    let sampled = start::start(opts)?.sample(opts, None)?;
+    let mut sampled = start::start(opts)?.sample(opts, None)?;
+    let pusher = sampled.collector.pusher.take();
     let mut recording = Recording::from(sampled, opts);
     let stopped = Instant::now();
     let outputs = window_outputs(&opts.output.outputs, recording.sampled.window);
@@ -68,6 +74,16 @@ pub fn record(opts: &RecordOptions) -> Result<RecordOutcome, RecordError> {
         &outputs,
     )?;
     let mut summary = recording.summary(opts, &written.folded);
+    if let Some(pusher) = pusher {
+        let meta = &recording.profile.meta;
+        if let (Some(body), Some(start)) = (written.pprof, meta.start) {
+            pusher.push(
+                body,
+                snapshot::unix_span(start + meta.duration, meta.duration),
+            );
+        }
+        summary.pushed = Some(pusher.finish(PUSH_FINISH));
+    }
     if let Some(v) = &mut summary.verbose {
         v.debuginfod = written.debuginfod;
         v.symbolize = written.symbolized - stopped;

@@ -104,6 +104,8 @@ pub struct OutputOptions {
     pub open: bool,
     /// Say more in the summary: unique stacks, unwinding, time per phase.
     pub verbose: bool,
+    /// Send each window's pprof to a Pyroscope server (`--push`).
+    pub push: Option<super::push::PushTarget>,
 }
 
 /// Told what the user should know while recording.
@@ -202,6 +204,7 @@ impl Default for OutputOptions {
             rank: None,
             open: false,
             verbose: false,
+            push: None,
         }
     }
 }

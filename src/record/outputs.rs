@@ -41,6 +41,8 @@ pub(super) struct Written {
     pub debuginfod: Vec<String>,
     /// When naming was done and writing began.
     pub symbolized: Instant,
+    /// The gzip'd pprof, where it is to be pushed (`--push`).
+    pub pprof: Option<Vec<u8>>,
 }
 
 /// Name the frames of `profile` (its warnings get what symbolizing had to say) and write it
@@ -61,10 +63,15 @@ pub(super) fn name_and_write(
     let symbolized = Instant::now();
     let stacks = StackProfile::from_recording(profile, &symbols, &procs.modules);
     let folded = write_outputs(&stacks, opts, outputs)?;
+    let pprof = opts.output.push.as_ref().and_then(|_| {
+        let mut body = Vec::new();
+        output::pprof::write(&stacks, &mut body).ok().map(|()| body)
+    });
     Ok(Written {
         folded,
         debuginfod: symbols.debuginfod.iter().map(|q| q.to_string()).collect(),
         symbolized,
+        pprof,
     })
 }
 

@@ -11,6 +11,7 @@ use super::collector::Collector;
 use super::feed::WindowSender;
 use super::metadata::{fill_metadata, About};
 use super::outputs::{name_and_write, window_outputs};
+use super::push::Pusher;
 use super::RecordOptions;
 use crate::output::OutputError;
 use crate::profile::Profile;
@@ -48,6 +49,8 @@ pub(super) struct SnapshotPlan {
     pub since: Instant,
     /// A live view takes the windows instead of files.
     pub feed: Option<WindowSender>,
+    /// Where each window is pushed (`--push`).
+    pub pusher: Option<Pusher>,
 }
 
 /// Write every output from what `collector` holds now (or, for a live view, hand it over);
@@ -58,6 +61,7 @@ pub(super) fn write(
     window: Window,
 ) -> Result<(), OutputError> {
     let (mut profile, duration) = take_window(collector, plan, window);
+    // (`duration` is the window's; the next begins where it ends.)
     if let Some(feed) = &mut plan.feed {
         feed.send(profile, duration, collector);
         return Ok(());
@@ -67,14 +71,26 @@ pub(super) fn write(
         collector.load_perf_map(pid);
     }
     let outputs = window_outputs(&plan.opts.output.outputs, window.n);
-    name_and_write(
+    let written = name_and_write(
         &mut profile,
         &collector.procs,
         (&collector.perf_maps, &collector.python.codes),
         &plan.opts,
         &outputs,
     )?;
+    if let (Some(pusher), Some(body)) = (&plan.pusher, written.pprof) {
+        pusher.push(body, unix_span(window.at.1, duration));
+    }
     Ok(())
+}
+
+/// The Unix seconds a window `duration` long that ended at `end` began and ended.
+pub(super) fn unix_span(end: SystemTime, duration: Duration) -> (u64, u64) {
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    (secs(end.checked_sub(duration).unwrap_or(end)), secs(end))
 }
 
 /// The profile so far (taken out with `window.reset`, copied otherwise) with its metadata, and

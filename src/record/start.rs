@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::collector::{Collector, CollectorSetup};
 use super::feed::{Began, Feed, WindowSender};
+use super::push::Pusher;
 use super::reader::{sample_until, ReadPlan, Status};
 use super::running::{Running, Stop};
 use super::snapshot::SnapshotPlan;
@@ -383,6 +384,12 @@ impl Started {
             description: description.clone(),
             event: sampler.event().name,
             since: Instant::now(),
+            pusher: match (&feed, &opts.output.push) {
+                (None, Some(target)) => {
+                    Some(Pusher::start(target.clone(), opts.sampling.frequency))
+                }
+                _ => None,
+            },
             feed: feed.map(|f| WindowSender::new(f.events)),
         };
         // Started after the priority was raised, so it shares it (a new thread inherits it):

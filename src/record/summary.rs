@@ -31,6 +31,8 @@ pub struct Summary {
     pub top: Option<String>,
     /// The roots with the most CPU time (`cargo ember test`: the tests).
     pub ranking: Option<String>,
+    /// `--push`: how sending the windows went.
+    pub pushed: Option<super::PushStats>,
 }
 
 /// What `-v` adds to the summary.
@@ -71,6 +73,7 @@ impl Summary {
             verbose: None,
             top: None,
             ranking: None,
+            pushed: None,
         }
     }
 }
@@ -125,6 +128,17 @@ impl fmt::Display for Summary {
         }
         for w in &self.warnings {
             write!(f, "\nember: warning: {w}")?;
+        }
+        if let Some(p) = &self.pushed {
+            write!(f, "\nember: pushed {} windows", p.sent)?;
+            if p.failed + p.dropped > 0 {
+                write!(
+                    f,
+                    "; warning: {} could not be sent (the server refused them or did not \
+                     answer for a minute) and {} were dropped (the queue was full)",
+                    p.failed, p.dropped
+                )?;
+            }
         }
         if let Some(v) = &self.verbose {
             write!(f, "\n{v}")?;

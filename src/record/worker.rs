@@ -52,6 +52,8 @@ impl Worker {
         }
         let collector = &mut self.collector;
         self.queue.drain_all(|r| collector.handle(r));
+        // The last window is pushed with the outputs at the end.
+        self.collector.pusher = self.snapshots.and_then(|plan| plan.pusher);
         self.collector
     }
 

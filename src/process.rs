@@ -50,6 +50,8 @@ pub struct Process {
     /// The executable it runs: the first file mapped after `exec` (the kernel maps the
     /// program before its interpreter), or `/proc/PID/exe` when attaching.
     pub exe: Option<String>,
+    /// The container or systemd service it runs in, where read (`-a`).
+    pub container: Option<String>,
 }
 
 impl Process {
@@ -61,6 +63,7 @@ impl Process {
             unwinder: ProcessUnwinder::new(),
             alive: true,
             exe: None,
+            container: None,
         }
     }
 
@@ -148,6 +151,9 @@ pub struct ProcessTable {
     procs: HashMap<u32, Process>,
     threads: HashMap<u32, ThreadInfo>,
     pub modules: ModuleTable,
+    /// Read which container or service each process runs in (at `exec`, and when read from
+    /// /proc).
+    pub read_containers: bool,
 }
 
 impl ProcessTable {
@@ -228,6 +234,14 @@ impl ProcessTable {
             proc.unwinder = ProcessUnwinder::new();
             proc.exe = None;
         }
+        if exec && self.read_containers {
+            // Runtimes move a process into its container's cgroup before it runs the
+            // container's program; one that has ended keeps what it was forked with.
+            let container = linux::container_of(pid);
+            let proc = self.process_mut(pid);
+            proc.container = container.or(proc.container.take());
+        }
+        let proc = self.process_mut(pid);
         if pid == tid {
             proc.name = name.to_string();
         }
@@ -272,6 +286,9 @@ impl ProcessTable {
     pub fn seed_from_proc(&mut self, pid: u32) -> std::io::Result<()> {
         let comm = linux::process_name(pid)?;
         self.on_comm(pid, pid, &comm, false);
+        if self.read_containers {
+            self.process_mut(pid).container = linux::container_of(pid);
+        }
         if let Some(exe) = linux::executable(pid) {
             self.process_mut(pid).exe = Some(exe);
         }

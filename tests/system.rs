@@ -136,3 +136,55 @@ fn with_a_command_the_recording_ends_with_it() {
     let stacks = of_process(&read_folded(&folded), &comm);
     assert!(samples_with(&stacks, "crash_burn") > 100, "{stderr}");
 }
+
+/// A cgroup named as Docker names a container's, removed when the test ends.
+struct FakeContainer(std::path::PathBuf);
+
+impl FakeContainer {
+    /// Under the first cgroup hierarchy here that takes a new group (v1's pids, or v2's).
+    fn create(id: &str) -> FakeContainer {
+        let name = format!("docker-{id}.scope");
+        for root in [
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup",
+        ] {
+            let dir = std::path::Path::new(root).join(&name);
+            if std::fs::create_dir(&dir).is_ok() {
+                return FakeContainer(dir);
+            }
+        }
+        panic!("no cgroup hierarchy here takes a new group (this test needs root)");
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).expect("move into the group");
+    }
+}
+
+impl Drop for FakeContainer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A process in a container is named with its container's id, as `docker ps` shows it.
+#[test]
+fn processes_in_containers_are_named_with_the_container() {
+    let _serial = serial();
+    let dir = scratch();
+    let folded = dir.path().join("c.folded");
+    let id = "c0ffee0123456789".repeat(4);
+    let group = FakeContainer::create(&id);
+    let target = Background::start("shares", &["2"]);
+    group.add(target.0.id());
+    let out = record_ok(&["-a", "-d", "1", "-o", folded.to_str().unwrap()]);
+    drop(target);
+    let name = format!("{} [docker:c0ffee012345]", Background::comm("shares"));
+    let stacks = of_process(&read_folded(&folded), &name);
+    assert!(
+        total(&stacks) > 100,
+        "no samples under {name}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -43,6 +43,37 @@ pub fn list_threads(pid: u32) -> io::Result<Vec<u32>> {
     Ok(tids)
 }
 
+/// The container or systemd service process `pid` runs in, from its cgroups
+/// (`/proc/PID/cgroup`); `None` for one in neither.
+pub fn container_of(pid: u32) -> Option<String> {
+    container_from_cgroups(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+}
+
+/// A container id (its first 12 hex digits, as `docker ps` shows it, after the runtime's
+/// name where the path says it: `docker-`, `cri-containerd-`, `crio-`, `libpod-`) or a
+/// systemd service (`nginx.service`), from the lines of a `/proc/PID/cgroup`.
+pub fn container_from_cgroups(text: &str) -> Option<String> {
+    let paths = || text.lines().filter_map(|l| l.splitn(3, ':').nth(2));
+    let container = paths().flat_map(|p| p.split('/')).find_map(|part| {
+        let part = part.strip_suffix(".scope").unwrap_or(part);
+        let (runtime, id) = match part.rsplit_once('-') {
+            Some((runtime, id)) => (Some(runtime), id),
+            None => (None, part),
+        };
+        let is_id = id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        is_id.then(|| match runtime {
+            Some(r) if !r.is_empty() => format!("{r}:{}", &id[..12]),
+            _ => id[..12].to_string(),
+        })
+    });
+    container.or_else(|| {
+        paths()
+            .flat_map(|p| p.split('/'))
+            .find(|part| part.ends_with(".service") && !part.starts_with("user@"))
+            .map(str::to_string)
+    })
+}
+
 /// The ids of every process, from `/proc`, in order.
 pub fn list_processes() -> io::Result<Vec<u32>> {
     let mut pids: Vec<u32> = std::fs::read_dir("/proc")?
@@ -177,6 +208,34 @@ pub fn parse_maps_line(line: &str) -> Option<MapsLine<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containers_and_services_from_cgroups() {
+        let id = "3f2a1b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
+        let docker = format!("0::/system.slice/docker-{id}.scope\n");
+        assert_eq!(
+            container_from_cgroups(&docker).as_deref(),
+            Some("docker:3f2a1b4c5d6e")
+        );
+        let kube = format!("0::/kubepods/burstable/pod1234/{id}\n");
+        assert_eq!(
+            container_from_cgroups(&kube).as_deref(),
+            Some("3f2a1b4c5d6e")
+        );
+        let crio = format!("4:memory:/kubepods.slice/crio-{id}.scope\n0::/\n");
+        assert_eq!(
+            container_from_cgroups(&crio).as_deref(),
+            Some("crio:3f2a1b4c5d6e")
+        );
+        let unit = "0::/system.slice/nginx.service\n";
+        assert_eq!(
+            container_from_cgroups(unit).as_deref(),
+            Some("nginx.service")
+        );
+        let none = "0::/user.slice/user-0.slice/user@0.service/app.slice\n4:memory:/process_api/84aebfc28f510d9c6df14b27095d7b7a\n";
+        assert_eq!(container_from_cgroups(none), None);
+        assert_eq!(container_from_cgroups("0::/\n"), None);
+    }
 
     #[test]
     fn cpu_lists() {

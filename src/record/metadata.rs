@@ -100,7 +100,11 @@ fn warn_about_cut_stacks(profile: &mut Profile, how: Sampled) {
 fn describe_processes(profile: &mut Profile, procs: &ProcessTable, opts: &RecordOptions) {
     let meta = &mut profile.meta;
     for p in procs.processes() {
-        meta.processes.insert(p.pid, p.name.clone());
+        let name = match &p.container {
+            Some(c) => format!("{} [{c}]", p.name),
+            None => p.name.clone(),
+        };
+        meta.processes.insert(p.pid, name);
         if let Some(exe) = &p.exe {
             meta.executables.insert(p.pid, exe.clone());
         }

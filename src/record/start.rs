@@ -117,6 +117,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Started, RecordError> {
         bpf_maps: sampler.take_bpf_maps(),
     });
     if opts.target.system {
+        collector.procs.read_containers = true;
         // Read first, then sample (a process not read yet has no rows for the walk in the
         // kernel: its samples would carry stack copies), then read those that started
         // meanwhile.

@@ -169,6 +169,23 @@ impl ProcessTable {
         self.procs.values()
     }
 
+    /// Forget the processes that have ended, and their threads; returns their ids. (Their
+    /// files stay known: the modules are shared, and processes that start later map them.)
+    pub fn forget_ended(&mut self) -> Vec<u32> {
+        let ended: Vec<u32> = self
+            .procs
+            .values()
+            .filter(|p| !p.alive)
+            .map(|p| p.pid)
+            .collect();
+        for pid in &ended {
+            self.procs.remove(pid);
+        }
+        let procs = &self.procs;
+        self.threads.retain(|_, t| procs.contains_key(&t.pid));
+        ended
+    }
+
     pub fn threads(&self) -> impl Iterator<Item = (&u32, &ThreadInfo)> {
         self.threads.iter()
     }

@@ -64,6 +64,7 @@ pub(super) fn write(
     // (`duration` is the window's; the next begins where it ends.)
     if let Some(feed) = &mut plan.feed {
         feed.send(profile, duration, collector);
+        forget_ended(collector, window);
         return Ok(());
     }
     let pids: Vec<u32> = collector.procs.processes().map(|p| p.pid).collect();
@@ -81,7 +82,19 @@ pub(super) fn write(
     if let (Some(pusher), Some(body)) = (&plan.pusher, written.pprof) {
         pusher.push(body, unix_span(window.at.1, duration));
     }
+    forget_ended(collector, window);
     Ok(())
+}
+
+/// After a window that starts the next one empty, forget the processes that ended: their
+/// samples are in the window just written or handed over, and memory stays flat however
+/// many processes come and go over hours.
+fn forget_ended(collector: &mut Collector, window: Window) {
+    if window.reset {
+        for pid in collector.procs.forget_ended() {
+            collector.perf_maps.remove(&pid);
+        }
+    }
 }
 
 /// The Unix seconds a window `duration` long that ended at `end` began and ended.

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# A long `ember record -a --every` on a machine where processes start and end all the time,
+# accelerated: windows of EVERY seconds for SECS seconds (default 600 s in 10-s windows: 60
+# windows, as 60 windows of a 2-hour run at --every 120), while a loop starts several short
+# processes a second (shells, and testdata/shares.c for 50 ms of CPU) and one busy workload
+# runs throughout. Prints ember's RSS at each window, the RSS of the last window against the
+# third (after warming up), whether every window was written, and whether the windows add up
+# to the summary's count. Needs root (-a).
+#
+#   scripts/long-run.sh [SECS] [EVERY] [HZ]      # defaults: 600 s, 10-s windows, 99 Hz
+. "$(dirname "$0")/lib/measure.sh"
+SECS=${1:-600}
+EVERY=${2:-10}
+HZ=${3:-99}
+measure_setup longrun
+workload shares
+"$WORK/shares" $((SECS + 60)) >/dev/null &
+busy=$!
+(
+  while :; do
+    sh -c ':'
+    /bin/true
+    "$WORK/shares" 0.05 >/dev/null
+    sleep 0.1
+  done
+) &
+churn=$!
+trap 'kill $busy $churn 2>/dev/null; rm -rf "$WORK"' EXIT
+
+"$EMBER" record -a -F "$HZ" --every "$EVERY" -d "$SECS" -o "$WORK/w.folded" 2>"$WORK/err" &
+ember=$!
+: >"$WORK/rss"
+for ((t = EVERY; t <= SECS; t += EVERY)); do
+  sleep "$EVERY"
+  awk '/^VmRSS/ {print $2}' "/proc/$ember/status" >>"$WORK/rss" 2>/dev/null || true
+done
+wait "$ember" || true
+kill $churn 2>/dev/null || true
+
+windows=$(find "$WORK" -name 'w-*.folded' | wc -l)
+summed=$(cat "$WORK"/w-*.folded | awk '{n += $NF} END {print n + 0}')
+total=$(grep -o '^ember: [0-9]* samples' "$WORK/err" | awk '{print $2}')
+echo "== ember record -a --every $EVERY -d $SECS at $HZ Hz, processes starting all the time"
+echo "RSS (kB) at each window: $(tr '\n' ' ' <"$WORK/rss")"
+python3 - "$WORK/rss" <<'EOF'
+import sys
+rss = [int(l) for l in open(sys.argv[1]) if l.strip()]
+if len(rss) >= 4:
+    print(f"RSS of the last window / the third: {rss[-1] / rss[2]:.3f} "
+          f"(max / min from the third on: {max(rss[2:]) / min(rss[2:]):.3f})")
+EOF
+echo "windows written: $windows of $(( (SECS + EVERY - 1) / EVERY ))"
+echo "samples in the windows: $summed; in the summary: $total"
+grep -v '^ember: debuginfod' "$WORK/err" | tail -3

@@ -30,7 +30,8 @@ trap 'kill $busy $churn 2>/dev/null; rm -rf "$WORK"' EXIT
 "$EMBER" record -a -F "$HZ" --every "$EVERY" -d "$SECS" -o "$WORK/w.folded" 2>"$WORK/err" &
 ember=$!
 : >"$WORK/rss"
-for ((t = EVERY; t <= SECS; t += EVERY)); do
+# (The last window's end is the recording's: ember is finishing then.)
+for ((t = EVERY; t < SECS; t += EVERY)); do
   sleep "$EVERY"
   awk '/^VmRSS/ {print $2}' "/proc/$ember/status" >>"$WORK/rss" 2>/dev/null || true
 done
@@ -46,8 +47,9 @@ python3 - "$WORK/rss" <<'EOF'
 import sys
 rss = [int(l) for l in open(sys.argv[1]) if l.strip()]
 if len(rss) >= 4:
-    print(f"RSS of the last window / the third: {rss[-1] / rss[2]:.3f} "
-          f"(max / min from the third on: {max(rss[2:]) / min(rss[2:]):.3f})")
+    mid = len(rss) // 2
+    print(f"RSS at the last window / the third: {rss[-1] / rss[2]:.3f}; "
+          f"/ the middle one: {rss[-1] / rss[mid]:.3f}")
 EOF
 echo "windows written: $windows of $(( (SECS + EVERY - 1) / EVERY ))"
 echo "samples in the windows: $summed; in the summary: $total"

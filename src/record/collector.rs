@@ -270,8 +270,8 @@ impl Collector {
             let stack = self
                 .kernel_pythons
                 .stack(s.pid, walk, &mut |id, code| python.add_code(id, code));
-            if !stack.is_empty() {
-                python.splice(s.pid, stack, &mut self.raw);
+            if let Some((frames, cut)) = stack {
+                python.splice_frames(s.pid, frames, cut, &mut self.raw);
             }
         }
         if !s.from_ptrace && s.walked.is_none_or(|w| self.walk_ended_for_good(s.pid, &w)) {

@@ -7,9 +7,9 @@
 
 use std::collections::HashMap;
 
+use super::python::Recorded;
 use crate::linux::memory::read_process;
 use crate::model::{KernelWalk, KERNEL_PYTHON_CUT, KERNEL_PYTHON_ENTRY, KERNEL_PYTHON_NONE};
-use crate::model::{PYTHON_CUT, PYTHON_ENTRY};
 use crate::python::layout::{CurrentFrame, Entry, Layout};
 use crate::python::{CodeInfo, Codes, InterpreterFile, Memory, SeenCode};
 use crate::sampler::bpf::{PythonEntry, PYTHON_NO_OFFSET};
@@ -32,8 +32,8 @@ pub(super) struct KernelPythons {
     /// Samples given Python frames read in the kernel.
     pub samples: u64,
     next_id: u32,
-    /// The stack of the sample at hand, encoded as [`crate::model::PythonStack`].
-    stack: Vec<u8>,
+    /// The frames of the sample at hand.
+    frames: Vec<Recorded>,
 }
 
 /// One process: its layout, where its evaluation loop is, what the program was told, and
@@ -52,7 +52,7 @@ impl Default for KernelPythons {
             procs: HashMap::new(),
             samples: 0,
             next_id: FIRST_ID,
-            stack: Vec::new(),
+            frames: Vec::new(),
         }
     }
 }
@@ -92,24 +92,21 @@ impl KernelPythons {
         self.procs.remove(&pid);
     }
 
-    /// The Python stack of sample `walk` of process `pid`, encoded as
-    /// [`crate::model::PythonStack`]; code objects read for the first time are given to
-    /// `new_code` with their ids. Empty where the thread runs no Python.
+    /// The Python stack of sample `walk` of process `pid`, innermost frame first, and whether
+    /// it went on past them; code objects read for the first time are given to `new_code`
+    /// with their ids. `None` where the thread runs no Python.
     pub(super) fn stack(
         &mut self,
         pid: u32,
         walk: &KernelWalk,
         new_code: &mut dyn FnMut(u32, CodeInfo),
-    ) -> &[u8] {
-        self.stack.clear();
-        let Some(reader) = self.procs.get_mut(&pid) else {
-            return &self.stack;
-        };
+    ) -> Option<(&[Recorded], bool)> {
+        let reader = self.procs.get_mut(&pid)?;
         if walk.python_end == KERNEL_PYTHON_NONE {
-            return &self.stack;
+            return None;
         }
         let mem = ProcessMemory(pid);
-        let mut frames = Vec::new();
+        self.frames.clear();
         let mut cut = walk.python_end == KERNEL_PYTHON_CUT;
         for f in walk.python.chunks_exact(32) {
             let word = |i: usize| u64::from_le_bytes(f[8 * i..8 * i + 8].try_into().unwrap());
@@ -132,23 +129,12 @@ impl KernelPythons {
                 cut = true;
                 break;
             };
-            let entry = if packed & KERNEL_PYTHON_ENTRY != 0 {
-                PYTHON_ENTRY
-            } else {
-                0
-            };
-            frames.push((id, (packed as u32 & !PYTHON_ENTRY) | entry));
+            let offset = (packed & (KERNEL_PYTHON_ENTRY - 1)) as u32;
+            self.frames
+                .push((id, offset, packed & KERNEL_PYTHON_ENTRY != 0));
         }
         self.samples += 1;
-        let flags = if cut { PYTHON_CUT } else { 0 };
-        self.stack
-            .extend_from_slice(&(frames.len() as u32).to_le_bytes());
-        self.stack.extend_from_slice(&flags.to_le_bytes());
-        for (code, offset) in frames {
-            self.stack.extend_from_slice(&code.to_le_bytes());
-            self.stack.extend_from_slice(&offset.to_le_bytes());
-        }
-        &self.stack
+        Some((&self.frames, cut))
     }
 }
 
@@ -204,6 +190,6 @@ mod tests {
     fn a_sample_without_python_gives_an_empty_stack() {
         let mut k = KernelPythons::default();
         let walk = KernelWalk::default();
-        assert!(k.stack(1, &walk, &mut |_, _| {}).is_empty());
+        assert!(k.stack(1, &walk, &mut |_, _| {}).is_none());
     }
 }

@@ -27,7 +27,7 @@ pub struct PythonFrames {
 }
 
 /// One frame of a sample's Python stack as recorded: (code id, offset, entry).
-type Recorded = (u32, u32, bool);
+pub(super) type Recorded = (u32, u32, bool);
 
 impl PythonFrames {
     pub fn process(&mut self, pid: u32, eval: (u64, u64)) {
@@ -81,10 +81,20 @@ impl PythonFrames {
     /// call's frames, the innermost call the innermost frame. Native frames of the loop left
     /// without Python frames (a stack that could not be read to its end) stay as they are.
     pub fn splice(&mut self, pid: u32, stack: &[u8], raw: &mut Vec<RawFrame>) {
+        if let Some((frames, cut)) = parse(stack) {
+            self.splice_frames(pid, &frames, cut, raw);
+        }
+    }
+
+    /// [`PythonFrames::splice`] of frames already read (`cut`: the stack went on).
+    pub(super) fn splice_frames(
+        &mut self,
+        pid: u32,
+        frames: &[Recorded],
+        cut: bool,
+        raw: &mut Vec<RawFrame>,
+    ) {
         let Some(&(start, end)) = self.eval.get(&pid) else {
-            return;
-        };
-        let Some((frames, cut)) = parse(stack) else {
             return;
         };
         self.samples += 1;

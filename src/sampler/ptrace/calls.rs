@@ -78,18 +78,6 @@ pub(super) fn next_status() -> io::Result<Option<(u32, i32)>> {
     }
 }
 
-/// Fill `buf` from address `addr` of thread `tid`'s memory, in one read; false if any of it
-/// cannot be read.
-pub(super) fn read_memory(tid: u32, addr: u64, buf: &mut [u8]) -> bool {
-    let len = buf.len();
-    let remote = [RemoteIoVec {
-        base: addr as usize,
-        len,
-    }];
-    let mut local = [io::IoSliceMut::new(buf)];
-    process_vm_readv(pid(tid), &mut local, &remote).is_ok_and(|n| n == len)
-}
-
 /// Pieces one `process_vm_readv` takes at most (the kernel's `IOV_MAX`).
 const IOV_MAX: usize = 1024;
 

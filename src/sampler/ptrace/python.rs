@@ -13,7 +13,7 @@ struct Stopped(u32);
 
 impl Memory for Stopped {
     fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
-        calls::read_memory(self.0, addr, buf)
+        crate::linux::memory::read_process(self.0, addr, buf)
     }
 }
 

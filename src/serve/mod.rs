@@ -83,8 +83,7 @@ pub fn run(opts: ServeOptions, listening: impl FnOnce(SocketAddr)) -> Result<i32
         session.update(Duration::from_millis(100));
         let new = session.windows() - seen;
         seen = session.windows();
-        let windows: Vec<Profile> = session.last_windows(new as usize).cloned().collect();
-        for w in &windows {
+        for w in session.last_windows(new as usize) {
             pending.iter_mut().for_each(|p| p.add(w));
         }
         answer_finished(&mut session, &mut pending, |p| p.windows_left == 0);

@@ -110,17 +110,23 @@ impl PerfSampler {
 
     /// Enable every event (they were opened disabled).
     fn enabled(self) -> Result<PerfSampler, PerfError> {
-        let s = self;
-        for fd in s.fds.iter().chain(&s.switch_fds) {
+        self.enable_all()?;
+        Ok(self)
+    }
+
+    /// Enable every event; the first refusal, if any.
+    fn enable_all(&self) -> Result<(), PerfError> {
+        let mut first = Ok(());
+        for fd in self.fds.iter().chain(&self.switch_fds) {
             // SAFETY: ioctl on an fd we own.
-            if unsafe { sys::ioctls::ENABLE(fd.as_raw_fd(), 0) } != 0 {
-                return Err(PerfError::Ioctl {
+            if unsafe { sys::ioctls::ENABLE(fd.as_raw_fd(), 0) } != 0 && first.is_ok() {
+                first = Err(PerfError::Ioctl {
                     what: "ENABLE",
                     source: io::Error::last_os_error(),
                 });
             }
         }
-        Ok(s)
+        first
     }
 
     fn open(target: &EventTarget, config: &PerfConfig) -> Result<PerfSampler, PerfError> {
@@ -237,12 +243,10 @@ impl PerfSampler {
         self.running
     }
 
-    /// Start (again) the events `disable` stopped.
+    /// Start (again) the events `disable` stopped (one that cannot be enabled stays as it
+    /// was: nothing more can be done about it here).
     pub fn enable(&self) {
-        for fd in self.fds.iter().chain(&self.switch_fds) {
-            // SAFETY: ioctl on an fd we own.
-            unsafe { sys::ioctls::ENABLE(fd.as_raw_fd(), 0) };
-        }
+        let _ = self.enable_all();
     }
 
     /// The descriptors the sampler reads (events and their buffers).

@@ -387,6 +387,8 @@ fn a_thousand_threads_and_a_thousand_processes_are_all_accounted_for() {
             stderr.contains("in a process of its own session"),
             "{stderr}"
         );
+        // The reader process must end on its own: when it dies, records are lost with it.
+        assert!(!stderr.contains("ended early"), "{who:?}: {stderr}");
         assert_eq!(summary_count(&stderr, "threads"), 1001, "{who:?}: {stderr}");
         let (samples, lost) = (
             summary_count(&stderr, "samples"),

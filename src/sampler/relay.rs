@@ -363,13 +363,16 @@ fn close_all_but(keep: &[RawFd]) {
     let Ok(open) = crate::linux::own_fds() else {
         return;
     };
-    // The sampler's perf events and BPF objects stay: the BPF program's output events are
-    // sent into the rings again when they are mapped here, and the sampler closes them all
-    // when dropped.
+    // The sampler's perf events and BPF objects (maps, program, and the BTF the loader
+    // keeps) stay: the BPF program's output events are sent into the rings again when they
+    // are mapped here, and the sampler closes them all when dropped (closing one twice
+    // aborts a debug build).
     let ours = |fd: &RawFd| {
         std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok_and(|l| {
             let l = l.to_string_lossy();
-            l.starts_with("anon_inode:bpf") || l == "anon_inode:[perf_event]"
+            l.starts_with("anon_inode:bpf")
+                || l == "anon_inode:btf"
+                || l == "anon_inode:[perf_event]"
         })
     };
     for fd in open

@@ -11,6 +11,7 @@ use crate::record::{
     DebugHooks, Listeners, NamingOptions, OutputOptions, ProcessFilter, RecordOptions,
     SamplingOptions, TargetOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE,
 };
+use crate::sampler::bpf::ForcedRefusal;
 use crate::sampler::perf::{KernelFrames, KernelWalk};
 use crate::sampler::Backend;
 
@@ -375,6 +376,17 @@ pub struct SamplingArgs {
     /// .eh_frame alone, and say in -v how that compared with the DWARF unwinder
     #[arg(long, hide = true)]
     pub debug_check_tables: bool,
+
+    /// For tests of the way back to the walk in user space: make the kernel refuse ember's
+    /// BPF program (the verifier at load, or the perf event at attach)
+    #[arg(long, hide = true, value_enum)]
+    pub debug_bpf_refusal: Option<BpfRefusalArg>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BpfRefusalArg {
+    Verifier,
+    Attach,
 }
 
 /// What to profile: running processes, or a command to launch (shared by record and top).
@@ -704,6 +716,10 @@ impl SamplingArgs {
             ptrace_ticks: self.debug_ptrace_ticks,
             whole_copies: self.debug_whole_copies,
             check_tables: self.debug_check_tables,
+            bpf_refusal: self.debug_bpf_refusal.map(|r| match r {
+                BpfRefusalArg::Verifier => ForcedRefusal::Verifier,
+                BpfRefusalArg::Attach => ForcedRefusal::Attach,
+            }),
             reader_pause: reader_pause_ms.map(std::time::Duration::from_millis),
         }
     }

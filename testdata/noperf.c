@@ -1,6 +1,8 @@
 /* Runs a command where perf_event_open is refused, as Docker's default seccomp profile does:
  *   noperf CMD ARGS...
- * Installs a seccomp filter that fails perf_event_open with EPERM, then execs CMD. */
+ * Installs a seccomp filter that fails perf_event_open with EPERM, then execs CMD.
+ * Built with -DREFUSED=__NR_bpf it refuses the bpf system call instead (that profile refuses
+ * it too). */
 #include <errno.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -10,6 +12,10 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#ifndef REFUSED
+#define REFUSED __NR_perf_event_open
+#endif
 
 int main(int argc, char **argv) {
     if (argc < 2) {
@@ -21,7 +27,7 @@ int main(int argc, char **argv) {
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_perf_event_open, 0, 1),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, REFUSED, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };

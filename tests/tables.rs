@@ -209,6 +209,82 @@ fn deep_stacks_walked_in_the_kernel_are_whole_without_stops() {
     }
 }
 
+/// Where the kernel refuses the program — the bpf system call refused by a seccomp filter
+/// (as in Docker's default profile), the verifier rejecting it, the perf event refusing
+/// it — stacks are walked as before it existed: perf events' copies, a deep process taken
+/// over by ptrace, so 5,000 frames are still whole. By default `-v` says why; asked for by
+/// name, a warning does.
+#[test]
+fn where_the_kernel_refuses_the_program_stacks_are_walked_as_before() {
+    let _serial = serial();
+    let dir = scratch();
+    let nobpf = compile(
+        "gcc",
+        "noperf.c",
+        dir.path(),
+        "nobpf",
+        &["-DREFUSED=__NR_bpf"],
+    );
+    let folded = dir.path().join("deep.folded");
+    let exe = workload("recursion", Build::NoFramePointers);
+    let cases: [(&[&str], &[&str], &str); 4] = [
+        (
+            &[nobpf.to_str().unwrap()],
+            &[],
+            "a seccomp filter is on ember's process",
+        ),
+        (
+            &[],
+            &["--debug-bpf-refusal", "verifier"],
+            "verifier rejected",
+        ),
+        (&[], &["--debug-bpf-refusal", "attach"], "could not attach"),
+        (
+            &[],
+            &["--debug-bpf-refusal", "attach", "--unwind", "kernel"],
+            "could not attach",
+        ),
+    ];
+    for (wrapper, args, why) in cases {
+        let mut command = std::process::Command::new(wrapper.first().copied().unwrap_or(EMBER));
+        if !wrapper.is_empty() {
+            command.arg(EMBER);
+        }
+        let out = command
+            .args(["record", "-v", "-o", folded.to_str().unwrap()])
+            .args(args)
+            .args(["--", exe.to_str().unwrap(), "5000", "1.5"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        let refused = format!("stacks are walked in user space: {why}");
+        let said = stderr
+            .lines()
+            .find(|l| l.contains("stacks are walked in user space"));
+        assert!(
+            said.is_some_and(|l| l.contains(why)),
+            "{refused}?\n{stderr}"
+        );
+        let warned = args.contains(&"kernel");
+        assert_eq!(
+            said.is_some_and(|l| l.starts_with("ember: warning")),
+            warned,
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("taken over by ptrace"),
+            "{args:?}: {stderr}"
+        );
+        let stacks = read_folded(&folded);
+        let (all, deep) = (total(&stacks), samples_deeper_than(&stacks, 5000));
+        assert!(
+            deep * 10 >= all * 9,
+            "{args:?}: {deep} of {all} samples whole\n{stderr}"
+        );
+    }
+}
+
 /// Samples (counts) whose stacks hold more than `depth` frames, none cut.
 fn samples_deeper_than(stacks: &[Stack], depth: usize) -> u64 {
     stacks

@@ -174,6 +174,7 @@ fn configs(opts: &RecordOptions, known_stacks: KnownStacks) -> (PerfConfig, Ptra
             (_, true) => KernelWalk::Check,
             (walk, false) => walk,
         },
+        bpf_refusal: opts.debug.bpf_refusal,
     };
     let ptrace = PtraceConfig {
         frequency: opts.sampling.frequency,

@@ -25,6 +25,9 @@ use crate::unwind_table::packed::PackedRow;
 /// The compiled program (see `scripts/bpf.sh`).
 static OBJECT: &[u8] = include_bytes!("unwind.bpf.o");
 
+/// The ELF section of the program (`SEC("perf_event")`).
+const PROGRAM_SECTION: &str = "perf_event";
+
 /// The most mappings of one process the program looks through (`MAX_MAPPINGS`).
 pub const MAX_MAPPINGS: usize = 256;
 
@@ -38,6 +41,11 @@ pub enum BpfError {
          CAP_PERFMON, and a kernel with bpf_loop (5.17 or later)"
     )]
     Load(String),
+    #[error(
+        "the kernel's verifier rejected ember's BPF program ({0}); this is a bug in ember: \
+         please report it with the output of `uname -r`"
+    )]
+    Verifier(String),
     #[error("could not attach ember's BPF program to its perf event: {0}")]
     Attach(io::Error),
     #[error("could not use the BPF output event of CPU {cpu}: {source}")]
@@ -105,6 +113,8 @@ pub struct BpfProgram {
     ebpf: Ebpf,
     /// The BPF output events, one per CPU (redirected into ember's rings).
     outputs: Vec<(u32, OwnedFd)>,
+    /// [`ForcedRefusal::Attach`] was asked for.
+    attach_refused: bool,
 }
 
 /// The maps ember fills: each file's rows, each process's mappings.
@@ -123,30 +133,57 @@ pub struct BpfMaps {
     pub files_left_out: usize,
 }
 
+/// A refusal of the kernel's to bring about on purpose, for tests of the way back to the
+/// walk in user space (`--debug-bpf-refusal`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForcedRefusal {
+    /// Load a program whose first instruction reads a register never written: the verifier
+    /// rejects it.
+    Verifier,
+    /// Hand the perf event a descriptor that is not a BPF program: the kernel refuses to
+    /// attach it.
+    Attach,
+}
+
+/// How to load the program.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Room for this many rows.
+    pub rows: u32,
+    /// Every record also carries a copy of the stack at the sample's stack pointer.
+    pub check: bool,
+    pub refusal: Option<ForcedRefusal>,
+}
+
 /// Load the program for CPUs `cpus`, its records going to `outputs` (each CPU's BPF output
-/// event: [`record::output_attr`]), with room for `rows` rows; `check`: every record also
-/// carries a copy of the stack at the sample's stack pointer.
+/// event: [`record::output_attr`]).
 pub fn load(
     cpus: &[u32],
     outputs: Vec<(u32, OwnedFd)>,
-    rows: u32,
-    check: bool,
+    options: LoadOptions,
 ) -> Result<(BpfProgram, BpfMaps), BpfError> {
+    let LoadOptions {
+        rows,
+        check,
+        refusal,
+    } = options;
     let slots = cpus.iter().max().map_or(1, |&c| c + 1);
+    let object = match refusal {
+        Some(ForcedRefusal::Verifier) => std::borrow::Cow::Owned(unverifiable(OBJECT)?),
+        _ => std::borrow::Cow::Borrowed(OBJECT),
+    };
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("rows", rows)
         .map_max_entries("buffers", slots)
         .map_max_entries("out", slots)
-        .load(OBJECT)
-        .map_err(|e| BpfError::Load(e.to_string()))?;
+        .load(&object)
+        .map_err(refused)?;
     let program: &mut PerfEvent = ebpf
         .program_mut("unwind")
         .ok_or_else(|| BpfError::Load("no program `unwind` in the object".into()))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| BpfError::Load(e.to_string()))?;
-    program
-        .load()
-        .map_err(|e| BpfError::Load(verifier_log(e)))?;
+    program.load().map_err(load_refusal)?;
     let mut config: Array<MapData, u64> = take(&mut ebpf, "config")?;
     config
         .set(0, u64::from(check), 0)
@@ -164,7 +201,30 @@ pub fn load(
         files: HashMap::new(),
         files_left_out: 0,
     };
-    Ok((BpfProgram { ebpf, outputs }, maps))
+    let attach_refused = refusal == Some(ForcedRefusal::Attach);
+    Ok((
+        BpfProgram {
+            ebpf,
+            outputs,
+            attach_refused,
+        },
+        maps,
+    ))
+}
+
+/// `object` with the program's first instruction made `r0 = *(u64 *)(r9 + 0)`: r9 is never
+/// written before it, which the verifier refuses.
+fn unverifiable(object: &[u8]) -> Result<Vec<u8>, BpfError> {
+    use object::{Object, ObjectSection};
+    let file = object::File::parse(object).map_err(|e| BpfError::Load(e.to_string()))?;
+    let (start, _) = file
+        .section_by_name(PROGRAM_SECTION)
+        .and_then(|s| s.file_range())
+        .ok_or_else(|| BpfError::Load(format!("no section {PROGRAM_SECTION}")))?;
+    let mut patched = object.to_vec();
+    let start = start as usize;
+    patched[start..start + 8].copy_from_slice(&[0x79, 0x90, 0, 0, 0, 0, 0, 0]);
+    Ok(patched)
 }
 
 impl BpfProgram {
@@ -176,9 +236,12 @@ impl BpfProgram {
             .and_then(|p| p.try_into().ok())
             .expect("loaded");
         let prog = program.fd().map_err(|e| BpfError::Load(e.to_string()))?;
+        let prog = match (self.attach_refused, self.outputs.first()) {
+            (true, Some((_, output))) => output.as_raw_fd(),
+            _ => prog.as_fd().as_raw_fd(),
+        };
         // SAFETY: an ioctl taking the program's descriptor as its integer argument.
-        let r =
-            unsafe { sys::ioctls::SET_BPF(fd, prog.as_fd().as_raw_fd() as std::os::raw::c_uint) };
+        let r = unsafe { sys::ioctls::SET_BPF(fd, prog as std::os::raw::c_uint) };
         if r != 0 {
             return Err(BpfError::Attach(io::Error::last_os_error()));
         }
@@ -303,11 +366,48 @@ fn take<T: TryFrom<Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T, BpfError> {
     T::try_from(map).map_err(|_| BpfError::Load(format!("map `{name}` is not of its type")))
 }
 
-/// The verifier's reason, its last lines (the whole log runs to thousands).
-fn verifier_log(e: aya::programs::ProgramError) -> String {
-    let text = format!("{e:#}");
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(12)..].join("\n")
+/// Why the kernel refused to load the program: the verifier's reason where it ran (its log
+/// runs to thousands of lines), else the refusal of the system call (privileges, an old
+/// kernel).
+fn load_refusal(e: aya::programs::ProgramError) -> BpfError {
+    if let aya::programs::ProgramError::LoadError { verifier_log, .. } = &e {
+        if let Some(reason) = verifier_reason(&verifier_log.to_string()) {
+            return BpfError::Verifier(reason);
+        }
+    }
+    BpfError::Load(e.to_string())
+}
+
+/// A refusal of the `bpf` system call (with its causes), and what to do where a seccomp
+/// filter made it.
+fn refused(e: impl std::error::Error) -> BpfError {
+    let mut why = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        // Some causes repeat their parent's words.
+        let cause_text = cause.to_string();
+        if !why.contains(&cause_text) {
+            why.push_str(&format!(": {cause_text}"));
+        }
+        source = cause.source();
+    }
+    if crate::linux::status_field("self", "Seccomp").is_some_and(|v| v == "2") {
+        why.push_str(
+            "; a seccomp filter is on ember's process, and Docker's default profile refuses \
+             the bpf system call",
+        );
+    }
+    BpfError::Load(why)
+}
+
+/// The last line of a verifier log before its statistics: what it refused.
+fn verifier_reason(log: &str) -> Option<String> {
+    log.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take_while(|l| !l.starts_with("verification time") && !l.starts_with("processed "))
+        .last()
+        .map(str::to_string)
 }
 
 /// Put each CPU's output event (`outputs`: (cpu, fd)) in the program's `out` map at its
@@ -358,4 +458,32 @@ fn update_elem(map_fd: RawFd, key: u32, value: u32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verifiers_reason_is_the_last_line_before_its_statistics() {
+        let log = "0: R1=ctx() R10=fp0\n; int unwind(struct bpf_perf_event_data *ctx) @ \
+                   unwind.bpf.c:562\n0: (79) r0 = *(u64 *)(r9 +0)\nR9 !read_ok\n\
+                   verification time 275 usec\nstack depth 0+0\nprocessed 1 insns (limit \
+                   1000000) max_states_per_insn 0\n";
+        assert_eq!(verifier_reason(log).as_deref(), Some("R9 !read_ok"));
+        assert_eq!(verifier_reason(""), None);
+    }
+
+    #[test]
+    fn the_unverifiable_object_differs_in_the_programs_first_instruction_only() {
+        let patched = unverifiable(OBJECT).unwrap();
+        let differing: Vec<usize> = (0..OBJECT.len())
+            .filter(|&i| OBJECT[i] != patched[i])
+            .collect();
+        assert!(
+            !differing.is_empty() && differing.len() <= 8,
+            "{differing:?}"
+        );
+        assert!(differing[differing.len() - 1] - differing[0] < 8);
+    }
 }

@@ -43,8 +43,12 @@ pub(super) fn load(
         // The samples taken at context switches are not sampling events' (no program runs).
         return Err("--off-cpu samples at context switches, where the program does not run".into());
     }
-    let check = config.kernel_walk == KernelWalk::Check;
-    let loaded = bpf::load(cpus, open_outputs(cpus)?, bpf::DEFAULT_ROWS, check);
+    let options = bpf::LoadOptions {
+        rows: bpf::DEFAULT_ROWS,
+        check: config.kernel_walk == KernelWalk::Check,
+        refusal: config.bpf_refusal,
+    };
+    let loaded = bpf::load(cpus, open_outputs(cpus)?, options);
     loaded.map(Some).map_err(|e| e.to_string())
 }
 
@@ -102,7 +106,11 @@ mod tests {
     fn the_kernel_accepts_the_program() {
         let cpus = crate::linux::online_cpus().unwrap();
         let outputs = open_outputs(&cpus).expect("BPF output events (perf events allowed?)");
-        match bpf::load(&cpus, outputs, 1024, false) {
+        let options = bpf::LoadOptions {
+            rows: 1024,
+            ..Default::default()
+        };
+        match bpf::load(&cpus, outputs, options) {
             Ok((program, mut maps)) => {
                 assert!(program.output_fd(cpus[0]).is_some());
                 let rows = [PackedRow::default()];

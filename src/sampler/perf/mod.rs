@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use perf_event_open_sys as sys;
 
-use super::bpf::{BpfMaps, BpfProgram};
+use super::bpf::{BpfMaps, BpfProgram, ForcedRefusal};
 use super::records::{self, SampleLayout};
 use super::{OpenedEvent, RecordBatch, Sampler};
 use crate::linux;
@@ -51,6 +51,8 @@ pub struct PerfConfig {
     pub reader_raised: bool,
     /// Walk user stacks in the kernel at sample time ([`crate::sampler::bpf`]).
     pub kernel_walk: KernelWalk,
+    /// Make the kernel refuse that walk (tests of the way back to user space).
+    pub bpf_refusal: Option<ForcedRefusal>,
 }
 
 /// Whether to sample the kernel too.
@@ -129,31 +131,52 @@ impl PerfSampler {
         first
     }
 
+    /// Open the events, with the walk in the kernel where it is wanted and the kernel takes
+    /// it; where the kernel refuses it at load or at attach, without.
     fn open(target: &EventTarget, config: &PerfConfig) -> Result<PerfSampler, PerfError> {
         check_frequency(config.frequency)?;
         let cpus = linux::online_cpus().map_err(PerfError::Cpus)?;
-        let Sizing {
-            stack_size,
-            pages,
-            mut notes,
-        } = Sizing::for_config(config, cpus.len());
-        let mut walk_refused = None;
-        let mut walk = kernel_walk::load(config, &cpus).unwrap_or_else(|e| {
-            let why = format!("stacks are walked in user space: {e}");
-            match config.kernel_walk {
-                KernelWalk::Auto => walk_refused = Some(why),
-                _ => notes.push(why),
-            }
+        let sizing = Sizing::for_config(config, cpus.len());
+        let mut refused = None;
+        let walk = kernel_walk::load(config, &cpus).unwrap_or_else(|e| {
+            refused = Some(e);
             None
         });
+        let mut sampler = match Self::open_with(target, config, &cpus, &sizing, walk) {
+            Err(PerfError::KernelWalk(e)) => {
+                refused = Some(e);
+                Self::open_with(target, config, &cpus, &sizing, None)?
+            }
+            opened => opened?,
+        };
+        if let Some(e) = refused {
+            let why = format!("stacks are walked in user space: {e}");
+            match config.kernel_walk {
+                KernelWalk::Auto => sampler.walk_refused = Some(why),
+                _ => sampler.notes.push(why),
+            }
+        }
+        Ok(sampler)
+    }
+
+    /// Open the events, trying hardware cycles first, then the software clock; kernel
+    /// samples first, then user-only when the kernel refuses them (perf_event_paranoid 2
+    /// without privileges).
+    fn open_with(
+        target: &EventTarget,
+        config: &PerfConfig,
+        cpus: &[u32],
+        sizing: &Sizing,
+        walk: Option<(BpfProgram, BpfMaps)>,
+    ) -> Result<PerfSampler, PerfError> {
         let layout = SampleLayout::recorded(config.call_graph != CallGraph::Fp);
-        // Try hardware cycles first, then the software clock; kernel samples first, then
-        // user-only when the kernel refuses them (perf_event_paranoid 2 without privileges).
         let kernel_options: &[bool] = match config.kernel {
             KernelFrames::Auto => &[true, false],
             KernelFrames::Require => &[true],
             KernelFrames::Exclude => &[false],
         };
+        let (stack_size, pages) = (sizing.stack_size, sizing.pages);
+        let mut walk = walk;
         let mut last_err = None;
         for &(name, type_, cfg) in &EVENTS {
             for &kernel in kernel_options {
@@ -164,7 +187,7 @@ impl PerfSampler {
                 if walk.is_some() {
                     kernel_walk::without_copies(&mut attr);
                 }
-                let per_cpu = match open_all(target, &cpus, attr, pages) {
+                let per_cpu = match open_all(target, cpus, attr, pages) {
                     Ok(per_cpu) => per_cpu,
                     Err(failed) => {
                         last_err = Some(failed);
@@ -174,14 +197,14 @@ impl PerfSampler {
                 let (fds, mut buffers) = map_buffers(per_cpu, pages)?;
                 let (bpf, bpf_maps) = match walk.take() {
                     Some((program, maps)) => {
-                        kernel_walk::attach(&program, &cpus, &fds, &mut buffers)
+                        kernel_walk::attach(&program, cpus, &fds, &mut buffers)
                             .map_err(PerfError::KernelWalk)?;
                         (Some(program), Some(maps))
                     }
                     None => (None, None),
                 };
                 let (switch_fds, switch_buffers) = if config.off_cpu {
-                    open_switch_events(target, &cpus, config, &layout, stack_size, pages)?
+                    open_switch_events(target, cpus, config, &layout, stack_size, pages)?
                 } else {
                     (Vec::new(), Vec::new())
                 };
@@ -192,12 +215,12 @@ impl PerfSampler {
                     switch_fds,
                     switch_buffers,
                     layout,
-                    notes: notes.clone(),
+                    notes: sizing.notes.clone(),
                     stack_size,
                     wake_fds: Vec::new(),
                     bpf,
                     bpf_maps,
-                    walk_refused,
+                    walk_refused: None,
                     event: OpenedEvent {
                         name: event_name(name, config.off_cpu),
                         kernel_included: kernel,

@@ -46,7 +46,7 @@ fn capture(argv: &[String], call_graph: CallGraph) -> (SampleLayout, Vec<Vec<u8>
     let mut child = GatedChild::spawn(argv).expect("spawn workload");
     let config = PerfConfig {
         kernel_walk: Default::default(),
-        bpf_refusal: None,
+        walk_hooks: Default::default(),
         frequency: 999,
         call_graph,
         stack_size: 32768,

@@ -11,7 +11,7 @@ use crate::record::{
     DebugHooks, Listeners, NamingOptions, OutputOptions, ProcessFilter, RecordOptions,
     SamplingOptions, TargetOptions, DEFAULT_FREQUENCY, DEFAULT_STACK_SIZE,
 };
-use crate::sampler::bpf::ForcedRefusal;
+use crate::sampler::bpf::{ForcedRefusal, WalkHooks};
 use crate::sampler::perf::{KernelFrames, KernelWalk};
 use crate::sampler::Backend;
 
@@ -381,6 +381,11 @@ pub struct SamplingArgs {
     /// BPF program (the verifier at load, or the perf event at attach)
     #[arg(long, hide = true, value_enum)]
     pub debug_bpf_refusal: Option<BpfRefusalArg>,
+
+    /// For tests of the rows' room: the kernel holds this many rows for all files (8 bytes
+    /// each) instead of 4 Mi
+    #[arg(long, hide = true)]
+    pub debug_bpf_rows: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -716,10 +721,13 @@ impl SamplingArgs {
             ptrace_ticks: self.debug_ptrace_ticks,
             whole_copies: self.debug_whole_copies,
             check_tables: self.debug_check_tables,
-            bpf_refusal: self.debug_bpf_refusal.map(|r| match r {
-                BpfRefusalArg::Verifier => ForcedRefusal::Verifier,
-                BpfRefusalArg::Attach => ForcedRefusal::Attach,
-            }),
+            walk_hooks: WalkHooks {
+                refusal: self.debug_bpf_refusal.map(|r| match r {
+                    BpfRefusalArg::Verifier => ForcedRefusal::Verifier,
+                    BpfRefusalArg::Attach => ForcedRefusal::Attach,
+                }),
+                rows: self.debug_bpf_rows,
+            },
             reader_pause: reader_pause_ms.map(std::time::Duration::from_millis),
         }
     }

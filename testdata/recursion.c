@@ -1,11 +1,14 @@
 /* Recursion DEPTH frames deep (default 200) that burns CPU at the bottom, over and over, for
  * SECONDS of CPU time (default 1.5); with a third argument `kib`, through frames of 1 KiB each
- * (`recurse_kib`: 5,000 of them are 5 MB of stack).
+ * (`recurse_kib`: 5,000 of them are 5 MB of stack). After `then`, a program to exec when done
+ * (one program after another in the same process).
  *
- * Usage: recursion [DEPTH] [SECONDS] [kib] */
+ * Usage: recursion [DEPTH] [SECONDS] [kib|flat] [then PROGRAM ARGS...] */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static volatile unsigned long sink;
 
@@ -46,6 +49,11 @@ int main(int argc, char **argv) {
     while (cpu_now() - start < seconds) {
         if (kib) recurse_kib(depth - 1);
         else recurse(depth - 1);
+    }
+    if (argc > 5 && strcmp(argv[4], "then") == 0) {
+        execv(argv[5], argv + 5);
+        perror("recursion: exec");
+        return 127;
     }
     return 0;
 }

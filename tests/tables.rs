@@ -285,6 +285,63 @@ fn where_the_kernel_refuses_the_program_stacks_are_walked_as_before() {
     }
 }
 
+/// The rows of a program no process runs any more are given back, and the next program's
+/// go there: with room for one and a half of them, a static program that runs another
+/// (`exec`) has both walked whole in the kernel, none left out, no takeover.
+#[test]
+fn rows_of_programs_that_ended_make_room_for_the_next() {
+    let _serial = serial();
+    let dir = scratch();
+    let flags = ["-O2", "-g", "-static", "-fomit-frame-pointer"];
+    let first = compile("gcc", "recursion.c", dir.path(), "rec_a", &flags);
+    let second = dir.path().join("rec_b");
+    std::fs::copy(&first, &second).unwrap();
+    let folded = dir.path().join("rows.folded");
+    let rows_at_most = |stderr: &str| -> u64 {
+        let at = stderr.find(" rows at most").expect("-v's line on the walk");
+        stderr[..at].rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (_, stderr) = record_kernel_walk(
+        &[
+            "-o",
+            folded.to_str().unwrap(),
+            "--",
+            first.to_str().unwrap(),
+            "3000",
+            "0.3",
+        ],
+        false,
+    );
+    let room = (rows_at_most(&stderr) * 3 / 2).to_string();
+    let (_, stderr) = record_kernel_walk(
+        &[
+            "--debug-bpf-rows",
+            &room,
+            "-o",
+            folded.to_str().unwrap(),
+            "--",
+            first.to_str().unwrap(),
+            "3000",
+            "0.5",
+            "flat",
+            "then",
+            second.to_str().unwrap(),
+            "3000",
+            "1",
+        ],
+        false,
+    );
+    assert!(stderr.contains(" 0 files left out for room"), "{stderr}");
+    assert!(!stderr.contains("; 0 files' rows given back"), "{stderr}");
+    assert!(!stderr.contains("taken over by ptrace"), "{stderr}");
+    let stacks = read_folded(&folded);
+    let (all, deep) = (total(&stacks), samples_deeper_than(&stacks, 3000));
+    assert!(
+        deep * 10 >= all * 8,
+        "{deep} of {all} samples whole\n{stderr}"
+    );
+}
+
 /// Samples (counts) whose stacks hold more than `depth` frames, none cut.
 fn samples_deeper_than(stacks: &[Stack], depth: usize) -> u64 {
     stacks

@@ -67,15 +67,6 @@ pub const KERNEL_PYTHON_NONE: u64 = 0;
 pub const KERNEL_PYTHON_WHOLE: u64 = 1;
 pub const KERNEL_PYTHON_CUT: u64 = 2;
 
-impl KernelWalk<'_> {
-    /// Whether the walk found a caller: the process's files were known to the program
-    /// (a process's first moments run before the collector has told the kernel where they
-    /// are) and the sample's own function had rows.
-    pub fn found_a_caller(&self) -> bool {
-        self.frames.len() > 8
-    }
-}
-
 /// Stack bytes of the sample of `tid` at `time` that come after what the sample holds (or,
 /// in [`Event::StackWords`], words of its stack above the copy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -207,6 +207,11 @@ impl Collector {
                 }
                 let name = String::from_utf8_lossy(c.name);
                 self.procs.on_comm(c.pid, c.tid, &name, c.exec);
+                if let (Some(k), true) = (&mut self.kernel_walk, c.exec) {
+                    // The old program's mappings are gone from the program's view too.
+                    k.update(c.pid, &self.procs);
+                    k.release_unmapped(&self.procs);
+                }
             }
             Event::Fork(f) => {
                 // A process forked from a Python one runs Python too (pre-fork servers,
@@ -359,8 +364,10 @@ impl Collector {
 
     /// Whether walk `w` of a sample of `pid` ended where it always will: in a file that has no
     /// rows in the kernel (left out for room, or without `.eh_frame`), so that ptrace would
-    /// read its stacks whole where they are cut. A walk that ended before the program knew
-    /// the process's files (its first moments, or while their rows were built) says nothing.
+    /// read its stacks whole where they are cut — whether it found a caller first or not (a
+    /// static program left out has no frame with rows). A walk that ended in a file whose
+    /// rows are not placed yet (a process's first moments, or while they are built) says
+    /// nothing.
     fn walk_ended_for_good(&self, pid: u32, w: &crate::model::KernelWalk) -> bool {
         let Some(k) = &self.kernel_walk else {
             return false;
@@ -370,7 +377,7 @@ impl Collector {
             .get(pid)
             .and_then(|p| p.mapping(w.at_end.ip))
             .map(|m| m.module);
-        !w.copy_at_sample && w.found_a_caller() && module.is_some_and(|m| k.lacks_rows(m))
+        !w.copy_at_sample && module.is_some_and(|m| k.lacks_rows(m))
     }
 
     /// Have the walk in the kernel read the Python frames of `pid` with `reader`; false
@@ -455,6 +462,7 @@ impl Collector {
         if f.pid == f.tid {
             if let Some(k) = &mut self.kernel_walk {
                 k.ended(f.pid);
+                k.release_unmapped(&self.procs);
             }
             self.takeovers.ended(f.pid);
             self.python.ended(f.pid);

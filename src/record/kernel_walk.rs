@@ -2,9 +2,9 @@
 //! process's executable mappings, with the rows of their files built from `.eh_frame` the
 //! first time a file is mapped ([`crate::unwind_table`]).
 
-use std::collections::HashMap;
-
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use crate::model::ModuleId;
 use crate::modules::ModuleFile;
@@ -26,7 +26,16 @@ pub(super) struct KernelWalkMaps {
     pub from_cache: usize,
     /// Where tables are kept by build id (`~/.cache/ember`).
     cache_dir: Option<PathBuf>,
+    /// Files whose rows were given back (no live process mapped them), and when that was
+    /// last looked for.
+    pub released: usize,
+    looked: Instant,
 }
+
+/// How often the rows of files no live process maps are looked for, at most: often enough
+/// that a machine running ever new programs does not fill the rows, rarely enough that a
+/// storm of exits costs little.
+const RELEASE_EVERY: Duration = Duration::from_secs(1);
 
 impl KernelWalkMaps {
     pub(super) fn new(maps: BpfMaps) -> KernelWalkMaps {
@@ -38,6 +47,8 @@ impl KernelWalkMaps {
             build_seconds: 0.0,
             from_cache: 0,
             cache_dir: crate::symbolize::inflated::cache_dir(),
+            released: 0,
+            looked: Instant::now(),
         }
     }
 
@@ -88,6 +99,36 @@ impl KernelWalkMaps {
         self.maps.remove_process(pid);
     }
 
+    /// Give back the rows of files that no live process maps (the program knows no process
+    /// that maps them: `ended` and `update` told it), at most once per [`RELEASE_EVERY`]. A
+    /// file mapped again later has its rows placed again (from the cache on disk).
+    pub(super) fn release_unmapped(&mut self, procs: &ProcessTable) {
+        if self.looked.elapsed() >= RELEASE_EVERY {
+            self.release_now(procs);
+        }
+    }
+
+    /// Give back the rows of files that no live process maps now.
+    fn release_now(&mut self, procs: &ProcessTable) {
+        self.looked = Instant::now();
+        let live: HashSet<ModuleId> = procs
+            .processes()
+            .filter(|p| p.alive)
+            .flat_map(|p| p.mappings().map(|m| m.module))
+            .collect();
+        let unmapped: Vec<ModuleId> = self
+            .placed
+            .iter()
+            .filter(|(id, placed)| placed.is_some() && !live.contains(id))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in unmapped {
+            self.placed.remove(&id);
+            self.maps.release(u64::from(id.0));
+            self.released += 1;
+        }
+    }
+
     /// Where module `id`'s rows are in the kernel, building and storing them on first use.
     fn rows_of(&mut self, id: ModuleId, procs: &ProcessTable) -> Option<(u32, u32, u64)> {
         if let Some(&placed) = self.placed.get(&id) {
@@ -100,6 +141,10 @@ impl KernelWalkMaps {
         let placed = match table {
             Some((base, rows)) => {
                 self.files += 1;
+                if !self.maps.has_room(rows.len()) {
+                    // Room may be held by files no process maps any more.
+                    self.release_now(procs);
+                }
                 self.maps
                     .rows_of(u64::from(id.0), &rows)
                     .map(|(first, count)| (first, count, base))
@@ -137,13 +182,17 @@ impl KernelWalkMaps {
 
     /// For `-v`.
     pub(super) fn describe(&self) -> String {
-        let (used, capacity) = self.maps.rows_bytes();
+        let (peak, capacity) = self.maps.rows_held();
+        let row = std::mem::size_of::<PackedRow>() as f64;
+        let mib = |rows: u32| f64::from(rows) * row / f64::from(1 << 20);
         format!(
-            "stacks walked in the kernel: rows of {} files ({:.1} of {:.1} MiB; {} files left \
-             out for room, {} without .eh_frame), {} from the cache, built or loaded in {:.2} s",
+            "stacks walked in the kernel: rows of {} files, {peak} rows at most ({:.1} of \
+             {:.1} MiB); {} files' rows given back when no process mapped them, {} files left \
+             out for room, {} without .eh_frame; {} from the cache, built or loaded in {:.2} s",
             self.files,
-            used as f64 / (1 << 20) as f64,
-            capacity as f64 / (1 << 20) as f64,
+            mib(peak),
+            mib(capacity),
+            self.released,
             self.maps.files_left_out,
             self.files_without,
             self.from_cache,

@@ -134,8 +134,8 @@ pub struct DebugHooks {
     /// Walk every sample again with the unwind tables alone and compare
     /// ([`crate::unwind_table::check`]).
     pub check_tables: bool,
-    /// Make the kernel refuse the walk in the kernel (tests of the way back).
-    pub bpf_refusal: Option<crate::sampler::bpf::ForcedRefusal>,
+    /// Make the kernel refuse the walk in the kernel, or give it less room for rows.
+    pub walk_hooks: crate::sampler::bpf::WalkHooks,
     /// Sleep this long after each read of the buffers (tests of the loss path).
     pub reader_pause: Option<std::time::Duration>,
 }

@@ -174,7 +174,7 @@ fn configs(opts: &RecordOptions, known_stacks: KnownStacks) -> (PerfConfig, Ptra
             (_, true) => KernelWalk::Check,
             (walk, false) => walk,
         },
-        bpf_refusal: opts.debug.bpf_refusal,
+        walk_hooks: opts.debug.walk_hooks,
     };
     let ptrace = PtraceConfig {
         frequency: opts.sampling.frequency,

@@ -10,6 +10,7 @@
 //! collector, which knows the processes and their files, fills the maps ([`BpfMaps`]).
 
 pub mod record;
+mod space;
 
 use std::collections::HashMap;
 use std::io;
@@ -21,6 +22,7 @@ use aya::{Ebpf, EbpfLoader};
 use perf_event_open_sys as sys;
 
 use crate::unwind_table::packed::PackedRow;
+use space::RowSpace;
 
 /// The compiled program (see `scripts/bpf.sh`).
 static OBJECT: &[u8] = include_bytes!("unwind.bpf.o");
@@ -124,9 +126,8 @@ pub struct BpfMaps {
     processes: BpfHashMap<MapData, u32, ProcessEntry>,
     /// The CPython processes whose frames the program reads.
     pythons: BpfHashMap<MapData, u32, PythonEntry>,
-    /// Rows stored so far, and the capacity.
-    used: u32,
-    capacity: u32,
+    /// Which rows hold a file's, and which are free.
+    space: RowSpace,
     /// Where each file's rows are: (first, count), by the key ember gives the file.
     files: HashMap<u64, Option<(u32, u32)>>,
     /// Files that did not fit.
@@ -143,6 +144,15 @@ pub enum ForcedRefusal {
     /// Hand the perf event a descriptor that is not a BPF program: the kernel refuses to
     /// attach it.
     Attach,
+}
+
+/// What tests and measurements change in the walk in the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkHooks {
+    /// Make the kernel refuse the program (`--debug-bpf-refusal`).
+    pub refusal: Option<ForcedRefusal>,
+    /// Room for this many rows instead of [`DEFAULT_ROWS`] (`--debug-bpf-rows`).
+    pub rows: Option<u32>,
 }
 
 /// How to load the program.
@@ -196,8 +206,7 @@ pub fn load(
         rows: RowsMapping::map(rows_map, rows)?,
         processes: take(&mut ebpf, "processes")?,
         pythons: take(&mut ebpf, "pythons")?,
-        used: 0,
-        capacity: rows,
+        space: RowSpace::new(rows),
         files: HashMap::new(),
         files_left_out: 0,
     };
@@ -265,15 +274,27 @@ impl BpfMaps {
             return place;
         }
         let n = table.len() as u32;
-        let place = (self.used + n <= self.capacity).then_some((self.used, n));
+        let place = self.space.take(n).map(|first| (first, n));
         if let Some((first, _)) = place {
             self.rows.rows_mut()[first as usize..(first + n) as usize].copy_from_slice(table);
-            self.used += n;
         } else {
             self.files_left_out += 1;
         }
         self.files.insert(key, place);
         place
+    }
+
+    /// Whether a file of `rows` rows would fit now.
+    pub fn has_room(&self, rows: usize) -> bool {
+        u32::try_from(rows).is_ok_and(|n| self.space.has_room(n))
+    }
+
+    /// The rows of the file known as `key` are free for other files: no process the
+    /// program knows maps it any more.
+    pub fn release(&mut self, key: u64) {
+        if let Some(Some((first, n))) = self.files.remove(&key) {
+            self.space.give(first, n);
+        }
     }
 
     /// The program's view of process `pid`: its executable mappings with rows, by address.
@@ -307,12 +328,10 @@ impl BpfMaps {
         let _ = self.pythons.remove(&pid);
     }
 
-    /// The kernel memory the rows take (the map is made whole at load).
-    pub fn rows_bytes(&self) -> (usize, usize) {
-        (
-            self.used as usize * std::mem::size_of::<PackedRow>(),
-            self.capacity as usize * std::mem::size_of::<PackedRow>(),
-        )
+    /// Rows held by files at most at once, and the room for them (the map is made whole
+    /// at load: 8 bytes a row).
+    pub fn rows_held(&self) -> (u32, u32) {
+        (self.space.peak(), self.space.capacity())
     }
 }
 

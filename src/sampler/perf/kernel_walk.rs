@@ -44,9 +44,9 @@ pub(super) fn load(
         return Err("--off-cpu samples at context switches, where the program does not run".into());
     }
     let options = bpf::LoadOptions {
-        rows: bpf::DEFAULT_ROWS,
+        rows: config.walk_hooks.rows.unwrap_or(bpf::DEFAULT_ROWS),
         check: config.kernel_walk == KernelWalk::Check,
-        refusal: config.bpf_refusal,
+        refusal: config.walk_hooks.refusal,
     };
     let loaded = bpf::load(cpus, open_outputs(cpus)?, options);
     loaded.map(Some).map_err(|e| e.to_string())

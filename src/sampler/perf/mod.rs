@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use perf_event_open_sys as sys;
 
-use super::bpf::{BpfMaps, BpfProgram, ForcedRefusal};
+use super::bpf::{BpfMaps, BpfProgram, WalkHooks};
 use super::records::{self, SampleLayout};
 use super::{OpenedEvent, RecordBatch, Sampler};
 use crate::linux;
@@ -51,8 +51,8 @@ pub struct PerfConfig {
     pub reader_raised: bool,
     /// Walk user stacks in the kernel at sample time ([`crate::sampler::bpf`]).
     pub kernel_walk: KernelWalk,
-    /// Make the kernel refuse that walk (tests of the way back to user space).
-    pub bpf_refusal: Option<ForcedRefusal>,
+    /// Tests' changes to that walk.
+    pub walk_hooks: WalkHooks,
 }
 
 /// Whether to sample the kernel too.

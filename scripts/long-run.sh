@@ -7,7 +7,11 @@
 # third (after warming up), whether every window was written, and whether the windows add up
 # to the summary's count. Needs root (-a).
 #
-#   scripts/long-run.sh [SECS] [EVERY] [HZ]      # defaults: 600 s, 10-s windows, 99 Hz
+# With DISTINCT=1 each short process runs a program never seen before (a copy of shares,
+# changed by a byte and deleted after), as on a machine that builds and runs new binaries
+# all day: ember must let go of each once no process maps it.
+#
+#   [DISTINCT=1] scripts/long-run.sh [SECS] [EVERY] [HZ]   # defaults: 600 s, 10-s windows, 99 Hz
 . "$(dirname "$0")/lib/measure.sh"
 SECS=${1:-600}
 EVERY=${2:-10}
@@ -17,17 +21,25 @@ workload shares
 "$WORK/shares" $((SECS + 60)) >/dev/null &
 busy=$!
 (
+  n=0
   while :; do
     sh -c ':'
     /bin/true
-    "$WORK/shares" 0.05 >/dev/null
+    if [ -n "${DISTINCT:-}" ]; then
+      n=$((n + 1))
+      cp "$WORK/shares" "$WORK/new-$n" && printf '%s' "$n" >>"$WORK/new-$n"
+      "$WORK/new-$n" 0.05 >/dev/null
+      rm -f "$WORK/new-$n"
+    else
+      "$WORK/shares" 0.05 >/dev/null
+    fi
     sleep 0.1
   done
 ) &
 churn=$!
 trap 'kill $busy $churn 2>/dev/null; rm -rf "$WORK"' EXIT
 
-"$EMBER" record -a -F "$HZ" --every "$EVERY" -d "$SECS" -o "$WORK/w.folded" 2>"$WORK/err" &
+"$EMBER" record -a -v -F "$HZ" --every "$EVERY" -d "$SECS" -o "$WORK/w.folded" 2>"$WORK/err" &
 ember=$!
 : >"$WORK/rss"
 # (The last window's end is the recording's: ember is finishing then.)
@@ -41,7 +53,7 @@ kill $churn 2>/dev/null || true
 windows=$(find "$WORK" -name 'w-*.folded' | wc -l)
 summed=$(cat "$WORK"/w-*.folded | awk '{n += $NF} END {print n + 0}')
 total=$(grep -o '^ember: [0-9]* samples' "$WORK/err" | awk '{print $2}')
-echo "== ember record -a --every $EVERY -d $SECS at $HZ Hz, processes starting all the time"
+echo "== ember record -a --every $EVERY -d $SECS at $HZ Hz, processes starting all the time${DISTINCT:+, each short one a new program}"
 echo "RSS (kB) at each window: $(tr '\n' ' ' <"$WORK/rss")"
 python3 - "$WORK/rss" <<'EOF'
 import sys
@@ -53,4 +65,4 @@ if len(rss) >= 4:
 EOF
 echo "windows written: $windows of $(( (SECS + EVERY - 1) / EVERY ))"
 echo "samples in the windows: $summed; in the summary: $total"
-grep -v '^ember: debuginfod' "$WORK/err" | tail -3
+grep -E '^ember: [0-9]+ samples|lost|let go of|walked in the kernel:' "$WORK/err"

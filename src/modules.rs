@@ -350,6 +350,31 @@ impl ModuleTable {
         id
     }
 
+    /// Let go of the files of modules `ids` (their mapped bytes and what was read from
+    /// them), keeping their names: no process maps them any more and no profile still to be
+    /// named holds their frames. A file mapped again later is opened again, as a new module.
+    /// Pseudo-modules (`[vdso]`, `[anon]`) stay.
+    pub fn forget(&mut self, ids: &std::collections::HashSet<ModuleId>) -> usize {
+        let mut forgotten = 0;
+        for &id in ids {
+            let Some(m) = self.modules.get_mut(id.0 as usize) else {
+                continue;
+            };
+            if m.path.starts_with('[') || m.data.is_none() {
+                continue;
+            }
+            m.data = None;
+            m.unwind = UnwindSections::default();
+            m.segments = Vec::new();
+            m.build_id = None;
+            forgotten += 1;
+        }
+        let modules = &self.modules;
+        self.by_key
+            .retain(|_, id| !ids.contains(id) || modules[id.0 as usize].path.starts_with('['));
+        forgotten
+    }
+
     /// Modules from `first` on, for a table kept elsewhere ([`ModuleTable::append`]).
     pub fn since(&self, first: usize) -> &[ModuleFile] {
         self.modules.get(first..).unwrap_or_default()
@@ -478,6 +503,29 @@ mod tests {
         assert!(!m.segments.is_empty());
         // Opening again gives the same module.
         assert_eq!(t.open(exe.to_str().unwrap(), None, 1, 0, 0), id);
+    }
+
+    #[test]
+    fn forgotten_files_keep_their_names_and_are_opened_again_when_mapped() {
+        let exe = std::env::current_exe().unwrap();
+        let exe = exe.to_str().unwrap();
+        let mut t = ModuleTable::new();
+        let id = t.open(exe, None, std::process::id(), 0, 0);
+        let vdso = t.pseudo("[vdso]");
+        let vdso_read = t.get(vdso).data.is_some();
+        let ids = [id, vdso].into_iter().collect();
+        assert_eq!(t.forget(&ids), 1, "the vdso stays");
+        assert!(t.get(id).data.is_none() && t.get(id).unwind.eh_frame.is_none());
+        assert_eq!(
+            t.get(id).short_name(),
+            std::path::Path::new(exe).file_name().unwrap()
+        );
+        assert_eq!(t.get(vdso).data.is_some(), vdso_read);
+        assert_eq!(t.pseudo("[vdso]"), vdso);
+        let again = t.open(exe, None, std::process::id(), 0, 0);
+        assert_ne!(again, id);
+        assert!(t.get(again).data.is_some());
+        assert_eq!(t.forget(&ids), 0, "already let go of");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The process table: for every profiled process its name, threads and memory map, kept
 //! current from `mmap`/`comm`/`fork`/`exit` records, and its unwinder.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use framehop::{ExplicitModuleSectionInfo, Module, Unwinder};
 
@@ -184,6 +184,24 @@ impl ProcessTable {
         let procs = &self.procs;
         self.threads.retain(|_, t| procs.contains_key(&t.pid));
         ended
+    }
+
+    /// Let go of the files that no process still known maps (call after
+    /// [`ProcessTable::forget_ended`], once the profile holding their frames is named): a
+    /// recording of hours holds the files of what runs now. Returns how many.
+    pub fn forget_unmapped_files(&mut self) -> usize {
+        let mapped: HashSet<ModuleId> = self
+            .procs
+            .values()
+            .flat_map(|p| p.maps.values().map(|m| m.module))
+            .collect();
+        let unmapped: HashSet<ModuleId> = self
+            .modules
+            .iter()
+            .map(|(id, _)| id)
+            .filter(|id| !mapped.contains(id))
+            .collect();
+        self.modules.forget(&unmapped)
     }
 
     pub fn threads(&self) -> impl Iterator<Item = (&u32, &ThreadInfo)> {

@@ -455,6 +455,61 @@ fn every_window_is_written_and_the_windows_add_up_to_the_whole() {
     }
 }
 
+/// Programs that ended are named in their windows, then let go of: a recording of hours
+/// on a machine that runs ever new programs holds the files of what runs now.
+#[test]
+fn programs_that_ended_are_named_in_their_window_then_let_go_of() {
+    let _serial = serial();
+    let exe = workload("shares", Build::NoFramePointers);
+    let dir = scratch();
+    let template = dir.path().join("w-{n}.folded");
+    // Three programs never seen before, one after the other, each deleted once it ended.
+    let script = format!(
+        "for i in 1 2 3; do cp {exe} {d}/new$i && {d}/new$i 0.6 && rm {d}/new$i; done",
+        exe = exe.display(),
+        d = dir.path().display()
+    );
+    let out = record_ok(&[
+        "-v",
+        "--every",
+        "1",
+        "-o",
+        template.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let let_go: u64 = stderr
+        .split(" files let go of after their windows")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no files let go of\n{stderr}"));
+    assert!(let_go >= 2, "{stderr}");
+    let windows: Vec<Vec<Stack>> = (1..)
+        .map(|n| dir.path().join(format!("w-{n}.folded")))
+        .take_while(|p| p.exists())
+        .map(|p| read_folded(&p))
+        .collect();
+    let all: Vec<Stack> = windows.concat();
+    // Every program's functions are named, in whichever window they ran.
+    let unnamed: Vec<&Stack> = all
+        .iter()
+        .filter(|s| {
+            s.frames
+                .iter()
+                .any(|f| f.starts_with("new") && f.contains("+0x"))
+        })
+        .collect();
+    assert!(unnamed.is_empty(), "{unnamed:?}\n{stderr}");
+    assert!(
+        samples_with(&all, "hot_sixty") * 2 > total(&all),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn sigusr1_writes_the_outputs_now_and_recording_goes_on() {
     let _serial = serial();

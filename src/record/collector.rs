@@ -37,6 +37,8 @@ pub struct Collector {
     pub(super) earlier_windows: u64,
     /// Samples the kernel lost in those windows.
     pub(super) earlier_lost: u64,
+    /// Files let go of after windows because no process mapped them any more.
+    pub(super) forgotten_files: usize,
     /// When the current window began (`None`: with the recording).
     pub(super) window_began: Option<std::time::Instant>,
     /// JIT maps (`/tmp/perf-PID.map`) of processes, read when they exit or at the end.
@@ -129,6 +131,7 @@ impl Collector {
             parse_errors: 0,
             earlier_windows: 0,
             earlier_lost: 0,
+            forgotten_files: 0,
             window_began: None,
             perf_maps: HashMap::new(),
             waits: setup.waits_at.map(Waits::new),

@@ -83,6 +83,11 @@ pub(super) fn write(
         pusher.push(body, unix_span(window.at.1, duration));
     }
     forget_ended(collector, window);
+    if window.reset {
+        // The window is named and written: nothing holds the frames of files no process
+        // maps now. (A live view names frames later, and keeps them.)
+        collector.forgotten_files += collector.procs.forget_unmapped_files();
+    }
     Ok(())
 }
 

@@ -495,6 +495,13 @@ fn detail(sampler: &dyn Sampler, collector: &Collector) -> String {
     if let Some(k) = &collector.kernel_walk {
         detail += &format!("\nember: {}", k.describe());
     }
+    if collector.forgotten_files > 0 {
+        detail += &format!(
+            "\nember: windows: {} files let go of after their windows (no process mapped them \
+             any more)",
+            collector.forgotten_files
+        );
+    }
     if let Some(check) = &collector.table_check {
         detail += &format!("\nember: {}", check.stats);
     }

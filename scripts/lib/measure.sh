@@ -2,6 +2,7 @@
 #
 #   . "$(dirname "$0")/lib/measure.sh"
 #   measure_setup NAME         # ROOT, WORK (a temporary directory, removed at exit), EMBER
+#                              # (this tree's release build, or $EMBER_BIN: another build)
 #   need_perf                  # fail saying how to install perf when it is missing
 #   workload NAME [CFLAGS...]  # testdata/NAME.c built into $WORK/NAME (-O2 -g, no frame pointers)
 #   work_of FILE               # the work_seconds a workload printed into FILE
@@ -17,8 +18,12 @@ measure_setup() {
   WORK=$(mktemp -d "/tmp/ember-$1.XXXXXX")
   # shellcheck disable=SC2064 # WORK is fixed now
   trap "rm -rf '$WORK'" EXIT
-  cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-  EMBER="$ROOT/target/release/ember"
+  if [ -n "${EMBER_BIN:-}" ]; then
+    EMBER=$EMBER_BIN
+  else
+    cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
+    EMBER="$ROOT/target/release/ember"
+  fi
 }
 
 need_perf() {

@@ -260,7 +260,14 @@ impl ModuleFile {
             eh_frame: bytes_of(".eh_frame"),
             eh_frame_hdr_svma: range_of(".eh_frame_hdr"),
             eh_frame_hdr: bytes_of(".eh_frame_hdr"),
-            debug_frame: bytes_of(".debug_frame"),
+            // Go compresses its `.debug_frame`; it is small, so kept inflated.
+            debug_frame: bytes_of(".debug_frame").or_else(|| {
+                let data = file
+                    .section_by_name(".debug_frame")?
+                    .uncompressed_data()
+                    .ok()?;
+                (!data.is_empty()).then(|| FileBytes::owned(data.into_owned()))
+            }),
         };
         ModuleFile {
             path,

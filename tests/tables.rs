@@ -342,6 +342,40 @@ fn rows_of_programs_that_ended_make_room_for_the_next() {
     );
 }
 
+/// Code built without unwind tables (`-fno-asynchronous-unwind-tables -g`) has its CFI in
+/// `.debug_frame` only (its `.eh_frame` holds the C runtime's start-up code): its rows come
+/// from there, and 5,000 frames are walked whole in the kernel, with no takeover.
+#[test]
+fn code_without_unwind_tables_is_walked_from_its_debug_frame() {
+    let _serial = serial();
+    let dir = scratch();
+    let flags = [
+        "-O2",
+        "-g",
+        "-fomit-frame-pointer",
+        "-fno-asynchronous-unwind-tables",
+        "-fno-unwind-tables",
+    ];
+    let exe = compile("gcc", "recursion.c", dir.path(), "rec_df", &flags);
+    let folded = dir.path().join("df.folded");
+    let args = [
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "5000",
+        "1",
+    ];
+    let (_, stderr) = record_kernel_walk(&args, false);
+    assert!(!stderr.contains("taken over by ptrace"), "{stderr}");
+    let stacks = read_folded(&folded);
+    let (all, deep) = (total(&stacks), samples_deeper_than(&stacks, 5000));
+    assert!(
+        deep * 10 >= all * 9,
+        "{deep} of {all} samples whole\n{stderr}"
+    );
+}
+
 /// Samples (counts) whose stacks hold more than `depth` frames, none cut.
 fn samples_deeper_than(stacks: &[Stack], depth: usize) -> u64 {
     stacks

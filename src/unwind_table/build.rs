@@ -1,10 +1,10 @@
-//! Building a file's [`UnwindTable`] from its `.eh_frame`: every row of every FDE's CFI
-//! program, reduced to the rules an x86-64 walk with `rsp`, `rbp` and the return address can
-//! follow.
+//! Building a file's [`UnwindTable`] from its `.eh_frame` (or, in a file without one, its
+//! `.debug_frame`): every row of every FDE's CFI program, reduced to the rules an x86-64
+//! walk with `rsp`, `rbp` and the return address can follow.
 
 use gimli::{
-    BaseAddresses, CfaRule, CieOrFde, EhFrame, LittleEndian, RegisterRule, UnwindContext,
-    UnwindSection, X86_64,
+    BaseAddresses, CfaRule, CieOrFde, DebugFrame, EhFrame, EndianSlice, LittleEndian, RegisterRule,
+    UnwindContext, UnwindSection, X86_64,
 };
 
 use super::{Row, RowKind, UnwindTable, RBP_UNKNOWN};
@@ -12,52 +12,97 @@ use crate::modules::UnwindSections;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    #[error("the file has no .eh_frame")]
+    #[error("the file has neither .eh_frame nor .debug_frame")]
     NoEhFrame,
-    #[error("its .eh_frame cannot be read: {0}")]
+    #[error("its CFI cannot be read: {0}")]
     Dwarf(#[from] gimli::Error),
 }
 
-/// The table of a file from its unwind sections (`.eh_frame`, with `.text` and `.got` for
-/// the pointer encodings that are relative to them).
+/// The table of a file from its unwind sections: `.eh_frame`, with `.text` and `.got` for
+/// the pointer encodings that are relative to them, and `.debug_frame` (whose addresses are
+/// absolute) for the functions `.eh_frame` does not describe — code built without unwind
+/// tables (`-fno-asynchronous-unwind-tables -g`) has its CFI there, and the C runtime's
+/// start-up code its few FDEs in `.eh_frame`.
 pub fn build(sections: &UnwindSections) -> Result<UnwindTable, TableError> {
-    let (Some(bytes), Some(svma)) = (&sections.eh_frame, &sections.eh_frame_svma) else {
-        return Err(TableError::NoEhFrame);
-    };
-    let eh = EhFrame::new(bytes, LittleEndian);
-    let mut bases = BaseAddresses::default().set_eh_frame(svma.start);
-    if let Some(text) = &sections.text_svma {
-        bases = bases.set_text(text.start);
-    }
-    if let Some(got) = &sections.got_svma {
-        bases = bases.set_got(got.start);
-    }
-    let mut ranges = Vec::new();
-    let mut ctx = UnwindContext::new();
-    let mut entries = eh.entries(&bases);
-    while let Some(entry) = entries.next()? {
-        let CieOrFde::Fde(partial) = entry else {
-            continue;
-        };
-        // An FDE that cannot be parsed is left out: its addresses stop the walk.
-        let Ok(fde) = partial.parse(|s, b, o| s.cie_from_offset(b, o)) else {
-            continue;
-        };
-        let signal = fde.cie().is_signal_trampoline();
-        let mut table = fde.rows(&eh, &bases, &mut ctx)?;
-        while let Some(row) = table.next_row()? {
-            let mut r = convert(row, &eh);
-            if signal {
-                r.kind = RowKind::Unsupported;
-            }
-            ranges.push((r, row.end_address()));
+    let mut fdes = Fdes::default();
+    if let (Some(bytes), Some(svma)) = (&sections.eh_frame, &sections.eh_frame_svma) {
+        let mut bases = BaseAddresses::default().set_eh_frame(svma.start);
+        if let Some(text) = &sections.text_svma {
+            bases = bases.set_text(text.start);
         }
+        if let Some(got) = &sections.got_svma {
+            bases = bases.set_got(got.start);
+        }
+        fdes.add(&EhFrame::new(bytes, LittleEndian), &bases)?;
     }
-    Ok(UnwindTable::from_ranges(ranges))
+    if let Some(bytes) = &sections.debug_frame {
+        let mut debug_frame = DebugFrame::new(bytes, LittleEndian);
+        debug_frame.set_address_size(8);
+        fdes.covered.sort_unstable_by_key(|r| r.start);
+        fdes.add(&debug_frame, &BaseAddresses::default())?;
+    }
+    if fdes.covered.is_empty() {
+        return Err(TableError::NoEhFrame);
+    }
+    Ok(UnwindTable::from_ranges(fdes.ranges))
+}
+
+/// Rows as ranges, and the address ranges of the FDEs they came from.
+#[derive(Default)]
+struct Fdes {
+    ranges: Vec<(Row, u64)>,
+    covered: Vec<std::ops::Range<u64>>,
+}
+
+impl Fdes {
+    /// The rows of every FDE of `section` whose addresses no FDE added before covers.
+    fn add<'a, S>(&mut self, section: &S, bases: &BaseAddresses) -> Result<(), TableError>
+    where
+        S: UnwindSection<EndianSlice<'a, LittleEndian>>,
+    {
+        let before = self.covered.len();
+        let mut ctx = UnwindContext::new();
+        let mut entries = section.entries(bases);
+        while let Some(entry) = entries.next()? {
+            let CieOrFde::Fde(partial) = entry else {
+                continue;
+            };
+            // An FDE that cannot be parsed is left out: its addresses stop the walk.
+            let Ok(fde) = partial.parse(|s, b, o| s.cie_from_offset(b, o)) else {
+                continue;
+            };
+            let range = fde.initial_address()..fde.end_address();
+            // (A function the linker dropped keeps its `.debug_frame` FDE, at address 0.)
+            if range.start == 0 || self.overlaps_earlier(&range, before) {
+                continue;
+            }
+            self.covered.push(range);
+            let signal = fde.cie().is_signal_trampoline();
+            let mut table = fde.rows(section, bases, &mut ctx)?;
+            while let Some(row) = table.next_row()? {
+                let mut r = convert(row, section);
+                if signal {
+                    r.kind = RowKind::Unsupported;
+                }
+                self.ranges.push((r, row.end_address()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `range` overlaps one of the first `before` FDEs (sorted by start).
+    fn overlaps_earlier(&self, range: &std::ops::Range<u64>, before: usize) -> bool {
+        let earlier = &self.covered[..before];
+        let i = earlier.partition_point(|r| r.start < range.end);
+        i > 0 && earlier[i - 1].end > range.start
+    }
 }
 
 /// One row of CFI as a [`Row`].
-fn convert<R: gimli::Reader>(row: &gimli::UnwindTableRow<R::Offset>, eh: &EhFrame<R>) -> Row {
+fn convert<R: gimli::Reader, S: UnwindSection<R>>(
+    row: &gimli::UnwindTableRow<R::Offset>,
+    section: &S,
+) -> Row {
     let mut r = Row::stop(row.start_address());
     match row.register(X86_64::RA) {
         Some(RegisterRule::Undefined) => {
@@ -80,7 +125,7 @@ fn convert<R: gimli::Reader>(row: &gimli::UnwindTableRow<R::Offset>, eh: &EhFram
             };
         }
         CfaRule::Expression(expr) => {
-            let Some(threshold) = expr.get(eh).ok().and_then(|e| plt_threshold(e.0)) else {
+            let Some(threshold) = expr.get(section).ok().and_then(|e| plt_threshold(e.0)) else {
                 return unsupported(r);
             };
             (r.kind, r.cfa_offset, r.plt_threshold) = (RowKind::Plt, 8, threshold);

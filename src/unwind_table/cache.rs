@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::packed::PackedRow;
 
 /// The first bytes of a cache file (the row format's version with it).
-const MAGIC: &[u8; 8] = b"EMBROWS1";
+const MAGIC: &[u8; 8] = b"EMBROWS2";
 
 fn path(dir: &Path, build_id: &[u8]) -> PathBuf {
     let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();

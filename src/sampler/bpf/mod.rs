@@ -257,6 +257,14 @@ impl BpfProgram {
         Ok(())
     }
 
+    /// How often the program ran and its time in all, where the kernel counts them
+    /// (`sysctl kernel.bpf_stats_enabled=1`); `None` otherwise.
+    pub fn run_stats(&self) -> Option<(u64, std::time::Duration)> {
+        let program: &PerfEvent = self.ebpf.program("unwind")?.try_into().ok()?;
+        let info = program.info().ok()?;
+        (info.run_count() > 0).then(|| (info.run_count(), info.run_time()))
+    }
+
     /// The output event of `cpu`, to be redirected into that CPU's ring buffer.
     pub fn output_fd(&self, cpu: u32) -> Option<RawFd> {
         self.outputs

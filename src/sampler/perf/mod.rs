@@ -305,8 +305,14 @@ impl Sampler for PerfSampler {
                 self.switch_buffers.len()
             ));
         }
-        if self.bpf.is_some() {
+        if let Some(program) = &self.bpf {
             s.push_str(", stacks walked in the kernel (BPF)");
+            if let Some((runs, time)) = program.run_stats() {
+                s.push_str(&format!(
+                    " in {:.2} µs a sample ({runs} runs; kernel.bpf_stats_enabled)",
+                    time.as_secs_f64() * 1e6 / runs as f64
+                ));
+            }
         } else {
             s.push_str(&format!(", {} bytes of stack per sample", self.stack_size));
         }

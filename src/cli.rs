@@ -630,6 +630,7 @@ impl TopArgs {
             record: record.into_options(),
             interval: self.interval,
             recent: self.recent,
+            forget_after: None,
         }
     }
 }

@@ -360,9 +360,9 @@ impl ModuleTable {
     /// Let go of the files of modules `ids` (their mapped bytes and what was read from
     /// them), keeping their names: no process maps them any more and no profile still to be
     /// named holds their frames. A file mapped again later is opened again, as a new module.
-    /// Pseudo-modules (`[vdso]`, `[anon]`) stay.
-    pub fn forget(&mut self, ids: &std::collections::HashSet<ModuleId>) -> usize {
-        let mut forgotten = 0;
+    /// Pseudo-modules (`[vdso]`, `[anon]`) stay. Returns the modules let go of now.
+    pub fn forget(&mut self, ids: &std::collections::HashSet<ModuleId>) -> Vec<ModuleId> {
+        let mut forgotten = Vec::new();
         for &id in ids {
             let Some(m) = self.modules.get_mut(id.0 as usize) else {
                 continue;
@@ -374,7 +374,7 @@ impl ModuleTable {
             m.unwind = UnwindSections::default();
             m.segments = Vec::new();
             m.build_id = None;
-            forgotten += 1;
+            forgotten.push(id);
         }
         let modules = &self.modules;
         self.by_key
@@ -521,7 +521,7 @@ mod tests {
         let vdso = t.pseudo("[vdso]");
         let vdso_read = t.get(vdso).data.is_some();
         let ids = [id, vdso].into_iter().collect();
-        assert_eq!(t.forget(&ids), 1, "the vdso stays");
+        assert_eq!(t.forget(&ids), vec![id], "the vdso stays");
         assert!(t.get(id).data.is_none() && t.get(id).unwind.eh_frame.is_none());
         assert_eq!(
             t.get(id).short_name(),
@@ -532,7 +532,7 @@ mod tests {
         let again = t.open(exe, None, std::process::id(), 0, 0);
         assert_ne!(again, id);
         assert!(t.get(again).data.is_some());
-        assert_eq!(t.forget(&ids), 0, "already let go of");
+        assert!(t.forget(&ids).is_empty(), "already let go of");
     }
 
     #[test]

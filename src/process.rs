@@ -188,8 +188,8 @@ impl ProcessTable {
 
     /// Let go of the files that no process still known maps (call after
     /// [`ProcessTable::forget_ended`], once the profile holding their frames is named): a
-    /// recording of hours holds the files of what runs now. Returns how many.
-    pub fn forget_unmapped_files(&mut self) -> usize {
+    /// recording of hours holds the files of what runs now. Returns those let go of.
+    pub fn forget_unmapped_files(&mut self) -> Vec<ModuleId> {
         let mapped: HashSet<ModuleId> = self
             .procs
             .values()

@@ -180,6 +180,31 @@ fn concurrent_requests_share_one_session_and_a_client_may_hang_up() {
     );
 }
 
+/// Programs that start and end during a request are named in its profile (the recording
+/// lets go of their files once they end; the names are kept while a request may need them).
+#[test]
+fn programs_that_come_and_go_are_named_in_the_profile_that_spans_them() {
+    let _serial = serial();
+    let exe = workload("shares", Build::NoFramePointers);
+    let dir = scratch();
+    let script = format!(
+        "for i in 1 2 3 4 5; do cp {exe} {d}/new$i && {d}/new$i 0.6 && rm {d}/new$i; done",
+        exe = exe.display(),
+        d = dir.path().display()
+    );
+    let served = Served::start(&["--listen", "127.0.0.1:0", "--", "sh", "-c", &script]);
+    let (status, body) = get(&served.addr, "/debug/pprof/profile?seconds=3", &[]);
+    assert_eq!(status, 200);
+    let profile = ember::output::pprof::read(&body).expect("a pprof profile");
+    let names: Vec<&str> = profile.functions.iter().map(|f| f.name.as_str()).collect();
+    assert!(names.contains(&"hot_sixty"), "{names:?}");
+    let unnamed: Vec<&&str> = names
+        .iter()
+        .filter(|n| n.starts_with("new") && n.contains("+0x"))
+        .collect();
+    assert!(unnamed.is_empty(), "{unnamed:?}");
+}
+
 /// Off loopback a token is required: without one ember refuses to start; with one, requests
 /// without it are refused.
 #[test]

@@ -38,6 +38,9 @@ pub struct LiveWindow {
     pub new_modules: Vec<ModuleFile>,
     /// Python code objects first seen since the last window, by id.
     pub new_python: Vec<(u32, crate::python::CodeInfo)>,
+    /// Modules no process maps any more, let go of by the recording since the last window
+    /// (their frames may still be in windows the view keeps).
+    pub gone_modules: Vec<crate::model::ModuleId>,
     /// The recording so far.
     pub counts: RecordingCounts,
     /// How long the window lasted.
@@ -60,6 +63,8 @@ pub(super) struct WindowSender {
     modules_sent: usize,
     /// Python code objects handed over already.
     python_sent: std::collections::HashSet<u32>,
+    /// Modules let go of since the last window.
+    gone: Vec<crate::model::ModuleId>,
 }
 
 impl WindowSender {
@@ -68,7 +73,13 @@ impl WindowSender {
             events,
             modules_sent: 0,
             python_sent: Default::default(),
+            gone: Vec::new(),
         }
+    }
+
+    /// Modules the recording let go of: told with the next window.
+    pub(super) fn gone(&mut self, modules: Vec<crate::model::ModuleId>) {
+        self.gone.extend(modules);
     }
 
     /// Hand a window over (a view that is gone drops it).
@@ -86,6 +97,7 @@ impl WindowSender {
             profile,
             new_modules,
             new_python,
+            gone_modules: std::mem::take(&mut self.gone),
             counts: collector.counts(),
             duration,
         })));

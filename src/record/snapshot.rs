@@ -13,6 +13,7 @@ use super::metadata::{fill_metadata, About};
 use super::outputs::{name_and_write, window_outputs};
 use super::push::Pusher;
 use super::RecordOptions;
+use crate::model::ModuleId;
 use crate::output::OutputError;
 use crate::profile::Profile;
 
@@ -64,7 +65,9 @@ pub(super) fn write(
     // (`duration` is the window's; the next begins where it ends.)
     if let Some(feed) = &mut plan.feed {
         feed.send(profile, duration, collector);
-        forget_ended(collector, window);
+        // The view holds its own copies of the modules handed over.
+        let gone = forget_ended(collector, window);
+        feed.gone(gone);
         return Ok(());
     }
     let pids: Vec<u32> = collector.procs.processes().map(|p| p.pid).collect();
@@ -83,23 +86,23 @@ pub(super) fn write(
         pusher.push(body, unix_span(window.at.1, duration));
     }
     forget_ended(collector, window);
-    if window.reset {
-        // The window is named and written: nothing holds the frames of files no process
-        // maps now. (A live view names frames later, and keeps them.)
-        collector.forgotten_files += collector.procs.forget_unmapped_files();
-    }
     Ok(())
 }
 
-/// After a window that starts the next one empty, forget the processes that ended: their
-/// samples are in the window just written or handed over, and memory stays flat however
-/// many processes come and go over hours.
-fn forget_ended(collector: &mut Collector, window: Window) {
-    if window.reset {
-        for pid in collector.procs.forget_ended() {
-            collector.perf_maps.remove(&pid);
-        }
+/// After a window that starts the next one empty (written, or handed over), forget the
+/// processes that ended — their samples are in that window — and let go of the files no
+/// process maps any more, so that memory stays flat however many processes and programs
+/// come and go over hours. Returns the modules let go of.
+fn forget_ended(collector: &mut Collector, window: Window) -> Vec<ModuleId> {
+    if !window.reset {
+        return Vec::new();
     }
+    for pid in collector.procs.forget_ended() {
+        collector.perf_maps.remove(&pid);
+    }
+    let gone = collector.procs.forget_unmapped_files();
+    collector.forgotten_files += gone.len();
+    gone
 }
 
 /// The Unix seconds a window `duration` long that ended at `end` began and ended.

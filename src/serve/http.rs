@@ -11,7 +11,7 @@ use tiny_http::{Header, Request, Response, Server};
 pub const PROFILE_PATH: &str = "/debug/pprof/profile";
 /// Go's default length of a CPU profile, and the longest ember takes.
 const DEFAULT_SECONDS: u64 = 30;
-const MAX_SECONDS: u64 = 3600;
+pub(super) const MAX_SECONDS: u64 = 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {

@@ -67,10 +67,14 @@ struct Pending {
 
 /// Serve until sampling ends (the command ends, `-d`, Ctrl-C); `listening` is told the
 /// address once requests are taken. Returns the exit code ember ends with.
-pub fn run(opts: ServeOptions, listening: impl FnOnce(SocketAddr)) -> Result<i32, ServeError> {
+pub fn run(mut opts: ServeOptions, listening: impl FnOnce(SocketAddr)) -> Result<i32, ServeError> {
     if !opts.listen.ip().is_loopback() && opts.token.is_none() {
         return Err(ServeError::NeedsToken(opts.listen));
     }
+    // Names are kept as long as the longest request may still need them, and no more: a
+    // server runs for days while programs come and go.
+    let longest = http::MAX_SECONDS as f64 / opts.session.interval.as_secs_f64();
+    opts.session.forget_after = Some(longest.ceil() as u64 + 2);
     let (tx, asked) = mpsc::channel();
     let addr = http::listen(opts.listen, opts.token.clone(), tx)?;
     let window = opts.session.interval;

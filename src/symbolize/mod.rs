@@ -171,6 +171,13 @@ pub struct Opened {
     once: bool,
 }
 
+impl Opened {
+    /// Let go of what was opened to name modules `ids`.
+    pub fn forget(&mut self, ids: &std::collections::HashSet<ModuleId>) {
+        self.modules.retain(|id, _| !ids.contains(id));
+    }
+}
+
 /// Name `frames` (entry `i` of the result names `frames[i]`), from the modules and JIT maps
 /// in `sources`, opening what `opened` does not hold yet (and keeping it there).
 pub fn name_frames(

@@ -36,6 +36,10 @@ pub struct TopOptions {
     pub interval: Duration,
     /// How far back "recent" looks (`c` switches between it and everything).
     pub recent: Duration,
+    /// For a server that runs for days (`ember serve`): keep no profile of everything since
+    /// the start, and let go of the names of modules this many windows after the recording
+    /// let go of them (`None`: keep both, as the live view does).
+    pub forget_after: Option<u64>,
 }
 
 /// How the target stands, for the view's header.
@@ -75,6 +79,8 @@ pub struct Session {
     written: u32,
     /// Windows taken so far.
     windows: u64,
+    /// Modules whose names were let go of (`forget_after`).
+    pub forgotten: usize,
 }
 
 impl Session {
@@ -117,6 +123,7 @@ impl Session {
             warnings: Vec::new(),
             written: 0,
             windows: 0,
+            forgotten: 0,
             opts,
         })
     }
@@ -149,12 +156,17 @@ impl Session {
             profile,
             new_modules,
             new_python,
+            gone_modules,
             counts,
             duration,
         } = w;
         self.windows += 1;
         self.names.ask((new_modules, new_python), profile.frames());
-        merge_into(&mut self.total, &profile);
+        self.names.gone(&gone_modules);
+        match self.opts.forget_after {
+            Some(windows) => self.forgotten += self.names.forget_gone(windows),
+            None => merge_into(&mut self.total, &profile),
+        }
         for warning in &profile.meta.warnings {
             if !self.warnings.contains(warning) {
                 self.warnings.push(warning.clone());

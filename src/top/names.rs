@@ -29,11 +29,13 @@ pub struct Named {
     pub location: Option<Arc<str>>,
 }
 
-/// What the naming thread is asked: modules first seen, and frames to name.
+/// What the naming thread is asked: modules first seen, frames to name, and modules to let
+/// go of.
 struct Request {
     modules: Vec<ModuleFile>,
     python: Vec<(u32, CodeInfo)>,
     frames: Vec<Frame>,
+    forget: HashSet<ModuleId>,
 }
 
 /// Modules and Python code objects first seen.
@@ -54,6 +56,10 @@ pub struct Names {
     /// The modules as the recording knows them (same ids), for names not ready yet and for
     /// the outputs written from the view.
     pub modules: ModuleTable,
+    /// Windows asked about so far, and the one after which the recording let go of each
+    /// module it let go of.
+    windows: u64,
+    gone_at: HashMap<ModuleId, u64>,
     requests: Sender<Request>,
     answers: Receiver<Answer>,
     /// Warnings of symbolization (a debug file that could not be fetched ...), once each.
@@ -74,6 +80,8 @@ impl Names {
             symbols: HashMap::new(),
             asked: HashSet::new(),
             modules: ModuleTable::new(),
+            windows: 0,
+            gone_at: HashMap::new(),
             requests,
             answers,
             warnings: Vec::new(),
@@ -83,6 +91,7 @@ impl Names {
     /// Modules and Python code objects first seen, and the frames of a new window: those never
     /// asked for are named in the background.
     pub fn ask(&mut self, (modules, python): NewSources, frames: &[Frame]) {
+        self.windows += 1;
         self.modules.append(modules.iter().cloned());
         let new: Vec<Frame> = frames
             .iter()
@@ -94,8 +103,47 @@ impl Names {
                 modules,
                 python,
                 frames: new,
+                forget: HashSet::new(),
             });
         }
+    }
+
+    /// The recording let go of `modules` (no process maps them): their frames come in no
+    /// window after this one.
+    pub fn gone(&mut self, modules: &[ModuleId]) {
+        let now = self.windows;
+        self.gone_at.extend(modules.iter().map(|&id| (id, now)));
+    }
+
+    /// Let go of the names and files of modules gone more than `windows` windows ago (a
+    /// server that runs for days keeps the names it may still be asked for); returns how
+    /// many.
+    pub fn forget_gone(&mut self, windows: u64) -> usize {
+        let now = self.windows;
+        let forget: HashSet<ModuleId> = self
+            .gone_at
+            .iter()
+            .filter(|(_, &at)| now - at > windows)
+            .map(|(&id, _)| id)
+            .collect();
+        if forget.is_empty() {
+            return 0;
+        }
+        self.gone_at.retain(|id, _| !forget.contains(id));
+        let of_forgotten =
+            |f: &Frame| matches!(f, Frame::Module { module, .. } if forget.contains(module));
+        self.known.retain(|f, _| !of_forgotten(f));
+        self.symbols.retain(|f, _| !of_forgotten(f));
+        self.asked.retain(|f| !of_forgotten(f));
+        self.modules.forget(&forget);
+        let n = forget.len();
+        let _ = self.requests.send(Request {
+            modules: Vec::new(),
+            python: Vec::new(),
+            frames: Vec::new(),
+            forget,
+        });
+        n
     }
 
     /// Take the names found since the last call; true if there were some.
@@ -211,6 +259,10 @@ fn name_until_closed(requests: Receiver<Request>, answers: Sender<Answer>, opts:
             modules.append(r.modules);
             python.extend(r.python);
             frames.extend(r.frames);
+            if !r.forget.is_empty() {
+                modules.forget(&r.forget);
+                opened.forget(&r.forget);
+            }
         }
         perf_maps.load(&frames);
         // A file at a time, smallest first: the program's own functions are named while a
@@ -281,5 +333,55 @@ impl PerfMaps {
                 self.maps.insert(pid, m);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::ModuleTable;
+
+    /// A frame in this test binary's own code, and the module it is in.
+    fn own_frame() -> (ModuleFile, Frame) {
+        let exe = std::env::current_exe().unwrap();
+        let mut table = ModuleTable::new();
+        let id = table.insert_bytes("me", std::fs::read(&exe).unwrap());
+        let module = table.get(id).clone();
+        let svma = module.unwind.text_svma.as_ref().expect(".text").start + 16;
+        (module, Frame::Module { module: id, svma })
+    }
+
+    fn wait_for_names(names: &mut Names) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while names.pending() > 0 && Instant::now() < until {
+            names.update();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(names.pending(), 0, "no names after 20 s");
+    }
+
+    #[test]
+    fn names_of_modules_gone_long_enough_are_let_go_of() {
+        let mut names = Names::start(SymbolizeOptions::default());
+        let (module, frame) = own_frame();
+        names.ask((vec![module], Vec::new()), &[frame]);
+        wait_for_names(&mut names);
+        let named = names.get(frame)[0].function.name.clone();
+        assert!(!named.contains("+0x"), "{named}");
+        // The recording let go of the module after this window; two more windows pass.
+        let Frame::Module { module: id, .. } = frame else {
+            unreachable!()
+        };
+        names.gone(&[id]);
+        for _ in 0..2 {
+            names.ask((Vec::new(), Vec::new()), &[]);
+            assert_eq!(names.forget_gone(2), 0, "kept for two windows");
+        }
+        assert_eq!(names.get(frame)[0].function.name, named);
+        names.ask((Vec::new(), Vec::new()), &[]);
+        assert_eq!(names.forget_gone(2), 1);
+        assert!(names.modules.get(id).data.is_none());
+        assert_eq!(names.pending(), 0);
+        assert!(names.get(frame)[0].function.name.contains("+0x"));
     }
 }

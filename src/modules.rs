@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::ops::{Deref, Range};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use memmap2::Mmap;
 use object::{Object, ObjectSection, ObjectSegment};
@@ -292,6 +292,44 @@ struct ModuleKey {
 pub struct ModuleTable {
     modules: Vec<ModuleFile>,
     by_key: HashMap<ModuleKey, ModuleId>,
+    /// Files a reader opened as it saw them mapped, taken from there first.
+    early: Option<Arc<EarlyFiles>>,
+}
+
+/// A mapped file's device and inode, as mmap records give them.
+pub type DevIno = (u32, u32, u64);
+
+/// Files opened as soon as a reader saw them mapped — before the process that mapped them
+/// could end and take a deleted or replaced file with it — until [`ModuleTable::open`]
+/// takes them.
+#[derive(Default)]
+pub struct EarlyFiles(Mutex<HashMap<(String, Option<DevIno>), File>>);
+
+/// Files kept at most, waiting to be taken (a reader far ahead of its processing).
+const EARLY_FILES_MAX: usize = 4096;
+
+impl EarlyFiles {
+    /// Open the file `pid` mapped at `start..end` (`path`, `dev_ino`), and keep it.
+    pub fn open(&self, path: &str, dev_ino: Option<DevIno>, pid: u32, start: u64, end: u64) {
+        let key = (path.to_string(), dev_ino);
+        let waiting = |key| {
+            self.0
+                .lock()
+                .map_or(true, |f| f.len() >= EARLY_FILES_MAX || f.contains_key(key))
+        };
+        if waiting(&key) {
+            return;
+        }
+        if let (Ok(file), Ok(mut files)) =
+            (open_file(path, dev_ino, pid, start, end), self.0.lock())
+        {
+            files.insert(key, file);
+        }
+    }
+
+    fn take(&self, path: &str, dev_ino: Option<DevIno>) -> Option<File> {
+        self.0.lock().ok()?.remove(&(path.to_string(), dev_ino))
+    }
 }
 
 impl ModuleTable {
@@ -409,6 +447,11 @@ impl ModuleTable {
         self.insert(key, m)
     }
 
+    /// Take files from `early` first (see [`EarlyFiles`]).
+    pub fn open_early_from(&mut self, early: Arc<EarlyFiles>) {
+        self.early = Some(early);
+    }
+
     /// Find or open the file `path` as mapped by `pid` at `start..end`.
     pub fn open(
         &mut self,
@@ -422,10 +465,17 @@ impl ModuleTable {
             path: path.to_string(),
             dev_ino,
         };
+        // Taken whether it is needed or not, so that none waits for ever.
+        let early = self.early.as_ref().and_then(|e| e.take(path, dev_ino));
         if let Some(&id) = self.by_key.get(&key) {
             return id;
         }
-        let module = match open_mapped_file(path, dev_ino, pid, start, end) {
+        let opened = match early {
+            // SAFETY: as in `open_mapped_file`.
+            Some(file) => unsafe { Mmap::map(&file) },
+            None => open_mapped_file(path, dev_ino, pid, start, end),
+        };
+        let module = match opened {
             Ok(map) => ModuleFile::from_data(path.to_string(), Arc::new(ModuleData::Mapped(map))),
             Err(e) => ModuleFile::empty(path.to_string(), Some(e.to_string())),
         };
@@ -464,15 +514,29 @@ fn same_file(meta: &std::fs::Metadata, dev_ino: Option<(u32, u32, u64)>) -> bool
     }
 }
 
-/// Open the file a process mapped: by path when it is still the same file, else through
-/// `/proc/PID/map_files` (which reaches deleted and replaced files while the process lives).
+/// Open and map the file a process mapped ([`open_file`]).
 fn open_mapped_file(
     path: &str,
-    dev_ino: Option<(u32, u32, u64)>,
+    dev_ino: Option<DevIno>,
     pid: u32,
     start: u64,
     end: u64,
 ) -> std::io::Result<Mmap> {
+    let file = open_file(path, dev_ino, pid, start, end)?;
+    // SAFETY: the file is mapped read-only; if another process truncates it we could fault,
+    // which is the same risk every profiler and debugger takes.
+    unsafe { Mmap::map(&file) }
+}
+
+/// Open the file a process mapped: by path when it is still the same file, else through
+/// `/proc/PID/map_files` (which reaches deleted and replaced files while the process lives).
+fn open_file(
+    path: &str,
+    dev_ino: Option<DevIno>,
+    pid: u32,
+    start: u64,
+    end: u64,
+) -> std::io::Result<File> {
     let by_path = Path::new(path.trim_end_matches(" (deleted)"));
     let map_file = crate::linux::map_file(pid, start, end);
     let mut candidates: Vec<&Path> = Vec::new();
@@ -483,11 +547,7 @@ fn open_mapped_file(
     let mut last_err = None;
     for p in candidates {
         match File::open(p) {
-            Ok(f) => {
-                // SAFETY: the file is mapped read-only; if another process truncates it we
-                // could fault, which is the same risk every profiler and debugger takes.
-                return unsafe { Mmap::map(&f) };
-            }
+            Ok(f) => return Ok(f),
             Err(e) => last_err = Some(e),
         }
     }

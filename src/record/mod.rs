@@ -10,6 +10,7 @@
 //! recording goes through [`RecordOptions::notify`], the summary is a value.
 
 mod collector;
+mod early_files;
 mod feed;
 mod kernel_python;
 mod kernel_walk;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::collector::RecordingCounts;
+use super::early_files::EarlyOpener;
 use super::running::{Running, Stop};
 use super::snapshot::Window;
 use super::worker::Processing;
@@ -26,6 +27,8 @@ pub(super) struct ReadPlan {
     pub every: Option<Duration>,
     /// Set by a live view that was told to quit.
     pub quit: Option<Arc<AtomicBool>>,
+    /// Where files are opened as soon as they are seen mapped.
+    pub early: Option<Arc<crate::modules::EarlyFiles>>,
 }
 
 /// Told a status line about once a second, and "" when sampling is over.
@@ -50,6 +53,11 @@ pub(super) fn sample_until(
     let started = Instant::now();
     let mut status_at = started + STATUS_EVERY;
     let mut windows = plan.every.map(|every| (1u32, started + every));
+    let layout = sampler.layout();
+    let mut early = plan
+        .early
+        .as_ref()
+        .map(|files| EarlyOpener::new(Arc::clone(files), layout));
     let stop = loop {
         if plan
             .quit
@@ -73,6 +81,9 @@ pub(super) fn sample_until(
         if !processing.backlogged() {
             let mut batch = processing.batch();
             sampler.drain(&mut batch);
+            if let Some(early) = &mut early {
+                early.scan(&batch);
+            }
             // Every record up to the previous read's start is in now.
             processing.send(batch, watermark);
             watermark = now_ns;

@@ -377,6 +377,8 @@ impl Started {
         } = self;
         let notes_taken = sampler.notes().len();
         collector.warn(sampler.notes().iter().cloned());
+        let early = Arc::new(crate::modules::EarlyFiles::default());
+        collector.procs.modules.open_early_from(Arc::clone(&early));
         let (every, quit) = match &feed {
             Some(f) => (Some(f.every), Some(f.quit.clone())),
             None => (opts.output.every, None),
@@ -409,7 +411,8 @@ impl Started {
             processing.finish();
             return Err(e);
         }
-        let plan = read_plan(opts, started, every, quit);
+        let mut plan = read_plan(opts, started, every, quit);
+        plan.early = Some(early);
         let (stop, window) = sample_until(sampler.as_mut(), &mut processing, &mut running, &plan);
         let ended = (Instant::now(), SystemTime::now());
         if let Some(n) = user_nice {
@@ -471,6 +474,7 @@ fn read_plan(
         }),
         every,
         quit,
+        early: None,
     }
 }
 

@@ -718,7 +718,7 @@ fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A record as ember's BPF program sends it: two user frames, one kernel frame, one
@@ -870,23 +870,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn parses_mmap2_comm_fork_lost() {
+    /// An MMAP2 record of `name` (r-x) mapped by pid 5, tid 6 at 0x5000..0x6000, file
+    /// offset 0x2000, at time 99, as [`SampleLayout::recorded`]`(true)` reads it.
+    pub(crate) fn mmap2_record(name: &str, (maj, min, ino): (u32, u32, u64)) -> Vec<u8> {
         let mut body = Vec::new();
         body.extend_from_slice(&5u32.to_le_bytes());
         body.extend_from_slice(&6u32.to_le_bytes());
         for x in [0x5000u64, 0x1000, 0x2000] {
             body.extend_from_slice(&x.to_le_bytes());
         }
-        body.extend_from_slice(&8u32.to_le_bytes()); // maj
-        body.extend_from_slice(&1u32.to_le_bytes()); // min
-        body.extend_from_slice(&77u64.to_le_bytes()); // ino
+        body.extend_from_slice(&maj.to_le_bytes());
+        body.extend_from_slice(&min.to_le_bytes());
+        body.extend_from_slice(&ino.to_le_bytes());
         body.extend_from_slice(&0u64.to_le_bytes()); // ino gen
         body.extend_from_slice(&5u32.to_le_bytes()); // prot r-x
         body.extend_from_slice(&2u32.to_le_bytes()); // flags
-        body.extend_from_slice(b"/usr/bin/x\0\0\0\0\0\0");
+        body.extend_from_slice(name.as_bytes());
+        body.resize((body.len() + 1).next_multiple_of(8), 0);
         body.extend_from_slice(&sample_id(5, 6, 99, 0));
-        let rec = header(PERF_RECORD_MMAP2, 2, &body);
+        header(PERF_RECORD_MMAP2, 2, &body)
+    }
+
+    #[test]
+    fn parses_mmap2_comm_fork_lost() {
+        let rec = mmap2_record("/usr/bin/x", (8, 1, 77));
         assert_eq!(LAYOUT.record_time(&rec), 99);
         let Some(Event::Mmap(m)) = LAYOUT.parse(&rec).unwrap() else {
             panic!()

@@ -18,7 +18,8 @@ pub(super) struct KernelWalkMaps {
     maps: BpfMaps,
     /// Where each module's rows are, and the table's base (its first address).
     placed: HashMap<ModuleId, Option<(u32, u32, u64)>>,
-    /// Files whose rows are in the kernel, and files without (no `.eh_frame`).
+    /// Files whose rows are in the kernel, and files read without any (no `.eh_frame` or
+    /// `.debug_frame`).
     pub files: usize,
     pub files_without: usize,
     /// Time spent building or loading tables (s), and how many came from the cache.
@@ -150,7 +151,10 @@ impl KernelWalkMaps {
                     .map(|(first, count)| (first, count, base))
             }
             None => {
-                self.files_without += 1;
+                // (A file that could not be read is said in the summary's warnings.)
+                if module.data.is_some() && !module.path.starts_with('[') {
+                    self.files_without += 1;
+                }
                 None
             }
         };
@@ -188,7 +192,7 @@ impl KernelWalkMaps {
         format!(
             "stacks walked in the kernel: rows of {} files, {peak} rows at most ({:.1} of \
              {:.1} MiB); {} files' rows given back when no process mapped them, {} files left \
-             out for room, {} without .eh_frame; {} from the cache, built or loaded in {:.2} s",
+             out for room, {} without .eh_frame or .debug_frame; {} from the cache, built or loaded in {:.2} s",
             self.files,
             mib(peak),
             mib(capacity),

@@ -12,6 +12,8 @@
 # samples, the MB of stack it copied against what copying every stack whole would have.
 #
 #   scripts/deep-stacks.sh [HZ] [ROUNDS]      # defaults: 999 Hz, 3 rounds
+#   ONLY='copies|walked|samply' scripts/deep-stacks.sh 999 5   # the setups whose names match
+#                                             # (a regex), and no check of the tables
 #
 # Also per setup: ember's own CPU per 1,000 samples (everything's CPU time less rustc's), and
 # rustc's CPU time against the bare build's (what sampling costs the compile itself).
@@ -83,6 +85,13 @@ SETUPS=("perf, copies:--backend perf --unwind user"
 if command -v samply >/dev/null; then
   SETUPS+=("samply:samply")
 fi
+if [ -n "${ONLY:-}" ]; then
+  chosen=()
+  for setup in "${SETUPS[@]}"; do
+    if [[ ${setup%%:*} =~ $ONLY ]]; then chosen+=("$setup"); fi
+  done
+  SETUPS=("${chosen[@]}")
+fi
 
 echo "rustc -O building $version, $HZ Hz, $(nproc) CPUs, $ROUNDS rounds (medians)"
 # Each round: a bare build, then one under each setup; the slowdown is against that round's.
@@ -141,6 +150,7 @@ EOF2
 
 # The unwind tables (rows from .eh_frame alone) checked against the DWARF unwinder on every
 # sample of two more builds: walked by their user-space twin, and in the kernel.
+[ -z "${ONLY:-}" ] || exit 0
 for how in user kernel; do
   build "$EMBER" record -v --unwind "$how" --debug-check-tables -F "$HZ" \
     -o "$WORK/out.folded" -- >/dev/null

@@ -1,5 +1,5 @@
 //! Mapping kernel objects' memory (perf ring buffers, BPF maps) into ember, and reading
-//! another process's.
+//! another process's; giving the heap's free memory back.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -47,4 +47,15 @@ pub fn read_process(pid: u32, addr: u64, buf: &mut [u8]) -> bool {
     // SAFETY: one local buffer we own, of its own length; the remote side is only read.
     let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
     n >= 0 && n as usize == len
+}
+
+/// Hand the heap's free memory back to the system (glibc keeps what was freed for later;
+/// after a window whose symbolization read a large program's debug info, that is hundreds of
+/// MB a long recording would hold for nothing).
+pub fn give_back_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases memory the allocator holds free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

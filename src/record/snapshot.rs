@@ -102,6 +102,7 @@ fn forget_ended(collector: &mut Collector, window: Window) -> Vec<ModuleId> {
     }
     let gone = collector.procs.forget_unmapped_files();
     collector.forgotten_files += gone.len();
+    crate::linux::memory::give_back_free_memory();
     gone
 }
 

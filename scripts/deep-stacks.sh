@@ -83,7 +83,15 @@ SETUPS=("perf, copies:--backend perf --unwind user"
   "default (walked in the kernel):"
   "default, rustc started 0.3 s in::0.3")
 if command -v samply >/dev/null; then
-  SETUPS+=("samply:samply")
+  # samply refuses to run above kernel.perf_event_paranoid 1, even as root: lowered while
+  # this runs, then put back.
+  PARANOID=$(cat /proc/sys/kernel/perf_event_paranoid)
+  if [ "$PARANOID" -le 1 ] || echo 1 2>/dev/null >/proc/sys/kernel/perf_event_paranoid; then
+    trap 'echo "$PARANOID" >/proc/sys/kernel/perf_event_paranoid; rm -rf "$WORK"' EXIT
+    SETUPS+=("samply:samply")
+  else
+    echo "samply needs kernel.perf_event_paranoid <= 1 (it is $PARANOID): leaving it out" >&2
+  fi
 fi
 if [ -n "${ONLY:-}" ]; then
   chosen=()

@@ -2,6 +2,7 @@
 //! of their own and handed over as [`Asked`]; each answer is written on a thread of its own.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
@@ -130,14 +131,32 @@ fn answer_text(request: Request, status: u16, message: &str) {
     respond(request, response);
 }
 
+/// Answers being written now.
+static ANSWERING: AtomicUsize = AtomicUsize::new(0);
+
 /// Write `response` on a thread of its own (a client that reads slowly or hung up holds up
 /// nothing else; its error is its own).
 fn respond<R: std::io::Read + Send + 'static>(request: Request, response: Response<R>) {
-    let _ = std::thread::Builder::new()
+    ANSWERING.fetch_add(1, Ordering::SeqCst);
+    let spawned = std::thread::Builder::new()
         .name("ember-http-answer".into())
         .spawn(move || {
             let _ = request.respond(response);
+            ANSWERING.fetch_sub(1, Ordering::SeqCst);
         });
+    if spawned.is_err() {
+        ANSWERING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Wait until the answers being written are sent, for at most `limit`: the last answers
+/// (those given as sampling ends) must reach their clients before ember exits, and a client
+/// that stopped reading must not keep it from exiting.
+pub fn wait_for_answers(limit: Duration) {
+    let until = std::time::Instant::now() + limit;
+    while ANSWERING.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,9 @@ impl ServeError {
     }
 }
 
+/// How long the last answers may take to reach their clients before ember exits.
+const ANSWERS_AT_EXIT: Duration = Duration::from_secs(10);
+
 /// A request waiting for its windows.
 struct Pending {
     asked: Asked,
@@ -95,7 +98,9 @@ pub fn run(mut opts: ServeOptions, listening: impl FnOnce(SocketAddr)) -> Result
     // What each waiting request got before the end.
     take_requests(&asked, &mut pending, window);
     answer_finished(&mut session, &mut pending, |_| true);
-    Ok(session.finish()?)
+    let code = session.finish()?;
+    http::wait_for_answers(ANSWERS_AT_EXIT);
+    Ok(code)
 }
 
 /// Requests that arrived: each waits for the windows of its `seconds`.

@@ -10,7 +10,7 @@ use crate::model::{
     CommEvent, Event, ForkEvent, KernelWalk, MmapEvent, PythonCode, SampleEvent, StackPart,
     SwitchEvent, WaitReason,
 };
-use crate::sampler::bpf::record::{COPY_AT, HEADER_WORDS, MAGIC, MAX_KERNEL, PYTHON_FRAME_WORDS};
+use crate::sampler::bpf::record::{HEADER_WORDS, MAGIC, MAX_KERNEL, PYTHON_FRAME_WORDS};
 
 // The kernel's constants (perf-event-open-sys, generated from its headers): record kinds as
 // they are; sample_type bits as u64 and
@@ -670,7 +670,9 @@ fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
             bp: w(i + 2)?,
         })
     };
-    let (at_end, copy_len, copy_at_sample) = (regs(4)?, w(7)? as usize, w(8)? != 0);
+    // The copy's length, and where it starts in the raw data (after the frames).
+    let (copy_len, copy_at) = ((w(7)? & 0xffff_ffff) as usize, (w(7)? >> 32) as usize);
+    let (at_end, copy_at_sample) = (regs(4)?, w(8)? != 0);
     let sample_regs = regs(9)?;
     let (nkernel, frames_at) = (nkernel.min(MAX_KERNEL), 8 * HEADER_WORDS);
     let part = |from: usize, len: usize| {
@@ -693,7 +695,7 @@ fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
     let copy = if copy_len == 0 {
         &[][..]
     } else {
-        part(COPY_AT, copy_len)?
+        part(copy_at, copy_len)?
     };
     Ok(SampleEvent {
         pid: pid_tid as u32,
@@ -730,17 +732,7 @@ pub(crate) mod tests {
         ];
         raw.extend([0x401000, 0x402001, 0xffff_ffff_8100_0000]);
         raw.extend([0x7f00_0000, (12u64 << 32) | 3, 0x7f00_1000, 0x7f00_2000]);
-        let raw: Vec<u8> = raw.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let mut rec = Vec::new();
-        rec.extend(EMBER_RECORD_BPF_SAMPLE.to_le_bytes());
-        rec.extend(0u16.to_le_bytes());
-        rec.extend(((52 + raw.len() + 4) as u16).to_le_bytes());
-        for w in [0x401000u64, (6u64 << 32) | 5, 77, 1, 1] {
-            rec.extend(w.to_le_bytes());
-        }
-        rec.extend((raw.len() as u32 + 4).to_le_bytes());
-        rec.extend(&raw);
-        rec.extend([0u8; 4]);
+        let mut rec = bpf_record(&raw);
         let Some(Event::Sample(s)) = SampleLayout::recorded(true).parse(&rec).unwrap() else {
             panic!("not a sample");
         };
@@ -756,6 +748,55 @@ pub(crate) mod tests {
         // Not the program's: refused.
         rec[52] ^= 1;
         assert!(SampleLayout::recorded(true).parse(&rec).is_err());
+    }
+
+    /// A sample of ember's BPF program whose raw data is `raw`, of pid 5, tid 6, at 77.
+    fn bpf_record(raw: &[u64]) -> Vec<u8> {
+        let raw: Vec<u8> = raw.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut rec = Vec::new();
+        rec.extend(EMBER_RECORD_BPF_SAMPLE.to_le_bytes());
+        rec.extend(0u16.to_le_bytes());
+        rec.extend(((52 + raw.len() + 4) as u16).to_le_bytes());
+        for w in [0x401000u64, (6u64 << 32) | 5, 77, 1, 1] {
+            rec.extend(w.to_le_bytes());
+        }
+        rec.extend((raw.len() as u32 + 4).to_le_bytes());
+        rec.extend(&raw);
+        rec.extend([0u8; 4]);
+        rec
+    }
+
+    /// A walk that ended at a frame without rows: the stack from there follows its frames.
+    #[test]
+    fn a_bpf_records_stack_copy_follows_its_frames() {
+        let copy_at = 8 * (HEADER_WORDS as u64 + 2);
+        let mut raw: Vec<u64> = vec![
+            MAGIC,
+            0,
+            2,
+            1,
+            0x402001,
+            0x7ff8,
+            0,
+            16 | (copy_at << 32),
+            0,
+            0x401000,
+            0x7fe0,
+            7,
+            0,
+            0,
+        ];
+        raw.extend([0x401000, 0x402001, 0xaaaa, 0xbbbb]);
+        let rec = bpf_record(&raw);
+        let Some(Event::Sample(s)) = SampleLayout::recorded(true).parse(&rec).unwrap() else {
+            panic!("not a sample");
+        };
+        let walk = s.walked.unwrap();
+        assert_eq!(walk.frames.len(), 16);
+        assert_eq!(s.user_stack.len(), 16);
+        assert_eq!(s.user_stack[..8], 0xaaaau64.to_le_bytes());
+        // Registers where the walk ended, for the unwinder to go on from.
+        assert_eq!(s.user_regs.unwrap().sp, 0x7ff8);
     }
 
     const LAYOUT: SampleLayout = SampleLayout::recorded(true);

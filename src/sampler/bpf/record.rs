@@ -13,16 +13,14 @@ const SAMPLE_TYPE: u64 = (sys::bindings::PERF_SAMPLE_IP
     | sys::bindings::PERF_SAMPLE_PERIOD
     | sys::bindings::PERF_SAMPLE_RAW) as u64;
 
-/// "EMBRBPF2": the first word of every record.
-pub const MAGIC: u64 = 0x3246_5042_5242_4d45;
+/// "EMBRBPF3": the first word of every record.
+pub const MAGIC: u64 = 0x3346_5042_5242_4d45;
 /// Words before the user frames (which the kernel's follow), and the most kernel frames
 /// (`HEADER_WORDS`, `MAX_KERNEL`).
 pub const HEADER_WORDS: usize = 14;
 pub const MAX_KERNEL: usize = 128;
 /// Words per Python frame (`PY_FRAME_WORDS`): see [`crate::model::KernelWalk::python`].
 pub const PYTHON_FRAME_WORDS: usize = 4;
-/// Where a record's stack copy starts (`COPY_AT`).
-pub const COPY_AT: usize = 65472 - 16384;
 
 /// The attributes of a BPF output event on one CPU, as ember's rings take them (the same
 /// clock as its sampling events).

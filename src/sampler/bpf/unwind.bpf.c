@@ -73,9 +73,11 @@ enum {
 // starts in it (after the most frames there can be).
 #define RAW_MAX 65472
 #define COPY_AT (RAW_MAX - COPY_BYTES)
+// A copy follows the frames where they end before this (a power of two), else at COPY_AT.
+#define COPY_NEAR 32768
 #define BUF_BYTES 65536
 #define HEADER_WORDS 14
-#define MAGIC 0x3246504252424d45ULL // "EMBRBPF2"
+#define MAGIC 0x3346504252424d45ULL // "EMBRBPF3"
 
 // The record sent: HEADER_WORDS words — magic, how many kernel frames, how many user
 // frames, how the walk ended, the registers where it ended (ip, sp, bp), the bytes of stack
@@ -533,9 +535,11 @@ __attribute__((noinline)) int python_start(struct py_walk *p, u32 tid)
 // Copy the stack at `sp` to the end of the record's buffer; returns the bytes copied. Near
 // the top of a stack (the outermost frames) the stack's mapping ends before COPY_BYTES: then
 // as many whole pages as can be read, from sp to the end of its page on.
-static u64 copy_stack(struct out_buf *buf, u64 sp)
+static u64 copy_stack(struct out_buf *buf, u64 at, u64 sp)
 {
-	if (bpf_probe_read_user(&buf->w[COPY_AT / 8], COPY_BYTES, (const void *)sp) == 0)
+	// Masked: the verifier must see the bound on the very register it checks.
+	void *to = (char *)buf->w + (at < COPY_NEAR ? (at & (COPY_NEAR - 8)) : COPY_AT);
+	if (bpf_probe_read_user(to, COPY_BYTES, (const void *)sp) == 0)
 		return COPY_BYTES;
 	u64 edge = 4096 - (sp & 4095);
 #pragma unroll
@@ -543,7 +547,7 @@ static u64 copy_stack(struct out_buf *buf, u64 sp)
 		u64 len = edge + pages * 4096;
 		if (len > COPY_BYTES)
 			continue;
-		if (bpf_probe_read_user(&buf->w[COPY_AT / 8], len, (const void *)sp) == 0)
+		if (bpf_probe_read_user(to, len, (const void *)sp) == 0)
 			return len;
 	}
 	return 0;
@@ -610,9 +614,14 @@ int unwind(struct bpf_perf_event_data *ctx)
 	u64 from = check && *check ? 1 : 0;
 	int handed_over = w.end == END_NO_ROW || w.end == END_UNSUPPORTED;
 	u64 copy_sp = from ? sample_sp : w.sp;
+	// The copy follows the frames (a record as long as what it holds, not 64 KiB); after
+	// thousands of frames, at COPY_AT (frames end before it).
+	u64 copy_at = (u64)frames_end * 8;
+	if (copy_at >= COPY_NEAR)
+		copy_at = COPY_AT;
 	u64 copy = 0;
 	if (from || (n > 0 && handed_over))
-		copy = copy_stack(buf, copy_sp);
+		copy = copy_stack(buf, copy_at, copy_sp);
 	buf->w[0] = MAGIC;
 	buf->w[1] = nkernel;
 	buf->w[2] = n;
@@ -620,14 +629,14 @@ int unwind(struct bpf_perf_event_data *ctx)
 	buf->w[4] = w.ip;
 	buf->w[5] = w.sp;
 	buf->w[6] = w.bp_known ? w.bp : 0;
-	buf->w[7] = copy;
+	buf->w[7] = copy | (copy_at << 32);
 	buf->w[8] = from;
 	buf->w[9] = sample_ip;
 	buf->w[10] = sample_sp;
 	buf->w[11] = sample_bp;
 	buf->w[12] = npython;
 	buf->w[13] = python;
-	u64 size = copy ? COPY_AT + copy : (u64)frames_end * 8;
+	u64 size = copy ? copy_at + copy : (u64)frames_end * 8;
 	if (size > RAW_MAX)
 		size = RAW_MAX;
 	bpf_perf_event_output(ctx, &out, BPF_F_CURRENT_CPU, buf, size & 0xffff);

@@ -30,8 +30,10 @@ impl EarlyOpener {
         }
     }
 
-    /// Open the files that `batch`'s records map executable, first met now.
-    pub(super) fn scan(&mut self, batch: &RecordBatch) {
+    /// Open the files that `batch`'s records map executable, first met now. Returns how
+    /// many executable mappings of files the batch holds.
+    pub(super) fn scan(&mut self, batch: &RecordBatch) -> usize {
+        let mut mapped = 0;
         for (_, rec) in batch.records() {
             if RecordHeader::parse(rec).is_none_or(|h| h.kind != PERF_RECORD_MMAP2) {
                 continue;
@@ -43,6 +45,7 @@ impl EarlyOpener {
             if !m.executable || !is_file_name(&name) {
                 continue;
             }
+            mapped += 1;
             if self.seen.len() >= SEEN_MAX {
                 self.seen.clear();
             }
@@ -51,6 +54,7 @@ impl EarlyOpener {
                 self.files.open(&name, m.dev_ino, m.pid, m.start, end);
             }
         }
+        mapped
     }
 }
 

@@ -38,6 +38,9 @@ pub(super) struct Status {
     pub writes: String,
 }
 
+/// The wait after a read that met executable mappings.
+const MAPPED_WAIT_MS: i32 = 2;
+
 /// How often the status line is told again.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
@@ -78,17 +81,24 @@ pub(super) fn sample_until(
             }
         }
         let now_ns = crate::linux::sched::monotonic_ns();
+        let mut mapped = 0;
         if !processing.backlogged() {
             let mut batch = processing.batch();
             sampler.drain(&mut batch);
             if let Some(early) = &mut early {
-                early.scan(&batch);
+                mapped = early.scan(&batch);
             }
             // Every record up to the previous read's start is in now.
             processing.send(batch, watermark);
             watermark = now_ns;
         }
-        let wait_ms = wait_ms(plan, status_at, windows.as_ref().map(|(_, ends)| *ends));
+        let mut wait_ms = wait_ms(plan, status_at, windows.as_ref().map(|(_, ends)| *ends));
+        if mapped > 0 {
+            // Files were just mapped: read again soon, so that the watermark passes their
+            // records and the walk in the kernel has the process's mappings (and the
+            // interpreter found) within milliseconds of its start, not a wait later.
+            wait_ms = wait_ms.min(MAPPED_WAIT_MS);
+        }
         sampler.wait(wait_ms);
         if let Some(p) = plan.pause {
             std::thread::sleep(p);

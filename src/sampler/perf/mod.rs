@@ -25,7 +25,7 @@ pub use error::PerfError;
 pub use kernel_walk::KernelWalk;
 pub(crate) use open::open_one;
 pub use open::EventTarget;
-use open::{open_all, open_switch_events};
+use open::{open_all, open_mmap_watch, open_switch_events};
 use ring::map_buffers;
 pub(crate) use ring::RingBuffer;
 use sizing::Sizing;
@@ -78,6 +78,10 @@ pub struct PerfSampler {
     /// The context-switch events of `--off-cpu` and their buffers (one per CPU).
     switch_fds: Vec<OwnedFd>,
     switch_buffers: Vec<RingBuffer>,
+    /// Events that wake the reader at each executable mmap, and their buffers (one page a
+    /// CPU, emptied unread).
+    watch_fds: Vec<OwnedFd>,
+    watch_buffers: Vec<RingBuffer>,
     layout: SampleLayout,
     event: OpenedEvent,
     /// Bytes of user stack copied per sample.
@@ -119,7 +123,7 @@ impl PerfSampler {
     /// Enable every event; the first refusal, if any.
     fn enable_all(&self) -> Result<(), PerfError> {
         let mut first = Ok(());
-        for fd in self.fds.iter().chain(&self.switch_fds) {
+        for fd in self.all_fds() {
             // SAFETY: ioctl on an fd we own.
             if unsafe { sys::ioctls::ENABLE(fd.as_raw_fd(), 0) } != 0 && first.is_ok() {
                 first = Err(PerfError::Ioctl {
@@ -208,12 +212,15 @@ impl PerfSampler {
                 } else {
                     (Vec::new(), Vec::new())
                 };
+                let (watch_fds, watch_buffers) = open_mmap_watch(target, cpus).unwrap_or_default();
                 return Ok(PerfSampler {
                     running: matches!(target, EventTarget::Attach(_)),
                     fds,
                     buffers,
                     switch_fds,
                     switch_buffers,
+                    watch_fds,
+                    watch_buffers,
                     layout,
                     notes: sizing.notes.clone(),
                     stack_size,
@@ -249,6 +256,7 @@ impl PerfSampler {
         self.buffers
             .iter_mut()
             .chain(&mut self.switch_buffers)
+            .chain(&mut self.watch_buffers)
             .for_each(RingBuffer::unmap);
     }
 
@@ -257,6 +265,7 @@ impl PerfSampler {
         self.buffers
             .iter_mut()
             .chain(&mut self.switch_buffers)
+            .chain(&mut self.watch_buffers)
             .try_for_each(RingBuffer::map_again)
     }
 
@@ -274,11 +283,15 @@ impl PerfSampler {
 
     /// The descriptors the sampler reads (events and their buffers).
     pub fn raw_fds(&self) -> Vec<RawFd> {
+        self.all_fds().map(|fd| fd.as_raw_fd()).collect()
+    }
+
+    /// Every event's descriptor: sampling, context switches, mmap watch.
+    fn all_fds(&self) -> impl Iterator<Item = &OwnedFd> {
         self.fds
             .iter()
             .chain(&self.switch_fds)
-            .map(|fd| fd.as_raw_fd())
-            .collect()
+            .chain(&self.watch_fds)
     }
 }
 
@@ -342,6 +355,10 @@ impl Sampler for PerfSampler {
                 )
             })
             .sum();
+        // The watch's records only woke the reader.
+        for b in &mut self.watch_buffers {
+            b.each_record(|_| {});
+        }
         main + switches
     }
 
@@ -349,9 +366,7 @@ impl Sampler for PerfSampler {
     /// on a signal.
     fn wait(&mut self, timeout_ms: i32) {
         let mut pfds: Vec<libc::pollfd> = self
-            .fds
-            .iter()
-            .chain(&self.switch_fds)
+            .all_fds()
             .map(AsRawFd::as_raw_fd)
             .chain(self.wake_fds.iter().copied())
             .map(|fd| libc::pollfd {
@@ -370,7 +385,7 @@ impl Sampler for PerfSampler {
 
     /// Stop sampling (the buffers stay readable).
     fn disable(&mut self) {
-        for fd in self.fds.iter().chain(&self.switch_fds) {
+        for fd in self.all_fds() {
             // SAFETY: ioctl on an fd we own.
             unsafe { sys::ioctls::DISABLE(fd.as_raw_fd(), 0) };
         }

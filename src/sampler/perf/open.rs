@@ -62,7 +62,9 @@ pub(super) fn open_all(
     mut attr: sys::bindings::perf_event_attr,
     pages: usize,
 ) -> Result<Vec<Vec<OwnedFd>>, (u32, io::Error)> {
-    attr.__bindgen_anon_2.wakeup_watermark = (pages * page_size() / 4) as u32;
+    if attr.watermark() == 1 {
+        attr.__bindgen_anon_2.wakeup_watermark = (pages * page_size() / 4) as u32;
+    }
     let mut per_cpu: Vec<Vec<OwnedFd>> = cpus.iter().map(|_| Vec::new()).collect();
     match target {
         EventTarget::System => {
@@ -107,6 +109,33 @@ pub(super) fn open_all(
         }
     }
     Ok(per_cpu)
+}
+
+/// Events that only wake the reader when a followed process maps a file executable. The
+/// sampling events wake it when a quarter of their buffer is used, which at a few hundred
+/// samples a second is up to the reader's longest wait (100 ms) later; a program's first
+/// moments need its files' rows and its interpreter found now, or its first samples are walked
+/// without them. Their records repeat the sampling events' mmap records and are dropped.
+/// `None` where the kernel refuses them (the reader then only waits longer).
+pub(super) fn open_mmap_watch(
+    target: &EventTarget,
+    cpus: &[u32],
+) -> Option<(Vec<OwnedFd>, Vec<RingBuffer>)> {
+    let mut attr = sys::bindings::perf_event_attr {
+        type_: sys::bindings::PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
+        config: sys::bindings::PERF_COUNT_SW_DUMMY as u64,
+        ..Default::default()
+    };
+    attr.set_disabled(1);
+    attr.set_inherit(1);
+    attr.set_enable_on_exec(u64::from(!target.already_running()));
+    attr.set_mmap(1);
+    attr.set_exclude_kernel(1);
+    attr.set_exclude_hv(1);
+    attr.__bindgen_anon_2.wakeup_events = 1;
+    let per_cpu = open_all(target, cpus, attr, 1).ok()?;
+    map_buffers(per_cpu, 1).ok()
 }
 
 /// The context-switch events of `--off-cpu`: every switch-out of a followed thread is sampled

@@ -45,6 +45,8 @@ pub fn find(data: &[u8]) -> Option<InterpreterFile> {
     let mut runtime = None;
     let mut version_at = None;
     let mut eval = None;
+    // They are exported (extension modules link against them): the dynamic symbols, a
+    // tenth of the symbol table, hold them unless the file was built otherwise.
     for sym in file.dynamic_symbols().chain(file.symbols()) {
         match sym.name() {
             Ok("_PyRuntime") => runtime = Some(sym.address()),
@@ -53,6 +55,9 @@ pub fn find(data: &[u8]) -> Option<InterpreterFile> {
                 eval = Some((sym.address(), sym.address() + sym.size()))
             }
             _ => {}
+        }
+        if runtime.is_some() && version_at.is_some() && eval.is_some() {
+            break;
         }
     }
     let segments = file

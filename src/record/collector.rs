@@ -150,6 +150,21 @@ impl Collector {
         }
     }
 
+    /// Have `notify` called (on another thread) when rows built for the walk in the kernel
+    /// are ready to be placed with [`Collector::place_built_rows`].
+    pub(super) fn when_rows_built(&mut self, notify: crate::unwind_table::builder::Notify) {
+        if let Some(k) = &mut self.kernel_walk {
+            k.notify_built(notify);
+        }
+    }
+
+    /// Place the rows built since last asked, for the processes that map their files.
+    pub(super) fn place_built_rows(&mut self) {
+        if let Some(k) = &mut self.kernel_walk {
+            k.take_built(&self.procs);
+        }
+    }
+
     /// The recording ended at `time`: count the waits still going on.
     pub fn finish(&mut self, time: u64) {
         if let Some(w) = &mut self.waits {
@@ -193,11 +208,13 @@ impl Collector {
                     let name = String::from_utf8_lossy(m.filename);
                     self.procs
                         .on_mmap(m.pid, m.start, m.len, m.pgoff, m.dev_ino, &name);
-                    if let Some(k) = &mut self.kernel_walk {
-                        k.update(m.pid, &self.procs);
-                    }
+                    // The interpreter first: its frames need no rows, and its first
+                    // samples should not wait for them.
                     if crate::python::may_be_interpreter(&name) {
                         self.on_interpreter_mapped(m.pid, m.start);
+                    }
+                    if let Some(k) = &mut self.kernel_walk {
+                        k.update(m.pid, &self.procs);
                     }
                 }
             }
@@ -354,11 +371,10 @@ impl Collector {
         let Some(data) = self.procs.modules.get(module).data.clone() else {
             return;
         };
-        if self.python.is_interpreter(module, &data) {
-            self.python.runs_python(pid);
+        if let Some(file) = self.python.interpreter(module, &data) {
             // Read by the walk in the kernel where it runs; else at ptrace's stops.
-            let file = crate::python::find(&data);
-            let reader = file.and_then(|f| KernelPythons::reader(pid, &f, (start, pgoff)));
+            let reader = KernelPythons::reader(pid, file, (start, pgoff));
+            self.python.runs_python(pid);
             if !self.read_python_in_kernel(pid, reader) {
                 self.takeovers.ask_now(pid);
             }

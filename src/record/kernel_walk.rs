@@ -10,8 +10,9 @@ use crate::model::ModuleId;
 use crate::modules::ModuleFile;
 use crate::process::ProcessTable;
 use crate::sampler::bpf::{BpfMaps, MappingEntry};
+use crate::unwind_table::builder::{Builder, Notify, Table};
 use crate::unwind_table::cache;
-use crate::unwind_table::packed::{self, PackedRow};
+use crate::unwind_table::packed::PackedRow;
 
 /// The maps, and where each module's rows are (`None`: no table, or it did not fit).
 pub(super) struct KernelWalkMaps {
@@ -31,6 +32,8 @@ pub(super) struct KernelWalkMaps {
     /// last looked for.
     pub released: usize,
     looked: Instant,
+    /// Tables being built beside the collector.
+    builder: Builder,
 }
 
 /// How often the rows of files no live process maps are looked for, at most: often enough
@@ -50,6 +53,7 @@ impl KernelWalkMaps {
             cache_dir: crate::symbolize::inflated::cache_dir(),
             released: 0,
             looked: Instant::now(),
+            builder: Builder::default(),
         }
     }
 
@@ -130,15 +134,39 @@ impl KernelWalkMaps {
         }
     }
 
-    /// Where module `id`'s rows are in the kernel, building and storing them on first use.
+    /// Where module `id`'s rows are in the kernel: placed from the cache on first use, else
+    /// handed to the builder (`None` until it is done: [`KernelWalkMaps::take_built`]).
     fn rows_of(&mut self, id: ModuleId, procs: &ProcessTable) -> Option<(u32, u32, u64)> {
         if let Some(&placed) = self.placed.get(&id) {
             return placed;
         }
+        let key = u64::from(id.0);
+        if self.builder.pending(key) {
+            return None;
+        }
         let module = procs.modules.get(id);
-        let began = std::time::Instant::now();
-        let table = module.data.as_ref().and_then(|_| self.table_of(module));
+        if module.data.is_none() {
+            return self.place(id, None, procs);
+        }
+        let began = Instant::now();
+        let keep = self.cache_key(module);
+        let cached = keep.as_ref().and_then(|(dir, k)| cache::load(dir, k));
         self.build_seconds += began.elapsed().as_secs_f64();
+        if cached.is_some() {
+            self.from_cache += 1;
+            return self.place(id, cached, procs);
+        }
+        self.builder.request(key, module.unwind.clone(), keep);
+        None
+    }
+
+    /// Place the rows `table` of module `id` (`None`: it has none).
+    fn place(
+        &mut self,
+        id: ModuleId,
+        table: Option<Table>,
+        procs: &ProcessTable,
+    ) -> Option<(u32, u32, u64)> {
         let placed = match table {
             Some((base, rows)) => {
                 self.files += 1;
@@ -152,6 +180,7 @@ impl KernelWalkMaps {
             }
             None => {
                 // (A file that could not be read is said in the summary's warnings.)
+                let module = procs.modules.get(id);
                 if module.data.is_some() && !module.path.starts_with('[') {
                     self.files_without += 1;
                 }
@@ -162,26 +191,43 @@ impl KernelWalkMaps {
         placed
     }
 
-    /// A module's packed table: from the cache where it was kept by build id (or, for a file
-    /// without one, by path, size and modification time), else built from its `.eh_frame`
-    /// (and kept).
-    fn table_of(&mut self, module: &ModuleFile) -> Option<(u64, Vec<PackedRow>)> {
-        let key = module.build_id.clone().or_else(|| file_key(&module.path));
-        let cached = match (&self.cache_dir, &key) {
-            (Some(dir), Some(id)) => Some((dir, id)),
-            _ => None,
-        };
-        if let Some(table) = cached.and_then(|(dir, id)| cache::load(dir, id)) {
-            self.from_cache += 1;
-            return Some(table);
+    /// Place the tables built since last asked, and tell the program of each live process
+    /// that maps one of them. A file no live process maps any more is not placed (the next
+    /// process to map it has its rows from the cache).
+    pub(super) fn take_built(&mut self, procs: &ProcessTable) {
+        let built = self.builder.take();
+        if built.is_empty() {
+            return;
         }
-        let built = crate::unwind_table::build(&module.unwind).ok()?;
-        let (base, rows) = packed::pack(&built)?;
-        if let Some((dir, id)) = cached {
-            // Without a cache the next recording builds it again; nothing else is lost.
-            let _ = cache::store(dir, id, base, &rows);
+        let mut placed = HashSet::new();
+        for b in built {
+            self.build_seconds += b.seconds;
+            let id = ModuleId(b.key as u32);
+            if mapped_by(procs, id).next().is_some() {
+                self.place(id, b.table, procs);
+                placed.insert(id);
+            }
         }
-        Some((base, rows))
+        let pids: HashSet<u32> = placed
+            .iter()
+            .flat_map(|&id| mapped_by(procs, id).collect::<Vec<_>>())
+            .collect();
+        for pid in pids {
+            self.update(pid, procs);
+        }
+    }
+
+    /// Where a module's table is kept: by build id (or, for a file without one, by path,
+    /// size and modification time) in the cache directory.
+    fn cache_key(&self, module: &ModuleFile) -> Option<(PathBuf, Vec<u8>)> {
+        let key = module.build_id.clone().or_else(|| file_key(&module.path))?;
+        Some((self.cache_dir.clone()?, key))
+    }
+
+    /// Have `notify` called when the builder has a table ready (then call
+    /// [`KernelWalkMaps::take_built`]).
+    pub(super) fn notify_built(&mut self, notify: Notify) {
+        self.builder.notify_with(notify);
     }
 
     /// For `-v`.
@@ -203,6 +249,14 @@ impl KernelWalkMaps {
             self.build_seconds
         )
     }
+}
+
+/// The live processes that map module `id`.
+fn mapped_by(procs: &ProcessTable, id: ModuleId) -> impl Iterator<Item = u32> + '_ {
+    procs
+        .processes()
+        .filter(move |p| p.alive && p.mappings().any(|m| m.module == id))
+        .map(|p| p.pid)
 }
 
 /// A key for a file without a build id: its path, size and modification time, hashed (the

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::model::{ModuleId, PythonCode, RawFrame, PYTHON_CUT, PYTHON_ENTRY};
-use crate::python::{lines, CodeInfo};
+use crate::python::{lines, CodeInfo, InterpreterFile};
 
 /// Python processes and code objects seen so far.
 #[derive(Default)]
@@ -21,7 +21,7 @@ pub struct PythonFrames {
     /// Samples given Python frames.
     pub samples: u64,
     /// Modules looked at: whether each is an interpreter.
-    interpreters: HashMap<ModuleId, bool>,
+    interpreters: HashMap<ModuleId, Option<InterpreterFile>>,
     /// Processes that mapped an interpreter (or were forked from one that did).
     pids: std::collections::HashSet<u32>,
 }
@@ -53,11 +53,11 @@ impl PythonFrames {
 
     /// Whether module `module` (its file's contents `data`) is a CPython interpreter, looked
     /// at once per module.
-    pub fn is_interpreter(&mut self, module: ModuleId, data: &[u8]) -> bool {
-        *self
-            .interpreters
+    pub fn interpreter(&mut self, module: ModuleId, data: &[u8]) -> Option<&InterpreterFile> {
+        self.interpreters
             .entry(module)
-            .or_insert_with(|| crate::python::find(data).is_some())
+            .or_insert_with(|| crate::python::find(data))
+            .as_ref()
     }
 
     /// Process `pid` runs an interpreter (it mapped one, or its parent had).

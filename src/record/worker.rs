@@ -22,6 +22,10 @@ enum Work {
     Batch(RecordBatch, u64),
     /// Write the outputs now.
     Snapshot(Window),
+    /// Unwind rows were built for the walk in the kernel: place them.
+    RowsBuilt,
+    /// Nothing more comes (the row builder's sender lives on, so the channel stays open).
+    Finish,
 }
 
 /// The processing thread's state.
@@ -44,10 +48,12 @@ impl Worker {
             Some(&nix::sys::signal::SigSet::from(Signal::SIGCHLD)),
             None,
         );
-        for work in rx {
+        while let Ok(work) = rx.recv() {
             match work {
                 Work::Batch(batch, watermark) => self.take(batch, watermark),
                 Work::Snapshot(window) => self.snapshot(window),
+                Work::RowsBuilt => self.collector.place_built_rows(),
+                Work::Finish => break,
             }
         }
         let collector = &mut self.collector;
@@ -115,11 +121,15 @@ impl Processing {
     /// (the sampler's records sit in kernel buffers that overflow if not read in time) the
     /// reader gets batches with memory touched now; otherwise it allocates as it goes.
     pub(super) fn start(
-        collector: Collector,
+        mut collector: Collector,
         ring_buffers: bool,
         snapshots: Option<SnapshotPlan>,
     ) -> Processing {
         let (tx, rx) = mpsc::channel::<Work>();
+        let rows_built = tx.clone();
+        collector.when_rows_built(Box::new(move || {
+            let _ = rows_built.send(Work::RowsBuilt);
+        }));
         let (spent_tx, spent) = mpsc::channel();
         let backlog = Arc::new(AtomicUsize::new(0));
         let counts = Arc::new(std::sync::Mutex::new(RecordingCounts::default()));
@@ -178,6 +188,7 @@ impl Processing {
 
     /// Wait until everything sent is processed; the collector with the whole profile.
     pub(super) fn finish(self) -> Collector {
+        let _ = self.tx.send(Work::Finish);
         drop(self.tx);
         match self.thread.join() {
             Ok(c) => c,

@@ -8,6 +8,7 @@
 //! A row is 16 bytes and plain data (`repr(C)`), as a BPF map holds it.
 
 pub mod build;
+pub mod builder;
 pub mod cache;
 pub mod check;
 pub mod packed;

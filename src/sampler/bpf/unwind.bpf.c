@@ -187,13 +187,14 @@ struct walk {
 	u64 row_from, row_to;
 };
 
-// A binary search for the last row whose start is at most `key`, among `count` rows: one
-// bpf_loop step per halving (a file has up to millions of rows; a loop of its own that long
-// would make the verifier follow every path through it).
+// A binary search for the last entry whose start is at most `key`, among `count` entries:
+// one bpf_loop step per halving (a loop of its own would make the verifier follow every
+// path through it).
 struct search {
 	u64 key;
 	u32 lo, hi;
-	u32 first; // the file's first row
+	u32 first; // rows: the file's first row
+	u32 pid;   // mappings: the process
 };
 
 static long row_step(u64 index, void *ctx)
@@ -215,25 +216,33 @@ static long row_step(u64 index, void *ctx)
 	return 0;
 }
 
-// The mapping of `p` that holds `addr`, or NULL: a binary search unrolled (MAX_MAPPINGS is
-// 256: nine halvings at most), with no callback and no lookup of the process per step.
-static struct mapping *find_mapping(struct process *p, u64 addr)
+static long mapping_step(u64 index, void *ctx)
+{
+	struct search *s = ctx;
+	if (s->lo >= s->hi)
+		return 1;
+	struct process *p = bpf_map_lookup_elem(&processes, &s->pid);
+	if (!p) {
+		s->lo = 0;
+		return 1;
+	}
+	u32 mid = s->lo + (s->hi - s->lo) / 2;
+	if (p->m[mid & (MAX_MAPPINGS - 1)].start <= s->key)
+		s->lo = mid + 1;
+	else
+		s->hi = mid;
+	return 0;
+}
+
+// The mapping of `p` (process `pid`) that holds `addr`, or NULL.
+static struct mapping *find_mapping(struct process *p, u32 pid, u64 addr)
 {
 	u32 count = p->count;
-	u32 lo = 0, hi = count < MAX_MAPPINGS ? count : MAX_MAPPINGS;
-#pragma unroll
-	for (int i = 0; i < 9; i++) {
-		if (lo < hi) {
-			u32 mid = lo + (hi - lo) / 2;
-			if (p->m[mid & (MAX_MAPPINGS - 1)].start <= addr)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-	}
-	if (lo == 0)
+	struct search s = { .key = addr, .lo = 0, .hi = count < MAX_MAPPINGS ? count : MAX_MAPPINGS, .pid = pid };
+	bpf_loop(10, mapping_step, &s, 0);
+	if (s.lo == 0)
 		return 0;
-	struct mapping *m = &p->m[(lo - 1) & (MAX_MAPPINGS - 1)];
+	struct mapping *m = &p->m[(s.lo - 1) & (MAX_MAPPINGS - 1)];
 	return addr < m->end ? m : 0;
 }
 
@@ -273,7 +282,7 @@ __attribute__((noinline)) int row_for(struct walk *w)
 		struct process *p = bpf_map_lookup_elem(&processes, &w->pid);
 		if (!p)
 			return 0;
-		struct mapping *m = find_mapping(p, addr);
+		struct mapping *m = find_mapping(p, w->pid, addr);
 		if (!m)
 			return 0;
 		w->map = *m;

@@ -89,9 +89,12 @@ struct out_buf {
 	u64 w[BUF_BYTES / 8];
 };
 
+// Entries are allocated as ember adds them (only ember writes this map; the program reads
+// it): preallocated, 4,096 entries of 8 KiB would take 33 MB of the kernel's memory.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, u32);
 	__type(value, struct process);
 } processes SEC(".maps");
@@ -158,6 +161,7 @@ enum {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, u32);
 	__type(value, struct python);
 } pythons SEC(".maps");

@@ -671,8 +671,8 @@ fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
         })
     };
     // The copy's length, and where it starts in the raw data (after the frames).
-    let (copy_len, copy_at) = ((w(7)? & 0xffff_ffff) as usize, (w(7)? >> 32) as usize);
-    let (at_end, copy_at_sample) = (regs(4)?, w(8)? != 0);
+    let (at_end, copy_at_sample, copy) = (regs(4)?, w(8)? != 0, w(7)?);
+    let (copy_len, copy_at) = ((copy & 0xffff_ffff) as usize, (copy >> 32) as usize);
     let sample_regs = regs(9)?;
     let (nkernel, frames_at) = (nkernel.min(MAX_KERNEL), 8 * HEADER_WORDS);
     let part = |from: usize, len: usize| {
@@ -692,11 +692,7 @@ fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
         kernel_at + 8 * nkernel,
         npython.saturating_mul(8 * PYTHON_FRAME_WORDS),
     )?;
-    let copy = if copy_len == 0 {
-        &[][..]
-    } else {
-        part(copy_at, copy_len)?
-    };
+    let copy = part(copy_at.min(raw.len()), copy_len)?;
     Ok(SampleEvent {
         pid: pid_tid as u32,
         tid: (pid_tid >> 32) as u32,

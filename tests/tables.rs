@@ -342,6 +342,51 @@ fn rows_of_programs_that_ended_make_room_for_the_next() {
     );
 }
 
+/// A file left out of the rows for room gets them once a program that ended gives its back:
+/// with room for one and a half static programs, the second, started while the first runs,
+/// does not fit; the first ends, and the second's rows are placed while it still runs —
+/// without waiting for another process to end.
+#[test]
+fn a_program_left_out_for_room_gets_its_rows_when_room_is_given_back() {
+    let _serial = serial();
+    let dir = scratch();
+    let flags = ["-O2", "-g", "-static", "-fomit-frame-pointer"];
+    let first = compile("gcc", "recursion.c", dir.path(), "rec_a", &flags);
+    let second = dir.path().join("rec_b");
+    std::fs::copy(&first, &second).unwrap();
+    let folded = dir.path().join("rows.folded");
+    let rows_at_most = |args: &[&str]| -> u64 {
+        let mut full = vec!["-o", folded.to_str().unwrap(), "--"];
+        full.extend_from_slice(args);
+        let (_, stderr) = record_kernel_walk(&full, false);
+        let at = stderr.find(" rows at most").expect("-v's line on the walk");
+        stderr[..at].rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (a, b) = (first.display(), second.display());
+    // The shell, its libraries and the first program at once; the first program alone.
+    let with_shell = rows_at_most(&["sh", "-c", &format!("{a} 10 0.3 & sleep 0.1; wait")]);
+    let alone = rows_at_most(&[first.to_str().unwrap(), "10", "0.2"]);
+    let room = (with_shell + alone / 2).to_string();
+    let script = format!("{a} 10 0.3 & sleep 0.1; {b} 10 1.5; wait");
+    let (_, stderr) = record_kernel_walk(
+        &[
+            "--debug-bpf-rows",
+            &room,
+            "-o",
+            folded.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        false,
+    );
+    assert!(
+        stderr.contains(" 1 files left out for room (1 of them placed later)"),
+        "{stderr}"
+    );
+}
+
 /// Code built without unwind tables (`-fno-asynchronous-unwind-tables -g`) has its CFI in
 /// `.debug_frame` only (its `.eh_frame` holds the C runtime's start-up code): its rows come
 /// from there, and 5,000 frames are walked whole in the kernel, with no takeover.

@@ -165,6 +165,15 @@ impl Collector {
         }
     }
 
+    /// A batch of records was handled: files left out of the walk's rows for room are tried
+    /// again now and then (room is given back as processes end, and a long-lived process
+    /// whose file did not fit should not wait for the next exit to have its rows).
+    pub(super) fn after_batch(&mut self) {
+        if let Some(k) = self.kernel_walk.as_mut().filter(|k| k.has_left_out()) {
+            k.release_unmapped(&self.procs);
+        }
+    }
+
     /// The recording ended at `time`: count the waits still going on.
     pub fn finish(&mut self, time: u64) {
         if let Some(w) = &mut self.waits {

@@ -34,6 +34,11 @@ pub(super) struct KernelWalkMaps {
     looked: Instant,
     /// Tables being built beside the collector.
     builder: Builder,
+    /// Files whose rows did not fit, and how many they are: tried again when that many fit.
+    left_out: HashMap<ModuleId, usize>,
+    /// Files left out being tried again, and those placed then.
+    retried: HashSet<ModuleId>,
+    pub placed_later: usize,
 }
 
 /// How often the rows of files no live process maps are looked for, at most: often enough
@@ -54,6 +59,9 @@ impl KernelWalkMaps {
             released: 0,
             looked: Instant::now(),
             builder: Builder::default(),
+            left_out: HashMap::new(),
+            retried: HashSet::new(),
+            placed_later: 0,
         }
     }
 
@@ -110,6 +118,35 @@ impl KernelWalkMaps {
     pub(super) fn release_unmapped(&mut self, procs: &ProcessTable) {
         if self.looked.elapsed() >= RELEASE_EVERY {
             self.release_now(procs);
+            self.retry_left_out(procs);
+        }
+    }
+
+    /// Whether files were left out for room (then [`KernelWalkMaps::release_unmapped`] is
+    /// worth calling now and then, not only as processes end).
+    pub(super) fn has_left_out(&self) -> bool {
+        !self.left_out.is_empty()
+    }
+
+    /// Place the rows of files left out for room that fit now and that a live process still
+    /// maps, and tell the program of the processes that map them.
+    fn retry_left_out(&mut self, procs: &ProcessTable) {
+        let fit: Vec<ModuleId> = self
+            .left_out
+            .iter()
+            .filter(|&(_, &rows)| self.maps.has_room(rows))
+            .map(|(&id, _)| id)
+            .collect();
+        let mut pids = HashSet::new();
+        for id in fit {
+            self.left_out.remove(&id);
+            self.placed.remove(&id);
+            self.maps.forget_left_out(u64::from(id.0));
+            self.retried.insert(id);
+            pids.extend(mapped_by(procs, id));
+        }
+        for pid in pids {
+            self.update(pid, procs);
         }
     }
 
@@ -169,14 +206,26 @@ impl KernelWalkMaps {
     ) -> Option<(u32, u32, u64)> {
         let placed = match table {
             Some((base, rows)) => {
-                self.files += 1;
+                if !self.retried.contains(&id) {
+                    self.files += 1;
+                }
                 if !self.maps.has_room(rows.len()) {
                     // Room may be held by files no process maps any more.
                     self.release_now(procs);
                 }
-                self.maps
+                let rows_needed = rows.len();
+                let placed = self
+                    .maps
                     .rows_of(u64::from(id.0), &rows)
-                    .map(|(first, count)| (first, count, base))
+                    .map(|(first, count)| (first, count, base));
+                match placed {
+                    None => {
+                        self.left_out.insert(id, rows_needed);
+                    }
+                    Some(_) if self.retried.remove(&id) => self.placed_later += 1,
+                    Some(_) => {}
+                }
+                placed
             }
             None => {
                 // (A file that could not be read is said in the summary's warnings.)
@@ -238,12 +287,14 @@ impl KernelWalkMaps {
         format!(
             "stacks walked in the kernel: rows of {} files, {peak} rows at most ({:.1} of \
              {:.1} MiB); {} files' rows given back when no process mapped them, {} files left \
-             out for room, {} without .eh_frame or .debug_frame; {} from the cache, built or loaded in {:.2} s",
+             out for room ({} of them placed later), {} without .eh_frame or .debug_frame; {} \
+             from the cache, built or loaded in {:.2} s",
             self.files,
             mib(peak),
             mib(capacity),
             self.released,
             self.maps.files_left_out,
+            self.placed_later,
             self.files_without,
             self.from_cache,
             self.build_seconds

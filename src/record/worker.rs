@@ -68,6 +68,7 @@ impl Worker {
         self.queue.add(batch);
         let collector = &mut self.collector;
         self.queue.drain_until(watermark, |r| collector.handle(r));
+        collector.after_batch();
         self.watermark = watermark;
         if let Ok(mut c) = self.counts.lock() {
             *c = self.collector.counts();

@@ -292,6 +292,14 @@ impl BpfMaps {
         place
     }
 
+    /// Forget that the file known as `key` did not fit, so that the next [`BpfMaps::rows_of`]
+    /// tries again.
+    pub fn forget_left_out(&mut self, key: u64) {
+        if self.files.get(&key) == Some(&None) {
+            self.files.remove(&key);
+        }
+    }
+
     /// Whether a file of `rows` rows would fit now.
     pub fn has_room(&self, rows: usize) -> bool {
         u32::try_from(rows).is_ok_and(|n| self.space.has_room(n))

@@ -578,3 +578,57 @@ fn lost_samples_are_counted_the_same_in_every_output() {
     let name = doc["name"].as_str().unwrap_or_default();
     assert!(name.ends_with(&format!("({lost} samples lost)")), "{name}");
 }
+
+/// Attached to a process of 300 threads, ember opens 600 perf events on two CPUs: past a soft
+/// limit of 256 open files it raises that limit to the hard one itself; where the hard limit
+/// is too low it says so and what to do.
+#[test]
+fn attaching_to_many_threads_needs_no_ulimit_or_says_which() {
+    let _serial = serial();
+    let dir = scratch();
+    let script = dir.path().join("sleepers.py");
+    std::fs::write(
+        &script,
+        "import threading, time\n\
+         ts = [threading.Thread(target=time.sleep, args=(30,)) for _ in range(300)]\n\
+         [t.start() for t in ts]\nprint('ready', flush=True)\ntime.sleep(30)\n",
+    )
+    .unwrap();
+    let mut target = Command::new("/usr/bin/python3.11")
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3.11 (scripts/test.sh installs it)");
+    let mut ready = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(target.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let folded = dir.path().join("t.folded");
+    let attach = |limit: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit {limit} && exec \"$0\" record -p {} -d 0.5 -o \"$1\"",
+                target.id()
+            ))
+            .arg(EMBER)
+            .arg(&folded)
+            .output()
+            .unwrap()
+    };
+    let soft_only = attach("-Sn 256");
+    let hard_too = attach("-n 256");
+    let _ = target.kill();
+    let _ = target.wait();
+    let stderr = String::from_utf8_lossy(&soft_only.stderr);
+    assert!(soft_only.status.success(), "{stderr}");
+    assert_eq!(summary_count(&stderr, "threads"), 301, "{stderr}");
+    let stderr = String::from_utf8_lossy(&hard_too.stderr);
+    assert!(!hard_too.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("too many open files") && stderr.contains("ulimit -Hn"),
+        "{stderr}"
+    );
+}

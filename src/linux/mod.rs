@@ -2,6 +2,7 @@
 //! ([`procfs`]), and the scheduling of ember's own threads ([`sched`]). A leaf: it uses
 //! nothing else of ember.
 
+pub mod limits;
 pub mod memory;
 pub mod procfs;
 pub mod sched;

@@ -35,6 +35,13 @@ pub enum PerfError {
     #[error("perf_event_open failed on CPU {cpu}: {source}")]
     Open { cpu: u32, source: io::Error },
     #[error(
+        "too many open files: ember opens one perf event per thread and CPU, and the limit \
+         is {limit} (ulimit -n, raised to the hard limit already); raise the hard limit \
+         (e.g. `ulimit -Hn 65536` as root, or LimitNOFILE= in a systemd unit), or record \
+         the whole machine with -a, which needs one per CPU"
+    )]
+    TooManyFiles { limit: String },
+    #[error(
         "could not map a perf ring buffer ({source}); the kernel limits locked memory for \
          unprivileged users: raise it with `sudo sysctl kernel.perf_event_mlock_kb=2048` or \
          lower --stack-size"
@@ -85,6 +92,11 @@ pub(super) fn open_error(cpu: u32, e: io::Error) -> PerfError {
             error: e,
             why: refusal_reason(),
         };
+    }
+    if e.raw_os_error() == Some(libc::EMFILE) {
+        let limit = linux::limits::raise_open_files_limit()
+            .map_or_else(|_| "unknown".into(), |n| n.to_string());
+        return PerfError::TooManyFiles { limit };
     }
     PerfError::Open { cpu, source: e }
 }

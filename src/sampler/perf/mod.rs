@@ -105,6 +105,9 @@ impl PerfSampler {
 
     /// Open events on every thread of the running processes `pids`, and start sampling.
     pub fn for_attach(pids: &[u32], config: &PerfConfig) -> Result<PerfSampler, PerfError> {
+        // One event per thread and CPU (no command is started here to inherit the limit);
+        // where it cannot be raised, opening says so.
+        let _ = linux::limits::raise_open_files_limit();
         Self::open(&EventTarget::Attach(pids.to_vec()), config)?.enabled()
     }
 

@@ -134,7 +134,21 @@ pub(super) fn open_mmap_watch(
     attr.set_exclude_kernel(1);
     attr.set_exclude_hv(1);
     attr.__bindgen_anon_2.wakeup_events = 1;
-    let per_cpu = open_all(target, cpus, attr, 1).ok()?;
+    // Attached, on each process's main thread only (and what it starts from now on): one
+    // more event per thread and CPU would double the descriptors of a process of many
+    // threads, for mmaps that threads other than the main one make.
+    let per_cpu = match target {
+        EventTarget::Attach(pids) => cpus
+            .iter()
+            .map(|&cpu| {
+                pids.iter()
+                    .map(|&pid| open_one(&mut attr, pid, cpu as i32))
+                    .collect::<io::Result<Vec<OwnedFd>>>()
+            })
+            .collect::<io::Result<Vec<_>>>()
+            .ok()?,
+        _ => open_all(target, cpus, attr, 1).ok()?,
+    };
     map_buffers(per_cpu, 1).ok()
 }
 

@@ -169,7 +169,7 @@ fn record_kernel_walk(args: &[&str], check: bool) -> (std::process::Output, Stri
     assert!(
         stderr.contains("stacks walked in the kernel"),
         "the stacks were not walked in the kernel (BPF needs root, or CAP_BPF and \
-         CAP_PERFMON, and a kernel with bpf_loop: 5.17 or later)\n{stderr}"
+         CAP_PERFMON, and a kernel with bpf_loop: 6.1 or later)\n{stderr}"
     );
     (out, stderr)
 }

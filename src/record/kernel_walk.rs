@@ -248,19 +248,16 @@ impl KernelWalkMaps {
         if built.is_empty() {
             return;
         }
-        let mut placed = HashSet::new();
+        let mut pids = HashSet::new();
         for b in built {
             self.build_seconds += b.seconds;
             let id = ModuleId(b.key as u32);
-            if mapped_by(procs, id).next().is_some() {
+            let mapping: Vec<u32> = mapped_by(procs, id).collect();
+            if !mapping.is_empty() {
                 self.place(id, b.table, procs);
-                placed.insert(id);
+                pids.extend(mapping);
             }
         }
-        let pids: HashSet<u32> = placed
-            .iter()
-            .flat_map(|&id| mapped_by(procs, id).collect::<Vec<_>>())
-            .collect();
         for pid in pids {
             self.update(pid, procs);
         }

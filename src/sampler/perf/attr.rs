@@ -58,6 +58,20 @@ pub(super) fn make_attr(
     a
 }
 
+/// A disabled software event that samples nothing and counts user space only
+/// (`PERF_COUNT_SW_DUMMY`): what ember opens only for its records or its buffer.
+pub(super) fn dummy_attr() -> sys::bindings::perf_event_attr {
+    let mut a = sys::bindings::perf_event_attr {
+        type_: sys::bindings::PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
+        config: sys::bindings::PERF_COUNT_SW_DUMMY as u64,
+        ..Default::default()
+    };
+    a.set_disabled(1);
+    a.set_exclude_kernel(1);
+    a
+}
+
 /// The sampling events to try, best first: (name, type, config).
 pub(super) const EVENTS: [(&str, u32, u64); 2] = [
     (

@@ -6,7 +6,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use perf_event_open_sys as sys;
 
-use super::attr::make_attr;
+use super::attr::{dummy_attr, make_attr};
 use super::error::{is_permission_error, PerfError};
 use super::ring::{map_buffers, page_size, RingBuffer};
 use super::PerfConfig;
@@ -121,17 +121,10 @@ pub(super) fn open_mmap_watch(
     target: &EventTarget,
     cpus: &[u32],
 ) -> Option<(Vec<OwnedFd>, Vec<RingBuffer>)> {
-    let mut attr = sys::bindings::perf_event_attr {
-        type_: sys::bindings::PERF_TYPE_SOFTWARE,
-        size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
-        config: sys::bindings::PERF_COUNT_SW_DUMMY as u64,
-        ..Default::default()
-    };
-    attr.set_disabled(1);
+    let mut attr = dummy_attr();
     attr.set_inherit(1);
     attr.set_enable_on_exec(u64::from(!target.already_running()));
     attr.set_mmap(1);
-    attr.set_exclude_kernel(1);
     attr.set_exclude_hv(1);
     attr.__bindgen_anon_2.wakeup_events = 1;
     // Attached, on each process's main thread only (and what it starts from now on): one

@@ -5,6 +5,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use perf_event_open_sys as sys;
 
+use super::attr::dummy_attr;
 use super::ring::{page_size, RingBuffer};
 use super::{PerfConfig, MAX_STACK_SIZE};
 use crate::model::CallGraph;
@@ -120,14 +121,7 @@ fn usable_buffer_pages(wanted: usize, count: usize) -> usize {
     if is_root() {
         return wanted;
     }
-    let mut attr = sys::bindings::perf_event_attr {
-        type_: sys::bindings::PERF_TYPE_SOFTWARE,
-        size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
-        config: sys::bindings::PERF_COUNT_SW_DUMMY as u64,
-        ..Default::default()
-    };
-    attr.set_disabled(1);
-    attr.set_exclude_kernel(1);
+    let mut attr = dummy_attr();
     let mut pages = wanted;
     while pages > 1 {
         let mut ok = true;

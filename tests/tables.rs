@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use std::path::{Path, PathBuf};
 
 /// The counts of the `-v` line of `--debug-check-tables`: (compared, same, same until the
 /// rows ended, different).
@@ -285,6 +286,22 @@ fn where_the_kernel_refuses_the_program_stacks_are_walked_as_before() {
     }
 }
 
+/// testdata/recursion.c built static without frame pointers as `rec_a` in `dir`, and a copy
+/// of it as `rec_b` (another file: rows of its own).
+fn two_static_programs(dir: &Path) -> (PathBuf, PathBuf) {
+    let flags = ["-O2", "-g", "-static", "-fomit-frame-pointer"];
+    let first = compile("gcc", "recursion.c", dir, "rec_a", &flags);
+    let second = dir.join("rec_b");
+    std::fs::copy(&first, &second).unwrap();
+    (first, second)
+}
+
+/// The most rows the walk held, as `-v` says it.
+fn rows_at_most(stderr: &str) -> u64 {
+    let at = stderr.find(" rows at most").expect("-v's line on the walk");
+    stderr[..at].rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 /// The rows of a program no process runs any more are given back, and the next program's
 /// go there: with room for one and a half of them, a static program that runs another
 /// (`exec`) has both walked whole in the kernel, none left out, no takeover.
@@ -292,15 +309,8 @@ fn where_the_kernel_refuses_the_program_stacks_are_walked_as_before() {
 fn rows_of_programs_that_ended_make_room_for_the_next() {
     let _serial = serial();
     let dir = scratch();
-    let flags = ["-O2", "-g", "-static", "-fomit-frame-pointer"];
-    let first = compile("gcc", "recursion.c", dir.path(), "rec_a", &flags);
-    let second = dir.path().join("rec_b");
-    std::fs::copy(&first, &second).unwrap();
+    let (first, second) = two_static_programs(dir.path());
     let folded = dir.path().join("rows.folded");
-    let rows_at_most = |stderr: &str| -> u64 {
-        let at = stderr.find(" rows at most").expect("-v's line on the walk");
-        stderr[..at].rsplit(' ').next().unwrap().parse().unwrap()
-    };
     let (_, stderr) = record_kernel_walk(
         &[
             "-o",
@@ -350,22 +360,17 @@ fn rows_of_programs_that_ended_make_room_for_the_next() {
 fn a_program_left_out_for_room_gets_its_rows_when_room_is_given_back() {
     let _serial = serial();
     let dir = scratch();
-    let flags = ["-O2", "-g", "-static", "-fomit-frame-pointer"];
-    let first = compile("gcc", "recursion.c", dir.path(), "rec_a", &flags);
-    let second = dir.path().join("rec_b");
-    std::fs::copy(&first, &second).unwrap();
+    let (first, second) = two_static_programs(dir.path());
     let folded = dir.path().join("rows.folded");
-    let rows_at_most = |args: &[&str]| -> u64 {
+    let rows_when = |args: &[&str]| -> u64 {
         let mut full = vec!["-o", folded.to_str().unwrap(), "--"];
         full.extend_from_slice(args);
-        let (_, stderr) = record_kernel_walk(&full, false);
-        let at = stderr.find(" rows at most").expect("-v's line on the walk");
-        stderr[..at].rsplit(' ').next().unwrap().parse().unwrap()
+        rows_at_most(&record_kernel_walk(&full, false).1)
     };
     let (a, b) = (first.display(), second.display());
     // The shell, its libraries and the first program at once; the first program alone.
-    let with_shell = rows_at_most(&["sh", "-c", &format!("{a} 10 0.3 & sleep 0.1; wait")]);
-    let alone = rows_at_most(&[first.to_str().unwrap(), "10", "0.2"]);
+    let with_shell = rows_when(&["sh", "-c", &format!("{a} 10 0.3 & sleep 0.1; wait")]);
+    let alone = rows_when(&[first.to_str().unwrap(), "10", "0.2"]);
     let room = (with_shell + alone / 2).to_string();
     let script = format!("{a} 10 0.3 & sleep 0.1; {b} 10 1.5; wait");
     let (_, stderr) = record_kernel_walk(

@@ -9,6 +9,7 @@
 //! the sample ([`record`] reads it). The sampler keeps the program ([`BpfProgram`]); the
 //! collector, which knows the processes and their files, fills the maps ([`BpfMaps`]).
 
+mod loader;
 pub mod record;
 mod space;
 
@@ -17,8 +18,6 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData};
-use aya::programs::PerfEvent;
-use aya::{Ebpf, EbpfLoader};
 use perf_event_open_sys as sys;
 
 use crate::unwind_table::packed::PackedRow;
@@ -112,7 +111,9 @@ unsafe impl aya::Pod for PythonEntry {}
 
 /// The program, loaded, and the events its records go to.
 pub struct BpfProgram {
-    ebpf: Ebpf,
+    program: OwnedFd,
+    /// The maps only the program uses (kept open with it).
+    _maps: Vec<MapData>,
     /// The BPF output events, one per CPU (redirected into ember's rings).
     outputs: Vec<(u32, OwnedFd)>,
     /// [`ForcedRefusal::Attach`] was asked for.
@@ -182,42 +183,41 @@ pub fn load(
         Some(ForcedRefusal::Verifier) => std::borrow::Cow::Owned(unverifiable(OBJECT)?),
         _ => std::borrow::Cow::Borrowed(OBJECT),
     };
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries("rows", rows)
-        .map_max_entries("buffers", slots)
-        .map_max_entries("out", slots)
-        .load(&object)
-        .map_err(refused)?;
-    let program: &mut PerfEvent = ebpf
-        .program_mut("unwind")
-        .ok_or_else(|| BpfError::Load("no program `unwind` in the object".into()))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| BpfError::Load(e.to_string()))?;
-    program.load().map_err(load_refusal)?;
-    let mut config: Array<MapData, u64> = take(&mut ebpf, "config")?;
+    let loader::Loaded { program, mut maps } = loader::load(
+        &object,
+        "unwind",
+        &[("rows", rows), ("buffers", slots), ("out", slots)],
+    )?;
+    let mut config: Array<MapData, u64> = take(&mut maps, "config")?;
     config
         .set(0, u64::from(check), 0)
         .map_err(|e| BpfError::Load(e.to_string()))?;
-    fill_outputs(&mut ebpf, &outputs)?;
-    let Some(Map::Array(rows_map)) = ebpf.take_map("rows") else {
-        return Err(BpfError::Load("no array map `rows` in the object".into()));
-    };
-    let maps = BpfMaps {
+    let out = maps
+        .remove("out")
+        .ok_or_else(|| BpfError::Load("no map `out` in the object".into()))?;
+    fill_outputs(&out, &outputs)?;
+    let rows_map = maps
+        .remove("rows")
+        .ok_or_else(|| BpfError::Load("no map `rows` in the object".into()))?;
+    let bpf_maps = BpfMaps {
         rows: RowsMapping::map(rows_map, rows)?,
-        processes: take(&mut ebpf, "processes")?,
-        pythons: take(&mut ebpf, "pythons")?,
+        processes: take(&mut maps, "processes")?,
+        pythons: take(&mut maps, "pythons")?,
         space: RowSpace::new(rows),
         files: HashMap::new(),
         files_left_out: 0,
     };
     let attach_refused = refusal == Some(ForcedRefusal::Attach);
+    let mut kept: Vec<MapData> = maps.into_values().collect();
+    kept.push(out);
     Ok((
         BpfProgram {
-            ebpf,
+            program,
+            _maps: kept,
             outputs,
             attach_refused,
         },
-        maps,
+        bpf_maps,
     ))
 }
 
@@ -239,15 +239,9 @@ fn unverifiable(object: &[u8]) -> Result<Vec<u8>, BpfError> {
 impl BpfProgram {
     /// Run the program at every sample of perf event `fd` (its own sample is dropped).
     pub fn attach(&self, fd: RawFd) -> Result<(), BpfError> {
-        let program: &PerfEvent = self
-            .ebpf
-            .program("unwind")
-            .and_then(|p| p.try_into().ok())
-            .expect("loaded");
-        let prog = program.fd().map_err(|e| BpfError::Load(e.to_string()))?;
         let prog = match (self.attach_refused, self.outputs.first()) {
             (true, Some((_, output))) => output.as_raw_fd(),
-            _ => prog.as_fd().as_raw_fd(),
+            _ => self.program.as_raw_fd(),
         };
         // SAFETY: an ioctl taking the program's descriptor as its integer argument.
         let r = unsafe { sys::ioctls::SET_BPF(fd, prog as std::os::raw::c_uint) };
@@ -260,9 +254,8 @@ impl BpfProgram {
     /// How often the program ran and its time in all, where the kernel counts them
     /// (`sysctl kernel.bpf_stats_enabled=1`); `None` otherwise.
     pub fn run_stats(&self) -> Option<(u64, std::time::Duration)> {
-        let program: &PerfEvent = self.ebpf.program("unwind")?.try_into().ok()?;
-        let info = program.info().ok()?;
-        (info.run_count() > 0).then(|| (info.run_count(), info.run_time()))
+        let (runs, time) = loader::run_stats(self.program.as_fd()).ok()?;
+        (runs > 0).then_some((runs, time))
     }
 
     /// The output event of `cpu`, to be redirected into that CPU's ring buffer.
@@ -393,30 +386,19 @@ impl Drop for RowsMapping {
     }
 }
 
-/// Take map `name` out of the loaded object as a `T`.
-fn take<T: TryFrom<Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T, BpfError> {
-    let map = ebpf
-        .take_map(name)
+/// Take map `name` out of the loaded maps as a `T`.
+fn take<T: TryFrom<Map>>(maps: &mut HashMap<String, MapData>, name: &str) -> Result<T, BpfError> {
+    let map = maps
+        .remove(name)
         .ok_or_else(|| BpfError::Load(format!("no map `{name}` in the object")))?;
-    T::try_from(map).map_err(|_| BpfError::Load(format!("map `{name}` is not of its type")))
+    let wrong = || BpfError::Load(format!("map `{name}` is not of its type"));
+    T::try_from(Map::from_map_data(map).map_err(|_| wrong())?).map_err(|_| wrong())
 }
 
-/// Why the kernel refused to load the program: the verifier's reason where it ran (its log
-/// runs to thousands of lines), else the refusal of the system call (privileges, an old
-/// kernel).
-fn load_refusal(e: aya::programs::ProgramError) -> BpfError {
-    if let aya::programs::ProgramError::LoadError { verifier_log, .. } = &e {
-        if let Some(reason) = verifier_reason(&verifier_log.to_string()) {
-            return BpfError::Verifier(reason);
-        }
-    }
-    BpfError::Load(e.to_string())
-}
-
-/// A refusal of the `bpf` system call (with its causes), and what to do where a seccomp
-/// filter made it.
-fn refused(e: impl std::error::Error) -> BpfError {
-    let mut why = e.to_string();
+/// A refusal of the `bpf` system call while doing `what` (with its causes), and what to do
+/// where a seccomp filter made it.
+fn refused(what: &str, e: &dyn std::error::Error) -> BpfError {
+    let mut why = format!("{what}: {e}");
     let mut source = e.source();
     while let Some(cause) = source {
         // Some causes repeat their parent's words.
@@ -447,14 +429,8 @@ fn verifier_reason(log: &str) -> Option<String> {
 
 /// Put each CPU's output event (`outputs`: (cpu, fd)) in the program's `out` map at its
 /// index.
-fn fill_outputs(ebpf: &mut Ebpf, outputs: &[(u32, OwnedFd)]) -> Result<(), BpfError> {
-    let out = ebpf
-        .map("out")
-        .ok_or_else(|| BpfError::Load("no map `out` in the object".into()))?;
-    let Map::PerfEventArray(data) = out else {
-        return Err(BpfError::Load("map `out` is not a perf event array".into()));
-    };
-    let map_fd = data.fd().as_fd().as_raw_fd();
+fn fill_outputs(out: &MapData, outputs: &[(u32, OwnedFd)]) -> Result<(), BpfError> {
+    let map_fd = out.fd().as_fd().as_raw_fd();
     for (cpu, fd) in outputs {
         update_elem(map_fd, *cpu, fd.as_raw_fd() as u32)
             .map_err(|source| BpfError::Output { cpu: *cpu, source })?;

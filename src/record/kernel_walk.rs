@@ -92,7 +92,7 @@ impl KernelWalkMaps {
         };
         let mut entries = Vec::new();
         for m in process.mappings() {
-            let Some((file, count, base)) = self.rows_of(m.module, procs) else {
+            let Some((first, count, base)) = self.rows_of(m.module, procs) else {
                 continue;
             };
             let module = procs.modules.get(m.module);
@@ -101,7 +101,7 @@ impl KernelWalkMaps {
                 start: m.start,
                 end: m.end,
                 bias: load_bias.wrapping_add(base),
-                file,
+                first,
                 count,
             });
         }

@@ -107,40 +107,11 @@ fn create_maps(
         if let Some(&(_, n)) = max_entries.iter().find(|(m, _)| *m == name) {
             map.set_max_entries(n);
         }
-        let data = create_map(&name, &map, btf)?;
+        let data = MapData::create(map.clone(), &name, btf)
+            .map_err(|e| refused(&format!("could not make map `{name}`"), &e))?;
         maps.insert(name, (map, data));
     }
     Ok(maps)
-}
-
-/// Map `name` made in the kernel; a map of maps with an empty map of its inner definition
-/// as the template its values must match.
-fn create_map(
-    name: &str,
-    map: &aya_obj::Map,
-    btf: Option<BorrowedFd<'_>>,
-) -> Result<MapData, BpfError> {
-    let failed = |e: &dyn std::error::Error| refused(&format!("could not make map `{name}`"), e);
-    let Some(inner) = map.inner() else {
-        return MapData::create(map.clone(), name, btf).map_err(|e| failed(&e));
-    };
-    let template =
-        MapData::create(inner, &format!("{name}.inner"), None).map_err(|e| failed(&e))?;
-    // SAFETY: an all-zero bpf_attr is the "no options" value of every command.
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-    // SAFETY: writing the MAP_CREATE member of the union.
-    let u = unsafe { &mut attr.__bindgen_anon_1 };
-    u.map_type = map.map_type();
-    u.key_size = map.key_size();
-    u.value_size = 4; // an inner map's descriptor
-    u.max_entries = map.max_entries();
-    u.map_flags = map.map_flags();
-    u.inner_map_fd = template.fd().as_fd().as_raw_fd() as u32;
-    for (to, from) in u.map_name.iter_mut().zip(name.bytes().take(15)) {
-        *to = from as std::ffi::c_char;
-    }
-    let fd = bpf_fd(bpf_cmd::BPF_MAP_CREATE, &mut attr).map_err(|e| failed(&e))?;
-    MapData::from_fd(fd).map_err(|e| failed(&e))
 }
 
 /// `bpf(BPF_PROG_LOAD)` of `function` (the program with its subprograms linked in); where

@@ -32,11 +32,8 @@ const PROGRAM_SECTION: &str = "perf_event";
 /// The most mappings of one process the program looks through (`MAX_MAPPINGS`).
 pub const MAX_MAPPINGS: usize = 256;
 
-/// Rows the kernel may hold for all files together, by default: 8 bytes each (32 MiB).
+/// Rows the kernel holds for all files together, by default: 8 bytes each (32 MiB).
 pub const DEFAULT_ROWS: u32 = 1 << 22;
-
-/// The most files whose rows the kernel holds at once (`MAX_FILES`).
-const MAX_FILES: u32 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
@@ -65,8 +62,7 @@ pub struct MappingEntry {
     /// What to subtract from an address to get the key its rows are looked up by: the load
     /// bias and the table's base.
     pub bias: u64,
-    /// Where the file's rows are: its index in the program's `files` map.
-    pub file: u32,
+    pub first: u32,
     pub count: u32,
 }
 
@@ -126,16 +122,15 @@ pub struct BpfProgram {
 
 /// The maps ember fills: each file's rows, each process's mappings.
 pub struct BpfMaps {
-    /// The map of each file's rows map (`files`).
-    files: MapData,
+    /// The rows map, mapped here (`BPF_F_MMAPABLE`).
+    rows: RowsMapping,
     processes: BpfHashMap<MapData, u32, ProcessEntry>,
     /// The CPython processes whose frames the program reads.
     pythons: BpfHashMap<MapData, u32, PythonEntry>,
-    /// The rows held, and which indexes of `files` are free.
+    /// Which rows hold a file's, and which are free.
     space: RowSpace,
-    /// Where each file's rows are: (index in `files`, count), by the key ember gives the
-    /// file; `None`: they did not fit.
-    placed: HashMap<u64, Option<(u32, u32)>>,
+    /// Where each file's rows are: (first, count), by the key ember gives the file.
+    files: HashMap<u64, Option<(u32, u32)>>,
     /// Files that did not fit.
     pub files_left_out: usize,
 }
@@ -188,8 +183,11 @@ pub fn load(
         Some(ForcedRefusal::Verifier) => std::borrow::Cow::Owned(unverifiable(OBJECT)?),
         _ => std::borrow::Cow::Borrowed(OBJECT),
     };
-    let loader::Loaded { program, mut maps } =
-        loader::load(&object, "unwind", &[("buffers", slots), ("out", slots)])?;
+    let loader::Loaded { program, mut maps } = loader::load(
+        &object,
+        "unwind",
+        &[("rows", rows), ("buffers", slots), ("out", slots)],
+    )?;
     let mut config: Array<MapData, u64> = take(&mut maps, "config")?;
     config
         .set(0, u64::from(check), 0)
@@ -198,15 +196,15 @@ pub fn load(
         .remove("out")
         .ok_or_else(|| BpfError::Load("no map `out` in the object".into()))?;
     fill_outputs(&out, &outputs)?;
-    let files = maps
-        .remove("files")
-        .ok_or_else(|| BpfError::Load("no map `files` in the object".into()))?;
+    let rows_map = maps
+        .remove("rows")
+        .ok_or_else(|| BpfError::Load("no map `rows` in the object".into()))?;
     let bpf_maps = BpfMaps {
-        files,
+        rows: RowsMapping::map(rows_map, rows)?,
         processes: take(&mut maps, "processes")?,
         pythons: take(&mut maps, "pythons")?,
-        space: RowSpace::new(rows, MAX_FILES),
-        placed: HashMap::new(),
+        space: RowSpace::new(rows),
+        files: HashMap::new(),
         files_left_out: 0,
     };
     let attach_refused = refusal == Some(ForcedRefusal::Attach);
@@ -273,33 +271,25 @@ impl BpfMaps {
     /// Where the rows of the file known as `key` are, storing them on first use: `None` if
     /// they do not fit.
     pub fn rows_of(&mut self, key: u64, table: &[PackedRow]) -> Option<(u32, u32)> {
-        if let Some(&place) = self.placed.get(&key) {
+        if let Some(&place) = self.files.get(&key) {
             return place;
         }
-        let n = u32::try_from(table.len()).ok();
-        let slot = n.and_then(|n| self.space.take(n));
-        let place = match (slot, n) {
-            (Some(slot), Some(n)) => match put_rows(&self.files, slot, table) {
-                Ok(()) => Some((slot, n)),
-                Err(_) => {
-                    self.space.give(slot, n);
-                    None
-                }
-            },
-            _ => None,
-        };
-        if place.is_none() {
+        let n = table.len() as u32;
+        let place = self.space.take(n).map(|first| (first, n));
+        if let Some((first, _)) = place {
+            self.rows.rows_mut()[first as usize..(first + n) as usize].copy_from_slice(table);
+        } else {
             self.files_left_out += 1;
         }
-        self.placed.insert(key, place);
+        self.files.insert(key, place);
         place
     }
 
     /// Forget that the file known as `key` did not fit, so that the next [`BpfMaps::rows_of`]
     /// tries again.
     pub fn forget_left_out(&mut self, key: u64) {
-        if self.placed.get(&key) == Some(&None) {
-            self.placed.remove(&key);
+        if self.files.get(&key) == Some(&None) {
+            self.files.remove(&key);
         }
     }
 
@@ -311,11 +301,8 @@ impl BpfMaps {
     /// The rows of the file known as `key` are free for other files: no process the
     /// program knows maps it any more.
     pub fn release(&mut self, key: u64) {
-        if let Some(Some((slot, n))) = self.placed.remove(&key) {
-            // The kernel frees the rows when no running program holds them any more.
-            if delete_elem(self.files.fd().as_fd().as_raw_fd(), slot).is_ok() {
-                self.space.give(slot, n);
-            }
+        if let Some(Some((first, n))) = self.files.remove(&key) {
+            self.space.give(first, n);
         }
     }
 
@@ -350,41 +337,32 @@ impl BpfMaps {
         let _ = self.pythons.remove(&pid);
     }
 
-    /// Rows held by files at most at once, and the room for them (8 bytes a row).
+    /// Rows held by files at most at once, and the room for them (the map is made whole
+    /// at load: 8 bytes a row).
     pub fn rows_held(&self) -> (u32, u32) {
         (self.space.peak(), self.space.capacity())
     }
 }
 
-/// Put `table` in a rows map of its own at index `slot` of `files`.
-fn put_rows(files: &MapData, slot: u32, table: &[PackedRow]) -> io::Result<()> {
-    use aya_obj::generated::{bpf_map_type, BPF_F_INNER_MAP, BPF_F_MMAPABLE};
-    let entries = table.len().max(1) as u32;
-    let def = aya_obj::Map::new_from_params(
-        bpf_map_type::BPF_MAP_TYPE_ARRAY as u32,
-        4,
-        std::mem::size_of::<PackedRow>() as u32,
-        entries,
-        BPF_F_MMAPABLE | BPF_F_INNER_MAP,
-    );
-    let rows = MapData::create(def, "ember_rows", None).map_err(io::Error::other)?;
-    let fd = rows.fd().as_fd().as_raw_fd();
-    RowsMapping::map(fd, entries)?.rows_mut()[..table.len()].copy_from_slice(table);
-    // The map lives on in `files` once this descriptor is closed.
-    update_elem(files.fd().as_fd().as_raw_fd(), slot, fd as u32)
-}
-
-/// A rows map, mapped into ember's memory while its rows are written.
+/// The rows map, mapped into ember's memory.
 struct RowsMapping {
+    /// Kept open: the map lives as long as a descriptor or the program holds it.
+    _map: MapData,
     base: std::ptr::NonNull<PackedRow>,
     rows: usize,
 }
 
+// SAFETY: the mapping is owned by this struct and only touched through &mut self.
+unsafe impl Send for RowsMapping {}
+
 impl RowsMapping {
-    fn map(fd: RawFd, rows: u32) -> io::Result<RowsMapping> {
+    fn map(map: MapData, rows: u32) -> Result<RowsMapping, BpfError> {
+        let fd = map.fd().as_fd().as_raw_fd();
         let len = Self::len_of(rows as usize);
-        let base = crate::linux::memory::map_shared(fd, len)?;
+        let base = crate::linux::memory::map_shared(fd, len)
+            .map_err(|e| BpfError::Load(format!("could not map the rows: {e}")))?;
         Ok(RowsMapping {
+            _map: map,
             base: base.cast(),
             rows: rows as usize,
         })
@@ -462,17 +440,6 @@ fn fill_outputs(out: &MapData, outputs: &[(u32, OwnedFd)]) -> Result<(), BpfErro
 
 /// `bpf(BPF_MAP_UPDATE_ELEM)` of a map with u32 keys and values.
 fn update_elem(map_fd: RawFd, key: u32, value: u32) -> io::Result<()> {
-    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-    map_elem(BPF_MAP_UPDATE_ELEM, map_fd, key, Some(value))
-}
-
-/// `bpf(BPF_MAP_DELETE_ELEM)` of a map with u32 keys.
-fn delete_elem(map_fd: RawFd, key: u32) -> io::Result<()> {
-    const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-    map_elem(BPF_MAP_DELETE_ELEM, map_fd, key, None)
-}
-
-fn map_elem(cmd: libc::c_long, map_fd: RawFd, key: u32, value: Option<u32>) -> io::Result<()> {
     #[repr(C)]
     struct Attr {
         map_fd: u32,
@@ -481,20 +448,19 @@ fn map_elem(cmd: libc::c_long, map_fd: RawFd, key: u32, value: Option<u32>) -> i
         value: u64,
         flags: u64,
     }
-    // (The kernel refuses a delete whose attribute has more than the key.)
-    let value_at = value.as_ref().map_or(0, |v| v as *const u32 as u64);
     let attr = Attr {
         map_fd: map_fd as u32,
         pad: 0,
         key: &key as *const u32 as u64,
-        value: value_at,
+        value: &value as *const u32 as u64,
         flags: 0,
     };
+    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
     // SAFETY: the attribute points to live locals for the call's duration.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            cmd,
+            BPF_MAP_UPDATE_ELEM,
             &attr as *const Attr,
             std::mem::size_of::<Attr>(),
         )

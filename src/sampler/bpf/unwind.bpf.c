@@ -40,13 +40,13 @@ enum {
 };
 #define RBP_UNKNOWN (-128)
 
-// One executable mapping of a process: its rows are the `count` rows of files[file], keyed
-// by address - bias (the load bias and the table's base).
+// One executable mapping of a process: its rows are rows[first, first + count), keyed by
+// address - bias (the load bias and the table's base).
 struct mapping {
 	u64 start;
 	u64 end;
 	u64 bias;
-	u32 file;
+	u32 first;
 	u32 count;
 };
 
@@ -99,25 +99,14 @@ struct {
 	__type(value, struct process);
 } processes SEC(".maps");
 
-// Each file's rows, in a map of their own made as the file is met (sized to it), so the
-// kernel holds what the files in use need and no more. Mapped into ember's memory while
-// it writes them (at once, not one call a row). BPF_F_INNER_MAP: they differ in size.
-// Sizes, not types: BTF names `struct row` here only as a declaration.
-struct rows_of_file {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__uint(map_flags, BPF_F_MMAPABLE | BPF_F_INNER_MAP);
-	__uint(key_size, sizeof(u32));
-	__uint(value_size, sizeof(struct row));
-};
-
-#define MAX_FILES 4096
+// Mapped into ember's memory too: it writes a file's rows at once, not one call each.
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, MAX_FILES);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); // set by ember before loading
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, u32);
-	__array(values, struct rows_of_file);
-} files SEC(".maps");
+	__type(value, struct row);
+} rows SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -208,7 +197,7 @@ struct walk {
 struct search {
 	u64 key;
 	u32 lo, hi;
-	void *rows; // rows: the file's rows map
+	u32 first; // rows: the file's first row
 	u32 pid;   // mappings: the process
 };
 
@@ -218,8 +207,8 @@ static long row_step(u64 index, void *ctx)
 	if (s->lo >= s->hi)
 		return 1;
 	u32 mid = s->lo + (s->hi - s->lo) / 2;
-	u32 key = mid;
-	struct row *r = bpf_map_lookup_elem(s->rows, &key);
+	u32 key = s->first + mid;
+	struct row *r = bpf_map_lookup_elem(&rows, &key);
 	if (!r) {
 		s->lo = 0;
 		return 1;
@@ -261,19 +250,16 @@ static struct mapping *find_mapping(struct process *p, u32 pid, u64 addr)
 	return addr < m->end ? m : 0;
 }
 
-// The row for `svma` among the `count` rows of files[file] into `w->row`, with the
-// addresses it holds for; 0 if there is none.
-static int find_row(struct walk *w, u32 file, u32 count, u64 svma)
+// The row for `svma` among rows[first, first + count) into `w->row`, with the addresses it
+// holds for; 0 if there is none.
+static int find_row(struct walk *w, u32 first, u32 count, u64 svma)
 {
-	void *rows = bpf_map_lookup_elem(&files, &file);
-	if (!rows)
-		return 0;
-	struct search s = { .key = svma, .lo = 0, .hi = count, .rows = rows };
+	struct search s = { .key = svma, .lo = 0, .hi = count, .first = first };
 	bpf_loop(33, row_step, &s, 0);
 	if (s.lo == 0)
 		return 0;
-	u32 key = s.lo - 1;
-	struct row *r = bpf_map_lookup_elem(rows, &key);
+	u32 key = first + s.lo - 1;
+	struct row *r = bpf_map_lookup_elem(&rows, &key);
 	if (!r)
 		return 0;
 	w->rule = r->rule;
@@ -281,7 +267,7 @@ static int find_row(struct walk *w, u32 file, u32 count, u64 svma)
 	w->row_to = ~0ULL;
 	if (s.lo < count) {
 		key++;
-		struct row *next = bpf_map_lookup_elem(rows, &key);
+		struct row *next = bpf_map_lookup_elem(&rows, &key);
 		if (next)
 			w->row_to = next->pc;
 	}
@@ -309,7 +295,7 @@ __attribute__((noinline)) int row_for(struct walk *w)
 	u64 svma = addr - w->map.bias;
 	if (svma >= w->row_from && svma < w->row_to)
 		return 1;
-	return find_row(w, w->map.file, w->map.count, svma);
+	return find_row(w, w->map.first, w->map.count, svma);
 }
 
 static int read_word(u64 addr, u64 *v)

@@ -222,3 +222,14 @@ fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
     }
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The loader hands the kernel none of its own types: the program must need none.
+    #[test]
+    fn the_program_has_no_relocations_against_the_kernels_types() {
+        let obj = aya_obj::Object::parse(super::super::OBJECT).unwrap();
+        assert!(!obj.has_btf_relocations());
+        assert!(obj.programs.contains_key("unwind"));
+    }
+}

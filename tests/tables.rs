@@ -352,6 +352,47 @@ fn rows_of_programs_that_ended_make_room_for_the_next() {
     );
 }
 
+/// Two static programs of other builds (other code at the same addresses, other rules): one
+/// built with frame pointers and -O0, one without and with -O2.
+fn two_builds_at_one_address(dir: &Path) -> (PathBuf, PathBuf) {
+    let fp = ["-O2", "-g", "-static", "-fno-omit-frame-pointer"];
+    let nofp = ["-O2", "-g", "-static", "-fomit-frame-pointer"];
+    (
+        compile("gcc", "recursion.c", dir, "rec_fp", &fp),
+        compile("gcc", "recursion.c", dir, "rec_nofp", &nofp),
+    )
+}
+
+/// Samples taken after an `exec` but walked before ember told the program of it (with the
+/// old program's mappings, here where the new program's code is) are not walked on with the
+/// old program's rows: every sample is as the DWARF unwinder walks it.
+#[test]
+fn a_program_execd_where_the_last_one_was_is_not_walked_with_its_rows() {
+    let _serial = serial();
+    let dir = scratch();
+    let (first, second) = two_builds_at_one_address(dir.path());
+    let folded = dir.path().join("exec.folded");
+    let (_, stderr) = record_kernel_walk(
+        &[
+            "-o",
+            folded.to_str().unwrap(),
+            "--",
+            first.to_str().unwrap(),
+            "50",
+            "1",
+            "flat",
+            "then",
+            second.to_str().unwrap(),
+            "50",
+            "1",
+        ],
+        true,
+    );
+    let (compared, _, _, different) = check_counts(&stderr);
+    assert!(compared > 500, "{compared} samples compared\n{stderr}");
+    assert_eq!(different, 0, "stacks differ\n{stderr}");
+}
+
 /// A file left out of the rows for room gets them once a program that ended gives its back:
 /// with room for one and a half static programs, the second, started while the first runs,
 /// does not fit; the first ends, and the second's rows are placed while it still runs —

@@ -61,6 +61,27 @@ pub struct KernelWalk<'a> {
     pub python_end: u64,
 }
 
+impl KernelWalk<'_> {
+    /// The walk's first frame (the sample's own address) alone, ended as one that could not
+    /// be read on: for a walk made with mappings that no longer held.
+    pub fn first_frame_only(self) -> Self {
+        KernelWalk {
+            frames: &self.frames[..self.frames.len().min(8)],
+            end: KERNEL_WALK_UNREADABLE,
+            ..self
+        }
+    }
+
+    /// The walk found no row (or no rule it follows) for the sample's own address, and
+    /// handed over there.
+    pub fn handed_over_at_first_frame(&self) -> bool {
+        self.frames.len() <= 8 && matches!(self.end, 1 | 2)
+    }
+}
+
+/// [`KernelWalk::end`] of a walk that met memory it could not read.
+pub const KERNEL_WALK_UNREADABLE: u64 = 3;
+
 /// See [`KernelWalk::python`].
 pub const KERNEL_PYTHON_ENTRY: u64 = 1 << 31;
 pub const KERNEL_PYTHON_NONE: u64 = 0;

@@ -238,7 +238,7 @@ impl Collector {
                 self.procs.on_comm(c.pid, c.tid, &name, c.exec);
                 if let (Some(k), true) = (&mut self.kernel_walk, c.exec) {
                     // The old program's mappings are gone from the program's view too.
-                    k.update(c.pid, &self.procs);
+                    k.execed(c.pid, &self.procs);
                     k.release_unmapped(&self.procs);
                 }
             }
@@ -275,10 +275,26 @@ impl Collector {
         if self.takeovers.leaves_out(s) {
             return;
         }
+        let cut;
+        let stale = match (&mut self.kernel_walk, s.walked) {
+            (Some(k), Some(w)) => k.walked_with_old_rows(s.pid, s.time, &w).then_some(w),
+            _ => None,
+        };
+        let s = match stale {
+            Some(w) => {
+                cut = SampleEvent {
+                    walked: Some(w.first_frame_only()),
+                    ..s.clone()
+                };
+                &cut
+            }
+            None => s,
+        };
         self.procs.touch_thread(s.pid, s.tid);
         self.unwinder
             .unwind(self.procs.get(s.pid), s, &mut self.raw);
-        if let Some(check) = &mut self.table_check {
+        // (A walk made with mappings that no longer held says nothing of the rows.)
+        if let (Some(check), None) = (&mut self.table_check, stale) {
             if s.walked.is_some() {
                 let process = self.procs.get(s.pid);
                 let modules = &self.procs.modules;

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::model::ModuleId;
+use crate::model::{KernelWalk, ModuleId};
 use crate::modules::ModuleFile;
 use crate::process::ProcessTable;
 use crate::sampler::bpf::{BpfMaps, MappingEntry};
@@ -39,6 +39,12 @@ pub(super) struct KernelWalkMaps {
     /// Files left out being tried again, and those placed then.
     retried: HashSet<ModuleId>,
     pub placed_later: usize,
+    /// Processes that ran `exec`, and when (CLOCK_MONOTONIC) the program was told they map
+    /// nothing of their old program any more: until then their samples were walked with
+    /// the old program's mappings.
+    exec_told: HashMap<u32, u64>,
+    /// Samples walked so, of which the first frame alone is kept.
+    pub walked_before_exec_told: u64,
 }
 
 /// How often the rows of files no live process maps are looked for, at most: often enough
@@ -62,6 +68,8 @@ impl KernelWalkMaps {
             left_out: HashMap::new(),
             retried: HashSet::new(),
             placed_later: 0,
+            exec_told: HashMap::new(),
+            walked_before_exec_told: 0,
         }
     }
 
@@ -110,6 +118,28 @@ impl KernelWalkMaps {
 
     pub(super) fn ended(&mut self, pid: u32) {
         self.maps.remove_process(pid);
+        self.exec_told.remove(&pid);
+    }
+
+    /// Process `pid` ran `exec` (its record is the last one handled): the program is told it
+    /// maps nothing of the old program any more.
+    pub(super) fn execed(&mut self, pid: u32, procs: &ProcessTable) {
+        self.update(pid, procs);
+        self.exec_told
+            .insert(pid, crate::linux::sched::monotonic_ns());
+    }
+
+    /// Whether walk `w` of a sample of `pid` taken at `time` (handled after its `exec`) went
+    /// past its first frame with rows of the old program: made before the program was told
+    /// of the `exec`, with the old program's mappings, which may lie where the new one's
+    /// code is now (a program not built position independent is always at the same
+    /// address). A walk that found no mapping there handed over at once, with a copy of the
+    /// stack that is walked with the new mappings: it stands.
+    pub(super) fn walked_with_old_rows(&mut self, pid: u32, time: u64, w: &KernelWalk) -> bool {
+        let before_told = self.exec_told.get(&pid).is_some_and(|&told| time < told);
+        let stale = before_told && !w.handed_over_at_first_frame();
+        self.walked_before_exec_told += u64::from(stale);
+        stale
     }
 
     /// Give back the rows of files that no live process maps (the program knows no process
@@ -285,7 +315,8 @@ impl KernelWalkMaps {
             "stacks walked in the kernel: rows of {} files, {peak} rows at most ({:.1} of \
              {:.1} MiB); {} files' rows given back when no process mapped them, {} files left \
              out for room ({} of them placed later), {} without .eh_frame or .debug_frame; {} \
-             from the cache, built or loaded in {:.2} s",
+             from the cache, built or loaded in {:.2} s; {} samples taken after an exec, before \
+             the program knew of it, cut after their first frame",
             self.files,
             mib(peak),
             mib(capacity),
@@ -294,7 +325,8 @@ impl KernelWalkMaps {
             self.placed_later,
             self.files_without,
             self.from_cache,
-            self.build_seconds
+            self.build_seconds,
+            self.walked_before_exec_told
         )
     }
 }

@@ -393,6 +393,46 @@ fn a_program_execd_where_the_last_one_was_is_not_walked_with_its_rows() {
     assert_eq!(different, 0, "stacks differ\n{stderr}");
 }
 
+/// Rows given back and taken by another file: what the program remembers finding in the
+/// first file's rows does not answer for the second's. Two builds at one address run one
+/// after the other with room for one of them: the second's rows go where the first's were,
+/// and every sample walked in the kernel is as the DWARF unwinder walks it.
+#[test]
+fn rows_taken_by_another_file_are_not_remembered_as_the_first_files() {
+    let _serial = serial();
+    let dir = scratch();
+    let (first, second) = two_builds_at_one_address(dir.path());
+    let folded = dir.path().join("rows.folded");
+    let rows_when = |args: &[&str]| -> u64 {
+        let mut full = vec!["-o", folded.to_str().unwrap(), "--"];
+        full.extend_from_slice(args);
+        rows_at_most(&record_kernel_walk(&full, false).1)
+    };
+    let (a, b) = (first.display(), second.display());
+    let with_shell = rows_when(&["sh", "-c", &format!("{a} 50 0.2")]);
+    let alone = rows_when(&[first.to_str().unwrap(), "50", "0.2"]);
+    let room = (with_shell + alone / 2).to_string();
+    let script = format!("{a} 50 1; {b} 50 1");
+    let (_, stderr) = record_kernel_walk(
+        &[
+            "--debug-bpf-rows",
+            &room,
+            "-o",
+            folded.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        true,
+    );
+    assert!(stderr.contains(" 0 files left out for room"), "{stderr}");
+    assert!(!stderr.contains("; 0 files' rows given back"), "{stderr}");
+    let (compared, _, _, different) = check_counts(&stderr);
+    assert!(compared > 500, "{compared} samples compared\n{stderr}");
+    assert_eq!(different, 0, "stacks differ\n{stderr}");
+}
+
 /// A file left out of the rows for room gets them once a program that ended gives its back:
 /// with room for one and a half static programs, the second, started while the first runs,
 /// does not fit; the first ends, and the second's rows are placed while it still runs —

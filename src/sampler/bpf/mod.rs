@@ -29,6 +29,11 @@ static OBJECT: &[u8] = include_bytes!("unwind.bpf.o");
 /// The ELF section of the program (`SEC("perf_event")`).
 const PROGRAM_SECTION: &str = "perf_event";
 
+/// Words of the program's `config` map: copy the stack at every sample (a check), and the
+/// rows' generation (rows the program remembers finding hold for their generation only).
+const CONFIG_CHECK: u32 = 0;
+const CONFIG_GENERATION: u32 = 1;
+
 /// The most mappings of one process the program looks through (`MAX_MAPPINGS`).
 pub const MAX_MAPPINGS: usize = 256;
 
@@ -124,6 +129,10 @@ pub struct BpfProgram {
 pub struct BpfMaps {
     /// The rows map, mapped here (`BPF_F_MMAPABLE`).
     rows: RowsMapping,
+    /// The program's settings: [`CONFIG_CHECK`], [`CONFIG_GENERATION`].
+    config: Array<MapData, u64>,
+    /// The rows' generation, as the program was last told.
+    generation: u64,
     processes: BpfHashMap<MapData, u32, ProcessEntry>,
     /// The CPython processes whose frames the program reads.
     pythons: BpfHashMap<MapData, u32, PythonEntry>,
@@ -190,7 +199,7 @@ pub fn load(
     )?;
     let mut config: Array<MapData, u64> = take(&mut maps, "config")?;
     config
-        .set(0, u64::from(check), 0)
+        .set(CONFIG_CHECK, u64::from(check), 0)
         .map_err(|e| BpfError::Load(e.to_string()))?;
     let out = maps
         .remove("out")
@@ -201,6 +210,8 @@ pub fn load(
         .ok_or_else(|| BpfError::Load("no map `rows` in the object".into()))?;
     let bpf_maps = BpfMaps {
         rows: RowsMapping::map(rows_map, rows)?,
+        config,
+        generation: 0,
         processes: take(&mut maps, "processes")?,
         pythons: take(&mut maps, "pythons")?,
         space: RowSpace::new(rows),
@@ -302,7 +313,16 @@ impl BpfMaps {
     /// program knows maps it any more.
     pub fn release(&mut self, key: u64) {
         if let Some(Some((first, n))) = self.files.remove(&key) {
-            self.space.give(first, n);
+            // Before another file's rows can go there: what the program remembers of these
+            // rows no longer holds.
+            self.generation += 1;
+            if self
+                .config
+                .set(CONFIG_GENERATION, self.generation, 0)
+                .is_ok()
+            {
+                self.space.give(first, n);
+            }
         }
     }
 

@@ -116,13 +116,31 @@ struct {
 } buffers SEC(".maps");
 
 // Word 0: 1 to copy the stack at the sample's stack pointer always (ember's check of this
-// walk against its DWARF unwinder).
+// walk against its DWARF unwinder). Word 1: the rows' generation, which ember counts up
+// whenever it gives a file's rows back (other rows may take their place).
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, u32);
 	__type(value, u64);
 } config SEC(".maps");
+
+// Rows found lately, per CPU: a hot loop's frames are sampled again and again, and a binary
+// search among a big file's rows takes a dozen steps. An entry holds for the rows' generation
+// and the file's first row it was found with, so rows given back and taken by another file
+// never answer for it.
+#define MEMO_ENTRIES 1024
+struct memo {
+	u64 tag; // generation << 32 | the file's first row
+	u64 from, to;
+	u64 rule;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MEMO_ENTRIES);
+	__type(key, u32);
+	__type(value, struct memo);
+} memo SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
@@ -182,7 +200,7 @@ struct walk {
 	u32 end;
 	u32 pid;
 	u32 cpu;
-	u32 pad;
+	u32 gen; // the rows' generation (config word 1)
 	// The mapping and the row of the last frame, and the addresses they hold for
 	// (recursion, and callers in the same function or file, look up nothing again).
 	struct mapping map;
@@ -197,8 +215,8 @@ struct walk {
 struct search {
 	u64 key;
 	u32 lo, hi;
-	u32 first; // rows: the file's first row
-	u32 pid;   // mappings: the process
+	u32 first;         // rows: the file's first row
+	struct process *p; // mappings: the process's
 };
 
 static long row_step(u64 index, void *ctx)
@@ -225,7 +243,7 @@ static long mapping_step(u64 index, void *ctx)
 	struct search *s = ctx;
 	if (s->lo >= s->hi)
 		return 1;
-	struct process *p = bpf_map_lookup_elem(&processes, &s->pid);
+	struct process *p = s->p;
 	if (!p) {
 		s->lo = 0;
 		return 1;
@@ -238,11 +256,11 @@ static long mapping_step(u64 index, void *ctx)
 	return 0;
 }
 
-// The mapping of `p` (process `pid`) that holds `addr`, or NULL.
-static struct mapping *find_mapping(struct process *p, u32 pid, u64 addr)
+// The mapping of process `p` that holds `addr`, or NULL.
+static struct mapping *find_mapping(struct process *p, u64 addr)
 {
 	u32 count = p->count;
-	struct search s = { .key = addr, .lo = 0, .hi = count < MAX_MAPPINGS ? count : MAX_MAPPINGS, .pid = pid };
+	struct search s = { .key = addr, .lo = 0, .hi = count < MAX_MAPPINGS ? count : MAX_MAPPINGS, .p = p };
 	bpf_loop(10, mapping_step, &s, 0);
 	if (s.lo == 0)
 		return 0;
@@ -286,7 +304,7 @@ __attribute__((noinline)) int row_for(struct walk *w)
 		struct process *p = bpf_map_lookup_elem(&processes, &w->pid);
 		if (!p)
 			return 0;
-		struct mapping *m = find_mapping(p, w->pid, addr);
+		struct mapping *m = find_mapping(p, addr);
 		if (!m)
 			return 0;
 		w->map = *m;
@@ -295,7 +313,23 @@ __attribute__((noinline)) int row_for(struct walk *w)
 	u64 svma = addr - w->map.bias;
 	if (svma >= w->row_from && svma < w->row_to)
 		return 1;
-	return find_row(w, w->map.first, w->map.count, svma);
+	u64 tag = (u64)w->gen << 32 | w->map.first;
+	u32 slot = ((w->map.first * 2654435761u) ^ (u32)(svma >> 4)) & (MEMO_ENTRIES - 1);
+	struct memo *m = bpf_map_lookup_elem(&memo, &slot);
+	if (m && m->tag == tag && svma >= m->from && svma < m->to) {
+		w->rule = m->rule;
+		w->row_from = m->from;
+		w->row_to = m->to;
+		return 1;
+	}
+	int found = find_row(w, w->map.first, w->map.count, svma);
+	if (found && m) {
+		m->tag = tag;
+		m->from = w->row_from;
+		m->to = w->row_to;
+		m->rule = w->rule;
+	}
+	return found;
 }
 
 static int read_word(u64 addr, u64 *v)
@@ -593,7 +627,9 @@ int unwind(struct bpf_perf_event_data *ctx)
 	struct out_buf *buf = bpf_map_lookup_elem(&buffers, &cpu);
 	if (!buf)
 		return 0;
-	struct walk w = { .pid = id >> 32, .cpu = cpu };
+	u32 one = 1;
+	u64 *gen = bpf_map_lookup_elem(&config, &one);
+	struct walk w = { .pid = id >> 32, .cpu = cpu, .gen = gen ? *gen : 0 };
 	int unreadable = user_regs(sample, &w.ip, &w.sp, &w.bp) != 0;
 	if (unreadable)
 		w.ip = 0;

@@ -393,6 +393,35 @@ fn a_program_execd_where_the_last_one_was_is_not_walked_with_its_rows() {
     assert_eq!(different, 0, "stacks differ\n{stderr}");
 }
 
+/// Rows for the shell with `first` running (`sh -c "FIRST ARGS"`) and half of `first`'s
+/// again: room in which `first` and another program of its size do not fit at once.
+fn room_for_one_and_a_half(folded: &Path, first: &Path, with_shell: &str, args: &[&str]) -> String {
+    let rows_when = |args: &[&str]| -> u64 {
+        let mut full = vec!["-o", folded.to_str().unwrap(), "--"];
+        full.extend_from_slice(args);
+        rows_at_most(&record_kernel_walk(&full, false).1)
+    };
+    let with_shell = rows_when(&["sh", "-c", with_shell]);
+    let mut alone = vec![first.to_str().unwrap()];
+    alone.extend_from_slice(args);
+    (with_shell + rows_when(&alone) / 2).to_string()
+}
+
+/// `sh -c SCRIPT` recorded with room for `room` rows: its `-v` output.
+fn record_in_room(room: &str, folded: &Path, script: &str, check: bool) -> String {
+    let args = [
+        "--debug-bpf-rows",
+        room,
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ];
+    record_kernel_walk(&args, check).1
+}
+
 /// Rows given back and taken by another file: what the program remembers finding in the
 /// first file's rows does not answer for the second's. Two builds at one address run one
 /// after the other with room for one of them: the second's rows go where the first's were,
@@ -403,29 +432,9 @@ fn rows_taken_by_another_file_are_not_remembered_as_the_first_files() {
     let dir = scratch();
     let (first, second) = two_builds_at_one_address(dir.path());
     let folded = dir.path().join("rows.folded");
-    let rows_when = |args: &[&str]| -> u64 {
-        let mut full = vec!["-o", folded.to_str().unwrap(), "--"];
-        full.extend_from_slice(args);
-        rows_at_most(&record_kernel_walk(&full, false).1)
-    };
     let (a, b) = (first.display(), second.display());
-    let with_shell = rows_when(&["sh", "-c", &format!("{a} 50 0.2")]);
-    let alone = rows_when(&[first.to_str().unwrap(), "50", "0.2"]);
-    let room = (with_shell + alone / 2).to_string();
-    let script = format!("{a} 50 1; {b} 50 1");
-    let (_, stderr) = record_kernel_walk(
-        &[
-            "--debug-bpf-rows",
-            &room,
-            "-o",
-            folded.to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ],
-        true,
-    );
+    let room = room_for_one_and_a_half(&folded, &first, &format!("{a} 50 0.2"), &["50", "0.2"]);
+    let stderr = record_in_room(&room, &folded, &format!("{a} 50 1; {b} 50 1"), true);
     assert!(stderr.contains(" 0 files left out for room"), "{stderr}");
     assert!(!stderr.contains("; 0 files' rows given back"), "{stderr}");
     let (compared, _, _, different) = check_counts(&stderr);
@@ -443,30 +452,12 @@ fn a_program_left_out_for_room_gets_its_rows_when_room_is_given_back() {
     let dir = scratch();
     let (first, second) = two_static_programs(dir.path());
     let folded = dir.path().join("rows.folded");
-    let rows_when = |args: &[&str]| -> u64 {
-        let mut full = vec!["-o", folded.to_str().unwrap(), "--"];
-        full.extend_from_slice(args);
-        rows_at_most(&record_kernel_walk(&full, false).1)
-    };
     let (a, b) = (first.display(), second.display());
     // The shell, its libraries and the first program at once; the first program alone.
-    let with_shell = rows_when(&["sh", "-c", &format!("{a} 10 0.3 & sleep 0.1; wait")]);
-    let alone = rows_when(&[first.to_str().unwrap(), "10", "0.2"]);
-    let room = (with_shell + alone / 2).to_string();
+    let with_shell = format!("{a} 10 0.3 & sleep 0.1; wait");
+    let room = room_for_one_and_a_half(&folded, &first, &with_shell, &["10", "0.2"]);
     let script = format!("{a} 10 0.3 & sleep 0.1; {b} 10 1.5; wait");
-    let (_, stderr) = record_kernel_walk(
-        &[
-            "--debug-bpf-rows",
-            &room,
-            "-o",
-            folded.to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ],
-        false,
-    );
+    let stderr = record_in_room(&room, &folded, &script, false);
     assert!(
         stderr.contains(" 1 files left out for room (1 of them placed later)"),
         "{stderr}"

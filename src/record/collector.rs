@@ -294,24 +294,8 @@ impl Collector {
         self.unwinder
             .unwind(self.procs.get(s.pid), s, &mut self.raw);
         // (A walk made with mappings that no longer held says nothing of the rows.)
-        if let (Some(check), None) = (&mut self.table_check, stale) {
-            if s.walked.is_some() {
-                let process = self.procs.get(s.pid);
-                let modules = &self.procs.modules;
-                check.compare_kernel_walk(s, &self.raw, |addr| {
-                    match process.and_then(|p| p.resolve(addr)) {
-                        Some(r) => format!(
-                            "{}+{:#x}",
-                            modules.get(r.module).short_name(),
-                            r.file_offset
-                        ),
-                        None => format!("{addr:#x}"),
-                    }
-                });
-                TableCheck::keep_kernel_walk(s, &mut self.raw);
-            } else {
-                check.compare(self.procs.get(s.pid), &self.procs.modules, s, &self.raw);
-            }
+        if stale.is_none() {
+            self.check_tables(s);
         }
         if !s.python.is_empty() {
             self.python.splice(s.pid, s.python, &mut self.raw);
@@ -355,6 +339,31 @@ impl Collector {
             _ => self
                 .profile
                 .add_timed_sample(s.time, (s.pid, s.tid), &self.frames, 1),
+        }
+    }
+
+    /// With `--debug-check-tables`: sample `s`, unwound into `self.raw`, walked again with
+    /// the rows (or its walk in the kernel compared).
+    fn check_tables(&mut self, s: &SampleEvent) {
+        let Some(check) = &mut self.table_check else {
+            return;
+        };
+        if s.walked.is_some() {
+            let process = self.procs.get(s.pid);
+            let modules = &self.procs.modules;
+            check.compare_kernel_walk(s, &self.raw, |addr| {
+                match process.and_then(|p| p.resolve(addr)) {
+                    Some(r) => format!(
+                        "{}+{:#x}",
+                        modules.get(r.module).short_name(),
+                        r.file_offset
+                    ),
+                    None => format!("{addr:#x}"),
+                }
+            });
+            TableCheck::keep_kernel_walk(s, &mut self.raw);
+        } else {
+            check.compare(self.procs.get(s.pid), &self.procs.modules, s, &self.raw);
         }
     }
 

@@ -39,6 +39,12 @@ pub(super) fn load(
                 .into(),
         ));
     }
+    if let Some(name) = global_data(&obj) {
+        return Err(BpfError::Load(format!(
+            "the program's object has global data ({name}: constants, strings such as \
+             bpf_printk's), which ember's loader does not load"
+        )));
+    }
     let btf = load_object_btf(&mut obj)?;
     let maps = create_maps(&mut obj, btf.as_ref().map(|fd| fd.as_fd()), max_entries)?;
     let text_sections: HashSet<usize> = obj.functions.keys().map(|&(s, _)| s).collect();
@@ -60,6 +66,16 @@ pub(super) fn load(
         program,
         maps: maps.into_iter().map(|(n, (_, data))| (n, data)).collect(),
     })
+}
+
+/// The first map of `obj` that holds global data (`.data`, `.rodata`, `.bss`): loaders fill
+/// and freeze those, this one does not.
+fn global_data(obj: &aya_obj::Object) -> Option<&str> {
+    use aya_obj::EbpfSectionKind as Kind;
+    obj.maps
+        .iter()
+        .find(|(_, m)| matches!(m.section_kind(), Kind::Data | Kind::Rodata | Kind::Bss))
+        .map(|(name, _)| name.as_str())
 }
 
 fn object_error(e: &dyn std::error::Error) -> BpfError {
@@ -225,11 +241,13 @@ fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
 
 #[cfg(test)]
 mod tests {
-    /// The loader hands the kernel none of its own types: the program must need none.
+    /// The loader hands the kernel none of its own types, nor global data: the program
+    /// must need neither.
     #[test]
     fn the_program_has_no_relocations_against_the_kernels_types() {
         let obj = aya_obj::Object::parse(super::super::OBJECT).unwrap();
         assert!(!obj.has_btf_relocations());
+        assert_eq!(super::global_data(&obj), None);
         assert!(obj.programs.contains_key("unwind"));
     }
 }

@@ -12,7 +12,7 @@ use framehop::{FrameAddress, Unwinder};
 use crate::arch::{UnwindCache, UnwindRegs};
 use crate::model::callchain::{self, ChainEntry};
 use crate::model::stack_reads::{worth_reading, StackReads, MIN_REUSED_STACK};
-use crate::model::{CallGraph, KernelWalk, RawFrame, SampleEvent, UserRegs};
+use crate::model::{CallGraph, KernelWalk, RawFrame, SampleEvent, UserRegs, KERNEL_WALK_ROOT};
 use crate::process::Process;
 
 /// The most frames one DWARF walk yields (a corrupt stack may loop).
@@ -124,8 +124,8 @@ impl StackUnwinder {
             .map(|b| RawFrame::User(u64::from_le_bytes(b.try_into().expect("8 bytes"))));
         let n = walk.frames.len() / 8;
         out.extend(frames);
-        let handed_over = matches!(walk.end, WALK_NO_ROW | WALK_UNSUPPORTED);
-        if walk.end == WALK_ROOT {
+        let handed_over = walk.handed_over();
+        if walk.end == KERNEL_WALK_ROOT {
             return None;
         }
         if !handed_over || no_copy || n == 0 {
@@ -301,12 +301,6 @@ enum Start {
     Sample,
     ReturnAddress,
 }
-
-/// How a walk in the kernel ended (`WalkEnd` of [`crate::unwind_table::walk`], as the BPF
-/// program numbers it).
-const WALK_ROOT: u64 = 0;
-const WALK_NO_ROW: u64 = 1;
-const WALK_UNSUPPORTED: u64 = 2;
 
 /// The memory an unwind may read: the copy of the stack from the stack pointer up, and
 /// words above it given one by one (`(address, value)` pairs of little-endian u64s, sorted

@@ -72,14 +72,22 @@ impl KernelWalk<'_> {
         }
     }
 
-    /// The walk found no row (or no rule it follows) for the sample's own address, and
-    /// handed over there.
+    /// The walk ended where the rows did (no row, or a rule they cannot follow) and handed
+    /// over there: the sample carries a copy of the stack from there.
+    pub fn handed_over(&self) -> bool {
+        matches!(self.end, KERNEL_WALK_NO_ROW | KERNEL_WALK_UNSUPPORTED)
+    }
+
+    /// The walk handed over at the sample's own address.
     pub fn handed_over_at_first_frame(&self) -> bool {
-        self.frames.len() <= 8 && matches!(self.end, 1 | 2)
+        self.frames.len() <= 8 && self.handed_over()
     }
 }
 
-/// [`KernelWalk::end`] of a walk that met memory it could not read.
+/// [`KernelWalk::end`]: `crate::unwind_table::walk::WalkEnd` as the BPF program numbers it.
+pub const KERNEL_WALK_ROOT: u64 = 0;
+pub const KERNEL_WALK_NO_ROW: u64 = 1;
+pub const KERNEL_WALK_UNSUPPORTED: u64 = 2;
 pub const KERNEL_WALK_UNREADABLE: u64 = 3;
 
 /// See [`KernelWalk::python`].

@@ -12,7 +12,8 @@ pub use crate::arch::UserRegs;
 pub use event::{
     CommEvent, Event, ForkEvent, KernelWalk, MmapEvent, PythonCode, PythonStack, SampleEvent,
     StackPart, SwitchEvent, KERNEL_PYTHON_CUT, KERNEL_PYTHON_ENTRY, KERNEL_PYTHON_NONE,
-    KERNEL_PYTHON_WHOLE, PYTHON_CUT, PYTHON_ENTRY,
+    KERNEL_PYTHON_WHOLE, KERNEL_WALK_NO_ROW, KERNEL_WALK_ROOT, KERNEL_WALK_UNREADABLE,
+    KERNEL_WALK_UNSUPPORTED, PYTHON_CUT, PYTHON_ENTRY,
 };
 pub use frame::{Frame, FrameKind, ModuleId, RawFrame, WaitReason};
 

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 
 use super::walk::{walk, WalkEnd};
 use super::{Row, UnwindTable};
-use crate::model::{ModuleId, RawFrame, SampleEvent};
+use crate::model::{
+    ModuleId, RawFrame, SampleEvent, KERNEL_WALK_NO_ROW, KERNEL_WALK_ROOT, KERNEL_WALK_UNREADABLE,
+    KERNEL_WALK_UNSUPPORTED,
+};
 use crate::modules::ModuleTable;
 use crate::process::Process;
 use crate::unwind::StackMemory;
@@ -97,10 +100,10 @@ impl TableCheck {
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
             .collect();
         let end = match walk.end {
-            0 => WalkEnd::Root,
-            1 => WalkEnd::NoRow,
-            2 => WalkEnd::Unsupported,
-            3 => WalkEnd::Unreadable,
+            KERNEL_WALK_ROOT => WalkEnd::Root,
+            KERNEL_WALK_NO_ROW => WalkEnd::NoRow,
+            KERNEL_WALK_UNSUPPORTED => WalkEnd::Unsupported,
+            KERNEL_WALK_UNREADABLE => WalkEnd::Unreadable,
             _ => WalkEnd::Depth,
         };
         if let (Some(i), Some(&last)) = (walk.end.checked_sub(1), frames.last()) {
@@ -119,7 +122,10 @@ impl TableCheck {
     /// kernel's walk where it reached the root (the DWARF walk of the check's copy is cut
     /// where the copy ends).
     pub fn keep_kernel_walk(s: &SampleEvent, raw: &mut Vec<RawFrame>) {
-        let Some(walk) = s.walked.filter(|w| w.copy_at_sample && w.end == 0) else {
+        let Some(walk) = s
+            .walked
+            .filter(|w| w.copy_at_sample && w.end == KERNEL_WALK_ROOT)
+        else {
             return;
         };
         raw.retain(|f| matches!(f, RawFrame::Kernel(_)));

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use aya::maps::MapData;
 use aya_obj::btf::BtfFeatures;
@@ -48,11 +48,10 @@ pub(super) fn load(
     let btf = load_object_btf(&mut obj)?;
     let maps = create_maps(&mut obj, btf.as_ref().map(|fd| fd.as_fd()), max_entries)?;
     let text_sections: HashSet<usize> = obj.functions.keys().map(|&(s, _)| s).collect();
-    let fds: Vec<(&str, i32, aya_obj::Map)> = maps
+    let fds = maps
         .iter()
-        .map(|(n, (obj_map, data))| (n.as_str(), data.fd().as_fd().as_raw_fd(), obj_map.clone()))
-        .collect();
-    obj.relocate_maps(fds.iter().map(|(n, fd, m)| (*n, *fd, m)), &text_sections)
+        .map(|(n, (def, data))| (n.as_str(), data.fd().as_fd().as_raw_fd(), def));
+    obj.relocate_maps(fds, &text_sections)
         .map_err(|e| object_error(&e))?;
     obj.relocate_calls(&text_sections)
         .map_err(|e| object_error(&e))?;
@@ -209,6 +208,18 @@ pub(super) fn run_stats(fd: BorrowedFd<'_>) -> io::Result<(u64, std::time::Durat
     ))
 }
 
+/// `bpf(BPF_MAP_UPDATE_ELEM)` of a map with u32 keys and values.
+pub(super) fn update_elem(map_fd: RawFd, key: u32, value: u32) -> io::Result<()> {
+    // SAFETY: an all-zero bpf_attr is the "no options" value of every command.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: writing the map-element member of the union.
+    let u = unsafe { &mut attr.__bindgen_anon_2 };
+    u.map_fd = map_fd as u32;
+    u.key = &key as *const u32 as u64;
+    u.__bindgen_anon_1.value = &value as *const u32 as u64;
+    bpf(bpf_cmd::BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
+}
+
 /// A `bpf` command that returns a new descriptor (tried again where the kernel says to, as
 /// loaders do: a load can meet memory still being freed).
 fn bpf_fd(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
@@ -224,7 +235,7 @@ fn bpf_fd(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
 }
 
 fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
-    // SAFETY: `attr` is a live bpf_attr, its pointers to buffers that outlive the call.
+    // SAFETY: `attr` is a live bpf_attr, its pointers to memory that outlives the call.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,

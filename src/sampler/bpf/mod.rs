@@ -452,41 +452,8 @@ fn verifier_reason(log: &str) -> Option<String> {
 fn fill_outputs(out: &MapData, outputs: &[(u32, OwnedFd)]) -> Result<(), BpfError> {
     let map_fd = out.fd().as_fd().as_raw_fd();
     for (cpu, fd) in outputs {
-        update_elem(map_fd, *cpu, fd.as_raw_fd() as u32)
+        loader::update_elem(map_fd, *cpu, fd.as_raw_fd() as u32)
             .map_err(|source| BpfError::Output { cpu: *cpu, source })?;
-    }
-    Ok(())
-}
-
-/// `bpf(BPF_MAP_UPDATE_ELEM)` of a map with u32 keys and values.
-fn update_elem(map_fd: RawFd, key: u32, value: u32) -> io::Result<()> {
-    #[repr(C)]
-    struct Attr {
-        map_fd: u32,
-        pad: u32,
-        key: u64,
-        value: u64,
-        flags: u64,
-    }
-    let attr = Attr {
-        map_fd: map_fd as u32,
-        pad: 0,
-        key: &key as *const u32 as u64,
-        value: &value as *const u32 as u64,
-        flags: 0,
-    };
-    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-    // SAFETY: the attribute points to live locals for the call's duration.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_ELEM,
-            &attr as *const Attr,
-            std::mem::size_of::<Attr>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

@@ -5,8 +5,11 @@
 # interpreter build. Then the slowdown of the same workload, side by side in alternating
 # rounds: bare, ember (Python + native + kernel frames), py-spy (default, and --native): the
 # wall time a fixed amount of work took (the rounds a bare run does in SECONDS of CPU; it
-# prints work_seconds) against the round's bare run. py-spy comes from PyPI into a virtual
-# environment of this script's own (never a dependency of ember); PYSPY=0 leaves it out.
+# prints work_seconds) against the round's bare run. Each sample is also checked against the
+# program's own timeline, and the shares set beside samplers replayed on that timeline
+# (scripts/lib/python-shares.py): what chance alone makes of the shares in that run. py-spy
+# comes from PyPI into a virtual environment of this script's own (never a dependency of
+# ember); PYSPY=0 leaves it out.
 #
 #   scripts/python.sh [ROUNDS] [SECONDS] [HZ]     # defaults: 3 rounds of 3 s at 999 Hz
 . "$(dirname "$0")/lib/measure.sh"
@@ -27,22 +30,10 @@ done
 
 echo "== each function's share of the work: the program's own measure, and ember's samples ($HZ Hz, $SECS s)"
 for py in "${pythons[@]}"; do
-  "$EMBER" record -F "$HZ" -o "$WORK/w.folded" -- "$py" "$WORKLOAD" "$SECS" >"$WORK/truth" 2>/dev/null
-  python3 - "$WORK/truth" "$WORK/w.folded" "$py" <<'PY'
-import sys
-truth = {l.split()[1]: float(l.split()[2]) for l in open(sys.argv[1]) if l.startswith("truth ")}
-hits, work = {k: 0 for k in truth}, 0
-for line in open(sys.argv[2]):
-    stack, n = line.rsplit(" ", 1)
-    names = {f.split(" (")[0] for f in stack.split(";") if f.endswith("(work.py)")}
-    if names & {"handler", "fib"}:
-        work += int(n)
-        for k in truth:
-            hits[k] += int(n) * (k in names)
-worst = max(abs(100 * hits[k] / work - truth[k]) for k in truth)
-row = "  ".join(f"{k} {truth[k]:.1f}/{100 * hits[k] / work:.1f}" for k in truth)
-print(f"{sys.argv[3]:50.50} {row}  (truth/ember %, {work} samples; worst {worst:.2f} points)")
-PY
+  "$EMBER" record -F "$HZ" -o "$WORK/w.folded" -o "$WORK/w.fxprof.json" -- \
+    "$py" "$WORKLOAD" "$SECS" --timeline "$WORK/timeline" >"$WORK/truth" 2>/dev/null
+  python3 "$ROOT/scripts/lib/python-shares.py" "$WORK/truth" "$WORK/w.folded" "$py" \
+    "$WORK/timeline" "$(python3 -c "print(1 / $HZ)")" "$WORK/w.fxprof.json"
 done
 
 if [ "${PYSPY:-1}" = 1 ]; then

@@ -2,14 +2,17 @@
 renders them, fib() recurses, and each phase's own CPU time (time.thread_time) is measured and
 printed as the truth the samples are checked against.
 
-    python3 work.py [SECONDS] [--threads] [--rounds N]
+    python3 work.py [SECONDS] [--threads] [--rounds N] [--timeline FILE]
 
 Prints "truth NAME PERCENT" for handler, parse_payloads, render and fib (of the CPU time of the
 thread(s) doing the work), then "cpu_seconds X", "rounds N" (rounds of handler and fib done)
 and "work_seconds X", the wall time the work took. With --rounds N it does exactly N rounds
 (per thread) instead of running for SECONDS of its own CPU time: the wall time then grows with
 all a profiler costs the program, in its threads (interrupts, work in the kernel at each
-sample) as well as outside them (stops).
+sample) as well as outside them (stops). With --timeline FILE (one thread only) it writes
+each phase's start and end, a round a line: handler's start, parse's start, render's start,
+render's end, fib's start, fib's end, in the thread's CPU time and then the same six in
+CLOCK_MONOTONIC (scripts/lib/python-shares.py checks samples against it).
 """
 import json
 import sys
@@ -18,6 +21,18 @@ import time
 
 PAYLOAD = json.dumps({"items": [{"id": i, "name": f"item-{i}", "tags": ["a", "b"] * 3}
                                 for i in range(40)]})
+
+
+# With --timeline: the monotonic time at each phase boundary, in order.
+WALL = None
+
+
+def now():
+    """The thread's CPU time; with --timeline, the monotonic time is kept too."""
+    t = time.thread_time()
+    if WALL is not None:
+        WALL.append(time.monotonic())
+    return t
 
 
 def parse_payloads(n):
@@ -38,31 +53,34 @@ def render(n):
 
 
 def handler(spent):
-    t0 = time.thread_time()
+    t0 = now()
     parse_payloads(20)
-    t1 = time.thread_time()
+    t1 = now()
     render(20)
-    t2 = time.thread_time()
+    t2 = now()
     spent["parse_payloads"] += t1 - t0
     spent["render"] += t2 - t1
+    return t0, t1, t2
 
 
 def fib(n):
     return n if n < 2 else fib(n - 1) + fib(n - 2)
 
 
-def work(seconds, spent, rounds=None):
+def work(seconds, spent, rounds=None, timeline=None):
     start = time.thread_time()
     done = 0
     while (done < rounds) if rounds is not None else (time.thread_time() - start < seconds):
         done += 1
-        t0 = time.thread_time()
-        handler(spent)
-        t1 = time.thread_time()
+        t0 = now()
+        inner = handler(spent)
+        t1 = now()
         fib(18)
-        t2 = time.thread_time()
+        t2 = now()
         spent["handler"] += t1 - t0
         spent["fib"] += t2 - t1
+        if timeline is not None:
+            timeline.append((t0, *inner, t1, t2))
     spent["rounds"] = done
 
 
@@ -81,7 +99,14 @@ def main():
         for t in ts:
             t.join()
     else:
-        work(seconds, spents[0], rounds)
+        global WALL
+        timeline = [] if "--timeline" in sys.argv else None
+        WALL = [] if timeline is not None else None
+        work(seconds, spents[0], rounds, timeline)
+        if timeline is not None:
+            with open(sys.argv[sys.argv.index("--timeline") + 1], "w") as f:
+                for i, r in enumerate(timeline):
+                    f.write(" ".join(f"{t:.9f}" for t in (*r, *WALL[6 * i:6 * i + 6])) + "\n")
     done = sum(s.pop("rounds") for s in spents)
     total = {k: sum(s[k] for s in spents) for k in spents[0]}
     whole = total["handler"] + total["fib"]

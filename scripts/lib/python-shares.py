@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Each function's share of testdata/python/work.py's CPU time: the program's own measure
+against ember's samples. Given the run's timeline (work.py --timeline) and ember's timeline
+of it (.fxprof.json), two more things:
+
+Each sample against the phase the program was in at that moment by its own clock: the
+function ember's sample shows (parse_payloads, render, handler itself, fib) against the phase
+the timeline has at the sample's time. The Firefox file's times start at its first sample,
+so the offset between the two clocks is the one that makes the most samples agree (searched
+coarsely, then to the microsecond); printed: how many agree, and how far from the nearest
+phase boundary the others lie. A sample's time is taken as its interrupt begins, and the
+program's two clock reads at a boundary are microseconds from the call they bound, so a
+sample's own interrupt (tens of microseconds with a Python walk) can fall between them.
+
+Samplers replayed on the same timeline, which show how far any sampler's shares stray on
+this run by chance alone:
+
+- a perfect periodic sampler: one sample every PERIOD seconds of the thread's CPU time from
+  a random start, each sample in exactly the phase that ran then (what ember's cpu-clock
+  does, less anything ember could get wrong);
+- a perfect random sampler: as many samples, each at a uniformly random moment.
+
+Each replays 400 times (random starts); printed: the median worst difference of a replay,
+and the share of replays whose worst difference is over 1 point.
+
+    python-shares.py TRUTH FOLDED LABEL [TIMELINE PERIOD FXPROF]
+
+TRUTH is work.py's output, FOLDED ember's folded stacks of the run, FXPROF its .fxprof.json.
+"""
+import bisect
+import json
+import random
+import statistics
+import sys
+
+NAMES = ["handler", "parse_payloads", "render", "fib"]
+REPLAYS = 400
+
+
+def sampled_shares(folded):
+    """Each function's share (%) of the samples in handler or fib, and their count."""
+    hits, work = dict.fromkeys(NAMES, 0), 0
+    for line in open(folded):
+        stack, n = line.rsplit(" ", 1)
+        names = {f.split(" (")[0] for f in stack.split(";") if f.endswith("(work.py)")}
+        if names & {"handler", "fib"}:
+            work += int(n)
+            for k in NAMES:
+                hits[k] += int(n) * (k in names)
+    return {k: 100 * hits[k] / max(work, 1) for k in NAMES}, work
+
+
+def worst(shares, truth):
+    return max(abs(shares[k] - truth[k]) for k in NAMES)
+
+
+def replay(rounds, starts, moments):
+    """The shares of samples taken at `moments` (CPU time), each in the phase running then."""
+    hits, work = dict.fromkeys(NAMES, 0), 0
+    for t in moments:
+        i = bisect.bisect_right(starts, t) - 1
+        if i < 0:
+            continue
+        w0, p0, r0, r1, f0, f1 = rounds[i]
+        if w0 <= t < f0:
+            work += 1
+            hits["handler"] += 1
+            hits["parse_payloads"] += p0 <= t < r0
+            hits["render"] += r0 <= t < r1
+        elif f0 <= t < f1:
+            work += 1
+            hits["fib"] += 1
+    return {k: 100 * hits[k] / max(work, 1) for k in NAMES}
+
+
+def replays(timeline, period, truth):
+    """Worst differences of the periodic and the random sampler, REPLAYS each."""
+    rounds = [tuple(map(float, line.split()[:6])) for line in open(timeline)]
+    starts = [r[0] for r in rounds]
+    begin, end = rounds[0][0], rounds[-1][-1]
+    count = int((end - begin) / period)
+    rng = random.Random(1)
+    periodic, uniform = [], []
+    for _ in range(REPLAYS):
+        phase = begin + rng.random() * period
+        periodic.append(worst(replay(rounds, starts, (phase + k * period for k in range(count))), truth))
+        moments = sorted(rng.uniform(begin, end) for _ in range(count))
+        uniform.append(worst(replay(rounds, starts, moments), truth))
+    return periodic, uniform
+
+
+def sample_phases(fxprof):
+    """(time in s from the first sample, phase) of each sample of the Firefox file's thread
+    that is in one of work.py's phases."""
+    thread = json.load(open(fxprof))["threads"][0]
+    strings, stacks = thread["stringArray"], thread["stackTable"]
+    frames, funcs = thread["frameTable"], thread["funcTable"]
+
+    def phase(stack):
+        names = set()
+        while stack is not None:
+            names.add(strings[funcs["name"][frames["func"][stacks["frame"][stack]]]])
+            stack = stacks["prefix"][stack]
+        for name in ("parse_payloads", "render", "handler", "fib"):
+            if name in names:
+                return name
+        return None
+
+    out, at = [], 0.0
+    for delta, stack in zip(thread["samples"]["timeDeltas"], thread["samples"]["stack"]):
+        at += delta / 1000
+        p = phase(stack)
+        if p:
+            out.append((at, p))
+    return out
+
+
+def phase_at(walls, starts, t):
+    """The phase running at monotonic time t, and how far t is from the round's nearest
+    boundary."""
+    i = bisect.bisect_right(starts, t) - 1
+    if i < 0:
+        return None, float("inf")
+    w0, p0, r0, r1, f0, f1 = walls[i]
+    edge = min(abs(t - b) for b in walls[i])
+    if p0 <= t < r0:
+        return "parse_payloads", edge
+    if r0 <= t < r1:
+        return "render", edge
+    if w0 <= t < f0:
+        return "handler", edge
+    if f0 <= t < f1:
+        return "fib", edge
+    return None, edge
+
+
+def check_samples(timeline, fxprof):
+    """How many samples show the phase the program was in, and the others' distances from a
+    phase boundary (µs)."""
+    walls = [tuple(map(float, line.split()[6:])) for line in open(timeline)]
+    starts = [w[0] for w in walls]
+    samples = sample_phases(fxprof)
+
+    def agreeing(offset, which):
+        return sum(phase_at(walls, starts, t + offset)[0] == p for t, p in which)
+
+    coarse = samples[:: max(1, len(samples) // 200)]
+    _, offset = max((agreeing(starts[0] - k * 2e-4, coarse), starts[0] - k * 2e-4) for k in range(10000))
+    _, offset = max((agreeing(offset + k * 1e-6, samples), offset + k * 1e-6) for k in range(-300, 300))
+    edges = []
+    for t, p in samples:
+        running, edge = phase_at(walls, starts, t + offset)
+        if running != p:
+            edges.append(edge * 1e6)
+    return len(samples) - len(edges), len(samples), edges
+
+
+def summary(name, worsts):
+    over = 100 * sum(w > 1 for w in worsts) / len(worsts)
+    return f"{name}: median worst {statistics.median(worsts):.2f}, over 1 point in {over:.0f} %"
+
+
+def main():
+    truth_file, folded, label = sys.argv[1:4]
+    truth = {l.split()[1]: float(l.split()[2]) for l in open(truth_file) if l.startswith("truth ")}
+    shares, work = sampled_shares(folded)
+    row = "  ".join(f"{k} {truth[k]:.1f}/{shares[k]:.1f}" for k in NAMES)
+    print(f"{label:50.50} {row}  (truth/ember %, {work} samples; worst {worst(shares, truth):.2f} points)")
+    if len(sys.argv) > 6:
+        agree, total, edges = check_samples(sys.argv[4], sys.argv[6])
+        median = statistics.median(edges) if edges else 0
+        print(f"{'':50.50} each sample against the program's own timeline: {agree} of {total} "
+              f"show the phase it was in; the other {len(edges)} lie {median:.0f} µs (median), "
+              f"at most {max(edges, default=0):.0f} µs from a phase boundary")
+        periodic, uniform = replays(sys.argv[4], float(sys.argv[5]), truth)
+        mine = worst(shares, truth)
+        rank = 100 * sum(w < mine for w in periodic) / len(periodic)
+        print(f"{'':50.50} replayed on this run's timeline: {summary('periodic', periodic)}; "
+              f"{summary('random', uniform)}; ember's worst is above {rank:.0f} % of the periodic replays'")
+
+
+if __name__ == "__main__":
+    main()

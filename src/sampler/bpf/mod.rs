@@ -29,10 +29,19 @@ static OBJECT: &[u8] = include_bytes!("unwind.bpf.o");
 /// The ELF section of the program (`SEC("perf_event")`).
 const PROGRAM_SECTION: &str = "perf_event";
 
-/// Words of the program's `config` map: copy the stack at every sample (a check), and the
-/// rows' generation (rows the program remembers finding hold for their generation only).
-const CONFIG_CHECK: u32 = 0;
-const CONFIG_GENERATION: u32 = 1;
+/// The words of the program's `config` entry (`struct settings`), read once a sample: copy
+/// the stack at every sample (a check), and the rows' generation (rows the program remembers
+/// finding hold for their generation only).
+const CONFIG_CHECK: usize = 0;
+const CONFIG_GENERATION: usize = 1;
+
+/// The program's `config` entry.
+fn settings(check: bool, generation: u64) -> [u64; 2] {
+    let mut words = [0; 2];
+    words[CONFIG_CHECK] = u64::from(check);
+    words[CONFIG_GENERATION] = generation;
+    words
+}
 
 /// The most mappings of one process the program looks through (`MAX_MAPPINGS`).
 pub const MAX_MAPPINGS: usize = 256;
@@ -130,7 +139,9 @@ pub struct BpfMaps {
     /// The rows map, mapped here (`BPF_F_MMAPABLE`).
     rows: RowsMapping,
     /// The program's settings: [`CONFIG_CHECK`], [`CONFIG_GENERATION`].
-    config: Array<MapData, u64>,
+    config: Array<MapData, [u64; 2]>,
+    /// What the program was told at load: copy the stack at every sample.
+    check: bool,
     /// The rows' generation, as the program was last told.
     generation: u64,
     processes: BpfHashMap<MapData, u32, ProcessEntry>,
@@ -197,9 +208,9 @@ pub fn load(
         "unwind",
         &[("rows", rows), ("buffers", slots), ("out", slots)],
     )?;
-    let mut config: Array<MapData, u64> = take(&mut maps, "config")?;
+    let mut config: Array<MapData, [u64; 2]> = take(&mut maps, "config")?;
     config
-        .set(CONFIG_CHECK, u64::from(check), 0)
+        .set(0, settings(check, 0), 0)
         .map_err(|e| BpfError::Load(e.to_string()))?;
     let out = maps
         .remove("out")
@@ -211,6 +222,7 @@ pub fn load(
     let bpf_maps = BpfMaps {
         rows: RowsMapping::map(rows_map, rows)?,
         config,
+        check,
         generation: 0,
         processes: take(&mut maps, "processes")?,
         pythons: take(&mut maps, "pythons")?,
@@ -318,7 +330,7 @@ impl BpfMaps {
             self.generation += 1;
             if self
                 .config
-                .set(CONFIG_GENERATION, self.generation, 0)
+                .set(0, settings(self.check, self.generation), 0)
                 .is_ok()
             {
                 self.space.give(first, n);

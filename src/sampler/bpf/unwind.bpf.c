@@ -115,14 +115,19 @@ struct {
 	__type(value, struct out_buf);
 } buffers SEC(".maps");
 
-// Word 0: 1 to copy the stack at the sample's stack pointer always (ember's check of this
-// walk against its DWARF unwinder). Word 1: the rows' generation, which ember counts up
-// whenever it gives a file's rows back (other rows may take their place).
+// One entry, read once a sample: `check` 1 to copy the stack at the sample's stack pointer
+// always (ember's check of this walk against its DWARF unwinder); `generation` the rows'
+// generation, which ember counts up whenever it gives a file's rows back (other rows may take
+// their place).
+struct settings {
+	u64 check;
+	u64 generation;
+};
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 1);
 	__type(key, u32);
-	__type(value, u64);
+	__type(value, struct settings);
 } config SEC(".maps");
 
 // Rows found lately, per CPU: a hot loop's frames are sampled again and again, and a binary
@@ -200,7 +205,7 @@ struct walk {
 	u32 end;
 	u32 pid;
 	u32 cpu;
-	u32 gen; // the rows' generation (config word 1)
+	u32 gen; // the rows' generation (config)
 	// The mapping and the row of the last frame, and the addresses they hold for
 	// (recursion, and callers in the same function or file, look up nothing again).
 	struct mapping map;
@@ -627,9 +632,9 @@ int unwind(struct bpf_perf_event_data *ctx)
 	struct out_buf *buf = bpf_map_lookup_elem(&buffers, &cpu);
 	if (!buf)
 		return 0;
-	u32 one = 1;
-	u64 *gen = bpf_map_lookup_elem(&config, &one);
-	struct walk w = { .pid = id >> 32, .cpu = cpu, .gen = gen ? *gen : 0 };
+	u32 zero = 0;
+	struct settings *cfg = bpf_map_lookup_elem(&config, &zero);
+	struct walk w = { .pid = id >> 32, .cpu = cpu, .gen = cfg ? cfg->generation : 0 };
 	int unreadable = user_regs(sample, &w.ip, &w.sp, &w.bp) != 0;
 	if (unreadable)
 		w.ip = 0;
@@ -670,9 +675,7 @@ int unwind(struct bpf_perf_event_data *ctx)
 	frames_end += npython * PY_FRAME_WORDS;
 	// Where the walk handed over, the stack from there, for ember to go on; in a check, the
 	// stack at the sample's stack pointer.
-	u32 zero = 0;
-	u64 *check = bpf_map_lookup_elem(&config, &zero);
-	u64 from = check && *check ? 1 : 0;
+	u64 from = cfg && cfg->check ? 1 : 0;
 	int handed_over = w.end == END_NO_ROW || w.end == END_UNSUPPORTED;
 	u64 copy_sp = from ? sample_sp : w.sp;
 	// The copy follows the frames (a record as long as what it holds, not 64 KiB); after

@@ -12,7 +12,7 @@ use crate::linux::memory::read_process;
 use crate::model::{KernelWalk, KERNEL_PYTHON_CUT, KERNEL_PYTHON_ENTRY, KERNEL_PYTHON_NONE};
 use crate::python::layout::{CurrentFrame, Entry, Layout};
 use crate::python::{CodeInfo, Codes, InterpreterFile, Memory, SeenCode};
-use crate::sampler::bpf::{PythonEntry, PYTHON_NO_OFFSET};
+use crate::sampler::bpf::{PythonEntry, PYTHON_NO_OFFSET, PYTHON_READ_MAX};
 
 /// The memory of a running process.
 pub(super) struct ProcessMemory(pub u32);
@@ -149,6 +149,16 @@ fn program_entry(l: &Layout, runtime: u64) -> Option<PythonEntry> {
         } => (o(cframe)?, o(current_frame)?),
         CurrentFrame::Direct(at) => (PYTHON_NO_OFFSET, o(at)?),
     };
+    // The code object's fields the program reads, read at once (an int read as a word, the
+    // next field's bytes with it).
+    let code_fields = [l.code_firstlineno, l.code_filename, l.code_qualname];
+    let code_from = *code_fields.iter().min()?;
+    let code_size = code_fields.iter().max()? + 8 - code_from;
+    let fits = |size: u64| {
+        (size <= u64::from(PYTHON_READ_MAX))
+            .then(|| o(size))
+            .flatten()
+    };
     Some(PythonEntry {
         runtime,
         interpreters_head: o(l.runtime_interpreters_head)?,
@@ -169,6 +179,9 @@ fn program_entry(l: &Layout, runtime: u64) -> Option<PythonEntry> {
         code_firstlineno: o(l.code_firstlineno)?,
         code_filename: o(l.code_filename)?,
         code_qualname: o(l.code_qualname)?,
+        frame_size: fits(l.frame_size as u64)?,
+        code_from: o(code_from)?,
+        code_size: fits(code_size)?,
         pad: 0,
     })
 }
@@ -183,6 +196,15 @@ mod tests {
             let e = program_entry(l, 0x1000).unwrap();
             assert_eq!(e.runtime, 0x1000);
             assert_eq!(e.frame_code as u64, l.frame_code);
+            // Each field the program takes from its two reads lies within them.
+            for off in [e.frame_code, e.frame_previous, e.frame_prev_instr] {
+                assert!(off + 8 <= e.frame_size);
+            }
+            assert!(e.frame_owner < e.frame_size && e.frame_size <= PYTHON_READ_MAX);
+            for off in [e.code_firstlineno, e.code_filename, e.code_qualname] {
+                assert!(off >= e.code_from && off + 8 <= e.code_from + e.code_size);
+            }
+            assert!(e.code_size <= PYTHON_READ_MAX);
         }
     }
 

@@ -112,8 +112,17 @@ pub struct PythonEntry {
     pub code_firstlineno: u32,
     pub code_filename: u32,
     pub code_qualname: u32,
+    /// Read at once: a frame's first `frame_size` bytes, and `code_size` bytes of a code
+    /// object from `code_from` (every field above lies within them; at most
+    /// [`PYTHON_READ_MAX`] each).
+    pub frame_size: u32,
+    pub code_from: u32,
+    pub code_size: u32,
     pub pad: u32,
 }
+
+/// The most bytes of a frame or a code object the program reads (`PY_READ`).
+pub const PYTHON_READ_MAX: u32 = 128;
 
 /// An offset a version does not have (`NO_OFFSET`).
 pub const PYTHON_NO_OFFSET: u32 = u32::MAX;

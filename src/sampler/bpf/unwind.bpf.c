@@ -162,6 +162,9 @@ struct python {
 	u32 frame_code, frame_previous, frame_prev_instr, frame_owner;
 	u32 entry_byte; // NO_OFFSET: a frame owned by the C stack marks each entry (3.12 on)
 	u32 code_instructions, code_firstlineno, code_filename, code_qualname;
+	// Read at once: a frame's first frame_size bytes, and code_size bytes of a code object
+	// from code_from (every field above lies within them).
+	u32 frame_size, code_from, code_size;
 	u32 pad;
 };
 #define NO_OFFSET 0xffffffffu
@@ -188,6 +191,19 @@ struct {
 	__type(key, u32);
 	__type(value, struct python);
 } pythons SEC(".maps");
+
+// A frame and a code object as read, per CPU: one read each instead of one per field.
+#define PY_READ 128
+struct py_read {
+	u8 frame[PY_READ + 8]; // a word at any offset below PY_READ lies within
+	u8 code[PY_READ + 8];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct py_read);
+} py_reads SEC(".maps");
 
 // Thread → its thread state, as found last (checked again at each use).
 struct {
@@ -492,9 +508,26 @@ struct py_walk {
 	u32 cpu, pad;
 };
 
-static int read_u32(u64 addr, u32 *v)
+// The word or byte at `off` of `size` bytes read at once; 1 where it does not lie within them.
+// The offset is masked where it is used, behind a barrier: the verifier must see the bound
+// on the very register that addresses the read, which the compiler would otherwise drop
+// (it knows the check above implies it).
+static __always_inline int word_in(const u8 *raw, u32 size, u32 off, u64 *v)
 {
-	return bpf_probe_read_user(v, sizeof(*v), (const void *)addr);
+	if (off > PY_READ - 8 || off + 8 > size)
+		return 1;
+	asm volatile("" : "+r"(off));
+	*v = *(const u64 *)(raw + (off & (PY_READ - 1)));
+	return 0;
+}
+
+static __always_inline int byte_in(const u8 *raw, u32 size, u32 off, u8 *v)
+{
+	if (off >= size)
+		return 1;
+	asm volatile("" : "+r"(off));
+	*v = raw[off & (PY_READ - 1)];
+	return 0;
 }
 
 // One Python frame into the buffer; 1 ends the walk. A global function: the verifier checks
@@ -520,12 +553,20 @@ __attribute__((noinline)) int py_frame(struct py_walk *p)
 		p->steps = 0;
 	}
 	struct python *py = &p->py;
-	u64 frame = p->frame, code, prev_instr;
+	u32 zero = 0;
+	struct py_read *r = bpf_map_lookup_elem(&py_reads, &zero);
+	u32 frame_size = py->frame_size, code_size = py->code_size;
+	if (!r || frame_size == 0 || frame_size > PY_READ || code_size == 0 || code_size > PY_READ ||
+	    bpf_probe_read_user(r->frame, frame_size, (const void *)p->frame)) {
+		p->how = PY_CUT;
+		return 1;
+	}
+	u64 code, prev_instr;
 	u8 owner = 0, entry = 0;
-	if (read_word(frame + py->frame_code, &code) ||
-	    read_word(frame + py->frame_prev_instr, &prev_instr) ||
-	    read_word(frame + py->frame_previous, &p->frame) ||
-	    bpf_probe_read_user(&owner, 1, (const void *)(frame + py->frame_owner))) {
+	if (word_in(r->frame, frame_size, py->frame_code, &code) ||
+	    word_in(r->frame, frame_size, py->frame_prev_instr, &prev_instr) ||
+	    word_in(r->frame, frame_size, py->frame_previous, &p->frame) ||
+	    byte_in(r->frame, frame_size, py->frame_owner, &owner)) {
 		p->how = PY_CUT;
 		return 1;
 	}
@@ -538,18 +579,20 @@ __attribute__((noinline)) int py_frame(struct py_walk *p)
 				buf->w[at - PY_FRAME_WORDS + 1] |= PY_ENTRY;
 			return 0;
 		}
-	} else if (bpf_probe_read_user(&entry, 1, (const void *)(frame + py->entry_byte))) {
+	} else if (byte_in(r->frame, frame_size, py->entry_byte, &entry)) {
 		p->how = PY_CUT;
 		return 1;
 	}
-	u32 first_line;
-	u64 filename, qualname;
-	if (read_u32(code + py->code_firstlineno, &first_line) ||
-	    read_word(code + py->code_filename, &filename) ||
-	    read_word(code + py->code_qualname, &qualname)) {
+	u64 first_line = 0, filename, qualname;
+	u32 from = py->code_from;
+	if (bpf_probe_read_user(r->code, code_size, (const void *)(code + from)) ||
+	    word_in(r->code, code_size, py->code_firstlineno - from, &first_line) ||
+	    word_in(r->code, code_size, py->code_filename - from, &filename) ||
+	    word_in(r->code, code_size, py->code_qualname - from, &qualname)) {
 		p->how = PY_CUT;
 		return 1;
 	}
+	first_line &= 0xffffffff; // an int: the word read with it holds the next field too
 	if (at > BUF_BYTES / 8 - PY_FRAME_WORDS || at + PY_FRAME_WORDS > p->end) {
 		p->how = PY_CUT;
 		return 1;

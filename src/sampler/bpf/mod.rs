@@ -35,14 +35,6 @@ const PROGRAM_SECTION: &str = "perf_event";
 const CONFIG_CHECK: usize = 0;
 const CONFIG_GENERATION: usize = 1;
 
-/// The program's `config` entry.
-fn settings(check: bool, generation: u64) -> [u64; 2] {
-    let mut words = [0; 2];
-    words[CONFIG_CHECK] = u64::from(check);
-    words[CONFIG_GENERATION] = generation;
-    words
-}
-
 /// The most mappings of one process the program looks through (`MAX_MAPPINGS`).
 pub const MAX_MAPPINGS: usize = 256;
 
@@ -149,10 +141,8 @@ pub struct BpfMaps {
     rows: RowsMapping,
     /// The program's settings: [`CONFIG_CHECK`], [`CONFIG_GENERATION`].
     config: Array<MapData, [u64; 2]>,
-    /// What the program was told at load: copy the stack at every sample.
-    check: bool,
-    /// The rows' generation, as the program was last told.
-    generation: u64,
+    /// The settings as the program was last told them.
+    settings: [u64; 2],
     processes: BpfHashMap<MapData, u32, ProcessEntry>,
     /// The CPython processes whose frames the program reads.
     pythons: BpfHashMap<MapData, u32, PythonEntry>,
@@ -218,8 +208,10 @@ pub fn load(
         &[("rows", rows), ("buffers", slots), ("out", slots)],
     )?;
     let mut config: Array<MapData, [u64; 2]> = take(&mut maps, "config")?;
+    let mut settings = [0; 2];
+    settings[CONFIG_CHECK] = u64::from(check);
     config
-        .set(0, settings(check, 0), 0)
+        .set(0, settings, 0)
         .map_err(|e| BpfError::Load(e.to_string()))?;
     let out = maps
         .remove("out")
@@ -231,8 +223,7 @@ pub fn load(
     let bpf_maps = BpfMaps {
         rows: RowsMapping::map(rows_map, rows)?,
         config,
-        check,
-        generation: 0,
+        settings,
         processes: take(&mut maps, "processes")?,
         pythons: take(&mut maps, "pythons")?,
         space: RowSpace::new(rows),
@@ -336,12 +327,8 @@ impl BpfMaps {
         if let Some(Some((first, n))) = self.files.remove(&key) {
             // Before another file's rows can go there: what the program remembers of these
             // rows no longer holds.
-            self.generation += 1;
-            if self
-                .config
-                .set(0, settings(self.check, self.generation), 0)
-                .is_ok()
-            {
+            self.settings[CONFIG_GENERATION] += 1;
+            if self.config.set(0, self.settings, 0).is_ok() {
                 self.space.give(first, n);
             }
         }

@@ -54,29 +54,51 @@ def worst(shares, truth):
     return max(abs(shares[k] - truth[k]) for k in NAMES)
 
 
+def timeline(path, wall):
+    """The rounds of work.py's --timeline (each phase's start and end), in the thread's CPU
+    time or (wall) CLOCK_MONOTONIC, and when each began."""
+    columns = slice(6, 12) if wall else slice(0, 6)
+    rounds = [tuple(map(float, line.split()[columns])) for line in open(path)]
+    return rounds, [r[0] for r in rounds]
+
+
+def round_at(rounds, starts, t):
+    """The round running at t (the last one begun), or None before the first."""
+    i = bisect.bisect_right(starts, t) - 1
+    return rounds[i] if i >= 0 else None
+
+
+def phase_in(r, t):
+    """The innermost phase of round r running at t: parse_payloads or render (inside
+    handler), handler itself, fib; None between them."""
+    w0, p0, r0, r1, f0, f1 = r
+    if p0 <= t < r0:
+        return "parse_payloads"
+    if r0 <= t < r1:
+        return "render"
+    if w0 <= t < f0:
+        return "handler"
+    if f0 <= t < f1:
+        return "fib"
+    return None
+
+
 def replay(rounds, starts, moments):
-    """The shares of samples taken at `moments` (CPU time), each in the phase running then."""
+    """The shares of samples taken at `moments`, each in the phase running then."""
     hits, work = dict.fromkeys(NAMES, 0), 0
     for t in moments:
-        i = bisect.bisect_right(starts, t) - 1
-        if i < 0:
-            continue
-        w0, p0, r0, r1, f0, f1 = rounds[i]
-        if w0 <= t < f0:
+        r = round_at(rounds, starts, t)
+        phase = phase_in(r, t) if r else None
+        if phase:
             work += 1
-            hits["handler"] += 1
-            hits["parse_payloads"] += p0 <= t < r0
-            hits["render"] += r0 <= t < r1
-        elif f0 <= t < f1:
-            work += 1
-            hits["fib"] += 1
+            hits[phase] += 1
+            hits["handler"] += phase in ("parse_payloads", "render")
     return {k: 100 * hits[k] / max(work, 1) for k in NAMES}
 
 
-def replays(timeline, period, truth):
+def replays(timeline_file, period, truth):
     """Worst differences of the periodic and the random sampler, REPLAYS each."""
-    rounds = [tuple(map(float, line.split()[:6])) for line in open(timeline)]
-    starts = [r[0] for r in rounds]
+    rounds, starts = timeline(timeline_file, wall=False)
     begin, end = rounds[0][0], rounds[-1][-1]
     count = int((end - begin) / period)
     rng = random.Random(1)
@@ -118,27 +140,16 @@ def sample_phases(fxprof):
 def phase_at(walls, starts, t):
     """The phase running at monotonic time t, and how far t is from the round's nearest
     boundary."""
-    i = bisect.bisect_right(starts, t) - 1
-    if i < 0:
+    r = round_at(walls, starts, t)
+    if r is None:
         return None, float("inf")
-    w0, p0, r0, r1, f0, f1 = walls[i]
-    edge = min(abs(t - b) for b in walls[i])
-    if p0 <= t < r0:
-        return "parse_payloads", edge
-    if r0 <= t < r1:
-        return "render", edge
-    if w0 <= t < f0:
-        return "handler", edge
-    if f0 <= t < f1:
-        return "fib", edge
-    return None, edge
+    return phase_in(r, t), min(abs(t - b) for b in r)
 
 
-def check_samples(timeline, fxprof):
+def check_samples(timeline_file, fxprof):
     """How many samples show the phase the program was in, and the others' distances from a
     phase boundary (µs)."""
-    walls = [tuple(map(float, line.split()[6:])) for line in open(timeline)]
-    starts = [w[0] for w in walls]
+    walls, starts = timeline(timeline_file, wall=True)
     samples = sample_phases(fxprof)
 
     def agreeing(offset, which):

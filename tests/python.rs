@@ -71,6 +71,12 @@ fn record_python(dir: &Path, options: &[&str], python: &str, run: &[&str]) -> (O
     (out, read_folded(&folded))
 }
 
+/// The number `-v` printed just before `words` (after a space or a parenthesis).
+fn count_before(stderr: &str, words: &str) -> Option<u64> {
+    let before = stderr.split(words).next()?;
+    before.rsplit([' ', '(']).next()?.parse().ok()
+}
+
 /// Each function's share of the samples in the work (those under handler or fib), counting a
 /// stack once per function on it.
 fn sampled_shares(stacks: &[Stack], file: &str) -> HashMap<String, f64> {
@@ -100,14 +106,18 @@ fn python_functions_take_the_cpu_shares_the_program_measured_on_both_builds() {
         let (out, stacks) = record_python(dir.path(), &["-v"], python, &["work.py", "2"]);
         // Read in the kernel at each sample: no ptrace stop.
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let read_in_kernel = stderr
-            .split(" read in the kernel")
-            .next()
-            .and_then(|s| s.rsplit('(').next())
-            .and_then(|n| n.parse::<u64>().ok());
+        let read_in_kernel = count_before(&stderr, " read in the kernel");
         assert!(
             read_in_kernel.is_some_and(|n| n > 1000) && !stderr.contains("taken over"),
             "{build}: Python frames not read in the kernel\n{stderr}"
+        );
+        // The program sends the names of the main module's body (in every stack) until ember
+        // tells it that it holds them, then no more (how long until then depends on how soon
+        // ember reads the first samples: half of the run is far more than it takes).
+        let with_names = count_before(&stderr, " samples brought the names");
+        assert!(
+            with_names.is_some_and(|n| n * 2 < read_in_kernel.unwrap()),
+            "{build}: names sent with too many samples\n{stderr}"
         );
         let truth = truths(&out.stdout);
         let sampled = sampled_shares(&stacks, "work.py");
@@ -367,6 +377,59 @@ fn a_frame_chain_that_loops_or_points_nowhere_ends_in_a_marked_frame() {
             stderr.contains("could not be read to its end"),
             "{mode}: -v does not count them\n{stderr}"
         );
+    }
+}
+
+/// A module's body and a class's body run once, at import, and their code objects are freed
+/// as soon as they have run — often before ember reads a sample of them. Start-up time is
+/// named as the program measured it, not cut.
+#[test]
+fn module_and_class_bodies_run_at_import_are_named() {
+    let _serial = serial();
+    let dir = scratch();
+    for (build, python) in interpreters() {
+        let python = python.to_str().unwrap();
+        let run = ["imports.py", "60", "10"];
+        let (out, stacks) = record_python(dir.path(), &["-v"], python, &run);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // A cut stack has lost its outer Python frames (main's among them).
+        let cut_mark = "[python: unreadable frames]";
+        let imports: Vec<Stack> = stacks
+            .iter()
+            .filter(|s| {
+                s.frames
+                    .iter()
+                    .any(|f| f == "main (imports.py)" || f == cut_mark)
+            })
+            .cloned()
+            .collect();
+        let n = total(&imports);
+        assert!(n > 300, "{build}: {n} samples of the imports\n{stderr}");
+        let cut = samples_with(&imports, cut_mark);
+        assert!(
+            cut * 50 <= n,
+            "{build}: {cut} of {n} samples of the imports cut\n{stderr}"
+        );
+        let share = |is: &dyn Fn(&str) -> bool| {
+            let hits: u64 = imports
+                .iter()
+                .filter(|s| s.frames.iter().any(|f| is(f)))
+                .map(|s| s.count)
+                .sum();
+            100.0 * hits as f64 / n as f64
+        };
+        // The class body runs within the module's: the module's frame is under both.
+        let truth: HashMap<String, f64> = truths(&out.stdout).into_iter().collect();
+        let (module, class) = (truth["module"] + truth["class"], truth["class"]);
+        let in_module = share(&|f| f.starts_with("<module> (startup_"));
+        let in_class = share(&|f| f.starts_with("Spin") && f.contains(" (startup_"));
+        // About 600 samples: a share near 50 % has a standard error of 2 points.
+        for (what, got, want) in [("module", in_module, module), ("class", in_class, class)] {
+            assert!(
+                (got - want).abs() < 8.0,
+                "{build}: {what} bodies have {got:.1} % of the samples, measured {want:.1} %"
+            );
+        }
     }
 }
 

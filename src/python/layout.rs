@@ -37,6 +37,9 @@ pub struct Layout {
     pub code_linetable: u64,
     /// `PyCodeObject.co_firstlineno` (an int).
     pub code_firstlineno: u64,
+    /// `PyCodeObject.co_flags` (an int): a module's or a class's body lacks
+    /// [`CO_NEWLOCALS`].
+    pub code_flags: u64,
     /// `PyCodeObject.co_code_adaptive`: where the instructions begin.
     pub code_instructions: u64,
     /// `sizeof(PyASCIIObject)` and `sizeof(PyCompactUnicodeObject)`: where the characters of
@@ -66,6 +69,14 @@ pub enum Entry {
     CStackOwner,
 }
 
+/// `CO_NEWLOCALS`: a code object that runs in a namespace of its own (a function's), not in
+/// a module's or a class's (their bodies, freed once they have run).
+pub const CO_NEWLOCALS: u32 = 0x2;
+
+/// `PyCodeObject.co_flags` in every version ember knows: after the object's head (24 bytes)
+/// and `co_consts`, `co_names`, `co_exceptiontable` (`_Py_DebugOffsets` does not give it).
+const CODE_FLAGS: u64 = 48;
+
 /// `FRAME_OWNED_BY_CSTACK` (3.12).
 pub const FRAME_OWNED_BY_CSTACK: u8 = 3;
 
@@ -93,6 +104,7 @@ pub const LAYOUTS: &[((u8, u8), Layout)] = &[
             code_qualname: 128,
             code_linetable: 136,
             code_firstlineno: 72,
+            code_flags: CODE_FLAGS,
             code_instructions: 184,
             unicode_ascii_data: 48,
             unicode_compact_data: 72,
@@ -120,6 +132,7 @@ pub const LAYOUTS: &[((u8, u8), Layout)] = &[
             code_qualname: 128,
             code_linetable: 136,
             code_firstlineno: 68,
+            code_flags: CODE_FLAGS,
             code_instructions: 192,
             unicode_ascii_data: 40,
             unicode_compact_data: 56,
@@ -174,6 +187,7 @@ pub fn from_debug_offsets(words: &[u64]) -> Option<Layout> {
         code_qualname: w(37),
         code_linetable: w(38),
         code_firstlineno: w(39),
+        code_flags: CODE_FLAGS,
         code_instructions: w(43).min(256),
         unicode_ascii_data: w(70),
         // PyCompactUnicodeObject: the ASCII object, then utf8_length and utf8.

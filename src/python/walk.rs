@@ -250,6 +250,33 @@ impl Codes {
         same(sig).then_some(id)
     }
 
+    /// The id of code object `addr` as `seen` at a sample, named by `info` (what was read of
+    /// it then: the object may be gone since).
+    pub fn id_of_named(
+        &mut self,
+        (addr, seen): (u64, SeenCode),
+        info: CodeInfo,
+        new_code: &mut dyn FnMut(u32, CodeInfo),
+        next_id: &mut u32,
+    ) -> u32 {
+        let sig = Signature {
+            filename: seen.filename,
+            qualname: seen.qualname,
+            linetable: 0,
+            first_line: seen.first_line,
+        };
+        if let Some(&(known, id)) = self.by_address.get(&addr) {
+            if known == sig {
+                return id;
+            }
+        }
+        let id = *next_id;
+        *next_id += 1;
+        self.by_address.insert(addr, (sig, id));
+        new_code(id, info);
+        id
+    }
+
     /// The id of the code object at `addr`, reading it when it is new (or another object
     /// took the address since).
     fn id(

@@ -300,13 +300,7 @@ impl Collector {
         if !s.python.is_empty() {
             self.python.splice(s.pid, s.python, &mut self.raw);
         } else if let Some(walk) = &s.walked {
-            let python = &mut self.python;
-            let stack = self
-                .kernel_pythons
-                .stack(s.pid, walk, &mut |id, code| python.add_code(id, code));
-            if let Some((frames, cut)) = stack {
-                python.splice_frames(s.pid, frames, cut, &mut self.raw);
-            }
+            self.splice_kernel_python(s.pid, walk);
         }
         if !s.from_ptrace && s.walked.is_none_or(|w| self.walk_ended_for_good(s.pid, &w)) {
             let cut = self.raw.last() == Some(&RawFrame::Truncated);
@@ -412,6 +406,23 @@ impl Collector {
             if !self.read_python_in_kernel(pid, reader) {
                 self.takeovers.ask_now(pid);
             }
+        }
+    }
+
+    /// Put the Python frames the walk in the kernel read (`walk`, of a sample of `pid`) in
+    /// place of the evaluation loop's frames, and tell the program of the code objects whose
+    /// names it sent.
+    fn splice_kernel_python(&mut self, pid: u32, walk: &crate::model::KernelWalk) {
+        let python = &mut self.python;
+        let stack = self
+            .kernel_pythons
+            .stack(pid, walk, &mut |id, code| python.add_code(id, code));
+        if let Some((frames, cut)) = stack {
+            python.splice_frames(pid, frames, cut, &mut self.raw);
+        }
+        let known = self.kernel_pythons.known.drain(..);
+        if let Some(k) = &mut self.kernel_walk {
+            known.for_each(|c| k.known_code(c));
         }
     }
 

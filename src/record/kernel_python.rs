@@ -3,7 +3,9 @@
 //! collector puts in place of the evaluation loop's native frames
 //! ([`super::python::PythonFrames::splice`]). The program sends each frame's code object by
 //! address with what tells it apart; the object is read from the process once, and taken
-//! for a frame only while it is still the object the program saw.
+//! for a frame only while it is still the object the program saw. Where ember did not hold an
+//! object's names yet, the program sends them too (a module's body is freed as soon as it
+//! has run, often before ember reads it); ember then tells it that it holds them.
 
 use std::collections::HashMap;
 
@@ -12,7 +14,8 @@ use crate::linux::memory::read_process;
 use crate::model::{KernelWalk, KERNEL_PYTHON_CUT, KERNEL_PYTHON_ENTRY, KERNEL_PYTHON_NONE};
 use crate::python::layout::{CurrentFrame, Entry, Layout};
 use crate::python::{CodeInfo, Codes, InterpreterFile, Memory, SeenCode};
-use crate::sampler::bpf::{PythonEntry, PYTHON_NO_OFFSET, PYTHON_READ_MAX};
+use crate::sampler::bpf::record::{PYTHON_NAME_BYTES, PYTHON_NAME_FILE};
+use crate::sampler::bpf::{KnownCode, PythonEntry, PYTHON_NO_OFFSET, PYTHON_READ_MAX};
 
 /// The memory of a running process.
 pub(super) struct ProcessMemory(pub u32);
@@ -34,6 +37,13 @@ pub(super) struct KernelPythons {
     next_id: u32,
     /// The frames of the sample at hand.
     frames: Vec<Recorded>,
+    /// Code objects whose names came with samples, to tell the program of.
+    pub known: Vec<KnownCode>,
+    /// Code objects named from what the program sent (gone from the process before ember
+    /// read them).
+    pub named_from_samples: u64,
+    /// Samples that came with names.
+    pub samples_with_names: u64,
 }
 
 /// One process: its layout, where its evaluation loop is, what the program was told, and
@@ -53,6 +63,9 @@ impl Default for KernelPythons {
             samples: 0,
             next_id: FIRST_ID,
             frames: Vec::new(),
+            known: Vec::new(),
+            named_from_samples: 0,
+            samples_with_names: 0,
         }
     }
 }
@@ -116,13 +129,21 @@ impl KernelPythons {
                 qualname: word(3),
                 first_line: (packed >> 32) as i32,
             };
-            let id = reader.codes.id_if_same(
-                &mem,
-                &reader.layout,
-                (code, seen),
-                new_code,
-                &mut self.next_id,
-            );
+            let sent = sent_names(walk.python_names, code, seen);
+            let came = sent.is_some();
+            let (id, from_sent) =
+                reader.code_id(&mem, (code, seen), sent, new_code, &mut self.next_id);
+            self.named_from_samples += u64::from(from_sent);
+            if came {
+                // Held now: the program need not send it again.
+                self.known.push(KnownCode {
+                    code,
+                    filename: seen.filename,
+                    qualname: seen.qualname,
+                    pid,
+                    first_line: seen.first_line as u32,
+                });
+            }
             let Some(id) = id else {
                 // Gone, or another object at its address: the frames from here out are not
                 // named rather than named wrong.
@@ -134,8 +155,65 @@ impl KernelPythons {
                 .push((id, offset, packed & KERNEL_PYTHON_ENTRY != 0));
         }
         self.samples += 1;
+        self.samples_with_names += u64::from(!walk.python_names.is_empty());
         Some((&self.frames, cut))
     }
+}
+
+impl Reader {
+    /// The id of code object `object` (its address and what the program saw of it), read
+    /// from the process; where it is gone, named by what the program `sent` of it (true).
+    fn code_id(
+        &mut self,
+        mem: &dyn Memory,
+        object: (u64, SeenCode),
+        sent: Option<CodeInfo>,
+        new_code: &mut dyn FnMut(u32, CodeInfo),
+        next_id: &mut u32,
+    ) -> (Option<u32>, bool) {
+        let layout = &self.layout;
+        let read = self
+            .codes
+            .id_if_same(mem, layout, object, new_code, next_id);
+        match (read, sent) {
+            (None, Some(info)) => {
+                let id = self.codes.id_of_named(object, info, new_code, next_id);
+                (Some(id), true)
+            }
+            (read, _) => (read, false),
+        }
+    }
+}
+
+/// What the program sent of code object `code` (as `seen`) with a sample, among `blocks`.
+fn sent_names(blocks: &[u8], code: u64, seen: SeenCode) -> Option<CodeInfo> {
+    blocks.chunks_exact(PYTHON_NAME_BYTES).find_map(|b| {
+        let word = |i: usize| u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().unwrap());
+        if (word(0), word(1), word(2)) != (code, seen.filename, seen.qualname) {
+            return None;
+        }
+        let lens = word(3);
+        let file = name_text(&b[32..32 + PYTHON_NAME_FILE], lens)?;
+        let qual = name_text(&b[32 + PYTHON_NAME_FILE..], lens >> 32)?;
+        Some(CodeInfo {
+            qualname: qual,
+            filename: file,
+            first_line: seen.first_line,
+            linetable: Vec::new(),
+        })
+    })
+}
+
+/// A name sent in `room`, of the length and flag in the low bits of `len`; "…" begins one of
+/// which only the last bytes came.
+fn name_text(room: &[u8], len: u64) -> Option<String> {
+    let text = room.get(..(len & 0xffff) as usize)?;
+    let text = String::from_utf8_lossy(text);
+    Some(if len & (1 << 16) != 0 {
+        format!("…{text}")
+    } else {
+        text.into_owned()
+    })
 }
 
 /// What the program is told of an interpreter of `layout` whose runtime state is at
@@ -151,7 +229,12 @@ fn program_entry(l: &Layout, runtime: u64) -> Option<PythonEntry> {
     };
     // The code object's fields the program reads, read at once (an int read as a word, the
     // next field's bytes with it).
-    let code_fields = [l.code_firstlineno, l.code_filename, l.code_qualname];
+    let code_fields = [
+        l.code_firstlineno,
+        l.code_filename,
+        l.code_qualname,
+        l.code_flags,
+    ];
     let code_from = *code_fields.iter().min()?;
     let code_size = code_fields.iter().max()? + 8 - code_from;
     let fits = |size: u64| {
@@ -182,7 +265,8 @@ fn program_entry(l: &Layout, runtime: u64) -> Option<PythonEntry> {
         frame_size: fits(l.frame_size as u64)?,
         code_from: o(code_from)?,
         code_size: fits(code_size)?,
-        pad: 0,
+        str_data: o(l.unicode_ascii_data)?,
+        code_flags: o(l.code_flags)?,
     })
 }
 
@@ -201,11 +285,60 @@ mod tests {
                 assert!(off + 8 <= e.frame_size);
             }
             assert!(e.frame_owner < e.frame_size && e.frame_size <= PYTHON_READ_MAX);
-            for off in [e.code_firstlineno, e.code_filename, e.code_qualname] {
+            let code_fields = [
+                e.code_firstlineno,
+                e.code_filename,
+                e.code_qualname,
+                e.code_flags,
+            ];
+            for off in code_fields {
                 assert!(off >= e.code_from && off + 8 <= e.code_from + e.code_size);
             }
             assert!(e.code_size <= PYTHON_READ_MAX);
         }
+    }
+
+    /// A name block as the program sends it for code object `code`.
+    fn block(code: u64, seen: SeenCode, file: &str, qual: &str, tail: bool) -> Vec<u8> {
+        let mut b = vec![0u8; PYTHON_NAME_BYTES];
+        let lens = file.len() as u64 | u64::from(tail) << 16 | (qual.len() as u64) << 32;
+        for (i, w) in [code, seen.filename, seen.qualname, lens]
+            .iter()
+            .enumerate()
+        {
+            b[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        b[32..32 + file.len()].copy_from_slice(file.as_bytes());
+        let q = 32 + PYTHON_NAME_FILE;
+        b[q..q + qual.len()].copy_from_slice(qual.as_bytes());
+        b
+    }
+
+    #[test]
+    fn names_sent_are_taken_for_the_object_they_came_with_only() {
+        let seen = SeenCode {
+            filename: 0x10,
+            qualname: 0x20,
+            first_line: 3,
+        };
+        let mut blocks = block(0x1000, seen, "/srv/app/settings.py", "<module>", false);
+        blocks.extend(block(0x2000, seen, "rc/app/models.py", "Model", true));
+        let info = sent_names(&blocks, 0x1000, seen).unwrap();
+        assert_eq!(
+            (info.filename.as_str(), info.qualname.as_str()),
+            ("/srv/app/settings.py", "<module>")
+        );
+        assert_eq!((info.first_line, info.linetable.len()), (3, 0));
+        // Only the last bytes of a longer name came.
+        let info = sent_names(&blocks, 0x2000, seen).unwrap();
+        assert_eq!(info.filename, "…rc/app/models.py");
+        // Another object at the address (other names), or another address: nothing.
+        let other = SeenCode {
+            qualname: 0x30,
+            ..seen
+        };
+        assert!(sent_names(&blocks, 0x1000, other).is_none());
+        assert!(sent_names(&blocks, 0x3000, seen).is_none());
     }
 
     #[test]

@@ -10,7 +10,9 @@ use crate::model::{
     CommEvent, Event, ForkEvent, KernelWalk, MmapEvent, PythonCode, SampleEvent, StackPart,
     SwitchEvent, WaitReason,
 };
-use crate::sampler::bpf::record::{HEADER_WORDS, MAGIC, MAX_KERNEL, PYTHON_FRAME_WORDS};
+use crate::sampler::bpf::record::{
+    HEADER_WORDS, MAGIC, MAX_KERNEL, PYTHON_FRAME_WORDS, PYTHON_MAX_NAMES, PYTHON_NAME_BYTES,
+};
 
 // The kernel's constants (perf-event-open-sys, generated from its headers): record kinds as
 // they are; sample_type bits as u64 and
@@ -687,11 +689,13 @@ fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
     let frames = part(frames_at, user_len)?;
     let kernel_at = frames_at.saturating_add(user_len);
     let kernel = part(kernel_at, 8 * nkernel)?;
-    let (npython, python_end) = (w(12)? as usize, w(13)?);
-    let python = part(
-        kernel_at + 8 * nkernel,
-        npython.saturating_mul(8 * PYTHON_FRAME_WORDS),
-    )?;
+    // How the Python walk ended, and from bit 8 how many name blocks follow its frames.
+    let (npython, python_end) = (w(12)? as usize, w(13)? & 0xff);
+    let nnames = ((w(13)? >> 8) as usize).min(PYTHON_MAX_NAMES);
+    let python_at = kernel_at + 8 * nkernel;
+    let python_len = npython.saturating_mul(8 * PYTHON_FRAME_WORDS);
+    let python = part(python_at, python_len)?;
+    let python_names = part(python_at + python_len, nnames * PYTHON_NAME_BYTES)?;
     let copy = part(copy_at.min(raw.len()), copy_len)?;
     Ok(SampleEvent {
         pid: pid_tid as u32,
@@ -710,6 +714,7 @@ fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
             copy_at_sample,
             python,
             python_end,
+            python_names,
         }),
         ..SampleEvent::default()
     })
@@ -741,9 +746,36 @@ pub(crate) mod tests {
         assert_eq!(s.user_regs.unwrap().sp, 0x7ff0);
         assert_eq!((walk.python.len(), walk.python_end), (32, 1));
         assert_eq!(walk.python[..8], 0x7f00_0000u64.to_le_bytes());
+        assert!(walk.python_names.is_empty());
         // Not the program's: refused.
         rec[52] ^= 1;
         assert!(SampleLayout::recorded(true).parse(&rec).is_err());
+    }
+
+    /// The names of a code object follow the Python frames, counted from bit 8 of the word
+    /// that says how the Python walk ended.
+    #[test]
+    fn a_bpf_record_brings_the_names_after_the_python_frames() {
+        let mut raw: Vec<u64> = vec![MAGIC, 0, 1, 0, 0, 0, 0, 0, 0, 0x401000, 0, 0, 1, 1 << 8 | 2];
+        raw.push(0x401000);
+        raw.extend([0x7f00_0000, 3, 0x7f00_1000, 0x7f00_2000]);
+        let mut block = vec![0u64; PYTHON_NAME_BYTES / 8];
+        block[..4].copy_from_slice(&[0x7f00_0000, 0x7f00_1000, 0x7f00_2000, 5 | 8 << 32]);
+        raw.extend(&block);
+        let rec = bpf_record(&raw);
+        let Some(Event::Sample(s)) = SampleLayout::recorded(true).parse(&rec).unwrap() else {
+            panic!("not a sample");
+        };
+        let walk = s.walked.unwrap();
+        assert_eq!(walk.python_end, 2);
+        assert_eq!(walk.python_names.len(), PYTHON_NAME_BYTES);
+        assert_eq!(walk.python_names[24..32], (5u64 | 8 << 32).to_le_bytes());
+        // A count of blocks the record does not hold: refused, not read past its end.
+        let mut short = raw.clone();
+        short[13] = 2 << 8 | 2;
+        assert!(SampleLayout::recorded(true)
+            .parse(&bpf_record(&short))
+            .is_err());
     }
 
     /// A sample of ember's BPF program whose raw data is `raw`, of pid 5, tid 6, at 77.

@@ -10,6 +10,7 @@
 //! collector, which knows the processes and their files, fills the maps ([`BpfMaps`]).
 
 mod loader;
+mod mapped;
 pub mod record;
 mod space;
 
@@ -21,6 +22,7 @@ use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData};
 use perf_event_open_sys as sys;
 
 use crate::unwind_table::packed::PackedRow;
+use mapped::MappedArray;
 use space::RowSpace;
 
 /// The compiled program (see `scripts/bpf.sh`).
@@ -110,11 +112,40 @@ pub struct PythonEntry {
     pub frame_size: u32,
     pub code_from: u32,
     pub code_size: u32,
-    pub pad: u32,
+    /// Where an ASCII `str` object's text begins (the names the program sends).
+    pub str_data: u32,
+    /// `co_flags`: the names of a code object without `CO_NEWLOCALS` (a module's or a
+    /// class's body) are sent where ember does not hold them.
+    pub code_flags: u32,
 }
 
 /// The most bytes of a frame or a code object the program reads (`PY_READ`).
 pub const PYTHON_READ_MAX: u32 = 128;
+
+/// A code object whose names ember holds, as the program sees it (`struct known_code`): the
+/// program sends the names of a frame's code object with the sample where it is not in its
+/// slot ([`code_slot`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KnownCode {
+    pub code: u64,
+    pub filename: u64,
+    pub qualname: u64,
+    pub pid: u32,
+    pub first_line: u32,
+}
+
+/// The slots of the known code objects (`1 << KNOWN_BITS`).
+const KNOWN_BITS: u32 = 14;
+const KNOWN_CODES: u32 = 1 << KNOWN_BITS;
+
+/// The slot of code object `code` of process `pid` (the program's `code_slot`). Another
+/// object in the same slot takes it: the program then sends this one's names again, and
+/// ember writes it back.
+fn code_slot(code: u64, pid: u32) -> usize {
+    let mixed = (code ^ (u64::from(pid) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> (64 - KNOWN_BITS)) as usize
+}
 
 /// An offset a version does not have (`NO_OFFSET`).
 pub const PYTHON_NO_OFFSET: u32 = u32::MAX;
@@ -138,7 +169,9 @@ pub struct BpfProgram {
 /// The maps ember fills: each file's rows, each process's mappings.
 pub struct BpfMaps {
     /// The rows map, mapped here (`BPF_F_MMAPABLE`).
-    rows: RowsMapping,
+    rows: MappedArray<PackedRow>,
+    /// The code objects whose names ember holds, mapped here (see [`KnownCode`]).
+    known_codes: MappedArray<KnownCode>,
     /// The program's settings: [`CONFIG_CHECK`], [`CONFIG_GENERATION`].
     config: Array<MapData, [u64; 2]>,
     /// The settings as the program was last told them.
@@ -213,15 +246,16 @@ pub fn load(
     config
         .set(0, settings, 0)
         .map_err(|e| BpfError::Load(e.to_string()))?;
-    let out = maps
-        .remove("out")
-        .ok_or_else(|| BpfError::Load("no map `out` in the object".into()))?;
+    let out = take_data(&mut maps, "out")?;
     fill_outputs(&out, &outputs)?;
-    let rows_map = maps
-        .remove("rows")
-        .ok_or_else(|| BpfError::Load("no map `rows` in the object".into()))?;
+    let rows_map = take_data(&mut maps, "rows")?;
     let bpf_maps = BpfMaps {
-        rows: RowsMapping::map(rows_map, rows)?,
+        rows: MappedArray::map(rows_map, rows, "rows")?,
+        known_codes: MappedArray::map(
+            take_data(&mut maps, "known_codes")?,
+            KNOWN_CODES,
+            "known code objects",
+        )?,
         config,
         settings,
         processes: take(&mut maps, "processes")?,
@@ -300,7 +334,7 @@ impl BpfMaps {
         let n = table.len() as u32;
         let place = self.space.take(n).map(|first| (first, n));
         if let Some((first, _)) = place {
-            self.rows.rows_mut()[first as usize..(first + n) as usize].copy_from_slice(table);
+            self.rows.entries_mut()[first as usize..(first + n) as usize].copy_from_slice(table);
         } else {
             self.files_left_out += 1;
         }
@@ -360,6 +394,12 @@ impl BpfMaps {
         self.pythons.insert(pid, entry, 0).is_ok()
     }
 
+    /// Ember holds the names of code object `known` (the program stops sending them). The
+    /// program may read an entry half written: it then sends names ember did not need.
+    pub fn known_code(&mut self, known: KnownCode) {
+        self.known_codes.entries_mut()[code_slot(known.code, known.pid)] = known;
+    }
+
     /// Stop reading Python frames of process `pid` (it ran `exec`).
     pub fn remove_python(&mut self, pid: u32) {
         let _ = self.pythons.remove(&pid);
@@ -372,53 +412,15 @@ impl BpfMaps {
     }
 }
 
-/// The rows map, mapped into ember's memory.
-struct RowsMapping {
-    /// Kept open: the map lives as long as a descriptor or the program holds it.
-    _map: MapData,
-    base: std::ptr::NonNull<PackedRow>,
-    rows: usize,
-}
-
-// SAFETY: the mapping is owned by this struct and only touched through &mut self.
-unsafe impl Send for RowsMapping {}
-
-impl RowsMapping {
-    fn map(map: MapData, rows: u32) -> Result<RowsMapping, BpfError> {
-        let fd = map.fd().as_fd().as_raw_fd();
-        let len = Self::len_of(rows as usize);
-        let base = crate::linux::memory::map_shared(fd, len)
-            .map_err(|e| BpfError::Load(format!("could not map the rows: {e}")))?;
-        Ok(RowsMapping {
-            _map: map,
-            base: base.cast(),
-            rows: rows as usize,
-        })
-    }
-
-    fn len_of(rows: usize) -> usize {
-        let page = crate::linux::memory::page_size();
-        (rows * std::mem::size_of::<PackedRow>()).div_ceil(page) * page
-    }
-
-    fn rows_mut(&mut self) -> &mut [PackedRow] {
-        // SAFETY: the mapping holds `rows` rows and lives as long as self.
-        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr(), self.rows) }
-    }
-}
-
-impl Drop for RowsMapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `map` mapped.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), Self::len_of(self.rows)) };
-    }
+/// Take map `name` out of the loaded maps.
+fn take_data(maps: &mut HashMap<String, MapData>, name: &str) -> Result<MapData, BpfError> {
+    maps.remove(name)
+        .ok_or_else(|| BpfError::Load(format!("no map `{name}` in the object")))
 }
 
 /// Take map `name` out of the loaded maps as a `T`.
 fn take<T: TryFrom<Map>>(maps: &mut HashMap<String, MapData>, name: &str) -> Result<T, BpfError> {
-    let map = maps
-        .remove(name)
-        .ok_or_else(|| BpfError::Load(format!("no map `{name}` in the object")))?;
+    let map = take_data(maps, name)?;
     let wrong = || BpfError::Load(format!("map `{name}` is not of its type"));
     T::try_from(Map::from_map_data(map).map_err(|_| wrong())?).map_err(|_| wrong())
 }

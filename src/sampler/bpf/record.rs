@@ -13,14 +13,22 @@ const SAMPLE_TYPE: u64 = (sys::bindings::PERF_SAMPLE_IP
     | sys::bindings::PERF_SAMPLE_PERIOD
     | sys::bindings::PERF_SAMPLE_RAW) as u64;
 
-/// "EMBRBPF3": the first word of every record.
-pub const MAGIC: u64 = 0x3346_5042_5242_4d45;
+/// "EMBRBPF4": the first word of every record.
+pub const MAGIC: u64 = 0x3446_5042_5242_4d45;
 /// Words before the user frames (which the kernel's follow), and the most kernel frames
 /// (`HEADER_WORDS`, `MAX_KERNEL`).
 pub const HEADER_WORDS: usize = 14;
 pub const MAX_KERNEL: usize = 128;
 /// Words per Python frame (`PY_FRAME_WORDS`): see [`crate::model::KernelWalk::python`].
 pub const PYTHON_FRAME_WORDS: usize = 4;
+/// Bytes of a code object's names sent after the Python frames (`struct name_block`): see
+/// [`crate::model::KernelWalk::python_names`].
+pub const PYTHON_NAME_BYTES: usize = 32 + PYTHON_NAME_FILE + PYTHON_NAME_QUAL;
+/// Room for the file name and the qualified name in a name block (`NAME_FILE`, `NAME_QUAL`).
+pub const PYTHON_NAME_FILE: usize = 256;
+pub const PYTHON_NAME_QUAL: usize = 128;
+/// The most name blocks of a record (`MAX_NAMES`).
+pub const PYTHON_MAX_NAMES: usize = 16;
 
 /// The attributes of a BPF output event on one CPU, as ember's rings take them (the same
 /// clock as its sampling events).

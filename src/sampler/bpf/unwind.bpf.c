@@ -77,14 +77,15 @@ enum {
 #define COPY_NEAR 32768
 #define BUF_BYTES 65536
 #define HEADER_WORDS 14
-#define MAGIC 0x3346504252424d45ULL // "EMBRBPF3"
+#define MAGIC 0x3446504252424d45ULL // "EMBRBPF4"
 
 // The record sent: HEADER_WORDS words — magic, how many kernel frames, how many user
 // frames, how the walk ended, the registers where it ended (ip, sp, bp), the bytes of stack
 // copied, where the copy starts (0: where the walk ended, 1: at the sample's stack pointer),
 // the sample's registers (ip, sp, bp), how many Python frames, how the Python walk ended
-// (PY_*) — then the user frames, the kernel frames, the Python frames (PY_FRAME_WORDS
-// words each, innermost first) and the copy at COPY_AT.
+// (PY_*, and from bit 8 how many name blocks) — then the user frames, the kernel frames,
+// the Python frames (PY_FRAME_WORDS words each, innermost first), the name blocks
+// (struct name_block) and the copy.
 struct out_buf {
 	u64 w[BUF_BYTES / 8];
 };
@@ -165,10 +166,55 @@ struct python {
 	// Read at once: a frame's first frame_size bytes, and code_size bytes of a code object
 	// from code_from (every field above lies within them).
 	u32 frame_size, code_from, code_size;
-	u32 pad;
+	u32 str_data; // where an ASCII str object's text begins
+	u32 code_flags; // co_flags: a module's or a class's body lacks CO_NEWLOCALS
 };
+#define CO_NEWLOCALS 0x2
 #define NO_OFFSET 0xffffffffu
 #define FRAME_OWNED_BY_CSTACK 3
+
+// Code objects whose names ember holds, set by ember (mapped into its memory): one entry
+// per slot (code_slot), the object as the program sees it. A frame whose code object is not
+// here sends the object's names with the sample (struct name_block): a module's or a class
+// body's code object is freed when its body has run, often before ember could read it.
+#define KNOWN_BITS 14
+struct known_code {
+	u64 code, filename, qualname;
+	u32 pid;
+	u32 first_line;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << KNOWN_BITS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, u32);
+	__type(value, struct known_code);
+} known_codes SEC(".maps");
+
+// A code object's names, sent after the sample's Python frames: the object (address, file
+// name and qualified name pointers), the bytes of each name (NAME_* bits), and the text of
+// each (its last bytes where it is longer).
+#define NAME_FILE 256
+#define NAME_QUAL 128
+#define NAME_TAIL (1ULL << 16) // the name is longer: these are its last bytes
+#define NAME_FAILED (1ULL << 63)
+#define MAX_NAMES 16
+struct name_block {
+	u64 code, filename, qualname;
+	u64 lens; // file name bytes | NAME_TAIL, qualified name's << 32
+	u8 file[NAME_FILE];
+	u8 qual[NAME_QUAL];
+};
+#define NAME_WORDS (sizeof(struct name_block) / 8)
+struct names {
+	struct name_block b[MAX_NAMES];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct names);
+} name_blocks SEC(".maps");
 
 // How the Python walk ended.
 enum {
@@ -563,7 +609,8 @@ struct py_walk {
 	u32 steps, power;
 	u32 at, end; // where the next frame goes in the buffer, and the first word past room
 	u32 n, how;
-	u32 cpu, pad;
+	u32 cpu, names; // names: the name blocks taken
+	u32 pid, pad;
 };
 
 // The word or byte at `off` of `size` bytes read at once; 1 where it does not lie within them.
@@ -586,6 +633,73 @@ static __always_inline int byte_in(const u8 *raw, u32 size, u32 off, u8 *v)
 	asm volatile("" : "+r"(off));
 	*v = raw[off & (PY_READ - 1)];
 	return 0;
+}
+
+// The slot of code object `code` of process `pid` in known_codes (ember's `code_slot`).
+static __always_inline u32 code_slot(u64 code, u32 pid)
+{
+	return ((code ^ ((u64)pid << 32)) * 0x9E3779B97F4A7C15ULL) >> (64 - KNOWN_BITS);
+}
+
+// Whether ember holds the names of this code object (as the program sees it).
+static __always_inline int code_known(u32 pid, u64 code, u64 filename, u64 qualname, u64 first_line)
+{
+	u32 slot = code_slot(code, pid);
+	struct known_code *k = bpf_map_lookup_elem(&known_codes, &slot);
+	return k && k->code == code && k->filename == filename && k->qualname == qualname &&
+	       k->pid == pid && k->first_line == (u32)first_line;
+}
+
+// The text of the str object at `str` into `to` (`room` bytes, a power of two): its bytes
+// (| NAME_TAIL where only its last ones fit), or NAME_FAILED where it is not a compact ASCII
+// string or cannot be read.
+static __always_inline u64 read_name(u8 *to, u64 room, u64 str, u32 data)
+{
+	struct {
+		u64 length, hash;
+		u32 state;
+	} h;
+	if (!str || bpf_probe_read_user(&h, 20, (const void *)(str + 16)))
+		return NAME_FAILED;
+	// PyASCIIObject.state: compact (bit 5) and ascii (bit 6).
+	if ((h.state & 0x60) != 0x60 || h.length > (1 << 20))
+		return NAME_FAILED;
+	u64 len = h.length, skip = 0, tail = 0;
+	if (len > room - 1) {
+		skip = len - (room - 1);
+		len = room - 1;
+		tail = NAME_TAIL;
+	}
+	asm volatile("" : "+r"(len));
+	len &= room - 1;
+	if (bpf_probe_read_user(to, len, (const void *)(str + data + skip)))
+		return NAME_FAILED;
+	return len | tail;
+}
+
+// The names of code object `code` into the next name block of walk `p`. A global function:
+// checked once.
+__attribute__((noinline)) int py_names(struct py_walk *p, u64 code, u64 filename, u64 qualname)
+{
+	if (!p)
+		return 0;
+	u32 zero = 0;
+	struct names *s = bpf_map_lookup_elem(&name_blocks, &zero);
+	u32 i = p->names;
+	if (!s || i >= MAX_NAMES)
+		return 0;
+	asm volatile("" : "+r"(i));
+	struct name_block *b = &s->b[i & (MAX_NAMES - 1)];
+	u64 file = read_name(b->file, NAME_FILE, filename, p->py.str_data);
+	u64 qual = read_name(b->qual, NAME_QUAL, qualname, p->py.str_data);
+	if ((file | qual) & NAME_FAILED)
+		return 0;
+	b->code = code;
+	b->filename = filename;
+	b->qualname = qualname;
+	b->lens = file | (qual << 32);
+	p->names = i + 1;
+	return 1;
 }
 
 // One Python frame into the buffer; 1 ends the walk. A global function: the verifier checks
@@ -641,16 +755,23 @@ __attribute__((noinline)) int py_frame(struct py_walk *p)
 		p->how = PY_CUT;
 		return 1;
 	}
-	u64 first_line = 0, filename, qualname;
+	u64 first_line = 0, filename, qualname, flags = 0;
 	u32 from = py->code_from;
 	if (bpf_probe_read_user(r->code, code_size, (const void *)(code + from)) ||
 	    word_in(r->code, code_size, py->code_firstlineno - from, &first_line) ||
 	    word_in(r->code, code_size, py->code_filename - from, &filename) ||
-	    word_in(r->code, code_size, py->code_qualname - from, &qualname)) {
+	    word_in(r->code, code_size, py->code_qualname - from, &qualname) ||
+	    word_in(r->code, code_size, py->code_flags - from, &flags)) {
 		p->how = PY_CUT;
 		return 1;
 	}
 	first_line &= 0xffffffff; // an int: the word read with it holds the next field too
+	// A module's or a class's body is freed once it has run, often before ember reads it:
+	// its names go with the sample where ember does not hold them. (A function's code lives
+	// as long as the function, and is not looked up: it would cost each frame.)
+	if (!(flags & CO_NEWLOCALS) && p->names < MAX_NAMES &&
+	    !code_known(p->pid, code, filename, qualname, first_line))
+		py_names(p, code, filename, qualname);
 	if (at > BUF_BYTES / 8 - PY_FRAME_WORDS || at + PY_FRAME_WORDS > p->end) {
 		p->how = PY_CUT;
 		return 1;
@@ -718,6 +839,25 @@ __attribute__((noinline)) u64 copy_stack(u32 cpu, u64 at, u64 sp)
 	return 0;
 }
 
+// The name blocks the Python walk took (`n`), copied into the record at word `at`: how many.
+// A global function: checked once.
+__attribute__((noinline)) u32 append_names(u32 cpu, u32 at, u32 n)
+{
+	struct out_buf *buf = bpf_map_lookup_elem(&buffers, &cpu);
+	u32 zero = 0;
+	struct names *s = bpf_map_lookup_elem(&name_blocks, &zero);
+	if (!buf || !s || n == 0 || n > MAX_NAMES || at > COPY_AT / 8 - MAX_NAMES * NAME_WORDS)
+		return 0;
+	asm volatile("" : "+r"(at), "+r"(n));
+	at &= BUF_BYTES / 8 - 1;
+	n &= 2 * MAX_NAMES - 1;
+	if (at > COPY_AT / 8 - MAX_NAMES * NAME_WORDS || n > MAX_NAMES)
+		return 0;
+	if (bpf_probe_read_kernel(&buf->w[at], n * sizeof(struct name_block), s))
+		return 0;
+	return n;
+}
+
 SEC("perf_event")
 int unwind(struct bpf_perf_event_data *ctx)
 {
@@ -764,16 +904,25 @@ int unwind(struct bpf_perf_event_data *ctx)
 	if (nkernel > MAX_KERNEL)
 		nkernel = MAX_KERNEL;
 	u32 frames_end = HEADER_WORDS + n + nkernel;
-	u32 npython = 0, python = PY_NONE;
+	u32 npython = 0, python = PY_NONE, names = 0;
 	struct python *py = bpf_map_lookup_elem(&pythons, &w.pid);
 	if (py) {
-		struct py_walk p = { .py = *py, .at = frames_end, .end = COPY_AT / 8, .cpu = cpu, .power = 1 };
+		// Room is left after the frames for the names blocks.
+		struct py_walk p = { .py = *py,
+				     .at = frames_end,
+				     .end = COPY_AT / 8 - MAX_NAMES * NAME_WORDS,
+				     .cpu = cpu,
+				     .pid = w.pid,
+				     .power = 1 };
 		if (python_start(&p, (u32)id))
 			bpf_loop(MAX_PY_FRAMES, py_step, &p, 0);
 		npython = p.n > MAX_PY_FRAMES ? MAX_PY_FRAMES : p.n;
 		python = p.how;
+		frames_end += npython * PY_FRAME_WORDS;
+		if (p.names)
+			names = append_names(cpu, frames_end, p.names);
+		frames_end += names * NAME_WORDS;
 	}
-	frames_end += npython * PY_FRAME_WORDS;
 	// Where the walk handed over, the stack from there, for ember to go on; in a check, the
 	// stack at the sample's stack pointer.
 	u64 from = cfg && cfg->check ? 1 : 0;
@@ -800,7 +949,7 @@ int unwind(struct bpf_perf_event_data *ctx)
 	buf->w[10] = sample_sp;
 	buf->w[11] = sample_bp;
 	buf->w[12] = npython;
-	buf->w[13] = python;
+	buf->w[13] = python | (names << 8);
 	u64 size = copy ? copy_at + copy : (u64)frames_end * 8;
 	if (size > RAW_MAX)
 		size = RAW_MAX;

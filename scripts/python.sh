@@ -2,12 +2,14 @@
 # Python frames, measured: testdata/python/work.py (handler -> parse_payloads -> json, render,
 # fib) measures each function's share of its own CPU time (time.thread_time); ember records it
 # at HZ and this prints each function's share of the samples against that truth, per
-# interpreter build. Then the slowdown of the same workload, side by side in alternating
-# rounds: bare, ember (Python + native + kernel frames), py-spy (default, and --native): the
-# wall time a fixed amount of work took (the rounds a bare run does in SECONDS of CPU; it
-# prints work_seconds) against the round's bare run. Each sample is also checked against the
-# program's own timeline, and the shares set beside samplers replayed on that timeline
-# (scripts/lib/python-shares.py): what chance alone makes of the shares in that run. py-spy
+# interpreter build, each sample also checked against the program's own timeline and the
+# shares set beside samplers replayed on that timeline (scripts/lib/python-shares.py): what
+# chance alone makes of the shares in that run. Then start-up: testdata/python/imports.py
+# measures the share of its imports spent in module and class bodies (freed once they have
+# run), recorded by ember and py-spy (scripts/lib/startup-shares.py). Then the slowdown of
+# work.py, side by side in alternating rounds: bare, ember (Python + native + kernel frames),
+# py-spy (default, and --native): the wall time a fixed amount of work took (the rounds a bare
+# run does in SECONDS of CPU; it prints work_seconds) against the round's bare run. py-spy
 # comes from PyPI into a virtual environment of this script's own (never a dependency of
 # ember); PYSPY=0 leaves it out.
 #
@@ -28,6 +30,11 @@ for v in "$HOME"/.pyenv/versions/3.1[123].*/bin/python3.1[123]; do
   [ -x "$v" ] && pythons+=("$v")
 done
 
+if [ "${PYSPY:-1}" = 1 ]; then
+  python3 -m venv "$WORK/venv" >/dev/null && "$WORK/venv/bin/pip" install --quiet py-spy
+  PYSPY_BIN="$WORK/venv/bin/py-spy"
+fi
+
 echo "== each function's share of the work: the program's own measure, and ember's samples ($HZ Hz, $SECS s)"
 for py in "${pythons[@]}"; do
   "$EMBER" record -F "$HZ" -o "$WORK/w.folded" -o "$WORK/w.fxprof.json" -- \
@@ -36,10 +43,22 @@ for py in "${pythons[@]}"; do
     "$WORK/timeline" "$(python3 -c "print(1 / $HZ)")" "$WORK/w.fxprof.json"
 done
 
-if [ "${PYSPY:-1}" = 1 ]; then
-  python3 -m venv "$WORK/venv" >/dev/null && "$WORK/venv/bin/pip" install --quiet py-spy
-  PYSPY_BIN="$WORK/venv/bin/py-spy"
-fi
+STARTUP="$ROOT/testdata/python/imports.py"
+echo "== start-up: 60 modules imported, each burning CPU in its body and in its class's body ($STARTUP, $HZ Hz)"
+for py in "${pythons[@]}"; do
+  echo "$py"
+  "$EMBER" record -F "$HZ" -o "$WORK/s.folded" -- "$py" "$STARTUP" >"$WORK/s.truth" 2>/dev/null
+  python3 "$ROOT/scripts/lib/startup-shares.py" "$WORK/s.truth" "$WORK/s.folded" ember
+  [ -z "${PYSPY_BIN:-}" ] && continue
+  rm -f "$WORK/s.raw"
+  "$PYSPY_BIN" record -r "$HZ" -f raw -o "$WORK/s.raw" -- "$py" "$STARTUP" >"$WORK/s.truth" 2>/dev/null
+  if [ -s "$WORK/s.raw" ]; then
+    python3 "$ROOT/scripts/lib/startup-shares.py" "$WORK/s.truth" "$WORK/s.raw" py-spy
+  else
+    echo "    py-spy: no profile of this build"
+  fi
+done
+
 # A fixed amount of work (the rounds a bare run does in SECS of CPU), so that the wall time
 # counts what sampling costs inside the program's threads too, not only its stops.
 /usr/bin/python3.11 "$WORKLOAD" "$SECS" >"$WORK/o"

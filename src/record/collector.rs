@@ -410,8 +410,7 @@ impl Collector {
     }
 
     /// Put the Python frames the walk in the kernel read (`walk`, of a sample of `pid`) in
-    /// place of the evaluation loop's frames, and tell the program of the code objects whose
-    /// names it sent.
+    /// place of the evaluation loop's frames.
     fn splice_kernel_python(&mut self, pid: u32, walk: &crate::model::KernelWalk) {
         let python = &mut self.python;
         let stack = self
@@ -419,10 +418,6 @@ impl Collector {
             .stack(pid, walk, &mut |id, code| python.add_code(id, code));
         if let Some((frames, cut)) = stack {
             python.splice_frames(pid, frames, cut, &mut self.raw);
-        }
-        let known = self.kernel_pythons.known.drain(..);
-        if let Some(k) = &mut self.kernel_walk {
-            known.for_each(|c| k.known_code(c));
         }
     }
 

@@ -3,9 +3,9 @@
 //! collector puts in place of the evaluation loop's native frames
 //! ([`super::python::PythonFrames::splice`]). The program sends each frame's code object by
 //! address with what tells it apart; the object is read from the process once, and taken
-//! for a frame only while it is still the object the program saw. Where ember did not hold an
-//! object's names yet, the program sends them too (a module's body is freed as soon as it
-//! has run, often before ember reads it); ember then tells it that it holds them.
+//! for a frame only while it is still the object the program saw. The names of a module's or
+//! a class's body go with the first sample of it too: the body is freed as soon as it has
+//! run, often before ember reads it.
 
 use std::collections::HashMap;
 
@@ -15,7 +15,7 @@ use crate::model::{KernelWalk, KERNEL_PYTHON_CUT, KERNEL_PYTHON_ENTRY, KERNEL_PY
 use crate::python::layout::{CurrentFrame, Entry, Layout};
 use crate::python::{CodeInfo, Codes, InterpreterFile, Memory, SeenCode};
 use crate::sampler::bpf::record::{PYTHON_NAME_BYTES, PYTHON_NAME_FILE};
-use crate::sampler::bpf::{KnownCode, PythonEntry, PYTHON_NO_OFFSET, PYTHON_READ_MAX};
+use crate::sampler::bpf::{PythonEntry, PYTHON_NO_OFFSET, PYTHON_READ_MAX};
 
 /// The memory of a running process.
 pub(super) struct ProcessMemory(pub u32);
@@ -37,8 +37,6 @@ pub(super) struct KernelPythons {
     next_id: u32,
     /// The frames of the sample at hand.
     frames: Vec<Recorded>,
-    /// Code objects whose names came with samples, to tell the program of.
-    pub known: Vec<KnownCode>,
     /// Code objects named from what the program sent (gone from the process before ember
     /// read them).
     pub named_from_samples: u64,
@@ -63,7 +61,6 @@ impl Default for KernelPythons {
             samples: 0,
             next_id: FIRST_ID,
             frames: Vec::new(),
-            known: Vec::new(),
             named_from_samples: 0,
             samples_with_names: 0,
         }
@@ -130,20 +127,9 @@ impl KernelPythons {
                 first_line: (packed >> 32) as i32,
             };
             let sent = sent_names(walk.python_names, code, seen);
-            let came = sent.is_some();
             let (id, from_sent) =
                 reader.code_id(&mem, (code, seen), sent, new_code, &mut self.next_id);
             self.named_from_samples += u64::from(from_sent);
-            if came {
-                // Held now: the program need not send it again.
-                self.known.push(KnownCode {
-                    code,
-                    filename: seen.filename,
-                    qualname: seen.qualname,
-                    pid,
-                    first_line: seen.first_line as u32,
-                });
-            }
             let Some(id) = id else {
                 // Gone, or another object at its address: the frames from here out are not
                 // named rather than named wrong.

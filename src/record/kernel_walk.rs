@@ -88,11 +88,6 @@ impl KernelWalkMaps {
         self.maps.set_python(pid, entry)
     }
 
-    /// Ember holds the names of code object `known`: the program need not send them.
-    pub(super) fn known_code(&mut self, known: crate::sampler::bpf::KnownCode) {
-        self.maps.known_code(known);
-    }
-
     /// Stop reading the Python frames of `pid`.
     pub(super) fn remove_python(&mut self, pid: u32) {
         self.maps.remove_python(pid);

@@ -122,31 +122,6 @@ pub struct PythonEntry {
 /// The most bytes of a frame or a code object the program reads (`PY_READ`).
 pub const PYTHON_READ_MAX: u32 = 128;
 
-/// A code object whose names ember holds, as the program sees it (`struct known_code`): the
-/// program sends the names of a frame's code object with the sample where it is not in its
-/// slot ([`code_slot`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[repr(C)]
-pub struct KnownCode {
-    pub code: u64,
-    pub filename: u64,
-    pub qualname: u64,
-    pub pid: u32,
-    pub first_line: u32,
-}
-
-/// The slots of the known code objects (`1 << KNOWN_BITS`).
-const KNOWN_BITS: u32 = 14;
-const KNOWN_CODES: u32 = 1 << KNOWN_BITS;
-
-/// The slot of code object `code` of process `pid` (the program's `code_slot`). Another
-/// object in the same slot takes it: the program then sends this one's names again, and
-/// ember writes it back.
-fn code_slot(code: u64, pid: u32) -> usize {
-    let mixed = (code ^ (u64::from(pid) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (mixed >> (64 - KNOWN_BITS)) as usize
-}
-
 /// An offset a version does not have (`NO_OFFSET`).
 pub const PYTHON_NO_OFFSET: u32 = u32::MAX;
 
@@ -170,8 +145,6 @@ pub struct BpfProgram {
 pub struct BpfMaps {
     /// The rows map, mapped here (`BPF_F_MMAPABLE`).
     rows: MappedArray<PackedRow>,
-    /// The code objects whose names ember holds, mapped here (see [`KnownCode`]).
-    known_codes: MappedArray<KnownCode>,
     /// The program's settings: [`CONFIG_CHECK`], [`CONFIG_GENERATION`].
     config: Array<MapData, [u64; 2]>,
     /// The settings as the program was last told them.
@@ -251,11 +224,6 @@ pub fn load(
     let rows_map = take_data(&mut maps, "rows")?;
     let bpf_maps = BpfMaps {
         rows: MappedArray::map(rows_map, rows, "rows")?,
-        known_codes: MappedArray::map(
-            take_data(&mut maps, "known_codes")?,
-            KNOWN_CODES,
-            "known code objects",
-        )?,
         config,
         settings,
         processes: take(&mut maps, "processes")?,
@@ -392,12 +360,6 @@ impl BpfMaps {
     /// full.
     pub fn set_python(&mut self, pid: u32, entry: &PythonEntry) -> bool {
         self.pythons.insert(pid, entry, 0).is_ok()
-    }
-
-    /// Ember holds the names of code object `known` (the program stops sending them). The
-    /// program may read an entry half written: it then sends names ember did not need.
-    pub fn known_code(&mut self, known: KnownCode) {
-        self.known_codes.entries_mut()[code_slot(known.code, known.pid)] = known;
     }
 
     /// Stop reading Python frames of process `pid` (it ran `exec`).

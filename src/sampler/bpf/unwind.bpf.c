@@ -173,10 +173,10 @@ struct python {
 #define NO_OFFSET 0xffffffffu
 #define FRAME_OWNED_BY_CSTACK 3
 
-// Code objects whose names ember holds, set by ember (mapped into its memory): one entry
-// per slot (code_slot), the object as the program sees it. A frame whose code object is not
-// here sends the object's names with the sample (struct name_block): a module's or a class
-// body's code object is freed when its body has run, often before ember could read it.
+// Code objects whose names the program has sent, one per slot (code_slot), as it saw them.
+// A frame whose code object is not here sends the object's names with the sample (struct
+// name_block): a module's or a class's body is freed once it has run, often before ember
+// could read it from the process. Another object that takes the slot has it sent again.
 #define KNOWN_BITS 14
 struct known_code {
 	u64 code, filename, qualname;
@@ -186,7 +186,6 @@ struct known_code {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1 << KNOWN_BITS);
-	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, u32);
 	__type(value, struct known_code);
 } known_codes SEC(".maps");
@@ -635,14 +634,14 @@ static __always_inline int byte_in(const u8 *raw, u32 size, u32 off, u8 *v)
 	return 0;
 }
 
-// The slot of code object `code` of process `pid` in known_codes (ember's `code_slot`).
+// The slot of code object `code` of process `pid` in known_codes.
 static __always_inline u32 code_slot(u64 code, u32 pid)
 {
 	return ((code ^ ((u64)pid << 32)) * 0x9E3779B97F4A7C15ULL) >> (64 - KNOWN_BITS);
 }
 
-// Whether ember holds the names of this code object (as the program sees it).
-static __always_inline int code_known(u32 pid, u64 code, u64 filename, u64 qualname, u64 first_line)
+// Whether the program has sent the names of this code object (as it sees it).
+static __always_inline int code_sent(u32 pid, u64 code, u64 filename, u64 qualname, u64 first_line)
 {
 	u32 slot = code_slot(code, pid);
 	struct known_code *k = bpf_map_lookup_elem(&known_codes, &slot);
@@ -677,9 +676,10 @@ static __always_inline u64 read_name(u8 *to, u64 room, u64 str, u32 data)
 	return len | tail;
 }
 
-// The names of code object `code` into the next name block of walk `p`. A global function:
-// checked once.
-__attribute__((noinline)) int py_names(struct py_walk *p, u64 code, u64 filename, u64 qualname)
+// The names of code object `code` into the next name block of walk `p`, and the object
+// into known_codes. A global function: checked once.
+__attribute__((noinline)) int py_names(struct py_walk *p, u64 code, u64 filename, u64 qualname,
+				       u64 first_line)
 {
 	if (!p)
 		return 0;
@@ -699,6 +699,15 @@ __attribute__((noinline)) int py_names(struct py_walk *p, u64 code, u64 filename
 	b->qualname = qualname;
 	b->lens = file | (qual << 32);
 	p->names = i + 1;
+	u32 slot = code_slot(code, p->pid);
+	struct known_code *k = bpf_map_lookup_elem(&known_codes, &slot);
+	if (k) {
+		k->code = code;
+		k->filename = filename;
+		k->qualname = qualname;
+		k->pid = p->pid;
+		k->first_line = first_line;
+	}
 	return 1;
 }
 
@@ -767,11 +776,11 @@ __attribute__((noinline)) int py_frame(struct py_walk *p)
 	}
 	first_line &= 0xffffffff; // an int: the word read with it holds the next field too
 	// A module's or a class's body is freed once it has run, often before ember reads it:
-	// its names go with the sample where ember does not hold them. (A function's code lives
-	// as long as the function, and is not looked up: it would cost each frame.)
+	// its names go with the first sample of it. (A function's code lives as long as the
+	// function, and is not looked up: it would cost each frame.)
 	if (!(flags & CO_NEWLOCALS) && p->names < MAX_NAMES &&
-	    !code_known(p->pid, code, filename, qualname, first_line))
-		py_names(p, code, filename, qualname);
+	    !code_sent(p->pid, code, filename, qualname, first_line))
+		py_names(p, code, filename, qualname, first_line);
 	if (at > BUF_BYTES / 8 - PY_FRAME_WORDS || at + PY_FRAME_WORDS > p->end) {
 		p->how = PY_CUT;
 		return 1;

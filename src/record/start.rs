@@ -493,8 +493,9 @@ fn detail(sampler: &dyn Sampler, collector: &Collector) -> String {
         detail += &format!(
             "\nember: python: {} samples with Python frames ({} read in the kernel at the \
              sample, the others at ptrace's stops), {} of them with a frame chain that could \
-             not be read to its end; {} samples brought the names of module or class bodies, \
-             {} of those bodies named so (gone before ember could read them)",
+             not be read to its end; {} samples brought the names of short-lived code (module \
+             and class bodies and what they run), {} code objects named so (gone before ember \
+             could read them)",
             python.samples, k.samples, python.cut, k.samples_with_names, k.named_from_samples
         );
     }

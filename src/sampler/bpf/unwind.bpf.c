@@ -711,6 +711,21 @@ __attribute__((noinline)) int py_names(struct py_walk *p, u64 code, u64 filename
 	return 1;
 }
 
+// The names of the frame last put in the buffer (it ends at word `at`), unless sent.
+static __always_inline void inner_names(struct py_walk *p, struct out_buf *buf, u32 at)
+{
+	if (p->names >= MAX_NAMES || at < HEADER_WORDS + PY_FRAME_WORDS || at > BUF_BYTES / 8)
+		return;
+	asm volatile("" : "+r"(at));
+	u32 from = (at - PY_FRAME_WORDS) & (BUF_BYTES / 8 - 1);
+	if (from > BUF_BYTES / 8 - PY_FRAME_WORDS)
+		return;
+	u64 code = buf->w[from], first_line = buf->w[from + 1] >> 32;
+	u64 filename = buf->w[from + 2], qualname = buf->w[from + 3];
+	if (!code_sent(p->pid, code, filename, qualname, first_line))
+		py_names(p, code, filename, qualname, first_line);
+}
+
 // One Python frame into the buffer; 1 ends the walk. A global function: the verifier checks
 // it once, not once per path of the loop around it.
 __attribute__((noinline)) int py_frame(struct py_walk *p)
@@ -776,11 +791,16 @@ __attribute__((noinline)) int py_frame(struct py_walk *p)
 	}
 	first_line &= 0xffffffff; // an int: the word read with it holds the next field too
 	// A module's or a class's body is freed once it has run, often before ember reads it:
-	// its names go with the first sample of it. (A function's code lives as long as the
-	// function, and is not looked up: it would cost each frame.)
-	if (!(flags & CO_NEWLOCALS) && p->names < MAX_NAMES &&
-	    !code_sent(p->pid, code, filename, qualname, first_line))
-		py_names(p, code, filename, qualname, first_line);
+	// its names go with the first sample of it, and those of the frame it runs, which may
+	// be as short-lived (a generator expression, a lambda, a 3.11 comprehension of the
+	// body's own). Other frames are not looked up: a function's code lives as long as the
+	// function, and a lookup would cost each frame.
+	if (!(flags & CO_NEWLOCALS)) {
+		if (p->names < MAX_NAMES && !code_sent(p->pid, code, filename, qualname, first_line))
+			py_names(p, code, filename, qualname, first_line);
+		if (p->n > 0)
+			inner_names(p, buf, at);
+	}
 	if (at > BUF_BYTES / 8 - PY_FRAME_WORDS || at + PY_FRAME_WORDS > p->end) {
 		p->how = PY_CUT;
 		return 1;

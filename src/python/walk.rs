@@ -265,11 +265,25 @@ impl Codes {
             linetable: 0,
             first_line: seen.first_line,
         };
-        if let Some(&(known, id)) = self.by_address.get(&addr) {
-            if known == sig {
-                return id;
-            }
-        }
+        self.known_id(addr, sig)
+            .unwrap_or_else(|| self.add(addr, sig, info, new_code, next_id))
+    }
+
+    /// The id of the object at `addr` if it is the one `sig` describes.
+    fn known_id(&self, addr: u64, sig: Signature) -> Option<u32> {
+        let &(known, id) = self.by_address.get(&addr)?;
+        (known == sig).then_some(id)
+    }
+
+    /// A new id for the object at `addr` (`sig`), named by `info`.
+    fn add(
+        &mut self,
+        addr: u64,
+        sig: Signature,
+        info: CodeInfo,
+        new_code: &mut dyn FnMut(u32, CodeInfo),
+        next_id: &mut u32,
+    ) -> u32 {
         let id = *next_id;
         *next_id += 1;
         self.by_address.insert(addr, (sig, id));
@@ -305,10 +319,8 @@ impl Codes {
             linetable: word(l.code_linetable),
             first_line,
         };
-        if let Some(&(known, id)) = self.by_address.get(&addr) {
-            if known == sig {
-                return Some(id);
-            }
+        if let Some(id) = self.known_id(addr, sig) {
+            return Some(id);
         }
         let info = CodeInfo {
             qualname: read_str(mem, l, sig.qualname)
@@ -317,11 +329,7 @@ impl Codes {
             first_line,
             linetable: read_bytes(mem, sig.linetable)?,
         };
-        let id = *next_id;
-        *next_id += 1;
-        self.by_address.insert(addr, (sig, id));
-        new_code(id, info);
-        Some(id)
+        Some(self.add(addr, sig, info, new_code, next_id))
     }
 }
 
@@ -476,6 +484,48 @@ mod tests {
             &mut next,
         );
         (walk, names)
+    }
+
+    #[test]
+    fn a_code_object_named_at_a_sample_keeps_its_id_while_it_is_the_same() {
+        let (m, l) = process(0x10000);
+        let mut codes = Codes::default();
+        let (mut names, mut next) = (Vec::new(), 0);
+        let mut add = |_, c: CodeInfo| names.push(c.qualname);
+        let info = |qualname: &str| CodeInfo {
+            qualname: qualname.into(),
+            filename: "app.py".into(),
+            first_line: 1,
+            linetable: Vec::new(),
+        };
+        // Gone from the process (nothing at 0x700000): named as it was seen, once.
+        let seen = SeenCode {
+            filename: 0x5000,
+            qualname: 0x6000,
+            first_line: 1,
+        };
+        let a = codes.id_of_named((0x700000, seen), info("<module>"), &mut add, &mut next);
+        let b = codes.id_of_named((0x700000, seen), info("<module>"), &mut add, &mut next);
+        assert_eq!(a, b);
+        // Later frames of it are named without reading the process.
+        let again = codes.id_if_same(&m, l, (0x700000, seen), &mut add, &mut next);
+        assert_eq!(again, Some(a));
+        // Another object at the address: a new id; and nothing where none was named.
+        let other = SeenCode {
+            qualname: 0x7000,
+            ..seen
+        };
+        let c = codes.id_of_named((0x700000, other), info("Spin"), &mut add, &mut next);
+        assert_ne!(a, c);
+        let third = SeenCode {
+            qualname: 0x8000,
+            ..seen
+        };
+        assert_eq!(
+            codes.id_if_same(&m, l, (0x700000, third), &mut add, &mut next),
+            None
+        );
+        assert_eq!(names, ["<module>", "Spin"]);
     }
 
     #[test]

@@ -59,8 +59,9 @@ pub struct KernelWalk<'a> {
     pub python: &'a [u8],
     /// How the Python walk ended: [`KERNEL_PYTHON_NONE`], `_WHOLE` or `_CUT`.
     pub python_end: u64,
-    /// The names of code objects of these frames that ember did not hold yet, as the program
-    /// read them at the sample (a module's body is freed once it has run): blocks of
+    /// The names of short-lived code objects of these frames (module and class bodies and
+    /// the frames they run) that the program had not sent before, as it read them at the
+    /// sample (a module's body is freed once it has run): blocks of
     /// `crate::sampler::bpf::record::PYTHON_NAME_BYTES` — the code object's address, file
     /// name and qualified name pointers, the bytes of each name (bits 0-15 and 32-47; bits
     /// 16 and 48 where they are the name's last bytes only), then their text.

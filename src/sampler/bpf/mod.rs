@@ -115,7 +115,7 @@ pub struct PythonEntry {
     /// Where an ASCII `str` object's text begins (the names the program sends).
     pub str_data: u32,
     /// `co_flags`: the names of a code object without `CO_NEWLOCALS` (a module's or a
-    /// class's body) are sent where ember does not hold them.
+    /// class's body), and of the frame it runs, go with the first sample of it.
     pub code_flags: u32,
 }
 

@@ -640,15 +640,6 @@ static __always_inline u32 code_slot(u64 code, u32 pid)
 	return ((code ^ ((u64)pid << 32)) * 0x9E3779B97F4A7C15ULL) >> (64 - KNOWN_BITS);
 }
 
-// Whether the program has sent the names of this code object (as it sees it).
-static __always_inline int code_sent(u32 pid, u64 code, u64 filename, u64 qualname, u64 first_line)
-{
-	u32 slot = code_slot(code, pid);
-	struct known_code *k = bpf_map_lookup_elem(&known_codes, &slot);
-	return k && k->code == code && k->filename == filename && k->qualname == qualname &&
-	       k->pid == pid && k->first_line == (u32)first_line;
-}
-
 // The text of the str object at `str` into `to` (`room` bytes, a power of two): its bytes
 // (| NAME_TAIL where only its last ones fit), or NAME_FAILED where it is not a compact ASCII
 // string or cannot be read.
@@ -677,16 +668,21 @@ static __always_inline u64 read_name(u8 *to, u64 room, u64 str, u32 data)
 }
 
 // The names of code object `code` into the next name block of walk `p`, and the object
-// into known_codes. A global function: checked once.
+// into its slot of known_codes, unless the slot holds it (its names were sent). A global
+// function: checked once.
 __attribute__((noinline)) int py_names(struct py_walk *p, u64 code, u64 filename, u64 qualname,
 				       u64 first_line)
 {
 	if (!p)
 		return 0;
-	u32 zero = 0;
+	u32 zero = 0, slot = code_slot(code, p->pid);
 	struct names *s = bpf_map_lookup_elem(&name_blocks, &zero);
+	struct known_code *k = bpf_map_lookup_elem(&known_codes, &slot);
 	u32 i = p->names;
-	if (!s || i >= MAX_NAMES)
+	if (!s || !k || i >= MAX_NAMES)
+		return 0;
+	if (k->code == code && k->filename == filename && k->qualname == qualname &&
+	    k->pid == p->pid && k->first_line == (u32)first_line)
 		return 0;
 	asm volatile("" : "+r"(i));
 	struct name_block *b = &s->b[i & (MAX_NAMES - 1)];
@@ -699,22 +695,18 @@ __attribute__((noinline)) int py_names(struct py_walk *p, u64 code, u64 filename
 	b->qualname = qualname;
 	b->lens = file | (qual << 32);
 	p->names = i + 1;
-	u32 slot = code_slot(code, p->pid);
-	struct known_code *k = bpf_map_lookup_elem(&known_codes, &slot);
-	if (k) {
-		k->code = code;
-		k->filename = filename;
-		k->qualname = qualname;
-		k->pid = p->pid;
-		k->first_line = first_line;
-	}
+	k->code = code;
+	k->filename = filename;
+	k->qualname = qualname;
+	k->pid = p->pid;
+	k->first_line = first_line;
 	return 1;
 }
 
 // The names of the frame last put in the buffer (it ends at word `at`), unless sent.
 static __always_inline void inner_names(struct py_walk *p, struct out_buf *buf, u32 at)
 {
-	if (p->names >= MAX_NAMES || at < HEADER_WORDS + PY_FRAME_WORDS || at > BUF_BYTES / 8)
+	if (at < HEADER_WORDS + PY_FRAME_WORDS || at > BUF_BYTES / 8)
 		return;
 	asm volatile("" : "+r"(at));
 	u32 from = (at - PY_FRAME_WORDS) & (BUF_BYTES / 8 - 1);
@@ -722,8 +714,7 @@ static __always_inline void inner_names(struct py_walk *p, struct out_buf *buf, 
 		return;
 	u64 code = buf->w[from], first_line = buf->w[from + 1] >> 32;
 	u64 filename = buf->w[from + 2], qualname = buf->w[from + 3];
-	if (!code_sent(p->pid, code, filename, qualname, first_line))
-		py_names(p, code, filename, qualname, first_line);
+	py_names(p, code, filename, qualname, first_line);
 }
 
 // One Python frame into the buffer; 1 ends the walk. A global function: the verifier checks
@@ -796,8 +787,7 @@ __attribute__((noinline)) int py_frame(struct py_walk *p)
 	// body's own). Other frames are not looked up: a function's code lives as long as the
 	// function, and a lookup would cost each frame.
 	if (!(flags & CO_NEWLOCALS)) {
-		if (p->names < MAX_NAMES && !code_sent(p->pid, code, filename, qualname, first_line))
-			py_names(p, code, filename, qualname, first_line);
+		py_names(p, code, filename, qualname, first_line);
 		if (p->n > 0)
 			inner_names(p, buf, at);
 	}

@@ -33,6 +33,8 @@ import random
 import statistics
 import sys
 
+from profile_files import read_folded, read_truth
+
 NAMES = ["handler", "parse_payloads", "render", "fib"]
 REPLAYS = 400
 
@@ -40,13 +42,12 @@ REPLAYS = 400
 def sampled_shares(folded):
     """Each function's share (%) of the samples in handler or fib, and their count."""
     hits, work = dict.fromkeys(NAMES, 0), 0
-    for line in open(folded):
-        stack, n = line.rsplit(" ", 1)
-        names = {f.split(" (")[0] for f in stack.split(";") if f.endswith("(work.py)")}
+    for frames, n in read_folded(folded):
+        names = {f.split(" (")[0] for f in frames if f.endswith("(work.py)")}
         if names & {"handler", "fib"}:
-            work += int(n)
+            work += n
             for k in NAMES:
-                hits[k] += int(n) * (k in names)
+                hits[k] += n * (k in names)
     return {k: 100 * hits[k] / max(work, 1) for k in NAMES}, work
 
 
@@ -173,7 +174,7 @@ def summary(name, worsts):
 
 def main():
     truth_file, folded, label = sys.argv[1:4]
-    truth = {l.split()[1]: float(l.split()[2]) for l in open(truth_file) if l.startswith("truth ")}
+    truth = read_truth(truth_file)
     shares, work = sampled_shares(folded)
     row = "  ".join(f"{k} {truth[k]:.1f}/{shares[k]:.1f}" for k in NAMES)
     print(f"{label:50.50} {row}  (truth/ember %, {work} samples; worst {worst(shares, truth):.2f} points)")

@@ -11,29 +11,9 @@ program's measure, and how many were cut (a Python frame that could not be named
 """
 import sys
 
+from profile_files import read_folded, read_truth
+
 CUT = "[python: unreadable frames]"
-
-
-def read_truth(path):
-    truth = {}
-    with open(path) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) == 3 and parts[0] == "truth":
-                truth[parts[1]] = float(parts[2])
-    return truth
-
-
-def read_stacks(path):
-    stacks = []
-    with open(path) as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            frames, _, count = line.rpartition(" ")
-            stacks.append((frames.split(";"), int(count)))
-    return stacks
 
 
 def is_main(frame):
@@ -51,7 +31,7 @@ def is_class(frame):
 def main():
     truth_path, folded, who = sys.argv[1:4]
     truth = read_truth(truth_path)
-    imports = [(f, n) for f, n in read_stacks(folded) if any(is_main(x) or x == CUT for x in f)]
+    imports = [(f, n) for f, n in read_folded(folded) if any(is_main(x) or x == CUT for x in f)]
     total = sum(n for _, n in imports) or 1
 
     def share(test):

@@ -186,12 +186,13 @@ fn kernel_frames_sit_on_the_python_frames_that_made_the_system_call() {
         counting_in_kernel * 50 <= sum(&|s| on(s, count)),
         "{counting_in_kernel} samples of count() have kernel frames"
     );
-    // The thread's kernel time is counted by the kernel's ticks (getrusage): a few points of
-    // noise on two seconds.
-    let (got, want) = (100.0 * in_kernel as f64 / work as f64, truth["kernel"]);
+    // The samples in the kernel take the share of the time the thread measured inside its
+    // reads (which also holds the C call around each system call: a point or two).
+    let (got, want) = (100.0 * in_kernel as f64 / work as f64, truth["reading"]);
     assert!(
         (got - want).abs() < 8.0,
-        "{got:.1} % of the samples are in the kernel, the thread measured {want:.1} %\n{stderr}"
+        "{got:.1} % of the samples are in the kernel, the thread measured {want:.1} % \
+         inside its reads\n{stderr}"
     );
 }
 

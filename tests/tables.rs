@@ -393,6 +393,25 @@ fn a_program_execd_where_the_last_one_was_is_not_walked_with_its_rows() {
     assert_eq!(different, 0, "stacks differ\n{stderr}");
 }
 
+/// What the program remembers of a process's frames does not outlive its mappings: a
+/// process runs the first build and execs the second, at the same addresses, while another
+/// process runs the first build on (so its rows stay and the rows' generation does not
+/// change until the second ends). Every sample is as the DWARF unwinder walks it.
+#[test]
+fn frames_remembered_of_a_process_do_not_answer_after_its_exec() {
+    let _serial = serial();
+    let dir = scratch();
+    let (first, second) = two_builds_at_one_address(dir.path());
+    let folded = dir.path().join("exec.folded");
+    let (a, b) = (first.display(), second.display());
+    let script = format!("{a} 50 2.5 & {a} 50 1 flat then {b} 50 1; wait");
+    let args = ["-o", folded.to_str().unwrap(), "--", "sh", "-c", &script];
+    let (_, stderr) = record_kernel_walk(&args, true);
+    let (compared, _, _, different) = check_counts(&stderr);
+    assert!(compared > 1000, "{compared} samples compared\n{stderr}");
+    assert_eq!(different, 0, "stacks differ\n{stderr}");
+}
+
 /// Rows for the shell with `first` running (`sh -c "FIRST ARGS"`) and half of `first`'s
 /// again: room in which `first` and another program of its size do not fit at once.
 fn room_for_one_and_a_half(folded: &Path, first: &Path, with_shell: &str, args: &[&str]) -> String {

@@ -40,6 +40,9 @@ const CONFIG_GENERATION: usize = 1;
 /// The most mappings of one process the program looks through (`MAX_MAPPINGS`).
 pub const MAX_MAPPINGS: usize = 256;
 
+/// The slots of the program's process versions (`VERSION_SLOTS`).
+const VERSION_SLOTS: u32 = 65536;
+
 /// Rows the kernel holds for all files together, by default: 8 bytes each (32 MiB).
 pub const DEFAULT_ROWS: u32 = 1 << 22;
 
@@ -150,6 +153,10 @@ pub struct BpfMaps {
     /// The settings as the program was last told them.
     settings: [u64; 2],
     processes: BpfHashMap<MapData, u32, ProcessEntry>,
+    /// Each process's version, by a slot of its pid ([`VERSION_SLOTS`]): counted up after
+    /// its mappings change, so that the frames the program remembers of it (`memo`) no
+    /// longer answer.
+    versions: Array<MapData, u32>,
     /// The CPython processes whose frames the program reads.
     pythons: BpfHashMap<MapData, u32, PythonEntry>,
     /// Which rows hold a file's, and which are free.
@@ -227,6 +234,7 @@ pub fn load(
         config,
         settings,
         processes: take(&mut maps, "processes")?,
+        versions: take(&mut maps, "versions")?,
         pythons: take(&mut maps, "pythons")?,
         space: RowSpace::new(rows),
         files: HashMap::new(),
@@ -349,11 +357,22 @@ impl BpfMaps {
         entry.m[..sorted.len()].copy_from_slice(&sorted);
         entry.count = sorted.len() as u32;
         let _ = self.processes.insert(pid, entry, 0);
+        self.next_version(pid);
     }
 
     pub fn remove_process(&mut self, pid: u32) {
         let _ = self.processes.remove(&pid);
         let _ = self.pythons.remove(&pid);
+        self.next_version(pid);
+    }
+
+    /// Count process `pid`'s version up, after its entry changed: what the program found
+    /// with the old entry (`memo`) no longer answers. After, not before: a sample that reads
+    /// the new version finds the new entry.
+    fn next_version(&mut self, pid: u32) {
+        let slot = pid % VERSION_SLOTS;
+        let version = self.versions.get(&slot, 0).unwrap_or(0);
+        let _ = self.versions.set(slot, version.wrapping_add(1), 0);
     }
 
     /// Read the Python frames of process `pid` at each of its samples; false if the map is

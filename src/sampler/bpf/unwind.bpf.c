@@ -131,15 +131,29 @@ struct {
 	__type(value, struct settings);
 } config SEC(".maps");
 
-// Rows found lately, per CPU: a hot loop's frames are sampled again and again, and a binary
-// search among a big file's rows takes a dozen steps. An entry holds for the rows' generation
-// and the file's first row it was found with, so rows given back and taken by another file
-// never answer for it.
-#define MEMO_ENTRIES 1024
+// Each process's version, in a slot by its pid: ember counts it up after it changes the
+// process's mappings here (or forgets the process). Pids sharing a slot only forget each
+// other's remembered frames.
+#define VERSION_SLOTS 65536
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VERSION_SLOTS);
+	__type(key, u32);
+	__type(value, u32);
+} versions SEC(".maps");
+
+// Frames found lately, per CPU, by process and address: a hot loop's frames are sampled
+// again and again, and finding one anew takes a search of the process's mappings and one of
+// the file's rows (a dozen steps). An entry holds the row's rule, the addresses it holds for
+// (within its mapping) and the mapping; it answers only for the process's version and the
+// rows' generation it was found with, so changed mappings, and rows given back and taken by
+// another file, never answer for it.
+#define MEMO_ENTRIES 2048
 struct memo {
-	u64 tag; // generation << 32 | the file's first row
+	u64 tag; // (version + generation) << 32 | pid
 	u64 from, to;
 	u64 rule;
+	struct mapping map;
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -266,7 +280,8 @@ struct walk {
 	u32 end;
 	u32 pid;
 	u32 cpu;
-	u32 gen; // the rows' generation (config)
+	u32 pad;
+	u64 tag; // what the memo's entries hold for (struct memo)
 	// The mapping and the row of the last frame, and the addresses they hold for
 	// (recursion, and callers in the same function or file, look up nothing again).
 	struct mapping map;
@@ -373,14 +388,15 @@ static int find_row(struct walk *w, u32 first, u32 count, u64 svma)
 	return 1;
 }
 
-// The row for the frame at `w->lookup` into `w->row`, from the last frame's where they
-// are the same; 0 if there is none. A global function: the verifier checks it once, not
-// once per path that calls it.
-__attribute__((noinline)) int row_for(struct walk *w)
+// The slot of the frame at `addr` of process `pid` in the memo.
+static __always_inline u32 memo_slot(u32 pid, u64 addr)
 {
-	if (!w)
-		return 0;
-	u64 addr = w->lookup;
+	return ((pid * 2654435761u) ^ (u32)(addr >> 4) ^ (u32)(addr >> 20)) & (MEMO_ENTRIES - 1);
+}
+
+// The mapping and the row for the frame at `w->lookup`, found anew; 0 if there is none.
+static int find_frame(struct walk *w, u64 addr)
+{
 	if (!(w->map.count && addr >= w->map.start && addr < w->map.end)) {
 		struct process *p = bpf_map_lookup_elem(&processes, &w->pid);
 		if (!p)
@@ -389,28 +405,46 @@ __attribute__((noinline)) int row_for(struct walk *w)
 		if (!m)
 			return 0;
 		w->map = *m;
-		w->row_to = 0;
 	}
-	u64 svma = addr - w->map.bias;
-	if (svma >= w->row_from && svma < w->row_to)
-		return 1;
-	u64 tag = (u64)w->gen << 32 | w->map.first;
-	u32 slot = ((w->map.first * 2654435761u) ^ (u32)(svma >> 4)) & (MEMO_ENTRIES - 1);
+	return find_row(w, w->map.first, w->map.count, addr - w->map.bias);
+}
+
+// The row for the frame at `w->lookup` into `w->rule`, with `w->map` its mapping: the last
+// frame's where it holds, else the memo's, else found anew; 0 if there is none. A global
+// function: the verifier checks it once, not once per path that calls it.
+__attribute__((noinline)) int row_for(struct walk *w)
+{
+	if (!w)
+		return 0;
+	u64 addr = w->lookup;
+	if (w->map.count && addr >= w->map.start && addr < w->map.end) {
+		u64 svma = addr - w->map.bias;
+		if (svma >= w->row_from && svma < w->row_to)
+			return 1;
+	}
+	u32 slot = memo_slot(w->pid, addr);
 	struct memo *m = bpf_map_lookup_elem(&memo, &slot);
-	if (m && m->tag == tag && svma >= m->from && svma < m->to) {
+	if (m && m->tag == w->tag && addr >= m->from && addr < m->to) {
+		w->map = m->map;
 		w->rule = m->rule;
-		w->row_from = m->from;
-		w->row_to = m->to;
+		w->row_from = m->from - m->map.bias;
+		w->row_to = m->to - m->map.bias;
 		return 1;
 	}
-	int found = find_row(w, w->map.first, w->map.count, svma);
-	if (found && m) {
-		m->tag = tag;
-		m->from = w->row_from;
-		m->to = w->row_to;
+	if (!find_frame(w, addr))
+		return 0;
+	if (m) {
+		// The addresses the row holds for, within its mapping.
+		u64 from = w->row_from + w->map.bias, to = w->row_to + w->map.bias;
+		if (w->row_to == ~0ULL || to > w->map.end)
+			to = w->map.end;
+		m->tag = w->tag;
+		m->from = from > w->map.start ? from : w->map.start;
+		m->to = to;
 		m->rule = w->rule;
+		m->map = w->map;
 	}
-	return found;
+	return 1;
 }
 
 static int read_word(u64 addr, u64 *v)
@@ -894,7 +928,11 @@ int unwind(struct bpf_perf_event_data *ctx)
 		return 0;
 	u32 zero = 0;
 	struct settings *cfg = bpf_map_lookup_elem(&config, &zero);
-	struct walk w = { .pid = id >> 32, .cpu = cpu, .gen = cfg ? cfg->generation : 0 };
+	struct walk w = { .pid = id >> 32, .cpu = cpu };
+	u32 version_slot = w.pid & (VERSION_SLOTS - 1);
+	u32 *version = bpf_map_lookup_elem(&versions, &version_slot);
+	u64 generation = cfg ? cfg->generation : 0;
+	w.tag = ((version ? *version : 0) + generation) << 32 | w.pid;
 	int unreadable = user_regs(sample, &w.ip, &w.sp, &w.bp) != 0;
 	if (unreadable)
 		w.ip = 0;

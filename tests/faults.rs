@@ -516,8 +516,46 @@ fn long_recording_memory_stays_flat() {
     );
 }
 
+/// The walk in the kernel's records that its ring has no room for are counted as lost: 3,000
+/// frames a sample (24 KB records) into the smallest ring (128 KiB) and a reader that pauses
+/// after every read. The workload burns 1 s of CPU: kept + lost is what 999 Hz calls for.
+#[test]
+fn records_the_kernels_ring_has_no_room_for_are_counted_as_lost() {
+    let _serial = serial();
+    let exe = workload("recursion", Build::NoFramePointers);
+    let dir = scratch();
+    let folded = dir.path().join("r.folded");
+    let out = record_ok(&[
+        "-v",
+        "--buffer-size",
+        "64K",
+        "--debug-reader-pause-ms",
+        "200",
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "3000",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stacks walked in the kernel (BPF; records through a ring of 0.12 MiB)"),
+        "{stderr}"
+    );
+    let lost = lost_count(&stderr).expect("a summary line");
+    let samples = total(&read_folded(&folded));
+    assert!(lost > 0 && samples > 0, "{stderr}");
+    let accounted = (samples + lost) as f64;
+    assert!(
+        (0.8 * 999.0..1.3 * 999.0).contains(&accounted),
+        "{samples} kept + {lost} lost for 1 s of CPU at 999 Hz\n{stderr}"
+    );
+}
+
 /// The loss path, forced: tiny ring buffers and a reader that pauses after every read lose
-/// most samples. Every sample the workload's CPU time called for is either in the profile or
+/// most samples (stacks walked from copies: each sample takes KiBs of the perf events'
+/// rings). Every sample the workload's CPU time called for is either in the profile or
 /// counted as lost, and the count is the same in the summary, the SVG, pprof and speedscope.
 #[test]
 fn lost_samples_are_counted_the_same_in_every_output() {
@@ -532,6 +570,7 @@ fn lost_samples_are_counted_the_same_in_every_output() {
         p("l.speedscope.json"),
     );
     let mut args = vec!["--buffer-size", "64K", "--debug-reader-pause-ms", "50"];
+    args.extend(["--unwind", "user"]);
     for o in [&svg, &folded, &pb, &ss] {
         args.extend(["-o", o.to_str().unwrap()]);
     }

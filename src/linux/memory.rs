@@ -8,16 +8,32 @@ use std::ptr::NonNull;
 /// Map `len` bytes of `fd` (a perf event's buffer, a `BPF_F_MMAPABLE` map) shared, read and
 /// write, anywhere.
 pub fn map_shared(fd: RawFd, len: usize) -> io::Result<NonNull<u8>> {
+    map_shared_at(fd, len, 0, true)
+}
+
+/// Map `len` bytes of `fd` from byte `offset` (a multiple of the page size) shared, read
+/// only or read and write, anywhere.
+pub fn map_shared_at(
+    fd: RawFd,
+    len: usize,
+    offset: usize,
+    writable: bool,
+) -> io::Result<NonNull<u8>> {
+    let prot = if writable {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
+    };
     // SAFETY: a fresh shared mapping of a descriptor, as perf_event_open(2) and bpf(2)
     // document for these objects.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
-            libc::PROT_READ | libc::PROT_WRITE,
+            prot,
             libc::MAP_SHARED,
             fd,
-            0,
+            offset as libc::off_t,
         )
     };
     if p == libc::MAP_FAILED {

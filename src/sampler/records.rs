@@ -285,7 +285,6 @@ impl SampleLayout {
                 | EMBER_RECORD_OFF_CPU_SAMPLE
                 | EMBER_RECORD_SWITCH_OUT_SAMPLE
                 | EMBER_RECORD_PTRACE_SAMPLE
-                | EMBER_RECORD_BPF_SAMPLE
         ) {
             let start = if h.kind != EMBER_RECORD_OFF_CPU_SAMPLE {
                 RecordHeader::SIZE
@@ -310,6 +309,10 @@ impl SampleLayout {
                 Ok(0)
             })();
             r.unwrap_or(0)
+        } else if h.kind == EMBER_RECORD_BPF_SAMPLE {
+            rec.get(RecordHeader::SIZE..)
+                .and_then(bpf_record_time)
+                .unwrap_or(0)
         } else {
             self.parse_sample_id(rec)
                 .ok()
@@ -639,28 +642,47 @@ fn cstr(b: &[u8]) -> &[u8] {
 
 /// Read a sample of ember's BPF program (`rec` with its header; see
 /// [`crate::sampler::bpf::record`]): ip, pid/tid, time, cpu, period, then the raw data.
+/// A record of ember's BPF program (`raw`, as read from its ring) framed as an
+/// `EMBER_RECORD_BPF_SAMPLE` at the end of `out`; false (nothing written) if it is too long
+/// for a record's 16-bit size.
+pub fn frame_bpf_sample(raw: &[u8], out: &mut Vec<u8>) -> bool {
+    let Ok(size) = u16::try_from(RecordHeader::SIZE + raw.len()) else {
+        return false;
+    };
+    out.extend_from_slice(&EMBER_RECORD_BPF_SAMPLE.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&size.to_le_bytes());
+    out.extend_from_slice(raw);
+    true
+}
+
+/// A count of `lost` samples framed as a `PERF_RECORD_LOST_SAMPLES` at the end of `out`.
+pub fn frame_lost_samples(lost: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(&PERF_RECORD_LOST_SAMPLES.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(&lost.to_le_bytes());
+}
+
+/// The time a record of ember's BPF program (`raw`, as the program sent it) was taken: its
+/// header's word 14.
+pub fn bpf_record_time(raw: &[u8]) -> Option<u64> {
+    raw.get(8 * 14..8 * 15)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
 fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
-    let word = |at: usize| -> Result<u64, MalformedRecord> {
-        rec.get(at..at + 8)
+    // The header (8 bytes), then the record as the program sent it.
+    let raw = &rec[RecordHeader::SIZE.min(rec.len())..];
+    let w = |i: usize| -> Result<u64, MalformedRecord> {
+        raw.get(8 * i..8 * i + 8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
             .ok_or(MalformedRecord::Truncated {
                 needed: 8,
-                offset: at,
+                offset: RecordHeader::SIZE + 8 * i,
                 len: rec.len(),
             })
     };
-    // Header (8), ip, pid/tid, time, cpu, period, then the raw data's size (u32).
-    let pid_tid = word(16)?;
-    let (time, cpu) = (word(24)?, word(32)? as u32);
-    let raw_size = (word(48)? & 0xffff_ffff) as usize;
-    let raw = rec
-        .get(52..52 + raw_size)
-        .ok_or(MalformedRecord::Truncated {
-            needed: raw_size,
-            offset: 52,
-            len: rec.len(),
-        })?;
-    let w = |i: usize| word(52 + 8 * i);
     if w(0)? != MAGIC {
         return Err(MalformedRecord::BadSize { size: rec.len() });
     }
@@ -681,7 +703,7 @@ fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
         raw.get(from..from.saturating_add(len))
             .ok_or(MalformedRecord::Truncated {
                 needed: len,
-                offset: 52usize.saturating_add(from),
+                offset: RecordHeader::SIZE.saturating_add(from),
                 len: rec.len(),
             })
     };
@@ -697,9 +719,11 @@ fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
     let python = part(python_at, python_len)?;
     let python_names = part(python_at + python_len, nnames * PYTHON_NAME_BYTES)?;
     let copy = part(copy_at.min(raw.len()), copy_len)?;
+    // The process and thread as the kernel's bpf_get_current_pid_tgid gives them.
+    let (time, pid_tid, cpu) = (w(14)?, w(15)?, w(16)? as u32);
     Ok(SampleEvent {
-        pid: pid_tid as u32,
-        tid: (pid_tid >> 32) as u32,
+        pid: (pid_tid >> 32) as u32,
+        tid: pid_tid as u32,
         time,
         cpu,
         period: 1,
@@ -747,8 +771,9 @@ pub(crate) mod tests {
         assert_eq!((walk.python.len(), walk.python_end), (32, 1));
         assert_eq!(walk.python[..8], 0x7f00_0000u64.to_le_bytes());
         assert!(walk.python_names.is_empty());
+        assert_eq!(SampleLayout::recorded(true).record_time(&rec), 77);
         // Not the program's: refused.
-        rec[52] ^= 1;
+        rec[8] ^= 1;
         assert!(SampleLayout::recorded(true).parse(&rec).is_err());
     }
 
@@ -778,19 +803,15 @@ pub(crate) mod tests {
             .is_err());
     }
 
-    /// A sample of ember's BPF program whose raw data is `raw`, of pid 5, tid 6, at 77.
+    /// A sample of ember's BPF program as the reader frames it: `raw` is the program's
+    /// record without the header's last three words, which say pid 5, tid 6, at 77 on CPU 1.
     fn bpf_record(raw: &[u64]) -> Vec<u8> {
-        let raw: Vec<u8> = raw.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut words = raw[..14].to_vec();
+        words.extend([77, 5 << 32 | 6, 1]);
+        words.extend(&raw[14..]);
+        let raw: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         let mut rec = Vec::new();
-        rec.extend(EMBER_RECORD_BPF_SAMPLE.to_le_bytes());
-        rec.extend(0u16.to_le_bytes());
-        rec.extend(((52 + raw.len() + 4) as u16).to_le_bytes());
-        for w in [0x401000u64, (6u64 << 32) | 5, 77, 1, 1] {
-            rec.extend(w.to_le_bytes());
-        }
-        rec.extend((raw.len() as u32 + 4).to_le_bytes());
-        rec.extend(&raw);
-        rec.extend([0u8; 4]);
+        assert!(frame_bpf_sample(&raw, &mut rec));
         rec
     }
 

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use aya::maps::MapData;
 use aya_obj::btf::BtfFeatures;
@@ -206,18 +206,6 @@ pub(super) fn run_stats(fd: BorrowedFd<'_>) -> io::Result<(u64, std::time::Durat
         info.run_cnt,
         std::time::Duration::from_nanos(info.run_time_ns),
     ))
-}
-
-/// `bpf(BPF_MAP_UPDATE_ELEM)` of a map with u32 keys and values.
-pub(super) fn update_elem(map_fd: RawFd, key: u32, value: u32) -> io::Result<()> {
-    // SAFETY: an all-zero bpf_attr is the "no options" value of every command.
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-    // SAFETY: writing the map-element member of the union.
-    let u = unsafe { &mut attr.__bindgen_anon_2 };
-    u.map_fd = map_fd as u32;
-    u.key = &key as *const u32 as u64;
-    u.__bindgen_anon_1.value = &value as *const u32 as u64;
-    bpf(bpf_cmd::BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
 }
 
 /// A `bpf` command that returns a new descriptor (tried again where the kernel says to, as

@@ -2,27 +2,29 @@
 //! `unwind.bpf.o` by `scripts/bpf.sh`), loaded with aya — a loader in Rust alone, so that
 //! `cargo install` needs no C toolchain or libbpf — and its maps: the rows of each file
 //! ([`crate::unwind_table`]), each process's executable mappings, a buffer per CPU and the
-//! output events the records go to.
+//! ring buffer the records go to.
 //!
 //! ember attaches the program to its own sampling events (`PERF_EVENT_IOC_SET_BPF`); at each
 //! sample it walks the user stack with the rows and sends a record of its own in place of
-//! the sample ([`record`] reads it). The sampler keeps the program ([`BpfProgram`]); the
+//! the sample ([`record`] says its layout). The sampler keeps the program ([`BpfProgram`]); the
 //! collector, which knows the processes and their files, fills the maps ([`BpfMaps`]).
 
 mod loader;
 mod mapped;
 pub mod record;
+mod ring;
 mod space;
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
-use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use perf_event_open_sys as sys;
 
 use crate::unwind_table::packed::PackedRow;
 use mapped::MappedArray;
+use ring::RecordRing;
 use space::RowSpace;
 
 /// The compiled program (see `scripts/bpf.sh`).
@@ -32,10 +34,12 @@ static OBJECT: &[u8] = include_bytes!("unwind.bpf.o");
 const PROGRAM_SECTION: &str = "perf_event";
 
 /// The words of the program's `config` entry (`struct settings`), read once a sample: copy
-/// the stack at every sample (a check), and the rows' generation (rows the program remembers
-/// finding hold for their generation only).
+/// the stack at every sample (a check), the rows' generation (rows the program remembers
+/// finding hold for their generation only), and how full the ring of records wakes ember.
 const CONFIG_CHECK: usize = 0;
 const CONFIG_GENERATION: usize = 1;
+const CONFIG_WAKE_BYTES: usize = 2;
+type Settings = [u64; 3];
 
 /// The most mappings of one process the program looks through (`MAX_MAPPINGS`).
 pub const MAX_MAPPINGS: usize = 256;
@@ -60,8 +64,6 @@ pub enum BpfError {
     Verifier(String),
     #[error("could not attach ember's BPF program to its perf event: {0}")]
     Attach(io::Error),
-    #[error("could not use the BPF output event of CPU {cpu}: {source}")]
-    Output { cpu: u32, source: io::Error },
 }
 
 /// One executable mapping as the program looks it up (`struct mapping`).
@@ -133,13 +135,16 @@ unsafe impl aya::Pod for MappingEntry {}
 unsafe impl aya::Pod for ProcessEntry {}
 unsafe impl aya::Pod for PythonEntry {}
 
-/// The program, loaded, and the events its records go to.
+/// The program, loaded, and the ring its records go to.
 pub struct BpfProgram {
     program: OwnedFd,
     /// The maps only the program uses (kept open with it).
     _maps: Vec<MapData>,
-    /// The BPF output events, one per CPU (redirected into ember's rings).
-    outputs: Vec<(u32, OwnedFd)>,
+    /// The records (`records`), mapped here.
+    records: RecordRing,
+    /// Records the ring had no room for, per CPU (`lost`), and their sum when last read.
+    lost: PerCpuArray<MapData, u64>,
+    lost_seen: u64,
     /// [`ForcedRefusal::Attach`] was asked for.
     attach_refused: bool,
 }
@@ -149,9 +154,9 @@ pub struct BpfMaps {
     /// The rows map, mapped here (`BPF_F_MMAPABLE`).
     rows: MappedArray<PackedRow>,
     /// The program's settings: [`CONFIG_CHECK`], [`CONFIG_GENERATION`].
-    config: Array<MapData, [u64; 2]>,
+    config: Array<MapData, Settings>,
     /// The settings as the program was last told them.
-    settings: [u64; 2],
+    settings: Settings,
     processes: BpfHashMap<MapData, u32, ProcessEntry>,
     /// Each process's version, by a slot of its pid ([`VERSION_SLOTS`]): counted up after
     /// its mappings change, so that the frames the program remembers of it (`memo`) no
@@ -193,23 +198,22 @@ pub struct WalkHooks {
 pub struct LoadOptions {
     /// Room for this many rows.
     pub rows: u32,
+    /// The bytes of the ring of records (rounded down to a power of two pages).
+    pub ring_bytes: usize,
     /// Every record also carries a copy of the stack at the sample's stack pointer.
     pub check: bool,
     pub refusal: Option<ForcedRefusal>,
 }
 
-/// Load the program for CPUs `cpus`, its records going to `outputs` (each CPU's BPF output
-/// event: [`record::output_attr`]).
-pub fn load(
-    cpus: &[u32],
-    outputs: Vec<(u32, OwnedFd)>,
-    options: LoadOptions,
-) -> Result<(BpfProgram, BpfMaps), BpfError> {
+/// Load the program for CPUs `cpus`.
+pub fn load(cpus: &[u32], options: LoadOptions) -> Result<(BpfProgram, BpfMaps), BpfError> {
     let LoadOptions {
         rows,
+        ring_bytes,
         check,
         refusal,
     } = options;
+    let ring_bytes = ring_size(ring_bytes);
     let slots = cpus.iter().max().map_or(1, |&c| c + 1);
     let object = match refusal {
         Some(ForcedRefusal::Verifier) => std::borrow::Cow::Owned(unverifiable(OBJECT)?),
@@ -218,16 +222,19 @@ pub fn load(
     let loader::Loaded { program, mut maps } = loader::load(
         &object,
         "unwind",
-        &[("rows", rows), ("buffers", slots), ("out", slots)],
+        &[("rows", rows), ("buffers", slots), ("records", ring_bytes)],
     )?;
-    let mut config: Array<MapData, [u64; 2]> = take(&mut maps, "config")?;
-    let mut settings = [0; 2];
+    let mut config: Array<MapData, Settings> = take(&mut maps, "config")?;
+    let mut settings = [0; 3];
     settings[CONFIG_CHECK] = u64::from(check);
+    // Woken with a quarter of the ring used, as ember's perf events wake it.
+    settings[CONFIG_WAKE_BYTES] = u64::from(ring_bytes / 4);
     config
         .set(0, settings, 0)
         .map_err(|e| BpfError::Load(e.to_string()))?;
-    let out = take_data(&mut maps, "out")?;
-    fill_outputs(&out, &outputs)?;
+    let records = RecordRing::map(take_data(&mut maps, "records")?, ring_bytes as usize)
+        .map_err(|e| BpfError::Load(format!("could not map the ring of records: {e}")))?;
+    let lost = take(&mut maps, "lost")?;
     let rows_map = take_data(&mut maps, "rows")?;
     let bpf_maps = BpfMaps {
         rows: MappedArray::map(rows_map, rows, "rows")?,
@@ -241,17 +248,25 @@ pub fn load(
         files_left_out: 0,
     };
     let attach_refused = refusal == Some(ForcedRefusal::Attach);
-    let mut kept: Vec<MapData> = maps.into_values().collect();
-    kept.push(out);
     Ok((
         BpfProgram {
             program,
-            _maps: kept,
-            outputs,
+            _maps: maps.into_values().collect(),
+            records,
+            lost,
+            lost_seen: 0,
             attach_refused,
         },
         bpf_maps,
     ))
+}
+
+/// The size of the ring for about `bytes`: a power of two pages (the kernel's rule), from
+/// 128 KiB (room for the longest record) to 256 MiB.
+fn ring_size(bytes: usize) -> u32 {
+    let bytes = bytes.clamp(128 << 10, 256 << 20);
+    // The largest power of two not above it.
+    1u32 << (usize::BITS - 1 - bytes.leading_zeros())
 }
 
 /// `object` with the program's first instruction made `r0 = *(u64 *)(r9 + 0)`: r9 is never
@@ -272,9 +287,11 @@ fn unverifiable(object: &[u8]) -> Result<Vec<u8>, BpfError> {
 impl BpfProgram {
     /// Run the program at every sample of perf event `fd` (its own sample is dropped).
     pub fn attach(&self, fd: RawFd) -> Result<(), BpfError> {
-        let prog = match (self.attach_refused, self.outputs.first()) {
-            (true, Some((_, output))) => output.as_raw_fd(),
-            _ => self.program.as_raw_fd(),
+        let prog = if self.attach_refused {
+            // A map's descriptor, which the kernel refuses as a program.
+            self.records.fd()
+        } else {
+            self.program.as_raw_fd()
         };
         // SAFETY: an ioctl taking the program's descriptor as its integer argument.
         let r = unsafe { sys::ioctls::SET_BPF(fd, prog as std::os::raw::c_uint) };
@@ -291,12 +308,31 @@ impl BpfProgram {
         (runs > 0).then_some((runs, time))
     }
 
-    /// The output event of `cpu`, to be redirected into that CPU's ring buffer.
-    pub fn output_fd(&self, cpu: u32) -> Option<RawFd> {
-        self.outputs
-            .iter()
-            .find(|(c, _)| *c == cpu)
-            .map(|(_, fd)| fd.as_raw_fd())
+    /// The bytes of the ring of records.
+    pub fn ring_bytes(&self) -> usize {
+        self.records.size()
+    }
+
+    /// The ring of records, to wait on (it polls readable once the program woke it).
+    pub fn records_fd(&self) -> RawFd {
+        self.records.fd()
+    }
+
+    /// Hand every record in the ring to `each`, oldest first (in the order the CPUs sent
+    /// them), and free its space; returns how many there were.
+    pub fn read_records(&mut self, each: impl FnMut(&[u8])) -> usize {
+        self.records.read(each)
+    }
+
+    /// Records the ring had no room for since the last call.
+    pub fn take_lost(&mut self) -> u64 {
+        let total: u64 = self
+            .lost
+            .get(&0, 0)
+            .map_or(0, |per_cpu| per_cpu.iter().sum());
+        let new = total.saturating_sub(self.lost_seen);
+        self.lost_seen = self.lost_seen.max(total);
+        new
     }
 }
 
@@ -436,17 +472,6 @@ fn verifier_reason(log: &str) -> Option<String> {
         .take_while(|l| !l.starts_with("verification time") && !l.starts_with("processed "))
         .last()
         .map(str::to_string)
-}
-
-/// Put each CPU's output event (`outputs`: (cpu, fd)) in the program's `out` map at its
-/// index.
-fn fill_outputs(out: &MapData, outputs: &[(u32, OwnedFd)]) -> Result<(), BpfError> {
-    let map_fd = out.fd().as_fd().as_raw_fd();
-    for (cpu, fd) in outputs {
-        loader::update_elem(map_fd, *cpu, fd.as_raw_fd() as u32)
-            .map_err(|source| BpfError::Output { cpu: *cpu, source })?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -76,14 +76,15 @@ enum {
 // A copy follows the frames where they end before this (a power of two), else at COPY_AT.
 #define COPY_NEAR 32768
 #define BUF_BYTES 65536
-#define HEADER_WORDS 14
-#define MAGIC 0x3446504252424d45ULL // "EMBRBPF4"
+#define HEADER_WORDS 17
+#define MAGIC 0x3546504252424d45ULL // "EMBRBPF5"
 
 // The record sent: HEADER_WORDS words — magic, how many kernel frames, how many user
 // frames, how the walk ended, the registers where it ended (ip, sp, bp), the bytes of stack
 // copied, where the copy starts (0: where the walk ended, 1: at the sample's stack pointer),
 // the sample's registers (ip, sp, bp), how many Python frames, how the Python walk ended
-// (PY_*, and from bit 8 how many name blocks) — then the user frames, the kernel frames,
+// (PY_*, and from bit 8 how many name blocks), the sample's time (CLOCK_MONOTONIC, as
+// ember's perf events), its process and thread (tgid << 32 | tid) and its CPU — then the user frames, the kernel frames,
 // the Python frames (PY_FRAME_WORDS words each, innermost first), the name blocks
 // (struct name_block) and the copy.
 struct out_buf {
@@ -119,10 +120,11 @@ struct {
 // One entry, read once a sample: `check` 1 to copy the stack at the sample's stack pointer
 // always (ember's check of this walk against its DWARF unwinder); `generation` the rows'
 // generation, which ember counts up whenever it gives a file's rows back (other rows may take
-// their place).
+// their place); `wake_bytes` how full the ring of records wakes ember.
 struct settings {
 	u64 check;
 	u64 generation;
+	u64 wake_bytes;
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -162,11 +164,20 @@ struct {
 	__type(value, struct memo);
 } memo SEC(".maps");
 
+// The records, for ember to read: one ring for all CPUs (its size set by ember before
+// loading), which costs a third of what a perf event's output costs a sample.
 struct {
-	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
-	__uint(key_size, sizeof(u32));
-	__uint(value_size, sizeof(u32));
-} out SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} records SEC(".maps");
+
+// Records the ring had no room for, per CPU (ember counts them as lost samples).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u64);
+} lost SEC(".maps");
 
 // A CPython process (src/python/layout.rs: the same offsets), set by ember when it finds one.
 struct python {
@@ -911,6 +922,21 @@ __attribute__((noinline)) u32 append_names(u32 cpu, u32 at, u32 n)
 	return n;
 }
 
+// Put the record's first `size` bytes in the ring, waking ember once the ring holds
+// `wake_bytes` (it reads at its own pace until then); a record the ring has no room for is
+// counted in `lost`.
+static void send(struct out_buf *buf, u64 size, u64 wake_bytes)
+{
+	u64 held = bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA);
+	u64 flags = held + size >= wake_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&records, buf, size & 0xffff, flags) == 0)
+		return;
+	u32 zero = 0;
+	u64 *n = bpf_map_lookup_elem(&lost, &zero);
+	if (n)
+		*n += 1;
+}
+
 SEC("perf_event")
 int unwind(struct bpf_perf_event_data *ctx)
 {
@@ -921,6 +947,7 @@ int unwind(struct bpf_perf_event_data *ctx)
 	sample[1] = ctx->regs.rsp;
 	sample[2] = ctx->regs.rbp;
 	sample[3] = ctx->regs.cs;
+	u64 time = bpf_ktime_get_ns();
 	u64 id = bpf_get_current_pid_tgid();
 	u32 cpu = bpf_get_smp_processor_id();
 	struct out_buf *buf = bpf_map_lookup_elem(&buffers, &cpu);
@@ -1007,10 +1034,13 @@ int unwind(struct bpf_perf_event_data *ctx)
 	buf->w[11] = sample_bp;
 	buf->w[12] = npython;
 	buf->w[13] = python | (names << 8);
+	buf->w[14] = time;
+	buf->w[15] = id;
+	buf->w[16] = cpu;
 	u64 size = copy ? copy_at + copy : (u64)frames_end * 8;
 	if (size > RAW_MAX)
 		size = RAW_MAX;
-	bpf_perf_event_output(ctx, &out, BPF_F_CURRENT_CPU, buf, size & 0xffff);
+	send(buf, size, cfg ? cfg->wake_bytes : 0);
 	return 0;
 }
 

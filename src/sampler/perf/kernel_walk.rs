@@ -1,17 +1,16 @@
 //! Setting up the stack walk in the kernel on the sampling events: ember's BPF program
-//! ([`crate::sampler::bpf`]) attached to every sampling event, its output event of each CPU
-//! sent into that CPU's ring buffer.
+//! ([`crate::sampler::bpf`]) attached to every sampling event; its records read from its
+//! ring into the reader's batches.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use perf_event_open_sys as sys;
 
-use super::open::open_one;
-use super::ring::RingBuffer;
 use super::PerfConfig;
 use crate::model::CallGraph;
 use crate::sampler::bpf::{self, BpfMaps, BpfProgram};
 use crate::sampler::records;
+use crate::sampler::RecordBatch;
 
 /// Whether and how to walk stacks in the kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,10 +27,12 @@ pub enum KernelWalk {
     Check,
 }
 
-/// Load the program for `cpus` where `config` asks for it; `Ok(None)`: not wanted here.
+/// Load the program for `cpus` where `config` asks for it, with a ring of about
+/// `ring_bytes` for its records; `Ok(None)`: not wanted here.
 pub(super) fn load(
     config: &PerfConfig,
     cpus: &[u32],
+    ring_bytes: usize,
 ) -> Result<Option<(BpfProgram, BpfMaps)>, String> {
     if config.kernel_walk == KernelWalk::Off {
         return Ok(None);
@@ -45,10 +46,11 @@ pub(super) fn load(
     }
     let options = bpf::LoadOptions {
         rows: config.walk_hooks.rows.unwrap_or(bpf::DEFAULT_ROWS),
+        ring_bytes,
         check: config.kernel_walk == KernelWalk::Check,
         refusal: config.walk_hooks.refusal,
     };
-    let loaded = bpf::load(cpus, open_outputs(cpus)?, options);
+    let loaded = bpf::load(cpus, options);
     loaded.map(Some).map_err(|e| e.to_string())
 }
 
@@ -62,39 +64,30 @@ pub(super) fn without_copies(attr: &mut sys::bindings::perf_event_attr) {
     attr.sample_stack_user = 0;
 }
 
-/// Attach the program to `fds` (the sampling events) and send its records into `buffers`
-/// (one per CPU of `cpus`, in order).
-pub(super) fn attach(
-    program: &BpfProgram,
-    cpus: &[u32],
-    fds: &[OwnedFd],
-    buffers: &mut [RingBuffer],
-) -> Result<(), String> {
-    if buffers.len() != cpus.len() {
-        return Err("not every CPU has a ring buffer".into());
-    }
-    for (buffer, &cpu) in buffers.iter_mut().zip(cpus) {
-        let out = program.output_fd(cpu).ok_or("no output event")?;
-        buffer.redirect_also(out).map_err(|e| {
-            format!("could not send the BPF output of CPU {cpu} to its buffer: {e}")
-        })?;
-    }
+/// Attach the program to `fds` (the sampling events).
+pub(super) fn attach(program: &BpfProgram, fds: &[OwnedFd]) -> Result<(), String> {
     for fd in fds {
         program.attach(fd.as_raw_fd()).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
-/// One BPF output event per CPU (`PERF_COUNT_SW_BPF_OUTPUT`), for the program's records.
-fn open_outputs(cpus: &[u32]) -> Result<Vec<(u32, OwnedFd)>, String> {
-    cpus.iter()
-        .map(|&cpu| {
-            let mut attr = bpf::record::output_attr();
-            open_one(&mut attr, u32::MAX, cpu as i32)
-                .map(|fd| (cpu, fd))
-                .map_err(|e| format!("could not open the BPF output event of CPU {cpu}: {e}"))
-        })
-        .collect()
+/// Move the program's records from its ring into `batch`, each framed as an
+/// `EMBER_RECORD_BPF_SAMPLE`, and the records it had no room for as a count of lost samples;
+/// returns how many records were moved.
+pub(super) fn drain_records(program: &mut BpfProgram, batch: &mut RecordBatch) -> usize {
+    let n = program.read_records(|raw| {
+        let mut framed = false;
+        let time = records::bpf_record_time(raw).unwrap_or(0);
+        batch.push_with(time, |bytes| framed = records::frame_bpf_sample(raw, bytes));
+        debug_assert!(framed, "the program's records fit in 16 bits");
+    });
+    let lost = program.take_lost();
+    if lost > 0 {
+        // Sorted first among what is read now, as the kernel's own lost records are.
+        batch.push_with(0, |bytes| records::frame_lost_samples(lost, bytes));
+    }
+    n
 }
 
 #[cfg(test)]
@@ -105,14 +98,14 @@ mod tests {
     #[test]
     fn the_kernel_accepts_the_program() {
         let cpus = crate::linux::online_cpus().unwrap();
-        let outputs = open_outputs(&cpus).expect("BPF output events (perf events allowed?)");
         let options = bpf::LoadOptions {
             rows: 1024,
             ..Default::default()
         };
-        match bpf::load(&cpus, outputs, options) {
-            Ok((program, mut maps)) => {
-                assert!(program.output_fd(cpus[0]).is_some());
+        match bpf::load(&cpus, options) {
+            Ok((mut program, mut maps)) => {
+                assert_eq!(program.read_records(|_| {}), 0);
+                assert_eq!(program.take_lost(), 0);
                 let rows = [PackedRow::default()];
                 assert_eq!(maps.rows_of(7, &rows), Some((0, 1)));
                 assert_eq!(maps.rows_of(7, &rows), Some((0, 1)));

@@ -145,7 +145,9 @@ impl PerfSampler {
         let cpus = linux::online_cpus().map_err(PerfError::Cpus)?;
         let sizing = Sizing::for_config(config, cpus.len());
         let mut refused = None;
-        let walk = kernel_walk::load(config, &cpus).unwrap_or_else(|e| {
+        // The ring of the walk's records holds what the perf events' rings would.
+        let ring_bytes = sizing.pages * ring::page_size() * cpus.len();
+        let walk = kernel_walk::load(config, &cpus, ring_bytes).unwrap_or_else(|e| {
             refused = Some(e);
             None
         });
@@ -201,11 +203,10 @@ impl PerfSampler {
                         continue;
                     }
                 };
-                let (fds, mut buffers) = map_buffers(per_cpu, pages)?;
+                let (fds, buffers) = map_buffers(per_cpu, pages)?;
                 let (bpf, bpf_maps) = match walk.take() {
                     Some((program, maps)) => {
-                        kernel_walk::attach(&program, cpus, &fds, &mut buffers)
-                            .map_err(PerfError::KernelWalk)?;
+                        kernel_walk::attach(&program, &fds).map_err(PerfError::KernelWalk)?;
                         (Some(program), Some(maps))
                     }
                     None => (None, None),
@@ -246,11 +247,13 @@ impl PerfSampler {
 impl PerfSampler {
     /// Bytes of all the ring buffers' data areas together.
     pub fn buffer_bytes(&self) -> usize {
+        let walked = self.bpf.as_ref().map_or(0, BpfProgram::ring_bytes);
         self.buffers
             .iter()
             .chain(&self.switch_buffers)
             .map(|b| b.data_len)
-            .sum()
+            .sum::<usize>()
+            + walked
     }
 
     /// Stop mapping the ring buffers in this process, so that one other process (the relay)
@@ -286,7 +289,10 @@ impl PerfSampler {
 
     /// The descriptors the sampler reads (events and their buffers).
     pub fn raw_fds(&self) -> Vec<RawFd> {
-        self.all_fds().map(|fd| fd.as_raw_fd()).collect()
+        self.all_fds()
+            .map(|fd| fd.as_raw_fd())
+            .chain(self.bpf.as_ref().map(BpfProgram::records_fd))
+            .collect()
     }
 
     /// Every event's descriptor: sampling, context switches, mmap watch.
@@ -322,7 +328,10 @@ impl Sampler for PerfSampler {
             ));
         }
         if let Some(program) = &self.bpf {
-            s.push_str(", stacks walked in the kernel (BPF)");
+            s.push_str(&format!(
+                ", stacks walked in the kernel (BPF; records through a ring of {:.2} MiB)",
+                program.ring_bytes() as f64 / (1 << 20) as f64
+            ));
             if let Some((runs, time)) = program.run_stats() {
                 s.push_str(&format!(
                     " in {:.2} µs a sample ({runs} runs; kernel.bpf_stats_enabled)",
@@ -340,12 +349,15 @@ impl Sampler for PerfSampler {
 
     fn drain(&mut self, batch: &mut RecordBatch) -> usize {
         let layout = self.layout;
-        // Where the program runs, every sample of the main buffers is one of its records.
-        let samples_as = self.bpf.as_ref().map(|_| records::EMBER_RECORD_BPF_SAMPLE);
+        // Where the program runs, its records replace the sampling events' samples.
+        let walked = self
+            .bpf
+            .as_mut()
+            .map_or(0, |program| kernel_walk::drain_records(program, batch));
         let main: usize = self
             .buffers
             .iter_mut()
-            .map(|b| b.drain(&layout, batch, samples_as))
+            .map(|b| b.drain(&layout, batch, None))
             .sum();
         let switches: usize = self
             .switch_buffers
@@ -362,7 +374,7 @@ impl Sampler for PerfSampler {
         for b in &mut self.watch_buffers {
             b.each_record(|_| {});
         }
-        main + switches
+        walked + main + switches
     }
 
     /// Wait until a buffer passes its wakeup watermark or `timeout_ms` passes. Returns early
@@ -371,6 +383,7 @@ impl Sampler for PerfSampler {
         let mut pfds: Vec<libc::pollfd> = self
             .all_fds()
             .map(AsRawFd::as_raw_fd)
+            .chain(self.bpf.as_ref().map(BpfProgram::records_fd))
             .chain(self.wake_fds.iter().copied())
             .map(|fd| libc::pollfd {
                 fd,

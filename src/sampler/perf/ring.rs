@@ -64,16 +64,6 @@ impl RingBuffer {
         Ok(())
     }
 
-    /// Send one more event into this buffer.
-    pub(super) fn redirect_also(&mut self, fd: RawFd) -> io::Result<()> {
-        // SAFETY: ioctl on fds the sampler owns; both are on the same CPU.
-        if unsafe { sys::ioctls::SET_OUTPUT(fd, self.fd) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        self.redirected.push(fd);
-        Ok(())
-    }
-
     /// Map the buffer here (again). When the last mapping of a buffer goes, the kernel frees
     /// it and detaches every event from it: the redirected ones are sent here again.
     pub(super) fn map_again(&mut self) -> io::Result<()> {
@@ -165,12 +155,7 @@ fn push_record(
     samples_as: Option<u32>,
 ) {
     let time = layout.record_time(rec);
-    // Samples of BPF output events are not laid out as the layout says.
-    let stack = if samples_as == Some(records::EMBER_RECORD_BPF_SAMPLE) {
-        None
-    } else {
-        layout.stack_copy(rec)
-    };
+    let stack = layout.stack_copy(rec);
     if let Some(copy) = stack.filter(StackCopy::is_full) {
         batch.note_full_copy(copy.pid);
     }

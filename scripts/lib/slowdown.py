@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Slowdown of each profiler against the bare run of the same round (see measure.sh).
 
-    slowdown.py RESULTS TITLE
+    slowdown.py RESULTS TITLE [MEASURE]
 
-RESULTS has lines "NAME SECONDS"; each round starts with a "bare" line, followed by one line
+RESULTS has lines "NAME SECONDS" (MEASURE says what the seconds are: by default the time the
+work took); each round starts with a "bare" line, followed by one line
 per profiler. Prints, per profiler, the median of the rounds' ratios and their interquartile
 range, then each profiler's excess over bare against the first profiler's.
 """
@@ -11,6 +12,7 @@ import statistics as st
 import sys
 
 path, title = sys.argv[1], sys.argv[2]
+measure = sys.argv[3] if len(sys.argv) > 3 else "work time"
 rounds, current = [], None
 for line in open(path):
     name, seconds = line.split()
@@ -20,7 +22,7 @@ for line in open(path):
     elif current is not None:
         current[name] = float(seconds)
 names = [n for n in rounds[0] if n != "bare"] if rounds else []
-print(f"{title}; {len(rounds)} alternating rounds; slowdown = work time / the round's bare run")
+print(f"{title}; {len(rounds)} alternating rounds; slowdown = {measure} / the round's bare run")
 print(f"{'profiler':24} {'median':>8} {'IQR':>17}")
 medians = {}
 for name in names:

@@ -640,8 +640,6 @@ fn cstr(b: &[u8]) -> &[u8] {
     &b[..end]
 }
 
-/// Read a sample of ember's BPF program (`rec` with its header; see
-/// [`crate::sampler::bpf::record`]): ip, pid/tid, time, cpu, period, then the raw data.
 /// A record of ember's BPF program (`raw`, as read from its ring) framed as an
 /// `EMBER_RECORD_BPF_SAMPLE` at the end of `out`; false (nothing written) if it is too long
 /// for a record's 16-bit size.
@@ -671,8 +669,9 @@ pub fn bpf_record_time(raw: &[u8]) -> Option<u64> {
         .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 
+/// Read a sample of ember's BPF program (`rec`: a header, then the record as the program
+/// sent it; see [`crate::sampler::bpf::record`]).
 fn parse_bpf_sample(rec: &[u8]) -> Result<SampleEvent<'_>, MalformedRecord> {
-    // The header (8 bytes), then the record as the program sent it.
     let raw = &rec[RecordHeader::SIZE.min(rec.len())..];
     let w = |i: usize| -> Result<u64, MalformedRecord> {
         raw.get(8 * i..8 * i + 8)

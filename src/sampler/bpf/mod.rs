@@ -153,7 +153,8 @@ pub struct BpfProgram {
 pub struct BpfMaps {
     /// The rows map, mapped here (`BPF_F_MMAPABLE`).
     rows: MappedArray<PackedRow>,
-    /// The program's settings: [`CONFIG_CHECK`], [`CONFIG_GENERATION`].
+    /// The program's settings: [`CONFIG_CHECK`], [`CONFIG_GENERATION`],
+    /// [`CONFIG_WAKE_BYTES`].
     config: Array<MapData, Settings>,
     /// The settings as the program was last told them.
     settings: Settings,
@@ -313,7 +314,8 @@ impl BpfProgram {
         self.records.size()
     }
 
-    /// The ring of records, to wait on (it polls readable once the program woke it).
+    /// The ring of records, to wait on: it polls readable while it holds records, and a
+    /// poll that found it empty waits until the program wakes it (a quarter full).
     pub fn records_fd(&self) -> RawFd {
         self.records.fd()
     }

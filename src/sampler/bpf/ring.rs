@@ -57,7 +57,7 @@ impl RecordRing {
         })
     }
 
-    /// The map's descriptor (it polls readable once the program woke the reader).
+    /// The map's descriptor, to wait on.
     pub(super) fn fd(&self) -> std::os::fd::RawFd {
         self.map.fd().as_fd().as_raw_fd()
     }
@@ -74,7 +74,8 @@ impl RecordRing {
     }
 
     /// Hand every committed record to `each`, oldest first, and free its space; returns how
-    /// many there were. A record still being written ends the read (the next one goes on).
+    /// many there were. A record still being written ends the read (the next read goes on
+    /// from it).
     pub(super) fn read(&mut self, each: impl FnMut(&[u8])) -> usize {
         let end = self.position(self.producer).load(Ordering::Acquire);
         // SAFETY: the data follows the producer's page, mapped twice over, for our lifetime.

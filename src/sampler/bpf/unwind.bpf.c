@@ -922,13 +922,14 @@ __attribute__((noinline)) u32 append_names(u32 cpu, u32 at, u32 n)
 	return n;
 }
 
-// Put the record's first `size` bytes in the ring, waking ember once the ring holds
-// `wake_bytes` (it reads at its own pace until then); a record the ring has no room for is
-// counted in `lost`.
+// Put the record's first `size` bytes in the ring, waking ember as the ring comes to hold
+// `wake_bytes` (it reads at its own pace until then; once past, a poll finds the ring
+// readable without being woken); a record the ring has no room for is counted in `lost`.
 static void send(struct out_buf *buf, u64 size, u64 wake_bytes)
 {
 	u64 held = bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA);
-	u64 flags = held + size >= wake_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	int crossing = held < wake_bytes && held + size >= wake_bytes;
+	u64 flags = crossing ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_output(&records, buf, size & 0xffff, flags) == 0)
 		return;
 	u32 zero = 0;

@@ -6,7 +6,7 @@
 # them, and once more copying every stack whole), user space with a process whose stacks
 # outgrow the copies taken over by ptrace (`--unwind user`), and the default (walked in the
 # kernel at each sample), also on a rustc started during the recording; and samply where it
-# is installed (`cargo install samply`; its cost only). For rustc's samples it prints: how many reach their thread's
+# is installed (`cargo install samply`; its cost and its sample count, its stacks not checked). For rustc's samples it prints: how many reach their thread's
 # root (no `[truncated]`), how many frames are named (not `module+0xADDR`, `[unknown]` or
 # `[anon]`), the compile's wall time against a bare one in the same run, and where ptrace
 # samples, the MB of stack it copied against what copying every stack whole would have.
@@ -15,7 +15,7 @@
 #   ONLY='copies|walked|samply' scripts/deep-stacks.sh 999 5   # the setups whose names match
 #                                             # (a regex), and no check of the tables
 #
-# Also per setup: ember's own CPU per 1,000 samples (everything's CPU time less rustc's), and
+# Also per setup: the profiler's own CPU per 1,000 samples (everything's CPU time less rustc's), and
 # rustc's CPU time against the bare build's (what sampling costs the compile itself).
 # Last, the unwind tables (rows from .eh_frame alone, for an in-kernel walk) checked against
 # the DWARF unwinder on every sample of one more build.
@@ -108,10 +108,17 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for setup in "${SETUPS[@]}"; do
     IFS=: read -r name args delay <<<"$setup"
     if [ "$args" = samply ]; then
-      # Its stacks are not counted (its profile is not folded stacks): its cost only.
+      # Its stacks are not checked (its profile is not folded stacks): its cost, and its
+      # samples counted in its profile (Gecko format) for its CPU per sample.
       read -r t all rustc <<<"$(build samply record --save-only --rate "$HZ" \
         -o "$WORK/samply.json.gz" --)"
-      echo "$name|0 0 % 0 %|$(echo "$t / $bare" | bc -l)|-|$(echo "$all - $rustc" | bc -l) $(
+      n=$(python3 -c '
+import gzip, json, sys
+def count(p):
+    return sum(t["samples"]["length"] for t in p.get("threads", [])) + sum(
+        count(c) for c in p.get("processes", []))
+print(count(json.load(gzip.open(sys.argv[1]))))' "$WORK/samply.json.gz")
+      echo "$name|$n nan % nan %|$(echo "$t / $bare" | bc -l)|-|$(echo "$all - $rustc" | bc -l) $(
         echo "$rustc / $bare_cpu" | bc -l)" >>"$WORK/rows"
       continue
     elif [ -n "$delay" ]; then
@@ -143,7 +150,7 @@ for line in open(sys.argv[1]):
         "ember_ms": 1e6 * ember_cpu / max(int(counts[0]), 1), "rustc_cpu": rustc_cpu})
 med = statistics.median
 print(f"{'profiler':32s} {'samples':>7s} {'whole':>9s} {'named':>9s} {'slowdown':>8s} "
-      f"{'rustc CPU':>9s} {'ember ms':>8s}  stack MB copied / whole")
+      f"{'rustc CPU':>9s} {'own ms':>8s}  stack MB copied / whole")
 print(f"{'':32s} {'':7s} {'':9s} {'':9s} {'':8s} {'x bare':>9s} {'/1k smp':>8s}")
 for name, runs in rows.items():
     m = lambda k: med([r[k] for r in runs])

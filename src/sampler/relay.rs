@@ -364,9 +364,8 @@ fn close_all_but(keep: &[RawFd]) {
         return;
     };
     // The sampler's perf events and BPF objects (maps, program, and the BTF the loader
-    // keeps) stay: the BPF program's output events are sent into the rings again when they
-    // are mapped here, and the sampler closes them all when dropped (closing one twice
-    // aborts a debug build).
+    // keeps) stay: the BPF program's ring of records is read and waited on here, and the
+    // sampler closes them all when dropped (closing one twice aborts a debug build).
     let ours = |fd: &RawFd| {
         std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok_and(|l| {
             let l = l.to_string_lossy();

@@ -21,18 +21,25 @@ fn check_counts(stderr: &str) -> (u64, u64, u64, u64) {
     (numbers[0], numbers[1], numbers[2], numbers[3])
 }
 
+/// The counts of the `-v` line of `--debug-check-tables` (`stderr`), asserting that more than
+/// `at_least` samples were walked both ways and none differed (`what` names the run).
+fn assert_none_differ(what: &str, stderr: &str, at_least: u64) -> (u64, u64, u64) {
+    let (compared, same, early, different) = check_counts(stderr);
+    assert!(
+        compared > at_least,
+        "{what}: {compared} samples compared\n{stderr}"
+    );
+    assert_eq!(different, 0, "{what}: stacks differ\n{stderr}");
+    (compared, same, early)
+}
+
 /// The rows walked in user space (their twin in the kernel: below).
 fn assert_tables_agree(what: &str, args: &[&str]) {
     let mut full = vec!["--debug-check-tables", "-v", "--unwind", "user"];
     full.extend_from_slice(args);
     let out = record_ok(&full);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let (compared, same, early, different) = check_counts(&stderr);
-    assert!(
-        compared > 300,
-        "{what}: {compared} samples compared\n{stderr}"
-    );
-    assert_eq!(different, 0, "{what}: stacks differ\n{stderr}");
+    let (compared, same, early) = assert_none_differ(what, &stderr, 300);
     // Every function of these programs and of the C library has rows: the walks end
     // together nearly always.
     assert!(
@@ -148,12 +155,7 @@ fn the_walk_in_the_kernel_gives_the_dwarf_unwinders_frames() {
         all.push(exe.to_str().unwrap());
         all.extend(args.iter().copied());
         let (_, stderr) = record_kernel_walk(&all, true);
-        let (compared, _, _, different) = check_counts(&stderr);
-        assert!(
-            compared > 300,
-            "{name}: {compared} samples compared\n{stderr}"
-        );
-        assert_eq!(different, 0, "{name}: stacks differ\n{stderr}");
+        assert_none_differ(name, &stderr, 300);
     }
 }
 
@@ -388,9 +390,7 @@ fn a_program_execd_where_the_last_one_was_is_not_walked_with_its_rows() {
         ],
         true,
     );
-    let (compared, _, _, different) = check_counts(&stderr);
-    assert!(compared > 500, "{compared} samples compared\n{stderr}");
-    assert_eq!(different, 0, "stacks differ\n{stderr}");
+    assert_none_differ("exec", &stderr, 500);
 }
 
 /// What the program remembers of a process's frames does not outlive its mappings: a
@@ -407,9 +407,7 @@ fn frames_remembered_of_a_process_do_not_answer_after_its_exec() {
     let script = format!("{a} 50 2.5 & {a} 50 1 flat then {b} 50 1; wait");
     let args = ["-o", folded.to_str().unwrap(), "--", "sh", "-c", &script];
     let (_, stderr) = record_kernel_walk(&args, true);
-    let (compared, _, _, different) = check_counts(&stderr);
-    assert!(compared > 1000, "{compared} samples compared\n{stderr}");
-    assert_eq!(different, 0, "stacks differ\n{stderr}");
+    assert_none_differ("exec beside the first build", &stderr, 1000);
 }
 
 /// Rows for the shell with `first` running (`sh -c "FIRST ARGS"`) and half of `first`'s
@@ -456,9 +454,7 @@ fn rows_taken_by_another_file_are_not_remembered_as_the_first_files() {
     let stderr = record_in_room(&room, &folded, &format!("{a} 50 1; {b} 50 1"), true);
     assert!(stderr.contains(" 0 files left out for room"), "{stderr}");
     assert!(!stderr.contains("; 0 files' rows given back"), "{stderr}");
-    let (compared, _, _, different) = check_counts(&stderr);
-    assert!(compared > 500, "{compared} samples compared\n{stderr}");
-    assert_eq!(different, 0, "stacks differ\n{stderr}");
+    assert_none_differ("rows taken", &stderr, 500);
 }
 
 /// A file left out of the rows for room gets them once a program that ended gives its back:

@@ -274,7 +274,8 @@ impl SampleLayout {
     }
 
     /// The timestamp of a record, used to merge the per-CPU buffers in time order.
-    /// Records without one sort first (they describe state, such as lost counts).
+    /// Records without one sort first (they describe state, such as lost counts). (The BPF
+    /// program's records come from its own ring, with their time: [`bpf_record_time`].)
     pub fn record_time(&self, rec: &[u8]) -> u64 {
         let Some(h) = RecordHeader::parse(rec) else {
             return 0;
@@ -309,10 +310,6 @@ impl SampleLayout {
                 Ok(0)
             })();
             r.unwrap_or(0)
-        } else if h.kind == EMBER_RECORD_BPF_SAMPLE {
-            rec.get(RecordHeader::SIZE..)
-                .and_then(bpf_record_time)
-                .unwrap_or(0)
         } else {
             self.parse_sample_id(rec)
                 .ok()
@@ -770,7 +767,7 @@ pub(crate) mod tests {
         assert_eq!((walk.python.len(), walk.python_end), (32, 1));
         assert_eq!(walk.python[..8], 0x7f00_0000u64.to_le_bytes());
         assert!(walk.python_names.is_empty());
-        assert_eq!(SampleLayout::recorded(true).record_time(&rec), 77);
+        assert_eq!(bpf_record_time(&rec[8..]), Some(77));
         // Not the program's: refused.
         rec[8] ^= 1;
         assert!(SampleLayout::recorded(true).parse(&rec).is_err());

@@ -11,6 +11,11 @@
 # walk, output — without the time the profiler's process takes from it).
 #
 #   scripts/slowdown.sh [ROUNDS] [HZ]      # default 15 rounds at 999 Hz (~5 minutes)
+#   ONLY='ember$|perf-fp' scripts/slowdown.sh 80   # the setups whose names match (a regex)
+#
+# Every other round runs the setups in reverse order. After each table, each setup's measure
+# against the first setup's in the same round (the pairs' median, with a 95 % confidence
+# interval of that median): a direct comparison, free of the bare runs' own spread.
 . "$(dirname "$0")/lib/measure.sh"
 ROUNDS=${1:-15}
 HZ=${2:-999}
@@ -28,25 +33,43 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
   no_nice=(setpriv --inh-caps=-sys_nice --bounding-set=-sys_nice --)
 fi
 
+# Each setup: a name and its command (the workload follows). ONLY (a regex) keeps the setups
+# whose names match; bare runs in every round.
+SETUPS=(
+  "ember:$EMBER record -F $HZ -o $WORK/e.svg --"
+  "ember-user-space-walk:$EMBER record --unwind user -F $HZ -o $WORK/e.svg --"
+  "perf-fp:perf record -q -F $HZ --call-graph fp -o $WORK/p.data --"
+  "perf-dwarf:perf record -q -F $HZ --call-graph dwarf -o $WORK/p.data --"
+  "perf-no-stacks:perf record -q -F $HZ -o $WORK/p.data --"
+)
+if [ ${#no_nice[@]} -gt 0 ]; then
+  SETUPS=("${SETUPS[0]}" "ember-no-priority:${no_nice[*]} $EMBER record -F $HZ -o $WORK/e.svg --"
+    "${SETUPS[@]:1}")
+fi
+if [ -n "${ONLY:-}" ]; then
+  chosen=()
+  for setup in "${SETUPS[@]}"; do
+    if [[ ${setup%%:*} =~ $ONLY ]]; then chosen+=("$setup"); fi
+  done
+  SETUPS=("${chosen[@]}")
+fi
+
 : >"$WORK/results"
 : >"$WORK/cpu"
 for i in $(seq "$ROUNDS"); do
   "${prog[@]}" >"$WORK/o"
   record_run bare
-  "$EMBER" record -F "$HZ" -o "$WORK/e.svg" -- "${prog[@]}" >"$WORK/o" 2>/dev/null
-  record_run ember
-  if [ ${#no_nice[@]} -gt 0 ]; then
-    "${no_nice[@]}" "$EMBER" record -F "$HZ" -o "$WORK/e.svg" -- "${prog[@]}" >"$WORK/o" 2>/dev/null
-    record_run ember-no-priority
+  # Every other round runs the setups in reverse, so that no setup always follows another.
+  order=("${SETUPS[@]}")
+  if [ $((i % 2)) = 0 ]; then
+    order=()
+    for ((j = ${#SETUPS[@]} - 1; j >= 0; j--)); do order+=("${SETUPS[j]}"); done
   fi
-  "$EMBER" record --unwind user -F "$HZ" -o "$WORK/e.svg" -- "${prog[@]}" >"$WORK/o" 2>/dev/null
-  record_run ember-user-space-walk
-  perf record -q -F "$HZ" --call-graph fp -o "$WORK/p.data" -- "${prog[@]}" >"$WORK/o" 2>/dev/null
-  record_run perf-fp
-  perf record -q -F "$HZ" --call-graph dwarf -o "$WORK/p.data" -- "${prog[@]}" >"$WORK/o" 2>/dev/null
-  record_run perf-dwarf
-  perf record -q -F "$HZ" -o "$WORK/p.data" -- "${prog[@]}" >"$WORK/o" 2>/dev/null
-  record_run perf-no-stacks
+  for setup in "${order[@]}"; do
+    read -r -a cmd <<<"${setup#*:}"
+    "${cmd[@]}" "${prog[@]}" >"$WORK/o" 2>/dev/null
+    record_run "${setup%%:*}"
+  done
   echo "round $i of $ROUNDS done" >&2
 done
 slowdown_table "$WORK/results" "2 busy threads at $HZ Hz"

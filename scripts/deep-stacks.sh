@@ -15,6 +15,10 @@
 #   ONLY='copies|walked|samply' scripts/deep-stacks.sh 999 5   # the setups whose names match
 #                                             # (a regex), and no check of the tables
 #
+# Every other round runs the setups in reverse order. Each setup is also set against the
+# kernel's walk in the same round (wall time and rustc's CPU: the pairs' median and a 95 %
+# confidence interval of it).
+#
 # Also per setup: the profiler's own CPU per 1,000 samples (everything's CPU time less rustc's), and
 # rustc's CPU time against the bare build's (what sampling costs the compile itself).
 # Last, the unwind tables (rows from .eh_frame alone, for an in-kernel walk) checked against
@@ -105,7 +109,13 @@ echo "rustc -O building $version, $HZ Hz, $(nproc) CPUs, $ROUNDS rounds (medians
 # Each round: a bare build, then one under each setup; the slowdown is against that round's.
 for ((r = 1; r <= ROUNDS; r++)); do
   read -r bare _ bare_cpu <<<"$(build)"
-  for setup in "${SETUPS[@]}"; do
+  # Every other round runs the setups in reverse, so that no setup always follows another.
+  order=("${SETUPS[@]}")
+  if [ $((r % 2)) = 0 ]; then
+    order=()
+    for ((j = ${#SETUPS[@]} - 1; j >= 0; j--)); do order+=("${SETUPS[j]}"); done
+  fi
+  for setup in "${order[@]}"; do
     IFS=: read -r name args delay <<<"$setup"
     if [ "$args" = samply ]; then
       # Its stacks are not checked (its profile is not folded stacks): its cost, and its
@@ -137,8 +147,10 @@ print(count(json.load(gzip.open(sys.argv[1]))))' "$WORK/samply.json.gz")
   done
 done
 
-python3 - "$WORK/rows" <<'EOF2'
+python3 - "$WORK/rows" "$ROOT/scripts/lib" <<'EOF2'
 import statistics, sys
+sys.path.insert(0, sys.argv[2])
+from slowdown import median_interval
 rows = {}
 for line in open(sys.argv[1]):
     name, counts, ratio, copied, cpu = line.rstrip("\n").split("|")
@@ -161,6 +173,20 @@ for name, runs in rows.items():
           f"{m('slowdown'):7.2f}x {m('rustc_cpu'):8.2f}x {m('ember_ms'):8.0f}  {mb}")
 print("slowdown per round:", "; ".join(
     f"{name}: " + " ".join(f"{r['slowdown']:.2f}" for r in runs) for name, runs in rows.items()))
+# Each setup against the kernel's walk in the same round (the n-th run of each is round n's):
+# its wall time and rustc's CPU time over the walk's, free of the bare builds' own spread.
+walked = rows.get("default (walked in the kernel)")
+if walked and len(rows) > 1:
+    print("against the kernel's walk in the same round (median of the pairs, 95 % interval):")
+    for name, runs in rows.items():
+        if runs is walked:
+            continue
+        line = f"  {name:32s}"
+        for key, what in (("slowdown", "wall"), ("rustc_cpu", "rustc CPU")):
+            mid, low, high = median_interval(
+                [r[key] / w[key] for r, w in zip(runs, walked)])
+            line += f"  {what} x{mid:.3f} (x{low:.3f}-x{high:.3f})"
+        print(line)
 EOF2
 
 # The unwind tables (rows from .eh_frame alone) checked against the DWARF unwinder on every

@@ -306,6 +306,7 @@ struct walk {
 // costs ~140 ns for a word and ~370 ns for 1 KiB, and a walk reads a word or two a frame,
 // mostly within a few hundred bytes of the last.
 #define WINDOW 1024
+#define BELOW_WORD 128 // a window read for a word starts this far below it
 struct stack_window {
 	u8 b[WINDOW + 8]; // a word at any offset below WINDOW lies within
 };
@@ -490,9 +491,14 @@ static int stack_word(struct walk *w, u64 addr, u64 *v)
 	if (!win)
 		return read_word(addr, v);
 	if (!(addr >= w->window_from && addr + 8 <= w->window_from + w->window_len)) {
-		// From the frame's stack pointer where the window holds addr from there: the
-		// frame's saved registers lie below its return address.
-		u64 from = addr >= w->sp && addr + 8 <= w->sp + WINDOW ? w->sp : addr;
+		// From just below addr (a return address: the frame's saved registers lie below
+		// it, and its caller's frame above, where the next words are read), not from the
+		// frame's stack pointer, which would fill the window with the frame's body (in
+		// rustc's stacks that read 40 % more windows); from addr where it lies below the
+		// stack pointer (an epilogue's popped rbp).
+		u64 from = addr;
+		if (addr >= w->sp)
+			from = addr - w->sp > BELOW_WORD ? addr - BELOW_WORD : w->sp;
 		if (fill_window(w, win, from))
 			return read_word(addr, v);
 		// A window cut short at its page's end may still miss it.

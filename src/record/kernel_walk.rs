@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::model::{KernelWalk, ModuleId};
 use crate::modules::ModuleFile;
 use crate::process::ProcessTable;
-use crate::sampler::bpf::{BpfMaps, MappingEntry};
+use crate::sampler::bpf::{BpfMaps, MappingEntry, RowsPlace};
 use crate::unwind_table::builder::{Builder, Notify, Table};
 use crate::unwind_table::cache;
 use crate::unwind_table::packed::PackedRow;
@@ -18,7 +18,7 @@ use crate::unwind_table::packed::PackedRow;
 pub(super) struct KernelWalkMaps {
     maps: BpfMaps,
     /// Where each module's rows are, and the table's base (its first address).
-    placed: HashMap<ModuleId, Option<(u32, u32, u64)>>,
+    placed: HashMap<ModuleId, Option<(RowsPlace, u64)>>,
     /// Files whose rows are in the kernel, and files read without any (no `.eh_frame` or
     /// `.debug_frame`).
     pub files: usize,
@@ -34,7 +34,8 @@ pub(super) struct KernelWalkMaps {
     looked: Instant,
     /// Tables being built beside the collector.
     builder: Builder,
-    /// Files whose rows did not fit, and how many they are: tried again when that many fit.
+    /// Files whose rows did not fit, and the slots they take with their index: tried again
+    /// when that many fit.
     left_out: HashMap<ModuleId, usize>,
     /// Files left out being tried again, and those placed then.
     retried: HashSet<ModuleId>,
@@ -100,7 +101,7 @@ impl KernelWalkMaps {
         };
         let mut entries = Vec::new();
         for m in process.mappings() {
-            let Some((first, count, base)) = self.rows_of(m.module, procs) else {
+            let Some((place, base)) = self.rows_of(m.module, procs) else {
                 continue;
             };
             let module = procs.modules.get(m.module);
@@ -109,8 +110,10 @@ impl KernelWalkMaps {
                 start: m.start,
                 end: m.end,
                 bias: load_bias.wrapping_add(base),
-                first,
-                count,
+                first: place.first,
+                count: place.count,
+                buckets: place.buckets,
+                shift: place.shift,
             });
         }
         self.maps.set_process(pid, &entries);
@@ -203,7 +206,7 @@ impl KernelWalkMaps {
 
     /// Where module `id`'s rows are in the kernel: placed from the cache on first use, else
     /// handed to the builder (`None` until it is done: [`KernelWalkMaps::take_built`]).
-    fn rows_of(&mut self, id: ModuleId, procs: &ProcessTable) -> Option<(u32, u32, u64)> {
+    fn rows_of(&mut self, id: ModuleId, procs: &ProcessTable) -> Option<(RowsPlace, u64)> {
         if let Some(&placed) = self.placed.get(&id) {
             return placed;
         }
@@ -233,24 +236,24 @@ impl KernelWalkMaps {
         id: ModuleId,
         table: Option<Table>,
         procs: &ProcessTable,
-    ) -> Option<(u32, u32, u64)> {
+    ) -> Option<(RowsPlace, u64)> {
         let placed = match table {
             Some((base, rows)) => {
                 if !self.retried.contains(&id) {
                     self.files += 1;
                 }
-                if !self.maps.has_room(rows.len()) {
+                let slots_needed = BpfMaps::slots_for(&rows);
+                if !self.maps.has_room(slots_needed) {
                     // Room may be held by files no process maps any more.
                     self.release_now(procs);
                 }
-                let rows_needed = rows.len();
                 let placed = self
                     .maps
                     .rows_of(u64::from(id.0), &rows)
-                    .map(|(first, count)| (first, count, base));
+                    .map(|place| (place, base));
                 match placed {
                     None => {
-                        self.left_out.insert(id, rows_needed);
+                        self.left_out.insert(id, slots_needed);
                     }
                     Some(_) if self.retried.remove(&id) => self.placed_later += 1,
                     Some(_) => {}

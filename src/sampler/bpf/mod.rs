@@ -22,7 +22,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use perf_event_open_sys as sys;
 
-use crate::unwind_table::packed::PackedRow;
+use crate::unwind_table::packed::{PackedRow, RowIndex};
 use mapped::MappedArray;
 use ring::RecordRing;
 use space::RowSpace;
@@ -77,6 +77,26 @@ pub struct MappingEntry {
     pub bias: u64,
     pub first: u32,
     pub count: u32,
+    /// The rows' index ([`RowIndex`]), in the `buckets` entries before `first`.
+    pub buckets: u32,
+    pub shift: u32,
+}
+
+/// Where a file's rows are: rows[first, first + count), their index's `buckets` entries
+/// before them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowsPlace {
+    pub first: u32,
+    pub count: u32,
+    pub buckets: u32,
+    pub shift: u32,
+}
+
+impl RowsPlace {
+    /// The slots the rows and their index take, from the first.
+    fn slots(&self) -> (u32, u32) {
+        (self.first - self.buckets, self.buckets + self.count)
+    }
 }
 
 /// A process's mappings (`struct process`).
@@ -167,8 +187,8 @@ pub struct BpfMaps {
     pythons: BpfHashMap<MapData, u32, PythonEntry>,
     /// Which rows hold a file's, and which are free.
     space: RowSpace,
-    /// Where each file's rows are: (first, count), by the key ember gives the file.
-    files: HashMap<u64, Option<(u32, u32)>>,
+    /// Where each file's rows are, by the key ember gives the file.
+    files: HashMap<u64, Option<RowsPlace>>,
     /// Files that did not fit.
     pub files_left_out: usize,
 }
@@ -339,17 +359,30 @@ impl BpfProgram {
 }
 
 impl BpfMaps {
-    /// Where the rows of the file known as `key` are, storing them on first use: `None` if
-    /// they do not fit.
-    pub fn rows_of(&mut self, key: u64, table: &[PackedRow]) -> Option<(u32, u32)> {
+    /// Where the rows of the file known as `key` are, storing them and their index on
+    /// first use: `None` if they do not fit.
+    pub fn rows_of(&mut self, key: u64, table: &[PackedRow]) -> Option<RowsPlace> {
         if let Some(&place) = self.files.get(&key) {
             return place;
         }
-        let n = table.len() as u32;
-        let place = self.space.take(n).map(|first| (first, n));
-        if let Some((first, _)) = place {
-            self.rows.entries_mut()[first as usize..(first + n) as usize].copy_from_slice(table);
-        } else {
+        let index = RowIndex::of(table);
+        let buckets = index.entries.len();
+        let place = u32::try_from(buckets + table.len())
+            .ok()
+            .and_then(|n| self.space.take(n))
+            .map(|start| {
+                let at = start as usize;
+                let slots = &mut self.rows.entries_mut()[at..at + buckets + table.len()];
+                slots[..buckets].copy_from_slice(&index.entries);
+                slots[buckets..].copy_from_slice(table);
+                RowsPlace {
+                    first: start + buckets as u32,
+                    count: table.len() as u32,
+                    buckets: buckets as u32,
+                    shift: index.shift,
+                }
+            });
+        if place.is_none() {
             self.files_left_out += 1;
         }
         self.files.insert(key, place);
@@ -364,15 +397,21 @@ impl BpfMaps {
         }
     }
 
-    /// Whether a file of `rows` rows would fit now.
-    pub fn has_room(&self, rows: usize) -> bool {
-        u32::try_from(rows).is_ok_and(|n| self.space.has_room(n))
+    /// The slots a file's rows take with their index.
+    pub fn slots_for(table: &[PackedRow]) -> usize {
+        RowIndex::size(table).1 + table.len()
+    }
+
+    /// Whether `slots` ([`BpfMaps::slots_for`]) would fit now.
+    pub fn has_room(&self, slots: usize) -> bool {
+        u32::try_from(slots).is_ok_and(|n| self.space.has_room(n))
     }
 
     /// The rows of the file known as `key` are free for other files: no process the
     /// program knows maps it any more.
     pub fn release(&mut self, key: u64) {
-        if let Some(Some((first, n))) = self.files.remove(&key) {
+        if let Some(Some(place)) = self.files.remove(&key) {
+            let (first, n) = place.slots();
             // Before another file's rows can go there: what the program remembers of these
             // rows no longer holds.
             self.settings[CONFIG_GENERATION] += 1;

@@ -41,13 +41,17 @@ enum {
 #define RBP_UNKNOWN (-128)
 
 // One executable mapping of a process: its rows are rows[first, first + count), keyed by
-// address - bias (the load bias and the table's base).
+// address - bias (the load bias and the table's base); before them, `buckets` entries of
+// their index by address (src/unwind_table/packed.rs, RowIndex): entry b's pc is the row
+// that holds bucket b's first address, a bucket `1 << shift` bytes.
 struct mapping {
 	u64 start;
 	u64 end;
 	u64 bias;
 	u32 first;
 	u32 count;
+	u32 buckets;
+	u32 shift;
 };
 
 #define MAX_MAPPINGS 256
@@ -376,11 +380,30 @@ static struct mapping *find_mapping(struct process *p, u64 addr)
 	return addr < m->end ? m : 0;
 }
 
-// The row for `svma` among rows[first, first + count) into `w->row`, with the addresses it
-// holds for; 0 if there is none.
-static int find_row(struct walk *w, u32 first, u32 count, u64 svma)
+// Narrow search `s` of mapping `m`'s rows to those of the bucket that holds its key and
+// the row that holds the next bucket's start: a few rows, near each other in memory.
+static __always_inline void narrow(struct search *s, const struct mapping *m)
 {
+	u64 b = s->key >> (m->shift & 63);
+	if (b + 1 >= m->buckets)
+		return;
+	u32 at = m->first - m->buckets + (u32)b;
+	struct row *lo = bpf_map_lookup_elem(&rows, &at);
+	at++;
+	struct row *hi = bpf_map_lookup_elem(&rows, &at);
+	if (!lo || !hi || lo->pc > hi->pc || hi->pc >= s->hi)
+		return;
+	s->lo = lo->pc;
+	s->hi = hi->pc + 1;
+}
+
+// The row for `svma` among mapping `w->map`'s rows into `w->row`, with the addresses it
+// holds for; 0 if there is none.
+static int find_row(struct walk *w, u64 svma)
+{
+	u32 first = w->map.first, count = w->map.count;
 	struct search s = { .key = svma, .lo = 0, .hi = count, .first = first };
+	narrow(&s, &w->map);
 	bpf_loop(33, row_step, &s, 0);
 	if (s.lo == 0)
 		return 0;
@@ -418,7 +441,7 @@ static int find_frame(struct walk *w, u64 addr)
 			return 0;
 		w->map = *m;
 	}
-	return find_row(w, w->map.first, w->map.count, addr - w->map.bias);
+	return find_row(w, addr - w->map.bias);
 }
 
 // The row for the frame at `w->lookup` into `w->rule`, with `w->map` its mapping: the last

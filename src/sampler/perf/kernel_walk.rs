@@ -107,8 +107,13 @@ mod tests {
                 assert_eq!(program.read_records(|_| {}), 0);
                 assert_eq!(program.take_lost(), 0);
                 let rows = [PackedRow::default()];
-                assert_eq!(maps.rows_of(7, &rows), Some((0, 1)));
-                assert_eq!(maps.rows_of(7, &rows), Some((0, 1)));
+                let place = bpf::RowsPlace {
+                    first: 0,
+                    count: 1,
+                    ..Default::default()
+                };
+                assert_eq!(maps.rows_of(7, &rows), Some(place));
+                assert_eq!(maps.rows_of(7, &rows), Some(place));
                 maps.set_process(1, &[bpf::MappingEntry::default()]);
                 maps.remove_process(1);
             }

@@ -315,11 +315,11 @@ impl KernelWalkMaps {
         let row = std::mem::size_of::<PackedRow>() as f64;
         let mib = |rows: u32| f64::from(rows) * row / f64::from(1 << 20);
         format!(
-            "stacks walked in the kernel: rows of {} files, {peak} rows at most ({:.1} of \
-             {:.1} MiB); {} files' rows given back when no process mapped them, {} files left \
-             out for room ({} of them placed later), {} without .eh_frame or .debug_frame; {} \
-             from the cache, built or loaded in {:.2} s; {} samples taken after an exec, before \
-             the program knew of it, cut after their first frame",
+            "stacks walked in the kernel: rows of {} files, {peak} rows at most, their indexes \
+             included ({:.1} of {:.1} MiB); {} files' rows given back when no process mapped \
+             them, {} files left out for room ({} of them placed later), {} without .eh_frame \
+             or .debug_frame; {} from the cache, built or loaded in {:.2} s; {} samples taken \
+             after an exec, before the program knew of it, cut after their first frame",
             self.files,
             mib(peak),
             mib(capacity),

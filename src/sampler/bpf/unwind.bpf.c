@@ -516,9 +516,9 @@ static int stack_word(struct walk *w, u64 addr, u64 *v)
 	if (!(addr >= w->window_from && addr + 8 <= w->window_from + w->window_len)) {
 		// From just below addr (a return address: the frame's saved registers lie below
 		// it, and its caller's frame above, where the next words are read), not from the
-		// frame's stack pointer, which would fill the window with the frame's body (in
-		// rustc's stacks that read 40 % more windows); from addr where it lies below the
-		// stack pointer (an epilogue's popped rbp).
+		// frame's stack pointer, which would fill the window with the frame's body (rustc's
+		// large frames: 17 windows a sample instead of 10); from addr where it lies below
+		// the stack pointer (an epilogue's popped rbp).
 		u64 from = addr;
 		if (addr >= w->sp)
 			from = addr - w->sp > BELOW_WORD ? addr - BELOW_WORD : w->sp;

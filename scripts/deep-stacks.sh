@@ -97,25 +97,14 @@ if command -v samply >/dev/null; then
     echo "samply needs kernel.perf_event_paranoid <= 1 (it is $PARANOID): leaving it out" >&2
   fi
 fi
-if [ -n "${ONLY:-}" ]; then
-  chosen=()
-  for setup in "${SETUPS[@]}"; do
-    if [[ ${setup%%:*} =~ $ONLY ]]; then chosen+=("$setup"); fi
-  done
-  SETUPS=("${chosen[@]}")
-fi
+choose_setups
 
 echo "rustc -O building $version, $HZ Hz, $(nproc) CPUs, $ROUNDS rounds (medians)"
 # Each round: a bare build, then one under each setup; the slowdown is against that round's.
 for ((r = 1; r <= ROUNDS; r++)); do
   read -r bare _ bare_cpu <<<"$(build)"
-  # Every other round runs the setups in reverse, so that no setup always follows another.
-  order=("${SETUPS[@]}")
-  if [ $((r % 2)) = 0 ]; then
-    order=()
-    for ((j = ${#SETUPS[@]} - 1; j >= 0; j--)); do order+=("${SETUPS[j]}"); done
-  fi
-  for setup in "${order[@]}"; do
+  setups_in_order "$r"
+  for setup in "${ORDER[@]}"; do
     IFS=: read -r name args delay <<<"$setup"
     if [ "$args" = samply ]; then
       # Its stacks are not checked (its profile is not folded stacks): its cost, and its

@@ -46,26 +46,15 @@ if [ ${#no_nice[@]} -gt 0 ]; then
   SETUPS=("${SETUPS[0]}" "ember-no-priority:${no_nice[*]} $EMBER record -F $HZ -o $WORK/e.svg --"
     "${SETUPS[@]:1}")
 fi
-if [ -n "${ONLY:-}" ]; then
-  chosen=()
-  for setup in "${SETUPS[@]}"; do
-    if [[ ${setup%%:*} =~ $ONLY ]]; then chosen+=("$setup"); fi
-  done
-  SETUPS=("${chosen[@]}")
-fi
+choose_setups
 
 : >"$WORK/results"
 : >"$WORK/cpu"
 for i in $(seq "$ROUNDS"); do
   "${prog[@]}" >"$WORK/o"
   record_run bare
-  # Every other round runs the setups in reverse, so that no setup always follows another.
-  order=("${SETUPS[@]}")
-  if [ $((i % 2)) = 0 ]; then
-    order=()
-    for ((j = ${#SETUPS[@]} - 1; j >= 0; j--)); do order+=("${SETUPS[j]}"); done
-  fi
-  for setup in "${order[@]}"; do
+  setups_in_order "$i"
+  for setup in "${ORDER[@]}"; do
     read -r -a cmd <<<"${setup#*:}"
     "${cmd[@]}" "${prog[@]}" >"$WORK/o" 2>/dev/null
     record_run "${setup%%:*}"

@@ -7,6 +7,8 @@
 #   workload NAME [CFLAGS...]  # testdata/NAME.c built into $WORK/NAME (-O2 -g, no frame pointers)
 #   work_of FILE               # the work_seconds a workload printed into FILE
 #   slowdown_table FILE TITLE  # medians of each profiler's slowdown against bare (see below)
+#   choose_setups              # SETUPS ("name:..." entries) cut to the names matching $ONLY
+#   setups_in_order N          # ORDER: SETUPS for round N (reversed every other round)
 #
 # Workloads print what they measured of themselves (work_seconds: the time their fixed amount
 # of work took, cpu_seconds), so a script compares a run under a profiler with a bare run of
@@ -43,4 +45,24 @@ work_of() { awk '/^work_seconds/ {print $2}' "$1"; }
 # interquartile range over the rounds.
 slowdown_table() {
   python3 "$ROOT/scripts/lib/slowdown.py" "$@"
+}
+
+# Keep the SETUPS ("name:command…") whose names match the regex ONLY, where it is set.
+choose_setups() {
+  [ -n "${ONLY:-}" ] || return 0
+  local chosen=() setup
+  for setup in "${SETUPS[@]}"; do
+    if [[ ${setup%%:*} =~ $ONLY ]]; then chosen+=("$setup"); fi
+  done
+  SETUPS=("${chosen[@]}")
+}
+
+# Every other round runs the setups in reverse, so that no setup always follows another.
+setups_in_order() {
+  ORDER=("${SETUPS[@]}")
+  if [ $(($1 % 2)) = 0 ]; then
+    ORDER=()
+    local j
+    for ((j = ${#SETUPS[@]} - 1; j >= 0; j--)); do ORDER+=("${SETUPS[j]}"); done
+  fi
 }

@@ -110,10 +110,7 @@ impl KernelWalkMaps {
                 start: m.start,
                 end: m.end,
                 bias: load_bias.wrapping_add(base),
-                first: place.first,
-                count: place.count,
-                buckets: place.buckets,
-                shift: place.shift,
+                rows: place,
             });
         }
         self.maps.set_process(pid, &entries);

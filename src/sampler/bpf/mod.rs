@@ -75,16 +75,13 @@ pub struct MappingEntry {
     /// What to subtract from an address to get the key its rows are looked up by: the load
     /// bias and the table's base.
     pub bias: u64,
-    pub first: u32,
-    pub count: u32,
-    /// The rows' index ([`RowIndex`]), in the `buckets` entries before `first`.
-    pub buckets: u32,
-    pub shift: u32,
+    pub rows: RowsPlace,
 }
 
-/// Where a file's rows are: rows[first, first + count), their index's `buckets` entries
-/// before them.
+/// Where a file's rows are: rows[first, first + count), their index's ([`RowIndex`])
+/// `buckets` entries before them (the last fields of `struct mapping`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct RowsPlace {
     pub first: u32,
     pub count: u32,
@@ -150,6 +147,8 @@ pub const PYTHON_READ_MAX: u32 = 128;
 /// An offset a version does not have (`NO_OFFSET`).
 pub const PYTHON_NO_OFFSET: u32 = u32::MAX;
 
+// `struct mapping`'s 40 bytes: three addresses, then the four words of `RowsPlace`.
+const _: () = assert!(std::mem::size_of::<MappingEntry>() == 40);
 // SAFETY: plain data of integers, no padding but the explicit fields.
 unsafe impl aya::Pod for MappingEntry {}
 unsafe impl aya::Pod for ProcessEntry {}
